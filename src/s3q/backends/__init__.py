@@ -1,0 +1,69 @@
+"""Store backends and the URL → store factory.
+
+``s3://bucket/prefix`` → :class:`s3q.backends.s3.S3Store`
+``file:///path`` or a bare path → :class:`s3q.backends.local.LocalStore`
+``memory://name`` → :class:`s3q.backends.memory.MemoryStore` (tests, demos; one process)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from s3q.store import Store
+
+__all__ = ["S3Options", "open_store"]
+
+
+@dataclass(frozen=True, slots=True)
+class S3Options:
+    """Connection settings for the S3 backend (ignored by the others)."""
+
+    #: S3-compatible endpoint (MinIO, moto, …); None = AWS (or ``AWS_ENDPOINT_URL``).
+    endpoint_url: str | None = None
+    region: str | None = None
+    #: botocore retry mode: "standard" or "adaptive".
+    retry_mode: str = "standard"
+    #: botocore total attempts per call (first try included).
+    max_attempts: int = 5
+    #: Size of the HTTP connection pool; size it to the worker's concurrency (+ a few for
+    #: lease renewal).
+    max_pool_connections: int = 16
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    #: Explicit credentials; None = the standard AWS chain (instance profile on EC2).
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+
+
+def open_store(url: str, s3: S3Options | None = None) -> Store:
+    """Open the store a queue URL names. Raises ``ValueError`` on an unusable URL."""
+    if not url:
+        raise ValueError("queue URL is empty")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "s3":
+        from s3q.backends.s3 import S3Store
+
+        if not parts.netloc:
+            raise ValueError(f"queue URL {url!r}: no bucket (expected s3://bucket/prefix)")
+        return S3Store(parts.netloc, parts.path.strip("/"), s3 or S3Options())
+    if scheme == "memory":
+        from s3q.backends.memory import MemoryStore
+
+        return MemoryStore(parts.netloc + parts.path)
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError(f"queue URL {url!r}: file URLs must be file:///absolute/path")
+        from s3q.backends.local import LocalStore
+
+        return LocalStore(Path(unquote(parts.path)))
+    if scheme == "" or (len(scheme) == 1 and url[1:3] in (":\\", ":/")):
+        from s3q.backends.local import LocalStore
+
+        return LocalStore(Path(url))
+    raise ValueError(
+        f"queue URL {url!r}: unsupported scheme {scheme!r} (use s3://, file:// or a path)"
+    )

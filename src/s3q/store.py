@@ -1,0 +1,188 @@
+"""The storage seam: the handful of object-store operations the queue is built on.
+
+Nothing below this seam knows about requests, leases or states; nothing above it knows
+boto3. Every backend (``local``, ``s3``, ``memory``) implements :class:`Store` and raises
+only the errors defined here.
+
+Correctness of the queue relies on exactly these guarantees, which every backend must give
+(the contract tests in ``tests/contract`` check them on each one):
+
+* strong read-after-write consistency for ``get``/``head``/``list``;
+* ``put(..., if_none_match=True)`` creates the object only if the key is absent, else raises
+  :class:`PreconditionFailed`;
+* ``put(..., if_match=etag)`` replaces the object only if its current ETag is ``etag``, else
+  raises :class:`PreconditionFailed` (or :class:`NotFound` when the key is absent);
+* ``delete(..., if_match=etag)`` deletes only if the current ETag is ``etag``;
+* ETags are quoted strings, and a given body always has the same ETag *within one backend*
+  (S3: the MD5 of a single-part body); so an ETag says which bytes are there, not who wrote
+  them. Records that fence must carry something unique to the writer in their body.
+
+``copy`` is deliberately *unconditional* on the destination: S3-compatible servers differ in
+whether they honour destination conditions on CopyObject, so the protocol never uses it as a
+lock.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol, runtime_checkable
+
+__all__ = [
+    "Body",
+    "InvalidKey",
+    "NotFound",
+    "ObjectInfo",
+    "Page",
+    "PreconditionFailed",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "validate_key",
+]
+
+#: What ``put`` accepts: bytes, or a binary file object read to its end (streamed, not
+#: loaded whole, by backends that can stream).
+Body = bytes | BinaryIO
+
+
+class StoreError(Exception):
+    """Base of every error a store raises. Backends never leak their SDK's exceptions."""
+
+
+class NotFound(StoreError):
+    """The key does not exist (or an ``if_match`` write targeted a missing key)."""
+
+
+class PreconditionFailed(StoreError):
+    """A conditional write or delete lost: the object exists (``if_none_match``) or its
+    ETag is not the expected one (``if_match``). Also raised for a concurrent conflicting
+    conditional request (S3's 409 ConditionalRequestConflict): for the caller both mean
+    "somebody else changed it; re-read before deciding"."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached or kept failing after the backend's own retries
+    (throttling, 5xx, connection errors). The outcome of a write that raised this is
+    unknown: it may or may not have taken effect."""
+
+
+class InvalidKey(StoreError, ValueError):
+    """The key is not acceptable (empty, absolute, ``..``/``.`` segments, NUL, …)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What a store knows about one object without reading its body."""
+
+    key: str
+    etag: str
+    size: int
+    #: Seconds since the epoch, by the *store's* clock (S3: Last-Modified, 1 s resolution).
+    last_modified: float
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing, keys in ascending UTF-8 byte order."""
+
+    items: list[ObjectInfo]
+    #: True when more keys follow the last item of this page.
+    truncated: bool
+
+
+_BAD_SEGMENTS = {"", ".", ".."}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative object key, else raise :class:`InvalidKey`.
+
+    Accepted: any non-empty ``/``-separated path of non-empty segments other than ``.`` and
+    ``..``, without control characters and without a leading ``/`` or backslash. Spaces,
+    unicode, ``%`` and deep nesting are fine.
+    """
+    if not isinstance(key, str) or not key:
+        raise InvalidKey(f"invalid key {key!r}: must be a non-empty string")
+    if _CONTROL.search(key):
+        raise InvalidKey(f"invalid key {key!r}: control characters (NUL, newline, …) not allowed")
+    if key.startswith("/") or "\\" in key:
+        raise InvalidKey(f"invalid key {key!r}: must be relative and use '/' separators")
+    if any(seg in _BAD_SEGMENTS for seg in key.split("/")):
+        raise InvalidKey(f"invalid key {key!r}: empty, '.' or '..' path segments not allowed")
+    if len(key.encode("utf-8")) > 1024:
+        raise InvalidKey(f"invalid key {key[:40]!r}…: longer than 1024 bytes")
+    return key
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A flat namespace of objects addressed by relative keys (see :func:`validate_key`)."""
+
+    #: Human-readable location, e.g. ``s3://bucket/prefix`` or ``file:///srv/q``.
+    url: str
+
+    def get(self, key: str) -> tuple[bytes, ObjectInfo]:
+        """Read a whole (small) object. Raises :class:`NotFound`."""
+        ...
+
+    def open(self, key: str) -> tuple[BinaryIO, ObjectInfo]:
+        """Open an object for streaming reads; the caller closes the stream.
+        Raises :class:`NotFound`."""
+        ...
+
+    def head(self, key: str) -> ObjectInfo:
+        """Metadata of one object. Raises :class:`NotFound`."""
+        ...
+
+    def put(
+        self,
+        key: str,
+        body: Body,
+        *,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> ObjectInfo:
+        """Write an object, optionally conditionally (at most one condition).
+        Returns the new object's info (its ``last_modified`` by the store's clock)."""
+        ...
+
+    def copy(self, src: str, dst: str, *, if_source_match: str | None = None) -> ObjectInfo:
+        """Server-side copy ``src`` → ``dst`` (the body never passes through this process).
+        ``if_source_match`` makes the copy fail with :class:`PreconditionFailed` when the
+        *source* changed. The destination is overwritten unconditionally.
+        Raises :class:`NotFound` when ``src`` is missing."""
+        ...
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        """Delete an object. Unconditional deletes of a missing key succeed silently;
+        a conditional delete of a missing key raises :class:`NotFound`."""
+        ...
+
+    def list_page(
+        self, prefix: str, *, start_after: str | None = None, limit: int = 1000
+    ) -> Page:
+        """One page of keys starting with ``prefix``, strictly after ``start_after``."""
+        ...
+
+    def now(self) -> float:
+        """The store's current time (seconds since the epoch), as best known: for S3 the
+        ``Date`` header of the latest response advanced by local monotonic time. Lease expiry
+        compares this with ``ObjectInfo.last_modified``, so workers' clocks need not agree."""
+        ...
+
+    def close(self) -> None:
+        """Release connections/resources."""
+        ...
+
+
+def list_all(store: Store, prefix: str, *, page_size: int = 1000) -> Iterator[ObjectInfo]:
+    """Every object under ``prefix``, page by page (never holds more than one page)."""
+    start: str | None = None
+    while True:
+        page = store.list_page(prefix, start_after=start, limit=page_size)
+        yield from page.items
+        if not page.truncated or not page.items:
+            return
+        start = page.items[-1].key
