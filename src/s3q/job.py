@@ -42,7 +42,8 @@ class Job:
         self.deadline = deadline
         self.finished = False
         self._lost = threading.Event()
-        self._on_lost: list[Callable[[Job], None]] = []
+        self._interrupted = threading.Event()
+        self._on_interrupt: list[Callable[[Job], None]] = []
 
     # ------------------------------------------------------------------ identity
     @property
@@ -87,11 +88,27 @@ class Job:
         return target
 
     # ------------------------------------------------------------------ lease
-    def on_lost(self, callback: Callable[[Job], None]) -> None:
-        """Call ``callback(job)`` (from the renewing thread) if the lease is taken over."""
-        self._on_lost.append(callback)
-        if self.lost:
+    @property
+    def interrupted(self) -> bool:
+        """True once the work should stop: lease lost, or the worker gave the job back."""
+        return self._interrupted.is_set()
+
+    def on_interrupt(self, callback: Callable[[Job], None]) -> None:
+        """Call ``callback(job)`` when the job is interrupted (its lease was taken over, or
+        the worker is shutting down and gives it back): e.g. kill the handler's process."""
+        self._on_interrupt.append(callback)
+        if self.interrupted:
             callback(self)
+
+    def interrupt(self) -> None:
+        if self._interrupted.is_set():
+            return
+        self._interrupted.set()
+        for callback in self._on_interrupt:
+            try:
+                callback(self)
+            except Exception:
+                log.exception("interrupt callback of %s failed", self.name)
 
     def mark_lost(self) -> None:
         if self._lost.is_set():
@@ -101,8 +118,7 @@ class Job:
                   self.name, self.generation,
                   extra={"event": "lease_lost", "request": self.name,
                          "worker": self.worker_id, "gen": self.generation})
-        for callback in self._on_lost:
-            callback(self)
+        self.interrupt()
 
     def renew(self) -> None:
         """Extend the lease now. Raises LeaseLost if it was taken over."""

@@ -122,19 +122,20 @@ class Recovered:
 def error_info(
     error: BaseException | str, *, worker: str, attempt: int, at: float
 ) -> dict[str, Any]:
-    """The error part of retry and error records."""
+    """The error part of retry and error records (long messages keep head and tail)."""
+    info: dict[str, Any] = {"type": "Error", "message": _clip(str(error), 4000),
+                            "worker": worker, "attempt": attempt, "at": at}
     if isinstance(error, BaseException):
-        tb = "".join(traceback.format_exception(error))[-4000:]
-        return {
-            "type": type(error).__name__,
-            "message": str(error)[:2000],
-            "traceback": tb,
-            "worker": worker,
-            "attempt": attempt,
-            "at": at,
-        }
-    return {"type": "Error", "message": str(error)[:4000], "worker": worker,
-            "attempt": attempt, "at": at}
+        info["type"] = type(error).__name__
+        info["traceback"] = _clip("".join(traceback.format_exception(error)), 8000)
+    return info
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2 - 3
+    return f"{text[:half]} … {text[-half:]}"
 
 
 Data = bytes | str | PathLike[str] | BinaryIO
@@ -384,10 +385,14 @@ class Queue:
             if taken is None:
                 return None
             lease, lease_etag = taken
+        proc_key = layout.key(layout.PROCESSING, name)
         try:  # c2
-            self.store.copy(info.key, layout.key(layout.PROCESSING, name),
-                            if_source_match=info.etag)
+            copied = self.store.copy(info.key, proc_key, if_source_match=info.etag)
         except (NotFound, PreconditionFailed):  # claimed and finished meanwhile, or replaced
+            self._delete_lease(name, lease_etag)
+            return None
+        if _changed(info.etag, copied.etag):  # a server that ignored the source condition
+            self.store.delete(proc_key)
             self._delete_lease(name, lease_etag)
             return None
         # c3 (412: a newer submission of the same name arrived: it stays waiting)
@@ -500,7 +505,8 @@ class Queue:
         proc = self._head(proc_key)
         if proc is None:
             try:
-                proc = self.store.copy(wait_key, proc_key, if_source_match=lease.etag)
+                self.store.copy(wait_key, proc_key, if_source_match=lease.etag)
+                proc = self.store.head(proc_key)
             except (NotFound, PreconditionFailed):
                 return None
         try:
@@ -552,11 +558,12 @@ class Queue:
         else:
             raise AssertionError(f"no roll-forward for intent {lease.intent}")
         check()
-        with contextlib.suppress(NotFound, PreconditionFailed):
-            self.store.delete(proc, if_match=lease.etag)
+        # Unconditional: only the lease holder writes processing/NAME, and a copy may carry
+        # another ETag than its source (multipart objects).
+        self.store.delete(proc)
         if lease.intent is Intent.WAIT and lease.attempts > 0:  # w5: rest as a RETRY lease
             self._write_lease(lease.next(intent=Intent.RETRY), if_match=etag)
-        else:  # d6, x6, w5
+        else:  # d5, x5, w5
             self._delete_lease(name, etag)
         self._emit(event, name, worker=lease.worker, attempt=lease.attempt, **fields)
 
@@ -719,6 +726,12 @@ class Queue:
     def requeue_all(self, include: str = "*") -> int:
         names = [i.key for i in self.ls(State.FAILED)]
         return sum(self.requeue(n) for n in names if fnmatch.fnmatchcase(n, include))
+
+
+def _changed(expected: str, copied: str) -> bool:
+    """Did a copy carry other bytes than the source ETag ``expected`` names? Only decidable
+    for single-part objects (ETag = MD5); multipart ETags depend on the part sizes."""
+    return "-" not in expected and "-" not in copied and expected != copied
 
 
 def _check_worker_id(worker_id: str) -> None:

@@ -1,0 +1,201 @@
+"""What a worker runs for each request: a Python callable, or any program.
+
+A handler is ``Callable[[Request], bytes | str | None]``; what it returns (if anything) is
+kept as the request's result. Raising fails the attempt (retried with backoff until
+``max_attempts``). A :class:`s3q.job.Job` is a Request; so is :class:`LocalRequest`, which
+is what a handler gets when it runs in a child process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, BinaryIO, Protocol
+
+from s3q.job import Job
+
+__all__ = [
+    "ExecHandler",
+    "Handler",
+    "HandlerError",
+    "HandlerTimeout",
+    "LocalRequest",
+    "Request",
+    "load_callable",
+    "process_handler",
+]
+
+#: The most of a program's stdout kept as its result, and of its stderr kept in errors.
+MAX_RESULT = 256 * 1024
+STDERR_TAIL = 4000
+
+
+class Request(Protocol):
+    """What a handler is given."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+    def open(self) -> BinaryIO: ...
+    def read(self) -> bytes: ...
+
+
+Handler = Callable[[Job], bytes | str | None]
+
+
+class HandlerError(Exception):
+    """A program handler failed (non-zero exit); the message holds its stderr tail."""
+
+
+class HandlerTimeout(HandlerError):
+    """A program handler ran longer than the job timeout and was killed."""
+
+
+class LocalRequest:
+    """A request already downloaded to a local file (for handlers in child processes)."""
+
+    def __init__(self, name: str, path: Path, attempt: int) -> None:
+        self.name, self.path, self.attempt = name, path, attempt
+
+    def open(self) -> BinaryIO:
+        return self.path.open("rb")
+
+    def read(self) -> bytes:
+        return self.path.read_bytes()
+
+
+def load_callable(spec: str) -> Callable[..., bytes | str | None]:
+    """``package.module:function`` → the function (clear errors for bad specs)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"handler {spec!r}: expected 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"handler {spec!r}: cannot import {module_name!r}: {exc}") from exc
+    target: object = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise ValueError(f"handler {spec!r}: {module_name!r} has no {attr!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise ValueError(f"handler {spec!r}: {attr!r} is not callable")
+    return target
+
+
+class ExecHandler:
+    """Run a program for each request: the request is streamed to a temporary file,
+    ``{path}`` and ``{name}`` in the command are replaced (after splitting, so no shell is
+    involved), and S3Q_REQUEST_NAME / S3Q_REQUEST_PATH / S3Q_ATTEMPT / S3Q_WORKER_ID are set.
+    Exit code 0 = done (stdout, if small, is the result); anything else fails the attempt
+    with the tail of stderr. The program runs in its own process group, killed as a whole
+    on timeout, when the lease is lost, or when the worker gives the job back."""
+
+    def __init__(self, command: str | list[str], timeout: float | None = None) -> None:
+        self.argv = shlex.split(command) if isinstance(command, str) else list(command)
+        if not self.argv:
+            raise ValueError("exec handler: empty command")
+        self.timeout = timeout or None
+
+    def __call__(self, job: Job) -> bytes | None:
+        with tempfile.TemporaryDirectory(prefix="s3q-job-") as tmp:
+            path = job.download(Path(tmp) / _safe_basename(job.name))
+            argv = [a.replace("{path}", str(path)).replace("{name}", job.name)
+                    for a in self.argv]
+            env = {**os.environ, "S3Q_REQUEST_NAME": job.name, "S3Q_REQUEST_PATH": str(path),
+                   "S3Q_ATTEMPT": str(job.attempt), "S3Q_WORKER_ID": job.worker_id}
+            return self._run(job, argv, env, tmp)
+
+    def _run(self, job: Job, argv: list[str], env: dict[str, str], cwd: str) -> bytes | None:
+        try:
+            proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    start_new_session=True)
+        except OSError as exc:
+            raise HandlerError(f"cannot start {argv[0]!r}: {exc}") from exc
+        job.on_interrupt(lambda _job: _kill_group(proc))
+        out: deque[bytes] = deque()
+        err: deque[bytes] = deque()
+        out_size = [0]
+        readers = [_drain(proc.stdout, out, MAX_RESULT, out_size),
+                   _drain(proc.stderr, err, STDERR_TAIL, [0])]
+        try:
+            code = proc.wait(self.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            proc.wait()
+            raise HandlerTimeout(
+                f"{argv[0]} timed out after {self.timeout:g}s and was killed; "
+                f"stderr: {_tail(err)}") from None
+        finally:
+            for reader in readers:
+                reader.join(timeout=5)
+        if code != 0:
+            how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+            raise HandlerError(f"{argv[0]} failed ({how}); stderr: {_tail(err)}")
+        return b"".join(out) if 0 < out_size[0] <= MAX_RESULT else None
+
+
+def process_handler(spec: str, timeout: float | None = None) -> ExecHandler:
+    """A Python callable run in a child process per request (for CPU-bound handlers):
+    it receives a :class:`LocalRequest`."""
+    load_callable(spec)  # fail at start, not per request
+    return ExecHandler([sys.executable, "-m", "s3q.runner", spec, "{path}", "{name}"], timeout)
+
+
+def _safe_basename(name: str) -> str:
+    base = name.rsplit("/", 1)[-1]
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in base)[-100:] or "request"
+
+
+#: Seconds between SIGTERM and SIGKILL when a handler's process group is stopped.
+KILL_GRACE = 5.0
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the handler's whole process group, SIGKILL it KILL_GRACE seconds later."""
+    def signal_group(sig: signal.Signals) -> None:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
+
+    signal_group(signal.SIGTERM)
+    timer = threading.Timer(KILL_GRACE, signal_group, args=(signal.SIGKILL,))
+    timer.daemon = True
+    timer.start()
+
+
+def _drain(stream: IO[bytes] | None, into: deque[bytes], keep: int, total: list[int],
+           ) -> threading.Thread:
+    """Read a pipe to its end in a thread (so the program never blocks on a full pipe),
+    keeping about its last ``keep`` bytes in ``into`` and its total size in ``total[0]``."""
+    def run() -> None:
+        assert stream is not None
+        size = 0
+        for chunk in iter(lambda: stream.read(65536), b""):
+            into.append(chunk)
+            size += len(chunk)
+            total[0] += len(chunk)
+            while len(into) > 1 and size - len(into[0]) >= keep:
+                size -= len(into.popleft())
+        stream.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _tail(chunks: deque[bytes]) -> str:
+    text = b"".join(chunks)[-STDERR_TAIL:].decode("utf-8", "replace").strip()
+    return text or "(empty)"

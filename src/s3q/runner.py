@@ -1,0 +1,27 @@
+"""``python -m s3q.runner module:function PATH NAME``: run a Python handler on a downloaded
+request in this (child) process; its result goes to stdout. Used by ``--pool process``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from s3q.handlers import LocalRequest, load_callable
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3:
+        print("usage: python -m s3q.runner module:function PATH NAME", file=sys.stderr)
+        return 2
+    spec, path, name = argv
+    func = load_callable(spec)
+    result = func(LocalRequest(name, Path(path), int(os.environ.get("S3Q_ATTEMPT", "1"))))
+    if result is not None:
+        data = result.encode() if isinstance(result, str) else bytes(result)
+        sys.stdout.buffer.write(data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

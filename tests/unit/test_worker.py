@@ -1,0 +1,197 @@
+"""The worker loop and the handlers, on an in-memory store with the real clock."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from s3q import LeaseLost, Queue, QueueConfig, State
+from s3q.backends.memory import MemoryStore
+from s3q.handlers import ExecHandler, HandlerError, HandlerTimeout, process_handler
+from s3q.job import Job
+from s3q.worker import Worker, WorkerOptions
+
+
+def make_queue(**cfg: object) -> Queue:
+    config = QueueConfig(**{"lease_ttl": 6.0, "retry_base_delay": 0.0,  # type: ignore[arg-type]
+                            "retry_max_delay": 0.0, "max_attempts": 3, **cfg})
+    return Queue(MemoryStore("worker-test"), config)
+
+
+def fill(q: Queue, n: int) -> list[str]:
+    names = [f"batch/{i:03d}_request.json" for i in range(n)]
+    for name in names:
+        q.submit(name, f'{{"n": "{name}"}}')
+    return names
+
+
+def test_burst_processes_everything_once() -> None:
+    q = make_queue()
+    names = fill(q, 25)
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def handler(job: Job) -> bytes:
+        with lock:
+            seen.append(job.name)
+        return job.read()[::-1]
+
+    stats = Worker(q, handler, WorkerOptions("w", concurrency=4, burst=True)).run()
+    assert sorted(seen) == names
+    assert stats.completed == 25 and stats.failed == 0
+    assert q.counts() == {"wait": 0, "processing": 0, "finish": 25, "failed": 0}
+    assert q.result(names[0]) == f'{{"n": "{names[0]}"}}'.encode()[::-1]
+
+
+def test_failing_handler_ends_in_failed_with_error_record() -> None:
+    q = make_queue(max_attempts=3)
+    fill(q, 1)
+    attempts: list[int] = []
+
+    def handler(job: Job) -> None:
+        attempts.append(job.attempt)
+        raise RuntimeError("cannot parse request")
+
+    worker = Worker(q, handler, WorkerOptions("w", concurrency=1, burst=True))
+    for _ in range(3):  # each burst ends when the retry's backoff (0 s here) is pending
+        worker.run()
+    assert attempts == [1, 2, 3]
+    assert q.counts()["failed"] == 1
+    record = q.error_record("batch/000_request.json")
+    assert record is not None and record.attempts == 3
+    assert "cannot parse request" in record.error["message"]
+    assert record.error["type"] == "RuntimeError" and record.worker == "w"
+
+
+def test_max_jobs_stops_after_n() -> None:
+    q = make_queue()
+    fill(q, 10)
+    stats = Worker(q, lambda job: None, WorkerOptions("w", concurrency=3, max_jobs=4)).run()
+    assert stats.completed == 4
+    assert q.counts()["wait"] == 6
+
+
+def test_graceful_stop_gives_running_jobs_back() -> None:
+    q = make_queue()
+    fill(q, 2)
+    started = threading.Event()
+
+    def slow(job: Job) -> None:
+        started.set()
+        while not job.interrupted:
+            time.sleep(0.02)
+
+    worker = Worker(q, slow, WorkerOptions("w", concurrency=2, grace=0.3))
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    assert started.wait(5)
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    worker.stop()
+    runner.join(10)
+    assert not runner.is_alive()
+    assert time.monotonic() - t0 < 3
+    assert worker.stats.released == 2 and worker.stats.completed == 0
+    assert q.counts() == {"wait": 2, "processing": 0, "finish": 0, "failed": 0}
+    assert list(q.leases()) == []  # released at attempt 1: nothing to remember
+
+
+def test_lost_lease_interrupts_the_handler() -> None:
+    q = make_queue()
+    fill(q, 1)
+    seen: dict[str, bool] = {}
+
+    def handler(job: Job) -> None:
+        # Another worker takes the request over (as after a long pause of this one).
+        Queue(q.store, q.config)._take_over(job.name, "thief", mine=False, run=True,
+                                            force=True)
+        with pytest.raises(LeaseLost):
+            job.renew()
+        seen["interrupted"] = job.interrupted
+
+    stats = Worker(q, handler, WorkerOptions("w", concurrency=1, burst=True)).run()
+    assert seen == {"interrupted": True}
+    assert stats.lost == 1 and stats.completed == 0
+    lease = q.lease("batch/000_request.json")
+    assert lease is not None and lease[0].worker == "thief"  # it is the thief's now
+    assert q.counts()["processing"] == 1
+
+
+# ---------------------------------------------------------------------- exec handlers
+def run_exec(q: Queue, command: list[str], timeout: float | None = None) -> Worker:
+    worker = Worker(q, ExecHandler(command, timeout), WorkerOptions("w", burst=True))
+    worker.run()
+    return worker
+
+
+def test_exec_handler_gets_the_file_and_its_stdout_is_the_result(tmp_path: Path) -> None:
+    q = make_queue()
+    fill(q, 1)
+    script = ("import os,sys; p=sys.argv[1]; "
+              "print(open(p).read().upper(), os.environ['S3Q_REQUEST_NAME'], end='')")
+    run_exec(q, [sys.executable, "-c", script, "{path}"])
+    assert q.counts()["finish"] == 1
+    assert q.result("batch/000_request.json") == (
+        b'{"N": "BATCH/000_REQUEST.JSON"} batch/000_request.json')
+
+
+def test_exec_handler_failure_keeps_the_stderr_tail() -> None:
+    q = make_queue(max_attempts=1)
+    fill(q, 1)
+    script = ("import sys; print('x' * 10000, file=sys.stderr); "
+              "print('bad input', file=sys.stderr); sys.exit(3)")
+    run_exec(q, [sys.executable, "-c", script])
+    record = q.error_record("batch/000_request.json")
+    assert record is not None
+    assert "exit code 3" in record.error["message"]
+    assert record.error["message"].rstrip().endswith("bad input")
+    assert len(record.error["message"]) < 4200
+
+
+def test_exec_handler_timeout_kills_the_process_group() -> None:
+    q = make_queue(max_attempts=1)
+    fill(q, 1)
+    script = ("import subprocess,sys,time; "
+              "subprocess.Popen([sys.executable,'-c','import time; time.sleep(60)']); "
+              "time.sleep(60)")
+    t0 = time.monotonic()
+    run_exec(q, [sys.executable, "-c", script], timeout=1.0)
+    assert time.monotonic() - t0 < 15
+    record = q.error_record("batch/000_request.json")
+    assert record is not None and "timed out after 1s" in record.error["message"]
+
+
+def test_exec_handler_errors_are_clear() -> None:
+    with pytest.raises(ValueError, match="empty command"):
+        ExecHandler("")
+    q = make_queue(max_attempts=1)
+    fill(q, 1)
+    run_exec(q, ["/nonexistent/program", "{path}"])
+    record = q.error_record("batch/000_request.json")
+    assert record is not None and "cannot start" in record.error["message"]
+    assert issubclass(HandlerTimeout, HandlerError)
+
+
+def test_process_pool_handler_runs_python_in_a_child(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "myhandlers.py").write_text(
+        "import os\n"
+        "def handle(req):\n"
+        "    return f'{req.name}:{req.attempt}:{len(req.read())}:{os.getpid()}'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    q = make_queue()
+    fill(q, 1)
+    Worker(q, process_handler("myhandlers:handle"), WorkerOptions("w", burst=True)).run()
+    result = q.result("batch/000_request.json")
+    assert result is not None
+    name, attempt, size, pid = result.decode().split(":")
+    assert (name, attempt, int(size)) == ("batch/000_request.json", "1", 31)
+    assert int(pid) != __import__("os").getpid()
+    with pytest.raises(ValueError, match="cannot import"):
+        process_handler("no_such_module_x:handle")
+    assert State.FINISH.prefix == "finish/"
