@@ -1,0 +1,465 @@
+"""s3q.config: layers and their precedence, profiles, provenance, validation, secrets (masking
+and ``ssm:`` resolution against moto's SSM), and the default worker id (IMDSv2, served locally).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.server
+import logging
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import boto3
+import pytest
+
+from s3q import config as config_module
+from s3q.config import (
+    SETTINGS,
+    Config,
+    Secret,
+    Setting,
+    default_worker_id,
+    load_config,
+    resolve_secrets,
+    show_config,
+)
+from s3q.errors import ConfigError
+from s3q.queue import QueueConfig
+from tests.s3server import S3Endpoint
+
+NO_IMDS = {"S3Q_IMDS": "off"}
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run in an empty directory; no file of the host's is found; the IMDS is never asked."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(config_module, "SEARCH_PATH", ("s3q.toml",))
+    monkeypatch.setenv("S3Q_IMDS", "off")
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return str(path)
+
+
+def load(flags: dict[str, object] | None = None, *, env: dict[str, str] | None = None,
+         config_path: str | None = None, hostname: str = "web-staging-1",
+         ) -> tuple[Config, dict[str, str]]:
+    return load_config(flags, config_path=config_path, env=env or {}, hostname=hostname)
+
+
+def error(*args: object, **kwargs: object) -> str:
+    """The one-line message of the ConfigError ``load`` raises."""
+    with pytest.raises(ConfigError) as info:
+        load(*args, **kwargs)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "\n" not in message
+    assert info.value.__cause__ is None and "Traceback" not in message
+    return message
+
+
+LAYERED = """\
+    lease_ttl = 11
+    max_attempts = 2
+    concurrency = 3
+    [profiles.prod]
+    when_hostname = "*-prod-*"
+    lease_ttl = 12
+    max_attempts = 7
+    [profiles.staging]
+    when_hostname = "*-staging-*"
+    lease_ttl = 13
+    [profiles.default]
+    lease_ttl = 14
+"""
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+def test_settings_table_matches_config_fields() -> None:
+    assert [s.name for s in SETTINGS] == [f.name for f in dataclasses.fields(Config)]
+    for s in SETTINGS:
+        assert s.help and s.env_var == "S3Q_" + s.name.upper()
+        assert s.flag == (None if s.secret else "--" + s.name.replace("_", "-"))
+    assert {s.name for s in SETTINGS if s.secret} == {
+        "access_key_id", "secret_access_key", "session_token"}
+
+
+def test_defaults() -> None:
+    cfg, sources = load()
+    assert set(sources.values()) == {"default"}
+    assert (cfg.queue, cfg.lease_ttl, cfg.max_attempts, cfg.concurrency, cfg.grace) == (
+        "./s3q-data", 30.0, 5, 4, 30.0)
+    assert (cfg.filter, cfg.on_finish, cfg.worker_id, cfg.log_level, cfg.log_json) == (
+        "*", "move", None, "info", None)
+    assert (cfg.retry_base_delay, cfg.retry_max_delay, cfg.job_timeout, cfg.poll_interval,
+            cfg.metrics_port) == (5.0, 300.0, 0.0, 10.0, 0)
+    assert (cfg.endpoint_url, cfg.region, cfg.retry_mode, cfg.ssm_endpoint_url) == (
+        None, None, "standard", None)
+    assert (cfg.access_key_id, cfg.secret_access_key, cfg.session_token, cfg.profile) == (
+        None, None, None, None)
+    assert cfg.queue_config() == QueueConfig()
+
+
+# --- layers, profiles, provenance ----------------------------------------------------------------
+
+def test_every_layer_overrides_the_one_below(tmp_path: Path) -> None:
+    path = write(tmp_path / "s3q.toml", LAYERED)
+    file_, prof = f"file {path}", f"profile prod ({path})"
+    cfg, src = load(hostname="app-prod-3")
+    assert (cfg.lease_ttl, cfg.max_attempts, cfg.concurrency, cfg.grace) == (12, 7, 3, 30)
+    assert (src["lease_ttl"], src["max_attempts"], src["concurrency"], src["grace"]) == (
+        prof, prof, file_, "default")
+    env = {"S3Q_LEASE_TTL": "20", "S3Q_MAX_ATTEMPTS": "9"}
+    cfg, src = load(env=env, hostname="app-prod-3")
+    assert (cfg.lease_ttl, cfg.max_attempts) == (20.0, 9)
+    assert src["lease_ttl"] == "env S3Q_LEASE_TTL"
+    cfg, src = load({"lease_ttl": 25.0, "max_attempts": None}, env=env, hostname="app-prod-3")
+    assert (cfg.lease_ttl, cfg.max_attempts) == (25.0, 9)  # None = flag not given
+    assert (src["lease_ttl"], src["max_attempts"]) == ("flag --lease-ttl", "env S3Q_MAX_ATTEMPTS")
+    assert src["profile"] == f"hostname app-prod-3 matches '*-prod-*' ({path})"
+    assert isinstance(cfg.lease_ttl, float) and isinstance(cfg.max_attempts, int)
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "hostname", "want"),
+    [
+        ({}, {}, "app-prod-3", ("prod", "hostname app-prod-3 matches '*-prod-*' ({path})")),
+        ({}, {}, "APP-STAGING-1",
+         ("staging", "hostname APP-STAGING-1 matches '*-staging-*' ({path})")),
+        ({}, {}, "laptop", ("default", "profile named 'default' ({path})")),
+        ({}, {"S3Q_PROFILE": "staging"}, "app-prod-3", ("staging", "env S3Q_PROFILE")),
+        ({"profile": "prod"}, {"S3Q_PROFILE": "staging"}, "laptop", ("prod", "flag --profile")),
+    ],
+)
+def test_profile_selection(tmp_path: Path, flags: dict[str, object], env: dict[str, str],
+                           hostname: str, want: tuple[str, str]) -> None:
+    expected, why = want
+    path = write(tmp_path / "s3q.toml", LAYERED)
+    cfg, src = load(flags, env=env, hostname=hostname)
+    assert cfg.profile == expected
+    assert src["profile"] == why.format(path=path)
+    assert cfg.lease_ttl == {"prod": 12, "staging": 13, "default": 14}[expected]
+
+
+def test_first_matching_profile_in_file_order_wins(tmp_path: Path) -> None:
+    write(tmp_path / "s3q.toml", """\
+        [profiles.b]
+        when_hostname = "web-*"
+        [profiles.a]
+        when_hostname = "*"
+    """)
+    assert load(hostname="web-1")[0].profile == "b"
+    assert load(hostname="db-1")[0].profile == "a"
+
+
+def test_no_profile_and_top_level_profile_key(tmp_path: Path) -> None:
+    path = write(tmp_path / "s3q.toml", """\
+        queue = "s3://b/p"
+        [profiles.prod]
+        when_hostname = "*-prod-*"
+    """)
+    cfg, src = load(hostname="laptop")
+    assert (cfg.profile, src["profile"], cfg.queue, src["queue"]) == (
+        None, "default", "s3://b/p", f"file {path}")
+    write(tmp_path / "s3q.toml", 'profile = "prod"\n[profiles.prod]\nqueue = "s3://p/q"\n')
+    cfg, src = load(hostname="laptop")
+    assert (cfg.profile, src["profile"], cfg.queue) == ("prod", f"file {path}", "s3://p/q")
+
+
+def test_endpoint_defaults_come_from_the_standard_aws_variables(tmp_path: Path) -> None:
+    env = {"AWS_ENDPOINT_URL": "http://minio:9000"}
+    cfg, src = load(env=env)
+    assert (cfg.endpoint_url, src["endpoint_url"]) == ("http://minio:9000", "env AWS_ENDPOINT_URL")
+    assert (cfg.ssm_endpoint_url, src["ssm_endpoint_url"]) == (
+        "http://minio:9000", "env AWS_ENDPOINT_URL")
+    cfg, src = load(env={**env, "AWS_ENDPOINT_URL_SSM": "http://ssm:1"})
+    assert (cfg.ssm_endpoint_url, src["ssm_endpoint_url"]) == (
+        "http://ssm:1", "env AWS_ENDPOINT_URL_SSM")
+    path = write(tmp_path / "s3q.toml", 'endpoint_url = "http://file:9000"\n')
+    cfg, src = load(env=env)
+    assert (cfg.endpoint_url, src["endpoint_url"]) == ("http://file:9000", f"file {path}")
+
+
+def test_env_and_flag_values_are_parsed() -> None:
+    env = {"S3Q_LOG_JSON": "yes", "S3Q_METRICS_PORT": " 9100 ", "S3Q_ON_FINISH": "delete",
+           "S3Q_CONCURRENCY": "", "S3Q_JOB_TIMEOUT": "1.5"}
+    cfg, src = load({"grace": "7", "log_level": "debug"}, env=env)
+    assert (cfg.log_json, cfg.metrics_port, cfg.on_finish, cfg.job_timeout) == (
+        True, 9100, "delete", 1.5)
+    assert (cfg.concurrency, src["concurrency"]) == (4, "default")  # empty = not set
+    assert (cfg.grace, cfg.log_level, src["grace"]) == (7.0, "debug", "flag --grace")
+    assert load(env={"S3Q_LOG_JSON": "auto"})[0].log_json is None
+    assert load({"log_json": False})[0].log_json is False
+
+
+def test_config_file_discovery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "etc").mkdir()
+    etc = write(tmp_path / "etc" / "s3q.toml", "concurrency = 2\n")
+    monkeypatch.setattr(config_module, "SEARCH_PATH", ("s3q.toml", etc))
+    assert load()[1]["concurrency"] == f"file {etc}"
+    here = write(tmp_path / "s3q.toml", "concurrency = 3\n")
+    assert load()[1]["concurrency"] == f"file {here}"
+    named = write(tmp_path / "named.toml", "concurrency = 5\n")
+    assert load(env={"S3Q_CONFIG": named})[0].concurrency == 5
+    other = write(tmp_path / "other.toml", "concurrency = 6\n")
+    assert load(env={"S3Q_CONFIG": named}, config_path=other)[0].concurrency == 6
+    assert "missing.toml (from --config) does not exist" in error(config_path="missing.toml")
+    assert "(from env S3Q_CONFIG) does not exist" in error(env={"S3Q_CONFIG": "nope.toml"})
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+def test_unknown_keys_suggest_the_setting(tmp_path: Path) -> None:
+    path = write(tmp_path / "s3q.toml", "[profiles.prod]\nlease_tl = 3\n")
+    assert error() == (f"unknown setting 'lease_tl' in {path} [profiles.prod] "
+                       "(did you mean 'lease_ttl'?)")
+    write(tmp_path / "s3q.toml", "concurency = 3\n")
+    assert error() == f"unknown setting 'concurency' in {path} (did you mean 'concurrency'?)"
+    write(tmp_path / "s3q.toml", "[profiles.x]\nwhen_hostnme = 'a'\n")
+    assert "(did you mean 'when_hostname'?)" in error()
+    write(tmp_path / "s3q.toml", "[profiles.x]\nprofile = 'y'\n")
+    assert error().startswith("profile: cannot be set inside a profile")
+    (tmp_path / "s3q.toml").unlink()
+    assert error({"lease_tl": 3}) == (
+        "unknown setting 'lease_tl' in flags (did you mean 'lease_ttl'?)")
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "flags", "expected"),
+    [
+        ('lease_ttl = "abc"', {}, {}, "lease_ttl: expected a number, got 'abc' (file {path})"),
+        ("", {"S3Q_LEASE_TTL": "abc"}, {}, "lease_ttl: expected a number, got 'abc' "
+                                          "(env S3Q_LEASE_TTL)"),
+        ("[profiles.p]\nwhen_hostname = '*'\nmax_attempts = 2.5", {}, {},
+         "max_attempts: expected an integer, got 2.5 (profile p ({path}))"),
+        ("log_json = 1", {}, {}, "log_json: expected true or false, got 1 (file {path})"),
+        ("concurrency = true", {}, {}, "concurrency: expected an integer, got True (file {path})"),
+        ('on_finish = "moved"', {}, {},
+         "on_finish: expected one of 'move', 'delete', got 'moved' (file {path})"),
+        ("", {"S3Q_RETRY_MODE": "legacy"}, {},
+         "retry_mode: expected one of 'standard', 'adaptive', got 'legacy' (env S3Q_RETRY_MODE)"),
+        ("", {}, {"log_level": "loud"},
+         "log_level: expected one of 'debug', 'info', 'warning', 'error', got 'loud' "
+         "(flag --log-level)"),
+        ("grace = -1", {}, {}, "grace: must be at least 0, got -1 (file {path})"),
+        ("", {}, {"concurrency": 0}, "concurrency: must be at least 1, got 0 (flag --concurrency)"),
+        ("metrics_port = 70000", {}, {},
+         "metrics_port: must be at most 65535, got 70000 (file {path})"),
+        ("", {"S3Q_JOB_TIMEOUT": "nan"}, {},
+         "job_timeout: expected a finite number, got 'nan' (env S3Q_JOB_TIMEOUT)"),
+        ('filter = ""', {}, {}, "filter: must be a non-empty single line, got '' (file {path})"),
+        ("lease_ttl = 1", {}, {}, "lease_ttl: must be at least 5 seconds (got 1.0) (file {path})"),
+        ("retry_base_delay = 10\nretry_max_delay = 5", {}, {},
+         "retry_max_delay: must be >= retry_base_delay >= 0 (got 5.0) (file {path})"),
+        ("", {"AWS_ENDPOINT_URL": "a\x01b"}, {},
+         "endpoint_url: must be a non-empty single line, got 'a\\x01b' (env AWS_ENDPOINT_URL)"),
+        ("[profiles.a]\n[profiles.b]", {"S3Q_PROFILE": "nope"}, {},
+         "profile: 'nope' (env S3Q_PROFILE) is not defined in {path} (profiles: a, b)"),
+    ],
+)
+def test_bad_values_name_the_setting_and_source(tmp_path: Path, toml: str, env: dict[str, str],
+                                                flags: dict[str, object], expected: str) -> None:
+    path = write(tmp_path / "s3q.toml", toml + "\n")
+    assert error(flags, env=env) == expected.format(path=path)
+
+
+def test_profile_named_without_a_config_file() -> None:
+    assert error({"profile": "prod"}) == (
+        "profile: 'prod' (flag --profile) is not defined in a config file (profiles: none)")
+
+
+def test_toml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "s3q.toml", 'queue = "s3://b"\nlease_ttl = = 3\n')
+    message = error()
+    assert message.startswith(f"config file {path}: invalid TOML:") and "line 2" in message
+    write(tmp_path / "s3q.toml", "profiles = 3\n")
+    assert error().startswith("profiles: must be [profiles.NAME] tables")
+    write(tmp_path / "s3q.toml", "[profiles.p]\nwhen_hostname = 3\n")
+    assert error().startswith("when_hostname: expected a glob string, got 3")
+
+
+# --- secrets -------------------------------------------------------------------------------------
+
+SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
+
+
+def test_secrets_are_masked(tmp_path: Path) -> None:
+    path = write(tmp_path / "s3q.toml", f'secret_access_key = "{SECRET}"\n')
+    env = {"S3Q_ACCESS_KEY_ID": "ssm:/app/key-id", "S3Q_SESSION_TOKEN": "tok-" + SECRET}
+    cfg, src = load(env=env)
+    assert isinstance(cfg.secret_access_key, Secret)
+    assert cfg.secret_access_key.reveal() == SECRET
+    assert repr(cfg.secret_access_key) == "'***'" and str(cfg.secret_access_key) == "***"
+    assert f"{cfg.session_token}" == "***"
+    assert SECRET not in repr(cfg) and SECRET not in str(cfg)
+    assert "secret_access_key='***'" in repr(cfg)
+    rows = {name: (value, source) for name, value, source in show_config(cfg, src)}
+    assert [name for name, _, _ in show_config(cfg, src)] == [s.name for s in SETTINGS]
+    assert rows["secret_access_key"] == ("***", f"file {path}")
+    assert rows["session_token"] == ("***", "env S3Q_SESSION_TOKEN")
+    assert rows["access_key_id"] == ("ssm:/app/key-id", "env S3Q_ACCESS_KEY_ID")
+    assert rows["lease_ttl"] == ("30", "default") and rows["worker_id"][0] == "(auto)"
+    assert SECRET not in repr(show_config(cfg, src))
+    with pytest.raises(ConfigError, match=r"access_key_id: ssm:/app/key-id is not resolved"):
+        cfg.s3_options()
+
+
+def test_secret_errors_never_show_the_value(tmp_path: Path) -> None:
+    write(tmp_path / "s3q.toml", f'secret_access_key = ["{SECRET}"]\n')
+    message = error()
+    assert message.startswith("secret_access_key: expected a string, got *** (file ")
+    assert SECRET not in message
+    (tmp_path / "s3q.toml").unlink()
+    message = error({"secret_access_key": SECRET})
+    assert SECRET not in message and "secrets cannot be flags" in message
+    message = error(env={"S3Q_SECRET_ACCESS_KEY": SECRET})
+    assert SECRET not in message and "give both or neither" in message
+    message = error(env={"S3Q_ACCESS_KEY_ID": "a\nb", "S3Q_SECRET_ACCESS_KEY": SECRET})
+    assert message == (
+        "access_key_id: must be a non-empty single line, got *** (env S3Q_ACCESS_KEY_ID)")
+
+
+def test_queue_config_and_s3_options() -> None:
+    env = {"S3Q_ACCESS_KEY_ID": "AKID", "S3Q_SECRET_ACCESS_KEY": SECRET, "S3Q_REGION": "eu-west-1"}
+    flags: dict[str, object] = {
+        "lease_ttl": 40, "max_attempts": 3, "filter": "*request.json", "on_finish": "delete",
+        "retry_base_delay": 1, "retry_max_delay": 9, "concurrency": 8,
+        "endpoint_url": "http://minio:9000", "retry_mode": "adaptive"}
+    cfg, _ = load(flags, env=env)
+    q = cfg.queue_config()
+    assert (q.lease_ttl, q.max_attempts, q.filter, q.on_finish, q.retry_base_delay,
+            q.retry_max_delay) == (40.0, 3, "*request.json", "delete", 1.0, 9.0)
+    o = cfg.s3_options()
+    assert (o.endpoint_url, o.region, o.retry_mode, o.max_pool_connections) == (
+        "http://minio:9000", "eu-west-1", "adaptive", 12)
+    assert (o.access_key_id, o.secret_access_key, o.session_token) == ("AKID", SECRET, None)
+
+
+def test_resolve_secrets_without_references_needs_no_aws() -> None:
+    cfg, _ = load(env={"S3Q_ACCESS_KEY_ID": "AKID", "S3Q_SECRET_ACCESS_KEY": SECRET})
+    assert resolve_secrets(cfg) is cfg
+
+
+@pytest.fixture
+def ssm(s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> S3Endpoint:
+    """moto's SSM (on the S3 endpoint); the standard chain finds moto's credentials."""
+    if not s3_endpoint.is_moto:
+        pytest.skip("SSM parameters are only created on moto")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_endpoint.access_key_id or "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_endpoint.secret_access_key or "testing")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    return s3_endpoint
+
+
+def test_ssm_references_are_resolved_and_never_logged(
+        ssm: S3Endpoint, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    prefix = f"/s3q-test/{uuid4().hex}"
+    client = boto3.client("ssm", endpoint_url=ssm.endpoint_url, region_name=ssm.region)
+    client.put_parameter(Name=f"{prefix}/id", Value="AKID-FROM-SSM", Type="SecureString")
+    client.put_parameter(Name=f"{prefix}/secret", Value=SECRET, Type="SecureString")
+    write(tmp_path / "s3q.toml", f"""\
+        region = "{ssm.region}"
+        ssm_endpoint_url = "{ssm.endpoint_url}"
+        [profiles.prod]
+        when_hostname = "*-prod-*"
+        access_key_id = "ssm:{prefix}/id"
+        secret_access_key = "ssm:{prefix}/secret"
+    """)
+    for name in ("", "s3q", "botocore", "urllib3"):
+        caplog.set_level(logging.DEBUG, logger=name or None)
+    caplog.clear()  # put_parameter logged the value it sent
+
+    cfg, src = load(hostname="app-prod-1")
+    assert SECRET not in repr(show_config(cfg, src))
+    resolved = resolve_secrets(cfg)
+    assert resolved.access_key_id == Secret("AKID-FROM-SSM")
+    assert resolved.s3_options().secret_access_key == SECRET
+    assert SECRET not in repr(resolved)
+    assert any(r.name.startswith("botocore") for r in caplog.records)  # the check below bites
+    assert any(f"{prefix}/secret" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if SECRET in r.getMessage() or SECRET in str(r.args)]
+
+    missing = dataclasses.replace(cfg, secret_access_key=Secret(f"ssm:{prefix}/missing"))
+    with pytest.raises(ConfigError) as info:
+        resolve_secrets(missing)
+    assert str(info.value) == (f"secret_access_key: cannot read SSM parameter "
+                               f"'{prefix}/missing': no such parameter")
+    assert info.value.__cause__ is None and SECRET not in str(info.value)
+    assert not [r for r in caplog.records if SECRET in r.getMessage() or SECRET in str(r.args)]
+
+
+# --- worker id -----------------------------------------------------------------------------------
+
+class _Imds(http.server.BaseHTTPRequestHandler):
+    requests: list[str]
+
+    def do_PUT(self) -> None:
+        self.requests.append("PUT " + self.path)
+        ok = self.path == "/latest/api/token" and self.headers[
+            "X-aws-ec2-metadata-token-ttl-seconds"]
+        self._answer(200 if ok else 404, b"TOKEN")
+
+    def do_GET(self) -> None:
+        self.requests.append("GET " + self.path)
+        ok = self.path == "/latest/meta-data/instance-id" and self.headers[
+            "X-aws-ec2-metadata-token"] == "TOKEN"
+        self._answer(200 if ok else 401, b"i-0123456789abcdef0")
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def imds() -> Iterator[tuple[str, list[str]]]:
+    config_module._instance_id.cache_clear()  # a port may be reused by a later test
+    requests: list[str] = []
+    handler = type("Handler", (_Imds,), {"requests": requests})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    server.shutdown()
+    server.server_close()
+
+
+def test_default_worker_id_with_imds(imds: tuple[str, list[str]]) -> None:
+    url, requests = imds
+    env = {"S3Q_IMDS_ENDPOINT": url}
+    assert default_worker_id(env=env, hostname="web-1") == "web-1/i-0123456789abcdef0"
+    assert default_worker_id("2", env=env, hostname="web-1") == "web-1/i-0123456789abcdef0/2"
+    assert requests == ["PUT /latest/api/token", "GET /latest/meta-data/instance-id"]  # cached
+
+
+def test_default_worker_id_without_imds(imds: tuple[str, list[str]]) -> None:
+    url, requests = imds
+    assert default_worker_id(env={"S3Q_IMDS": "off", "S3Q_IMDS_ENDPOINT": url},
+                             hostname="web-1") == "web-1"
+    assert requests == []
+    assert default_worker_id("a", env={"S3Q_IMDS_ENDPOINT": url + "/broken"},
+                             hostname="h") == "h/a"  # 404 on the token: silently none
+    dead = "http://127.0.0.1:9"  # discard port: refused (or dropped within 0.3 s)
+    assert default_worker_id(env={"S3Q_IMDS_ENDPOINT": dead}, hostname="h") == "h"
+
+
+def test_effective_worker_id() -> None:
+    cfg, _ = load({"worker_id": "w-7"})
+    assert cfg.effective_worker_id() == "w-7" and cfg.effective_worker_id("2") == "w-7/2"
+    auto, _ = load()
+    assert auto.effective_worker_id("x").endswith("/x")  # S3Q_IMDS=off in os.environ
+
+
+def test_setting_is_a_plain_record() -> None:
+    s = Setting("x", int, 1, "help")
+    assert (s.secret, s.flag, s.env_var) == (False, "--x", "S3Q_X")
