@@ -166,6 +166,7 @@ class Queue:
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._candidates: deque[ObjectInfo] = deque()
+        self._contended = False  # a candidate was found taken: the page is stale
         self._cursor: str | None = None
         self._skip: dict[str, tuple[str, float]] = {}  # name -> (etag, until store time)
         self._waiting: dict[str, tuple[str, float]] = {}  # RETRY leases: etag, not_before
@@ -338,19 +339,24 @@ class Queue:
             self._waiting.pop(name, None)
 
     def _next_candidates(self) -> Iterator[ObjectInfo]:
-        """Candidates from wait/, one page at a time, shuffled so that workers don't all
-        fight for the first key; each page is shared by the threads of this process."""
-        refilled = False
+        """Candidates from wait/, a page at a time, shuffled so that workers don't all fight
+        for the first key; each page is shared by the threads of this process. A claim that
+        finds its candidate taken (other workers work the same page) drops the rest of the
+        page: the next candidates come from a fresh listing."""
+        refills = 0
         while True:
             with self._lock:
-                if self._candidates:
-                    info = self._candidates.popleft()
-                elif refilled:
-                    return
-                else:
+                if self._contended:
+                    self._contended = False
+                    self._candidates.clear()
+                if not self._candidates:
+                    if refills == 2:
+                        return
                     self._refill()
-                    refilled = True
-                    continue
+                    refills += 1
+                    if not self._candidates:
+                        return
+                info = self._candidates.popleft()
             yield info
 
     def _refill(self) -> None:
@@ -380,8 +386,8 @@ class Queue:
         sent = time.monotonic()
         try:  # c1: the lock
             lease_etag = self._write_lease(lease, create=True)
-        except PreconditionFailed:
-            taken = self._claim_retry(worker_id, info, now)
+        except LeaseTaken as lost:
+            taken = self._claim_retry(worker_id, info, now, lost.current)
             if taken is None:
                 return None
             lease, lease_etag = taken
@@ -390,6 +396,7 @@ class Queue:
             copied = self.store.copy(info.key, proc_key, if_source_match=info.etag)
         except (NotFound, PreconditionFailed):  # claimed and finished meanwhile, or replaced
             self._delete_lease(name, lease_etag)
+            self._contended = True
             return None
         if _changed(info.etag, copied.etag):  # a server that ignored the source condition
             self.store.delete(proc_key)
@@ -402,14 +409,15 @@ class Queue:
         self._emit("claimed", name, worker=worker_id, attempt=lease.attempt, gen=lease.gen)
         return self._check_attempts(job)
 
-    def _claim_retry(self, worker_id: str, info: ObjectInfo, now: float
-                     ) -> tuple[Lease, str] | None:
-        """c1 lost: NAME has a lease. If it is a RETRY lease (the request waits for another
-        attempt) whose backoff is over, take it (c1'); otherwise skip NAME for a while."""
+    def _claim_retry(self, worker_id: str, info: ObjectInfo, now: float,
+                     found: tuple[Lease, ObjectInfo] | None) -> tuple[Lease, str] | None:
+        """c1 lost: NAME has a lease (``found``, as read back). If it is a RETRY lease (the
+        request waits for another attempt) whose backoff is over, take it (c1'); otherwise
+        skip NAME for a while."""
         name = layout.name_of(layout.WAIT, info.key)
-        found = self._read_lease(name)
         if found is None or found[0].intent is not Intent.RETRY:  # in flight elsewhere
             self._skip[name] = (info.etag, now + self.config.renew_interval)
+            self._contended = True
             return None
         old, linfo = found
         same_body = old.etag == info.etag  # else a new submission replaced it: start afresh
@@ -651,26 +659,21 @@ class Queue:
         key = layout.key(layout.LEASES, lease.name)
         try:
             return self.store.put(key, body, if_none_match=create, if_match=if_match).etag
-        except PreconditionFailed:
+        except PreconditionFailed as exc:
             try:
                 current, info = self.store.get(key)
             except NotFound:
-                raise PreconditionFailed(key) from None
+                raise LeaseTaken(key, None) from None
             if current == body:
                 return info.etag
-            raise
+            raise LeaseTaken(key, (_decode_lease(lease.name, current), info)) from exc
 
     def _read_lease(self, name: str) -> tuple[Lease, ObjectInfo] | None:
         try:
             body, info = self.store.get(layout.key(layout.LEASES, name))
         except NotFound:
             return None
-        try:
-            return Lease.from_bytes(body), info
-        except RecordError:
-            log.error("corrupt lease record for %s; treating as held by nobody", name)
-            return Lease(name=name, worker="", claim="corrupt", gen=0, seq=0, attempt=1,
-                         etag=""), info
+        return _decode_lease(name, body), info
 
     def _delete_lease(self, name: str, etag: str) -> None:
         with contextlib.suppress(NotFound, PreconditionFailed):
@@ -726,6 +729,22 @@ class Queue:
     def requeue_all(self, include: str = "*") -> int:
         names = [i.key for i in self.ls(State.FAILED)]
         return sum(self.requeue(n) for n in names if fnmatch.fnmatchcase(n, include))
+
+
+class LeaseTaken(PreconditionFailed):
+    """A lease write lost; ``current`` is the lease found instead (None: no lease now)."""
+
+    def __init__(self, key: str, current: tuple[Lease, ObjectInfo] | None) -> None:
+        super().__init__(f"{key}: condition not met")
+        self.current = current
+
+
+def _decode_lease(name: str, body: bytes) -> Lease:
+    try:
+        return Lease.from_bytes(body)
+    except RecordError:
+        log.error("corrupt lease record for %s; treating it as held by nobody", name)
+        return Lease(name=name, worker="", claim="corrupt", gen=0, seq=0, attempt=1, etag="")
 
 
 def _changed(expected: str, copied: str) -> bool:
