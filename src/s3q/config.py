@@ -508,3 +508,17 @@ def _instance_id(endpoint: str) -> str | None:
     except (OSError, ValueError, http.client.HTTPException):
         return None
     return instance if re.fullmatch(r"[A-Za-z0-9._-]{1,64}", instance) else None
+
+
+def settings_table() -> str:
+    """The settings as a markdown table (docs/CONFIG.md embeds it; a test keeps it true)."""
+    rows = ["| setting (TOML key) | environment | flag | default | meaning |",
+            "|---|---|---|---|---|"]
+    for s in SETTINGS:
+        default = "unset" if s.default is None else f"`{s.default}`"
+        if s.default_env:
+            default += " (" + ", then ".join(f"`{e}`" for e in s.default_env) + ")"
+        choices = f" One of {', '.join(f'`{c}`' for c in s.choices)}." if s.choices else ""
+        flag = f"`{s.flag}`" if s.flag else "none (secret)"
+        rows.append(f"| `{s.name}` | `{s.env_var}` | {flag} | {default} | {s.help}{choices} |")
+    return "\n".join(rows) + "\n"

@@ -65,9 +65,6 @@ __all__ = ["S3Store"]
 
 log = logging.getLogger(__name__)
 
-#: CopyObject's limit on the source size; larger sources are copied part by part.
-MAX_COPY_OBJECT_SIZE = 5 * 1024**3
-#: How often an unconditional copy re-reads a source that changed while being copied.
 #: Part size of the managed (multipart, still server-side) copy of large objects.
 MULTIPART_COPY_CHUNK = 256 * 1024**2
 #: Non-seekable bodies are spooled to a temporary file, in memory up to this size.
