@@ -111,8 +111,14 @@ def validate_key(key: str) -> str:
         raise InvalidKey(f"invalid key {key!r}: must be relative and use '/' separators")
     if any(seg in _BAD_SEGMENTS for seg in key.split("/")):
         raise InvalidKey(f"invalid key {key!r}: empty, '.' or '..' path segments not allowed")
-    if len(key.encode("utf-8")) > 1024:
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidKey(f"invalid key {key!r}: not valid unicode (lone surrogate)") from None
+    if size > 1024:
         raise InvalidKey(f"invalid key {key[:40]!r}…: longer than 1024 bytes")
+    if "\ufffe" in key or "\uffff" in key:
+        raise InvalidKey(f"invalid key {key!r}: U+FFFE/U+FFFF cannot be carried by S3's XML")
     return key
 
 
@@ -151,7 +157,9 @@ class Store(Protocol):
     def copy(self, src: str, dst: str, *, if_source_match: str | None = None) -> ObjectInfo:
         """Server-side copy ``src`` → ``dst`` (the body never passes through this process).
         ``if_source_match`` makes the copy fail with :class:`PreconditionFailed` when the
-        *source* changed. The destination is overwritten unconditionally.
+        *source* changed (servers may ignore this: it is a consistency check, never a
+        lock). The destination is overwritten unconditionally. The returned ``size`` is -1
+        when the backend cannot tell without another request (S3).
         Raises :class:`NotFound` when ``src`` is missing."""
         ...
 

@@ -1,0 +1,628 @@
+"""The local-directory backend: :class:`LocalStore`, the embedded default store.
+
+An object is a plain file: key ``wait/a/b.json`` is ``<root>/wait/a/b.json``, raw bytes, so
+requests can be submitted with ``cp`` and inspected with ``ls``. The store gives the same
+atomic guarantees as S3 across threads *and* processes on one machine:
+
+* **Writes are atomic and durable**: the body goes to a temporary file under
+  ``<root>/.s3qlocal/tmp`` (flushed and fsynced), which ``os.replace`` then moves onto the
+  target; the directory is fsynced too. Readers take no lock and see the old or the new file.
+* **Conditional operations are serialized** by a striped lock (:class:`_StripeLocks`): every
+  mutation of a key holds its stripe while it checks the condition and renames/unlinks.
+* **ETags** are the quoted MD5 of the content, as on S3 (single part) and in
+  :class:`~s3q.backends.memory.MemoryStore`, so a copy keeps its ETag and files dropped in by
+  hand get the ETag S3 would give them. They are computed by reading the file and cached
+  per process by ``(dev, inode, size, mtime_ns, ctime_ns)``; files this store writes get a
+  nanosecond mtime of their own, so the signature changes with every write.
+* **Time**: ``last_modified`` is the file's mtime and ``now()`` is ``time.time()``; this
+  machine's clock is the store's clock.
+
+Keys are validated (:func:`~s3q.store.validate_key`); keys under ``.s3qlocal/`` (the store's
+own files) and keys whose path resolves outside the root through a symlink are refused
+with :class:`~s3q.store.InvalidKey`. A file system cannot hold both ``a`` and ``a/b``: writing
+one while the other exists raises :class:`~s3q.store.StoreError`. Files copied in by hand
+should be complete when they appear (``cp`` then ``mv`` within the file system is safest).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import io
+import os
+import stat
+import threading
+import time
+import uuid
+import zlib
+from bisect import bisect_left
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
+
+from s3q.backends._common import (
+    check_conditions,
+    check_key,
+    check_limit,
+    check_prefix,
+    etag_of,
+)
+from s3q.store import (
+    Body,
+    InvalidKey,
+    NotFound,
+    ObjectInfo,
+    Page,
+    PreconditionFailed,
+    Store,
+    StoreError,
+)
+
+__all__ = ["LocalStore"]
+
+#: The store's own directory under the root (temp and lock files); never a key.
+RESERVED = ".s3qlocal"
+#: Number of lock stripes (lock files) keys are hashed onto.
+STRIPES = 64
+#: Read/write chunk size when streaming bodies.
+CHUNK = 1024**2
+#: How many ETags the per-process cache keeps (oldest evicted first).
+ETAG_CACHE_SIZE = 200_000
+#: How often a write retries when a concurrent delete removes the directory it writes into.
+INSTALL_ATTEMPTS = 100
+#: Directories with at least this many entries may have their sorted listing cached...
+DIR_CACHE_MIN = 2000
+#: ... when unchanged for this long (longer than any file system's timestamp granularity)...
+QUIET_SECONDS = 5.0
+#: ... and at most this many of them.
+DIR_CACHE_SIZE = 8
+#: Temp files older than this (left by crashed writers) are removed when a store opens.
+STALE_TEMP_SECONDS = 3600.0
+
+
+class _Temp(NamedTuple):
+    """A fully written, fsynced temporary file, not yet in place."""
+
+    path: str
+    fd: int
+    etag: str
+
+
+class LocalStore(Store):
+    """A :class:`~s3q.store.Store` on a directory tree (see the module docstring)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(os.path.abspath(root))
+        self.url = "file://" + str(self.root)
+        self._root = str(self.root)
+        internal = os.path.join(self._root, RESERVED)
+        self._tmp_dir = os.path.join(internal, "tmp")
+        try:
+            os.makedirs(self._tmp_dir, exist_ok=True)
+            os.makedirs(os.path.join(internal, "locks"), exist_ok=True)
+            self._real_root = os.path.realpath(self._root)
+        except OSError as e:
+            raise _translate(e, "open the store at", self._root, writing=True) from e
+        self._locks = _StripeLocks(os.path.join(internal, "locks"))
+        self._etags: dict[tuple[int, ...], str] = {}
+        self._etags_lock = threading.Lock()
+        self._dirs = _DirCache()
+        self._remove_stale_temps()
+
+    # -- reads (no locks: os.replace is atomic, an open file keeps its content) ----------
+
+    def get(self, key: str) -> tuple[bytes, ObjectInfo]:
+        path = self._path(key)
+        with _errors("read", path), open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read()
+        etag = self._cached(st) or self._remember(st, etag_of(data))
+        return data, _info(key, etag, st)
+
+    def open(self, key: str) -> tuple[BinaryIO, ObjectInfo]:
+        path = self._path(key)
+        with _errors("open", path):
+            f = open(path, "rb")  # noqa: SIM115 - the caller closes it
+        try:
+            with _errors("read", path):
+                st = os.fstat(f.fileno())
+                etag = self._etag_of_file(f, st)
+                f.seek(0)
+        except BaseException:
+            f.close()
+            raise
+        return f, _info(key, etag, st)
+
+    def head(self, key: str) -> ObjectInfo:
+        info = self._info_at(key, self._path(key))
+        if info is None:
+            raise NotFound(f"{self.url}/{key} not found")
+        return info
+
+    def list_page(self, prefix: str, *, start_after: str | None = None, limit: int = 1000) -> Page:
+        """Walk the tree under ``prefix`` in key order (see :meth:`_walk`), then stat and
+        ETag only the returned keys."""
+        check_prefix(prefix)
+        check_limit(limit)
+        if start_after is not None:
+            check_prefix(start_after)
+        items: list[ObjectInfo] = []
+        for key in self._walk(prefix, start_after):
+            if len(items) == limit:
+                return Page(items, truncated=True)
+            info = self._info_at(key, os.path.join(self._root, key))
+            if info is not None:  # else deleted since the directory was read
+                items.append(info)
+        return Page(items, truncated=False)
+
+    def now(self) -> float:
+        return time.time()
+
+    # -- writes (each holds the key's stripe lock while it checks and renames) -----------
+
+    def put(
+        self,
+        key: str,
+        body: Body,
+        *,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> ObjectInfo:
+        check_conditions(if_none_match, if_match)
+        path = self._path(key)
+        temp = self._write_temp(body)
+        try:
+            with self._locks.hold(key):
+                if if_none_match and self._exists(path):
+                    raise PreconditionFailed(f"{self.url}/{key}: exists (if_none_match)")
+                if if_match is not None:
+                    current = self._etag_at(key, path, "if_match")
+                    if current != if_match:
+                        raise PreconditionFailed(f"{self.url}/{key}: ETag is not {if_match}")
+                return self._install(key, path, temp)
+        finally:
+            self._discard(temp)
+
+    def copy(self, src: str, dst: str, *, if_source_match: str | None = None) -> ObjectInfo:
+        """Copy the bytes of one open ``src`` file into a temp file (hashing them, so the
+        ETag checked is the ETag of exactly what was copied), then install it at ``dst``."""
+        src_path = self._path(src)
+        dst_path = self._path(dst)
+        with _errors("read", src_path), open(src_path, "rb") as f:
+            temp = self._write_temp(f)
+        try:
+            if if_source_match is not None and temp.etag != if_source_match:
+                raise PreconditionFailed(f"{self.url}/{src}: ETag is not {if_source_match}")
+            with self._locks.hold(dst):
+                return self._install(dst, dst_path, temp)
+        finally:
+            self._discard(temp)
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        path = self._path(key)
+        with self._locks.hold(key):
+            if if_match is not None:
+                current = self._etag_at(key, path, "conditional delete")
+                if current != if_match:
+                    raise PreconditionFailed(f"{self.url}/{key}: ETag is not {if_match}")
+            try:
+                os.unlink(path)
+            except OSError as e:
+                missing = e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR) or (
+                    e.errno == errno.EPERM and os.path.isdir(path)  # macOS: unlink(dir)
+                )
+                if not missing:
+                    raise _translate(e, "delete", path, writing=True) from e
+                if if_match is not None:  # vanished under the lock: someone bypassed it
+                    raise NotFound(f"{self.url}/{key} not found") from e
+                return
+            parent = os.path.dirname(path)
+            with _errors("delete", path, writing=True):
+                self._fsync_nearest(parent)
+        self._prune(parent)
+
+    def close(self) -> None:
+        self._locks.close()
+
+    def __repr__(self) -> str:
+        return f"LocalStore({self._root!r})"
+
+    # -- keys and paths -----------------------------------------------------------------
+
+    def _path(self, key: str) -> str:
+        """The file of ``key``, after checking it cannot escape the root."""
+        check_key(key)
+        if key == RESERVED or key.startswith(RESERVED + "/"):
+            raise InvalidKey(f"invalid key {key!r}: {RESERVED}/ is reserved for the store")
+        path = os.path.join(self._root, key)
+        with _errors("resolve", path):
+            real = os.path.realpath(path)
+        if real != path and not real.startswith(self._real_root + os.sep):
+            raise InvalidKey(
+                f"invalid key {key!r}: {path} resolves to {real}, outside the store root"
+                f" {self._real_root} (a symlink?)"
+            )
+        return path
+
+    def _inside(self, path: str) -> bool:
+        return os.path.realpath(path).startswith(self._real_root + os.sep)
+
+    # -- ETags ---------------------------------------------------------------------------
+
+    def _cached(self, st: os.stat_result) -> str | None:
+        return self._etags.get(_signature(st))
+
+    def _remember(self, st: os.stat_result, etag: str) -> str:
+        with self._etags_lock:
+            if len(self._etags) >= ETAG_CACHE_SIZE:
+                del self._etags[next(iter(self._etags))]
+            self._etags[_signature(st)] = etag
+        return etag
+
+    def _etag_of_file(self, f: io.BufferedReader, st: os.stat_result) -> str:
+        """The ETag of open file ``f`` (whose fstat is ``st``): cached, or hashed."""
+        cached = self._cached(st)
+        if cached is not None:
+            return cached
+        return self._remember(st, _etag(hashlib.file_digest(f, _md5)))
+
+    def _info_at(self, key: str, path: str) -> ObjectInfo | None:
+        """The info of the regular file at ``path``, or None if there is none."""
+        try:
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            etag = self._cached(st)
+            if etag is None:
+                with open(path, "rb") as f:  # hash what we fstat, even if replaced meanwhile
+                    st = os.fstat(f.fileno())
+                    etag = self._etag_of_file(f, st)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+                return None
+            raise _translate(e, "stat", path) from e
+        return _info(key, etag, st)
+
+    def _etag_at(self, key: str, path: str, why: str) -> str:
+        """The current ETag of ``key`` (under its lock), or NotFound."""
+        info = self._info_at(key, path)
+        if info is None:
+            raise NotFound(f"{self.url}/{key} not found ({why})")
+        return info.etag
+
+    def _exists(self, path: str) -> bool:
+        try:
+            return stat.S_ISREG(os.stat(path).st_mode)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                return False
+            raise _translate(e, "stat", path) from e
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _write_temp(self, body: Body) -> _Temp:
+        """Write ``body`` to a new fsynced temp file, hashing it on the way."""
+        path = os.path.join(self._tmp_dir, f"{os.getpid()}.{uuid.uuid4().hex}.tmp")
+        with _errors("create a temporary file", path, writing=True):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        temp = _Temp(path, fd, "")
+        try:
+            digest = _md5()
+            with _errors("write", path, writing=True):
+                if isinstance(body, bytes | bytearray | memoryview):
+                    digest.update(body)
+                    _write_all(fd, memoryview(body))
+                else:
+                    while chunk := body.read(CHUNK):
+                        digest.update(chunk)
+                        _write_all(fd, memoryview(chunk))
+                os.fsync(fd)
+        except BaseException:
+            self._discard(temp)
+            raise
+        return temp._replace(etag=_etag(digest))
+
+    def _install(self, key: str, path: str, temp: _Temp) -> ObjectInfo:
+        """(Under the key's lock.) Stamp ``temp`` with the current time, move it onto
+        ``path`` (creating directories; retrying if a concurrent delete removes one) and
+        fsync the directory."""
+        parent = os.path.dirname(path)
+        with _errors("write", path, writing=True):
+            now = time.time_ns()
+            os.utime(temp.fd, ns=(now, now))
+            for _ in range(INSTALL_ATTEMPTS):
+                try:
+                    os.replace(temp.path, path)
+                    break
+                except FileNotFoundError:
+                    pass  # the directory is missing: create it below
+                except (IsADirectoryError, NotADirectoryError) as e:
+                    raise self._conflict(key, path) from e
+                try:
+                    self._makedirs(parent)
+                except FileNotFoundError:
+                    continue  # a concurrent delete removed an ancestor meanwhile: again
+                except (NotADirectoryError, FileExistsError) as e:
+                    raise self._conflict(key, path) from e
+            else:
+                raise StoreError(f"cannot write {path}: its directory keeps disappearing")
+            _fsync_dir(parent)
+            st = os.fstat(temp.fd)
+        return _info(key, self._remember(st, temp.etag), st)
+
+    def _makedirs(self, directory: str) -> None:
+        """Create ``directory`` and missing ancestors, fsyncing each new entry's parent.
+        Raises ``FileNotFoundError`` when a concurrent delete removes a directory meanwhile
+        (the caller retries), ``NotADirectoryError`` when a file is in the way."""
+        missing: list[str] = []
+        d = directory
+        while not os.path.isdir(d):
+            missing.append(d)
+            d = os.path.dirname(d)
+        for d in reversed(missing):
+            try:
+                os.mkdir(d)
+            except FileExistsError:
+                if os.path.isdir(d):
+                    continue  # made by a concurrent writer
+                if os.path.lexists(d):
+                    raise NotADirectoryError(errno.ENOTDIR, "a file is in the way", d) from None
+                raise FileNotFoundError(errno.ENOENT, "vanished while created", d) from None
+            _fsync_dir(os.path.dirname(d))
+
+    def _conflict(self, key: str, path: str) -> StoreError:
+        return StoreError(
+            f"cannot write {self.url}/{key}: {path} or one of its parent directories is in"
+            " the way (a local store cannot hold both 'a' and 'a/b')"
+        )
+
+    def _discard(self, temp: _Temp) -> None:
+        with suppress(OSError):
+            os.close(temp.fd)
+        with suppress(OSError):
+            os.unlink(temp.path)
+
+    def _fsync_nearest(self, directory: str) -> None:
+        """fsync ``directory``, or, when a concurrent delete already removed it, the nearest
+        ancestor that still exists (where the removal is recorded)."""
+        while True:
+            try:
+                _fsync_dir(directory)
+                return
+            except FileNotFoundError:
+                if len(directory) <= len(self._root):
+                    raise
+                directory = os.path.dirname(directory)
+
+    def _prune(self, directory: str) -> None:
+        """Remove now-empty directories from ``directory`` up, best effort. The top-level
+        directories (``wait/``, ``finish/``, …) stay, so ``cp x s3q-data/wait/`` works."""
+        while os.path.dirname(directory) != self._root and len(directory) > len(self._root):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                return
+            directory = os.path.dirname(directory)
+
+    def _remove_stale_temps(self) -> None:
+        """Delete temp files that crashed writers left behind (best effort)."""
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        with suppress(OSError), os.scandir(self._tmp_dir) as entries:
+            for entry in entries:
+                with suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(entry.path)
+
+    # -- listing -------------------------------------------------------------------------
+
+    def _walk(self, prefix: str, after: str | None) -> Iterator[str]:
+        """Valid keys starting with ``prefix`` and greater than ``after``, in order."""
+        base, _, stem = prefix.rpartition("/")
+        if base.split("/", 1)[0] == RESERVED:
+            return
+        base = base + "/" if base else ""
+        if base and not self._inside(os.path.join(self._root, base)):
+            return
+        for key in self._walk_dir(base, stem, after):
+            try:
+                check_key(key)
+            except InvalidKey:  # e.g. a file name with a newline, or not UTF-8
+                continue
+            yield key
+
+    def _walk_dir(self, base: str, stem: str, after: str | None) -> Iterator[str]:
+        """Keys in directory ``base`` ("" or ending in "/") whose name after ``base`` starts
+        with ``stem``, greater than ``after``, in UTF-8 order.
+
+        A directory sorts as its name plus "/", which places its whole subtree exactly where
+        its keys belong among its siblings (``a-b`` < ``a/…`` < ``a0``); so a depth-first walk
+        in that order yields keys in order. Subtrees wholly at or before ``after`` are
+        skipped without being read."""
+        if after is not None and not after.startswith(base):
+            if after > base:
+                return  # every key here starts with base, so is below after
+            after = None
+        names = self._scan(base)
+        lo = bisect_left(names, stem)
+        if after is not None:
+            rel = after[len(base) :]
+            slash = rel.find("/")
+            lo = max(lo, bisect_left(names, rel if slash < 0 else rel[: slash + 1]))
+        for name in names[lo:]:
+            if not name.startswith(stem):
+                return
+            key = base + name
+            if name.endswith("/"):
+                yield from self._walk_dir(key, "", after)
+            elif after is None or key > after:
+                yield key
+
+    def _scan(self, base: str) -> list[str]:
+        """Sorted entry names of directory ``base``, directories with a trailing "/".
+        Symlinks to directories are not followed; symlinks to files inside the root are
+        listed. Large quiet directories are served from :class:`_DirCache`."""
+        path = os.path.join(self._root, base)
+        try:
+            st = os.stat(path)
+            names = self._dirs.get(path, st)
+            if names is not None:
+                return names
+            names = []
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        names.append(entry.name + "/")
+                    elif entry.is_file(follow_symlinks=False) or (
+                        entry.is_symlink() and entry.is_file() and self._inside(entry.path)
+                    ):
+                        names.append(entry.name)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                return []
+            raise _translate(e, "list", path) from e
+        if not base:
+            with suppress(ValueError):
+                names.remove(RESERVED + "/")
+        names.sort()
+        self._dirs.put(path, st, names)
+        return names
+
+
+class _DirCache:
+    """Sorted listings of large directories, reused while the directory is unchanged.
+
+    Paging through a 100k-entry directory would otherwise read and sort it once per page.
+    A listing is reused only while the directory's (inode, mtime, ctime) are those stat'd
+    *before* it was read, and only stored when that stat showed no change for
+    :data:`QUIET_SECONDS`: any later entry added or removed stamps the directory with a
+    time at least that much later, even on file systems with coarse timestamps. (A wall
+    clock stepped back by more than that could defeat it; small directories are never
+    cached.)"""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listings: dict[str, tuple[tuple[int, ...], list[str]]] = {}
+
+    def get(self, path: str, st: os.stat_result) -> list[str] | None:
+        with self._lock:
+            hit = self._listings.get(path)
+        return hit[1] if hit is not None and hit[0] == _dir_signature(st) else None
+
+    def put(self, path: str, st: os.stat_result, names: list[str]) -> None:
+        changed = max(st.st_mtime_ns, st.st_ctime_ns)
+        if len(names) < DIR_CACHE_MIN or time.time_ns() - changed < QUIET_SECONDS * 1e9:
+            return
+        with self._lock:
+            self._listings.pop(path, None)
+            if len(self._listings) >= DIR_CACHE_SIZE:
+                del self._listings[next(iter(self._listings))]
+            self._listings[path] = (_dir_signature(st), names)
+
+
+class _StripeLocks:
+    """Mutual exclusion per key across threads and processes: key → one of
+    :data:`STRIPES` lock files, locked with ``flock``, plus a ``threading.Lock`` per stripe
+    (``flock`` does not exclude threads sharing one open file description). The stripe is
+    chosen by CRC-32 of the key, which (unlike ``hash``) is the same in every process."""
+
+    def __init__(self, directory: str) -> None:
+        self._dir = directory
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._mutex = threading.Lock()
+        self._threads = [threading.Lock() for _ in range(STRIPES)]
+        self._fds: list[int | None] = [None] * STRIPES
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        if os.getpid() != self._pid:
+            # a forked child: the inherited descriptors share the parent's locks
+            self._reset()
+        stripe = zlib.crc32(key.encode("utf-8")) % STRIPES
+        with self._threads[stripe]:
+            fd = self._fd(stripe)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _fd(self, stripe: int) -> int:
+        fd = self._fds[stripe]
+        if fd is None:
+            path = os.path.join(self._dir, f"{stripe:02d}")
+            with _errors("open the lock file", path, writing=True):
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            self._fds[stripe] = fd
+        return fd
+
+    def close(self) -> None:
+        for stripe, fd in enumerate(self._fds):
+            if fd is not None and self._pid == os.getpid():
+                with self._threads[stripe], suppress(OSError):
+                    os.close(fd)
+                self._fds[stripe] = None
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _md5() -> hashlib._Hash:
+    return hashlib.md5(usedforsecurity=False)
+
+
+def _etag(digest: hashlib._Hash) -> str:
+    return '"' + digest.hexdigest() + '"'
+
+
+def _signature(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _dir_signature(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _info(key: str, etag: str, st: os.stat_result) -> ObjectInfo:
+    return ObjectInfo(key, etag, st.st_size, st.st_mtime)
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _errors(doing: str, path: str, *, writing: bool = False) -> Iterator[None]:
+    """Translate ``OSError`` into the store's errors (see :func:`_translate`)."""
+    try:
+        yield
+    except OSError as e:
+        raise _translate(e, doing, path, writing=writing) from e
+
+
+def _translate(e: OSError, doing: str, path: str, *, writing: bool = False) -> StoreError:
+    """One ``OSError`` as a store error naming the path. Missing files (or a directory where
+    a file was expected) on reads are :class:`NotFound`."""
+    code = e.errno
+    if not writing and code in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+        return NotFound(f"file://{path} not found")
+    if code == errno.ENAMETOOLONG:
+        return InvalidKey(f"cannot {doing} {path}: file name too long for this file system")
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return StoreError(f"cannot {doing} {path}: no space left on the device (or quota)")
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StoreError(f"cannot {doing} {path}: permission denied ({e.strerror})")
+    return StoreError(f"cannot {doing} {path}: {e.strerror or e} (errno {code})")

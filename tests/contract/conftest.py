@@ -1,0 +1,66 @@
+"""The ``store`` fixture: every contract test runs once per backend.
+
+``memory`` and ``local`` (on ``tmp_path``) need nothing; ``s3`` uses the root conftest's
+``make_s3_store`` (moto, or the endpoint ``S3Q_TEST_S3_*`` names), looked up only for that
+parameter so the others run without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+import pytest
+
+from s3q.backends.local import LocalStore
+from s3q.backends.memory import MemoryStore
+from s3q.store import Store
+
+if TYPE_CHECKING:
+    from tests.s3server import MakeS3Store
+
+BACKENDS = ["memory", "local", "s3"]
+
+#: Makes another store on the *same* objects as the ``store`` fixture (a second client).
+SameStore = Callable[[], Store]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def same_store(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> SameStore:
+    """A factory of stores over one fresh namespace of ``backend``."""
+    if backend == "memory":
+        shared = MemoryStore("contract")
+        return lambda: shared
+    if backend == "local":
+        root = tmp_path / "store"
+        return lambda: LocalStore(root)
+    make_s3_store = cast("MakeS3Store", request.getfixturevalue("make_s3_store"))
+    first = make_s3_store()
+    made: list[Store] = [first]
+
+    def another() -> Store:
+        if made:
+            return made.pop()
+        return make_s3_store(prefix=first.prefix)
+
+    return another
+
+
+@pytest.fixture
+def on_moto(backend: str, request: pytest.FixtureRequest) -> bool:
+    """True when ``backend`` is the moto S3 server (which ignores a few S3 conditions)."""
+    return backend == "s3" and bool(request.getfixturevalue("s3_endpoint").is_moto)
+
+
+@pytest.fixture
+def store(same_store: SameStore) -> Iterator[Store]:
+    """A fresh, empty store of each backend."""
+    s = same_store()
+    yield s
+    s.close()

@@ -1,0 +1,377 @@
+"""Properties of :class:`LocalStore` beyond the shared contract: the directory *is* the
+store (files dropped in are objects), keys cannot escape the root, the store's own files stay
+hidden, directories come and go safely, OS errors are translated, and compare-and-swap holds
+across processes."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from s3q.backends import local, open_store
+from s3q.backends.local import LocalStore
+from s3q.store import InvalidKey, NotFound, PreconditionFailed, StoreError, list_all
+
+
+def md5_etag(data: bytes) -> str:
+    return '"' + hashlib.md5(data).hexdigest() + '"'
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "s3q-data"
+
+
+@pytest.fixture
+def store(root: Path) -> Iterator[LocalStore]:
+    s = LocalStore(root)
+    yield s
+    s.close()
+
+
+def all_keys(store: LocalStore, prefix: str = "") -> list[str]:
+    return [i.key for i in list_all(store, prefix)]
+
+
+# -- the directory is the store ------------------------------------------------------------
+
+
+def test_objects_are_plain_files(store: LocalStore, root: Path) -> None:
+    store.put("wait/a/b.json", b'{"x": 1}')
+    assert (root / "wait" / "a" / "b.json").read_bytes() == b'{"x": 1}'
+    assert store.url == "file://" + str(root.absolute())
+
+
+def test_dropped_in_files_are_objects(store: LocalStore, root: Path) -> None:
+    (root / "wait" / "sub").mkdir(parents=True)
+    (root / "wait" / "sub" / "x_request.json").write_bytes(b"dropped")
+    (root / "wait" / "y_request.json").write_bytes(b"")
+    [x, y] = store.list_page("wait/").items
+    assert (x.key, x.etag, x.size) == ("wait/sub/x_request.json", md5_etag(b"dropped"), 7)
+    assert (y.key, y.etag, y.size) == ("wait/y_request.json", md5_etag(b""), 0)
+    assert store.get("wait/sub/x_request.json")[0] == b"dropped"
+    assert store.copy("wait/sub/x_request.json", "processing/x").etag == x.etag
+
+
+def test_etag_follows_changes_made_behind_the_stores_back(store: LocalStore, root: Path) -> None:
+    path = root / "wait" / "f"
+    store.put("wait/f", b"aaaa")
+    assert store.head("wait/f").etag == md5_etag(b"aaaa")
+    path.write_bytes(b"bbbb")  # same size, rewritten in place
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    assert store.head("wait/f").etag == md5_etag(b"bbbb")
+    assert store.list_page("wait/f").items[0].etag == md5_etag(b"bbbb")
+    path.write_bytes(b"longer")
+    assert store.get("wait/f")[1].etag == md5_etag(b"longer")
+
+
+def test_open_store_urls(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = open_store("file://" + str(root))
+    assert isinstance(s, LocalStore) and s.root == root
+    monkeypatch.chdir(tmp_path)
+    relative = open_store("s3q-data")
+    assert isinstance(relative, LocalStore) and relative.url == "file://" + str(root)
+    s.put("k", b"v")
+    assert relative.get("k")[0] == b"v"
+    assert open_store(s.url).get("k")[0] == b"v"
+
+
+# -- keys cannot escape the root ---------------------------------------------------------------
+
+
+def test_path_traversal_rejected(store: LocalStore, tmp_path: Path) -> None:
+    for bad in ["../escape", "a/../../escape", "/etc/passwd", "a\\..\\b", "\x00"]:
+        with pytest.raises(InvalidKey):
+            store.put(bad, b"x")
+        with pytest.raises(InvalidKey):
+            store.get(bad)
+    assert not (tmp_path / "escape").exists()
+
+
+def test_symlink_out_of_the_root_rejected(store: LocalStore, root: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"secret")
+    (root / "wait").mkdir()
+    (root / "wait" / "evil").symlink_to(outside)
+    (root / "wait" / "evil_file").symlink_to(outside / "secret")
+    for key in ["wait/evil/secret", "wait/evil/new", "wait/evil_file"]:
+        with pytest.raises(InvalidKey, match="outside the store root"):
+            store.get(key)
+        with pytest.raises(InvalidKey, match="outside the store root"):
+            store.put(key, b"overwritten")
+        with pytest.raises(InvalidKey, match="outside the store root"):
+            store.delete(key)
+        with pytest.raises(InvalidKey, match="outside the store root"):
+            store.copy(key, "wait/copied")
+    assert (outside / "secret").read_bytes() == b"secret"
+    assert not (outside / "new").exists()
+    assert all_keys(store) == []
+    assert all_keys(store, "wait/evil/") == []
+
+
+def test_symlink_inside_the_root_followed(store: LocalStore, root: Path) -> None:
+    store.put("templates/t.json", b"template")
+    (root / "wait").mkdir()
+    (root / "wait" / "t_request.json").symlink_to(root / "templates" / "t.json")
+    assert store.get("wait/t_request.json")[0] == b"template"
+    assert all_keys(store, "wait/") == ["wait/t_request.json"]
+
+
+# -- the store's own files ---------------------------------------------------------------------
+
+
+def test_internal_directory_hidden_and_reserved(store: LocalStore, root: Path) -> None:
+    store.put(".s3q/lease/a", b"lease")
+    store.put("wait/a", b"a")
+    with pytest.raises(PreconditionFailed):
+        store.put("wait/a", b"a", if_none_match=True)  # leaves no temp file behind
+    assert (root / ".s3qlocal" / "locks").is_dir()
+    assert list((root / ".s3qlocal" / "tmp").iterdir()) == []
+    assert all_keys(store) == [".s3q/lease/a", "wait/a"]
+    assert all_keys(store, ".s3q") == [".s3q/lease/a"]
+    assert all_keys(store, ".s3qlocal/") == []
+    assert all_keys(store, ".s3qlocal/locks/") == []
+    for key in [".s3qlocal", ".s3qlocal/x", ".s3qlocal/locks/00"]:
+        with pytest.raises(InvalidKey, match="reserved"):
+            store.put(key, b"x")
+        with pytest.raises(InvalidKey, match="reserved"):
+            store.get(key)
+        with pytest.raises(InvalidKey, match="reserved"):
+            store.delete(key)
+
+
+def test_stale_temp_files_removed_on_open(root: Path) -> None:
+    LocalStore(root).close()
+    stale = root / ".s3qlocal" / "tmp" / "1.dead.tmp"
+    fresh = root / ".s3qlocal" / "tmp" / "2.live.tmp"
+    stale.write_bytes(b"left by a crash")
+    fresh.write_bytes(b"being written")
+    old = time.time() - 2 * local.STALE_TEMP_SECONDS
+    os.utime(stale, (old, old))
+    LocalStore(root).close()
+    assert not stale.exists() and fresh.exists()
+
+
+# -- directories -------------------------------------------------------------------------------
+
+
+def test_empty_parent_directories_removed(store: LocalStore, root: Path) -> None:
+    store.put("wait/a/b/c/x.json", b"x")
+    store.put("wait/a/y.json", b"y")
+    store.delete("wait/a/b/c/x.json")
+    assert not (root / "wait" / "a" / "b").exists()
+    assert (root / "wait" / "a" / "y.json").exists()
+    store.delete("wait/a/y.json", if_match=md5_etag(b"y"))
+    assert not (root / "wait" / "a").exists()
+    assert (root / "wait").is_dir()  # top-level directories stay (cp x s3q-data/wait/)
+    store.put("deep/" + "/".join("d" * 20) + "/z", b"z")
+    store.delete("deep/" + "/".join("d" * 20) + "/z")
+    assert list((root / "deep").iterdir()) == []
+
+
+def test_put_retries_when_a_delete_removes_its_directory(
+    store: LocalStore, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deterministic: the directory vanishes between the store's check and its rename."""
+    (root / "wait" / "a" / "b").mkdir(parents=True)
+    real_replace = os.replace
+    calls: list[str] = []
+
+    def racing_replace(src: Any, dst: Any) -> None:
+        if not calls:
+            os.rmdir(root / "wait" / "a" / "b")  # what a concurrent delete's cleanup does
+            os.rmdir(root / "wait" / "a")
+        calls.append(str(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", racing_replace)
+    store.put("wait/a/b/x", b"x")
+    monkeypatch.undo()
+    assert len(calls) == 2
+    assert store.get("wait/a/b/x")[0] == b"x"
+
+
+def test_puts_race_deletes_in_shared_directories(store: LocalStore) -> None:
+    """Stress: threads keep creating and deleting siblings, so directories keep being removed
+    and recreated under each other's feet; no write may fail or be lost."""
+    errors: list[BaseException] = []
+    stop = time.monotonic() + 1.5
+
+    def churn(i: int) -> None:
+        key = f"wait/x/y/z/{i}"
+        try:
+            n = 0
+            while time.monotonic() < stop:
+                info = store.put(key, b"%d" % n, if_none_match=True)
+                assert store.get(key)[0] == b"%d" % n
+                store.delete(key, if_match=info.etag)
+                n += 1
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=churn, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert all_keys(store) == []
+
+
+def test_file_and_directory_of_the_same_name(store: LocalStore) -> None:
+    """A file system cannot hold both "a" and "a/b" (S3 can): a clear error, not OSError."""
+    store.put("f/a", b"file")
+    with pytest.raises(StoreError, match="in the way"):
+        store.put("f/a/b", b"x")
+    store.put("g/a/b", b"x")
+    with pytest.raises(StoreError, match="in the way"):
+        store.put("g/a", b"x")
+    with pytest.raises(NotFound):
+        store.get("f/a/b")
+    with pytest.raises(NotFound):
+        store.head("g/a")
+    store.delete("g/a")  # a directory is no object: nothing to delete
+    with pytest.raises(NotFound):
+        store.delete("g/a", if_match=md5_etag(b"x"))
+    assert all_keys(store) == ["f/a", "g/a/b"]
+
+
+# -- listing -----------------------------------------------------------------------------------
+
+
+def test_large_directory_listing_and_its_cache(
+    store: LocalStore, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local, "QUIET_SECONDS", 0.2)
+    names = [f"wait/{i:05d}_request.json" for i in range(local.DIR_CACHE_MIN + 500)]
+    (root / "wait").mkdir()
+    for name in names:
+        (root / name).write_bytes(b"{}")
+    time.sleep(0.3)  # quiet long enough to be cached
+    assert all_keys(store, "wait/") == names  # pages of 1000 from one sorted listing
+    store.put("wait/00000_request.json.new", b"new")  # the directory changes: no stale cache
+    store.delete(names[5])
+    expected = sorted([*names[:5], *names[6:], "wait/00000_request.json.new"])
+    assert all_keys(store, "wait/") == expected
+
+
+def test_unlistable_names_skipped(store: LocalStore, root: Path) -> None:
+    (root / "wait").mkdir()
+    (root / "wait" / "new\nline").write_bytes(b"x")
+    os.mkfifo(root / "wait" / "fifo")
+    (root / "wait" / "ok").write_bytes(b"x")
+    assert all_keys(store) == ["wait/ok"]
+
+
+# -- OS errors ---------------------------------------------------------------------------------
+
+
+def test_no_space_left(store: LocalStore, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(fd: int, data: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(StoreError, match=r"\.s3qlocal/tmp/.*no space left") as caught:
+        store.put("wait/x", b"x")
+    assert not isinstance(caught.value, OSError)
+    monkeypatch.undo()
+    assert list((root / ".s3qlocal" / "tmp").iterdir()) == []
+    with pytest.raises(NotFound):
+        store.head("wait/x")
+
+
+def test_io_error_on_fsync(store: LocalStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken)
+    with pytest.raises(StoreError, match="Input/output error"):
+        store.put("wait/x", b"x")
+
+
+def test_permission_error_translated(store: LocalStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(Simulated, so it also runs as root.)"""
+
+    def denied(src: Any, dst: Any) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(dst))
+
+    monkeypatch.setattr(os, "replace", denied)
+    with pytest.raises(StoreError, match=r"wait/x: permission denied") as caught:
+        store.put("wait/x", b"x")
+    assert not isinstance(caught.value, OSError)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+def test_permission_denied(store: LocalStore, root: Path) -> None:
+    store.put("ro/x", b"x")
+    (root / "ro").chmod(0o500)
+    try:
+        with pytest.raises(StoreError, match=r"permission denied") as caught:
+            store.put("ro/y", b"y")
+        assert str(root / "ro") in str(caught.value)
+        with pytest.raises(StoreError, match=r"permission denied"):
+            store.delete("ro/x")
+    finally:
+        (root / "ro").chmod(0o700)
+
+
+def test_name_too_long(store: LocalStore) -> None:
+    key = "wait/" + "n" * 300
+    with pytest.raises(InvalidKey, match="too long"):
+        store.put(key, b"x")
+    with pytest.raises(InvalidKey, match="too long"):
+        store.get(key)
+
+
+# -- compare-and-swap across threads and processes ------------------------------------------
+
+
+def test_cas_across_store_instances_in_threads(root: Path) -> None:
+    """Several LocalStore objects in one process (separate lock file descriptions)."""
+    LocalStore(root).put("counter", b"0")
+    threads = [threading.Thread(target=_increment, args=(str(root), 100)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert LocalStore(root).get("counter")[0] == b"400"
+
+
+def _increment(root: str, times: int, start: Any = None) -> None:
+    """Add 1 to the counter ``times`` times by read-modify-write with If-Match."""
+    store = LocalStore(Path(root))
+    if start is not None:
+        start.wait()
+    for _ in range(times):
+        while True:
+            data, info = store.get("counter")
+            try:
+                store.put("counter", str(int(data) + 1).encode(), if_match=info.etag)
+                break
+            except PreconditionFailed:
+                continue
+    store.close()
+
+
+@pytest.mark.slow
+def test_cas_across_processes(root: Path) -> None:
+    LocalStore(root).put("counter", b"0")
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(4)
+    procs = [ctx.Process(target=_increment, args=(str(root), 200, start)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert LocalStore(root).get("counter")[0] == b"800"
