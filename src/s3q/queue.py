@@ -195,7 +195,16 @@ class Queue:
             return self._keeper
 
     def is_request(self, name: str) -> bool:
-        return fnmatch.fnmatchcase(name, self.config.filter)
+        """Is the object named ``name`` (relative to its state prefix) a request? It must
+        match the filter and be a valid name: "folder" markers that consoles create
+        (``wait/incoming/``) and unusable keys (``a//b``) are left alone."""
+        if not fnmatch.fnmatchcase(name, self.config.filter):
+            return False
+        try:
+            validate_key(name)
+        except InvalidKey:
+            return False
+        return True
 
     def _emit(self, event: str, name: str, **fields: Any) -> None:
         fields = {"event": event, "request": name, **fields}

@@ -1,0 +1,149 @@
+"""Helpers shared by the integration tests, importable by spawned child processes (so this
+module must not import pytest or the test fixtures).
+
+* :class:`CountingStore` wraps a store and counts the claim races it sees (c1 lease
+  creations that lost, c2 copies abandoned because the request had left wait/).
+* :func:`drain` claims and completes until wait/ is empty.
+* :func:`race_child` is the body of one racing process; the store it uses is described by a
+  :data:`StoreSpec` of plain, picklable values.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections import Counter
+from multiprocessing.queues import Queue as MPQueue
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from s3q import Queue, QueueConfig
+from s3q.backends import S3Options
+from s3q.backends.local import LocalStore
+from s3q.backends.s3 import S3Store
+from s3q.store import Body, NotFound, ObjectInfo, Page, PreconditionFailed, Store
+
+__all__ = ["CountingStore", "StoreSpec", "drain", "open_spec", "race_child"]
+
+LEASE_PREFIX = ".s3q/lease/"
+WAIT_PREFIX = "wait/"
+
+#: {"kind": "s3", "bucket": str, "prefix": str, "options": {S3Options fields}}
+#: or {"kind": "local", "root": str}
+StoreSpec = dict[str, Any]
+
+
+def open_spec(spec: StoreSpec) -> Store:
+    """The store a :data:`StoreSpec` describes (a new one, with its own client)."""
+    if spec["kind"] == "s3":
+        return S3Store(spec["bucket"], spec["prefix"], S3Options(**spec["options"]))
+    if spec["kind"] == "local":
+        return LocalStore(Path(spec["root"]))
+    raise ValueError(f"unknown store kind {spec['kind']!r}")
+
+
+class CountingStore:
+    """A :class:`~s3q.store.Store` that delegates to ``inner`` and counts claim races:
+
+    * ``c1``: lease creations (``put`` of ``.s3q/lease/…`` with ``if_none_match``);
+    * ``c1_lost``: those that raised PreconditionFailed (another claimer held the name);
+    * ``c2_abandoned``: copies out of wait/ that found the request gone or changed (the
+      claimer won c1 only after the winner had finished and dropped its lease).
+    """
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self.counts[what] += 1
+
+    def get(self, key: str) -> tuple[bytes, ObjectInfo]:
+        return self.inner.get(key)
+
+    def open(self, key: str) -> tuple[BinaryIO, ObjectInfo]:
+        return self.inner.open(key)
+
+    def head(self, key: str) -> ObjectInfo:
+        return self.inner.head(key)
+
+    def put(
+        self,
+        key: str,
+        body: Body,
+        *,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> ObjectInfo:
+        c1 = if_none_match and key.startswith(LEASE_PREFIX)
+        if c1:
+            self._count("c1")
+        try:
+            return self.inner.put(key, body, if_none_match=if_none_match, if_match=if_match)
+        except PreconditionFailed:
+            if c1:
+                self._count("c1_lost")
+            raise
+
+    def copy(self, src: str, dst: str, *, if_source_match: str | None = None) -> ObjectInfo:
+        try:
+            return self.inner.copy(src, dst, if_source_match=if_source_match)
+        except (NotFound, PreconditionFailed):
+            if src.startswith(WAIT_PREFIX):
+                self._count("c2_abandoned")
+            raise
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        self.inner.delete(key, if_match=if_match)
+
+    def list_page(
+        self, prefix: str, *, start_after: str | None = None, limit: int = 1000
+    ) -> Page:
+        return self.inner.list_page(prefix, start_after=start_after, limit=limit)
+
+    def now(self) -> float:
+        return self.inner.now()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def drain(queue: Queue, worker_id: str, *, timeout: float = 100.0) -> list[str]:
+    """Claim, read and complete requests until wait/ is empty; return the names completed.
+    Each body must be its own name (as the race tests submit them)."""
+    done: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = queue.claim(worker_id)
+        if job is None:
+            # nothing claimable for us: finished, or what is left is in flight elsewhere
+            if not queue.store.list_page(WAIT_PREFIX, limit=1).items:
+                return done
+            time.sleep(0.02)
+            continue
+        body = job.read()
+        if body != job.name.encode():
+            raise AssertionError(f"{job.name}: read {body[:60]!r}")
+        job.complete()
+        done.append(job.name)
+    raise TimeoutError(f"{worker_id}: wait/ still not empty after {timeout} s")
+
+
+def race_child(spec: StoreSpec, worker_id: str, page_size: int, barrier: Barrier,
+               results: MPQueue[tuple[str, Any, dict[str, int]]]) -> None:
+    """One racing process: its own store and queue; reports (worker_id, names, counts), or
+    (worker_id, the traceback as a str, {}) if it failed."""
+    try:
+        store = CountingStore(open_spec(spec))
+        with Queue(store, QueueConfig(page_size=page_size)) as queue:
+            barrier.wait(timeout=60)
+            names = drain(queue, worker_id)
+        results.put((worker_id, names, dict(store.counts)))
+    except BaseException:
+        results.put((worker_id, traceback.format_exc(), {}))
+        raise
