@@ -41,6 +41,7 @@ class Job:
         #: Local monotonic time until which the lease is certainly ours.
         self.deadline = deadline
         self.finished = False
+        self._finish_lock = threading.Lock()
         self._lost = threading.Event()
         self._interrupted = threading.Event()
         self._on_interrupt: list[Callable[[Job], None]] = []
@@ -165,8 +166,9 @@ class Job:
             raise LeaseLost(f"{self.name}: lease was taken over")
 
     def _finish(self, lease: Lease) -> None:
-        self._check_open()
-        self.finished = True
+        with self._finish_lock:  # complete() by the handler vs release() by a stopping worker
+            self._check_open()
+            self.finished = True
         self.queue.keeper.unregister(self)
         self.queue._finish_job(self, lease)
 

@@ -430,7 +430,7 @@ class Queue:
             return None
         old, linfo = found
         same_body = old.etag == info.etag  # else a new submission replaced it: start afresh
-        if same_body and old.not_before > now:
+        if same_body and old.not_before > now + 1.0:  # 1 s: Date's resolution
             self._skip[name] = (info.etag, old.not_before)
             return None
         lease = old.taken_over(worker_id, intent=Intent.HELD, etag=info.etag,
@@ -695,7 +695,7 @@ class Queue:
         _check_worker_id(worker_id)
         done = Recovered()
         for lease, _ in list(self.leases()):
-            if lease.worker == worker_id:
+            if lease.worker == worker_id and lease.intent is not Intent.RETRY:
                 done.actions[lease.name] = str(
                     self._take_over(lease.name, worker_id, mine=True, run=False))
         return done

@@ -10,14 +10,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import logging
+import os
 import random
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from s3q.errors import JobStateError, LeaseLost
+from s3q.errors import ConfigError, JobStateError, LeaseLost
 from s3q.job import Job
 from s3q.queue import Queue
 from s3q.store import StoreError
@@ -82,7 +88,12 @@ class Worker:
             return list(self._running.values())
 
     def run(self) -> WorkerStats:
-        """Run until stopped (or, with burst / max_jobs, until done). Returns the stats."""
+        """Run until stopped (or, with burst / max_jobs, until done). Returns the stats.
+        Raises ConfigError if a worker with the same id already runs on this host."""
+        with _one_per_host(self.options.worker_id):
+            return self._run()
+
+    def _run(self) -> WorkerStats:
         wid = self.options.worker_id
         if self.options.recover_on_start:
             recovered = self.queue.recover_own(wid)
@@ -117,7 +128,7 @@ class Worker:
             t.join(timeout=10)
 
     def _give_back(self, job: Job) -> None:
-        job.interrupt()  # stop the handler's process, if it has one
+        """Release first, then stop the handler: its dying cannot count as a failure."""
         try:
             job.release()
         except (LeaseLost, JobStateError):
@@ -126,6 +137,8 @@ class Worker:
             log.error("could not give back %s (%s): it returns after its lease expires",
                       job.name, exc, extra={"event": "release_failed", "request": job.name})
             return
+        finally:
+            job.interrupt()  # stop the handler's process, if it has one
         with self._lock:
             self.stats.released += 1
 
@@ -186,6 +199,9 @@ class Worker:
             log.error("store error settling %s: %s (it returns after its lease expires)",
                       job.name, exc, extra={"event": "settle_failed", "request": job.name})
         except Exception as exc:
+            if job.interrupted:  # given back or lost while the handler ran: not its fault
+                outcome = "lost" if job.lost else "released"
+                return
             outcome = "failed"
             log.warning("handler failed on %s (attempt %d): %s", job.name, job.attempt,
                         _one_line(exc), extra={"event": "handler_failed",
@@ -201,6 +217,29 @@ class Worker:
                     self.stats.lost += 1
             if self._on_job_done is not None:
                 self._on_job_done(job, outcome, time.monotonic() - start)
+
+
+@contextlib.contextmanager
+def _one_per_host(worker_id: str) -> Iterator[None]:
+    """Hold a host-wide lock on the worker id: two live workers with one id would take each
+    other's work back at start (own recovery). Lock files live in $S3Q_LOCK_DIR (default:
+    the temporary directory)."""
+    lock_dir = Path(os.environ.get("S3Q_LOCK_DIR") or tempfile.gettempdir())
+    digest = hashlib.sha256(worker_id.encode()).hexdigest()[:16]
+    path = lock_dir / f"s3q-worker-{digest}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"worker_id: another worker with id {worker_id!r} is running on this host "
+                f"(lock {path}); give each worker process its own --worker-id") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {worker_id}\n".encode())
+        yield
+    finally:
+        os.close(fd)
 
 
 def _one_line(exc: BaseException) -> str:

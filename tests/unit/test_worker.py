@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from s3q import LeaseLost, Queue, QueueConfig, State
+from s3q import ConfigError, LeaseLost, Queue, QueueConfig, State
 from s3q.backends.memory import MemoryStore
 from s3q.handlers import ExecHandler, HandlerError, HandlerTimeout, process_handler
 from s3q.job import Job
@@ -195,3 +195,25 @@ def test_process_pool_handler_runs_python_in_a_child(tmp_path: Path,
     with pytest.raises(ValueError, match="cannot import"):
         process_handler("no_such_module_x:handle")
     assert State.FINISH.prefix == "finish/"
+
+
+def test_two_workers_with_one_id_cannot_run_on_one_host() -> None:
+    q = make_queue()
+    fill(q, 1)
+    started = threading.Event()
+
+    def slow(job: Job) -> None:
+        started.set()
+        while not job.interrupted:
+            time.sleep(0.02)
+
+    first = Worker(q, slow, WorkerOptions("twin", grace=0))
+    runner = threading.Thread(target=first.run)
+    runner.start()
+    assert started.wait(5)
+    with pytest.raises(ConfigError, match="another worker with id 'twin'"):
+        Worker(q, slow, WorkerOptions("twin", burst=True)).run()
+    first.stop()
+    runner.join(10)
+    # once the first is gone, the id is free again (and its released job is processed)
+    assert Worker(q, lambda job: None, WorkerOptions("twin", burst=True)).run().completed == 1

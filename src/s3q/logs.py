@@ -1,0 +1,126 @@
+"""Logging for the ``s3q`` command (the library never configures logging itself).
+
+Two formats on stderr:
+
+* JSON lines (for journald, CloudWatch, Loki …): ``time`` (ISO 8601, UTC), ``level``,
+  ``logger``, ``message``, and every ``extra`` field the library attaches (``event``,
+  ``request``, ``worker``, ``attempt`` …; see ``Queue._emit``), plus ``exc`` for exceptions.
+* Human: ``HH:MM:SS level event request key=value ...`` (the message follows when it says
+  more than the event), local time.
+
+``setup_logging(level, json=None)`` picks JSON when stderr is not a terminal.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["HumanFormatter", "JsonFormatter", "setup_logging", "teardown_logging"]
+
+#: Third-party loggers kept at WARNING whatever the level (chatty; botocore logs bodies).
+NOISY = ("botocore", "boto3", "s3transfer", "urllib3")
+
+#: Attributes every LogRecord has; anything else on a record came from ``extra``.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "taskName"}
+
+
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The ``extra`` fields of a record, in the order they were given."""
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in extra_fields(record).items():
+            data.setdefault(key, value)
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return jsonlib.dumps(data, default=str, ensure_ascii=False)
+
+
+class HumanFormatter(logging.Formatter):
+    """``HH:MM:SS level event request key=value ...`` for people at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        fields = extra_fields(record)
+        event = fields.pop("event", None)
+        request = fields.pop("request", None)
+        parts = [time.strftime("%H:%M:%S", time.localtime(record.created)),
+                 f"{record.levelname.lower():<7}"]
+        if event is None:
+            parts.append(message)
+        else:
+            parts += [str(event)] + ([str(request)] if request is not None else [])
+            parts += [_pair(k, v) for k, v in _flatten(fields)]
+            if message.strip() != f"{event} {request or ''}".strip():
+                parts.append(f"- {message}")
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _flatten(fields: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Nested dicts (e.g. the settings logged at start) as their own key=value pairs."""
+    pairs: list[tuple[str, Any]] = []
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            pairs += [(str(k), v) for k, v in value.items()]
+        elif value is not None:
+            pairs.append((key, value))
+    return pairs
+
+
+def _pair(key: str, value: Any) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    if not text or any(c.isspace() for c in text) or '"' in text:
+        text = jsonlib.dumps(text, ensure_ascii=False)
+    return f"{key}={text}"
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler this module installs (so that it can be found and replaced)."""
+
+    #: The root logger's level before :func:`setup_logging`, restored by teardown.
+    previous_level = logging.WARNING
+
+
+def setup_logging(level: str, json: bool | None = None) -> None:
+    """Log to stderr at ``level`` ("debug", "info", "warning", "error"), as JSON lines when
+    ``json`` is true, or when it is None and stderr is not a terminal. Calling it again
+    replaces the handler it installed before."""
+    teardown_logging()
+    use_json = not sys.stderr.isatty() if json is None else json
+    handler = _Handler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if use_json else HumanFormatter())
+    root = logging.getLogger()
+    handler.previous_level = root.level
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper()))
+    for name in NOISY:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def teardown_logging() -> None:
+    """Remove the handler :func:`setup_logging` installed, if any."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(handler)
+        root.setLevel(handler.previous_level)
+        handler.close()
