@@ -176,7 +176,10 @@ class Worker:
             self.stats.claimed -= 1
 
     def _idle_sleep(self, idle: int) -> float:
-        cap = min(self.options.poll_interval, 0.2 * 2 ** min(idle, 10))
+        """Exponential backoff with jitter while idle, never longer than the scan interval
+        (so that expired leases of dead workers are found in time)."""
+        longest = min(self.options.poll_interval, self.queue.config.effective_scan_interval)
+        cap = min(longest, 0.2 * 2 ** min(idle, 10))
         return self._rng.uniform(cap / 2, cap)
 
     def _process(self, job: Job) -> None:
