@@ -115,11 +115,13 @@ class ExecHandler:
                     for a in self.argv]
             env = {**os.environ, "S3Q_REQUEST_NAME": job.name, "S3Q_REQUEST_PATH": str(path),
                    "S3Q_ATTEMPT": str(job.attempt), "S3Q_WORKER_ID": job.worker_id}
-            return self._run(job, argv, env, tmp)
+            return self._run(job, argv, env)
 
-    def _run(self, job: Job, argv: list[str], env: dict[str, str], cwd: str) -> bytes | None:
+    def _run(self, job: Job, argv: list[str], env: dict[str, str]) -> bytes | None:
+        # The program runs in the worker's working directory (relative paths in the command
+        # resolve as they would in a shell there); only the request file is in a temp dir.
         try:
-            proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     start_new_session=True)
         except OSError as exc:

@@ -217,3 +217,13 @@ def test_two_workers_with_one_id_cannot_run_on_one_host() -> None:
     runner.join(10)
     # once the first is gone, the id is free again (and its released job is processed)
     assert Worker(q, lambda job: None, WorkerOptions("twin", burst=True)).run().completed == 1
+
+
+def test_exec_handler_runs_in_the_workers_directory(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "process.py").write_text("import sys; print(len(open(sys.argv[1]).read()))")
+    monkeypatch.chdir(tmp_path)
+    q = make_queue()
+    fill(q, 1)
+    run_exec(q, [sys.executable, "process.py", "{path}"])  # relative, as in the README
+    assert q.result("batch/000_request.json") == b"31\n"

@@ -1,0 +1,208 @@
+"""A ready CodeDeploy revision skeleton for running s3q workers on EC2 (``s3q deploy init``).
+
+:func:`write_bundle` writes::
+
+    appspec.yml                     files -> app_dir (owned by the service user), five hooks
+    scripts/common.sh               settings shared by the hooks (all overridable by env vars)
+    scripts/stop.sh                 ApplicationStop: systemctl stop (graceful: SIGTERM)
+    scripts/before_install.sh       BeforeInstall: the service user, idempotently
+    scripts/after_install.sh        AfterInstall: virtualenv, systemd unit, /etc/s3q config
+    scripts/start.sh                ApplicationStart: systemctl enable + restart
+    scripts/validate.sh             ValidateService: unit active and `s3q status --check`
+    deploy/<service_name>.service   the systemd unit: runs the worker at every boot
+    deploy/s3q.toml                 -> /etc/s3q/s3q.toml (prod/staging by host name)
+    deploy/s3q.env                  -> /etc/s3q/s3q.env (the unit's EnvironmentFile)
+
+The texts are templates shipped as package data (``s3q/deploy_templates``);
+:func:`render_bundle` fills them in. docs/OPERATIONS.md embeds the rendered files
+(``scripts/gen-ops-doc``), and a test checks that it does so verbatim.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import re
+import shlex
+from importlib import resources
+from pathlib import Path
+
+__all__ = ["BUNDLE_FILES", "fill_doc_sections", "ops_doc_blocks", "render_bundle",
+           "unit_exec_arg", "write_bundle"]
+
+#: (template under s3q/deploy_templates, path in the bundle, file mode). The unit's path in
+#: the bundle is renamed after the service name.
+BUNDLE_FILES: tuple[tuple[str, str, int], ...] = (
+    ("appspec.yml", "appspec.yml", 0o644),
+    ("scripts/common.sh", "scripts/common.sh", 0o644),
+    ("scripts/stop.sh", "scripts/stop.sh", 0o755),
+    ("scripts/before_install.sh", "scripts/before_install.sh", 0o755),
+    ("scripts/after_install.sh", "scripts/after_install.sh", 0o755),
+    ("scripts/start.sh", "scripts/start.sh", 0o755),
+    ("scripts/validate.sh", "scripts/validate.sh", 0o755),
+    ("deploy/s3q-worker.service", "deploy/{service_name}.service", 0o644),
+    ("deploy/s3q.toml", "deploy/s3q.toml", 0o644),
+    ("deploy/s3q.env", "deploy/s3q.env", 0o644),
+)
+
+DEFAULT_APP_DIR = "/opt/s3q-app"
+DEFAULT_SERVICE_USER = "s3q"
+DEFAULT_SERVICE_NAME = "s3q-worker"
+DEFAULT_HANDLER_CMD = "python process.py {path}"
+DEFAULT_GRACE = 30.0
+#: Seconds the ValidateService hook waits for a healthy worker (its hook timeout is 60 more).
+VALIDATE_TIMEOUT = 120
+#: TimeoutStopSec = grace + this: time to give the jobs still running back to wait/.
+STOP_MARGIN = 60
+#: The stop/start hook timeouts exceed TimeoutStopSec by this much.
+HOOK_MARGIN = 60
+
+_PATH = re.compile(r"/[A-Za-z0-9._/-]*")
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,30}")
+_SERVICE = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+_TOKEN = re.compile(r"@@[A-Z_]+@@")
+
+
+def render_bundle(
+    *,
+    app_dir: str = DEFAULT_APP_DIR,
+    service_user: str = DEFAULT_SERVICE_USER,
+    service_name: str = DEFAULT_SERVICE_NAME,
+    handler_cmd: str = DEFAULT_HANDLER_CMD,
+    grace: float = DEFAULT_GRACE,
+) -> dict[str, tuple[str, int]]:
+    """The bundle's files: path in the bundle -> (text, mode). Raises ValueError for values
+    that would not work in the unit, the appspec or a shell script."""
+    app_dir = app_dir.rstrip("/") if app_dir != "/" else app_dir
+    if not _PATH.fullmatch(app_dir) or app_dir == "/" or ".." in app_dir.split("/"):
+        raise ValueError(f"app_dir {app_dir!r}: expected an absolute path of letters, digits "
+                         "and ._-/ (not /)")
+    if not _USER.fullmatch(service_user):
+        raise ValueError(f"service_user {service_user!r}: expected a system user name "
+                         "([a-z_][a-z0-9_-]*, at most 31 characters)")
+    if not _SERVICE.fullmatch(service_name) or service_name.endswith(".service"):
+        raise ValueError(f"service_name {service_name!r}: expected letters, digits and ._- "
+                         "(without .service)")
+    if not 0 <= grace < 86400:
+        raise ValueError(f"grace {grace!r}: expected a number of seconds >= 0")
+    timeout_stop = math.ceil(grace) + STOP_MARGIN
+    values = {
+        "APP_DIR": app_dir,
+        "SERVICE_USER": service_user,
+        "SERVICE_NAME": service_name,
+        "EXEC_ARG": unit_exec_arg(handler_cmd),
+        "GRACE": f"{grace:g}",
+        "TIMEOUT_STOP_SEC": str(timeout_stop),
+        "STOP_HOOK_TIMEOUT": str(timeout_stop + HOOK_MARGIN),
+        "VALIDATE_TIMEOUT": str(VALIDATE_TIMEOUT),
+        "VALIDATE_HOOK_TIMEOUT": str(VALIDATE_TIMEOUT + HOOK_MARGIN),
+    }
+    templates = resources.files("s3q") / "deploy_templates"
+    files: dict[str, tuple[str, int]] = {}
+    for template, path, mode in BUNDLE_FILES:
+        text = _fill((templates / template).read_text(encoding="utf-8"), values)
+        files[path.format(service_name=service_name)] = (text, mode)
+    return files
+
+
+def write_bundle(
+    dest: Path,
+    *,
+    app_dir: str = DEFAULT_APP_DIR,
+    service_user: str = DEFAULT_SERVICE_USER,
+    service_name: str = DEFAULT_SERVICE_NAME,
+    handler_cmd: str = DEFAULT_HANDLER_CMD,
+    grace: float = DEFAULT_GRACE,
+    force: bool = False,
+) -> list[Path]:
+    """Write the CodeDeploy revision skeleton into ``dest`` (created if needed) and return
+    the paths written. Existing files are only overwritten with ``force``; otherwise
+    nothing is written and FileExistsError names the first existing file."""
+    files = render_bundle(app_dir=app_dir, service_user=service_user,
+                          service_name=service_name, handler_cmd=handler_cmd, grace=grace)
+    dest = Path(dest)
+    targets = [(dest / rel, text, mode) for rel, (text, mode) in files.items()]
+    if not force:
+        for path, _, _ in targets:
+            if path.exists() or path.is_symlink():
+                raise FileExistsError(errno.EEXIST, "exists (use force to overwrite)",
+                                      str(path))
+    written: list[Path] = []
+    for path, text, mode in targets:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.chmod(mode)
+        tmp.replace(path)
+        written.append(path)
+    return written
+
+
+def unit_exec_arg(command: str) -> str:
+    """``command`` as one argument of a systemd ``ExecStart=`` line: quoted for systemd
+    (which splits like a shell for quotes and backslashes, but runs no shell), with ``%``
+    and ``$`` escaped so that systemd passes them through unchanged."""
+    if not command.strip():
+        raise ValueError("handler_cmd is empty")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in command):
+        raise ValueError(f"handler_cmd {command!r}: control characters (newlines) not allowed")
+    try:
+        shlex.split(command)
+    except ValueError as e:
+        raise ValueError(f"handler_cmd {command!r}: {e}") from None
+    escaped = command.replace("%", "%%").replace("$", "$$")
+    if "'" not in escaped and "\\" not in escaped:
+        return f"'{escaped}'"
+    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    def one(match: re.Match[str]) -> str:
+        name = match.group(0)[2:-2]
+        if name not in values:
+            raise KeyError(f"deploy template: no value for {match.group(0)}")
+        return values[name]
+
+    return _TOKEN.sub(one, template)
+
+
+# --- docs/OPERATIONS.md ---------------------------------------------------------------------
+
+#: The example of docs/OPERATIONS.md's IAM section: iam_policy(queue, ssm_parameters=...,
+#: region=..., account=...).
+DOC_IAM_EXAMPLE = ("s3://acme-requests-prod/requests",
+                   ["/myapp/prod/s3-access-key", "/myapp/prod/s3-secret-key"],
+                   "eu-west-1", "123456789012")
+_LANG = {".yml": "yaml", ".sh": "bash", ".service": "ini", ".toml": "toml", ".env": "sh",
+         ".json": "json"}
+_SECTION = re.compile(
+    r"(<!-- generated from (?P<name>\S+) by scripts/gen-ops-doc[^\n]*-->\n)"
+    r".*?"
+    r"(<!-- end of generated (?P=name) -->)", re.DOTALL)
+
+
+def ops_doc_blocks() -> dict[str, tuple[str, str]]:
+    """What docs/OPERATIONS.md embeds: name -> (code block language, text): the bundle's
+    files as :func:`render_bundle` makes them with the defaults, and ``iam-policy.json``,
+    the policy of :data:`DOC_IAM_EXAMPLE`."""
+    from s3q.iam import iam_policy
+
+    blocks = {path: (_LANG.get(Path(path).suffix, ""), text)
+              for path, (text, _) in render_bundle().items()}
+    queue, ssm, region, account = DOC_IAM_EXAMPLE
+    policy = iam_policy(queue, ssm_parameters=ssm, region=region, account=account)
+    blocks["iam-policy.json"] = ("json", json.dumps(policy, indent=2) + "\n")
+    return blocks
+
+
+def fill_doc_sections(doc: str, blocks: dict[str, tuple[str, str]]) -> str:
+    """``doc`` with every section between ``<!-- generated from NAME by
+    scripts/gen-ops-doc ... -->`` and ``<!-- end of generated NAME -->`` replaced by NAME's
+    block as a fenced code block. Raises KeyError for an unknown NAME."""
+    def one(match: re.Match[str]) -> str:
+        lang, text = blocks[match.group("name")]
+        return f"{match.group(1)}```{lang}\n{text}```\n{match.group(3)}"
+
+    return _SECTION.sub(one, doc)
