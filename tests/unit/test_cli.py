@@ -20,9 +20,9 @@ from click.testing import CliRunner, Result
 from prometheus_client import generate_latest
 
 from s3q import Queue, QueueConfig
-from s3q import cli as cli_module
 from s3q import config as config_module
 from s3q.cli import cli
+from s3q.cli import output as cli_output
 from s3q.logs import HumanFormatter, JsonFormatter
 from s3q.metrics import Metrics, StoreCollector
 
@@ -324,7 +324,7 @@ def test_recover_dry_run_refusal_confirmation_and_all(
     assert "--yes" in one_error_line(out) and "w-live" in out.stderr
     assert run(qdir, "recover", "--stale").stdout.strip() == "recovered 0 request(s)"
 
-    monkeypatch.setattr(cli_module, "is_interactive", lambda: True)
+    monkeypatch.setattr(cli_output, "is_interactive", lambda: True)
     out = run(qdir, "recover", "--all", input="n\n")
     assert out.exit_code == 1 and len(names(qdir, "processing")) == 2
     out = run(qdir, "recover", "--all", "--include", "*request.json", input="y\n")

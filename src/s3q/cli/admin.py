@@ -1,0 +1,225 @@
+"""Operator actions: ``s3q requeue``, ``recover``, ``purge`` and ``config show``."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import click
+
+from s3q import layout
+from s3q.cli.errors import Failure
+from s3q.cli.options import STATES, App, json_option, setting_options
+from s3q.cli.output import confirm, echo_json, table
+from s3q.cli.status import lease_expired
+from s3q.config import Config, show_config
+from s3q.layout import State
+from s3q.queue import Queue
+from s3q.records import Intent
+from s3q.store import NotFound, ObjectInfo, PreconditionFailed, validate_key
+
+#: What Queue.recover_* report for requests they found nothing to do about.
+UNTOUCHED = frozenset({"waiting for retry", "gone"})
+
+
+def matching(queue: Queue, state: State | str, pattern: str) -> list[ObjectInfo]:
+    """The requests in ``state`` whose names match the glob ``pattern``."""
+    return [i for i in queue.ls(state) if fnmatch.fnmatchcase(i.key, pattern)]
+
+
+# ------------------------------------------------------------------------ requeue
+
+@click.command()
+@click.argument("names", nargs=-1)
+@click.option("--glob", "pattern", metavar="GLOB", help="Requeue the failed requests whose "
+              "names match GLOB.")
+@click.option("--all", "all_", is_flag=True, help="Requeue every failed request.")
+@json_option
+@setting_options
+def requeue(names: tuple[str, ...], pattern: str | None, all_: bool, as_json: bool) -> None:
+    """Move failed requests back to wait/.
+
+    They start again with a fresh attempt count. Exits 1 when a NAME given could not be
+    requeued (not in failed/, or busy)."""
+    if sum([bool(names), pattern is not None, all_]) != 1:
+        raise click.UsageError("give NAME..., --glob GLOB or --all")
+    queue = App().open_queue()
+    if not names:
+        names = tuple(i.key for i in matching(queue, State.FAILED, pattern or "*"))
+    done = {name: queue.requeue(validate_key(name)) for name in names}
+    requeued = [n for n, ok in done.items() if ok]
+    skipped = [n for n, ok in done.items() if not ok]
+    if as_json:
+        echo_json({"requeued": requeued, "skipped": skipped})
+    else:
+        click.echo(f"requeued {len(requeued)} request(s)")
+        for n in skipped:
+            click.echo(f"not requeued: {n} (not in failed/, or busy)", err=True)
+    if skipped and pattern is None and not all_:
+        click.get_current_context().exit(1)
+
+
+# ------------------------------------------------------------------------ recover
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    name: str
+    worker: str
+    intent: str
+    live: bool  # held and not expired: a worker may be running it now
+    action: str
+
+
+@click.command()
+@click.option("--mine", "mode", flag_value="mine", help="What this worker id (--worker-id) "
+              "held: back to wait/ at once.")
+@click.option("--stale", "mode", flag_value="stale", help="Requests whose lease expired.")
+@click.option("--all", "mode", flag_value="all", help="Everything in processing/ matching "
+              "--include, even what live workers hold (they are fenced and stop).")
+@click.option("--include", metavar="GLOB", help="With --all: only names matching GLOB "
+              "(default: all).")
+@click.option("--dry-run", is_flag=True, help="Only list what would be touched.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before taking requests from live "
+              "workers.")
+@json_option
+@setting_options
+def recover(mode: str | None, include: str | None, dry_run: bool, yes: bool,
+            as_json: bool) -> None:
+    """Put requests from processing/ back into wait/.
+
+    A request whose last attempt died goes to failed/ instead (except with --all). The
+    seed's reset is: s3q recover --all --include '*request.json' --yes"""
+    if mode is None:
+        raise click.UsageError("give one of --mine, --stale and --all")
+    if include is not None and mode != "all":
+        raise click.UsageError("--include goes with --all")
+    app = App()
+    queue = app.open_queue()
+    worker_id = app.config.effective_worker_id() if mode == "mine" else "s3q-recover"
+    plan = plan_recovery(queue, app.config, mode, include or "*", worker_id)
+    if dry_run:
+        actions = {p.name: p.action for p in plan}
+    else:
+        live = [p for p in plan if p.live and mode == "all"]
+        if live:
+            confirm_takeover(live, yes)
+        if mode == "mine":
+            done = queue.recover_own(worker_id)
+        elif mode == "stale":
+            done = queue.recover_stale()
+        else:
+            done = queue.recover_all(include or "*")
+        actions = {n: a for n, a in done.actions.items() if a not in UNTOUCHED}
+    if as_json:
+        echo_json({"dry_run": dry_run,
+                   "requests": [{"name": n, "action": a} for n, a in actions.items()]})
+        return
+    if actions:
+        click.echo(table(["REQUEST", "ACTION"], sorted(actions.items())))
+    click.echo(f"{'would touch' if dry_run else 'recovered'} {len(actions)} request(s)")
+
+
+def plan_recovery(queue: Queue, cfg: Config, mode: str, include: str,
+                  worker_id: str) -> list[Planned]:
+    """What ``recover`` would touch, from the leases and processing/ (changes nothing)."""
+    now = queue.store.now()
+    plan: list[Planned] = []
+    leased: set[str] = set()
+    for lease, info in queue.leases():
+        leased.add(lease.name)
+        expired = lease_expired(cfg, now - info.last_modified)
+        if mode == "mine":
+            chosen = lease.worker == worker_id
+        elif mode == "stale":
+            chosen = lease.intent is not Intent.RETRY and expired
+        else:
+            chosen = fnmatch.fnmatchcase(lease.name, include)
+        if not chosen:
+            continue
+        live = lease.intent is Intent.HELD and not expired and bool(lease.worker)
+        if lease.intent is Intent.RETRY:
+            continue  # in wait/ already, waiting for its retry: recovery leaves it alone
+        if lease.intent is Intent.HELD:
+            state = "live" if live else "expired"
+            action = f"back to wait/ (held by {lease.worker or 'nobody'}, {state})"
+        else:
+            action = f"finish the interrupted '{lease.intent.value}' transition"
+        plan.append(Planned(lease.name, lease.worker, lease.intent.value, live, action))
+    if mode != "mine":
+        for info in queue.ls(State.PROCESSING):
+            if info.key in leased:
+                continue
+            if (fnmatch.fnmatchcase(info.key, include) if mode == "all"
+                    else lease_expired(cfg, now - info.last_modified)):
+                plan.append(Planned(info.key, "", "", False, "back to wait/ (no lease)"))
+    return plan
+
+
+def confirm_takeover(live: Sequence[Planned], yes: bool) -> None:
+    workers = ", ".join(sorted({p.worker for p in live}))
+    what = (f"{len(live)} request(s) are held by live workers ({workers}); taking them "
+            "stops those jobs")
+    confirm(f"{what}. Continue?", yes=yes,
+            refusal=f"{what}: re-run with --yes to take them anyway (or use --stale)")
+
+
+# ------------------------------------------------------------------------ purge
+
+@click.command()
+@click.argument("state", type=STATES, metavar="STATE")
+@click.option("--include", metavar="GLOB", help="Only names matching GLOB.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask (needed for wait/ when not "
+              "interactive).")
+@json_option
+@setting_options
+def purge(state: str, include: str | None, yes: bool, as_json: bool) -> None:
+    """Delete requests in finish/, failed/ or wait/.
+
+    finish/ and failed/ go with their error records and results; wait/ only after a
+    confirmation (or --yes). Requests in processing/ are never purged: use recover."""
+    if state == State.PROCESSING:
+        raise Failure("requests in processing/ are held by workers and cannot be purged; "
+                      "use 's3q recover' to put them back into wait/ first")
+    queue = App().open_queue()
+    infos = matching(queue, state, include or "*")
+    if state == State.WAIT and infos:
+        what = f"delete {len(infos)} waiting request(s)"
+        confirm(f"{what.capitalize()}?", yes=yes, refusal=f"refusing to {what} without --yes")
+    purged, skipped = [], []
+    for info in infos:
+        try:  # only the bytes listed: a request re-submitted meanwhile stays
+            queue.store.delete(layout.key(State(state).prefix, info.key), if_match=info.etag)
+        except (NotFound, PreconditionFailed):
+            skipped.append(info.key)
+            continue
+        if state != State.WAIT:
+            queue.store.delete(layout.key(layout.ERRORS, info.key))
+            queue.store.delete(layout.key(layout.RESULTS, info.key))
+        purged.append(info.key)
+    if as_json:
+        echo_json({"state": state, "purged": purged, "skipped": skipped})
+    else:
+        click.echo(f"purged {len(purged)} request(s) from {state}/")
+        for name in skipped:
+            click.echo(f"skipped {name}: changed or gone meanwhile", err=True)
+
+
+# ------------------------------------------------------------------------ config
+
+@click.group(name="config")
+def config_group() -> None:
+    """The effective configuration."""
+
+
+@config_group.command(name="show")
+@json_option
+@setting_options
+def config_show(as_json: bool) -> None:
+    """Every setting: its value (secrets masked) and where it came from."""
+    app = App()
+    rows = show_config(app.config, app.sources)
+    if as_json:
+        echo_json({name: {"value": value, "source": source} for name, value, source in rows})
+    else:
+        click.echo(table(["SETTING", "VALUE", "SOURCE"], rows))
