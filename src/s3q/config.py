@@ -131,6 +131,8 @@ SETTINGS: tuple[Setting, ...] = (
     _S("log_json", bool, None, "Log JSON lines (true/false); unset or 'auto' = automatic."),
     _S("metrics_port", int, 0, "Port of the metrics endpoint; 0 = off.", minimum=0,
        maximum=65535),
+    _S("drain_on_interruption", bool, False, "Drain (stop gracefully, giving work back) at an "
+       "EC2 Spot interruption or Auto Scaling termination notice (polls the IMDS)."),
     _S("endpoint_url", str, None, "S3 endpoint (MinIO, moto, ...); unset = AWS_ENDPOINT_URL, "
        "else AWS.", default_env=("AWS_ENDPOINT_URL",)),
     _S("region", str, None, "AWS region; unset = the standard AWS configuration."),
@@ -166,6 +168,7 @@ class Config:
     log_level: Literal["debug", "info", "warning", "error"]
     log_json: bool | None
     metrics_port: int
+    drain_on_interruption: bool
     endpoint_url: str | None
     region: str | None
     retry_mode: Literal["standard", "adaptive"]

@@ -18,6 +18,7 @@ from s3q.cli.errors import EXIT_STORE, Failure
 from s3q.cli.options import App, setting_options
 from s3q.config import show_config
 from s3q.handlers import ExecHandler, load_callable, process_handler
+from s3q.imds import InterruptionWatcher
 from s3q.job import Job
 from s3q.queue import Queue
 from s3q.store import StoreError
@@ -67,12 +68,22 @@ def worker(*, exec_cmd: str | None, handler_spec: str | None, pool: str, burst: 
                     on_job_done=metrics.on_job_done if metrics else None)
     if metrics is not None:
         serve_metrics(app, metrics, runner, metrics_addr)
+    if cfg.drain_on_interruption:
+        watcher = InterruptionWatcher(on_notice=lambda reason: drain(runner, reason)).start()
+        app.ctx.call_on_close(watcher.stop)
     with stop_on_signals(runner):
         stats = runner.run()
     log.info("worker %s done: %d completed, %d failed, %d released, %d lost", worker_id,
              stats.completed, stats.failed, stats.released, stats.lost,
              extra={"event": "worker_done", "worker": worker_id, "completed": stats.completed,
                     "failed": stats.failed, "released": stats.released, "lost": stats.lost})
+
+
+def drain(runner: Worker, reason: str) -> None:
+    """The instance is going away (Spot interruption, scale-in): stop as on SIGTERM."""
+    log.warning("interruption notice (%s): draining", reason,
+                extra={"event": "interruption", "reason": reason})
+    runner.stop()
 
 
 def build_handler(exec_cmd: str | None, spec: str | None, pool: str,

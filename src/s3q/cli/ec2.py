@@ -1,0 +1,68 @@
+"""``s3q deploy init`` (a CodeDeploy revision skeleton) and ``s3q iam-policy``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from s3q.cli.errors import Failure
+from s3q.cli.options import App, setting_options
+from s3q.cli.output import echo_json
+from s3q.deploy import (
+    DEFAULT_APP_DIR,
+    DEFAULT_GRACE,
+    DEFAULT_HANDLER_CMD,
+    DEFAULT_SERVICE_NAME,
+    DEFAULT_SERVICE_USER,
+    write_bundle,
+)
+from s3q.iam import iam_policy_for
+
+
+@click.group("deploy")
+def deploy_group() -> None:
+    """Deployment files for EC2 (CodeDeploy + systemd)."""
+
+
+@deploy_group.command("init")
+@click.argument("directory", required=False, default=".", type=click.Path(file_okay=False))
+@click.option("--app-dir", default=DEFAULT_APP_DIR, show_default=True,
+              help="Where CodeDeploy installs the revision on the instance.")
+@click.option("--service-user", default=DEFAULT_SERVICE_USER, show_default=True,
+              help="The user the worker runs as (owner of the files).")
+@click.option("--service-name", default=DEFAULT_SERVICE_NAME, show_default=True,
+              help="The systemd unit's name.")
+@click.option("--handler-cmd", default=DEFAULT_HANDLER_CMD, show_default=True,
+              help="The program run per request ({path} = the request's local file).")
+@click.option("--grace", type=float, default=DEFAULT_GRACE, show_default=True,
+              help="Seconds running jobs get at shutdown (the unit's stop timeout follows).")
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def deploy_init(*, directory: str, app_dir: str, service_user: str, service_name: str,
+                handler_cmd: str, grace: float, force: bool) -> None:
+    """Write a CodeDeploy revision skeleton (appspec.yml, hook scripts, systemd unit,
+    s3q.toml) into DIRECTORY, to commit next to your programs."""
+    try:
+        written = write_bundle(Path(directory), app_dir=app_dir, service_user=service_user,
+                               service_name=service_name, handler_cmd=handler_cmd,
+                               grace=grace, force=force)
+    except FileExistsError as e:
+        raise Failure(f"{e.filename} exists (use --force to overwrite)", code=1) from None
+    except ValueError as e:
+        raise Failure(str(e)) from None
+    for path in written:
+        click.echo(str(path))
+
+
+@click.command("iam-policy")
+@click.option("--account", metavar="ID", help="AWS account id for the SSM parameter ARNs "
+              "(default: any).")
+@setting_options
+def iam_policy(account: str | None) -> None:
+    """Print the least-privilege IAM policy (JSON) for the configured queue: S3 on its
+    prefixes only; ssm:GetParameter and kms:Decrypt only for configured ssm: secrets."""
+    app = App()
+    try:
+        echo_json(iam_policy_for(app.config, account=account))
+    except ValueError as e:
+        raise Failure(str(e)) from None
