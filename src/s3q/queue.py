@@ -309,9 +309,9 @@ class Queue:
     def _scan(self, now: float, include: str | None = None) -> list[str]:
         """Names whose lease expired — or, with ``include``, every leased name matching it.
         Requests in processing/ with no lease at all (put there by something else than
-        s3q, e.g. an old seed-style worker) get a lease that is already expired, once they
-        are as old as a lease TTL (at once with ``include``), and are then taken over like
-        the others."""
+        s3q, e.g. an old seed-style worker) get a lease held by nobody (worker ""), once
+        they are as old as a lease TTL (at once with ``include``), and are then taken over
+        like the others."""
         names, leased = [], set()
         for info in list_all(self.store, layout.LEASES):
             name = layout.name_of(layout.LEASES, info.key)
@@ -474,8 +474,8 @@ class Queue:
             return "waiting for retry"
         if mine and old.worker != worker_id:
             return "not mine"
-        if not (mine or force or self._expired(info, self.store.now())):
-            return "alive"
+        if not (mine or force or old.worker == "" or self._expired(info, self.store.now())):
+            return "alive"  # held by a live worker (worker "": held by nobody)
         lease = old.taken_over(worker_id, attempt=old.attempt + 1, written_at=time.time())
         sent = time.monotonic()
         try:  # t1: the fence; the previous owner's lease writes fail from now on

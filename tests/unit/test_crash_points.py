@@ -197,3 +197,21 @@ def test_fenced_worker_cannot_change_state(op: str) -> None:
     assert job_a.lost
     job_b.complete()
     world.check_settled()
+
+
+def test_an_orphan_in_processing_is_adopted_after_one_ttl() -> None:
+    """A request in processing/ with no lease (the seed's copy-then-delete died between its
+    two steps, or somebody copied it there by hand) is processed, once."""
+    world = World()
+    world.submit(NAME)
+    world.mem.copy(layout.key(layout.WAIT, NAME), layout.key(layout.PROCESSING, NAME))
+    world.mem.delete(layout.key(layout.WAIT, NAME))
+    q, _ = world.queue()
+    assert q.claim("B") is None  # too young to be an orphan: maybe a claim in progress
+    world.expire()
+    job = q.claim("B")
+    assert job is not None and job.name == NAME and job.attempt == 1
+    world.handled.append((job.name, "B", job.attempt))
+    job.complete()
+    world.check_settled()
+    assert world.runs(NAME) == 1
