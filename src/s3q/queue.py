@@ -476,7 +476,8 @@ class Queue:
             return "not mine"
         if not (mine or force or old.worker == "" or self._expired(info, self.store.now())):
             return "alive"  # held by a live worker (worker "": held by nobody)
-        lease = old.taken_over(worker_id, attempt=old.attempt + 1, written_at=time.time())
+        held = old.intent is Intent.HELD  # else a decided intent: its attempt is over
+        lease = old.taken_over(worker_id, attempt=old.attempt + held, written_at=time.time())
         sent = time.monotonic()
         try:  # t1: the fence; the previous owner's lease writes fail from now on
             lease_etag = self._write_lease(lease, if_match=info.etag)
@@ -557,8 +558,10 @@ class Queue:
                 self._copy_if_present(proc, layout.key(layout.FINISH, name), check)
             event, fields = "completed", {"on_finish": lease.on_finish}
         elif lease.intent is Intent.DEAD:  # x2..x5
-            record = ErrorRecord(name=name, attempts=lease.attempt, worker=lease.worker,
-                                 error=lease.error or {}, failed_at=self.store.now())
+            error = lease.error or {}
+            record = ErrorRecord(name=name, attempts=lease.attempt,
+                                 worker=error.get("worker", lease.worker), error=error,
+                                 failed_at=self.store.now())
             check()
             self.store.put(layout.key(layout.ERRORS, name), record.to_bytes())
             self._copy_if_present(proc, layout.key(layout.FAILED, name), check)

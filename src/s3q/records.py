@@ -130,7 +130,6 @@ class ErrorRecord:
     worker: str
     error: dict[str, Any]
     failed_at: float  # store time
-    first_claimed_at: float | None = None
 
     def to_bytes(self) -> bytes:
         return _encode({**asdict(self), "v": 1})

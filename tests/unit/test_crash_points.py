@@ -215,3 +215,18 @@ def test_an_orphan_in_processing_is_adopted_after_one_ttl() -> None:
     job.complete()
     world.check_settled()
     assert world.runs(NAME) == 1
+
+
+def test_a_dead_letter_rolled_forward_by_another_worker_keeps_its_attempt_count() -> None:
+    world = World(max_attempts=3)
+    job = claimed_by_a(world)
+    q, _ = world.queue(crash_after=1)  # dies right after committing x1
+    job.queue = q
+    with pytest.raises(Crash):
+        job.fail("poison", retry=False)
+    world.expire()
+    q2, _ = world.queue()
+    assert q2.claim("B") is None  # rolls the dead letter forward; nothing to run
+    record = q2.error_record(NAME)
+    assert record is not None and record.attempts == 1 and record.worker == "A"
+    assert world.places(NAME) == [layout.FAILED]
