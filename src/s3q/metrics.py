@@ -11,12 +11,10 @@ and is fed by three hooks the library offers, without patching anything:
   answers by code, read at scrape time.
 
 Exported names (counters get ``_total``): ``s3q_jobs_{claimed,completed,failed,retried,
-dead_lettered,released,lease_lost,takeovers}_total``, ``s3q_handler_duration_seconds``
+dead_lettered,released,lease_lost,takeovers,lease_renewals}_total``,
+``s3q_handler_duration_seconds``
 (label ``outcome``), ``s3q_jobs_in_flight``, ``s3q_store_requests_total`` (label
 ``operation``), ``s3q_store_errors_total`` (label ``code``).
-
-Lease renewals are not counted: the queue reports no event for them (their store requests
-are in ``s3q_store_requests_total{operation="PutObject"}`` with the other lease writes).
 """
 
 from __future__ import annotations
@@ -46,6 +44,7 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "released": ("released",),
     "lease_lost": ("lease_lost",),
     "took_over": ("takeovers",),
+    "renewed": ("lease_renewals",),
 }
 COUNTERS: dict[str, str] = {
     "claimed": "Requests claimed from wait/ by this process.",
@@ -56,6 +55,7 @@ COUNTERS: dict[str, str] = {
     "released": "Requests given back to wait/ (shutdown, recovery).",
     "lease_lost": "Jobs whose lease was taken over by another worker (fenced).",
     "takeovers": "Expired or own leases taken over by this process.",
+    "lease_renewals": "Lease renewals (heartbeats) of running jobs.",
 }
 #: Handler durations, seconds: sub-second scripts to hour-long batch jobs.
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)

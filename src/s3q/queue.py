@@ -206,9 +206,10 @@ class Queue:
             return False
         return True
 
-    def _emit(self, event: str, name: str, **fields: Any) -> None:
+    def _emit(self, event: str, name: str, *, quiet: bool = False, **fields: Any) -> None:
+        """Tell the log (once per transition; ``quiet`` ones at DEBUG) and the listeners."""
         fields = {"event": event, "request": name, **fields}
-        log.info("%s %s", event, name, extra=fields)
+        log.log(logging.DEBUG if quiet else logging.INFO, "%s %s", event, name, extra=fields)
         for listener in self.listeners:
             listener(event, fields)
 
@@ -656,6 +657,7 @@ class Queue:
             raise LeaseLost(f"{job.name}: lease taken over") from exc
         job.lease = lease
         job.deadline = sent + self._safe_ttl
+        self._emit("renewed", job.name, quiet=True, worker=job.worker_id, gen=lease.gen)
 
     def backoff(self, attempt: int) -> float:
         c = self.config

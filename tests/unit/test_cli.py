@@ -444,7 +444,7 @@ class _CountingStore:
 def test_metrics_counters_histogram_and_store_requests() -> None:
     metrics = Metrics()
     for event in ("claimed", "claimed", "completed", "retry_scheduled", "dead_lettered",
-                  "took_over", "submitted"):
+                  "took_over", "submitted", "renewed"):
         metrics.on_event(event, {})
     metrics.on_job_done(None, "completed", 0.3)  # type: ignore[arg-type]
     metrics.registry.register(StoreCollector(_CountingStore()))  # type: ignore[arg-type]
@@ -452,6 +452,7 @@ def test_metrics_counters_histogram_and_store_requests() -> None:
     assert "s3q_jobs_claimed_total 2.0" in text
     assert "s3q_jobs_failed_total 2.0" in text
     assert "s3q_jobs_retried_total 1.0" in text and "s3q_jobs_takeovers_total 1.0" in text
+    assert "s3q_jobs_lease_renewals_total 1.0" in text
     assert 's3q_handler_duration_seconds_count{outcome="completed"} 1.0' in text
     assert 's3q_store_requests_total{operation="PutObject"} 7.0' in text
     assert 's3q_store_errors_total{code="PreconditionFailed"} 1.0' in text

@@ -227,3 +227,18 @@ def test_exec_handler_runs_in_the_workers_directory(tmp_path: Path,
     fill(q, 1)
     run_exec(q, [sys.executable, "process.py", "{path}"])  # relative, as in the README
     assert q.result("batch/000_request.json") == b"31\n"
+
+
+def test_the_lease_is_renewed_while_a_long_handler_runs() -> None:
+    q = make_queue(lease_ttl=6.0)  # renewed every 2 s
+    fill(q, 1)
+    events: list[str] = []
+    q.listeners.append(lambda event, fields: events.append(event))
+    seqs: list[int] = []
+
+    def slow(job: Job) -> None:
+        time.sleep(4.5)
+        seqs.append(job.lease.seq)
+
+    assert Worker(q, slow, WorkerOptions("w", burst=True)).run().completed == 1
+    assert events.count("renewed") == 2 and seqs == [2]
