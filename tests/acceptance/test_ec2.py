@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pytest
 
 from tests.acceptance.conftest import Cli, wait_for
+from tests.chaos.faultproxy import FaultProxy
 from tests.fakeimds import FakeIMDS, imds
+from tests.s3server import S3Endpoint
+from tests.unit.test_iam import allowed
 
 __all__ = ["imds"]
 
@@ -56,3 +63,64 @@ def test_deploy_init_writes_a_bundle_once(cli: Cli, tmp_path: Path) -> None:
     again = cli.run("deploy", "init", str(tmp_path / "app"), check=False)
     assert again.returncode == 1 and "--force" in again.stderr
     assert cli.run("deploy", "init", str(tmp_path / "app"), "--force").returncode == 0
+
+
+def _s3_action(method: str, path: str, copy_source: str | None
+               ) -> list[tuple[str, str, dict[str, str]]]:
+    """(IAM action, resource ARN, condition context) of one path-style S3 request."""
+    parts = urlsplit(path)
+    bucket, _, key = unquote(parts.path).lstrip("/").partition("/")
+    query = parse_qs(parts.query)
+    if not key:  # bucket-level: ListObjectsV2 (HeadBucket is tolerated: see below)
+        return [("s3:ListBucket", f"arn:aws:s3:::{bucket}",
+                 {"s3:prefix": query.get("prefix", [""])[0]})]
+    obj = f"arn:aws:s3:::{bucket}/{key}"
+    if method in ("GET", "HEAD"):
+        return [("s3:GetObject", obj, {})]
+    if method == "DELETE":
+        return [("s3:DeleteObject", obj, {})]
+    actions: list[tuple[str, str, dict[str, str]]] = [("s3:PutObject", obj, {})]
+    if copy_source:
+        actions.append(("s3:GetObject", f"arn:aws:s3:::{unquote(copy_source).lstrip('/')}",
+                        {}))
+    return actions
+
+
+def test_the_iam_policy_allows_every_request_of_a_real_run(
+        cli: Cli, procs: list[subprocess.Popen[str]], s3_endpoint: S3Endpoint) -> None:
+    """Every S3 request the executable sends — submit, a worker failing requests into
+    failed/, requeue, a worker completing them, status, recover, purge — recorded by a
+    proxy, is allowed by `s3q iam-policy`, and the policy names nothing else."""
+    if not s3_endpoint.endpoint_url:
+        pytest.skip("needs a local endpoint to record requests")
+    proxy = FaultProxy(s3_endpoint.endpoint_url, rate=0.0)
+    env = {"AWS_ENDPOINT_URL": proxy.url}
+    try:
+        cli.env.update(env)
+        cli.submit(3)
+        cli.run("worker", "--exec", f"{sys.executable} -c 'import sys; sys.exit(1)'",
+                "--burst", "--max-attempts", "1")
+        cli.run("requeue", "--all")
+        cli.run("worker", "--exec", "true", "--burst")
+        cli.run("status", "--json")
+        cli.run("recover", "--all", "--yes")
+        cli.run("purge", "finish", "--yes")
+        policy = json.loads(cli.run("iam-policy").stdout)
+    finally:
+        proxy.close()
+    denied = []
+    seen = 0
+    for method, path, source in proxy.requests:
+        if method == "HEAD" and urlsplit(path).path.strip("/").count("/") == 0:
+            continue  # HeadBucket, only to read the server's Date: a 403 serves as well
+        for action, resource, context in _s3_action(method, path, source):
+            seen += 1
+            if not allowed(policy, action, resource, context):
+                denied.append((action, resource, context))
+    assert seen > 50 and denied == []
+    # and nothing broader than the queue's own prefixes
+    bucket, _, prefix = cli.queue.removeprefix("s3://").partition("/")
+    assert not allowed(policy, "s3:GetObject", f"arn:aws:s3:::{bucket}/other/x")
+    assert not allowed(policy, "s3:ListBucket", f"arn:aws:s3:::{bucket}", {"s3:prefix": ""})
+    assert allowed(policy, "s3:ListBucket", f"arn:aws:s3:::{bucket}",
+                   {"s3:prefix": f"{prefix}/wait/"})

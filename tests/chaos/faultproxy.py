@@ -35,6 +35,8 @@ class FaultProxy:
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()
+        #: every request seen: (method, path with query, copy source or None)
+        self.requests: list[tuple[str, str, str | None]] = []
         self.enabled = True
         proxy = self
 
@@ -71,6 +73,8 @@ class FaultProxy:
     def _handle(self, req: BaseHTTPRequestHandler) -> None:
         length = int(req.headers.get("Content-Length") or 0)
         body = req.rfile.read(length) if length else b""
+        with self.lock:
+            self.requests.append((req.command, req.path, req.headers.get("x-amz-copy-source")))
         fault = self._pick()
         if fault in ("slowdown", "internal"):
             code, status = ("SlowDown", 503) if fault == "slowdown" else ("InternalError", 500)
