@@ -74,6 +74,10 @@ class Worker:
         self._lock = threading.Lock()
         self._running: dict[int, Job] = {}
         self._rng = random.Random()
+        self._idle_cond = threading.Condition()
+        self._idle = 0  # consecutive polls that found nothing (shared by the slots)
+        self._next_poll = 0.0  # monotonic time of the next poll while idle
+        self._polling = False  # one slot polls while idle
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
@@ -144,25 +148,46 @@ class Worker:
 
     # ------------------------------------------------------------------ one slot
     def _slot(self) -> None:
-        idle = 0
         while not self._stopping.is_set():
+            if not self._my_turn_to_poll():
+                continue
             if not self._take_ticket():
+                self._polled(found=False)
                 return
             try:
                 job = self.queue.claim(self.options.worker_id)
             except StoreError as exc:
                 log.warning("claim failed: %s", exc, extra={"event": "claim_failed"})
                 job = None
-                idle = max(idle, 3)
+            self._polled(found=job is not None)
             if job is None:
                 self._return_ticket()
                 if self.options.burst:
                     return
-                idle += 1
-                self._stopping.wait(self._idle_sleep(idle))
                 continue
-            idle = 0
             self._process(job)
+
+    def _my_turn_to_poll(self) -> bool:
+        """While the queue is busy every slot claims freely. Once a claim finds nothing,
+        the slots poll one at a time at a shared, growing interval (so an idle worker costs
+        one LIST per poll, whatever its concurrency). False: wait, then ask again."""
+        with self._idle_cond:
+            if self._idle == 0:
+                return True
+            delay = self._next_poll - time.monotonic()
+            if self._polling or delay > 0:
+                self._idle_cond.wait(timeout=min(max(delay, 0.05), 0.5))
+                return False
+            self._polling = True
+            return True
+
+    def _polled(self, *, found: bool) -> None:
+        with self._idle_cond:
+            self._polling = False
+            self._idle = 0 if found else self._idle + 1
+            self._next_poll = time.monotonic() + (self._idle_sleep(self._idle) if self._idle
+                                                  else 0.0)
+            self._idle_cond.notify_all()
 
     def _take_ticket(self) -> bool:
         with self._lock:
