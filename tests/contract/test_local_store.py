@@ -249,20 +249,32 @@ def test_file_and_directory_of_the_same_name(store: LocalStore) -> None:
 # -- listing -----------------------------------------------------------------------------------
 
 
-def test_large_directory_listing_and_its_cache(
-    store: LocalStore, root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(local, "QUIET_SECONDS", 0.2)
-    names = [f"wait/{i:05d}_request.json" for i in range(local.DIR_CACHE_MIN + 500)]
+def test_large_directory_listing_pages_in_order(store: LocalStore, root: Path) -> None:
+    names = [f"wait/{i:05d}_request.json" for i in range(2500)]
     (root / "wait").mkdir()
-    for name in names:
+    for name in reversed(names):  # the directory's own order is not key order
         (root / name).write_bytes(b"{}")
-    time.sleep(0.3)  # quiet long enough to be cached
-    assert all_keys(store, "wait/") == names  # pages of 1000 from one sorted listing
-    store.put("wait/00000_request.json.new", b"new")  # the directory changes: no stale cache
+    assert all_keys(store, "wait/") == names  # pages of 1000, each the next smallest keys
+    store.put("wait/00000_request.json.new", b"new")  # later changes show on later pages
     store.delete(names[5])
     expected = sorted([*names[:5], *names[6:], "wait/00000_request.json.new"])
     assert all_keys(store, "wait/") == expected
+
+
+def test_listing_memory_does_not_grow_with_the_directory(store: LocalStore, root: Path) -> None:
+    import tracemalloc
+
+    (root / "wait").mkdir()
+    peaks: list[int] = []
+    for n in (2_000, 20_000):
+        for i in range(n - len(list((root / "wait").iterdir()))):
+            (root / "wait" / f"{len(peaks)}-{i:06d}_request.json").write_bytes(b"")
+        tracemalloc.start()
+        page = store.list_page("wait/", limit=100)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert len(page.items) == 100 and page.truncated
+    assert peaks[1] < 2 * peaks[0], peaks  # 10x the files, not 10x the memory
 
 
 def test_unlistable_names_skipped(store: LocalStore, root: Path) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import heapq
 import io
 import os
 import stat
@@ -36,7 +37,6 @@ import threading
 import time
 import uuid
 import zlib
-from bisect import bisect_left
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -72,12 +72,6 @@ CHUNK = 1024**2
 ETAG_CACHE_SIZE = 200_000
 #: How often a write retries when a concurrent delete removes the directory it writes into.
 INSTALL_ATTEMPTS = 100
-#: Directories with at least this many entries may have their sorted listing cached...
-DIR_CACHE_MIN = 2000
-#: ... when unchanged for this long (longer than any file system's timestamp granularity)...
-QUIET_SECONDS = 5.0
-#: ... and at most this many of them.
-DIR_CACHE_SIZE = 8
 #: Temp files older than this (left by crashed writers) are removed when a store opens.
 STALE_TEMP_SECONDS = 3600.0
 
@@ -108,7 +102,6 @@ class LocalStore(Store):
         self._locks = _StripeLocks(os.path.join(internal, "locks"))
         self._etags: dict[tuple[int, ...], str] = {}
         self._etags_lock = threading.Lock()
-        self._dirs = _DirCache()
         self._remove_stale_temps()
 
     # -- reads (no locks: os.replace is atomic, an open file keeps its content) ----------
@@ -142,20 +135,20 @@ class LocalStore(Store):
         return info
 
     def list_page(self, prefix: str, *, start_after: str | None = None, limit: int = 1000) -> Page:
-        """Walk the tree under ``prefix`` in key order (see :meth:`_walk`), then stat and
-        ETag only the returned keys."""
+        """The ``limit`` smallest keys under ``prefix`` after ``start_after``, chosen with a
+        bounded heap while walking the tree unsorted: memory stays O(limit) however many
+        files wait (no directory is read into a list); then stat and ETag only those."""
         check_prefix(prefix)
         check_limit(limit)
         if start_after is not None:
             check_prefix(start_after)
+        keys = heapq.nsmallest(limit + 1, self._walk(prefix, start_after))
         items: list[ObjectInfo] = []
-        for key in self._walk(prefix, start_after):
-            if len(items) == limit:
-                return Page(items, truncated=True)
+        for key in keys[:limit]:
             info = self._info_at(key, os.path.join(self._root, key))
             if info is not None:  # else deleted since the directory was read
                 items.append(info)
-        return Page(items, truncated=False)
+        return Page(items, truncated=len(keys) > limit)
 
     def now(self) -> float:
         return time.time()
@@ -418,7 +411,7 @@ class LocalStore(Store):
     # -- listing -------------------------------------------------------------------------
 
     def _walk(self, prefix: str, after: str | None) -> Iterator[str]:
-        """Valid keys starting with ``prefix`` and greater than ``after``, in order."""
+        """Valid keys starting with ``prefix`` and greater than ``after``, in no order."""
         base, _, stem = prefix.rpartition("/")
         if base.split("/", 1)[0] == RESERVED:
             return
@@ -434,91 +427,40 @@ class LocalStore(Store):
 
     def _walk_dir(self, base: str, stem: str, after: str | None) -> Iterator[str]:
         """Keys in directory ``base`` ("" or ending in "/") whose name after ``base`` starts
-        with ``stem``, greater than ``after``, in UTF-8 order.
-
-        A directory sorts as its name plus "/", which places its whole subtree exactly where
-        its keys belong among its siblings (``a-b`` < ``a/…`` < ``a0``); so a depth-first walk
-        in that order yields keys in order. Subtrees wholly at or before ``after`` are
-        skipped without being read."""
+        with ``stem`` and that are greater than ``after``. Subtrees wholly before ``after``
+        are skipped without being read."""
         if after is not None and not after.startswith(base):
             if after > base:
                 return  # every key here starts with base, so is below after
             after = None
-        names = self._scan(base)
-        lo = bisect_left(names, stem)
-        if after is not None:
-            rel = after[len(base) :]
-            slash = rel.find("/")
-            lo = max(lo, bisect_left(names, rel if slash < 0 else rel[: slash + 1]))
-        for name in names[lo:]:
+        for name in self._entries(base):
             if not name.startswith(stem):
-                return
+                continue
             key = base + name
             if name.endswith("/"):
                 yield from self._walk_dir(key, "", after)
             elif after is None or key > after:
                 yield key
 
-    def _scan(self, base: str) -> list[str]:
-        """Sorted entry names of directory ``base``, directories with a trailing "/".
-        Symlinks to directories are not followed; symlinks to files inside the root are
-        listed. Large quiet directories are served from :class:`_DirCache`."""
+    def _entries(self, base: str) -> Iterator[str]:
+        """Entry names of directory ``base``, directories with a trailing "/", read
+        lazily. Symlinks to directories are not followed; symlinks to files inside the root
+        are listed."""
         path = os.path.join(self._root, base)
         try:
-            st = os.stat(path)
-            names = self._dirs.get(path, st)
-            if names is not None:
-                return names
-            names = []
             with os.scandir(path) as entries:
                 for entry in entries:
                     if entry.is_dir(follow_symlinks=False):
-                        names.append(entry.name + "/")
+                        if base or entry.name != RESERVED:
+                            yield entry.name + "/"
                     elif entry.is_file(follow_symlinks=False) or (
                         entry.is_symlink() and entry.is_file() and self._inside(entry.path)
                     ):
-                        names.append(entry.name)
+                        yield entry.name
         except OSError as e:
             if e.errno in (errno.ENOENT, errno.ENOTDIR):
-                return []
+                return
             raise _translate(e, "list", path) from e
-        if not base:
-            with suppress(ValueError):
-                names.remove(RESERVED + "/")
-        names.sort()
-        self._dirs.put(path, st, names)
-        return names
-
-
-class _DirCache:
-    """Sorted listings of large directories, reused while the directory is unchanged.
-
-    Paging through a 100k-entry directory would otherwise read and sort it once per page.
-    A listing is reused only while the directory's (inode, mtime, ctime) are those stat'd
-    *before* it was read, and only stored when that stat showed no change for
-    :data:`QUIET_SECONDS`: any later entry added or removed stamps the directory with a
-    time at least that much later, even on file systems with coarse timestamps. (A wall
-    clock stepped back by more than that could defeat it; small directories are never
-    cached.)"""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._listings: dict[str, tuple[tuple[int, ...], list[str]]] = {}
-
-    def get(self, path: str, st: os.stat_result) -> list[str] | None:
-        with self._lock:
-            hit = self._listings.get(path)
-        return hit[1] if hit is not None and hit[0] == _dir_signature(st) else None
-
-    def put(self, path: str, st: os.stat_result, names: list[str]) -> None:
-        changed = max(st.st_mtime_ns, st.st_ctime_ns)
-        if len(names) < DIR_CACHE_MIN or time.time_ns() - changed < QUIET_SECONDS * 1e9:
-            return
-        with self._lock:
-            self._listings.pop(path, None)
-            if len(self._listings) >= DIR_CACHE_SIZE:
-                del self._listings[next(iter(self._listings))]
-            self._listings[path] = (_dir_signature(st), names)
 
 
 class _StripeLocks:
@@ -581,10 +523,6 @@ def _etag(digest: hashlib._Hash) -> str:
 
 def _signature(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _dir_signature(st: os.stat_result) -> tuple[int, ...]:
-    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _info(key: str, etag: str, st: os.stat_result) -> ObjectInfo:
