@@ -112,14 +112,10 @@ class Job:
                 log.exception("interrupt callback of %s failed", self.name)
 
     def mark_lost(self) -> None:
-        if self._lost.is_set():
-            return
-        self._lost.set()
-        log.error("lease lost: %s (gen %d) was taken over; its result will not count",
-                  self.name, self.generation,
-                  extra={"event": "lease_lost", "request": self.name,
-                         "worker": self.worker_id, "gen": self.generation})
-        self.interrupt()
+        """The lease was taken over (the queue logs it): stop the handler."""
+        if not self._lost.is_set():
+            self._lost.set()
+            self.interrupt()
 
     def renew(self) -> None:
         """Extend the lease now. Raises LeaseLost if it was taken over."""

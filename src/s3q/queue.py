@@ -206,10 +206,11 @@ class Queue:
             return False
         return True
 
-    def _emit(self, event: str, name: str, *, quiet: bool = False, **fields: Any) -> None:
-        """Tell the log (once per transition; ``quiet`` ones at DEBUG) and the listeners."""
+    def _emit(self, event: str, name: str, *, level: int = logging.INFO,
+              **fields: Any) -> None:
+        """Tell the log (once per transition) and the listeners."""
         fields = {"event": event, "request": name, **fields}
-        log.log(logging.DEBUG if quiet else logging.INFO, "%s %s", event, name, extra=fields)
+        log.log(level, "%s %s", event, name, extra=fields)
         for listener in self.listeners:
             listener(event, fields)
 
@@ -635,29 +636,30 @@ class Queue:
     # ------------------------------------------------------------------ job callbacks
     def _finish_job(self, job: Job, lease: Lease) -> None:
         """Commit a job's final intent (called by Job.complete/fail/release)."""
-        try:
-            new_etag = self._write_lease(lease, if_match=job.lease_etag)
-        except (PreconditionFailed, NotFound) as exc:
-            job.mark_lost()
-            self._emit("lease_lost", job.name, worker=job.worker_id, gen=job.lease.gen)
-            raise LeaseLost(
-                f"{job.name}: lease of {job.worker_id} gen {job.lease.gen} was taken over"
-            ) from exc
-        job.lease, job.lease_etag = lease, new_etag
-        self._roll_forward(lease, new_etag, job.check_deadline)
+        self._write_job_lease(job, lease)
+        self._roll_forward(lease, job.lease_etag, job.check_deadline)
 
     def _renew(self, job: Job) -> None:
         sent = time.monotonic()
-        lease = job.lease.next(written_at=time.time())
+        lease = self._write_job_lease(job, job.lease.next(written_at=time.time()))
+        job.deadline = sent + self._safe_ttl
+        self._emit("renewed", job.name, level=logging.DEBUG, worker=job.worker_id,
+                   gen=lease.gen)
+
+    def _write_job_lease(self, job: Job, lease: Lease) -> Lease:
+        """Write the next lease of a running job over the one it holds — the fence: if the
+        lease was taken over, the job is marked lost (its handler interrupted) and
+        LeaseLost raised."""
         try:
             job.lease_etag = self._write_lease(lease, if_match=job.lease_etag)
         except (PreconditionFailed, NotFound) as exc:
+            self._emit("lease_lost", job.name, level=logging.ERROR, worker=job.worker_id,
+                       gen=job.lease.gen)
             job.mark_lost()
-            self._emit("lease_lost", job.name, worker=job.worker_id, gen=job.lease.gen)
-            raise LeaseLost(f"{job.name}: lease taken over") from exc
+            raise LeaseLost(f"{job.name}: lease of {job.worker_id} gen {job.lease.gen} was "
+                            "taken over; this worker's result will not count") from exc
         job.lease = lease
-        job.deadline = sent + self._safe_ttl
-        self._emit("renewed", job.name, quiet=True, worker=job.worker_id, gen=lease.gen)
+        return lease
 
     def backoff(self, attempt: int) -> float:
         c = self.config

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from s3q.errors import ConfigError, JobStateError, LeaseLost
+from s3q.handlers import Handler
 from s3q.job import Job
 from s3q.queue import Queue
 from s3q.store import StoreError
@@ -31,9 +32,6 @@ from s3q.store import StoreError
 __all__ = ["Worker", "WorkerOptions", "WorkerStats"]
 
 log = logging.getLogger("s3q.worker")
-
-Handler = Callable[[Job], bytes | str | None]
-
 
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:

@@ -17,12 +17,12 @@ from s3q import layout
 from s3q.cli.errors import EXIT_STORE, Failure
 from s3q.cli.options import App, setting_options
 from s3q.config import show_config
-from s3q.handlers import ExecHandler, load_callable, process_handler
+from s3q.handlers import ExecHandler, Handler, load_callable, process_handler
 from s3q.imds import InterruptionWatcher
 from s3q.job import Job
 from s3q.queue import Queue
 from s3q.store import StoreError
-from s3q.worker import Handler, Worker, WorkerOptions
+from s3q.worker import Worker, WorkerOptions
 
 if TYPE_CHECKING:
     from s3q.metrics import Metrics
