@@ -325,13 +325,13 @@ class Queue:
             elif waiting and waiting[0] == info.etag:  # a RETRY lease: not in flight
                 if now > waiting[1] + 10 * self.config.lease_ttl:
                     self._collect_retry_lease(name, info.etag)
-            elif self._expired(info, now):
+            elif self.is_expired(info, now):
                 names.append(name)
         for info in list_all(self.store, layout.PROCESSING):
             name = layout.name_of(layout.PROCESSING, info.key)
             if name in leased or not self.is_request(name):
                 continue
-            if fnmatch.fnmatchcase(name, include) if include else self._expired(info, now):
+            if fnmatch.fnmatchcase(name, include) if include else self.is_expired(info, now):
                 orphan = Lease(name=name, worker="", claim=new_claim_id(), gen=0, seq=0,
                                attempt=0, etag=info.etag, written_at=time.time())
                 try:
@@ -456,7 +456,9 @@ class Queue:
         """How long after *sending* a lease write its owner may rely on it (local clock)."""
         return self.config.lease_ttl - 1.0
 
-    def _expired(self, info: ObjectInfo, now: float) -> bool:
+    def is_expired(self, info: ObjectInfo, now: float) -> bool:
+        """Is a lease (or an object in processing/) last written at ``info.last_modified``
+        expired at store time ``now``: its worker stopped renewing it?"""
         return now > info.last_modified + self.config.lease_ttl + CLOCK_MARGIN
 
     # ------------------------------------------------------------------ takeover
@@ -476,7 +478,7 @@ class Queue:
             return "waiting for retry"
         if mine and old.worker != worker_id:
             return "not mine"
-        if not (mine or force or old.worker == "" or self._expired(info, self.store.now())):
+        if not (mine or force or old.worker == "" or self.is_expired(info, self.store.now())):
             return "alive"  # held by a live worker (worker "": held by nobody)
         held = old.intent is Intent.HELD  # else a decided intent: its attempt is over
         lease = old.taken_over(worker_id, attempt=old.attempt + held, written_at=time.time())

@@ -12,8 +12,7 @@ from s3q import layout
 from s3q.cli.errors import Failure
 from s3q.cli.options import STATES, App, json_option, setting_options
 from s3q.cli.output import confirm, echo_json, table
-from s3q.cli.status import lease_expired
-from s3q.config import Config, show_config
+from s3q.config import show_config
 from s3q.layout import State
 from s3q.queue import Queue
 from s3q.records import Intent
@@ -97,7 +96,7 @@ def recover(mode: str | None, include: str | None, dry_run: bool, yes: bool,
     app = App()
     queue = app.open_queue()
     worker_id = app.config.effective_worker_id() if mode == "mine" else "s3q-recover"
-    plan = plan_recovery(queue, app.config, mode, include or "*", worker_id)
+    plan = plan_recovery(queue, mode, include or "*", worker_id)
     if dry_run:
         actions = {p.name: p.action for p in plan}
     else:
@@ -120,7 +119,7 @@ def recover(mode: str | None, include: str | None, dry_run: bool, yes: bool,
     click.echo(f"{'would touch' if dry_run else 'recovered'} {len(actions)} request(s)")
 
 
-def plan_recovery(queue: Queue, cfg: Config, mode: str, include: str,
+def plan_recovery(queue: Queue, mode: str, include: str,
                   worker_id: str) -> list[Planned]:
     """What ``recover`` would touch, from the leases and processing/ (changes nothing)."""
     now = queue.store.now()
@@ -128,7 +127,7 @@ def plan_recovery(queue: Queue, cfg: Config, mode: str, include: str,
     leased: set[str] = set()
     for lease, info in queue.leases():
         leased.add(lease.name)
-        expired = lease_expired(cfg, now - info.last_modified)
+        expired = queue.is_expired(info, now)
         if mode == "mine":
             chosen = lease.worker == worker_id
         elif mode == "stale":
@@ -151,7 +150,7 @@ def plan_recovery(queue: Queue, cfg: Config, mode: str, include: str,
             if info.key in leased:
                 continue
             if (fnmatch.fnmatchcase(info.key, include) if mode == "all"
-                    else lease_expired(cfg, now - info.last_modified)):
+                    else queue.is_expired(info, now)):
                 plan.append(Planned(info.key, "", "", False, "back to wait/ (no lease)"))
     return plan
 

@@ -68,18 +68,12 @@ def status(as_json: bool, watch: float | None, check: bool, max_age: float | Non
         app.ctx.exit(EXIT_UNHEALTHY)
 
 
-def lease_expired(cfg: Config, lease_age: float) -> bool:
-    """Whether a lease (or a request in processing/) not written for ``lease_age`` seconds
-    is expired: its worker stopped renewing it."""
-    return lease_age > cfg.lease_ttl + CLOCK_MARGIN
-
-
 def queue_status(queue: Queue, cfg: Config, max_age: float | None = None,
                  max_failed: int | None = None) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (its ``--json``)."""
     counts, oldest, recent = _scan_states(queue)
     now = queue.store.now()
-    in_flight, retrying = _scan_leases(queue, cfg, now)
+    in_flight, retrying = _scan_leases(queue, now)
     oldest_age = None if oldest is None else max(0.0, now - oldest)
     expired = [r for r in in_flight if r["expired"]]
     problems = _problems(cfg, counts, oldest_age, expired, max_age=max_age,
@@ -119,8 +113,7 @@ def _scan_states(queue: Queue) -> tuple[dict[str, int], float | None, int]:
     return counts, oldest, recent
 
 
-def _scan_leases(queue: Queue, cfg: Config,
-                 now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _scan_leases(queue: Queue, now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(in flight: every lease but ``retry`` ones, by worker; waiting for a retry)."""
     in_flight: list[dict[str, Any]] = []
     retrying: list[dict[str, Any]] = []
@@ -135,7 +128,7 @@ def _scan_leases(queue: Queue, cfg: Config,
             in_flight.append({"name": lease.name, "worker": lease.worker,
                               "intent": lease.intent.value, "attempt": lease.attempt,
                               "gen": lease.gen, "lease_age": lease_age,
-                              "expired": lease_expired(cfg, lease_age)})
+                              "expired": queue.is_expired(info, now)})
     in_flight.sort(key=lambda r: (r["worker"], r["name"]))
     return in_flight, retrying
 
