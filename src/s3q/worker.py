@@ -163,7 +163,19 @@ class Worker:
                 if self.options.burst:
                     return
                 continue
+            if not self._start(job):
+                self._give_back(job)  # claimed while the worker was stopping: not started
+                return
             self._process(job)
+
+    def _start(self, job: Job) -> bool:
+        """Count the job as running, unless a stop came while it was being claimed: the
+        drain gives back only the jobs it sees, under this same lock."""
+        with self._lock:
+            if self._stopping.is_set():
+                return False
+            self._running[id(job)] = job
+            return True
 
     def _my_turn_to_poll(self) -> bool:
         """While the queue is busy every slot claims freely. Once a claim finds nothing,
@@ -206,8 +218,6 @@ class Worker:
         return self._rng.uniform(cap / 2, cap)
 
     def _process(self, job: Job) -> None:
-        with self._lock:
-            self._running[id(job)] = job
         start = time.monotonic()
         outcome = "completed"
         try:

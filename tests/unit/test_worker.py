@@ -13,6 +13,7 @@ from s3q import ConfigError, LeaseLost, Queue, QueueConfig, State
 from s3q.backends.memory import MemoryStore
 from s3q.handlers import ExecHandler, HandlerError, HandlerTimeout, process_handler
 from s3q.job import Job
+from s3q.store import Body, ObjectInfo
 from s3q.worker import Worker, WorkerOptions
 
 
@@ -98,6 +99,43 @@ def test_graceful_stop_gives_running_jobs_back() -> None:
     assert worker.stats.released == 2 and worker.stats.completed == 0
     assert q.counts() == {"wait": 2, "processing": 0, "finish": 0, "failed": 0}
     assert list(q.leases()) == []  # released at attempt 1: nothing to remember
+
+
+class GatedStore(MemoryStore):
+    """Holds the claim's lease create (c1) until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__("gated")
+        self.claiming, self.gate = threading.Event(), threading.Event()
+
+    def put(self, key: str, body: Body, *, if_none_match: bool = False,
+            if_match: str | None = None) -> ObjectInfo:
+        if if_none_match and key.startswith(".s3q/lease/"):
+            self.claiming.set()
+            assert self.gate.wait(10)
+        return super().put(key, body, if_none_match=if_none_match, if_match=if_match)
+
+
+def test_a_job_claimed_while_stopping_is_given_back_unstarted() -> None:
+    """Stop arrives while a slot's claim is in flight: the claim completes after the drain
+    looked at the running jobs, so the slot itself must give the job back, not run it."""
+    store = GatedStore()
+    q = Queue(store, QueueConfig(lease_ttl=6.0))
+    fill(q, 1)
+    ran: list[str] = []
+    worker = Worker(q, lambda job: ran.append(job.name),
+                    WorkerOptions("w", concurrency=1, grace=0, recover_on_start=False))
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    assert store.claiming.wait(5)
+    worker.stop()
+    store.gate.set()
+    runner.join(10)
+    assert not runner.is_alive()
+    assert ran == []
+    assert worker.stats.released == 1 and worker.stats.completed == 0
+    assert q.counts() == {"wait": 1, "processing": 0, "finish": 0, "failed": 0}
+    assert list(q.leases()) == []  # the attempt did not count
 
 
 def test_lost_lease_interrupts_the_handler() -> None:
@@ -215,6 +253,7 @@ def test_two_workers_with_one_id_cannot_run_on_one_host() -> None:
         Worker(q, slow, WorkerOptions("twin", burst=True)).run()
     first.stop()
     runner.join(10)
+    assert not runner.is_alive()
     # once the first is gone, the id is free again (and its released job is processed)
     assert Worker(q, lambda job: None, WorkerOptions("twin", burst=True)).run().completed == 1
 
