@@ -191,14 +191,16 @@ def test_now_follows_the_server_clock(make_s3_store: MakeS3Store, s3_endpoint: S
     store = make_s3_store()
     first = store.now()  # no response seen yet: asks the server
     assert store.request_counts == {"HeadBucket": 1}
-    if s3_endpoint.is_moto:  # same machine, same clock (Date has 1 s resolution)
-        assert abs(first - time.time()) < 2.0
+    # Bounds: Date has 1 s resolution, plus the round trip on a loaded machine.
+    if s3_endpoint.is_moto:  # same machine, same clock
+        assert abs(first - time.time()) < 5.0
     time.sleep(0.3)
     second = store.now()
-    assert 0.25 < second - first < 2.0
+    assert 0.25 < second - first < 5.0  # it advances between responses, no new request
+    assert store.request_counts == {"HeadBucket": 1}
     written = store.put("k", b"x")
-    assert abs(written.last_modified - store.now()) < 2.0
-    assert abs(store.head("k").last_modified - written.last_modified) < 2.0
+    assert abs(written.last_modified - store.now()) < 5.0
+    assert abs(store.head("k").last_modified - written.last_modified) < 5.0
 
 
 def test_missing_bucket_is_named(s3_endpoint: S3Endpoint) -> None:

@@ -96,7 +96,8 @@ def test_unreachable_imds_is_silent(caplog: pytest.LogCaptureFixture) -> None:
     assert w._thread is not None and w._thread.is_alive()
     started = time.monotonic()
     w.stop()
-    assert time.monotonic() - started < 1.0
+    assert not w._thread.is_alive()
+    assert time.monotonic() - started < 2.0  # woken, not left to its join timeout (2.5 s)
     assert notices.reasons == [] and w.notice is None
     records = [r for r in caplog.records if r.name == "s3q.imds"]
     assert records and all(r.levelno == logging.DEBUG for r in records)

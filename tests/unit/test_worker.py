@@ -95,7 +95,7 @@ def test_graceful_stop_gives_running_jobs_back() -> None:
     worker.stop()
     runner.join(10)
     assert not runner.is_alive()
-    assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 < 5  # grace 0.3 s, not the handler (which never ends)
     assert worker.stats.released == 2 and worker.stats.completed == 0
     assert q.counts() == {"wait": 2, "processing": 0, "finish": 0, "failed": 0}
     assert list(q.leases()) == []  # released at attempt 1: nothing to remember
