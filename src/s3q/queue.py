@@ -461,6 +461,13 @@ class Queue:
         expired at store time ``now``: its worker stopped renewing it?"""
         return now > info.last_modified + self.config.lease_ttl + CLOCK_MARGIN
 
+    def is_overdue(self, info: ObjectInfo, now: float) -> bool:
+        """Is an expired lease still there longer than a takeover takes (a live worker
+        scans every ``scan_interval`` and its idle polls are at most that far apart)?
+        Then no worker is scanning this queue: nobody will take it over."""
+        takeover = 2 * self.config.effective_scan_interval
+        return now > info.last_modified + self.config.lease_ttl + CLOCK_MARGIN + takeover
+
     # ------------------------------------------------------------------ takeover
     def _take_over(self, name: str, worker_id: str, *, mine: bool, run: bool,
                    force: bool = False) -> Job | str:

@@ -102,13 +102,22 @@ def test_an_unreachable_bucket_fails_at_start(cli: Cli) -> None:
     assert "no-such-bucket" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_status_check_fails_on_expired_leases(cli: Cli,
-                                              procs: list[subprocess.Popen[str]]) -> None:
+def test_status_check_fails_while_nobody_takes_an_expired_lease_over(
+        cli: Cli, procs: list[subprocess.Popen[str]]) -> None:
     [name] = cli.submit(1)
     worker = cli.worker("--lease-ttl", "5", env={"S3Q_TEST_SLEEP": "60"})
     procs.append(worker)
     wait_for(lambda: cli.runs("start")[name] == 1, 30, "the job to start")
-    assert cli.run("status", "--check", "--lease-ttl", "5", check=False).returncode == 0
-    kill_tree(worker, signal.SIGKILL)
-    wait_for(lambda: cli.run("status", "--check", "--lease-ttl", "5",
-                             check=False).returncode == 1, 30, "the lease to expire")
+
+    def check() -> int:
+        return cli.run("status", "--check", "--lease-ttl", "5", check=False).returncode
+
+    assert check() == 0
+    kill_tree(worker, signal.SIGKILL)  # the only worker: nobody will take its lease over
+    # 5 s lease + 2 s margin + two 2.5 s scan intervals
+    wait_for(lambda: check() == 1, 60, "the lease to be overdue")
+    survivor = cli.worker("--lease-ttl", "5", "--burst")
+    procs.append(survivor)
+    assert survivor.wait(60) == 0
+    assert check() == 0
+    assert cli.runs("done") == {name: 1}

@@ -12,7 +12,6 @@ import click
 from s3q.cli.errors import EXIT_UNHEALTHY
 from s3q.cli.options import App, json_option, setting_options
 from s3q.cli.output import age, echo_json, iso, one_line, table
-from s3q.config import Config
 from s3q.layout import State
 from s3q.queue import Queue
 from s3q.records import CLOCK_MARGIN, Intent
@@ -26,7 +25,8 @@ THROUGHPUT_WINDOW = 300.0
 @click.option("--watch", type=click.FloatRange(min=0.5), metavar="SECONDS",
               help="Redraw every SECONDS until Ctrl-C.")
 @click.option("--check", is_flag=True, help="Exit 1 (saying why on stderr) when unhealthy: "
-              "expired leases, or the limits below exceeded.")
+              "an expired lease nobody took over in time (no worker running?), or the "
+              "limits below exceeded.")
 @click.option("--max-age", type=click.FloatRange(min=0), metavar="SECONDS",
               help="With --check: the oldest waiting request may be this old.")
 @click.option("--max-failed", type=click.IntRange(min=0), metavar="N",
@@ -37,8 +37,9 @@ def status(as_json: bool, watch: float | None, check: bool, max_age: float | Non
     """Queue health: counts, ages, work in flight, retries.
 
     Counts per state, the age of the oldest waiting request, requests in flight per worker
-    (with their lease age; EXPIRED = its worker stopped renewing it), requests waiting for
-    a retry, and the number finished in the last 5 minutes."""
+    (with their lease age; EXPIRED = its worker stopped renewing it, OVERDUE = and no
+    worker took it over in time), requests waiting for a retry, and the number finished in
+    the last 5 minutes."""
     if (max_age is not None or max_failed is not None) and not check:
         raise click.UsageError("--max-age and --max-failed need --check")
     if watch is not None and check:
@@ -48,7 +49,7 @@ def status(as_json: bool, watch: float | None, check: bool, max_age: float | Non
     if watch is not None:
         with contextlib.suppress(KeyboardInterrupt):
             while True:
-                data = queue_status(queue, app.config, max_age, max_failed)
+                data = queue_status(queue, max_age, max_failed)
                 if as_json:
                     echo_json(data, compact=True)
                 else:
@@ -57,7 +58,7 @@ def status(as_json: bool, watch: float | None, check: bool, max_age: float | Non
                     click.echo(render_status(data))
                 time.sleep(watch)
         return
-    data = queue_status(queue, app.config, max_age, max_failed)
+    data = queue_status(queue, max_age, max_failed)
     if as_json:
         echo_json(data)
     else:
@@ -68,15 +69,15 @@ def status(as_json: bool, watch: float | None, check: bool, max_age: float | Non
         app.ctx.exit(EXIT_UNHEALTHY)
 
 
-def queue_status(queue: Queue, cfg: Config, max_age: float | None = None,
+def queue_status(queue: Queue, max_age: float | None = None,
                  max_failed: int | None = None) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (its ``--json``)."""
     counts, oldest, recent = _scan_states(queue)
     now = queue.store.now()
     in_flight, retrying = _scan_leases(queue, now)
     oldest_age = None if oldest is None else max(0.0, now - oldest)
-    expired = [r for r in in_flight if r["expired"]]
-    problems = _problems(cfg, counts, oldest_age, expired, max_age=max_age,
+    overdue = [r for r in in_flight if r["overdue"]]
+    problems = _problems(queue, counts, oldest_age, overdue, max_age=max_age,
                          max_failed=max_failed)
     return {
         "queue": queue.store.url,
@@ -85,7 +86,8 @@ def queue_status(queue: Queue, cfg: Config, max_age: float | None = None,
         "oldest_waiting_age": oldest_age,
         "in_flight": in_flight,
         "in_flight_per_worker": dict(Counter(r["worker"] for r in in_flight)),
-        "expired": [r["name"] for r in expired],
+        "expired": [r["name"] for r in in_flight if r["expired"]],
+        "overdue": [r["name"] for r in overdue],
         "retrying": retrying,
         "throughput": {"window_seconds": THROUGHPUT_WINDOW, "finished": recent,
                        "per_second": recent / THROUGHPUT_WINDOW},
@@ -128,22 +130,28 @@ def _scan_leases(queue: Queue, now: float) -> tuple[list[dict[str, Any]], list[d
             in_flight.append({"name": lease.name, "worker": lease.worker,
                               "intent": lease.intent.value, "attempt": lease.attempt,
                               "gen": lease.gen, "lease_age": lease_age,
-                              "expired": queue.is_expired(info, now)})
+                              "expired": queue.is_expired(info, now),
+                              "overdue": queue.is_overdue(info, now)})
     in_flight.sort(key=lambda r: (r["worker"], r["name"]))
     return in_flight, retrying
 
 
-def _problems(cfg: Config, counts: dict[str, int], oldest_age: float | None,
-              expired: list[dict[str, Any]], *, max_age: float | None,
+def _problems(queue: Queue, counts: dict[str, int], oldest_age: float | None,
+              overdue: list[dict[str, Any]], *, max_age: float | None,
               max_failed: int | None) -> list[str]:
+    """Expired leases are normal for a moment (a server died; a live worker takes its work
+    over within two scan intervals); overdue ones mean no worker is taking anything over."""
     problems: list[str] = []
-    if expired:
+    if overdue:
         listed = ", ".join(f"{r['name']} ({r['worker'] or 'nobody'}, {age(r['lease_age'])})"
-                           for r in expired[:5])
-        more = f" and {len(expired) - 5} more" if len(expired) > 5 else ""
-        problems.append(f"{len(expired)} expired lease(s), not renewed for more than "
-                        f"lease_ttl={cfg.lease_ttl:g}s + {CLOCK_MARGIN:g}s (dead workers?): "
-                        f"{listed}{more}")
+                           for r in overdue[:5])
+        more = f" and {len(overdue) - 5} more" if len(overdue) > 5 else ""
+        cfg = queue.config
+        problems.append(
+            f"{len(overdue)} expired lease(s) not taken over in time: not renewed for more "
+            f"than lease_ttl={cfg.lease_ttl:g}s + {CLOCK_MARGIN:g}s + two scan intervals of "
+            f"{cfg.effective_scan_interval:g}s (dead workers, and no worker running?): "
+            f"{listed}{more}")
     if max_age is not None and oldest_age is not None and oldest_age > max_age:
         problems.append(f"the oldest waiting request is {age(oldest_age)} old "
                         f"(--max-age {max_age:g}s)")
@@ -169,7 +177,8 @@ def render_status(data: dict[str, Any]) -> str:
         lines += ["", f"in flight: {len(data['in_flight'])} ({per_worker})", table(
             ["WORKER", "REQUEST", "ATTEMPT", "GEN", "INTENT", "LEASE AGE", ""],
             [[r["worker"] or "(nobody)", r["name"], r["attempt"], r["gen"], r["intent"],
-              age(r["lease_age"]), "EXPIRED" if r["expired"] else ""]
+              age(r["lease_age"]),
+              "OVERDUE" if r["overdue"] else "EXPIRED" if r["expired"] else ""]
              for r in data["in_flight"]])]
     if data["retrying"]:
         lines += ["", f"waiting for a retry: {len(data['retrying'])}", table(

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # ValidateService: succeed once the unit is active and `s3q status --check` passes (the
-# queue is reachable with this server's configuration and credentials, and no lease is
-# expired) twice in a row with the same worker process; fail after S3Q_VALIDATE_TIMEOUT
-# seconds, which fails the deployment (CodeDeploy rolls back if rollback is enabled).
+# queue is reachable with this server's configuration and credentials, and no expired
+# lease is overdue for takeover) twice in a row with the same worker process; fail after
+# S3Q_VALIDATE_TIMEOUT seconds, which fails the deployment (CodeDeploy rolls back if
+# rollback is enabled).
 set -euo pipefail
 # shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
