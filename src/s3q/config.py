@@ -124,7 +124,9 @@ SETTINGS: tuple[Setting, ...] = (
     _S("worker_id", str, None, "Unique, stable worker id; unset = host name[/EC2 instance id]."),
     _S("retry_base_delay", float, 5.0, "Backoff before the first retry, seconds.", minimum=0),
     _S("retry_max_delay", float, 300.0, "Longest retry backoff, seconds.", minimum=0),
-    _S("job_timeout", float, 0.0, "Seconds a handler may run; 0 = no limit.", minimum=0),
+    _S("job_timeout", float, 0.0, "Seconds a handler may run before its process is killed "
+       "and the attempt fails (--exec, --pool process; refused for a thread handler, which "
+       "cannot be stopped); 0 = no limit.", minimum=0),
     _S("poll_interval", float, 10.0, "Longest wait between polls of an empty queue, seconds.",
        minimum=0.1),
     _S("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),

@@ -166,6 +166,7 @@ def test_worker_python_handler_in_a_thread_and_in_a_process(
     (["--exec", "true", "--handler", "x:y"], "exactly one of --exec"),
     (["--handler", "no_such_module_s3q:f"], "cannot import"),
     (["--exec", "true", "--pool", "process"], "--pool applies to --handler"),
+    (["--handler", "json:dumps", "--job-timeout", "5"], "--pool process"),
     (["--exec", "true", "--lease-ttl", "abc"], "lease_ttl"),
     (["--exec", "true", "--concurrency", "0"], "concurrency"),
 ])

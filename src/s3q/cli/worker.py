@@ -105,6 +105,11 @@ def build_handler(exec_cmd: str | None, spec: str | None, pool: str,
             if cwd not in paths:  # the child runs in a temporary directory
                 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [cwd, *paths] if p)
             return process_handler(spec, timeout or None)
+        if timeout:
+            raise click.UsageError(
+                f"job_timeout={timeout:g}s cannot stop a handler running in a thread; run it "
+                "with --pool process (its process is killed at the timeout), or set "
+                "job_timeout to 0")
         func = load_callable(spec)
     except ValueError as e:
         raise Failure(str(e)) from None
