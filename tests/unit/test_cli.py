@@ -21,10 +21,13 @@ from prometheus_client import generate_latest
 
 from s3q import Queue, QueueConfig
 from s3q import config as config_module
+from s3q.backends.memory import MemoryStore
 from s3q.cli import cli
 from s3q.cli import output as cli_output
+from s3q.cli.status import queue_status, render_status
 from s3q.logs import HumanFormatter, JsonFormatter
 from s3q.metrics import Metrics, StoreCollector
+from s3q.store import Page
 
 PY = shlex.quote(sys.executable)
 #: An exec handler that upper-cases its request into its result.
@@ -242,6 +245,39 @@ def test_status_shows_retries(qdir: Path) -> None:
     assert retry["name"] == "r_request.json" and retry["attempts"] == 1
     assert retry["error"] == "flaky backend" and 25 <= retry["due_in"] <= 60
     assert data["in_flight"] == []
+
+
+class _ListRecordingStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__("listed")
+        self.listed: list[str] = []
+
+    def list_page(self, prefix: str, *, start_after: str | None = None,
+                  limit: int = 1000) -> Page:
+        self.listed.append(prefix)
+        return super().list_page(prefix, start_after=start_after, limit=limit)
+
+
+def test_status_check_does_not_list_finish() -> None:
+    """finish/ grows by one object per request forever (on_finish=move): a health check
+    that pages through it would cost more every day."""
+    store = _ListRecordingStore()
+    q = Queue(store, QueueConfig())
+    for name in ("a_request.json", "b_request.json"):
+        q.submit(name, b"{}")
+    job = q.claim("w")
+    assert job is not None
+    job.complete()
+    store.listed.clear()
+    checked = queue_status(q, history=False)
+    assert checked["counts"] == {"wait": 1, "processing": 0, "finish": None, "failed": 0}
+    assert checked["throughput"] is None
+    assert store.listed and not any(p.startswith("finish/") for p in store.listed)
+    assert "finish -" in render_status(checked)
+    assert "not listed by --check" in render_status(checked)
+    full = queue_status(q)
+    assert full["counts"]["finish"] == 1 and full["throughput"]["finished"] == 1
+    assert "finish/" in store.listed
 
 
 def test_status_check_fails_only_on_a_lease_nobody_took_over(qdir: Path) -> None:

@@ -58,7 +58,7 @@ def status(as_json: bool, watch: float | None, check: bool, max_age: float | Non
                     click.echo(render_status(data))
                 time.sleep(watch)
         return
-    data = queue_status(queue, max_age, max_failed)
+    data = queue_status(queue, max_age, max_failed, history=not check)
     if as_json:
         echo_json(data)
     else:
@@ -69,10 +69,13 @@ def status(as_json: bool, watch: float | None, check: bool, max_age: float | Non
         app.ctx.exit(EXIT_UNHEALTHY)
 
 
-def queue_status(queue: Queue, max_age: float | None = None,
-                 max_failed: int | None = None) -> dict[str, Any]:
-    """Everything ``status`` shows, as plain data (its ``--json``)."""
-    counts, oldest, recent = _scan_states(queue)
+def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | None = None,
+                 *, history: bool = True) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data (its ``--json``). Without ``history``
+    finish/ is not listed (its count and the throughput are None): with on_finish=move it
+    grows by one object per request forever, and a health check must not cost more each
+    day."""
+    counts, oldest, recent = _scan_states(queue, history=history)
     now = queue.store.now()
     in_flight, retrying = _scan_leases(queue, now)
     oldest_age = None if oldest is None else max(0.0, now - oldest)
@@ -89,20 +92,26 @@ def queue_status(queue: Queue, max_age: float | None = None,
         "expired": [r["name"] for r in in_flight if r["expired"]],
         "overdue": [r["name"] for r in overdue],
         "retrying": retrying,
-        "throughput": {"window_seconds": THROUGHPUT_WINDOW, "finished": recent,
-                       "per_second": recent / THROUGHPUT_WINDOW},
+        "throughput": None if recent is None else {
+            "window_seconds": THROUGHPUT_WINDOW, "finished": recent,
+            "per_second": recent / THROUGHPUT_WINDOW},
         "healthy": not problems,
         "problems": problems,
     }
 
 
-def _scan_states(queue: Queue) -> tuple[dict[str, int], float | None, int]:
+def _scan_states(queue: Queue, *, history: bool
+                 ) -> tuple[dict[str, int | None], float | None, int | None]:
     """Counts per state (as ``Queue.counts()``), in the same listing the Last-Modified of
-    the oldest waiting request and the number finished within THROUGHPUT_WINDOW."""
-    counts: dict[str, int] = {}
+    the oldest waiting request and the number finished within THROUGHPUT_WINDOW (None, and
+    finish/ not listed, without ``history``)."""
+    counts: dict[str, int | None] = {}
     oldest: float | None = None
     recent = 0
     for state in State:
+        if state is State.FINISH and not history:
+            counts[state.value] = None
+            continue
         since = queue.store.now() - THROUGHPUT_WINDOW if state is State.FINISH else 0.0
         n = 0
         for info in queue.ls(state):
@@ -112,7 +121,7 @@ def _scan_states(queue: Queue) -> tuple[dict[str, int], float | None, int]:
             elif state is State.FINISH and info.last_modified >= since:
                 recent += 1
         counts[state.value] = n
-    return counts, oldest, recent
+    return counts, oldest, recent if history else None
 
 
 def _scan_leases(queue: Queue, now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -136,7 +145,7 @@ def _scan_leases(queue: Queue, now: float) -> tuple[list[dict[str, Any]], list[d
     return in_flight, retrying
 
 
-def _problems(queue: Queue, counts: dict[str, int], oldest_age: float | None,
+def _problems(queue: Queue, counts: dict[str, int | None], oldest_age: float | None,
               overdue: list[dict[str, Any]], *, max_age: float | None,
               max_failed: int | None) -> list[str]:
     """Expired leases are normal for a moment (a server died; a live worker takes its work
@@ -155,21 +164,26 @@ def _problems(queue: Queue, counts: dict[str, int], oldest_age: float | None,
     if max_age is not None and oldest_age is not None and oldest_age > max_age:
         problems.append(f"the oldest waiting request is {age(oldest_age)} old "
                         f"(--max-age {max_age:g}s)")
-    if max_failed is not None and counts["failed"] > max_failed:
-        problems.append(f"{counts['failed']} request(s) in failed/ (--max-failed {max_failed})")
+    failed = counts["failed"] or 0  # always listed
+    if max_failed is not None and failed > max_failed:
+        problems.append(f"{failed} request(s) in failed/ (--max-failed {max_failed})")
     return problems
 
 
 def render_status(data: dict[str, Any]) -> str:
     counts = data["counts"]
-    finished = data["throughput"]["finished"]
+    if data["throughput"] is None:
+        finished_line = "finished  - (finish/ is not listed by --check)"
+    else:
+        finished = data["throughput"]["finished"]
+        finished_line = (f"finished  {finished} in the last {THROUGHPUT_WINDOW / 60:g} min "
+                         f"({finished * 60 / THROUGHPUT_WINDOW:.1f}/min)")
     lines = [
         f"queue     {data['queue']}",
-        "counts    " + "   ".join(f"{k} {v}" for k, v in counts.items()),
+        "counts    " + "   ".join(f"{k} {'-' if v is None else v}" for k, v in counts.items()),
         f"oldest    {age(data['oldest_waiting_age'])} waiting"
         if data["oldest_waiting_age"] is not None else "oldest    - (nothing waiting)",
-        f"finished  {finished} in the last {THROUGHPUT_WINDOW / 60:g} min "
-        f"({finished * 60 / THROUGHPUT_WINDOW:.1f}/min)",
+        finished_line,
     ]
     if data["in_flight"]:
         per_worker = ", ".join(f"{w or 'nobody'}: {n}"
