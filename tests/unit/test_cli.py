@@ -422,6 +422,45 @@ def test_purge(tmp_path: Path, qdir: Path) -> None:
     assert out.exit_code == 0 and names(qdir, "wait") == waiting[1:]
 
 
+def test_purge_older_than(tmp_path: Path, qdir: Path) -> None:
+    run(qdir, "submit", str(requests_dir(tmp_path, 3)))
+    run(qdir, "worker", "--burst", "--exec", UPPER)
+    old, *recent = names(qdir, "finish")
+    then = time.time() - 2 * 86400  # the local store's clock is the file's mtime
+    os.utime(qdir / "finish" / old, (then, then))
+    out = run(qdir, "purge", "finish", "--older-than", "1d", "--json")
+    assert out.exit_code == 0 and json.loads(out.stdout)["purged"] == [old]
+    assert names(qdir, "finish") == recent and queue(qdir).result(old) is None
+    assert queue(qdir).result(recent[0]) is not None
+    out = run(qdir, "purge", "finish", "--older-than", "7x")
+    assert out.exit_code == 2 and "not a duration" in one_error_line(out)
+
+
+def test_purge_removes_only_the_records_of_the_purged_state(qdir: Path) -> None:
+    """failed/x and finish/x may both exist (x failed, then was submitted again and
+    finished): each keeps its own record when the other is purged."""
+    q = queue(qdir, max_attempts=1)
+
+    def dead_letter() -> None:
+        q.submit("x_request.json", b"{}")
+        job = q.claim("w")
+        assert job is not None
+        job.fail("broken")
+
+    dead_letter()
+    q.submit("x_request.json", b"{}")
+    job = q.claim("w")
+    assert job is not None
+    job.complete(b"the result")
+    assert run(qdir, "purge", "failed").exit_code == 0
+    assert q.result("x_request.json") == b"the result"
+    dead_letter()
+    assert run(qdir, "purge", "finish").exit_code == 0
+    record = q.error_record("x_request.json")
+    assert record is not None and "broken" in record.error["message"]
+    assert names(qdir, "failed") == ["x_request.json"]
+
+
 # ------------------------------------------------------------------------ config, errors
 
 def test_config_show_masks_secrets_and_names_sources(qdir: Path,

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import click
 
 from s3q import layout
 from s3q.cli.errors import Failure
-from s3q.cli.options import STATES, App, json_option, setting_options
+from s3q.cli.options import STATES, App, Duration, json_option, setting_options
 from s3q.cli.output import confirm, echo_json, table
 from s3q.config import show_config
 from s3q.layout import State
@@ -168,23 +168,37 @@ def confirm_takeover(live: Sequence[Planned], yes: bool) -> None:
 @click.command()
 @click.argument("state", type=STATES, metavar="STATE")
 @click.option("--include", metavar="GLOB", help="Only names matching GLOB.")
+@click.option("--older-than", type=Duration(), metavar="AGE",
+              help="Only requests that entered STATE more than AGE ago: seconds, or a number "
+              "with s, m, h or d (7d).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask (needed for wait/ when not "
               "interactive).")
 @json_option
 @setting_options
-def purge(state: str, include: str | None, yes: bool, as_json: bool) -> None:
+def purge(state: str, include: str | None, older_than: float | None, yes: bool,
+          as_json: bool) -> None:
     """Delete requests in finish/, failed/ or wait/.
 
-    finish/ and failed/ go with their error records and results; wait/ only after a
-    confirmation (or --yes). Requests in processing/ are never purged: use recover."""
+    finish/ goes with its results, failed/ with its error records; wait/ only after a
+    confirmation (or --yes). Requests in processing/ are never purged: use recover.
+
+    With on_finish=move, finish/ keeps one object per request forever: trim it with
+    --older-than from a timer (or, on S3, with a lifecycle rule; see docs/OPERATIONS.md)."""
     if state == State.PROCESSING:
         raise Failure("requests in processing/ are held by workers and cannot be purged; "
                       "use 's3q recover' to put them back into wait/ first")
     queue = App().open_queue()
-    infos = matching(queue, state, include or "*")
-    if state == State.WAIT and infos:
-        what = f"delete {len(infos)} waiting request(s)"
-        confirm(f"{what.capitalize()}?", yes=yes, refusal=f"refusing to {what} without --yes")
+    cutoff = None if older_than is None else queue.store.now() - older_than
+    pattern = include or "*"
+    found = (i for i in queue.ls(state) if fnmatch.fnmatchcase(i.key, pattern)
+             and (cutoff is None or i.last_modified < cutoff))
+    infos: Iterable[ObjectInfo] = found  # deleted as they are listed: finish/ may be huge
+    if state == State.WAIT:  # counted first, to ask
+        infos = waiting = list(found)
+        if waiting:
+            what = f"delete {len(waiting)} waiting request(s)"
+            confirm(f"{what.capitalize()}?", yes=yes,
+                    refusal=f"refusing to {what} without --yes")
     purged, skipped = [], []
     for info in infos:
         try:  # only the bytes listed: a request re-submitted meanwhile stays
@@ -192,8 +206,10 @@ def purge(state: str, include: str | None, yes: bool, as_json: bool) -> None:
         except (NotFound, PreconditionFailed):
             skipped.append(info.key)
             continue
-        if state != State.WAIT:
+        # each state's own record only: failed/x and finish/x may both exist
+        if state == State.FAILED:
             queue.store.delete(layout.key(layout.ERRORS, info.key))
+        elif state == State.FINISH:
             queue.store.delete(layout.key(layout.RESULTS, info.key))
         purged.append(info.key)
     if as_json:

@@ -4,7 +4,7 @@ config from them and opens the queue."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import click
 
@@ -24,6 +24,28 @@ _SHORT = {"concurrency": "-c"}
 FLAG_SETTINGS: tuple[Setting, ...] = tuple(s for s in SETTINGS if s.flag is not None)
 
 STATES = click.Choice([s.value for s in State])  # use with metavar="STATE"
+
+
+class Duration(click.ParamType):  # type: ignore[type-arg]
+    """Seconds, or a number with a unit: ``90s``, ``30m``, ``12h``, ``7d``."""
+
+    name = "duration"
+    UNITS: ClassVar[dict[str, int]] = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        text = str(value).strip().lower()
+        unit = self.UNITS.get(text[-1:], 0)
+        try:
+            number = float(text[:-1] if unit else text)
+        except ValueError:
+            number = -1.0
+        if not 0 <= number < float("inf"):
+            self.fail(f"{value!r} is not a duration: give seconds, or a number with s, m, h "
+                      "or d (e.g. 7d)", param, ctx)
+        return number * (unit or 1)
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: object) -> None:
