@@ -174,13 +174,15 @@ def test_unit_runs_at_every_boot_and_stops_gracefully() -> None:
         "EnvironmentFile": "-/etc/s3q/s3q.env", "KillSignal": "SIGTERM", "KillMode": "mixed",
         "Restart": "on-failure", "RestartSec": "5", "NoNewPrivileges": "yes",
         "ProtectSystem": "strict", "ReadWritePaths": "/opt/s3q-app", "PrivateTmp": "yes",
-        "ProtectHome": "yes",
+        "ProtectHome": "yes", "RuntimeDirectory": "s3q", "RuntimeDirectoryPreserve": "yes",
         "ExecStart": "/opt/s3q-app/.venv/bin/s3q worker --exec 'python process.py {path}'",
     }
     assert {k: one(unit, "Service", k) for k in expect} == expect
     assert int(one(unit, "Service", "TimeoutStopSec")) >= 30 + 60  # grace 30 + giving back
     assert ("Environment", "PATH=/opt/s3q-app/.venv/bin:/usr/local/bin:/usr/bin:/bin") \
         in unit["Service"]
+    # the worker-id lock is visible to every unit on the host (PrivateTmp hides /tmp)
+    assert ("Environment", "S3Q_LOCK_DIR=/run/s3q") in unit["Service"]
     assert unit["Install"] == [("WantedBy", "multi-user.target")]
 
 
