@@ -53,7 +53,8 @@ from s3q.store import (
     validate_key,
 )
 
-__all__ = ["Queue", "QueueConfig", "Recovered", "error_info"]
+__all__ = ["Queue", "QueueConfig", "Recovered", "RecoveryCandidate", "RecoveryMode",
+           "error_info"]
 
 log = logging.getLogger("s3q")
 
@@ -117,6 +118,25 @@ class Recovered:
 
     def __len__(self) -> int:
         return len(self.actions)
+
+
+#: ``recover_own`` (what one worker id held), ``recover_stale``, ``recover_all``.
+RecoveryMode = Literal["mine", "stale", "all"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryCandidate:
+    """A request a recovery would touch (see :meth:`Queue.recovery_candidates`)."""
+
+    name: str
+    lease: Lease | None  # None: in processing/ with no lease (put there by something else)
+    expired: bool
+
+    @property
+    def live(self) -> bool:
+        """Held by a worker that still renews it: recovering it stops that job."""
+        return (self.lease is not None and self.lease.intent is Intent.HELD
+                and bool(self.lease.worker) and not self.expired)
 
 
 def error_info(
@@ -308,12 +328,13 @@ class Queue:
                 name = self._expired_names.popleft()
             yield name
 
-    def _scan(self, now: float, include: str | None = None) -> list[str]:
+    def _scan(self, now: float, include: str | None = None, *, dry_run: bool = False
+              ) -> list[str]:
         """Names whose lease expired — or, with ``include``, every leased name matching it.
         Requests in processing/ with no lease at all (put there by something else than
         s3q, e.g. an old seed-style worker) get a lease held by nobody (worker ""), once
         they are as old as a lease TTL (at once with ``include``), and are then taken over
-        like the others."""
+        like the others. ``dry_run``: select the same names, write and delete nothing."""
         names, leased = [], set()
         for info in list_all(self.store, layout.LEASES):
             name = layout.name_of(layout.LEASES, info.key)
@@ -323,7 +344,7 @@ class Queue:
                 if fnmatch.fnmatchcase(name, include):
                     names.append(name)
             elif waiting and waiting[0] == info.etag:  # a RETRY lease: not in flight
-                if now > waiting[1] + 10 * self.config.lease_ttl:
+                if now > waiting[1] + 10 * self.config.lease_ttl and not dry_run:
                     self._collect_retry_lease(name, info.etag)
             elif self.is_expired(info, now):
                 names.append(name)
@@ -332,6 +353,9 @@ class Queue:
             if name in leased or not self.is_request(name):
                 continue
             if fnmatch.fnmatchcase(name, include) if include else self.is_expired(info, now):
+                if dry_run:
+                    names.append(name)
+                    continue
                 orphan = Lease(name=name, worker="", claim=new_claim_id(), gen=0, seq=0,
                                attempt=0, etag=info.etag, written_at=time.time())
                 try:
@@ -710,17 +734,15 @@ class Queue:
         when that was its last attempt). A worker runs this when it starts."""
         _check_worker_id(worker_id)
         done = Recovered()
-        for lease, _ in list(self.leases()):
-            if lease.worker == worker_id and lease.intent is not Intent.RETRY:
-                done.actions[lease.name] = str(
-                    self._take_over(lease.name, worker_id, mine=True, run=False))
+        for name in self._recovery_names("mine", "*", worker_id):
+            done.actions[name] = str(self._take_over(name, worker_id, mine=True, run=False))
         return done
 
     def recover_stale(self, worker_id: str = "s3q-recover") -> Recovered:
         """Requests whose lease expired go back to wait/. Claiming does this by itself;
         this is for operators."""
         done = Recovered()
-        for name in self._scan(self.store.now()):
+        for name in self._recovery_names("stale", "*", worker_id):
             done.actions[name] = str(self._take_over(name, worker_id, mine=False, run=False))
         return done
 
@@ -728,10 +750,36 @@ class Queue:
         """The seed's reset: everything in processing/ whose name matches ``include`` back to
         wait/, including work live workers hold (they are fenced and stop)."""
         done = Recovered()
-        for name in self._scan(self.store.now(), include=include):
+        for name in self._recovery_names("all", include, worker_id):
             done.actions[name] = str(self._take_over(name, worker_id, mine=False, run=False,
                                                      force=True))
         return done
+
+    def recovery_candidates(self, mode: RecoveryMode, include: str = "*",
+                            worker_id: str = "s3q-recover") -> list[RecoveryCandidate]:
+        """What ``recover_<mode>`` would touch now, changing nothing (``recover --dry-run``,
+        and the question before taking live workers' requests). Requests waiting for a retry
+        are left out: recovery leaves them alone."""
+        now = self.store.now()
+        found: list[RecoveryCandidate] = []
+        for name in self._recovery_names(mode, include, worker_id, dry_run=True):
+            current = self._read_lease(name)
+            if current is None:
+                if self._head(layout.key(layout.PROCESSING, name)) is not None:
+                    found.append(RecoveryCandidate(name, None, expired=True))
+            elif current[0].intent is not Intent.RETRY:
+                found.append(RecoveryCandidate(name, current[0],
+                                               self.is_expired(current[1], now)))
+        return found
+
+    def _recovery_names(self, mode: RecoveryMode, include: str, worker_id: str, *,
+                        dry_run: bool = False) -> list[str]:
+        """The one selection of what each recovery mode looks at."""
+        if mode == "mine":
+            return [lease.name for lease, _ in list(self.leases())
+                    if lease.worker == worker_id and lease.intent is not Intent.RETRY]
+        return self._scan(self.store.now(), include if mode == "all" else None,
+                          dry_run=dry_run)
 
     # ------------------------------------------------------------------ requeue
     def requeue(self, name: str, worker_id: str = "s3q-requeue") -> bool:

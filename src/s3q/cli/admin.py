@@ -14,7 +14,7 @@ from s3q.cli.options import STATES, App, Duration, json_option, setting_options
 from s3q.cli.output import confirm, echo_json, table
 from s3q.config import show_config
 from s3q.layout import State
-from s3q.queue import Queue
+from s3q.queue import Queue, RecoveryMode
 from s3q.records import Intent
 from s3q.store import NotFound, ObjectInfo, PreconditionFailed, validate_key
 
@@ -83,7 +83,7 @@ class Planned:
               "workers.")
 @json_option
 @setting_options
-def recover(mode: str | None, include: str | None, dry_run: bool, yes: bool,
+def recover(mode: RecoveryMode | None, include: str | None, dry_run: bool, yes: bool,
             as_json: bool) -> None:
     """Put requests from processing/ back into wait/.
 
@@ -119,39 +119,21 @@ def recover(mode: str | None, include: str | None, dry_run: bool, yes: bool,
     click.echo(f"{'would touch' if dry_run else 'recovered'} {len(actions)} request(s)")
 
 
-def plan_recovery(queue: Queue, mode: str, include: str,
+def plan_recovery(queue: Queue, mode: RecoveryMode, include: str,
                   worker_id: str) -> list[Planned]:
-    """What ``recover`` would touch, from the leases and processing/ (changes nothing)."""
-    now = queue.store.now()
+    """What ``recover`` would touch (the queue's own selection; changes nothing)."""
     plan: list[Planned] = []
-    leased: set[str] = set()
-    for lease, info in queue.leases():
-        leased.add(lease.name)
-        expired = queue.is_expired(info, now)
-        if mode == "mine":
-            chosen = lease.worker == worker_id
-        elif mode == "stale":
-            chosen = lease.intent is not Intent.RETRY and expired
-        else:
-            chosen = fnmatch.fnmatchcase(lease.name, include)
-        if not chosen:
+    for found in queue.recovery_candidates(mode, include, worker_id):
+        lease = found.lease
+        if lease is None:
+            plan.append(Planned(found.name, "", "", False, "back to wait/ (no lease)"))
             continue
-        live = lease.intent is Intent.HELD and not expired and bool(lease.worker)
-        if lease.intent is Intent.RETRY:
-            continue  # in wait/ already, waiting for its retry: recovery leaves it alone
         if lease.intent is Intent.HELD:
-            state = "live" if live else "expired"
+            state = "live" if found.live else "expired"
             action = f"back to wait/ (held by {lease.worker or 'nobody'}, {state})"
         else:
             action = f"finish the interrupted '{lease.intent.value}' transition"
-        plan.append(Planned(lease.name, lease.worker, lease.intent.value, live, action))
-    if mode != "mine":
-        for info in queue.ls(State.PROCESSING):
-            if info.key in leased:
-                continue
-            if (fnmatch.fnmatchcase(info.key, include) if mode == "all"
-                    else queue.is_expired(info, now)):
-                plan.append(Planned(info.key, "", "", False, "back to wait/ (no lease)"))
+        plan.append(Planned(found.name, lease.worker, lease.intent.value, found.live, action))
     return plan
 
 

@@ -1,0 +1,87 @@
+"""Operator recovery: what ``recovery_candidates`` (``s3q recover --dry-run``) announces is
+what ``recover_own`` / ``recover_stale`` / ``recover_all`` then touch, for every kind of
+request a queue can hold."""
+
+from __future__ import annotations
+
+import pytest
+
+from s3q import Queue, QueueConfig, State
+from s3q.backends.memory import MemoryStore
+from s3q.job import Job
+from s3q.records import Intent
+from tests.unit.harness import FakeClock
+
+CONFIG = QueueConfig(lease_ttl=30.0, retry_base_delay=1000.0, retry_max_delay=1000.0)
+#: What a recovery reports for requests it found nothing to do about.
+UNTOUCHED = {"waiting for retry", "gone"}
+
+
+def world() -> tuple[MemoryStore, FakeClock]:
+    """A: held by a dead worker; B: held by "me", dead; C: completed by a dead worker that
+    died before moving it (a 'done' intent); D: waiting for its retry; E: in processing/
+    with no lease (moved there by hand); F: held by a live worker."""
+    clock = FakeClock()
+    store = MemoryStore("recovery", clock=clock)
+    q = Queue(store, CONFIG)
+    store.put("processing/E_request.json", b"E")
+
+    def claim(name: str, worker: str) -> Job:  # one at a time: claims pick at random
+        q.submit(f"{name}_request.json", name)
+        job = q.claim(worker)
+        assert job is not None and job.name == f"{name}_request.json"
+        if name == "C":  # the commit's fence write, and then the worker died
+            q._write_lease(job.lease.next(intent=Intent.DONE, on_finish="move"),
+                           if_match=job.lease_etag)
+        elif name == "D":
+            job.fail("flaky")
+        return job
+
+    for name, worker in [("A", "dead"), ("B", "me"), ("C", "dead"), ("D", "dead")]:
+        claim(name, worker)
+    live = claim("F", "live")
+    clock.advance(CONFIG.lease_ttl + 30)
+    live.renew()  # the only worker still alive
+    return store, clock
+
+
+def run(mode: str, store: MemoryStore) -> set[str]:
+    q = Queue(store, CONFIG)  # a fresh process, as the CLI is
+    if mode == "mine":
+        done = q.recover_own("me")
+    elif mode == "stale":
+        done = q.recover_stale()
+    else:
+        done = q.recover_all("*")
+    return {n for n, action in done.actions.items() if action not in UNTOUCHED}
+
+
+@pytest.mark.parametrize(("mode", "expected", "live"), [
+    ("mine", {"B"}, set()),
+    ("stale", {"A", "B", "C", "E"}, set()),
+    ("all", {"A", "B", "C", "E", "F"}, {"F"}),
+])
+def test_the_dry_run_announces_exactly_what_recovery_touches(
+        mode: str, expected: set[str], live: set[str]) -> None:
+    store, _ = world()
+    before = store.snapshot()
+    q = Queue(store, CONFIG)
+    found = q.recovery_candidates(mode, "*", "me")  # type: ignore[arg-type]
+    assert store.snapshot() == before  # a dry run writes nothing
+    short = {c.name.removesuffix("_request.json") for c in found}
+    assert short == expected
+    assert {c.name.removesuffix("_request.json") for c in found if c.live} == live
+    orphan = [c for c in found if c.lease is None]
+    assert [c.name for c in orphan] == (["E_request.json"] if "E" in expected else [])
+    touched = run(mode, store)
+    assert {n.removesuffix("_request.json") for n in touched} == expected
+
+
+def test_after_recovery_nothing_is_left_to_recover() -> None:
+    store, _ = world()
+    run("all", store)
+    q = Queue(store, CONFIG)
+    assert q.recovery_candidates("all") == []
+    assert q.counts() == {"wait": 5, "processing": 0, "finish": 1, "failed": 0}
+    assert [lease.intent for lease, _ in q.leases()] == [Intent.RETRY]  # D keeps its backoff
+    assert [i.key for i in q.ls(State.FINISH)] == ["C_request.json"]
