@@ -14,18 +14,22 @@ import threading
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from multiprocessing.queues import Queue as MPQueue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, TypeVar
 
 from s3q import Queue, QueueConfig
 from s3q.backends import S3Options
 from s3q.backends.local import LocalStore
 from s3q.backends.s3 import S3Store
-from s3q.store import Body, NotFound, ObjectInfo, Page, PreconditionFailed, Store
+from s3q.store import NotFound, PreconditionFailed, Store
+from tests.delegating import DelegatingStore
 
 __all__ = ["CountingStore", "StoreSpec", "drain", "open_spec", "race_child"]
+
+T = TypeVar("T")
 
 LEASE_PREFIX = ".s3q/lease/"
 WAIT_PREFIX = "wait/"
@@ -44,7 +48,7 @@ def open_spec(spec: StoreSpec) -> Store:
     raise ValueError(f"unknown store kind {spec['kind']!r}")
 
 
-class CountingStore:
+class CountingStore(DelegatingStore):
     """A :class:`~s3q.store.Store` that delegates to ``inner`` and counts claim races:
 
     * ``c1``: lease creations (``put`` of ``.s3q/lease/…`` with ``if_none_match``);
@@ -54,8 +58,7 @@ class CountingStore:
     """
 
     def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.url = inner.url
+        super().__init__(inner)
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -63,54 +66,18 @@ class CountingStore:
         with self._lock:
             self.counts[what] += 1
 
-    def get(self, key: str) -> tuple[bytes, ObjectInfo]:
-        return self.inner.get(key)
-
-    def open(self, key: str) -> tuple[BinaryIO, ObjectInfo]:
-        return self.inner.open(key)
-
-    def head(self, key: str) -> ObjectInfo:
-        return self.inner.head(key)
-
-    def put(
-        self,
-        key: str,
-        body: Body,
-        *,
-        if_none_match: bool = False,
-        if_match: str | None = None,
-    ) -> ObjectInfo:
-        c1 = if_none_match and key.startswith(LEASE_PREFIX)
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        c1 = op == "put" and args["if_none_match"] and args["key"].startswith(LEASE_PREFIX)
         if c1:
             self._count("c1")
         try:
-            return self.inner.put(key, body, if_none_match=if_none_match, if_match=if_match)
-        except PreconditionFailed:
-            if c1:
+            return fn()
+        except (NotFound, PreconditionFailed) as exc:
+            if c1 and isinstance(exc, PreconditionFailed):
                 self._count("c1_lost")
-            raise
-
-    def copy(self, src: str, dst: str, *, if_source_match: str | None = None) -> ObjectInfo:
-        try:
-            return self.inner.copy(src, dst, if_source_match=if_source_match)
-        except (NotFound, PreconditionFailed):
-            if src.startswith(WAIT_PREFIX):
+            elif op == "copy" and args["src"].startswith(WAIT_PREFIX):
                 self._count("c2_abandoned")
             raise
-
-    def delete(self, key: str, *, if_match: str | None = None) -> None:
-        self.inner.delete(key, if_match=if_match)
-
-    def list_page(
-        self, prefix: str, *, start_after: str | None = None, limit: int = 1000
-    ) -> Page:
-        return self.inner.list_page(prefix, start_after=start_after, limit=limit)
-
-    def now(self) -> float:
-        return self.inner.now()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def drain(queue: Queue, worker_id: str, *, timeout: float = 100.0) -> list[str]:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, TypeVar
 
 from s3q.backends.memory import MemoryStore
-from s3q.store import Body, ObjectInfo, Page
+from tests.delegating import DelegatingStore
+
+T = TypeVar("T")
 
 
 class Crash(BaseException):
@@ -69,7 +71,7 @@ class Scheduler:
 
 
 @dataclass
-class StepStore:
+class StepStore(DelegatingStore):
     """A MemoryStore seen by one worker: scheduled, counted, and crashable."""
 
     inner: MemoryStore
@@ -78,11 +80,11 @@ class StepStore:
     crash_after: int | None = None  # 1-based index of the op after which to crash
     ops: list[str] = field(default_factory=list)
 
-    @property
-    def url(self) -> str:
-        return self.inner.url
+    def __post_init__(self) -> None:
+        DelegatingStore.__init__(self, self.inner)
 
-    def _op(self, name: str, fn: Callable[[], Any]) -> Any:
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        name = " ".join([op, *(args[k] for k in ("key", "src", "dst", "prefix") if k in args)])
         if self.scheduler is not None:
             self.scheduler.turn(self.worker)
         try:
@@ -100,40 +102,8 @@ class StepStore:
         if self.crash_after is not None and len(self.ops) >= self.crash_after:
             raise Crash(f"worker {self.worker} crashed after op {len(self.ops)}: {name}")
 
-    def get(self, key: str) -> tuple[bytes, ObjectInfo]:
-        return self._op(f"get {key}", lambda: self.inner.get(key))  # type: ignore[no-any-return]
-
-    def open(self, key: str) -> tuple[BinaryIO, ObjectInfo]:
-        return self._op(f"open {key}", lambda: self.inner.open(key))  # type: ignore[no-any-return]
-
-    def head(self, key: str) -> ObjectInfo:
-        return self._op(f"head {key}", lambda: self.inner.head(key))  # type: ignore[no-any-return]
-
-    def put(self, key: str, body: Body, *, if_none_match: bool = False,
-            if_match: str | None = None) -> ObjectInfo:
-        return self._op(  # type: ignore[no-any-return]
-            f"put {key}",
-            lambda: self.inner.put(key, body, if_none_match=if_none_match, if_match=if_match))
-
-    def copy(self, src: str, dst: str, *, if_source_match: str | None = None) -> ObjectInfo:
-        return self._op(  # type: ignore[no-any-return]
-            f"copy {src} {dst}",
-            lambda: self.inner.copy(src, dst, if_source_match=if_source_match))
-
-    def delete(self, key: str, *, if_match: str | None = None) -> None:
-        self._op(f"delete {key}", lambda: self.inner.delete(key, if_match=if_match))
-
-    def list_page(self, prefix: str, *, start_after: str | None = None,
-                  limit: int = 1000) -> Page:
-        return self._op(  # type: ignore[no-any-return]
-            f"list {prefix}",
-            lambda: self.inner.list_page(prefix, start_after=start_after, limit=limit))
-
-    def now(self) -> float:
-        return self.inner.now()  # a clock read, not a store operation
-
     def close(self) -> None:
-        pass
+        pass  # the shared MemoryStore outlives each simulated worker
 
 
 def run_workers(

@@ -7,10 +7,10 @@ from __future__ import annotations
 import fnmatch
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, TypeVar
 
 import pytest
 
@@ -19,8 +19,10 @@ from s3q.backends.memory import MemoryStore
 from s3q.config import load_config
 from s3q.iam import QUEUE_PREFIXES, config_ssm_parameters, iam_policy, iam_policy_for
 from s3q.records import CLOCK_MARGIN
-from s3q.store import Body, ObjectInfo, Page
+from tests.delegating import DelegatingStore
 from tests.unit.harness import FakeClock
+
+T = TypeVar("T")
 
 STATES = ["wait/", "processing/", "finish/", "failed/", ".s3q/"]
 
@@ -185,8 +187,13 @@ def test_policy_for_a_config_uses_its_queue_region_and_ssm_secrets(tmp_path: Any
 
 # --------------------------------------------------------------------------- coverage
 
+#: The S3 action that authorizes each store operation (HeadObject: s3:GetObject).
+ACTIONS = {"get": "s3:GetObject", "open": "s3:GetObject", "head": "s3:GetObject",
+           "put": "s3:PutObject", "delete": "s3:DeleteObject"}
+
+
 @dataclass
-class RecordingStore:
+class RecordingStore(DelegatingStore):
     """A MemoryStore that records the S3 calls (action, ARN, context) the S3 backend would
     make for each operation, under the queue root ``root`` of bucket ``bucket``."""
 
@@ -195,50 +202,22 @@ class RecordingStore:
     root: str
     calls: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
 
-    @property
-    def url(self) -> str:
-        return self.inner.url
+    def __post_init__(self) -> None:
+        DelegatingStore.__init__(self, self.inner)
 
     def _obj(self, action: str, key: str) -> None:
         self.calls.append((action, f"arn:aws:s3:::{self.bucket}/{self.root}{key}", {}))
 
-    def get(self, key: str) -> tuple[bytes, ObjectInfo]:
-        self._obj("s3:GetObject", key)
-        return self.inner.get(key)
-
-    def open(self, key: str) -> tuple[BinaryIO, ObjectInfo]:
-        self._obj("s3:GetObject", key)
-        return self.inner.open(key)
-
-    def head(self, key: str) -> ObjectInfo:
-        self._obj("s3:GetObject", key)  # HeadObject is authorized by s3:GetObject
-        return self.inner.head(key)
-
-    def put(self, key: str, body: Body, *, if_none_match: bool = False,
-            if_match: str | None = None) -> ObjectInfo:
-        self._obj("s3:PutObject", key)  # conditions need no other permission
-        return self.inner.put(key, body, if_none_match=if_none_match, if_match=if_match)
-
-    def copy(self, src: str, dst: str, *, if_source_match: str | None = None) -> ObjectInfo:
-        self._obj("s3:GetObject", src)  # CopyObject: read the source, write the target
-        self._obj("s3:PutObject", dst)
-        return self.inner.copy(src, dst, if_source_match=if_source_match)
-
-    def delete(self, key: str, *, if_match: str | None = None) -> None:
-        self._obj("s3:DeleteObject", key)
-        self.inner.delete(key, if_match=if_match)
-
-    def list_page(self, prefix: str, *, start_after: str | None = None,
-                  limit: int = 1000) -> Page:
-        self.calls.append(("s3:ListBucket", f"arn:aws:s3:::{self.bucket}",
-                           {"s3:prefix": self.root + prefix}))
-        return self.inner.list_page(prefix, start_after=start_after, limit=limit)
-
-    def now(self) -> float:
-        return self.inner.now()
-
-    def close(self) -> None:
-        self.inner.close()
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        if op == "copy":  # CopyObject: read the source, write the target
+            self._obj("s3:GetObject", args["src"])
+            self._obj("s3:PutObject", args["dst"])
+        elif op == "list":
+            self.calls.append(("s3:ListBucket", f"arn:aws:s3:::{self.bucket}",
+                               {"s3:prefix": self.root + args["prefix"]}))
+        else:  # conditions (If-Match, If-None-Match) need no other permission
+            self._obj(ACTIONS[op], args["key"])
+        return fn()
 
 
 @contextmanager
@@ -253,7 +232,7 @@ def exercise(store: RecordingStore, clock: FakeClock) -> None:
     requeue, release, takeover of an expired lease, recover, status reads, a purge."""
     cfg = QueueConfig(lease_ttl=10, max_attempts=2, retry_base_delay=0, retry_max_delay=0,
                       filter="*request.json")
-    q = Queue(store, cfg, rng=random.Random(1))  # type: ignore[arg-type]
+    q = Queue(store, cfg, rng=random.Random(1))
     names = [f"2026/11/{i}_request.json" for i in range(6)]
     for name in names:
         q.submit(name, b'{"n": 1}')

@@ -41,7 +41,7 @@ class World:
               crash_after: int | None = None, seed: int = 0) -> tuple[Queue, StepStore]:
         store = StepStore(self.mem, worker=worker, scheduler=scheduler,
                           crash_after=crash_after)
-        q = Queue(store, config(self.on_finish, self.max_attempts),  # type: ignore[arg-type]
+        q = Queue(store, config(self.on_finish, self.max_attempts),
                   rng=random.Random(seed))
         return q, store
 
