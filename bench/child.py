@@ -31,7 +31,8 @@ from s3q.worker import Worker, WorkerOptions  # noqa: E402
 
 def _maxrss() -> int:
     """ru_maxrss, KiB. Linux keeps it across execve(), so the parent that spawns this
-    process must fork first (bench.sections._spawn_forked) or it reports the parent's peak."""
+    process must fork first (bench.sections.scale._spawn_forked) or it reports the
+    parent's peak."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 

@@ -1,0 +1,100 @@
+"""What more than one section uses: :class:`Section` (one report section), :class:`Shared`
+(what later sections reuse from earlier ones), PROTOCOL.md §5's request mixes and their
+comparison, number formatting, and the helpers for ``python -m bench.child`` processes."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench import ceiling, seed
+from bench.common import Context
+from bench.runs import RunResult
+from tests.s3server import S3Endpoint
+
+#: PROTOCOL.md §5: a small request moved to finish/, per job (LIST: 1/P, P = 100).
+PROTOCOL_MIX = {"PutObject": 2, "CopyObject": 2, "GetObject": 1, "DeleteObject": 3,
+                "ListObjectsV2": 0.01}
+#: ... with on_finish = "delete", and with one failure that retries (base + the "+" row).
+PROTOCOL_DELETE_MIX = {"PutObject": 2, "CopyObject": 1, "GetObject": 1, "DeleteObject": 3,
+                       "ListObjectsV2": 0.01}
+PROTOCOL_RETRY_MIX = {"PutObject": 6, "CopyObject": 3, "GetObject": 2, "HeadObject": 1,
+                      "DeleteObject": 4, "ListObjectsV2": 0.01}
+
+
+def _compare_mix(label: str, counts: dict[str, int], jobs: int,
+                 want: dict[str, float]) -> list[str]:
+    """Differences of a measured mix from PROTOCOL.md §5 (LIST and fractions below 0.1
+    ignored: they depend on page size and races)."""
+    mix = {op: n / jobs for op, n in counts.items()}
+    out = []
+    for op in sorted(set(want) | set(mix)):
+        if op == "ListObjectsV2":
+            continue
+        got, expect = mix.get(op, 0.0), want.get(op, 0.0)
+        if abs(got - expect) >= 0.1:
+            out.append(f"{label}: {op} measured {got:.2f}/job, PROTOCOL.md §5 gives "
+                       f"{expect:g}")
+    return out
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    data: dict[str, Any] = field(default_factory=dict)
+    md: list[str] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)
+    env: str = ""  # the environment line at the start of the section
+    seconds: float = 0.0
+
+
+@dataclass
+class Shared:
+    """What later sections reuse from earlier ones."""
+
+    runs: dict[str, RunResult] = field(default_factory=dict)
+    rates: dict[str, dict[str, ceiling.OpRate]] = field(default_factory=dict)
+    seed: dict[str, seed.SeedResult] = field(default_factory=dict)
+    seed_cli_counts: dict[str, int] = field(default_factory=dict)
+    peers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    if x is None or math.isnan(x):
+        return "n/a"
+    return f"{x:,.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if not a or not b:
+        return None
+    return round(a / b, 2)
+
+
+def _check_run(ctx: Context, r: RunResult) -> None:
+    if r.completed != r.jobs or r.finished != r.jobs or r.left_waiting:
+        ctx.note(f"{r.label}: completed {r.completed}/{r.jobs}, finish/ holds {r.finished}, "
+                 f"{r.left_waiting} left in wait/")
+
+
+def _s3_spec(endpoint: S3Endpoint, prefix: str) -> dict[str, Any]:
+    return {"endpoint": endpoint.endpoint_url, "bucket": endpoint.bucket, "prefix": prefix,
+            "region": endpoint.region, "access_key": endpoint.access_key_id,
+            "secret_key": endpoint.secret_access_key}
+
+
+def _kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, sig)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=30)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
