@@ -34,10 +34,12 @@ from bench.sections import (
     recovery_section,
     scale_section,
     seed_section,
+    status_section,
     throughput,
 )
 
-SECTIONS = ("throughput", "ceiling", "seed", "peers", "costs", "latency", "recovery", "scale")
+SECTIONS = ("throughput", "ceiling", "seed", "peers", "costs", "latency", "recovery", "scale",
+            "status")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency": lambda: latency_section(ctx, s3),
         "recovery": lambda: recovery_section(ctx, s3, scratch),
         "scale": lambda: scale_section(ctx, s3, scratch),
+        "status": lambda: status_section(ctx, s3),
     }
     try:
         for key in SECTIONS:

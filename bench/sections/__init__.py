@@ -12,7 +12,8 @@ Submodules, one per concept:
 - ``costs``: ``costs_section`` (requests and $ per job, idle cost);
 - ``latency``: ``latency_section``;
 - ``recovery``: ``recovery_section``;
-- ``scale``: ``scale_section``.
+- ``scale``: ``scale_section``;
+- ``status``: ``status_section`` (``s3q status`` vs ``--check`` as finish/ grows).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bench.sections.latency import latency_section
 from bench.sections.rates import ceiling_section, throughput
 from bench.sections.recovery import recovery_section
 from bench.sections.scale import scale_section
+from bench.sections.status import status_section
 
 __all__ = [
     "PROTOCOL_DELETE_MIX",
@@ -44,5 +46,6 @@ __all__ = [
     "recovery_section",
     "scale_section",
     "seed_section",
+    "status_section",
     "throughput",
 ]

@@ -9,11 +9,14 @@ import math
 import os
 import signal
 import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench import ceiling, seed
-from bench.common import Context
+from bench.common import Context, request_body, request_name
 from bench.runs import RunResult
 from tests.s3server import S3Endpoint
 
@@ -102,3 +105,23 @@ def _kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+
+
+def _fill_moto(endpoint: S3Endpoint, prefix: str, n: int, seconds: float,
+               state: str = "wait") -> int:
+    """PUT ``n`` requests into ``state``/ from 10 threads; stop after ``seconds``."""
+    client = endpoint.client()
+    deadline = time.monotonic() + seconds
+    lock = threading.Lock()
+    done = [0]
+
+    def put(i: int) -> None:
+        if time.monotonic() < deadline:
+            client.put_object(Bucket=endpoint.bucket, Key=f"{prefix}/{state}/{request_name(i)}",
+                              Body=request_body(i))
+            with lock:
+                done[0] += 1
+
+    with ThreadPoolExecutor(10) as pool:  # the client's connection pool holds 10
+        list(pool.map(put, range(n)))
+    return done[0]

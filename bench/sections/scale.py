@@ -8,16 +8,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, Context, read_events, request_body, request_name, timed
 from bench.s3env import S3Env
-from bench.sections._shared import Section, _fmt, _kill, _ratio, _s3_spec
-from tests.s3server import S3Endpoint
+from bench.sections._shared import Section, _fill_moto, _fmt, _kill, _ratio, _s3_spec
 
 
 def _spawn_forked(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
@@ -40,25 +37,6 @@ def _write_backlog_local(root: Path, n: int) -> float:
     for i in range(n):
         (wait / request_name(i)).write_bytes(request_body(i))
     return time.perf_counter() - t0
-
-
-def _fill_moto(endpoint: S3Endpoint, prefix: str, n: int, seconds: float) -> int:
-    """PUT ``n`` requests into wait/ from 16 threads; stop after ``seconds``."""
-    client = endpoint.client()
-    deadline = time.monotonic() + seconds
-    lock = threading.Lock()
-    done = [0]
-
-    def put(i: int) -> None:
-        if time.monotonic() < deadline:
-            client.put_object(Bucket=endpoint.bucket, Key=f"{prefix}/wait/{request_name(i)}",
-                              Body=request_body(i))
-            with lock:
-                done[0] += 1
-
-    with ThreadPoolExecutor(10) as pool:  # the client's connection pool holds 10
-        list(pool.map(put, range(n)))
-    return done[0]
 
 
 def _scale_child(spec: dict[str, Any], events: Path) -> dict[str, Any]:
