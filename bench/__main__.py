@@ -51,7 +51,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="output folder (default bench/results/<timestamp>)")
     parser.add_argument("--only", default="",
                         help=f"comma-separated sections to run, of: {', '.join(SECTIONS)}")
+    parser.add_argument("--s3-backlogs", default="10,10000", metavar="N,N,...",
+                        help="backlog sizes of the scale section on S3 (default 10,10000; "
+                        "100000 takes about 10 more minutes on moto)")
     args = parser.parse_args(argv)
+    try:
+        s3_backlogs = tuple(int(n) for n in args.s3_backlogs.split(",") if n.strip())
+    except ValueError:
+        parser.error(f"--s3-backlogs: not a list of integers: {args.s3_backlogs!r}")
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     bad = [s for s in only if s not in SECTIONS]
     if bad:
@@ -67,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     # s3q's warnings (expected ones too: the retry run's failing handler) go to a file
     logging.basicConfig(filename=out / "s3q-warnings.log", level=logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    ctx = Context(quick=args.quick, out=out, command=command_line(argv), env=Env.collect())
+    ctx = Context(quick=args.quick, out=out, command=command_line(argv), env=Env.collect(),
+                  s3_backlogs=s3_backlogs)
     print(f"s3q benchmark suite -> {out}\n  command: {ctx.command}\n  environment: "
           f"{ctx.env.tag()}", flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="s3q-bench-"))
