@@ -344,6 +344,17 @@ class Scratch:
         calls = self.calls.read_text().replace(str(self.tmp), "$TMP").splitlines()
         return calls, result.stdout + result.stderr
 
+    def deploy(self, through: str) -> None:
+        """A first deployment's steps (hooks that must succeed, and the Install copy) up to
+        and including the hook ``through``."""
+        steps = ["BeforeInstall", "Install", "AfterInstall", "ApplicationStart",
+                 "ValidateService"]
+        for step in steps[:steps.index(through) + 1]:
+            if step == "Install":
+                self.install()
+            else:
+                self.hook(step)
+
 
 @pytest.fixture
 def scratch(tmp_path: Path) -> Scratch:
@@ -439,11 +450,7 @@ def test_hooks_run_in_order_twice_each_on_a_fresh_instance(scratch: Scratch) -> 
 
 
 def test_the_next_deployment_stops_gracefully_and_installs_the_wheel(scratch: Scratch) -> None:
-    scratch.hook("BeforeInstall")
-    scratch.install()
-    scratch.hook("AfterInstall")
-    scratch.hook("ApplicationStart")
-    scratch.hook("ValidateService")
+    scratch.deploy(through="ValidateService")
 
     # the next revision ships s3q wheels; ApplicationStop runs the installed revision's
     wheels = scratch.revision / "wheels"
@@ -469,19 +476,13 @@ def test_the_next_deployment_stops_gracefully_and_installs_the_wheel(scratch: Sc
 
 
 def test_stop_fails_when_the_worker_does_not_stop(scratch: Scratch) -> None:
-    scratch.hook("BeforeInstall")
-    scratch.install()
-    scratch.hook("AfterInstall")
-    scratch.hook("ApplicationStart")
+    scratch.deploy(through="ApplicationStart")
     _, out = scratch.hook("ApplicationStop", ok=False, STANDIN_STUCK="1")
     assert "still active" in out
 
 
 def test_validate_fails_when_the_queue_check_fails(scratch: Scratch) -> None:
-    scratch.hook("BeforeInstall")
-    scratch.install()
-    scratch.hook("AfterInstall")
-    scratch.hook("ApplicationStart")
+    scratch.deploy(through="ApplicationStart")
     calls, out = scratch.hook("ValidateService", ok=False, STANDIN_S3Q_RC="1",
                               S3Q_VALIDATE_TIMEOUT="0")
     assert "not healthy after 0s: s3q status --check failed" in out
@@ -489,9 +490,7 @@ def test_validate_fails_when_the_queue_check_fails(scratch: Scratch) -> None:
 
 
 def test_validate_fails_when_the_unit_is_not_active(scratch: Scratch) -> None:
-    scratch.hook("BeforeInstall")
-    scratch.install()
-    scratch.hook("AfterInstall")
+    scratch.deploy(through="AfterInstall")
     calls, out = scratch.hook("ValidateService", ok=False, S3Q_VALIDATE_TIMEOUT="0")
     assert f"{UNIT_CALL} is not active" in out
     assert "s3q status --check" not in calls
