@@ -489,8 +489,7 @@ class Queue:
         """Is an expired lease still there longer than a takeover takes (a live worker
         scans every ``scan_interval`` and its idle polls are at most that far apart)?
         Then no worker is scanning this queue: nobody will take it over."""
-        takeover = 2 * self.config.effective_scan_interval
-        return now > info.last_modified + self.config.lease_ttl + CLOCK_MARGIN + takeover
+        return self.is_expired(info, now - 2 * self.config.effective_scan_interval)
 
     # ------------------------------------------------------------------ takeover
     def _take_over(self, name: str, worker_id: str, *, mine: bool, run: bool,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import click
@@ -22,9 +22,12 @@ from s3q.store import NotFound, ObjectInfo, PreconditionFailed, validate_key
 UNTOUCHED = frozenset({"waiting for retry", "gone"})
 
 
-def matching(queue: Queue, state: State | str, pattern: str) -> list[ObjectInfo]:
-    """The requests in ``state`` whose names match the glob ``pattern``."""
-    return [i for i in queue.ls(state) if fnmatch.fnmatchcase(i.key, pattern)]
+def matching(queue: Queue, state: State | str, pattern: str,
+             before: float | None = None) -> Iterator[ObjectInfo]:
+    """The requests in ``state`` whose names match the glob ``pattern`` (and, with
+    ``before``, that entered the state before that store time), as they are listed."""
+    return (i for i in queue.ls(state) if fnmatch.fnmatchcase(i.key, pattern)
+            and (before is None or i.last_modified < before))
 
 
 # ------------------------------------------------------------------------ requeue
@@ -171,9 +174,7 @@ def purge(state: str, include: str | None, older_than: float | None, yes: bool,
                       "use 's3q recover' to put them back into wait/ first")
     queue = App().open_queue()
     cutoff = None if older_than is None else queue.store.now() - older_than
-    pattern = include or "*"
-    found = (i for i in queue.ls(state) if fnmatch.fnmatchcase(i.key, pattern)
-             and (cutoff is None or i.last_modified < cutoff))
+    found = matching(queue, state, include or "*", cutoff)
     infos: Iterable[ObjectInfo] = found  # deleted as they are listed: finish/ may be huge
     if state == State.WAIT:  # counted first, to ask
         infos = waiting = list(found)
