@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, BinaryIO, TypeVar
 
-from s3q.store import Body, ObjectInfo, Page, Store
+from s3q.capabilities import Capabilities
+from s3q.store import Body, Guard, ObjectInfo, Page, Store
 
 T = TypeVar("T")
 
@@ -20,9 +21,18 @@ class DelegatingStore:
         self.inner = inner
         self.url = inner.url
 
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities
+
+    @property
+    def max_key_bytes(self) -> int:
+        return self.inner.max_key_bytes
+
     def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
         """Around every store operation ("get", "open", "head", "put", "copy", "delete",
-        "list"): by default, just ``fn()``."""
+        "list"): by default, just ``fn()``. ``args`` holds the call's arguments by name
+        (``guard``: the caller's send-time check, run by the inner store inside ``fn``)."""
         return fn()
 
     def get(self, key: str) -> tuple[bytes, ObjectInfo]:
@@ -35,19 +45,25 @@ class DelegatingStore:
         return self._call("head", {"key": key}, lambda: self.inner.head(key))
 
     def put(self, key: str, body: Body, *, if_none_match: bool = False,
-            if_match: str | None = None) -> ObjectInfo:
+            if_match: str | None = None, guard: Guard | None = None) -> ObjectInfo:
         return self._call(
-            "put", {"key": key, "if_none_match": if_none_match, "if_match": if_match},
-            lambda: self.inner.put(key, body, if_none_match=if_none_match, if_match=if_match))
+            "put", {"key": key, "if_none_match": if_none_match, "if_match": if_match,
+                    "guard": guard, "body": body},
+            lambda: self.inner.put(key, body, if_none_match=if_none_match, if_match=if_match,
+                                   guard=guard))
 
-    def copy(self, src: str, dst: str, *, if_source_match: str | None = None) -> ObjectInfo:
+    def copy(self, src: str, dst: str, *, if_source_match: str | None = None,
+             if_none_match: bool = False, guard: Guard | None = None) -> ObjectInfo:
         return self._call(
-            "copy", {"src": src, "dst": dst, "if_source_match": if_source_match},
-            lambda: self.inner.copy(src, dst, if_source_match=if_source_match))
+            "copy", {"src": src, "dst": dst, "if_source_match": if_source_match,
+                     "if_none_match": if_none_match, "guard": guard},
+            lambda: self.inner.copy(src, dst, if_source_match=if_source_match,
+                                    if_none_match=if_none_match, guard=guard))
 
-    def delete(self, key: str, *, if_match: str | None = None) -> None:
-        self._call("delete", {"key": key, "if_match": if_match},
-                   lambda: self.inner.delete(key, if_match=if_match))
+    def delete(self, key: str, *, if_match: str | None = None,
+               guard: Guard | None = None) -> None:
+        self._call("delete", {"key": key, "if_match": if_match, "guard": guard},
+                   lambda: self.inner.delete(key, if_match=if_match, guard=guard))
 
     def list_page(self, prefix: str, *, start_after: str | None = None,
                   limit: int = 1000) -> Page:

@@ -53,10 +53,30 @@ MOTO_BUCKET = "s3q-test"
 MOTO_CREDENTIALS = ("testing", "testing")
 
 # Runs moto's server with werkzeug's per-request log lines silenced (they would fill the log).
-_MOTO_MAIN = (
-    "import logging, sys; logging.getLogger('werkzeug').setLevel(logging.WARNING); "
-    "from moto.server import main; main(sys.argv[1:])"
-)
+#: moto's server, its requests made atomic unless S3Q_MOTO_ATOMIC=0. moto checks a
+#: condition (If-Match, If-None-Match) and then writes, without a lock: two conditional
+#: PUTs racing on one key can both succeed, which AWS never allows (and which makes tests
+#: of fencing flaky on a loaded machine); and a listing that meets a concurrent write may
+#: fail with HTTP 500 ("dictionary changed size during iteration"). One lock around the
+#: handling of every request (its answer is sent after) gives moto the atomicity real S3
+#: guarantees; with S3Q_MOTO_ATOMIC=0 it stays racy (a store that lacks the guarantee, for
+#: `s3q doctor`'s tests).
+_MOTO_MAIN = """
+import logging, os, sys, threading
+logging.getLogger('werkzeug').setLevel(logging.WARNING)
+if os.environ.get('S3Q_MOTO_ATOMIC', '1') != '0':
+    from moto.s3.responses import S3Response
+    lock = threading.Lock()
+    def atomic(method):
+        def locked(*args, **kwargs):
+            with lock:
+                return method(*args, **kwargs)
+        return locked
+    for name in ('_key_response', '_bucket_response'):
+        setattr(S3Response, name, atomic(getattr(S3Response, name)))
+from moto.server import main
+main(sys.argv[1:])
+"""
 
 
 @dataclass(frozen=True)

@@ -13,24 +13,30 @@ Correctness of the queue relies on exactly these guarantees, which every backend
 * ``put(..., if_match=etag)`` replaces the object only if its current ETag is ``etag``, else
   raises :class:`PreconditionFailed` (or :class:`NotFound` when the key is absent);
 * ``delete(..., if_match=etag)`` deletes only if the current ETag is ``etag``;
-* ETags are quoted strings, and a given body always has the same ETag *within one backend*
-  (S3: the MD5 of a single-part body); so an ETag says which bytes are there, not who wrote
-  them. Records that fence must carry something unique to the writer in their body.
+* ``copy(..., if_none_match=True)`` creates the destination only if it is absent (natively,
+  or as a read and a ``put(if_none_match=True)`` where the server ignores the condition);
+* ETags are quoted strings; equal ETags on one key mean equal bytes, but unequal ETags mean
+  nothing (opaque ETags: every write of the same bytes gets a new one). So an ETag never
+  says who wrote an object: records that fence carry something unique to the writer.
 
-``copy`` is deliberately *unconditional* on the destination: S3-compatible servers differ in
-whether they honour destination conditions on CopyObject, so the protocol never uses it as a
-lock.
+Every write takes an optional ``guard``: a function the backend calls immediately before
+the request leaves the process (on S3: after signing, in botocore's ``before-send``), which
+raises to refuse sending it. A lease holder passes a check of its lease deadline, so that a
+process that stalled past its lease sends nothing more (docs/PROTOCOL.md §3).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
 
+from s3q.capabilities import Capabilities
+
 __all__ = [
     "Body",
+    "Guard",
     "InvalidKey",
     "NotFound",
     "ObjectInfo",
@@ -45,6 +51,12 @@ __all__ = [
 #: What ``put`` accepts: bytes, or a binary file object read to its end (streamed, not
 #: loaded whole, by backends that can stream).
 Body = bytes | BinaryIO
+
+#: Called immediately before a write is sent; raises to refuse sending it.
+Guard = Callable[[], None]
+
+#: S3's limit on a key, in UTF-8 bytes.
+S3_MAX_KEY_BYTES = 1024
 
 
 class StoreError(Exception):
@@ -128,6 +140,15 @@ class Store(Protocol):
 
     #: Human-readable location, e.g. ``s3://bucket/prefix`` or ``file:///srv/q``.
     url: str
+    @property
+    def capabilities(self) -> Capabilities:
+        """The guarantees this store gives (docs/PROTOCOL.md §1); ``None``: not probed."""
+        ...
+
+    @property
+    def max_key_bytes(self) -> int:
+        """The longest key (UTF-8 bytes) this store accepts below its root."""
+        ...
 
     def get(self, key: str) -> tuple[bytes, ObjectInfo]:
         """Read a whole (small) object. Raises :class:`NotFound`."""
@@ -149,21 +170,25 @@ class Store(Protocol):
         *,
         if_none_match: bool = False,
         if_match: str | None = None,
+        guard: Guard | None = None,
     ) -> ObjectInfo:
         """Write an object, optionally conditionally (at most one condition).
         Returns the new object's info (its ``last_modified`` by the store's clock)."""
         ...
 
-    def copy(self, src: str, dst: str, *, if_source_match: str | None = None) -> ObjectInfo:
-        """Server-side copy ``src`` → ``dst`` (the body never passes through this process).
+    def copy(self, src: str, dst: str, *, if_source_match: str | None = None,
+             if_none_match: bool = False, guard: Guard | None = None) -> ObjectInfo:
+        """Copy ``src`` → ``dst``, server-side where the store can.
         ``if_source_match`` makes the copy fail with :class:`PreconditionFailed` when the
-        *source* changed (servers may ignore this: it is a consistency check, never a
-        lock). The destination is overwritten unconditionally. The returned ``size`` is -1
-        when the backend cannot tell without another request (S3).
-        Raises :class:`NotFound` when ``src`` is missing."""
+        *source* changed (servers may ignore this: a consistency check, never a lock).
+        ``if_none_match`` makes it fail with :class:`PreconditionFailed` when ``dst`` exists;
+        this one is always honoured (by a read and a conditional put where the server
+        ignores it). The returned ``size`` is -1 when the backend cannot tell without
+        another request (S3). Raises :class:`NotFound` when ``src`` is missing."""
         ...
 
-    def delete(self, key: str, *, if_match: str | None = None) -> None:
+    def delete(self, key: str, *, if_match: str | None = None,
+               guard: Guard | None = None) -> None:
         """Delete an object. Unconditional deletes of a missing key succeed silently;
         a conditional delete of a missing key raises :class:`NotFound`."""
         ...

@@ -1,6 +1,7 @@
 """The ``store`` fixture: every contract test runs once per backend.
 
-``memory`` and ``local`` (on ``tmp_path``) need nothing; ``s3`` uses the root conftest's
+``memory`` (with MD5 ETags), ``memory-opaque`` (a new ETag for every write, as SSE-KMS
+gives) and ``local`` (on ``tmp_path``) need nothing; ``s3`` uses the root conftest's
 ``make_s3_store`` (moto, or the endpoint ``S3Q_TEST_S3_*`` names), looked up only for that
 parameter so the others run without it.
 """
@@ -20,7 +21,7 @@ from s3q.store import Store
 if TYPE_CHECKING:
     from tests.s3server import MakeS3Store
 
-BACKENDS = ["memory", "local", "s3"]
+BACKENDS = ["memory", "memory-opaque", "local", "s3"]
 
 #: Makes another store on the *same* objects as the ``store`` fixture (a second client).
 SameStore = Callable[[], Store]
@@ -34,8 +35,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def same_store(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> SameStore:
     """A factory of stores over one fresh namespace of ``backend``."""
-    if backend == "memory":
-        shared = MemoryStore("contract")
+    if backend.startswith("memory"):
+        shared = MemoryStore("contract", etags="opaque" if backend.endswith("opaque") else "md5")
         return lambda: shared
     if backend == "local":
         root = tmp_path / "store"
@@ -56,6 +57,13 @@ def same_store(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> 
 def on_moto(backend: str, request: pytest.FixtureRequest) -> bool:
     """True when ``backend`` is the moto S3 server (which ignores a few S3 conditions)."""
     return backend == "s3" and bool(request.getfixturevalue("s3_endpoint").is_moto)
+
+
+@pytest.fixture
+def md5_etags(backend: str) -> bool:
+    """Does ``backend`` give single-part objects the MD5 of their bytes as ETag? (Not a
+    guarantee the protocol relies on: a property some stores have, tested where they do.)"""
+    return backend != "memory-opaque"
 
 
 @pytest.fixture

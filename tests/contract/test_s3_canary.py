@@ -176,12 +176,12 @@ def test_multipart_copy_of_large_source(
     store = make_s3_store()
     data = os.urandom(12 * 1024**2)
     src = store.put("big", data)
-    copied = store._copy_multipart("big", "copy", src.etag)
+    copied = store._copy_multipart("big", "copy", src.etag, None)
     assert copied.size == len(data) and copied.etag.endswith('-3"')
     assert store.request_counts["UploadPartCopy"] == 3
     assert store.get("copy")[0] == data
     with pytest.raises(PreconditionFailed):
-        store._copy_multipart("big", "copy", STALE)
+        store._copy_multipart("big", "copy", STALE, None)
 
 
 # -- S3Store specifics ----------------------------------------------------------------------

@@ -49,8 +49,10 @@ from s3q.backends._common import (
     check_prefix,
     etag_of,
 )
+from s3q.capabilities import NATIVE
 from s3q.store import (
     Body,
+    Guard,
     InvalidKey,
     NotFound,
     ObjectInfo,
@@ -87,6 +89,9 @@ class _Temp(NamedTuple):
 class LocalStore(Store):
     """A :class:`~s3q.store.Store` on a directory tree (see the module docstring)."""
 
+    capabilities = NATIVE
+    max_key_bytes: int = 0  # set per instance (the root path counts)
+
     def __init__(self, root: Path | str) -> None:
         self.root = Path(os.path.abspath(root))
         self.url = "file://" + str(self.root)
@@ -100,6 +105,9 @@ class LocalStore(Store):
         except OSError as e:
             raise _translate(e, "open the store at", self._root, writing=True) from e
         self._locks = _StripeLocks(os.path.join(internal, "locks"))
+        #: Keys live as paths under the root: the OS's path limit bounds them (each segment
+        #: is further bounded by the file system's NAME_MAX, checked when written).
+        self.max_key_bytes = _path_max(self._root) - len(self._root.encode()) - 1
         self._etags: dict[tuple[int, ...], str] = {}
         self._etags_lock = threading.Lock()
         self._remove_stale_temps()
@@ -162,12 +170,15 @@ class LocalStore(Store):
         *,
         if_none_match: bool = False,
         if_match: str | None = None,
+        guard: Guard | None = None,
     ) -> ObjectInfo:
         check_conditions(if_none_match, if_match)
         path = self._path(key)
         temp = self._write_temp(body)
         try:
             with self._locks.hold(key):
+                if guard is not None:
+                    guard()
                 if if_none_match and self._exists(path):
                     raise PreconditionFailed(f"{self.url}/{key}: exists (if_none_match)")
                 if if_match is not None:
@@ -178,7 +189,8 @@ class LocalStore(Store):
         finally:
             self._discard(temp)
 
-    def copy(self, src: str, dst: str, *, if_source_match: str | None = None) -> ObjectInfo:
+    def copy(self, src: str, dst: str, *, if_source_match: str | None = None,
+             if_none_match: bool = False, guard: Guard | None = None) -> ObjectInfo:
         """Copy the bytes of one open ``src`` file into a temp file (hashing them, so the
         ETag checked is the ETag of exactly what was copied), then install it at ``dst``."""
         src_path = self._path(src)
@@ -189,13 +201,20 @@ class LocalStore(Store):
             if if_source_match is not None and temp.etag != if_source_match:
                 raise PreconditionFailed(f"{self.url}/{src}: ETag is not {if_source_match}")
             with self._locks.hold(dst):
+                if guard is not None:
+                    guard()
+                if if_none_match and self._exists(dst_path):
+                    raise PreconditionFailed(f"{self.url}/{dst}: exists (if_none_match)")
                 return self._install(dst, dst_path, temp)
         finally:
             self._discard(temp)
 
-    def delete(self, key: str, *, if_match: str | None = None) -> None:
+    def delete(self, key: str, *, if_match: str | None = None,
+               guard: Guard | None = None) -> None:
         path = self._path(key)
         with self._locks.hold(key):
+            if guard is not None:
+                guard()
             if if_match is not None:
                 current = self._etag_at(key, path, "conditional delete")
                 if current != if_match:
@@ -511,6 +530,13 @@ class _StripeLocks:
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+def _path_max(root: str) -> int:
+    try:
+        return os.pathconf(root, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        return 4096
 
 
 def _md5() -> hashlib._Hash:

@@ -1,19 +1,25 @@
 """The in-memory backend: :class:`MemoryStore`, for tests, demos and crash simulations.
 
 It gives exactly the guarantees of S3 that the queue relies on (see :mod:`s3q.store`):
-every operation is atomic under one lock, ETags are the quoted MD5 of the body, keys list
-in UTF-8 byte order. Time comes from an injectable clock, so tests can move it by hand.
-It lives in one process only.
+every operation is atomic under one lock, keys list in UTF-8 byte order. Time comes from an
+injectable clock, so tests can move it by hand. It lives in one process only.
+
+ETags model the two kinds real stores give (``etags``): ``"md5"``, the quoted MD5 of the body
+as S3 gives single-part objects under SSE-S3 (a copy gets the MD5 of its bytes, so the copy
+of a multipart object, :meth:`MemoryStore.put_multipart`, gets another ETag than its source);
+or ``"opaque"``, a new random ETag for every write, copies included, as under SSE-KMS.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import io
 import threading
 import time
+import uuid
 from collections.abc import Callable
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, Literal, NamedTuple
 
 from s3q.backends._common import (
     check_conditions,
@@ -22,7 +28,17 @@ from s3q.backends._common import (
     check_prefix,
     etag_of,
 )
-from s3q.store import Body, NotFound, ObjectInfo, Page, PreconditionFailed, Store
+from s3q.capabilities import NATIVE, Capabilities
+from s3q.store import (
+    S3_MAX_KEY_BYTES,
+    Body,
+    Guard,
+    NotFound,
+    ObjectInfo,
+    Page,
+    PreconditionFailed,
+    Store,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -41,9 +57,15 @@ class MemoryStore(Store):
     strings gives the S3 order.
     """
 
-    def __init__(self, name: str = "", clock: Callable[[], float] = time.time) -> None:
+    max_key_bytes = S3_MAX_KEY_BYTES
+    capabilities: Capabilities = NATIVE
+
+    def __init__(self, name: str = "", clock: Callable[[], float] = time.time,
+                 etags: Literal["md5", "opaque"] = "md5") -> None:
         self.name = name
         self.url = f"memory://{name}"
+        self.etags = etags
+        self.capabilities: Capabilities = Capabilities(**{**NATIVE.to_dict(), "etags": etags})
         self._clock = clock
         self._lock = threading.Lock()
         self._objects: dict[str, _Object] = {}
@@ -95,37 +117,48 @@ class MemoryStore(Store):
         *,
         if_none_match: bool = False,
         if_match: str | None = None,
+        guard: Guard | None = None,
     ) -> ObjectInfo:
         check_key(key)
         check_conditions(if_none_match, if_match)
         data = bytes(body) if isinstance(body, bytes | bytearray | memoryview) else body.read()
-        etag = etag_of(data)
-        with self._lock:
-            current = self._objects.get(key)
-            if if_none_match and current is not None:
-                raise PreconditionFailed(f"{self.url}/{key}: exists (if_none_match)")
-            if if_match is not None:
-                if current is None:
-                    raise NotFound(f"{self.url}/{key}: not found (if_match)")
-                if current.etag != if_match:
-                    raise PreconditionFailed(f"{self.url}/{key}: ETag is not {if_match}")
-            obj = self._store(key, _Object(data, etag, self._clock()), current is None)
-        return _info(key, obj)
+        return self._put(key, data, self._etag(data), if_none_match=if_none_match,
+                         if_match=if_match, guard=guard)
 
-    def copy(self, src: str, dst: str, *, if_source_match: str | None = None) -> ObjectInfo:
+    def put_multipart(self, key: str, body: bytes, parts: int = 2) -> ObjectInfo:
+        """Write ``body`` as a multipart upload of ``parts`` parts would: its ETag is the
+        MD5 of the parts' MD5s with a ``-N`` suffix (``md5`` mode), so a copy of it gets
+        another ETag. For tests of what a producer's multipart upload does."""
+        check_key(key)
+        size = max(1, -(-len(body) // parts))
+        digests = b"".join(hashlib.md5(body[i:i + size], usedforsecurity=False).digest()
+                           for i in range(0, max(len(body), 1), size))
+        etag = (f'"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{parts}"'
+                if self.etags == "md5" else self._etag(body))
+        return self._put(key, body, etag, if_none_match=False, if_match=None, guard=None)
+
+    def copy(self, src: str, dst: str, *, if_source_match: str | None = None,
+             if_none_match: bool = False, guard: Guard | None = None) -> ObjectInfo:
         check_key(src)
         check_key(dst)
         with self._lock:
+            if guard is not None:
+                guard()
             source = self._find(src)
             if if_source_match is not None and source.etag != if_source_match:
                 raise PreconditionFailed(f"{self.url}/{src}: ETag is not {if_source_match}")
-            new = _Object(source.body, source.etag, self._clock())
+            if if_none_match and dst in self._objects:
+                raise PreconditionFailed(f"{self.url}/{dst}: exists (if_none_match)")
+            new = _Object(source.body, self._etag(source.body), self._clock())
             obj = self._store(dst, new, dst not in self._objects)
         return _info(dst, obj)
 
-    def delete(self, key: str, *, if_match: str | None = None) -> None:
+    def delete(self, key: str, *, if_match: str | None = None,
+               guard: Guard | None = None) -> None:
         check_key(key)
         with self._lock:
+            if guard is not None:
+                guard()
             current = self._objects.get(key)
             if current is None:
                 if if_match is not None:
@@ -149,7 +182,28 @@ class MemoryStore(Store):
     def __repr__(self) -> str:
         return f"MemoryStore({self.name!r}, {len(self._objects)} objects)"
 
-    # -- internals (call with the lock held) --------------------------------------------
+    # -- internals ----------------------------------------------------------------------
+
+    def _etag(self, data: bytes) -> str:
+        return etag_of(data) if self.etags == "md5" else f'"{uuid.uuid4().hex}"'
+
+    def _put(self, key: str, data: bytes, etag: str, *, if_none_match: bool,
+             if_match: str | None, guard: Guard | None) -> ObjectInfo:
+        with self._lock:
+            if guard is not None:
+                guard()
+            current = self._objects.get(key)
+            if if_none_match and current is not None:
+                raise PreconditionFailed(f"{self.url}/{key}: exists (if_none_match)")
+            if if_match is not None:
+                if current is None:
+                    raise NotFound(f"{self.url}/{key}: not found (if_match)")
+                if current.etag != if_match:
+                    raise PreconditionFailed(f"{self.url}/{key}: ETag is not {if_match}")
+            obj = self._store(key, _Object(data, etag, self._clock()), current is None)
+        return _info(key, obj)
+
+    # (call with the lock held)
 
     def _find(self, key: str) -> _Object:
         obj = self._objects.get(key)

@@ -39,8 +39,11 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, Inc
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from s3q.backends import S3Options
+from s3q.capabilities import Capabilities
 from s3q.store import (
+    S3_MAX_KEY_BYTES,
     Body,
+    Guard,
     InvalidKey,
     NotFound,
     ObjectInfo,
@@ -171,6 +174,10 @@ class S3Store:
             validate_key(self.prefix)
         self._root = f"{self.prefix}/" if self.prefix else ""
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.max_key_bytes = S3_MAX_KEY_BYTES - len(self._root.encode())
+        #: Unknown until probed (``s3q doctor``, or a worker's start-up check sets it).
+        self.capabilities = Capabilities()
+        self._guards = threading.local()  # the current call's guard, for _on_send
         self.request_counts: Counter[str] = Counter()
         self.error_counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
@@ -208,6 +215,7 @@ class S3Store:
         *,
         if_none_match: bool = False,
         if_match: str | None = None,
+        guard: Guard | None = None,
     ) -> ObjectInfo:
         """PutObject, with ``If-None-Match: *`` or ``If-Match``. Bodies are streamed; a
         non-seekable one is spooled first (botocore must be able to rewind for retries).
@@ -219,35 +227,58 @@ class S3Store:
             request["IfNoneMatch"] = "*"
         elif if_match is not None:
             request["IfMatch"] = if_match
-        with _rewindable(body) as (payload, size), self._edge("PutObject", key):
+        with (_rewindable(body) as (payload, size), self._guarded(guard),
+              self._edge("PutObject", key)):
             request["Body"] = payload
             resp = self._client.put_object(**request)
         return ObjectInfo(key, resp["ETag"], size, self._response_time(resp["ResponseMetadata"]))
 
-    def copy(self, src: str, dst: str, *, if_source_match: str | None = None) -> ObjectInfo:
+    def copy(self, src: str, dst: str, *, if_source_match: str | None = None,
+             if_none_match: bool = False, guard: Guard | None = None) -> ObjectInfo:
         """One server-side CopyObject (``x-amz-copy-source-if-match`` when given): the common
         case costs one request. The returned size is -1: CopyObject does not report it.
+        ``if_none_match`` is sent as CopyObject's ``If-None-Match: *`` only where the store
+        is known to honour it (:attr:`capabilities`); elsewhere (moto and radosgw ignore it)
+        the source is streamed through this process into a ``PutObject If-None-Match: *``.
         Sources over 5 GiB (rejected by CopyObject) go through a managed multipart copy
-        (UploadPartCopy, each part conditional on the source's ETag). Never sends
-        destination conditions. Note: moto 5.2 ignores the source condition; the protocol
-        never depends on it (the lease is the lock)."""
+        (UploadPartCopy, each part conditional on the source's ETag). Note: moto 5.2 ignores
+        the source condition; the protocol never depends on it (the lease is the lock)."""
         validate_key(dst)
+        if if_none_match and not self.capabilities.copy_if_none_match:
+            return self._copy_through(src, dst, if_source_match, guard)
         copy_source: CopySourceTypeDef = {"Bucket": self.bucket, "Key": self._full(src)}
         request: dict[str, Any] = {"Bucket": self.bucket, "Key": self._full(dst),
                                    "CopySource": copy_source}
         if if_source_match is not None:
             request["CopySourceIfMatch"] = if_source_match
+        if if_none_match:
+            request["IfNoneMatch"] = "*"
         try:
-            with self._edge("CopyObject", src):
+            with self._guarded(guard), self._edge("CopyObject", src):
                 resp = self._client.copy_object(**request)
         except StoreError as e:
             if "copy source is larger than the maximum" not in str(e.__cause__):
                 raise
-            return self._copy_multipart(src, dst, if_source_match)
+            if if_none_match:
+                return self._copy_through(src, dst, if_source_match, guard)
+            return self._copy_multipart(src, dst, if_source_match, guard)
         result = resp["CopyObjectResult"]
         return _info(dst, result["ETag"], -1, result["LastModified"])
 
-    def _copy_multipart(self, src: str, dst: str, if_source_match: str | None) -> ObjectInfo:
+    def _copy_through(self, src: str, dst: str, if_source_match: str | None,
+                      guard: Guard | None) -> ObjectInfo:
+        """A create-if-absent copy on a store that ignores CopyObject's destination
+        condition: stream the source into ``PutObject If-None-Match: *``."""
+        stream, info = self.open(src)
+        with stream:
+            if if_source_match is not None and info.etag != if_source_match:
+                raise PreconditionFailed(f"S3 copy: {self._where(src)} has changed")
+            return self.put(dst, stream, if_none_match=True, guard=guard)
+
+    def _copy_multipart(self, src: str, dst: str, if_source_match: str | None,
+                        guard: Guard | None) -> ObjectInfo:
+        if guard is not None:
+            guard()  # the transfer's own threads send the parts: checked once, before
         source = self.head(src)
         if if_source_match is not None and source.etag != if_source_match:
             raise PreconditionFailed(f"S3 CopyObject: {self._where(src)} has changed")
@@ -262,13 +293,14 @@ class S3Store:
                               ExtraArgs={"CopySourceIfMatch": source.etag}, Config=config)
         return self.head(dst)
 
-    def delete(self, key: str, *, if_match: str | None = None) -> None:
+    def delete(self, key: str, *, if_match: str | None = None,
+               guard: Guard | None = None) -> None:
         """DeleteObject, with ``If-Match`` when given (S3 answers 404 for a conditional delete
         of a missing key, 204 for an unconditional one)."""
         request: DeleteObjectRequestTypeDef = {"Bucket": self.bucket, "Key": self._full(key)}
         if if_match is not None:
             request["IfMatch"] = if_match
-        with self._edge("DeleteObject", key):
+        with self._guarded(guard), self._edge("DeleteObject", key):
             self._client.delete_object(**request)
 
     def list_page(self, prefix: str, *, start_after: str | None = None, limit: int = 1000) -> Page:
@@ -370,6 +402,16 @@ class S3Store:
         return self.now()
 
     @contextmanager
+    def _guarded(self, guard: Guard | None) -> Iterator[None]:
+        """Make ``guard`` the check :meth:`_on_send` runs before each HTTP request of the
+        call in this thread (botocore sends from the calling thread; retries are re-checked)."""
+        self._guards.current = guard
+        try:
+            yield
+        finally:
+            self._guards.current = None
+
+    @contextmanager
     def _edge(self, operation: str, key: str) -> Iterator[None]:
         """Translate botocore's exceptions into s3q's."""
         try:
@@ -410,6 +452,11 @@ class S3Store:
         return StoreError(f"S3 {operation} {where} failed: {code} (HTTP {status}): {message}")
 
     def _on_send(self, event_name: str, **_: Any) -> None:
+        """botocore's ``before-send``: after signing, right before the bytes leave. A guard
+        that raises here stops the request (botocore re-raises it from the call)."""
+        guard: Guard | None = getattr(self._guards, "current", None)
+        if guard is not None:
+            guard()
         operation = event_name.rsplit(".", 1)[-1]
         with self._counts_lock:
             self.request_counts[operation] += 1
