@@ -106,9 +106,12 @@ class FaultProxy:
             return
         req.send_response_only(resp.status, resp.reason)  # upstream's own Date goes through
         for key, value in resp.getheaders():
-            if key.lower() not in ("connection", "transfer-encoding", "content-length"):
+            # a HEAD's Content-Length is the object's size, not the (empty) body's
+            if key.lower() not in ("connection", "transfer-encoding") and (
+                    key.lower() != "content-length" or req.command == "HEAD"):
                 req.send_header(key, value)
-        req.send_header("Content-Length", str(len(data)))
+        if req.command != "HEAD":
+            req.send_header("Content-Length", str(len(data)))
         req.end_headers()
         if req.command != "HEAD":
             req.wfile.write(data)
