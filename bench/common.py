@@ -15,12 +15,15 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, ClassVar, TypeVar
 
-from s3q.store import Body, ObjectInfo, Page, Store
+from s3q.store import Store
+from tests.delegating import DelegatingStore
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -225,60 +228,29 @@ def isolate_from_aws_config() -> None:
                                                    "localhost"]))
 
 
-class CountingStore:
+class CountingStore(DelegatingStore):
     """A :class:`~s3q.store.Store` that counts the calls it forwards, named after the S3
     operation each would be (the local store sends no requests, but the mix per job is the
     same protocol and is what the store's ceiling has to be divided by)."""
 
+    OPERATIONS: ClassVar[dict[str, str]] = {
+                  "get": "GetObject", "open": "GetObject", "head": "HeadObject",
+                  "put": "PutObject", "copy": "CopyObject", "delete": "DeleteObject",
+                  "list": "ListObjectsV2"}
+
     def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.url = inner.url
+        super().__init__(inner)
         self.request_counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def _count(self, op: str) -> None:
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
         with self._lock:
-            self.request_counts[op] += 1
+            self.request_counts[self.OPERATIONS[op]] += 1
+        return fn()
 
     def snapshot_counts(self) -> tuple[Counter[str], Counter[str]]:
         with self._lock:
             return Counter(self.request_counts), Counter()
-
-    def get(self, key: str) -> tuple[bytes, ObjectInfo]:
-        self._count("GetObject")
-        return self.inner.get(key)
-
-    def open(self, key: str) -> tuple[BinaryIO, ObjectInfo]:
-        self._count("GetObject")
-        return self.inner.open(key)
-
-    def head(self, key: str) -> ObjectInfo:
-        self._count("HeadObject")
-        return self.inner.head(key)
-
-    def put(self, key: str, body: Body, *, if_none_match: bool = False,
-            if_match: str | None = None) -> ObjectInfo:
-        self._count("PutObject")
-        return self.inner.put(key, body, if_none_match=if_none_match, if_match=if_match)
-
-    def copy(self, src: str, dst: str, *, if_source_match: str | None = None) -> ObjectInfo:
-        self._count("CopyObject")
-        return self.inner.copy(src, dst, if_source_match=if_source_match)
-
-    def delete(self, key: str, *, if_match: str | None = None) -> None:
-        self._count("DeleteObject")
-        self.inner.delete(key, if_match=if_match)
-
-    def list_page(self, prefix: str, *, start_after: str | None = None,
-                  limit: int = 1000) -> Page:
-        self._count("ListObjectsV2")
-        return self.inner.list_page(prefix, start_after=start_after, limit=limit)
-
-    def now(self) -> float:
-        return self.inner.now()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:

@@ -21,15 +21,13 @@ from bench.runs import RunResult
 from tests.s3server import S3Endpoint
 
 #: PROTOCOL.md §5: a small request moved to finish/, per job (LIST: 1/P, P = 100).
-PROTOCOL_MIX = {"PutObject": 2, "CopyObject": 2, "GetObject": 1, "DeleteObject": 3,
-                "ListObjectsV2": 0.01}
+PROTOCOL_MIX = {"PutObject": 4, "GetObject": 1, "DeleteObject": 3, "ListObjectsV2": 0.01}
 #: ... with on_finish = "delete", and with one failure that retries (base + the "+" row).
-PROTOCOL_DELETE_MIX = {"PutObject": 2, "CopyObject": 1, "GetObject": 1, "DeleteObject": 3,
+PROTOCOL_DELETE_MIX = {"PutObject": 3, "GetObject": 1, "DeleteObject": 3,
                        "ListObjectsV2": 0.01}
 #: The "+" row of a failure that retries, added to the base mix (it was once written out
 #: by hand here, and drifted from the table: 16 requests instead of 19).
-PROTOCOL_RETRY_EXTRA = {"PutObject": 4, "CopyObject": 2, "GetObject": 2, "HeadObject": 1,
-                        "DeleteObject": 2}
+PROTOCOL_RETRY_EXTRA = {"PutObject": 5, "GetObject": 2, "DeleteObject": 2}
 PROTOCOL_RETRY_MIX = {op: PROTOCOL_MIX.get(op, 0) + PROTOCOL_RETRY_EXTRA.get(op, 0)
                       for op in PROTOCOL_MIX.keys() | PROTOCOL_RETRY_EXTRA.keys()}
 

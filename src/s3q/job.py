@@ -1,4 +1,9 @@
-"""A claimed request (:class:`Job`) and the thread that keeps its lease alive."""
+"""A lease this process holds (:class:`Job`), and the thread that keeps leases alive.
+
+A Job is what a claim returns (the handler runs on it) and also what a takeover holds while
+it settles a dead worker's request. All its lease writes go through :meth:`Job.write`, one at
+a time (a renewal and the final write never race), fenced by the lease's ETag.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
-from s3q import layout
+from s3q import leases, settle
+from s3q.body import open_body
+from s3q.context import Context, Deadline, error_info
 from s3q.errors import JobStateError, LeaseLost
-from s3q.records import Intent, Lease
+from s3q.leases import LeaseTaken
+from s3q.records import Lease
 from s3q.store import StoreError
-
-if TYPE_CHECKING:
-    from s3q.queue import Queue
 
 __all__ = ["Job", "LeaseKeeper"]
 
@@ -26,22 +31,23 @@ log = logging.getLogger("s3q")
 
 
 class Job:
-    """One claimed request, held under a lease until it is completed, failed or released.
+    """One request held under a lease until it is completed, failed or released.
 
     Use it as a context manager to renew the lease in the background while the handler runs;
     leaving the block completes the job, or fails it (with retry) if an exception escapes.
     """
 
-    def __init__(self, queue: Queue, lease: Lease, lease_etag: str, size: int,
-                 deadline: float) -> None:
-        self.queue = queue
+    def __init__(self, ctx: Context, lease: Lease, lease_etag: str, deadline: Deadline,
+                 keeper: Callable[[], LeaseKeeper] | None = None) -> None:
+        self.ctx = ctx
         self.lease = lease
         self.lease_etag = lease_etag
-        self.size = size
-        #: Local monotonic time until which the lease is certainly ours.
+        #: Until when the lease is certainly ours; its check guards every other write.
         self.deadline = deadline
         self.finished = False
+        self._keeper = keeper
         self._finish_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # one lease write at a time
         self._lost = threading.Event()
         self._interrupted = threading.Event()
         self._on_interrupt: list[Callable[[Job], None]] = []
@@ -64,6 +70,10 @@ class Job:
         return self.lease.gen
 
     @property
+    def size(self) -> int:
+        return self.lease.size
+
+    @property
     def lost(self) -> bool:
         """True once the lease was taken over: stop working, nothing you do will count."""
         return self._lost.is_set()
@@ -73,8 +83,8 @@ class Job:
 
     # ------------------------------------------------------------------ payload
     def open(self) -> BinaryIO:
-        """Stream the request body (never loads it whole). The caller closes it."""
-        return self.queue.store.open(layout.key(layout.PROCESSING, self.name))[0]
+        """Stream the request body (never loads a large one whole). The caller closes it."""
+        return open_body(self.ctx, self.lease)
 
     def read(self) -> bytes:
         """The whole request body (for small requests)."""
@@ -112,48 +122,67 @@ class Job:
                 log.exception("interrupt callback of %s failed", self.name)
 
     def mark_lost(self) -> None:
-        """The lease was taken over (the queue logs it): stop the handler."""
+        """The lease was taken over (logged by :meth:`write`): stop the handler."""
         if not self._lost.is_set():
             self._lost.set()
             self.interrupt()
 
-    def renew(self) -> None:
-        """Extend the lease now. Raises LeaseLost if it was taken over."""
-        self._check_open()
-        self.queue._renew(self)
-
     def check_deadline(self) -> None:
         """Raise LeaseLost if the lease may have expired (a takeover may be under way)."""
-        if time.monotonic() > self.deadline:
-            raise LeaseLost(f"{self.name}: lease not renewed in time; leaving the request "
-                            "to whoever takes it over")
+        self.deadline.check()
+
+    def write(self, lease: Lease) -> None:
+        """Write the next version of this job's lease (renewal or a decision). If the lease
+        was taken over, the job is marked lost (its handler interrupted) and LeaseLost
+        raised; an earlier write of ours that took effect unseen is built upon."""
+        with self._write_lock:
+            if self.lost:
+                raise LeaseLost(f"{self.name}: lease was taken over")
+            sent = self.ctx.monotonic()
+            try:
+                self.lease, self.lease_etag = leases.write(self.ctx, lease, self.lease_etag)
+            except LeaseTaken as exc:
+                self.ctx.emit("lease_lost", self.name, level=logging.ERROR,
+                              worker=self.worker_id, gen=self.lease.gen)
+                self.mark_lost()
+                raise LeaseLost(f"{self.name}: lease of {self.worker_id} gen {self.lease.gen}"
+                                " was taken over; this worker's result will not count") from exc
+            self.deadline = self.ctx.deadline(sent, self.name)
+
+    def renew(self) -> None:
+        """Extend the lease now. Raises LeaseLost if it was taken over."""
+        with self._write_lock:
+            if self.finished:
+                return
+            self._check_open()
+            self.write(self.lease.next(written_at=time.time()))
+        self.ctx.emit("renewed", self.name, level=logging.DEBUG, worker=self.worker_id,
+                      gen=self.lease.gen)
 
     # ------------------------------------------------------------------ outcomes
     def complete(self, result: bytes | None = None) -> None:
         """Done: to finish/ (or deleted, per on_finish), with an optional small result."""
-        self._finish(self.lease.next(
-            intent=Intent.DONE, on_finish=self.queue.config.on_finish,
-            result_b64=Lease.encode_result(result), written_at=time.time()))
+        self._finish(lambda: settle.complete(self, result))
 
     def fail(self, error: BaseException | str, *, retry: bool = True) -> None:
         """Failed: back to wait/ after a backoff, or to failed/ after the last attempt (or at
         once with ``retry=False``)."""
-        from s3q.queue import error_info
-
-        now = self.queue.store.now()
+        now = self.ctx.store.now()
         info = error_info(error, worker=self.worker_id, attempt=self.attempt, at=now)
-        if retry and self.attempt < self.queue.config.max_attempts:
-            lease = self.lease.next(intent=Intent.WAIT, attempts=self.attempt, error=info,
-                                    not_before=now + self.queue.backoff(self.attempt),
-                                    written_at=time.time())
+        if retry and self.attempt < self.ctx.config.max_attempts:
+            self._finish(lambda: settle.back_to_wait(
+                self, attempts=self.attempt, not_before=now + self.ctx.backoff(self.attempt),
+                error=info))
         else:
-            lease = self.lease.next(intent=Intent.DEAD, error=info, written_at=time.time())
-        self._finish(lease)
+            self._finish(lambda: settle.dead_letter(self, info))
 
-    def release(self) -> None:
-        """Give the request back to wait/ untouched (this attempt does not count)."""
-        self._finish(self.lease.next(intent=Intent.WAIT, attempts=self.attempt - 1,
-                                     not_before=0.0, error=None, written_at=time.time()))
+    def release(self, *, counted: bool = False, error: dict[str, object] | None = None
+                ) -> None:
+        """Give the request back to wait/ for any worker, at once. This attempt does not
+        count unless ``counted`` (a takeover of a dead worker's attempt)."""
+        attempts = self.attempt if counted else self.attempt - 1
+        self._finish(lambda: settle.back_to_wait(self, attempts=max(0, attempts),
+                                                 not_before=0.0, error=error))
 
     def _check_open(self) -> None:
         if self.finished:
@@ -161,21 +190,25 @@ class Job:
         if self.lost:
             raise LeaseLost(f"{self.name}: lease was taken over")
 
-    def _finish(self, lease: Lease) -> None:
+    def _finish(self, outcome: Callable[[], None]) -> None:
         with self._finish_lock:  # complete() by the handler vs release() by a stopping worker
             self._check_open()
             self.finished = True
-        self.queue.keeper.unregister(self)
-        self.queue._finish_job(self, lease)
+        if self._keeper is not None:
+            self._keeper().unregister(self)
+        with self._write_lock:  # a renewal under way finishes first; none starts after
+            outcome()
 
     # ------------------------------------------------------------------ context manager
     def __enter__(self) -> Job:
-        self.queue.keeper.register(self)
+        if self._keeper is not None:
+            self._keeper().register(self)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.queue.keeper.unregister(self)
+        if self._keeper is not None:
+            self._keeper().unregister(self)
         if self.finished or self.lost:
             return
         if exc is None:
@@ -232,9 +265,9 @@ class LeaseKeeper:
     def _renew(self, job: Job) -> None:
         retry_in = self.interval
         try:
-            job.queue._renew(job)
-        except LeaseLost:
-            return  # job.mark_lost() already ran the callbacks
+            job.renew()
+        except (LeaseLost, JobStateError):
+            return  # job.mark_lost() already ran the callbacks, or the job is over
         except StoreError as exc:
             retry_in = min(self.interval, 1.0)
             log.warning("lease renewal of %s failed (%s); retrying", job.name, exc,

@@ -17,6 +17,7 @@ from typing import Any, Self
 
 __all__ = [
     "CLOCK_MARGIN",
+    "INLINE_MAX",
     "ErrorRecord",
     "Intent",
     "Lease",
@@ -35,16 +36,20 @@ class RecordError(ValueError):
 
 
 class Intent(StrEnum):
-    """What a lease says about its request. ``held`` is the only non-terminal intent; the
-    others are commit records: the decision is made, and whoever finds the lease (the
-    owner, or any worker once it expired) carries out the remaining steps."""
+    """What a lease says about its request (docs/PROTOCOL.md §3). ``held`` and ``retry``
+    are states; the others are commit records: the decision is made, and whoever holds the
+    lease (the owner, or any worker once it expired) carries out the remaining steps."""
 
     HELD = "held"  # claimed; the handler runs (or the claim's own steps are unfinished)
-    DONE = "done"  # completed: move to finish/ (or delete), then drop the lease
-    WAIT = "wait"  # back to wait/ (release, retry after failure, recovery)
-    RETRY = "retry"  # resting: in wait/ again after `attempts` attempts, not before `not_before`
-    DEAD = "dead"  # dead-letter: error record, move to failed/, drop the lease
+    RETRY = "retry"  # resting: back in wait/ after `attempts` attempts, not before `not_before`
+    DONE = "done"  # completed: to finish/ (or deleted), then drop the lease
+    DEAD = "dead"  # dead letter: to failed/ with an error record, then drop the lease
     REQUEUE = "requeue"  # operator's redrive: failed/ back to wait/, attempts reset
+
+
+#: Request bodies up to this size are kept in the lease itself; larger ones in a private
+#: copy under ``.s3q/body/`` (docs/PROTOCOL.md §3, "the body of record").
+INLINE_MAX = 64 * 1024
 
 
 def new_claim_id() -> str:
@@ -55,50 +60,64 @@ def _encode(data: dict[str, Any]) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _decode(cls: type[Any], body: bytes) -> dict[str, Any]:
+def _decode(cls: type[Any], body: bytes, versions: tuple[int, ...] = (1,)) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RecordError(f"corrupt {cls.__name__} record: {exc}") from exc
-    if not isinstance(data, dict) or data.get("v") != 1:
+    if not isinstance(data, dict) or data.get("v") not in versions:
         raise RecordError(f"unknown {cls.__name__} record version: {str(data)[:80]}")
     return data
 
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """The body of ``.s3q/lease/NAME``."""
+    """The body of ``.s3q/lease/NAME``: lock, state and body of record of one request."""
 
     name: str
-    worker: str
+    worker: str  # "" = held by nobody (an orphan adopted by the scan, a deferred release)
     claim: str  # unique per claim (and per takeover): the fencing identity
-    gen: int  # generation: +1 on every takeover
+    gen: int  # generation: +1 on every takeover and every claim of a retry
     seq: int  # +1 on every write by the same claim (renewals, intents)
     attempt: int  # which attempt this is (1 = first); crashed attempts count
-    etag: str  # ETag of the request body being processed
     intent: Intent = Intent.HELD
+    # The body of record: inline (base64) or the key of a private copy; None only in a
+    # lease written by s3q 0.1 (version 1), whose body is adopted from its views.
+    body_b64: str | None = None
+    body_key: str | None = None
+    size: int = 0
+    # ETags of objects this lease's holders touch (each from the response that created or
+    # read that very object, never compared across copies):
+    src: str | None = None  # wait/NAME as claimed (c2 deletes exactly it)
+    proc: str | None = None  # the processing/ view (d4, w3, x4)
+    view: str | None = None  # the wait/ view of a RETRY lease (the next claim's c2)
+    failed: str | None = None  # REQUEUE: failed/NAME being redriven (r4)
     # Informational, by the writer's clock (never used for expiry decisions):
     written_at: float = 0.0
     # Intent details:
     on_finish: str = "move"  # DONE: "move" to finish/ or "delete"
     result_b64: str | None = None  # DONE: small result, written to .s3q/result/NAME
-    attempts: int = 0  # WAIT/RETRY: attempts made so far (0: no RETRY lease is kept)
-    not_before: float = 0.0  # WAIT/RETRY: store time before which it must not be claimed
-    error: dict[str, Any] | None = field(default=None)  # WAIT/RETRY/DEAD: the last error
+    attempts: int = 0  # RETRY: attempts made so far
+    not_before: float = 0.0  # RETRY: store time before which it must not be claimed
+    error: dict[str, Any] | None = field(default=None)  # RETRY/DEAD: the last error
+    version: int = 2
 
     def to_bytes(self) -> bytes:
         data = asdict(self)
-        data["v"] = 1
+        data.pop("version")
+        data["v"] = 2
         data["intent"] = self.intent.value
-        return _encode(data)
+        return _encode({k: v for k, v in data.items() if v is not None})
 
     @classmethod
     def from_bytes(cls, body: bytes) -> Self:
-        data = _decode(cls, body)
-        data.pop("v")
+        data = _decode(cls, body, versions=(1, 2))
+        version = data.pop("v")
+        if version == 1:
+            data = _from_version_1(data)
         try:
             data["intent"] = Intent(data["intent"])
-            return cls(**data)
+            return cls(**data, version=version)
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordError(f"corrupt lease record: {exc}") from exc
 
@@ -113,12 +132,33 @@ class Lease:
         )
 
     @property
+    def body(self) -> bytes | None:
+        """The inline body of record (None: large, or a version-1 lease)."""
+        return None if self.body_b64 is None else base64.b64decode(self.body_b64)
+
+    @property
     def result(self) -> bytes | None:
         return None if self.result_b64 is None else base64.b64decode(self.result_b64)
 
     @staticmethod
-    def encode_result(result: bytes | None) -> str | None:
-        return None if result is None else base64.b64encode(result).decode("ascii")
+    def encode(data: bytes | None) -> str | None:
+        return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def _from_version_1(data: dict[str, Any]) -> dict[str, Any]:
+    """A lease of s3q 0.1: no body of record (its body is in the views); ``etag`` named
+    the request's bytes; intent ``wait`` (a move back to wait/ under way) is a retry."""
+    etag = data.pop("etag", None)
+    intent = data.get("intent")
+    if intent == "wait":
+        data["intent"] = "retry"
+    if intent in ("retry", "wait"):
+        data["view"] = etag
+    elif intent == "requeue":
+        data["failed"] = etag
+    else:
+        data["proc"] = etag
+    return data
 
 
 @dataclass(frozen=True, slots=True)

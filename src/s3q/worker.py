@@ -1,11 +1,15 @@
 """The worker: N threads that claim a request, run the handler, and settle it.
 
     start:   re-queue what this worker id held before it died (own recovery)
-    loop:    claim (expired leases of dead workers first, then wait/) → handler → settle
+    loop:    claim from wait/ → handler → settle
+    scan:    a thread of its own takes over dead workers' expired leases every scan
+             interval, however busy the slots are, and releases them to wait/
     idle:    back off exponentially with jitter up to poll_interval; no writes while idle
     stop:    (SIGTERM/SIGINT) stop claiming; let running jobs finish within `grace`;
              give back what still runs (to wait/, for another worker at once); exit 0.
              A second signal gives everything back at once.
+    burst:   exit once nothing is left that could become claimable: it waits for retries'
+             backoffs and for leases nobody renews (a dead worker's) to expire.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class WorkerOptions:
     poll_interval: float = 10.0
     #: Re-queue this worker id's leftovers at start.
     recover_on_start: bool = True
+    #: Run the takeover scan from a thread of its own (else only claims run it).
+    scanner: bool = True
 
 
 @dataclass
@@ -61,7 +67,8 @@ class WorkerStats:
 
 class Worker:
     def __init__(self, queue: Queue, handler: Handler, options: WorkerOptions,
-                 *, on_job_done: Callable[[Job, str, float], None] | None = None) -> None:
+                 *, on_job_done: Callable[[Job, str, float], None] | None = None,
+                 stop_requests: list[str] | None = None) -> None:
         if options.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.queue, self.handler, self.options = queue, handler, options
@@ -69,6 +76,9 @@ class Worker:
         self._on_job_done = on_job_done
         self._stopping = threading.Event()  # no more claims
         self._abort = threading.Event()  # give running jobs back now
+        #: appended to by signal handlers (even before run() starts), read by run()
+        self._signals: list[str] = stop_requests if stop_requests is not None else []
+        self._noticed = 0  # signals acted upon
         self._lock = threading.Lock()
         self._running: dict[int, Job] = {}
         self._rng = random.Random()
@@ -76,13 +86,35 @@ class Worker:
         self._idle = 0  # consecutive polls that found nothing (shared by the slots)
         self._next_poll = 0.0  # monotonic time of the next poll while idle
         self._polling = False  # one slot polls while idle
+        self._burst_slots = options.concurrency  # slots a burst still runs
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
-        """Graceful stop (first SIGTERM/SIGINT); a second call gives jobs back at once."""
+        """Graceful stop (first SIGTERM/SIGINT); a second call gives jobs back at once.
+        Thread-safe; from a signal handler use :meth:`request_stop`."""
         if self._stopping.is_set():
             self._abort.set()
         self._stopping.set()
+
+    def request_stop(self, why: str) -> None:
+        """Ask for a stop from a signal handler: no lock, no I/O (a handler can interrupt
+        any of them in the main thread); :meth:`run` acts on it within 0.2 s. Requests
+        made before :meth:`run` starts count too."""
+        self._signals.append(why)
+
+    def _notice_signals(self) -> None:
+        """(Main thread.) Act on the stop requests that came since the last look."""
+        while self._noticed < len(self._signals):
+            why = self._signals[self._noticed]
+            self._noticed += 1
+            if self._noticed == 1:
+                log.warning("%s: stopping; running jobs get %gs to finish (signal again to "
+                            "give them back now)", why, self.options.grace,
+                            extra={"event": "stopping", "signal": why})
+            else:
+                log.warning("%s: giving running jobs back now", why,
+                            extra={"event": "aborting", "signal": why})
+            self.stop()
 
     @property
     def running(self) -> list[Job]:
@@ -92,12 +124,13 @@ class Worker:
     def run(self) -> WorkerStats:
         """Run until stopped (or, with burst / max_jobs, until done). Returns the stats.
         Raises ConfigError if a worker with the same id already runs on this host."""
-        with _one_per_host(self.options.worker_id):
+        with _one_per_host(self.options.worker_id, self.queue.store.url):
             return self._run()
 
     def _run(self) -> WorkerStats:
         wid = self.options.worker_id
-        if self.options.recover_on_start:
+        self._notice_signals()
+        if self.options.recover_on_start and not self._stopping.is_set():
             recovered = self.queue.recover_own(wid)
             if recovered:
                 log.warning("recovered %d request(s) this worker held before it stopped",
@@ -105,17 +138,39 @@ class Worker:
                                                    "worker": wid, "count": len(recovered)})
         threads = [threading.Thread(target=self._slot, name=f"s3q-slot-{i}", daemon=True)
                    for i in range(self.options.concurrency)]
+        scanner = threading.Thread(target=self._scan, name="s3q-scanner", daemon=True)
         log.info("worker %s started: %d slot(s) on %s", wid, len(threads), self.queue.store.url,
                  extra={"event": "worker_started", "worker": wid})
         for t in threads:
             t.start()
+        if self.options.scanner:
+            scanner.start()
         while any(t.is_alive() for t in threads) and not self._stopping.wait(0.2):
-            pass
+            self._notice_signals()
+        self._notice_signals()
         if any(t.is_alive() for t in threads):
             self._drain(threads)
+        self._stopping.set()  # (a burst that ended by itself) the scanner stops too
+        if scanner.is_alive():
+            scanner.join(timeout=10)
         log.info("worker %s stopped", wid, extra={"event": "worker_stopped", "worker": wid,
                                                   "completed": self.stats.completed})
         return self.stats
+
+    def _scan(self) -> None:
+        """The takeover scan, on its own thread: dead workers' requests are fenced and
+        released within the bound of docs/PROTOCOL.md (invariant 3) however busy the slots
+        are. The queue runs it at most once per scan interval (claims may run it too)."""
+        wid = self.options.worker_id
+        pause = min(1.0, self.queue.config.effective_scan_interval / 4)
+        while not self._stopping.is_set():
+            try:
+                self.queue.scan(wid)
+            except StoreError as exc:
+                log.warning("takeover scan failed: %s", exc, extra={"event": "scan_failed"})
+            except Exception:  # never let the scanner die
+                log.exception("unexpected error in the takeover scan")
+            self._stopping.wait(pause)
 
     def _drain(self, threads: list[threading.Thread]) -> None:
         """Stop requested: wait up to `grace` for running jobs, then give them back."""
@@ -124,6 +179,7 @@ class Worker:
             if self._abort.is_set() or time.monotonic() >= deadline:
                 break
             self._abort.wait(0.1)
+            self._notice_signals()
         for job in self.running:
             self._give_back(job)
         for t in threads:
@@ -160,13 +216,33 @@ class Worker:
             self._polled(found=job is not None)
             if job is None:
                 self._return_ticket()
-                if self.options.burst:
+                if self.options.burst and not self._burst_waits():
                     return
                 continue
             if not self._start(job):
                 self._give_back(job)  # claimed while the worker was stopping: not started
                 return
             self._process(job)
+
+    def _burst_waits(self) -> bool:
+        """Nothing to claim now: should a burst wait (something will become claimable: a
+        retry's backoff, or a lease nobody renews that will expire), or end? Every slot
+        but one ends at once; the last one waits until the queue is drained."""
+        with self._lock:
+            if self._burst_slots > 1:
+                self._burst_slots -= 1
+                return False
+        outlook = self.queue.outlook()
+        if outlook.next_due is None:
+            for name, why in outlook.left:
+                log.info("burst done; left %s: %s", name, why,
+                         extra={"event": "burst_left", "request": name, "reason": why})
+            return False
+        log.info("burst: waiting %.1fs for %d request(s) (%s)", outlook.next_due,
+                 len(outlook.waiting), ", ".join(outlook.waiting[:3]),
+                 extra={"event": "burst_waiting", "count": len(outlook.waiting)})
+        self._stopping.wait(min(max(outlook.next_due, 0.2), 5.0))
+        return True
 
     def _start(self, job: Job) -> bool:
         """Count the job as running, unless a stop came while it was being claimed: the
@@ -256,12 +332,12 @@ class Worker:
 
 
 @contextlib.contextmanager
-def _one_per_host(worker_id: str) -> Iterator[None]:
-    """Hold a host-wide lock on the worker id: two live workers with one id would take each
-    other's work back at start (own recovery). Lock files live in $S3Q_LOCK_DIR (default:
-    the temporary directory)."""
+def _one_per_host(worker_id: str, queue_url: str) -> Iterator[None]:
+    """Hold a host-wide lock on (queue, worker id): two live workers with one id on one
+    queue would take each other's work back at start (own recovery); on two queues they do
+    not meet. Lock files live in $S3Q_LOCK_DIR (default: the temporary directory)."""
     lock_dir = Path(os.environ.get("S3Q_LOCK_DIR") or tempfile.gettempdir())
-    digest = hashlib.sha256(worker_id.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{queue_url}\n{worker_id}".encode()).hexdigest()[:16]
     path = lock_dir / f"s3q-worker-{digest}.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -270,9 +346,10 @@ def _one_per_host(worker_id: str) -> Iterator[None]:
         except BlockingIOError:
             raise ConfigError(
                 f"worker_id: another worker with id {worker_id!r} is running on this host "
-                f"(lock {path}); give each worker process its own --worker-id") from None
+                f"for {queue_url} (lock {path}); give each worker process its own "
+                "--worker-id") from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {worker_id}\n".encode())
+        os.write(fd, f"{os.getpid()} {worker_id} {queue_url}\n".encode())
         yield
     finally:
         os.close(fd)

@@ -53,8 +53,8 @@ class CountingStore(DelegatingStore):
 
     * ``c1``: lease creations (``put`` of ``.s3q/lease/…`` with ``if_none_match``);
     * ``c1_lost``: those that raised PreconditionFailed (another claimer held the name);
-    * ``c2_abandoned``: copies out of wait/ that found the request gone or changed (the
-      claimer won c1 only after the winner had finished and dropped its lease).
+    * ``c0_gone``: reads of a listed request that found it gone (claimed by another
+      worker between the listing and the read).
     """
 
     def __init__(self, inner: Store) -> None:
@@ -75,8 +75,8 @@ class CountingStore(DelegatingStore):
         except (NotFound, PreconditionFailed) as exc:
             if c1 and isinstance(exc, PreconditionFailed):
                 self._count("c1_lost")
-            elif op == "copy" and args["src"].startswith(WAIT_PREFIX):
-                self._count("c2_abandoned")
+            elif op == "get" and args["key"].startswith(WAIT_PREFIX):
+                self._count("c0_gone")
             raise
 
 

@@ -58,7 +58,7 @@ def _report(label: str, record: list[tuple[str, str]], counts: Counter[str],
     print(f"\n[races] {label}: {len(record)} jobs in {seconds:.1f} s "
           f"({len(record) / seconds:.0f} jobs/s); c1 lease writes {counts['c1']}, "
           f"lost {counts['c1_lost']} ({counts['c1_lost'] / max(1, counts['c1']):.0%}), "
-          f"c2 abandoned {counts['c2_abandoned']}; jobs per worker "
+          f"c0 found it gone {counts['c0_gone']}; jobs per worker "
           f"{sorted(per_worker.values())}")
 
 

@@ -1,20 +1,33 @@
-"""Deterministic interleavings and crash injection for protocol tests.
+"""Deterministic adversaries for protocol tests (docs/PROTOCOL.md §2).
 
-Each simulated worker is a thread with its own :class:`Queue` over a :class:`StepStore`: a
-wrapper of one shared :class:`MemoryStore` that asks a :class:`Scheduler` for its turn
-before every store operation (so the schedule, not the OS, decides the interleaving) and
-raises :class:`Crash` right after operation number ``crash_after`` took effect — a process
-dying at that exact point. Time is a fake clock the test advances.
+Each simulated worker has its own :class:`Queue` over a :class:`StepStore`: a wrapper of one
+shared :class:`MemoryStore` that counts the worker's store requests and, at any request
+number ``i``, can
+
+* ask a :class:`Scheduler` for its turn first (forced interleavings of workers);
+* run another actor before the request is sent (``before[i]``: an operator, a producer);
+* let the world move on *after* the request passed its send-time guard and *before* it is
+  applied (``stall[i]``: a stale actor, or a request held in the network);
+* apply it and report a failure (``ambiguous[i]``: ``"retry"`` re-sends it as the SDK does
+  and returns what the retry gets; ``"raise"`` raises :class:`StoreUnavailable`);
+* not apply it now (``lose[i]``): the caller sees :class:`StoreUnavailable`, and
+  :meth:`StepStore.deliver` applies it later, whenever the test says;
+* die right after it took effect (``crash_after``: a process crash at that exact point).
+
+Time is a :class:`FakeClock` the test advances; it is both the store's clock and every
+worker's monotonic clock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from s3q.backends.memory import MemoryStore
+from s3q.store import StoreUnavailable
 from tests.delegating import DelegatingStore
 
 T = TypeVar("T")
@@ -70,33 +83,89 @@ class Scheduler:
             self.cond.notify_all()
 
 
+Hook = Callable[[], None]
+
+
 @dataclass
 class StepStore(DelegatingStore):
-    """A MemoryStore seen by one worker: scheduled, counted, and crashable."""
+    """A MemoryStore seen by one worker: scheduled, counted, and adversarial."""
 
     inner: MemoryStore
     worker: int = 0
     scheduler: Scheduler | None = None
     crash_after: int | None = None  # 1-based index of the op after which to crash
     ops: list[str] = field(default_factory=list)
+    before: dict[int, Hook] = field(default_factory=dict)
+    stall: dict[int, Hook] = field(default_factory=dict)
+    ambiguous: dict[int, Literal["retry", "raise"]] = field(default_factory=dict)
+    lose: set[int] = field(default_factory=set)
+    #: Called after every op of every worker (the world's observer).
+    observe: Hook | None = None
+    _lost: list[Callable[[], Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         DelegatingStore.__init__(self, self.inner)
 
     def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
-        name = " ".join([op, *(args[k] for k in ("key", "src", "dst", "prefix") if k in args)])
+        cond = "!" if args.get("if_none_match") else "=" if args.get("if_match") else ""
+        name = " ".join([op + cond, *(args[k] for k in ("key", "src", "dst", "prefix")
+                                      if k in args)])
+        index = len(self.ops) + 1
         if self.scheduler is not None:
             self.scheduler.turn(self.worker)
+        if index in self.before:
+            self.before.pop(index)()
+        apply = self._unguarded(op, args) if (op in ("put", "copy", "delete")) else fn
+        guard = args.get("guard")
         try:
-            result = fn()
+            if index in self.stall or index in self.lose:
+                if guard is not None:
+                    guard()  # sent in time; what follows happens in the network
+                if index in self.lose:
+                    self.lose.discard(index)
+                    self._lost.append(apply)
+                    raise StoreUnavailable(f"{name}: timed out (held in the network)")
+                self.stall.pop(index)()
+                result = apply()
+            elif index in self.ambiguous:
+                mode = self.ambiguous.pop(index)
+                fn()  # it takes effect ...
+                if mode == "raise":  # ... and the caller is told it failed
+                    raise StoreUnavailable(f"{name}: connection reset after it took effect")
+                result = fn()  # ... or the SDK retries it and returns the retry's answer
+            else:
+                result = fn()
         except Exception as exc:  # a store error is an outcome too; the crash comes after
             self._after(name)
             raise exc
         self._after(name)
         return result
 
+    def deliver(self) -> None:
+        """Apply the requests held in the network (``lose``), now."""
+        while self._lost:
+            with contextlib.suppress(Exception):  # its condition may fail now: the point
+                self._lost.pop(0)()
+            if self.observe is not None:
+                self.observe()
+
+    def _unguarded(self, op: str, args: dict[str, Any]) -> Callable[[], Any]:
+        """The same request without its guard: applied later than it was checked."""
+        inner = self.inner
+        if op == "put":
+            return lambda: inner.put(args["key"], args["body"],
+                                     if_none_match=args["if_none_match"],
+                                     if_match=args["if_match"])
+        if op == "copy":
+            return lambda: inner.copy(args["src"], args["dst"],
+                                      if_source_match=args["if_source_match"],
+                                      if_none_match=args["if_none_match"])
+        return lambda: inner.delete(args["key"], if_match=args["if_match"])
+
     def _after(self, name: str) -> None:
         self.ops.append(name)
+        if self.observe is not None:
+            self.observe()
         if self.scheduler is not None:
             self.scheduler.done_op()
         if self.crash_after is not None and len(self.ops) >= self.crash_after:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from s3q.config import SETTINGS, settings_table
@@ -16,9 +17,27 @@ def test_config_doc_lists_every_setting_as_generated() -> None:
         assert f"`{s.env_var}`" in doc
 
 
-def test_protocol_doc_names_every_step_the_code_labels() -> None:
-    code = (ROOT / "src" / "s3q" / "queue.py").read_text()
+def test_each_operation_of_the_protocol_is_in_the_module_its_heading_names() -> None:
+    """PROTOCOL.md §4: every operation's heading names its module (and function), and every
+    step it labels (**c1**, **d3**, …) is carried out there, as a ``# c1`` comment says;
+    no other module labels that step."""
     doc = (ROOT / "docs" / "PROTOCOL.md").read_text()
-    for step in ("c1", "c1'", "c2", "c3", "t1", "t2", "w5", "r1", "d2", "x2"):
-        assert f"# {step}" in code or f"({step})" in code or f"{step}:" in code, step
-        assert f"**{step}**" in doc, step
+    ops = doc.split("## 4. Operations", 1)[1].split("\n## 5.", 1)[0]
+    sections = re.split(r"^### ", ops, flags=re.M)[1:]
+    modules = {p.name: p.read_text() for p in (ROOT / "src" / "s3q").glob("*.py")}
+    seen: dict[str, str] = {}
+    for section in sections:
+        heading = section.splitlines()[0]
+        found = re.search(r"`(\w+\.py)`: `([\w.]+)`", heading)
+        assert found, f"heading names no module: {heading}"
+        module, function = found.groups()
+        code = modules[module]
+        assert re.search(rf"\b(def|class) {function.split('.')[-1]}\b", code), heading
+        for step in re.findall(r"\*\*([a-z]\d+[a-z']*)\*\*", section):
+            assert re.search(rf"# {re.escape(step)}(?![\w'])", code), f"{step} not in {module}"
+            seen[step] = module
+    assert len(seen) >= 20, seen
+    for step, module in seen.items():
+        others = [m for m, code in modules.items()
+                  if m != module and re.search(rf"# {re.escape(step)}(?![\w'])", code)]
+        assert not others, f"{step} is labelled in {module} and in {others}"

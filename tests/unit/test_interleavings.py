@@ -10,7 +10,7 @@ import pytest
 
 from s3q.records import Intent
 from tests.unit.harness import Crash, Scheduler, run_workers
-from tests.unit.world import World
+from tests.unit.world import ETAG_MODES, EtagMode, World
 
 NAMES = ["a_request.json", "b/b_request.json", "c d%20é_request.json"]
 
@@ -30,8 +30,8 @@ def _schedules(workers: int) -> dict[str, list[int]]:
 
 #: (workers, schedule id, schedule, contended): "contended" workers shuffle their pages the
 #: same way, so that they race for the same key at every claim.
-CASES = [(n, sid, s, c) for n in (2, 3) for sid, s in _schedules(n).items()
-         for c in (False, True)]
+CASES = [(n, sid, s, c, e) for n in (2, 3) for sid, s in _schedules(n).items()
+         for c in (False, True) for e in ETAG_MODES]
 
 
 def _script(world: World, q_and_store: tuple[object, object], worker: str,
@@ -46,15 +46,15 @@ def _script(world: World, q_and_store: tuple[object, object], worker: str,
             job = q.claim(worker)
             if job is None:
                 return
-            world.handled.append((job.name, worker, job.attempt))
+            world.ran(job.name, worker, job.attempt, job.read())
             job.complete()
 
     return run
 
 
 def _run(workers: int, schedule: list[int], crash_after: int | None, contended: bool,
-         ) -> tuple[World, int, list[BaseException | None]]:
-    world = World()
+         etags: EtagMode) -> tuple[World, int, list[BaseException | None]]:
+    world = World(etags=etags)
     world.submit(*NAMES)
     scheduler = Scheduler(schedule, workers)
     queues = [world.queue(worker=w, scheduler=scheduler, seed=0 if contended else w,
@@ -65,18 +65,19 @@ def _run(workers: int, schedule: list[int], crash_after: int | None, contended: 
     return world, len(queues[0][1].ops), outcomes
 
 
-@pytest.mark.parametrize(("workers", "sid", "schedule", "contended"), CASES,
-                         ids=[f"{n}workers-{sid}{'-contended' * c}" for n, sid, _, c in CASES])
+@pytest.mark.parametrize(("workers", "sid", "schedule", "contended", "etags"), CASES,
+                         ids=[f"{n}workers-{sid}{'-contended' * c}-{e}"
+                              for n, sid, _, c, e in CASES])
 def test_race_with_crash_at_every_point(workers: int, sid: str, schedule: list[int],
-                                        contended: bool) -> None:
+                                        contended: bool, etags: EtagMode) -> None:
     # No crash: every request processed exactly once.
-    world, ops0, outcomes = _run(workers, schedule, None, contended)
+    world, ops0, outcomes = _run(workers, schedule, None, contended, etags)
     assert outcomes == [None] * workers
     world.check_settled()
     assert sorted(h[0] for h in world.handled) == sorted(NAMES), world.handled
 
     for i in range(1, ops0 + 1):
-        world, _, outcomes = _run(workers, schedule, i, contended)
+        world, _, outcomes = _run(workers, schedule, i, contended, etags)
         assert isinstance(outcomes[0], Crash), (i, outcomes)
         assert outcomes[1:] == [None] * (workers - 1), (i, outcomes)
         world.check_never_lost()

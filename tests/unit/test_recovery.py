@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from s3q import Queue, QueueConfig, State
+from s3q import Queue, QueueConfig, State, leases
 from s3q.backends.memory import MemoryStore
 from s3q.job import Job
 from s3q.records import Intent
@@ -31,8 +31,8 @@ def world() -> tuple[MemoryStore, FakeClock]:
         job = q.claim(worker)
         assert job is not None and job.name == f"{name}_request.json"
         if name == "C":  # the commit's fence write, and then the worker died
-            q._write_lease(job.lease.next(intent=Intent.DONE, on_finish="move"),
-                           if_match=job.lease_etag)
+            leases.write(q.ctx, job.lease.next(intent=Intent.DONE, on_finish="move"),
+                         job.lease_etag)
         elif name == "D":
             job.fail("flaky")
         return job
@@ -83,5 +83,9 @@ def test_after_recovery_nothing_is_left_to_recover() -> None:
     q = Queue(store, CONFIG)
     assert q.recovery_candidates("all") == []
     assert q.counts() == {"wait": 5, "processing": 0, "finish": 1, "failed": 0}
-    assert [lease.intent for lease, _ in q.leases()] == [Intent.RETRY]  # D keeps its backoff
+    # every request back in wait/ rests in a retry lease holding its body; D keeps its backoff
+    waiting = {lease.name: lease for lease, _ in q.leases()}
+    assert {lease.intent for lease in waiting.values()} == {Intent.RETRY}
+    assert sorted(waiting) == [f"{n}_request.json" for n in "ABDEF"]
+    assert [n for n, lease in waiting.items() if lease.not_before] == ["D_request.json"]
     assert [i.key for i in q.ls(State.FINISH)] == ["C_request.json"]

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import click
 
-from s3q import layout
 from s3q.cli.errors import Failure
 from s3q.cli.options import STATES, App, Duration, json_option, setting_options
 from s3q.cli.output import confirm, echo_json, table
@@ -16,7 +15,7 @@ from s3q.config import show_config
 from s3q.layout import State
 from s3q.queue import Queue, RecoveryMode
 from s3q.records import Intent
-from s3q.store import NotFound, ObjectInfo, PreconditionFailed, validate_key
+from s3q.store import ObjectInfo, validate_key
 
 #: What Queue.recover_* report for requests they found nothing to do about.
 UNTOUCHED = frozenset({"waiting for retry", "gone"})
@@ -182,19 +181,10 @@ def purge(state: str, include: str | None, older_than: float | None, yes: bool,
             what = f"delete {len(waiting)} waiting request(s)"
             confirm(f"{what.capitalize()}?", yes=yes,
                     refusal=f"refusing to {what} without --yes")
-    purged, skipped = [], []
-    for info in infos:
-        try:  # only the bytes listed: a request re-submitted meanwhile stays
-            queue.store.delete(layout.key(State(state).prefix, info.key), if_match=info.etag)
-        except (NotFound, PreconditionFailed):
-            skipped.append(info.key)
-            continue
-        # each state's own record only: failed/x and finish/x may both exist
-        if state == State.FAILED:
-            queue.store.delete(layout.key(layout.ERRORS, info.key))
-        elif state == State.FINISH:
-            queue.store.delete(layout.key(layout.RESULTS, info.key))
-        purged.append(info.key)
+    purged: list[str] = []
+    skipped: list[str] = []
+    for info in infos:  # only the bytes listed: a request re-submitted meanwhile stays
+        (purged if queue.purge(state, info) else skipped).append(info.key)
     if as_json:
         echo_json({"state": state, "purged": purged, "skipped": skipped})
     else:

@@ -88,7 +88,7 @@ def describe_request(queue: Queue, name: str) -> dict[str, Any]:
 def lease_fields(lease: Lease) -> dict[str, Any]:
     fields = {"worker": lease.worker, "gen": lease.gen, "attempt": lease.attempt,
               "intent": lease.intent.value}
-    if lease.intent in (Intent.RETRY, Intent.WAIT):
+    if lease.intent is Intent.RETRY:
         fields.update(attempts=lease.attempts, not_before=lease.not_before)
     if lease.error:
         fields["error"] = lease.error.get("message")

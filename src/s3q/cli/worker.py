@@ -53,6 +53,14 @@ def worker(*, exec_cmd: str | None, handler_spec: str | None, pool: str, burst: 
     seconds, then gives them back to wait/); a second one gives them back at once. Exits 0
     after a graceful stop or a finished burst.
     """
+    requests: list[str] = []  # SIGTERM/SIGINT from now on are stop requests, never lost
+    with stop_on_signals(requests):
+        run_worker(requests, exec_cmd=exec_cmd, handler_spec=handler_spec, pool=pool,
+                   burst=burst, max_jobs=max_jobs, metrics_addr=metrics_addr)
+
+
+def run_worker(requests: list[str], *, exec_cmd: str | None, handler_spec: str | None,
+               pool: str, burst: bool, max_jobs: int | None, metrics_addr: str) -> None:
     app = App(quiet=False)
     cfg = app.config
     handler = build_handler(exec_cmd, handler_spec, pool, cfg.job_timeout)
@@ -64,15 +72,14 @@ def worker(*, exec_cmd: str | None, handler_spec: str | None, pool: str, burst: 
     metrics = new_metrics() if cfg.metrics_port else None
     options = WorkerOptions(worker_id=worker_id, concurrency=cfg.concurrency, grace=cfg.grace,
                             burst=burst, max_jobs=max_jobs, poll_interval=cfg.poll_interval)
-    runner = Worker(queue, handler, options,
+    runner = Worker(queue, handler, options, stop_requests=requests,
                     on_job_done=metrics.on_job_done if metrics else None)
     if metrics is not None:
         serve_metrics(app, metrics, runner, metrics_addr)
     if cfg.drain_on_interruption:
         watcher = InterruptionWatcher(on_notice=lambda reason: drain(runner, reason)).start()
         app.ctx.call_on_close(watcher.stop)
-    with stop_on_signals(runner):
-        stats = runner.run()
+    stats = runner.run()
     log.info("worker %s done: %d completed, %d failed, %d released, %d lost", worker_id,
              stats.completed, stats.failed, stats.released, stats.lost,
              extra={"event": "worker_done", "worker": worker_id, "completed": stats.completed,
@@ -83,7 +90,7 @@ def drain(runner: Worker, reason: str) -> None:
     """The instance is going away (Spot interruption, scale-in): stop as on SIGTERM."""
     log.warning("interruption notice (%s): draining", reason,
                 extra={"event": "interruption", "reason": reason})
-    runner.stop()
+    runner.request_stop(f"interruption notice ({reason})")
 
 
 def build_handler(exec_cmd: str | None, spec: str | None, pool: str,
@@ -147,21 +154,13 @@ def check_reachable(queue: Queue) -> None:
 
 
 @contextlib.contextmanager
-def stop_on_signals(runner: Worker) -> Iterator[None]:
-    """SIGTERM/SIGINT: the first stops gracefully, the next gives running jobs back now."""
-    received: list[int] = []
-
+def stop_on_signals(requests: list[str]) -> Iterator[None]:
+    """SIGTERM/SIGINT, from the very start of the command: each is appended to ``requests``,
+    which the worker acts on (the first stops gracefully, the next gives running jobs back
+    now). The handler only appends: it may interrupt the main thread anywhere, even inside
+    a lock or a write to the log, so it takes no lock and writes nothing itself."""
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        name = signal.Signals(signum).name
-        if len(received) == 1:
-            log.warning("%s: stopping; running jobs get %gs to finish (signal again to give "
-                        "them back now)", name, runner.options.grace,
-                        extra={"event": "stopping", "signal": name})
-        else:
-            log.warning("%s: giving running jobs back now", name,
-                        extra={"event": "aborting", "signal": name})
-        runner.stop()
+        requests.append(signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

@@ -1,0 +1,266 @@
+"""claim: taking a request from wait/ (docs/PROTOCOL.md §4, steps c0-c3 and c1').
+
+A :class:`Claimer` serves the claiming threads of one process: it lists wait/ a page at a
+time from a cursor that advances through the keyspace, shuffles the page (so racing
+workers rarely want the same key) and hands candidates out one by one. Requests waiting for
+a retry whose view in wait/ is missing are handed to it by name (:meth:`Claimer.offer`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+from s3q import layout, leases
+from s3q.body import delete_view, write_view
+from s3q.context import Context, Deadline
+from s3q.errors import LeaseLost
+from s3q.job import Job
+from s3q.leases import LeaseTaken
+from s3q.records import INLINE_MAX, Intent, Lease, new_claim_id
+from s3q.store import NotFound, ObjectInfo, PreconditionFailed
+
+__all__ = ["Claimer", "finish_claim"]
+
+log = logging.getLogger("s3q")
+
+
+def finish_claim(ctx: Context, lease: Lease, guard: Deadline) -> tuple[Lease, bool]:
+    """c2 and c3, after the lock is ours (a claim, or t2 of a takeover). Returns the lease
+    with the ETag of its processing/ view, and whether c2 removed the request from wait/
+    (then the claim had not finished before: no handler had run on it). Raises
+    :class:`ClaimStalled` if the deadline passed before c2 was sent."""
+    name = lease.name
+    target = lease.view or lease.src
+    removed = False
+    if target is not None:  # c2: any answer is fine (404 may be our own earlier try)
+        try:
+            guard.check()
+        except LeaseLost as exc:
+            raise ClaimStalled(str(exc)) from exc
+        try:
+            ctx.store.delete(layout.key(layout.WAIT, name), if_match=target, guard=guard.check)
+            removed = True
+        except (NotFound, PreconditionFailed):
+            pass
+    proc = write_view(ctx, lease, layout.key(layout.PROCESSING, name), guard.check)  # c3
+    try:
+        guard.check()  # c3 arrived late: the lease may be another's by now
+    except LeaseLost:
+        delete_view(ctx, layout.key(layout.PROCESSING, name), proc, lambda: None)
+        raise
+    return replace(lease, proc=proc, view=None), removed
+
+
+class ClaimStalled(LeaseLost):
+    """The claim's deadline passed before c2: wait/NAME is untouched, so the lease can be
+    given up (the request, or whoever took it meanwhile, is not disturbed)."""
+
+
+def _stalled(ctx: Context, lease: Lease, etag: str, exc: LeaseLost) -> None:
+    """A claim that took longer than its lease (the process stalled). A fresh claim (c1)
+    stalled before c2 gives its lease (and private copy) up: the request is still in wait/,
+    or was claimed by whoever took this lease over meanwhile (then the delete, conditional
+    on our ETag, does nothing). A retry claim (c1') keeps it: that lease holds the body.
+    After c2 the lease holds the only copy: whoever takes it over finishes the claim."""
+    give_up = isinstance(exc, ClaimStalled) and lease.src is not None
+    if give_up:
+        try:
+            ctx.store.delete(layout.key(layout.LEASES, lease.name), if_match=etag)
+        except (NotFound, PreconditionFailed):
+            give_up = False  # taken over (the taker now holds the private copy too)
+    if give_up and lease.body_key is not None:
+        with contextlib.suppress(NotFound):
+            ctx.store.delete(lease.body_key)  # no lease names it any more
+    ctx.emit("claim_stalled", lease.name, level=logging.WARNING,
+             reason="lease deadline passed during the claim", given_up=give_up)
+
+
+class Claimer:
+    def __init__(self, ctx: Context, make_job: Callable[[Lease, str, Deadline], Job]) -> None:
+        self.ctx = ctx
+        self._make_job = make_job
+        self._lock = threading.Lock()
+        self._candidates: deque[ObjectInfo] = deque()
+        self._contended = False  # a candidate was found taken: the page is stale
+        self._cursor: str | None = None
+        self._skip: dict[str, tuple[str, float]] = {}  # name -> (etag, until store time)
+        self._named: deque[str] = deque()  # due retry leases without a view (the scan)
+        self._too_long: set[str] = set()
+
+    def offer(self, names: list[str]) -> None:
+        """Names to try first, without a listing: due ``retry`` leases whose view is missing
+        (the scan), or requests an event said were submitted."""
+        with self._lock:
+            self._named.extend(n for n in names if n not in self._named)
+
+    def claim(self, worker_id: str) -> Job | None:
+        """One request for ``worker_id``, or None when there is nothing to do now."""
+        while True:
+            with self._lock:
+                name = self._named.popleft() if self._named else None
+            if name is None:
+                break
+            job = self._claim_named(worker_id, name)
+            if job is not None:
+                return job
+        for info in self._next_candidates():
+            job = self._claim_waiting(worker_id, info)
+            if job is not None:
+                return job
+        return None
+
+    def _claim_named(self, worker_id: str, name: str) -> Job | None:
+        """A named request: its retry lease if it has one, else wait/NAME as if listed."""
+        found = leases.read(self.ctx, name)
+        if found is not None:
+            return self._claim_retry(worker_id, name, found, None)
+        if not self.ctx.is_request(name):
+            return None
+        try:
+            info = self.ctx.store.head(layout.key(layout.WAIT, name))
+        except NotFound:
+            return None  # claimed or gone meanwhile
+        return self._claim_waiting(worker_id, info)
+
+    # ------------------------------------------------------------------ c0 … c3
+    def _claim_waiting(self, worker_id: str, info: ObjectInfo) -> Job | None:
+        ctx, name = self.ctx, layout.name_of(layout.WAIT, info.key)
+        if not ctx.fits(name):
+            self._report_too_long(name)
+            return None
+        body: bytes | None = None
+        src = info.etag
+        if info.size <= INLINE_MAX:
+            try:  # c0
+                body, got = ctx.store.get(info.key)
+            except NotFound:  # claimed (or purged) since the listing
+                self._contended = True
+                return None
+            src = got.etag
+            if len(body) > INLINE_MAX:  # replaced by a larger one since the listing
+                body = None
+        lease = Lease(name=name, worker=worker_id, claim=new_claim_id(), gen=1, seq=0,
+                      attempt=1, src=src, body_b64=Lease.encode(body),
+                      body_key=None if body is not None else layout.new_body_key(),
+                      size=len(body) if body is not None else info.size,
+                      written_at=time.time())
+        sent = ctx.monotonic()
+        try:  # c1: the lock
+            etag = leases.create(ctx, lease)
+        except LeaseTaken as taken:
+            if taken.current is None:
+                return None
+            return self._claim_retry(worker_id, name, taken.current, info)
+        guard = ctx.deadline(sent, name)
+        try:
+            if lease.body_key is not None:
+                try:  # c1b: the private copy of a large request
+                    ctx.store.copy(info.key, lease.body_key, if_source_match=src,
+                                   guard=guard.check)
+                except (NotFound, PreconditionFailed):  # gone or replaced since the listing
+                    leases.delete(ctx, name, etag)
+                    self._contended = True
+                    return None
+                except LeaseLost as exc:  # not sent: nothing done yet
+                    raise ClaimStalled(str(exc)) from exc
+            lease, _ = finish_claim(ctx, lease, guard)
+        except LeaseLost as exc:
+            _stalled(ctx, lease, etag, exc)
+            return None
+        return self._started(lease, etag, guard)
+
+    def _claim_retry(self, worker_id: str, name: str, found: tuple[Lease, ObjectInfo],
+                     listed: ObjectInfo | None) -> Job | None:
+        """c1': NAME has a lease. A due ``retry`` lease is taken; any other lease means NAME
+        is in flight elsewhere (skip it for a while)."""
+        ctx = self.ctx
+        old, linfo = found
+        now = ctx.store.now()
+        if old.intent is not Intent.RETRY or old.version == 1:  # (0.1's: the scan migrates it)
+            if listed is not None:
+                self._skip[name] = (listed.etag, now + ctx.config.renew_interval)
+            self._contended = True
+            return None
+        if old.not_before > now + 1.0:  # 1 s: the resolution of Date
+            if listed is not None:
+                self._skip[name] = (listed.etag, old.not_before)
+            return None
+        lease = old.taken_over(worker_id, intent=Intent.HELD, attempt=old.attempts + 1,
+                               attempts=0, not_before=0.0, error=None, src=None,
+                               written_at=time.time())
+        sent = ctx.monotonic()
+        try:  # c1': the retry lease becomes this claim's lock
+            lease, etag = leases.write(ctx, lease, linfo.etag)
+        except LeaseTaken:
+            return None
+        guard = ctx.deadline(sent, name)
+        try:
+            lease, _ = finish_claim(ctx, lease, guard)
+        except LeaseLost as exc:
+            _stalled(ctx, lease, etag, exc)
+            return None
+        return self._started(lease, etag, guard)
+
+    def _started(self, lease: Lease, etag: str, guard: Deadline) -> Job | None:
+        job = self._make_job(lease, etag, guard)
+        self.ctx.emit("claimed", lease.name, worker=lease.worker, attempt=lease.attempt,
+                      gen=lease.gen)
+        if job.attempt <= self.ctx.config.max_attempts:
+            return job
+        job.fail(f"attempt {job.attempt} exceeds max_attempts="
+                 f"{self.ctx.config.max_attempts}", retry=False)
+        return None
+
+    def _report_too_long(self, name: str) -> None:
+        if name not in self._too_long:
+            self._too_long.add(name)
+            log.error("wait/%s: name too long for this store (its keys under .s3q/ would "
+                      "exceed %d bytes); it is never claimed: rename it", name,
+                      self.ctx.store.max_key_bytes,
+                      extra={"event": "name_too_long", "request": name})
+
+    # ------------------------------------------------------------------ candidates
+    def _next_candidates(self) -> Iterator[ObjectInfo]:
+        """Candidates from wait/, a page at a time, shuffled; each page is shared by the
+        threads of this process. A claim that finds its candidate taken (other workers work
+        the same page) drops the rest of the page: the next ones come from a fresh LIST."""
+        refills = 0
+        while True:
+            with self._lock:
+                if self._contended:
+                    self._contended = False
+                    self._candidates.clear()
+                if not self._candidates:
+                    if refills == 2:
+                        return
+                    self._refill()
+                    refills += 1
+                    if not self._candidates:
+                        return
+                info = self._candidates.popleft()
+            yield info
+
+    def _refill(self) -> None:
+        """(Under self._lock.) Fetch the next page of wait/ into the candidate buffer."""
+        ctx = self.ctx
+        page = ctx.store.list_page(layout.WAIT, start_after=self._cursor,
+                                   limit=ctx.config.page_size)
+        if not page.items and self._cursor is not None:  # wrapped around
+            page = ctx.store.list_page(layout.WAIT, limit=ctx.config.page_size)
+        self._cursor = page.items[-1].key if page.truncated and page.items else None
+        now = ctx.store.now()
+        self._skip = {k: v for k, v in self._skip.items() if v[1] > now}
+        fresh = []
+        for info in page.items:
+            name = layout.name_of(layout.WAIT, info.key)
+            skip = self._skip.get(name)
+            if ctx.is_request(name) and not (skip and skip[0] == info.etag):
+                fresh.append(info)
+        ctx.rng.shuffle(fresh)
+        self._candidates.extend(fresh)

@@ -1,0 +1,164 @@
+"""What every protocol operation works with: the store, the settings, the clocks, and the
+one place state transitions are logged (:meth:`Context.emit`).
+
+The operation modules (:mod:`s3q.claim`, :mod:`s3q.settle`, :mod:`s3q.takeover`,
+:mod:`s3q.requeue`) and :mod:`s3q.job` take a :class:`Context`; :class:`s3q.queue.Queue`
+builds one. Nothing here imports them, so there is no import cycle.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import random
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from s3q import layout
+from s3q.errors import ConfigError, LeaseLost
+from s3q.records import CLOCK_MARGIN, backoff_delay
+from s3q.store import InvalidKey, ObjectInfo, Store, validate_key
+
+__all__ = ["Context", "Deadline", "Listener", "QueueConfig", "error_info"]
+
+log = logging.getLogger("s3q")
+
+#: A callback told about every state transition: (event, fields).
+Listener = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """Protocol settings. Every worker of one queue should use the same values."""
+
+    #: Seconds a claim stays valid without renewal; the heartbeat renews every third of it.
+    lease_ttl: float = 30.0
+    #: Attempts (handler starts, crashed ones included) before a request goes to failed/.
+    max_attempts: int = 5
+    #: Glob on the request name deciding what is a request (others are left alone).
+    filter: str = "*"
+    #: What completion does with the request: "move" it to finish/ or "delete" it.
+    on_finish: Literal["move", "delete"] = "move"
+    #: Backoff before retry n: uniform in [d/2, d], d = min(max, base * 2**(n-1)) seconds.
+    retry_base_delay: float = 5.0
+    retry_max_delay: float = 300.0
+    #: Keys fetched per LIST of wait/ when looking for work.
+    page_size: int = 100
+    #: Seconds between scans for expired leases and orphans (default: lease_ttl / 2).
+    scan_interval: float | None = None
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"{name}: {why} (got {getattr(self, name)!r})")
+
+        if not self.lease_ttl >= 5 * CLOCK_MARGIN / 2:
+            raise bad("lease_ttl", f"must be at least {5 * CLOCK_MARGIN / 2:g} seconds")
+        if self.max_attempts < 1:
+            raise bad("max_attempts", "must be at least 1")
+        if self.on_finish not in ("move", "delete"):
+            raise bad("on_finish", "must be 'move' or 'delete'")
+        if not self.filter:
+            raise bad("filter", "must be a non-empty glob such as '*request.json'")
+        if self.retry_base_delay < 0 or self.retry_max_delay < self.retry_base_delay:
+            raise bad("retry_max_delay", "must be >= retry_base_delay >= 0")
+        if not 1 <= self.page_size <= 1000:
+            raise bad("page_size", "must be between 1 and 1000")
+        if self.scan_interval is not None and self.scan_interval <= 0:
+            raise bad("scan_interval", "must be positive")
+
+    @property
+    def renew_interval(self) -> float:
+        return self.lease_ttl / 3
+
+    @property
+    def effective_scan_interval(self) -> float:
+        return self.scan_interval or self.lease_ttl / 2
+
+
+@dataclass(slots=True)
+class Deadline:
+    """Until when (local monotonic time) a lease holder may act on its lease: its last
+    lease write's *send* time plus ``lease_ttl - 1 s`` (docs/PROTOCOL.md §3). Its
+    :meth:`check` is the ``guard`` of every other write the holder makes."""
+
+    at: float
+    monotonic: Callable[[], float] = time.monotonic
+    name: str = ""
+
+    def check(self) -> None:
+        if self.monotonic() > self.at:
+            raise LeaseLost(f"{self.name}: lease not renewed in time; leaving the request to "
+                            "whoever takes it over")
+
+
+@dataclass
+class Context:
+    store: Store
+    config: QueueConfig
+    rng: random.Random = field(default_factory=random.Random)
+    #: The process's monotonic clock (tests: a fake one), for lease deadlines.
+    monotonic: Callable[[], float] = time.monotonic
+    listeners: list[Listener] = field(default_factory=list)
+
+    def emit(self, event: str, name: str, *, level: int = logging.INFO, **fields: Any) -> None:
+        """Tell the log (once per transition) and the listeners."""
+        fields = {"event": event, "request": name, **fields}
+        log.log(level, "%s %s", event, name, extra=fields)
+        for listener in self.listeners:
+            listener(event, fields)
+
+    def deadline(self, sent: float, name: str = "") -> Deadline:
+        """The deadline of a lease whose last write was sent at ``sent`` (monotonic)."""
+        return Deadline(sent + self.config.lease_ttl - 1.0, self.monotonic, name)
+
+    def is_expired(self, info: ObjectInfo, now: float) -> bool:
+        """Is a lease (or an object in processing/) last written at ``info.last_modified``
+        expired at store time ``now``: its worker stopped renewing it?"""
+        return now > info.last_modified + self.config.lease_ttl + CLOCK_MARGIN
+
+    def is_overdue(self, info: ObjectInfo, now: float) -> bool:
+        """Is an expired lease still there longer than a takeover takes (every worker's
+        scanner runs every ``scan_interval``)? Then no worker is scanning this queue."""
+        return self.is_expired(info, now - 2 * self.config.effective_scan_interval)
+
+    def backoff(self, attempt: int) -> float:
+        c = self.config
+        return backoff_delay(attempt, c.retry_base_delay, c.retry_max_delay, self.rng)
+
+    def is_request(self, name: str) -> bool:
+        """Is the object named ``name`` (relative to its state prefix) a request? It must
+        match the filter and be a valid name: "folder" markers that consoles create
+        (``wait/incoming/``) and unusable keys (``a//b``) are left alone."""
+        if not fnmatch.fnmatchcase(name, self.config.filter):
+            return False
+        try:
+            validate_key(name)
+        except InvalidKey:
+            return False
+        return True
+
+    def fits(self, name: str) -> bool:
+        """Do all keys derived from ``name`` fit the store's key limit?"""
+        return len(layout.longest_key(name).encode()) <= self.store.max_key_bytes
+
+
+def error_info(
+    error: BaseException | str, *, worker: str, attempt: int, at: float
+) -> dict[str, Any]:
+    """The error part of retry and error records (long messages keep head and tail)."""
+    info: dict[str, Any] = {"type": "Error", "message": _clip(str(error), 4000),
+                            "worker": worker, "attempt": attempt, "at": at}
+    if isinstance(error, BaseException):
+        info["type"] = type(error).__name__
+        info["traceback"] = _clip("".join(traceback.format_exception(error)), 8000)
+    return info
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2 - 3
+    return f"{text[:half]} … {text[-half:]}"

@@ -1,0 +1,95 @@
+"""Reading and writing ``.s3q/lease/NAME``: every lease write is conditional, and every
+lost condition is settled by reading the lease back (docs/PROTOCOL.md §3, "The lease
+record").
+
+A write can lose its condition for two reasons: somebody else wrote the lease (a takeover,
+a racing claim: the lease is not ours, :class:`LeaseTaken`), or an earlier write *of ours*
+took effect although it was reported as failed and was retried (by botocore or by us). The
+read-back tells them apart by the claim id, which only this claim's writes carry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import replace
+
+from s3q import layout
+from s3q.context import Context
+from s3q.records import Lease, RecordError
+from s3q.store import NotFound, ObjectInfo, PreconditionFailed
+
+__all__ = ["LeaseTaken", "create", "delete", "read", "write"]
+
+log = logging.getLogger("s3q")
+
+#: How many times a write is rebased on our own applied writes before giving up.
+_REBASES = 5
+
+
+class LeaseTaken(PreconditionFailed):
+    """A lease write lost to somebody else; ``current`` is the lease found instead (None:
+    no lease now)."""
+
+    def __init__(self, name: str, current: tuple[Lease, ObjectInfo] | None) -> None:
+        super().__init__(f"{layout.LEASES}{name}: held by another claim")
+        self.current = current
+
+
+def read(ctx: Context, name: str) -> tuple[Lease, ObjectInfo] | None:
+    try:
+        body, info = ctx.store.get(layout.key(layout.LEASES, name))
+    except NotFound:
+        return None
+    return _decode(name, body), info
+
+
+def create(ctx: Context, lease: Lease) -> str:
+    """``PUT!`` a new lease (c1, orphans, requeue); returns its ETag. Raises
+    :class:`LeaseTaken` with the lease found when one exists that is not this claim's."""
+    try:
+        return ctx.store.put(_key(lease), lease.to_bytes(), if_none_match=True).etag
+    except PreconditionFailed:
+        found = read(ctx, lease.name)
+        if found is not None and found[0].claim == lease.claim:
+            return found[1].etag  # our own create took effect before a retry
+        raise LeaseTaken(lease.name, found) from None
+
+
+def write(ctx: Context, lease: Lease, etag: str) -> tuple[Lease, str]:
+    """``PUT=etag`` the next version of a lease this claim holds; returns what was written
+    and its ETag. If the condition fails because one of our own earlier writes took effect,
+    the write is redone on top of it (sequence number above it). Raises
+    :class:`LeaseTaken` when the lease now belongs to another claim, or is gone."""
+    for _ in range(_REBASES):
+        try:
+            return lease, ctx.store.put(_key(lease), lease.to_bytes(), if_match=etag).etag
+        except (PreconditionFailed, NotFound):
+            found = read(ctx, lease.name)
+            if found is None or found[0].claim != lease.claim:
+                raise LeaseTaken(lease.name, found) from None
+            current, info = found
+            if current == lease:
+                return lease, info.etag
+            lease, etag = replace(lease, seq=current.seq + 1), info.etag
+    raise LeaseTaken(lease.name, read(ctx, lease.name))
+
+
+def delete(ctx: Context, name: str, etag: str) -> None:
+    """``DEL=etag`` a lease (the last step of an operation). A lease that changed meanwhile
+    belongs to somebody else now and stays; a missing one was deleted by our own earlier try."""
+    with contextlib.suppress(NotFound, PreconditionFailed):
+        ctx.store.delete(layout.key(layout.LEASES, name), if_match=etag)
+
+
+def _key(lease: Lease) -> str:
+    return layout.key(layout.LEASES, lease.name)
+
+
+def _decode(name: str, body: bytes) -> Lease:
+    try:
+        return Lease.from_bytes(body)
+    except RecordError:
+        log.error("corrupt lease record for %s; treating it as held by nobody", name,
+                  extra={"event": "corrupt_lease", "request": name})
+        return Lease(name=name, worker="", claim="corrupt", gen=0, seq=0, attempt=1)

@@ -1,0 +1,113 @@
+"""requeue (failed/ → wait/, r1-r5) and purge: the operator's operations
+(docs/PROTOCOL.md §4)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Literal
+
+from s3q import layout, leases
+from s3q.body import write_view
+from s3q.context import Context, Deadline
+from s3q.leases import LeaseTaken
+from s3q.records import INLINE_MAX, Intent, Lease, new_claim_id
+from s3q.settle import Holder, undoing_view
+from s3q.store import NotFound, ObjectInfo, PreconditionFailed
+
+__all__ = ["forward", "purge", "requeue"]
+
+MakeHolder = Callable[[Lease, str, Deadline], Holder]
+
+
+def requeue(ctx: Context, name: str, worker_id: str, make_holder: MakeHolder) -> bool:
+    """failed/NAME → wait/NAME with a fresh attempt count. False if it is not in failed/, or
+    NAME has a lease (a request of that name is in flight or waiting for a retry)."""
+    key = layout.key(layout.FAILED, name)
+    try:
+        info = ctx.store.head(key)
+        body = ctx.store.get(key) if info.size <= INLINE_MAX else None
+    except NotFound:
+        return False
+    if body is not None:
+        data, info = body
+    lease = Lease(name=name, worker=worker_id, claim=new_claim_id(), gen=1, seq=0, attempt=0,
+                  intent=Intent.REQUEUE, body_b64=Lease.encode(data) if body else None,
+                  body_key=None if body else layout.new_body_key(), size=info.size,
+                  failed=info.etag, written_at=time.time())
+    sent = ctx.monotonic()
+    try:  # r1: the lease blocks claims of NAME until the move is complete
+        etag = leases.create(ctx, lease)
+    except LeaseTaken:
+        return False
+    deadline = ctx.deadline(sent, name)
+    if lease.body_key is not None:
+        try:
+            ctx.store.copy(key, lease.body_key, if_source_match=info.etag,
+                           guard=deadline.check)
+        except (NotFound, PreconditionFailed):  # purged or replaced meanwhile
+            leases.delete(ctx, name, etag)
+            return False
+    forward(make_holder(lease, etag, deadline))
+    return True
+
+
+def forward(h: Holder) -> None:
+    """r2…r5: the view in wait/, drop the dead letter and its error record, then rest as a
+    ``retry`` lease with no attempts made (a claim takes it at once)."""
+    ctx, lease, guard = h.ctx, h.lease, h.deadline.check
+    name = lease.name
+    view = write_view(ctx, lease, layout.key(layout.WAIT, name), guard)  # r2
+    with undoing_view(ctx, layout.key(layout.WAIT, name), view):
+        with contextlib.suppress(NotFound, PreconditionFailed):  # r3
+            record = ctx.store.head(layout.key(layout.ERRORS, name))
+            ctx.store.delete(record.key, if_match=record.etag, guard=guard)
+        if lease.failed is not None:  # r4
+            with contextlib.suppress(NotFound, PreconditionFailed):
+                ctx.store.delete(layout.key(layout.FAILED, name), if_match=lease.failed,
+                                 guard=guard)
+        h.write(lease.next(intent=Intent.RETRY, attempts=0, not_before=0.0, error=None,
+                           view=view, failed=None, written_at=time.time()))  # r5
+    ctx.emit("requeued", name, worker=lease.worker)
+
+
+PurgeState = Literal["wait", "finish", "failed"]
+
+
+def purge(ctx: Context, state: PurgeState, info: ObjectInfo) -> bool:
+    """Delete one request (``info``: as listed, key = its name) from ``state``, with what
+    belongs to it. A waiting request that is being claimed (or in flight under another
+    request of its name) is not purged: returns False."""
+    name = info.key
+    purged = False
+    if state == "wait":
+        found = leases.read(ctx, name)
+        if found is not None:
+            lease, linfo = found
+            if lease.intent is not Intent.RETRY:
+                return False  # claimed meanwhile, or in flight
+            try:  # the retry lineage first: fails if a claim takes it now
+                ctx.store.delete(layout.key(layout.LEASES, name), if_match=linfo.etag)
+            except PreconditionFailed:
+                return False
+            except NotFound:
+                pass
+            purged = True
+            if lease.body_key is not None:
+                ctx.store.delete(lease.body_key)
+    key = layout.key(layout.State(state).prefix, name)
+    try:
+        ctx.store.delete(key, if_match=info.etag)
+        purged = True
+    except (NotFound, PreconditionFailed):
+        pass
+    if not purged:
+        return False
+    side = {"failed": layout.ERRORS, "finish": layout.RESULTS}.get(state)
+    if side is not None:
+        with contextlib.suppress(NotFound, PreconditionFailed):
+            record = ctx.store.head(layout.key(side, name))
+            ctx.store.delete(record.key, if_match=record.etag)
+    ctx.emit("purged", name, state=state)
+    return True

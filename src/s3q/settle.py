@@ -1,0 +1,180 @@
+"""complete, fail → retry or release, dead letter (docs/PROTOCOL.md §4: d1-d5, w1-w3,
+x1-x5), and carrying out a decided intent a holder finds in a lease ("roll forward").
+
+Every function takes the :class:`Holder` of the lease (a :class:`s3q.job.Job`): its lease
+writes are fenced by the lease's ETag, and every other write is guarded by its deadline.
+Each step after a commit is idempotent, so a taker may repeat them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from s3q import layout, leases
+from s3q.body import BodyGone, delete_view, is_ours, write_copy, write_view
+from s3q.context import Context, Deadline
+from s3q.errors import LeaseLost
+from s3q.records import ErrorRecord, Intent, Lease
+from s3q.store import NotFound, ObjectInfo, PreconditionFailed, StoreError
+
+__all__ = ["Holder", "back_to_wait", "complete", "dead_letter", "finish_dead", "finish_done",
+           "undoing_view"]
+
+
+class Holder(Protocol):
+    """A lease held by this process (:class:`s3q.job.Job`)."""
+
+    ctx: Context
+    lease: Lease
+    lease_etag: str
+    deadline: Deadline
+
+    def write(self, lease: Lease) -> None: ...
+
+
+# ---------------------------------------------------------------------- complete
+def complete(h: Holder, result: bytes | None) -> None:
+    """d1, the commit, then d2…d5."""
+    h.write(h.lease.next(intent=Intent.DONE, on_finish=h.ctx.config.on_finish,
+                         result_b64=Lease.encode(result), written_at=time.time()))  # d1
+    finish_done(h)
+
+
+def finish_done(h: Holder) -> None:
+    ctx, lease, guard = h.ctx, h.lease, h.deadline.check
+    name = lease.name
+    if lease.result_b64 is not None:  # d2
+        ctx.store.put(layout.key(layout.RESULTS, name), lease.result or b"", guard=guard)
+    if lease.on_finish == "move":  # d3: finish/ keeps the latest request of a name
+        with _unless_body_gone():
+            write_copy(ctx, lease, layout.key(layout.FINISH, name), guard)
+    delete_view(ctx, layout.key(layout.PROCESSING, name), lease.proc, guard)  # d4
+    _drop(h)  # d5
+    ctx.emit("completed", name, worker=lease.worker, attempt=lease.attempt,
+             on_finish=lease.on_finish)
+
+
+# ---------------------------------------------------------------------- retry / release
+def back_to_wait(h: Holder, *, attempts: int, not_before: float,
+                 error: dict[str, Any] | None) -> None:
+    """w1 (the view in wait/, created first so that the commit records its ETag), w2 (the
+    commit: the lease rests as ``retry`` with the body), w3."""
+    ctx, name = h.ctx, h.lease.name
+    view = write_view(ctx, h.lease, layout.key(layout.WAIT, name), h.deadline.check)  # w1
+    proc = h.lease.proc
+    with undoing_view(ctx, layout.key(layout.WAIT, name), view):
+        h.write(h.lease.next(intent=Intent.RETRY, attempts=attempts, not_before=not_before,
+                             error=error, view=view, proc=None, written_at=time.time()))  # w2
+    delete_view(ctx, layout.key(layout.PROCESSING, name), proc, h.deadline.check)  # w3
+    if view is None:
+        ctx.emit("release_deferred", name, reason="another request of that name waits in "
+                 "wait/; this one waits in its lease and runs first")
+    ctx.emit("retry_scheduled" if error and not_before else "released", name,
+             worker=h.lease.worker, attempts=attempts, not_before=not_before)
+
+
+@contextlib.contextmanager
+def undoing_view(ctx: Context, key: str, view: str | None) -> Iterator[None]:
+    """A commit that records the view just created: if the lease was taken over meanwhile
+    (this holder stalled), the view is this stale holder's and is deleted again, so that
+    it cannot outlive the request and run it a second time."""
+    try:
+        yield
+    except LeaseLost:
+        delete_view(ctx, key, view, lambda: None)
+        raise
+
+
+# ---------------------------------------------------------------------- dead letter
+def dead_letter(h: Holder, error: dict[str, Any]) -> None:
+    """x1, the commit, then x2…x5."""
+    h.write(h.lease.next(intent=Intent.DEAD, error=error, written_at=time.time()))  # x1
+    finish_dead(h)
+
+
+def finish_dead(h: Holder) -> None:
+    ctx, lease, guard = h.ctx, h.lease, h.deadline.check
+    name, error = lease.name, lease.error or {}
+    _place_dead_letter(h)  # x2
+    record = ErrorRecord(name=name, attempts=lease.attempt,
+                         worker=error.get("worker", lease.worker), error=error,
+                         failed_at=ctx.store.now())
+    ctx.store.put(layout.key(layout.ERRORS, name), record.to_bytes(), guard=guard)  # x3
+    delete_view(ctx, layout.key(layout.PROCESSING, name), lease.proc, guard)  # x4
+    _drop(h)  # x5
+    ctx.emit("dead_lettered", name, worker=lease.worker, attempts=lease.attempt,
+             error=error.get("message"))
+
+
+def _place_dead_letter(h: Holder) -> None:
+    """x2: ``failed/NAME`` from the body of record, create-if-absent. An earlier dead letter
+    of the name found there is displaced to ``.s3q/earlier/`` with its error record, never
+    overwritten (invariant 6)."""
+    ctx, lease, guard = h.ctx, h.lease, h.deadline.check
+    key = layout.key(layout.FAILED, lease.name)
+    for _ in range(5):
+        try:
+            with _unless_body_gone():
+                write_copy(ctx, lease, key, guard, if_none_match=True)
+            return
+        except PreconditionFailed:
+            pass
+        try:
+            found = ctx.store.head(key)
+        except NotFound:
+            continue
+        if is_ours(ctx, lease, key, found):
+            return  # an earlier try of ours took effect
+        _displace(ctx, lease.name, found, h.deadline)
+    raise StoreError(f"{key}: could not place the dead letter (the key keeps changing)")
+
+
+def _displace(ctx: Context, name: str, found: ObjectInfo, deadline: Deadline) -> None:
+    """Move the earlier dead letter ``found`` at failed/NAME, and its error record, to
+    ``.s3q/earlier/STAMP/`` (STAMP: when it failed, and a digest of its ETag, so that a
+    repeated try lands at the same place)."""
+    guard = deadline.check
+    stamp = layout.stamp(found.last_modified,
+                         hashlib.sha256(found.etag.encode()).hexdigest())
+    src, dst = layout.key(layout.FAILED, name), layout.earlier(stamp, name)
+    try:
+        ctx.store.copy(src, dst, if_source_match=found.etag, if_none_match=True, guard=guard)
+    except NotFound:
+        return  # gone meanwhile (purged): nothing to keep
+    except PreconditionFailed:
+        try:
+            ctx.store.head(dst)  # kept by an earlier try of ours
+        except NotFound:
+            return  # the source changed: look again
+    with contextlib.suppress(NotFound):
+        record, info = ctx.store.get(layout.key(layout.ERRORS, name))
+        with contextlib.suppress(PreconditionFailed):
+            ctx.store.put(layout.earlier(stamp, name, error=True), record,
+                          if_none_match=True, guard=guard)
+        with contextlib.suppress(NotFound, PreconditionFailed):
+            ctx.store.delete(layout.key(layout.ERRORS, name), if_match=info.etag, guard=guard)
+    with contextlib.suppress(NotFound, PreconditionFailed):
+        ctx.store.delete(src, if_match=found.etag, guard=guard)
+    ctx.emit("dead_letter_displaced", name, kept=dst)
+
+
+# ---------------------------------------------------------------------- the end
+@contextlib.contextmanager
+def _unless_body_gone() -> Iterator[None]:
+    """A large request's private copy is deleted only by the last step (d5, x5), after d3
+    or x2 placed the request: if it is gone, that step was done before a crash."""
+    with contextlib.suppress(BodyGone):
+        yield
+
+
+def _drop(h: Holder) -> None:
+    """The last step: the private body copy (a key no other lease names), then the lease."""
+    lease = h.lease
+    if lease.body_key is not None:
+        with contextlib.suppress(NotFound):
+            h.ctx.store.delete(lease.body_key, guard=h.deadline.check)
+    leases.delete(h.ctx, lease.name, h.lease_etag)

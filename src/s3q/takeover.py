@@ -1,0 +1,316 @@
+"""takeover (t1-t3), the scan that finds what to take over, and recovery: own (at a
+worker's start), stale, and all (the seed's reset done safely). docs/PROTOCOL.md §4.
+
+A :class:`Scanner` runs the scan at most once per ``scan_interval`` per process, whichever
+thread asks first: a worker's scanner thread (so that a busy worker still takes over dead
+workers' requests), or a claim (so that a library user's claim loop does too).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from s3q import layout, leases, requeue, settle
+from s3q.claim import Claimer, finish_claim
+from s3q.context import Context, Deadline, error_info
+from s3q.errors import LeaseLost
+from s3q.job import Job
+from s3q.leases import LeaseTaken
+from s3q.records import INLINE_MAX, Intent, Lease, new_claim_id
+from s3q.store import NotFound, ObjectInfo, PreconditionFailed, list_all
+
+__all__ = ["Recovered", "RecoveryCandidate", "RecoveryMode", "Scanner", "recover",
+           "recovery_candidates", "take_over"]
+
+MakeJob = Callable[[Lease, str, Deadline], Job]
+#: ``mine``: what one worker id held; ``stale``: expired leases; ``all``: everything.
+RecoveryMode = Literal["mine", "stale", "all"]
+
+
+@dataclass(slots=True)
+class Recovered:
+    """What a recovery did, request by request: {name: action}."""
+
+    actions: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryCandidate:
+    """A request a recovery would touch (see :func:`recovery_candidates`)."""
+
+    name: str
+    lease: Lease | None  # None: in processing/ with no lease (put there by something else)
+    expired: bool
+
+    @property
+    def live(self) -> bool:
+        """Held by a worker that still renews it: recovering it stops that job."""
+        return (self.lease is not None and self.lease.intent is Intent.HELD
+                and bool(self.lease.worker) and not self.expired)
+
+
+# ---------------------------------------------------------------------- t1 … t3
+def take_over(ctx: Context, name: str, worker_id: str, mode: RecoveryMode, *,
+              make_job: MakeJob, found: tuple[Lease, ObjectInfo] | None = None) -> str:
+    """Take over the lease of NAME (expired; this worker id's with ``mine``; any with
+    ``all``) and settle the request: a decided intent is carried out, a held request goes
+    back to wait/ for any worker (or to failed/ when its last attempt died). Returns what
+    was done, in a word or three."""
+    found = found or leases.read(ctx, name)
+    if found is None:
+        return "gone"
+    old, info = found
+    if old.intent is Intent.RETRY and old.version == 2:
+        return "waiting for retry"
+    if mode == "mine" and old.worker != worker_id:
+        return "not mine"
+    if mode == "stale" and old.worker and not ctx.is_expired(info, ctx.store.now()):
+        return "alive"
+    sent = ctx.monotonic()
+    try:  # t1: the fence; the previous owner's lease writes fail from now on
+        lease, etag = leases.write(ctx, old.taken_over(worker_id, written_at=time.time()),
+                                   info.etag)
+    except LeaseTaken:
+        return "raced"
+    job = make_job(lease, etag, ctx.deadline(sent, name))
+    ctx.emit("took_over", name, worker=worker_id, previous=old.worker, gen=lease.gen,
+             intent=old.intent.value)
+    try:
+        return _settle(job, old, mode)
+    except LeaseLost:  # this process stalled past the lease: the next taker carries on
+        return "interrupted (lease expired)"
+
+
+def _settle(job: Job, old: Lease, mode: RecoveryMode) -> str:
+    """t2 and t3, once the lease is ours."""
+    ctx, lease, name = job.ctx, job.lease, job.name
+    has_body = _ensure_body(job)  # (a done/dead lease of 0.1 without one is past d3/x2)
+    if lease.intent in (Intent.HELD, Intent.REQUEUE, Intent.RETRY) and not has_body:
+        leases.delete(ctx, name, job.lease_etag)
+        return "dropped (its request is gone)"
+    if lease.intent is Intent.RETRY:  # a version-1 retry lease, now holding its body
+        return "migrated"
+    if lease.intent is Intent.DONE:  # t2: a decision was made: carry it out
+        settle.finish_done(job)
+    elif lease.intent is Intent.DEAD:
+        settle.finish_dead(job)
+    elif lease.intent is Intent.REQUEUE:
+        requeue.forward(job)
+    if lease.intent is not Intent.HELD:
+        return f"rolled forward {old.intent.value}"
+    job.lease, removed = finish_claim(ctx, job.lease, job.deadline)  # t2: the claim's steps
+    counted = not removed and mode != "all"
+    stopped = (f"worker {old.worker or '?'} stopped renewing its lease during attempt "
+               f"{old.attempt} (crashed, killed or frozen)")
+    if counted and old.attempt >= ctx.config.max_attempts:  # t3
+        settle.dead_letter(job, error_info(f"{stopped}; max_attempts reached",
+                                           worker=old.worker, attempt=old.attempt,
+                                           at=ctx.store.now()))
+        return "dead-lettered"
+    error = error_info(stopped, worker=old.worker, attempt=old.attempt,
+                       at=ctx.store.now()) if counted else None
+    job.release(counted=counted, error=error)
+    return "released"
+
+
+def _ensure_body(job: Job) -> bool:
+    """The body of record of a taken-over lease whose holder may have died before writing
+    it: a large request's private copy is made now if the claim (c1b), the requeue (r1) or
+    the adoption of an orphan died before it. False when its source is gone too (purged)."""
+    ctx, lease = job.ctx, job.lease
+    if lease.body_b64 is not None:
+        return True
+    if lease.body_key is None:
+        return _adopt_body(job)
+    try:
+        ctx.store.head(lease.body_key)
+        return True
+    except NotFound:
+        if lease.intent not in (Intent.HELD, Intent.REQUEUE):
+            return False  # done/dead: deleted by the last step (d5, x5), after d3/x2
+    prefix, etag = ((layout.FAILED, lease.failed) if lease.intent is Intent.REQUEUE
+                    else (layout.WAIT, lease.src) if lease.src is not None
+                    else (layout.PROCESSING, lease.proc))
+    try:
+        ctx.store.copy(layout.key(prefix, lease.name), lease.body_key, if_source_match=etag,
+                       guard=job.check_deadline)
+        return True
+    except (NotFound, PreconditionFailed):
+        return False
+
+
+def _adopt_body(job: Job) -> bool:
+    """A lease of s3q 0.1 holds no body of record: take it from where that version kept the
+    request (its in-flight copy, its retry copy or its dead letter) and write it into the
+    lease. False when the request is in none of them (an operator moved it away)."""
+    ctx, lease = job.ctx, job.lease
+    places = {Intent.RETRY: layout.WAIT, Intent.REQUEUE: layout.FAILED}
+    for prefix in (places.get(lease.intent, layout.PROCESSING), layout.PROCESSING):
+        key = layout.key(prefix, lease.name)
+        try:
+            info = ctx.store.head(key)
+            if info.size <= INLINE_MAX:
+                body = ctx.store.get(key)[0]
+                job.write(lease.next(body_b64=Lease.encode(body), size=len(body)))
+            else:
+                body_key = layout.new_body_key()
+                ctx.store.copy(key, body_key, guard=job.check_deadline)
+                job.write(lease.next(body_key=body_key, size=info.size))
+            return True
+        except NotFound:
+            continue
+    return False
+
+
+def _adopt_orphan(ctx: Context, info: ObjectInfo) -> bool:
+    """A request in processing/ with no lease (an old seed-style worker's, or put there by
+    hand) gets a lease held by nobody, with its bytes as the body of record (as c0-c1b)."""
+    name = layout.name_of(layout.PROCESSING, info.key)
+    body: bytes | None = None
+    if info.size <= INLINE_MAX:
+        try:
+            body, info = ctx.store.get(info.key)
+        except NotFound:
+            return False
+    lease = Lease(name=name, worker="", claim=new_claim_id(), gen=0, seq=0, attempt=0,
+                  body_b64=Lease.encode(body),
+                  body_key=None if body is not None else layout.new_body_key(),
+                  size=info.size, proc=info.etag, written_at=time.time())
+    sent = ctx.monotonic()
+    try:
+        etag = leases.create(ctx, lease)
+    except LeaseTaken:
+        return False
+    if lease.body_key is not None:
+        try:
+            ctx.store.copy(info.key, lease.body_key, if_source_match=info.etag,
+                           guard=ctx.deadline(sent, name).check)
+        except (NotFound, PreconditionFailed):
+            leases.delete(ctx, name, etag)
+            return False
+    ctx.emit("orphan_found", name)
+    return True
+
+
+# ---------------------------------------------------------------------- the scan
+class Scanner:
+    """Finds expired leases, orphans and due retries without a view; at most one scan per
+    ``scan_interval`` in this process."""
+
+    def __init__(self, ctx: Context, claimer: Claimer, make_job: MakeJob) -> None:
+        self.ctx, self.claimer, self.make_job = ctx, claimer, make_job
+        self._lock = threading.Lock()
+        self._next = 0.0  # store time of the next scan
+        self._retries: dict[str, tuple[str, float]] = {}  # name -> (lease etag, not_before)
+
+    def run_if_due(self, worker_id: str) -> Recovered | None:
+        now = self.ctx.store.now()
+        with self._lock:
+            if now < self._next:
+                return None
+            self._next = now + self.ctx.config.effective_scan_interval
+        return self.scan(worker_id)
+
+    def scan(self, worker_id: str) -> Recovered:
+        """One scan: take over what expired (releasing it to wait/), adopt orphans, and hand
+        due retries whose view is missing to the claimer."""
+        ctx, done = self.ctx, Recovered()
+        now = ctx.store.now()
+        interval = ctx.config.effective_scan_interval
+        leased: dict[str, ObjectInfo] = {}
+        due: list[str] = []
+        for info in list_all(ctx.store, layout.LEASES):
+            name = layout.name_of(layout.LEASES, info.key)
+            leased[name] = info
+            seen = self._retries.get(name)
+            if seen is not None and seen[0] == info.etag:  # a retry lease, unchanged
+                if now > seen[1] + 2 * interval:  # due, and still not claimed: no view?
+                    due.append(name)
+                continue
+            if not ctx.is_expired(info, now):
+                continue
+            found = leases.read(ctx, name)
+            if found is not None and found[0].intent is Intent.RETRY and found[0].version == 2:
+                self._retries[name] = (found[1].etag, found[0].not_before)
+                continue
+            done.actions[name] = take_over(ctx, name, worker_id, "stale",
+                                           make_job=self.make_job, found=found)
+        self._retries = {n: v for n, v in self._retries.items() if n in leased}
+        for info in list_all(ctx.store, layout.PROCESSING):
+            name = layout.name_of(layout.PROCESSING, info.key)
+            if (name not in leased and ctx.is_request(name) and ctx.fits(name)
+                    and ctx.is_expired(info, now) and _adopt_orphan(ctx, info)):
+                done.actions[name] = take_over(ctx, name, worker_id, "stale",
+                                                   make_job=self.make_job)
+        self.claimer.offer(due + [n for n, a in done.actions.items() if a == "released"])
+        return done
+
+
+# ---------------------------------------------------------------------- recovery
+def recover(ctx: Context, mode: RecoveryMode, worker_id: str, *, make_job: MakeJob,
+            scanner: Scanner, include: str = "*") -> Recovered:
+    """``mine``: at a worker's start, what this worker id held goes back to wait/ at once
+    (or to failed/ when that was its last attempt). ``stale``: one scan now. ``all``: every
+    request in flight matching ``include``, live owners fenced too, back to wait/."""
+    if mode == "stale":
+        return scanner.scan(worker_id)
+    done = Recovered()
+    for name in _selection(ctx, mode, include, worker_id, dry_run=False):
+        done.actions[name] = take_over(ctx, name, worker_id, mode, make_job=make_job)
+    return done
+
+
+def recovery_candidates(ctx: Context, mode: RecoveryMode, include: str = "*",
+                        worker_id: str = "s3q-recover") -> list[RecoveryCandidate]:
+    """What :func:`recover` would touch now, changing nothing (``recover --dry-run``, and
+    the question before taking live workers' requests). Waiting retries are left out."""
+    now = ctx.store.now()
+    found: list[RecoveryCandidate] = []
+    for name in _selection(ctx, mode, include, worker_id, dry_run=True):
+        current = leases.read(ctx, name)
+        if current is None:
+            found.append(RecoveryCandidate(name, None, expired=True))
+        elif current[0].intent is not Intent.RETRY:
+            found.append(RecoveryCandidate(name, current[0], ctx.is_expired(current[1], now)))
+    return found
+
+
+def _selection(ctx: Context, mode: RecoveryMode, include: str, worker_id: str, *,
+               dry_run: bool) -> list[str]:
+    """The one selection of what each recovery mode looks at (``dry_run``: orphans are
+    listed, not given a lease)."""
+    now = ctx.store.now()
+    names: list[str] = []
+    leased: set[str] = set()
+    for info in list_all(ctx.store, layout.LEASES):
+        name = layout.name_of(layout.LEASES, info.key)
+        leased.add(name)
+        if mode == "all" and not fnmatch.fnmatchcase(name, include):
+            continue
+        found = leases.read(ctx, name)
+        if found is None or (found[0].intent is Intent.RETRY and found[0].version == 2):
+            continue
+        lease = found[0]
+        if ((mode == "mine" and lease.worker == worker_id) or mode == "all"
+                or (mode == "stale" and (not lease.worker or ctx.is_expired(found[1], now)))):
+            names.append(name)
+    if mode == "mine":
+        return names
+    for info in list_all(ctx.store, layout.PROCESSING):
+        name = layout.name_of(layout.PROCESSING, info.key)
+        if name in leased or not ctx.is_request(name) or not ctx.fits(name):
+            continue
+        if not (fnmatch.fnmatchcase(name, include) if mode == "all"
+                else ctx.is_expired(info, now)):
+            continue
+        if dry_run or _adopt_orphan(ctx, info):
+            names.append(name)
+    return names

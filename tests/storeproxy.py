@@ -1,0 +1,221 @@
+"""An S3 proxy on loopback, between clients and moto, that makes moto behave like a store
+moto is not: one behaviour at a time, chosen by :class:`Behaviour` flags.
+
+``opaque_etags``: every write gets a new random ETag, as S3 gives objects under SSE-KMS,
+    SSE-C and in S3 Express directory buckets (moto gives the MD5 of the bytes). The proxy
+    keeps, per key, the ETag moto has and the one it told clients, rewrites ETags in every
+    response (headers, CopyObject and CompleteMultipartUpload results, listings), and
+    translates the ETags clients send in conditions (``If-Match``, ``If-None-Match``,
+    ``x-amz-copy-source-if-match``) back to moto's, so that conditions keep their meaning.
+``ignore_delete_if_match``: DeleteObject ignores ``If-Match`` (MinIO, minio issue 21677).
+``ignore_put_if_match``: PutObject ignores ``If-Match`` (reported of Garage).
+``ignore_copy_conditions``: CopyObject ignores source and destination conditions
+    (radosgw 16; moto ignores most of them already).
+``conflicts``: this share of conditional writes is answered 409 ConditionalRequestConflict
+    without being forwarded (AWS, for overlapping conditional writes).
+
+Only path-style addressing (``http://proxy/bucket/key``), as s3q uses with an endpoint URL.
+"""
+
+from __future__ import annotations
+
+import http.client
+import random
+import re
+import threading
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+_CONFLICT = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>"
+             "ConditionalRequestConflict</Code><Message>A conflicting conditional operation "
+             "is currently in progress against this resource.</Message></Error>")
+_NO_MATCH = '"00000000000000000000000000000000"'  # an ETag no object has
+_ETAG_XML = re.compile(rb"<ETag>(.*?)</ETag>")
+_CONTENTS_XML = re.compile(rb"<Contents>(.*?)</Contents>", re.S)
+_KEY_XML = re.compile(rb"<Key>(.*?)</Key>")
+
+
+@dataclass
+class Behaviour:
+    opaque_etags: bool = False
+    ignore_delete_if_match: bool = False
+    ignore_put_if_match: bool = False
+    ignore_copy_conditions: bool = False
+    conflicts: float = 0.0
+
+
+class StoreProxy:
+    """``StoreProxy(upstream, Behaviour(opaque_etags=True))``; point clients at ``.url``."""
+
+    def __init__(self, upstream: str, behaviour: Behaviour, *, seed: int = 0) -> None:
+        target = urlsplit(upstream)
+        self.host, self.port = target.hostname or "127.0.0.1", target.port or 80
+        self.behaviour = behaviour
+        self.rng = random.Random(seed)
+        self.counts: Counter[str] = Counter()
+        #: (bucket, key) -> (moto's ETag, the ETag clients were told)
+        self._etags: dict[tuple[str, str], tuple[str, str]] = {}
+        self._lock = threading.Lock()  # one request at a time: the mapping stays exact
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _any(self) -> None:
+                proxy._handle(self)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any  # noqa: N815
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # ------------------------------------------------------------------ one request
+    def _handle(self, req: BaseHTTPRequestHandler) -> None:
+        length = int(req.headers.get("Content-Length") or 0)
+        body = req.rfile.read(length) if length else b""
+        path = urlsplit(req.path)
+        bucket, _, key = unquote(path.path).lstrip("/").partition("/")
+        headers = {k: v for k, v in req.headers.items()
+                   if k.lower() not in ("connection", "proxy-connection", "keep-alive")}
+        copy_source = headers.get("x-amz-copy-source") or headers.get("X-Amz-Copy-Source")
+        is_write = req.command in ("PUT", "POST", "DELETE")
+        conditional = any(h.lower() in ("if-match", "if-none-match") for h in headers)
+        with self._lock:
+            self.counts["requests"] += 1
+            if (is_write and conditional and self.behaviour.conflicts
+                    and self.rng.random() < self.behaviour.conflicts):
+                self.counts["conflict"] += 1
+                self._reply(req, 409, {"Content-Type": "application/xml"}, _CONFLICT.encode())
+                return
+            self._bend(req.command, headers, bucket, key, copy_source)
+            status, reason, out_headers, data = self._forward(req.command, req.path, body,
+                                                              headers)
+            if self.behaviour.opaque_etags:
+                out_headers, data = self._opaque(req.command, path.query, bucket, key,
+                                                 status=status, headers=out_headers,
+                                                 data=data)
+        self._reply(req, status, out_headers, data, reason)
+
+    def _bend(self, method: str, headers: dict[str, str], bucket: str, key: str,
+              copy_source: str | None) -> None:
+        """Drop the conditions this store ignores; translate the ETags clients send."""
+        b = self.behaviour
+
+        def drop(*names: str) -> None:
+            for h in [h for h in headers if h.lower() in names]:
+                self.counts[f"ignored {h.lower()}"] += 1
+                del headers[h]
+
+        if method == "DELETE" and b.ignore_delete_if_match:
+            drop("if-match")
+        if method == "PUT" and copy_source is None and b.ignore_put_if_match:
+            drop("if-match")
+        if method == "PUT" and copy_source is not None and b.ignore_copy_conditions:
+            drop("x-amz-copy-source-if-match", "if-none-match", "if-match")
+        if not b.opaque_etags:
+            return
+        for h in list(headers):
+            low = h.lower()
+            if low in ("if-match", "if-none-match") and headers[h] != "*":
+                headers[h] = self._to_upstream(bucket, key, headers[h])
+            elif low == "x-amz-copy-source-if-match" and copy_source:
+                src_bucket, _, src_key = unquote(copy_source.split("?")[0]).lstrip("/") \
+                    .partition("/")
+                headers[h] = self._to_upstream(src_bucket, src_key, headers[h])
+
+    def _to_upstream(self, bucket: str, key: str, etag: str) -> str:
+        known = self._etags.get((bucket, key))
+        return known[0] if known is not None and known[1] == etag else _NO_MATCH
+
+    def _opaque(self, method: str, query: str, bucket: str, key: str, *, status: int,
+                headers: list[tuple[str, str]], data: bytes,
+                ) -> tuple[list[tuple[str, str]], bytes]:
+        """Rewrite moto's ETags: a new one for each write, the one told before for reads."""
+        if method == "DELETE" and status < 300 and key:
+            self._etags.pop((bucket, key), None)
+            return headers, data
+        if not key:  # a listing: each <Contents> has its own key and ETag
+            if b"<ListBucketResult" in data:
+                data = _CONTENTS_XML.sub(lambda m: self._opaque_contents(bucket, m), data)
+            return headers, data
+        write = status < 300 and (
+            (method == "PUT" and "partNumber" not in query)
+            or (method == "POST" and "uploadId" in query))
+        rewritten = [(name, self._told(bucket, key, value, fresh=write)
+                      if name.lower() == "etag" else value) for name, value in headers]
+        if write:
+            data = _ETAG_XML.sub(lambda m: b"<ETag>" + self._told(
+                bucket, key, _xml_text(m.group(1)), fresh=True).encode()
+                .replace(b'"', b"&quot;") + b"</ETag>", data)
+        return rewritten, data
+
+    def _opaque_contents(self, bucket: str, match: re.Match[bytes]) -> bytes:
+        block = match.group(1)
+        found = _KEY_XML.search(block)
+        if found is None:
+            return match.group(0)
+        key = _xml_text(found.group(1))
+        block = _ETAG_XML.sub(lambda m: b"<ETag>" + self._told(
+            bucket, key, _xml_text(m.group(1))).encode().replace(b'"', b"&quot;")
+            + b"</ETag>", block)
+        return b"<Contents>" + block + b"</Contents>"
+
+    def _told(self, bucket: str, key: str, upstream: str, *, fresh: bool = False) -> str:
+        """The ETag clients see for moto's ``upstream`` ETag of (bucket, key): a new one for
+        a write; the same one as before for a read; a new one for an object written past
+        the proxy."""
+        known = self._etags.get((bucket, key))
+        if fresh or known is None or known[0] != upstream:
+            known = (upstream, f'"{uuid.uuid4().hex}"')
+            self._etags[(bucket, key)] = known
+            self.counts["etags issued"] += 1
+        return known[1]
+
+    # ------------------------------------------------------------------ plumbing
+    def _forward(self, method: str, path: str, body: bytes, headers: dict[str, str],
+                 ) -> tuple[int, str, list[tuple[str, str]], bytes]:
+        upstream = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        try:
+            upstream.request(method, path, body=body, headers=headers)
+            resp = upstream.getresponse()
+            return resp.status, resp.reason, resp.getheaders(), resp.read()
+        finally:
+            upstream.close()
+
+    @staticmethod
+    def _reply(req: BaseHTTPRequestHandler, status: int,
+               headers: dict[str, str] | list[tuple[str, str]], data: bytes,
+               reason: str | None = None) -> None:
+        req.send_response_only(status, reason)
+        items = headers.items() if isinstance(headers, dict) else headers
+        names = {k.lower() for k, _ in items}
+        for name, value in items:
+            # a HEAD's Content-Length is the object's size, not the (empty) body's
+            if name.lower() not in ("connection", "transfer-encoding") and (
+                    name.lower() != "content-length" or req.command == "HEAD"):
+                req.send_header(name, value)
+        if "date" not in names:
+            req.send_header("Date", req.date_time_string())
+        if req.command != "HEAD":
+            req.send_header("Content-Length", str(len(data)))
+        req.end_headers()
+        if req.command != "HEAD":
+            req.wfile.write(data)
+
+
+def _xml_text(raw: bytes) -> str:
+    return (raw.decode().replace("&quot;", '"').replace("&#34;", '"').replace("&amp;", "&")
+            .replace("&lt;", "<").replace("&gt;", ">"))

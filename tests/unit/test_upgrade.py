@@ -1,0 +1,71 @@
+"""A queue left by s3q 0.1 (version-1 leases, which hold no body of record) is taken over by
+this version without losing or re-running anything: each kind of lease 0.1 wrote."""
+
+from __future__ import annotations
+
+import json
+
+from s3q import layout
+from s3q.records import Intent
+from tests.unit.world import World
+
+NAME = "old/a_request.json"
+
+
+def v1_lease(world: World, *, intent: str, where: str, attempt: int = 1, attempts: int = 0,
+             worker: str = "old-worker") -> bytes:
+    """Put the request (as 0.1 left it) at ``where`` and a version-1 lease beside it."""
+    world.submit(NAME)
+    body = world.mem.get(layout.key(layout.WAIT, NAME))
+    if where != layout.WAIT:
+        world.mem.copy(layout.key(layout.WAIT, NAME), layout.key(where, NAME))
+        world.mem.delete(layout.key(layout.WAIT, NAME))
+    world.mem.put(layout.key(layout.LEASES, NAME), json.dumps({
+        "v": 1, "name": NAME, "worker": worker, "claim": "0" * 32, "gen": 1, "seq": 3,
+        "attempt": attempt, "etag": body[1].etag, "intent": intent, "written_at": 0.0,
+        "on_finish": "move", "result_b64": None, "attempts": attempts, "not_before": 0.0,
+        "error": None}).encode())
+    return body[0]
+
+
+def test_a_held_version_1_lease_of_a_dead_worker_is_taken_over() -> None:
+    world = World()
+    v1_lease(world, intent="held", where=layout.PROCESSING)
+    world.expire()
+    world.drain()
+    world.check_settled()
+    assert world.runs(NAME) == 1 and world.handled[0][2] == 2  # its crashed attempt counted
+
+
+def test_a_version_1_retry_keeps_its_attempt_count() -> None:
+    world = World(max_attempts=5)
+    v1_lease(world, intent="retry", where=layout.WAIT, attempt=2, attempts=2)
+    q, _ = world.queue()
+    assert q.claim("new") is None  # not claimed by a 0.2 claim: the scan migrates it first
+    world.expire()
+    q.scan("new")
+    lease = world.lease(NAME)
+    assert lease is not None and lease.version == 2 and lease.body is not None
+    assert lease.intent is Intent.RETRY and lease.attempts == 2
+    world.drain()
+    world.check_settled()
+    assert [h[2] for h in world.handled] == [3]
+
+
+def test_a_version_1_done_lease_is_rolled_forward_not_run_again() -> None:
+    world = World()
+    v1_lease(world, intent="done", where=layout.PROCESSING)
+    world.expire()
+    world.drain()
+    world.check_settled()
+    assert world.runs(NAME) == 0
+
+
+def test_a_version_1_lease_whose_request_is_gone_is_dropped() -> None:
+    world = World()
+    v1_lease(world, intent="held", where=layout.PROCESSING)
+    world.mem.delete(layout.key(layout.PROCESSING, NAME))  # an operator moved it away
+    world.submissions.clear()
+    world.expire()
+    world.drain()
+    assert not world.keys(layout.LEASES) and world.runs(NAME) == 0
