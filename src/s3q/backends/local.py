@@ -87,10 +87,13 @@ class _Temp(NamedTuple):
 class LocalStore(Store):
     """A :class:`~s3q.store.Store` on a directory tree (see the module docstring)."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, *, create: bool = True) -> None:
         self.root = Path(os.path.abspath(root))
         self.url = "file://" + str(self.root)
         self._root = str(self.root)
+        if not create and not _holds_a_queue(self._root):  # read-only commands create nothing
+            raise NotFound(f"no queue at {self._root}: the directory does not exist or has "
+                           "none of wait/, processing/, finish/, failed/, .s3q/")
         internal = os.path.join(self._root, RESERVED)
         self._tmp_dir = os.path.join(internal, "tmp")
         try:
@@ -511,6 +514,12 @@ class _StripeLocks:
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+def _holds_a_queue(root: str) -> bool:
+    """Is ``root`` a directory that a queue has used (or that requests were put into)?"""
+    return any(os.path.isdir(os.path.join(root, d)) for d in
+               ("wait", "processing", "finish", "failed", ".s3q", RESERVED))
 
 
 def _md5() -> hashlib._Hash:
