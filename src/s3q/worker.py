@@ -61,12 +61,15 @@ class WorkerStats:
 
 class Worker:
     def __init__(self, queue: Queue, handler: Handler, options: WorkerOptions,
-                 *, on_job_done: Callable[[Job, str, float], None] | None = None) -> None:
+                 *, on_job_done: Callable[[Job, str, float], None] | None = None,
+                 claim_gate: Callable[[threading.Event], bool] | None = None) -> None:
         if options.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.queue, self.handler, self.options = queue, handler, options
         self.stats = WorkerStats()
         self._on_job_done = on_job_done
+        #: Asked before each claim (e.g. s3q.breaker); False: wait (it blocks briefly).
+        self._claim_gate = claim_gate
         self._stopping = threading.Event()  # no more claims
         self._abort = threading.Event()  # give running jobs back now
         self._lock = threading.Lock()
@@ -147,6 +150,8 @@ class Worker:
     # ------------------------------------------------------------------ one slot
     def _slot(self) -> None:
         while not self._stopping.is_set():
+            if self._claim_gate is not None and not self._claim_gate(self._stopping):
+                continue
             if not self._my_turn_to_poll():
                 continue
             if not self._take_ticket():
