@@ -97,6 +97,11 @@ class Breaker:
             except StoreError as e:
                 log.warning("could not delete the breaker record %s: %s", key, e)
 
+    def stopped(self) -> None:
+        """The worker stopped: its record (if it tripped) goes."""
+        if self._trips:
+            self.clear_record()
+
     # ------------------------------------------------------------------ outcomes
     def wrap(self, handler: Handler) -> Handler:
         """``handler``, telling the breaker how each run ended; a failure the breaker

@@ -106,6 +106,25 @@ def cli(s3_endpoint: S3Endpoint, tmp_path: Path) -> Cli:
 
 
 @pytest.fixture
+def local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """Like ``cli``, on a local-directory queue (``tmp/q``) and run in an empty directory:
+    no S3, no config file, no S3Q_* variable but the queue."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    log = tmp_path / "runs.log"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AWS_", "S3Q_")) and k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM",
+                                                                "WATCHDOG_USEC", "WATCHDOG_PID")}
+    queue = str(tmp_path / "q")
+    env.update({"S3Q_QUEUE": queue, "S3Q_IMDS": "off", "S3Q_LOG_JSON": "true",
+                "S3Q_TEST_LOG": str(log), "S3Q_CONFIG": "", "HOME": str(tmp_path),
+                # the host's other test runs must not hold this worker id's lock
+                "S3Q_WORKER_ID": f"w-{uuid4().hex[:8]}", "S3Q_LOCK_DIR": str(tmp_path)})
+    return Cli(env=env, queue=queue, log=log, tmp=tmp_path)
+
+
+@pytest.fixture
 def procs() -> Iterator[list[subprocess.Popen[str]]]:
     """Processes to kill (with their whole tree) when the test ends, however it ends."""
     started: list[subprocess.Popen[str]] = []
