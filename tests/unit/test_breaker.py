@@ -161,3 +161,19 @@ def _eventually(predicate: object, timeout: float = 30) -> bool:
             return True
         done.wait(0.05)
     return False
+
+
+def test_metrics_show_the_breaker(queue: Queue) -> None:
+    from prometheus_client import generate_latest
+
+    from s3q.metrics import Metrics
+
+    metrics = Metrics()
+    breaker = Breaker(queue, "w", threshold=1, pause=60, clock=Clock())
+    metrics.watch_breaker(breaker)
+    assert "s3q_breaker_open 0.0" in generate_latest(metrics.registry).decode()
+    assert run(queue, breaker, fail, "r0") == "held_back"
+    text = generate_latest(metrics.registry).decode()
+    assert "s3q_breaker_open 1.0" in text
+    assert 's3q_breaker_events_total{event="opened"} 1.0' in text
+    assert 's3q_breaker_events_total{event="held_back"} 1.0' in text
