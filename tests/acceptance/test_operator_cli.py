@@ -10,6 +10,7 @@ import json
 import os
 import re
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -196,8 +197,10 @@ def test_purge_and_requeue_dry_run_count_and_refuse_without_yes(local: Cli) -> N
     assert local.counts() == {"wait": 1, "processing": 0, "finish": 0, "failed": 0}
 
 
-def run_in_terminal(args: list[str], env: dict[str, str], answer: str) -> tuple[int, str]:
-    """Run s3q with a pseudo-terminal as stdin, stdout and stderr; answer its question."""
+def run_in_terminal(args: list[str], env: dict[str, str], answer: str = "",
+                    interrupt_at: tuple[bytes, int] | None = None) -> tuple[int, str]:
+    """Run s3q with a pseudo-terminal as stdin, stdout and stderr; answer its question, or
+    press Ctrl-C (SIGINT) once ``interrupt_at`` = (text, count) has been seen."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     proc = subprocess.Popen([S3Q, *args], env={**env, "TERM": "xterm"}, stdin=slave,
@@ -218,8 +221,11 @@ def run_in_terminal(args: list[str], env: dict[str, str], answer: str) -> tuple[
         if not data:
             break
         out += data
-        if not answered and b"[y/N]" in out:
+        if not answered and answer and b"[y/N]" in out:
             os.write(master, answer.encode())
+            answered = True
+        if not answered and interrupt_at and out.count(interrupt_at[0]) >= interrupt_at[1]:
+            proc.send_signal(signal.SIGINT)
             answered = True
     os.close(master)
     return proc.wait(30), out.decode("utf-8", "replace")
@@ -235,6 +241,15 @@ def test_purge_asks_with_the_count_and_shows_progress_on_a_terminal(local: Cli) 
     assert code == 0, screen
     assert "purging" in screen and "3/3" in screen and "purged 3 request(s)" in screen
     assert local.counts()["failed"] == 0
+
+
+def test_status_watch_redraws_in_place_on_a_terminal(local: Cli) -> None:
+    fill(local, ["a_request.json"])
+    code, screen = run_in_terminal(["status", "--watch", "1s"], local.env,
+                                   interrupt_at=(b"(every 1s; Ctrl-C to stop)", 2))
+    assert code == 0, screen
+    assert screen.count("counts    wait 1") >= 2
+    assert "\x1b[" in screen  # rich's Live moves the cursor back up to redraw
 
 
 def test_purge_with_yes_deletes_in_rounds_as_it_lists(local: Cli) -> None:
