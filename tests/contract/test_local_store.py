@@ -89,11 +89,11 @@ def test_opening_without_create_creates_nothing(tmp_path: Path) -> None:
     """Read-only commands open the store with create=False: a directory that holds no
     queue is NotFound, and nothing is created, neither it nor .s3qlocal/ inside it."""
     missing = tmp_path / "nothing-here"
-    for opener in (lambda: LocalStore(missing, create=False),
-                   lambda: open_store(str(missing), create=False),
-                   lambda: open_store("file://" + str(missing), create=False)):
+    with pytest.raises(NotFound, match="no queue at"):
+        LocalStore(missing, create=False)
+    for url in (str(missing), "file://" + str(missing)):
         with pytest.raises(NotFound, match="no queue at"):
-            opener()
+            open_store(url, create=False)
     assert not missing.exists()
     empty = tmp_path / "empty"
     empty.mkdir()
