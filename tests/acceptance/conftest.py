@@ -93,6 +93,10 @@ def cli(s3_endpoint: S3Endpoint, tmp_path: Path) -> Cli:
         "S3Q_IMDS": "off",
         "S3Q_LOG_JSON": "true",
         "S3Q_TEST_LOG": str(log),
+        # The worker-id locks of this test's workers, not the host's /tmp: other test runs
+        # on the host (other checkouts) start workers with the same ids (the host name,
+        # chaos-n7 ...), and a worker that finds its id locked refuses to start.
+        "S3Q_LOCK_DIR": str(tmp_path),
         "AWS_DEFAULT_REGION": s3_endpoint.region,
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,

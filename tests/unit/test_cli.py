@@ -43,6 +43,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [n for n in os.environ if n.startswith("S3Q_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("S3Q_IMDS", "off")
+    monkeypatch.setenv("S3Q_LOCK_DIR", str(tmp_path))  # not the host's /tmp (see _env)
     monkeypatch.setattr(config_module, "SEARCH_PATH", ("s3q.toml",))
 
 
@@ -561,7 +562,10 @@ def test_metrics_counters_histogram_and_store_requests() -> None:
 
 def _env(qdir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("S3Q_")}
-    return {**env, "S3Q_QUEUE": str(qdir), "S3Q_IMDS": "off"}
+    # the worker-id lock in this test's directory: other test runs on the host use the
+    # same default worker id (the host name)
+    return {**env, "S3Q_QUEUE": str(qdir), "S3Q_IMDS": "off",
+            "S3Q_LOCK_DIR": str(qdir.parent)}
 
 
 def test_the_executable_runs_a_burst(tmp_path: Path, qdir: Path) -> None:
