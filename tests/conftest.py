@@ -39,6 +39,16 @@ def _isolate_from_aws_config(mp: pytest.MonkeyPatch) -> None:
         mp.setenv(name, ",".join(filter(None, [os.environ.get(name), "127.0.0.1", "localhost"])))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _worker_locks_of_this_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Workers lock their id in S3Q_LOCK_DIR (default: the host's /tmp). Other test runs on
+    the same host (other checkouts) start workers with the same ids: give this run its own
+    directory, so that they never refuse to start because of each other."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("S3Q_LOCK_DIR", str(tmp_path_factory.mktemp("worker-locks")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[S3Endpoint]:
     """The S3 endpoint for the whole session: moto's server, started here on loopback and

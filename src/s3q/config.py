@@ -12,7 +12,10 @@ The config file is the one ``--config`` or ``S3Q_CONFIG`` names (it must exist),
 first of :data:`SEARCH_PATH` that exists. ``[profiles.NAME]`` tables hold the same keys plus
 ``when_hostname = "<glob>"``. The profile used is ``--profile`` > ``S3Q_PROFILE`` > a
 top-level ``profile`` key > the first (in file order) whose glob matches the host name > the
-one named ``default`` > none. Example::
+one named ``default``; a file with profiles of which none is chosen is an error (a server
+whose host name matches nothing must not fall back to the top level), a file without
+profiles uses its top level. Duration settings take ``30s``, ``5m``, ``1h``, ``7d`` or a
+number of seconds. Example::
 
     queue = "s3://requests-staging/app"
     [profiles.prod]
@@ -46,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from s3q.durations import DURATION_HELP, parse_duration
 from s3q.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -55,7 +59,7 @@ if TYPE_CHECKING:
     from s3q.queue import QueueConfig
 
 __all__ = ["SEARCH_PATH", "SETTINGS", "Config", "Secret", "Setting", "default_worker_id",
-           "load_config", "resolve_secrets", "show_config"]
+           "describe_source", "load_config", "resolve_secrets", "show_config"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,8 @@ class Setting:
     minimum: float | None = None
     maximum: float | None = None
     default_env: tuple[str, ...] = ()
+    #: A float of seconds that may also be written with units ("30s", "5m", "1h", "7d").
+    duration: bool = False
 
     @property
     def env_var(self) -> str:
@@ -112,23 +118,34 @@ class Setting:
 
 _S = Setting
 _SECRET_HELP = " Secret (no flag): literal or ssm:/param; unset = the AWS credential chain."
+
+
+def _D(name: str, default: float, help_: str, **kw: Any) -> Setting:  # noqa: N802
+    """A duration setting: seconds, or a number with a unit."""
+    return Setting(name, float, default, help_, duration=True, **kw)
+
+
 SETTINGS: tuple[Setting, ...] = (
     _S("queue", str, "./s3q-data", "Store URL: s3://bucket/prefix, file:///path or a path."),
-    _S("lease_ttl", float, 30.0, "Seconds a claim stays valid without renewal (at least 5)."),
+    _D("lease_ttl", 30.0, "How long a claim stays valid without renewal (at least 5s)."),
     _S("max_attempts", int, 5, "Attempts before a request goes to failed/.", minimum=1),
     _S("concurrency", int, 4, "Requests one worker processes at once.", minimum=1),
-    _S("grace", float, 30.0, "Seconds running jobs get to finish at shutdown.", minimum=0),
+    _D("grace", 30.0, "How long running jobs get to finish at shutdown.", minimum=0),
     _S("filter", str, "*", "Glob on request names: only matching objects are requests."),
     _S("on_finish", str, "move", "Completed requests: 'move' to finish/ or 'delete'.",
        choices=("move", "delete")),
     _S("worker_id", str, None, "Unique, stable worker id; unset = host name[/EC2 instance id]."),
-    _S("retry_base_delay", float, 5.0, "Backoff before the first retry, seconds.", minimum=0),
-    _S("retry_max_delay", float, 300.0, "Longest retry backoff, seconds.", minimum=0),
-    _S("job_timeout", float, 0.0, "Seconds a handler may run before its process is killed "
+    _D("retry_base_delay", 5.0, "Backoff before the first retry.", minimum=0),
+    _D("retry_max_delay", 300.0, "Longest retry backoff.", minimum=0),
+    _D("job_timeout", 0.0, "How long a handler may run before its process is killed "
        "and the attempt fails (--exec, --pool process; refused for a thread handler, which "
        "cannot be stopped); 0 = no limit.", minimum=0),
-    _S("poll_interval", float, 10.0, "Longest wait between polls of an empty queue, seconds.",
-       minimum=0.1),
+    _D("poll_interval", 10.0, "Longest wait between polls of an empty queue.", minimum=0.1),
+    _S("breaker_threshold", int, 5, "Circuit breaker: after this many different requests "
+       "failed in a row, the worker pauses claiming for breaker_pause; failing requests go "
+       "back to wait/ without being charged an attempt; 0 = off.", minimum=0),
+    _D("breaker_pause", 60.0, "Circuit breaker: how long the worker stops claiming when it "
+       "trips (doubled at each trip in a row, up to 8 times).", minimum=1),
     _S("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
     _S("log_json", bool, None, "Log JSON lines (true/false); unset or 'auto' = automatic."),
     _S("metrics_port", int, 0, "Port of the metrics endpoint; 0 = off.", minimum=0,
@@ -167,6 +184,8 @@ class Config:
     retry_max_delay: float
     job_timeout: float
     poll_interval: float
+    breaker_threshold: int
+    breaker_pause: float
     log_level: Literal["debug", "info", "warning", "error"]
     log_json: bool | None
     metrics_port: int
@@ -251,6 +270,20 @@ def load_config(
     return cfg, sources
 
 
+def describe_source(name: str, sources: Mapping[str, str]) -> str:
+    """Where a setting's value came from, in words, with the profile's reason when it
+    came from a profile (``s3q status``'s header, the first log line of every command)."""
+    source = sources.get(name, "default")
+    if source == "default":
+        if name == "queue":
+            return ("built-in default: no --queue, no S3Q_QUEUE and no queue in a config file "
+                    f"(--config, S3Q_CONFIG, {', '.join(SEARCH_PATH)})")
+        return "built-in default"
+    if source.startswith("profile "):
+        return f"{source}; profile chosen by {sources.get('profile', '?')}"
+    return source
+
+
 def show_config(cfg: Config, sources: Mapping[str, str]) -> list[tuple[str, str, str]]:
     """(name, value with secrets masked, source) for every setting, in table order."""
     return [(s.name, _display(s, getattr(cfg, s.name)), sources.get(s.name, "default"))
@@ -309,6 +342,11 @@ def _coerce(s: Setting, raw: object, source: str, *, text: bool) -> object:
     value = raw.strip() if text and isinstance(raw, str) else raw
     if s.type is bool and s.default is None and value == "auto":
         return None
+    if s.duration and isinstance(value, str):  # numbers go on to the range checks below
+        try:
+            value = parse_duration(value)
+        except ValueError:
+            raise bad(f"expected a duration ({DURATION_HELP})") from None
     try:
         if isinstance(value, str) and text and s.type is not str:
             value = _BOOLS[value.lower()] if s.type is bool else (
@@ -434,6 +472,14 @@ def _select_profile(explicit: tuple[object, str] | None,
             return name, f"hostname {hostname} matches {glob!r} ({path})"
     if "default" in profiles:
         return "default", f"profile named 'default' ({path})"
+    if profiles:  # a production server must never fall back to the top level silently
+        patterns = ", ".join(f"{name} {glob!r}" if glob is not None else
+                             f"{name} (no when_hostname)"
+                             for name, (glob, _) in profiles.items())
+        raise ConfigError(
+            f"profile: no profile of {path} matches the host name {hostname!r} "
+            f"(when_hostname: {patterns}) and there is no [profiles.default]; set "
+            "S3Q_PROFILE or --profile, or add a profile with when_hostname = \"*\"")
     return None, "default"
 
 

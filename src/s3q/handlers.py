@@ -9,9 +9,11 @@ is what a handler gets when it runs in a child process.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +31,7 @@ __all__ = [
     "Handler",
     "HandlerError",
     "HandlerTimeout",
+    "HandlerUnavailable",
     "LocalRequest",
     "Request",
     "load_callable",
@@ -60,6 +63,11 @@ class HandlerError(Exception):
 
 class HandlerTimeout(HandlerError):
     """A program handler ran longer than the job timeout and was killed."""
+
+
+class HandlerUnavailable(HandlerError):
+    """The program could not be started at all (missing, not executable): the worker's
+    fault, never the request's (see :mod:`s3q.breaker`)."""
 
 
 class LocalRequest:
@@ -108,6 +116,32 @@ class ExecHandler:
             raise ValueError("exec handler: empty command")
         self.timeout = timeout or None
 
+    def check(self) -> str:
+        """Can the program run at all? Its path (resolved on PATH, as exec would), else
+        ValueError saying why: a worker refuses to start rather than fail every request.
+        A script's ``#!`` interpreter is checked too."""
+        program = self.argv[0]
+        if "{path}" in program or "{name}" in program:
+            return program  # known only per request
+        if "/" in program:  # relative to the worker's directory, as the program runs there
+            if not os.path.isfile(program):
+                raise ValueError(f"--exec: cannot run {program!r}: no such file")
+            if not os.access(program, os.X_OK):
+                raise ValueError(f"--exec: cannot run {program!r}: not executable")
+            found = program
+        else:
+            which = shutil.which(program)
+            if which is None:
+                raise ValueError(f"--exec: cannot run {program!r}: not found on PATH "
+                                 f"({os.environ.get('PATH', '')})")
+            found = which
+        interpreter = _shebang(found)
+        if interpreter is not None and not (os.path.isfile(interpreter)
+                                            and os.access(interpreter, os.X_OK)):
+            raise ValueError(f"--exec: cannot run {program!r}: its interpreter "
+                             f"{interpreter!r} (#! line) does not exist or is not executable")
+        return found
+
     def __call__(self, job: Job) -> bytes | None:
         with tempfile.TemporaryDirectory(prefix="s3q-job-") as tmp:
             path = job.download(Path(tmp) / _safe_basename(job.name))
@@ -120,12 +154,17 @@ class ExecHandler:
     def _run(self, job: Job, argv: list[str], env: dict[str, str]) -> bytes | None:
         # The program runs in the worker's working directory (relative paths in the command
         # resolve as they would in a shell there); only the request file is in a temp dir.
+        # Its own session and process group (killed as a whole), and it dies with the
+        # worker even when the worker is SIGKILLed (PR_SET_PDEATHSIG). preexec_fn and
+        # threads: the child runs only prctl (resolved in the parent) and getppid, which
+        # take no lock another thread could hold at the fork.
         try:
             proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    start_new_session=True)
+                                    start_new_session=True,
+                                    preexec_fn=_die_with_worker(os.getpid()))  # noqa: PLW1509
         except OSError as exc:
-            raise HandlerError(f"cannot start {argv[0]!r}: {exc}") from exc
+            raise HandlerUnavailable(f"cannot start {argv[0]!r}: {exc}") from exc
         job.on_interrupt(lambda _job: _kill_group(proc))
         out: deque[bytes] = deque()
         err: deque[bytes] = deque()
@@ -154,6 +193,44 @@ def process_handler(spec: str, timeout: float | None = None) -> ExecHandler:
     it receives a :class:`LocalRequest`."""
     load_callable(spec)  # fail at start, not per request
     return ExecHandler([sys.executable, "-m", "s3q.runner", spec, "{path}", "{name}"], timeout)
+
+
+def _shebang(path: str) -> str | None:
+    """The interpreter a script's ``#!`` line names (None: not a script)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").split()
+    return words[0] if words else None
+
+
+#: prctl(2) option: the signal a process gets when its parent (thread) dies.
+PR_SET_PDEATHSIG = 1
+try:  # resolved once, in the parent: the child only calls it between fork and exec
+    _prctl: Callable[..., int] | None = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+
+
+def _die_with_worker(worker_pid: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGKILL the handler's process when the worker
+    dies (also by SIGKILL, which no cleanup of ours survives). Linux only; elsewhere the
+    process group kill on stop and timeout is what there is. Note: the handler's own
+    children are in its process group, not covered by this signal (systemd's cgroup is)."""
+    prctl = _prctl
+    if prctl is None:
+        return None
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != worker_pid:  # the worker died before the request took effect
+            os._exit(1)
+
+    return preexec
 
 
 def _safe_basename(name: str) -> str:

@@ -8,19 +8,24 @@ Two formats on stderr:
 * Human: ``HH:MM:SS level event request key=value ...`` (the message follows when it says
   more than the event), local time.
 
-``setup_logging(level, json=None)`` picks JSON when stderr is not a terminal.
+``setup_logging(level, json=None)`` picks JSON when stderr is not a terminal. When stderr is
+the journal (systemd sets ``JOURNAL_STREAM`` to its device and inode), every line starts
+with its syslog priority, ``<3>`` error … ``<7>`` debug, which journald strips and keeps
+as the entry's priority: ``journalctl -p warning`` works.
 """
 
 from __future__ import annotations
 
 import json as jsonlib
 import logging
+import os
 import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["HumanFormatter", "JsonFormatter", "setup_logging", "teardown_logging"]
+__all__ = ["HumanFormatter", "JournalPriority", "JsonFormatter", "setup_logging",
+           "stream_is_journal", "teardown_logging"]
 
 #: Third-party loggers kept at WARNING whatever the level (chatty; botocore logs bodies).
 NOISY = ("botocore", "boto3", "s3transfer", "urllib3")
@@ -94,6 +99,35 @@ def _pair(key: str, value: Any) -> str:
     return f"{key}={text}"
 
 
+#: syslog priorities of the log levels (sd-daemon(3): "<N>" line prefixes).
+PRIORITIES = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
+              logging.DEBUG: 7}
+
+
+class JournalPriority(logging.Formatter):
+    """Another formatter's lines, each prefixed with the record's syslog priority."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = max((lv for lv in PRIORITIES if lv <= record.levelno), default=logging.DEBUG)
+        prefix = f"<{PRIORITIES[level]}>"
+        return "\n".join(prefix + line for line in self.inner.format(record).split("\n"))
+
+
+def stream_is_journal(stream: object, env: dict[str, str] | None = None) -> bool:
+    """Is ``stream`` connected to journald (``JOURNAL_STREAM=<device>:<inode>`` names it)?"""
+    value = (os.environ if env is None else env).get("JOURNAL_STREAM", "")
+    device, _, inode = value.partition(":")
+    try:
+        st = os.fstat(stream.fileno())  # type: ignore[attr-defined]
+        return (st.st_dev, st.st_ino) == (int(device), int(inode))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
     """The handler this module installs (so that it can be found and replaced)."""
 
@@ -101,18 +135,29 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
     previous_level = logging.WARNING
 
 
-def setup_logging(level: str, json: bool | None = None) -> None:
+def setup_logging(level: str, json: bool | None = None, *,
+                  quiet_library: bool = False) -> None:
     """Log to stderr at ``level`` ("debug", "info", "warning", "error"), as JSON lines when
-    ``json`` is true, or when it is None and stderr is not a terminal. Calling it again
-    replaces the handler it installed before."""
+    ``json`` is true, or when it is None and stderr is not a terminal; with syslog
+    priorities when stderr is the journal. ``quiet_library``: the library's loggers log
+    warnings and errors only (one-shot commands: no line per request touched), the
+    command's own (``s3q.cli``) at ``level``. Calling it again replaces the handler it
+    installed before."""
     teardown_logging()
     use_json = not sys.stderr.isatty() if json is None else json
     handler = _Handler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if use_json else HumanFormatter())
+    formatter: logging.Formatter = JsonFormatter() if use_json else HumanFormatter()
+    if stream_is_journal(sys.stderr):
+        formatter = JournalPriority(formatter)
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     handler.previous_level = root.level
     root.addHandler(handler)
-    root.setLevel(getattr(logging, level.upper()))
+    numeric = getattr(logging, level.upper())
+    root.setLevel(numeric)
+    if quiet_library:
+        logging.getLogger("s3q").setLevel(max(numeric, logging.WARNING))
+        logging.getLogger("s3q.cli").setLevel(numeric)
     for name in NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -120,6 +165,8 @@ def setup_logging(level: str, json: bool | None = None) -> None:
 def teardown_logging() -> None:
     """Remove the handler :func:`setup_logging` installed, if any."""
     root = logging.getLogger()
+    for name in ("s3q", "s3q.cli"):
+        logging.getLogger(name).setLevel(logging.NOTSET)
     for handler in [h for h in root.handlers if isinstance(h, _Handler)]:
         root.removeHandler(handler)
         root.setLevel(handler.previous_level)

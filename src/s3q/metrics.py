@@ -14,7 +14,8 @@ Exported names (counters get ``_total``): ``s3q_jobs_{claimed,completed,failed,r
 dead_lettered,released,lease_lost,takeovers,lease_renewals}_total``,
 ``s3q_handler_duration_seconds``
 (label ``outcome``), ``s3q_jobs_in_flight``, ``s3q_store_requests_total`` (label
-``operation``), ``s3q_store_errors_total`` (label ``code``).
+``operation``), ``s3q_store_errors_total`` (label ``code``), ``s3q_breaker_open`` and
+``s3q_breaker_events_total`` (label ``event``: opened, closed, held_back).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
+    from s3q.breaker import Breaker
     from s3q.job import Job
     from s3q.store import Store
     from s3q.worker import Worker
@@ -97,6 +99,12 @@ class Metrics:
                                   registry=self.registry)
         self.in_flight = Gauge("s3q_jobs_in_flight", "Jobs this worker is running now.",
                                registry=self.registry)
+        self.breaker_open = Gauge("s3q_breaker_open", "1 while this worker's circuit breaker "
+                                  "is open (it does not claim), else 0.",
+                                  registry=self.registry)
+        self.breaker_events = Counter("s3q_breaker_events", "Circuit breaker events: opened, "
+                                      "closed, held_back (a request given back uncharged).",
+                                      ["event"], registry=self.registry)
         self._server: WSGIServer | None = None
 
     def on_event(self, event: str, fields: dict[str, Any]) -> None:
@@ -115,6 +123,11 @@ class Metrics:
         worker.queue.listeners.append(self.on_event)
         self.in_flight.set_function(lambda: len(worker.running))
         self.registry.register(StoreCollector(worker.queue.store))
+
+    def watch_breaker(self, breaker: Breaker) -> None:
+        """Feed from a worker's circuit breaker (:mod:`s3q.breaker`)."""
+        self.breaker_open.set_function(lambda: float(breaker.is_open))
+        breaker.listeners.append(lambda event: self.breaker_events.labels(event).inc())
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         """Serve ``/metrics`` over HTTP in a background thread."""

@@ -53,6 +53,8 @@ class Outlook:
     waiting: list[str]
     #: (name, why) of requests a burst does not wait for.
     left: list[tuple[str, str]]
+    #: The ETag of every lease seen (for the next look: a lease that changed is renewed).
+    lease_etags: dict[str, str]
 
 
 class Queue:
@@ -182,30 +184,38 @@ class Queue:
     def backoff(self, attempt: int) -> float:
         return self.ctx.backoff(attempt)
 
-    def outlook(self) -> Outlook:
+    def outlook(self, previous: Outlook | None = None) -> Outlook:
         """What is not claimable now but will be (a retry's backoff, a lease nobody renews),
         and what is held by workers that renew their leases: a burst waits for the first
-        and leaves the second to their owners."""
-        ctx, now = self.ctx, self.store.now()
+        and leaves the second to their owners. A lease is known to be renewed only once it
+        changed between two looks (pass the ``previous`` outlook); until then, a lease
+        written recently may be a live worker's or one that just died: wait until its
+        next renewal is due, and look again."""
+        now = self.store.now()
         due: dict[str, float] = {}
         left: list[tuple[str, str]] = []
+        etags: dict[str, str] = {}
+        seen = previous.lease_etags if previous is not None else {}
+        renewal = self.config.renew_interval + 2 * CLOCK_MARGIN
         for lease, info in self.leases():
-            quiet = now - info.last_modified
+            etags[lease.name] = info.etag
             if lease.intent is Intent.RETRY:
                 due[lease.name] = max(0.0, lease.not_before + 1.0 - now)
-            elif not lease.worker or quiet > self.config.renew_interval + 2 * CLOCK_MARGIN:
+            elif seen.get(lease.name, info.etag) != info.etag and lease.worker:
+                left.append((lease.name, f"in flight on {lease.worker}"))
+            elif not lease.worker or now - info.last_modified > renewal:
                 # nobody renews it: expired (the scan takes it over) or about to be
                 due[lease.name] = max(0.0, info.last_modified + self.config.lease_ttl
                                       + CLOCK_MARGIN - now)
-            else:
-                left.append((lease.name, f"in flight on {lease.worker}"))
+            else:  # renewed by now if its worker lives: look again then
+                due[lease.name] = info.last_modified + renewal - now
         held = {name for name, _ in left}
         for info in self.ls(State.WAIT):
-            if not ctx.fits(info.key):
+            if not self.ctx.fits(info.key):
                 left.append((info.key, "name too long for this store: never claimed"))
             elif info.key not in held:
                 due.setdefault(info.key, 0.0)
-        return Outlook(min(due.values()) if due else None, sorted(due), left)
+        return Outlook(min(due.values()) if due else None, sorted(due), left, etags)
 
     # ------------------------------------------------------------------ claim / scan
     def claim(self, worker_id: str) -> Job | None:

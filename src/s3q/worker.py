@@ -30,7 +30,7 @@ from pathlib import Path
 from s3q.errors import ConfigError, JobStateError, LeaseLost
 from s3q.handlers import Handler
 from s3q.job import Job
-from s3q.queue import Queue
+from s3q.queue import Outlook, Queue
 from s3q.store import StoreError
 
 __all__ = ["Worker", "WorkerOptions", "WorkerStats"]
@@ -68,12 +68,15 @@ class WorkerStats:
 class Worker:
     def __init__(self, queue: Queue, handler: Handler, options: WorkerOptions,
                  *, on_job_done: Callable[[Job, str, float], None] | None = None,
+                 claim_gate: Callable[[threading.Event], bool] | None = None,
                  stop_requests: list[str] | None = None) -> None:
         if options.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.queue, self.handler, self.options = queue, handler, options
         self.stats = WorkerStats()
         self._on_job_done = on_job_done
+        #: Asked before each claim (e.g. s3q.breaker); False: wait (it blocks briefly).
+        self._claim_gate = claim_gate
         self._stopping = threading.Event()  # no more claims
         self._abort = threading.Event()  # give running jobs back now
         #: appended to by signal handlers (even before run() starts), read by run()
@@ -87,6 +90,7 @@ class Worker:
         self._next_poll = 0.0  # monotonic time of the next poll while idle
         self._polling = False  # one slot polls while idle
         self._burst_slots = options.concurrency  # slots a burst still runs
+        self._outlook: Outlook | None = None  # what the last slot of a burst saw last
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
@@ -203,6 +207,8 @@ class Worker:
     # ------------------------------------------------------------------ one slot
     def _slot(self) -> None:
         while not self._stopping.is_set():
+            if self._claim_gate is not None and not self._claim_gate(self._stopping):
+                continue
             if not self._my_turn_to_poll():
                 continue
             if not self._take_ticket():
@@ -232,7 +238,7 @@ class Worker:
             if self._burst_slots > 1:
                 self._burst_slots -= 1
                 return False
-        outlook = self.queue.outlook()
+        outlook = self._outlook = self.queue.outlook(self._outlook)
         if outlook.next_due is None:
             for name, why in outlook.left:
                 log.info("burst done; left %s: %s", name, why,

@@ -93,6 +93,10 @@ def cli(s3_endpoint: S3Endpoint, tmp_path: Path) -> Cli:
         "S3Q_IMDS": "off",
         "S3Q_LOG_JSON": "true",
         "S3Q_TEST_LOG": str(log),
+        # The worker-id locks of this test's workers, not the host's /tmp: other test runs
+        # on the host (other checkouts) start workers with the same ids (the host name,
+        # chaos-n7 ...), and a worker that finds its id locked refuses to start.
+        "S3Q_LOCK_DIR": str(tmp_path),
         "AWS_DEFAULT_REGION": s3_endpoint.region,
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
@@ -103,6 +107,25 @@ def cli(s3_endpoint: S3Endpoint, tmp_path: Path) -> Cli:
         env["AWS_ACCESS_KEY_ID"] = s3_endpoint.access_key_id
         env["AWS_SECRET_ACCESS_KEY"] = s3_endpoint.secret_access_key
     return Cli(env=env, queue=env["S3Q_QUEUE"], log=log, tmp=tmp_path)
+
+
+@pytest.fixture
+def local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """Like ``cli``, on a local-directory queue (``tmp/q``) and run in an empty directory:
+    no S3, no config file, no S3Q_* variable but the queue."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    log = tmp_path / "runs.log"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AWS_", "S3Q_")) and k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM",
+                                                                "WATCHDOG_USEC", "WATCHDOG_PID")}
+    queue = str(tmp_path / "q")
+    env.update({"S3Q_QUEUE": queue, "S3Q_IMDS": "off", "S3Q_LOG_JSON": "true",
+                "S3Q_TEST_LOG": str(log), "S3Q_CONFIG": "", "HOME": str(tmp_path),
+                # the host's other test runs must not hold this worker id's lock
+                "S3Q_WORKER_ID": f"w-{uuid4().hex[:8]}", "S3Q_LOCK_DIR": str(tmp_path)})
+    return Cli(env=env, queue=queue, log=log, tmp=tmp_path)
 
 
 @pytest.fixture

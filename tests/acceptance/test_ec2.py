@@ -100,7 +100,7 @@ def test_the_iam_policy_allows_every_request_of_a_real_run(
         cli.submit(3)
         cli.run("worker", "--exec", f"{sys.executable} -c 'import sys; sys.exit(1)'",
                 "--burst", "--max-attempts", "1")
-        cli.run("requeue", "--all")
+        cli.run("requeue", "--all", "--yes")
         cli.run("worker", "--exec", "true", "--burst")
         cli.run("status", "--json")
         cli.run("recover", "--all", "--yes")

@@ -85,6 +85,27 @@ def test_open_store_urls(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert open_store(s.url).get("k")[0] == b"v"
 
 
+def test_opening_without_create_creates_nothing(tmp_path: Path) -> None:
+    """Read-only commands open the store with create=False: a directory that holds no
+    queue is NotFound, and nothing is created, neither it nor .s3qlocal/ inside it."""
+    missing = tmp_path / "nothing-here"
+    with pytest.raises(NotFound, match="no queue at"):
+        LocalStore(missing, create=False)
+    for url in (str(missing), "file://" + str(missing)):
+        with pytest.raises(NotFound, match="no queue at"):
+            open_store(url, create=False)
+    assert not missing.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(NotFound):
+        LocalStore(empty, create=False)
+    assert list(empty.iterdir()) == []
+    (empty / "wait").mkdir()  # a request directory made by hand: that is a queue
+    store = LocalStore(empty, create=False)
+    assert store.list_page("wait/").items == []
+    store.close()
+
+
 # -- keys cannot escape the root ---------------------------------------------------------------
 
 

@@ -43,6 +43,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [n for n in os.environ if n.startswith("S3Q_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("S3Q_IMDS", "off")
+    monkeypatch.setenv("S3Q_LOCK_DIR", str(tmp_path))  # not the host's /tmp (see _env)
     monkeypatch.setattr(config_module, "SEARCH_PATH", ("s3q.toml",))
 
 
@@ -70,7 +71,8 @@ def requests_dir(tmp_path: Path, n: int, sub: str = "") -> Path:
 
 
 def one_error_line(result: Result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    lines = [line for line in result.stderr.splitlines()  # log lines are JSON here
+             if line.strip() and not line.startswith("{")]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("s3q: error: ") and "Traceback" not in result.output
     return lines[0]
@@ -92,7 +94,7 @@ def test_submit_files_directories_globs_and_stdin(tmp_path: Path, qdir: Path) ->
     out = run(qdir, "submit", str(src / "top_request.json"), "--name", "renamed_request.json",
               "--json")
     assert out.exit_code == 0
-    assert [r["name"] for r in json.loads(out.stdout)] == ["renamed_request.json"]
+    assert [r["name"] for r in json.loads(out.stdout)["requests"]] == ["renamed_request.json"]
 
     out = run(qdir, "submit", "-", "--name", "piped/x_request.json", input=b'{"in": 1}')
     assert out.exit_code == 0, out.output
@@ -100,7 +102,7 @@ def test_submit_files_directories_globs_and_stdin(tmp_path: Path, qdir: Path) ->
 
     # a pattern the shell did not expand: named below its fixed part
     out = run(qdir, "submit", str(src / "**" / "r1_*.json"), "--json")
-    assert [r["name"] for r in json.loads(out.stdout)] == ["2026/11/r1_request.json"]
+    assert [r["name"] for r in json.loads(out.stdout)["requests"]] == ["2026/11/r1_request.json"]
     assert "submitted 1 request(s)" in run(qdir, "submit", str(src / "top_*")).stdout
     assert len(names(qdir, "wait")) == 5
 
@@ -321,9 +323,10 @@ def test_ls_show_and_requeue(tmp_path: Path, qdir: Path) -> None:
     assert out.exit_code == 0, out.output
     assert names(qdir, "failed") == [f"r{i}_request.json" for i in range(3)]
 
-    listed = json.loads(run(qdir, "ls", "failed", "--json", "--limit", "2").stdout)
+    listed = json.loads(run(qdir, "ls", "failed", "--json", "--limit", "2").stdout)["requests"]
     assert [r["name"] for r in listed] == ["r0_request.json", "r1_request.json"]
     assert listed[0]["size"] == len('{"id": 0}')
+    assert "boom" in listed[0]["error"]["message"] and listed[0]["error"]["attempts"] == 1
     assert "r2_request.json" in run(qdir, "ls", "failed").stdout
     assert run(qdir, "ls", "nowhere").exit_code == 2
 
@@ -335,12 +338,15 @@ def test_ls_show_and_requeue(tmp_path: Path, qdir: Path) -> None:
     assert "failed" in human and "boom" in human
 
     out = run(qdir, "requeue", "r0_request.json", "--json")
-    assert json.loads(out.stdout) == {"requeued": ["r0_request.json"], "skipped": []}
+    assert json.loads(out.stdout) == {"schema": "s3q.requeue/1", "dry_run": False,
+                                      "requeued": ["r0_request.json"], "skipped": []}
     out = run(qdir, "requeue", "r0_request.json")  # not in failed/ any more
     assert out.exit_code == 1 and "not requeued" in out.stderr
-    assert run(qdir, "requeue", "--glob", "r1*").exit_code == 0
+    out = run(qdir, "requeue", "--glob", "r1*")  # not interactive: needs --yes
+    assert out.exit_code == 2 and "refusing to requeue 1 failed request(s)" in out.stderr
+    assert run(qdir, "requeue", "--glob", "r1*", "--yes").exit_code == 0
     assert names(qdir, "failed") == ["r2_request.json"]
-    assert run(qdir, "requeue", "--all").exit_code == 0
+    assert run(qdir, "requeue", "--all", "-y").exit_code == 0
     assert names(qdir, "failed") == []
     assert len(names(qdir, "wait")) == 3
     assert run(qdir, "requeue").exit_code == 2
@@ -409,7 +415,7 @@ def test_purge(tmp_path: Path, qdir: Path) -> None:
     finished = names(qdir, "finish")
     assert len(finished) == 2 and queue(qdir).result(finished[0]) is not None
 
-    out = run(qdir, "purge", "finish", "--json")
+    out = run(qdir, "purge", "finish", "--json", "--yes")
     assert sorted(json.loads(out.stdout)["purged"]) == finished
     assert names(qdir, "finish") == [] and queue(qdir).result(finished[0]) is None
 
@@ -428,7 +434,7 @@ def test_purge_older_than(tmp_path: Path, qdir: Path) -> None:
     old, *recent = names(qdir, "finish")
     then = time.time() - 2 * 86400  # the local store's clock is the file's mtime
     os.utime(qdir / "finish" / old, (then, then))
-    out = run(qdir, "purge", "finish", "--older-than", "1d", "--json")
+    out = run(qdir, "purge", "finish", "--older-than", "1d", "--json", "--yes")
     assert out.exit_code == 0 and json.loads(out.stdout)["purged"] == [old]
     assert names(qdir, "finish") == recent and queue(qdir).result(old) is None
     assert queue(qdir).result(recent[0]) is not None
@@ -452,10 +458,10 @@ def test_purge_removes_only_the_records_of_the_purged_state(qdir: Path) -> None:
     job = q.claim("w")
     assert job is not None
     job.complete(b"the result")
-    assert run(qdir, "purge", "failed").exit_code == 0
+    assert run(qdir, "purge", "failed", "--yes").exit_code == 0
     assert q.result("x_request.json") == b"the result"
     dead_letter()
-    assert run(qdir, "purge", "finish").exit_code == 0
+    assert run(qdir, "purge", "finish", "--yes").exit_code == 0
     record = q.error_record("x_request.json")
     assert record is not None and "broken" in record.error["message"]
     assert names(qdir, "failed") == ["x_request.json"]
@@ -471,7 +477,7 @@ def test_config_show_masks_secrets_and_names_sources(qdir: Path,
         out = run(qdir, *args, "--lease-ttl", "45")
         assert out.exit_code == 0
         assert "very-secret-value-123" not in out.output and "AKIAEXAMPLEKEY" not in out.output
-    shown = json.loads(run(qdir, "config", "show", "--json").stdout)
+    shown = json.loads(run(qdir, "config", "show", "--json").stdout)["settings"]
     assert shown["secret_access_key"] == {"value": "***",
                                           "source": "env S3Q_SECRET_ACCESS_KEY"}
     assert shown["queue"] == {"value": str(qdir), "source": "flag --queue"}
@@ -556,7 +562,10 @@ def test_metrics_counters_histogram_and_store_requests() -> None:
 
 def _env(qdir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("S3Q_")}
-    return {**env, "S3Q_QUEUE": str(qdir), "S3Q_IMDS": "off"}
+    # the worker-id lock in this test's directory: other test runs on the host use the
+    # same default worker id (the host name)
+    return {**env, "S3Q_QUEUE": str(qdir), "S3Q_IMDS": "off",
+            "S3Q_LOCK_DIR": str(qdir.parent)}
 
 
 def test_the_executable_runs_a_burst(tmp_path: Path, qdir: Path) -> None:

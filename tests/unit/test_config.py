@@ -23,10 +23,12 @@ from s3q.config import (
     Secret,
     Setting,
     default_worker_id,
+    describe_source,
     load_config,
     resolve_secrets,
     show_config,
 )
+from s3q.durations import parse_duration
 from s3q.errors import ConfigError
 from s3q.queue import QueueConfig
 from tests.s3server import S3Endpoint
@@ -158,15 +160,74 @@ def test_first_matching_profile_in_file_order_wins(tmp_path: Path) -> None:
     assert load(hostname="db-1")[0].profile == "a"
 
 
-def test_no_profile_and_top_level_profile_key(tmp_path: Path) -> None:
+def test_profiles_that_match_no_host_name_are_an_error(tmp_path: Path) -> None:
+    """A production server whose host name matches no profile must not silently serve the
+    top level (or the built-in ./s3q-data): the error names the host and the patterns."""
     path = write(tmp_path / "s3q.toml", """\
         queue = "s3://b/p"
         [profiles.prod]
         when_hostname = "*-prod-*"
+        [profiles.manual]
+        queue = "s3://b/manual"
     """)
+    assert error(hostname="ip-10-0-0-7") == (
+        f"profile: no profile of {path} matches the host name 'ip-10-0-0-7' (when_hostname: "
+        "prod '*-prod-*', manual (no when_hostname)) and there is no [profiles.default]; set "
+        'S3Q_PROFILE or --profile, or add a profile with when_hostname = "*"')
+    assert load(hostname="ip-10-0-0-7", env={"S3Q_PROFILE": "manual"})[0].queue == \
+        "s3://b/manual"
+    write(tmp_path / "s3q.toml", 'queue = "s3://b/p"\n')  # no profiles: the top level
     cfg, src = load(hostname="laptop")
     assert (cfg.profile, src["profile"], cfg.queue, src["queue"]) == (
         None, "default", "s3://b/p", f"file {path}")
+
+
+def test_describe_source_says_where_the_queue_came_from(tmp_path: Path) -> None:
+    path = write(tmp_path / "s3q.toml", LAYERED.replace("[profiles.prod]\n",
+                                                        '[profiles.prod]\nqueue = "s3://p/q"\n'))
+    _, src = load(hostname="app-prod-3")
+    assert describe_source("queue", src) == (
+        f"profile prod ({path}); profile chosen by hostname app-prod-3 matches '*-prod-*' "
+        f"({path})")
+    _, src = load(hostname="app-prod-3", env={"S3Q_QUEUE": "s3://e/q"})
+    assert describe_source("queue", src) == "env S3Q_QUEUE"
+    (tmp_path / "s3q.toml").unlink()
+    _, src = load()
+    assert describe_source("queue", src).startswith(
+        "built-in default: no --queue, no S3Q_QUEUE and no queue in a config file")
+    assert describe_source("grace", src) == "built-in default"
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("90", 90.0), ("1.5", 1.5), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0),
+    ("7d", 604800.0), ("1h30m", 5400.0), (" 2w ", 1209600.0), ("1:30", 90.0), (0, 0.0),
+    (2.5, 2.5)])
+def test_durations_take_units(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "-5s", "-1", "inf", "nan", "5x", True, None])
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+def test_every_seconds_setting_takes_units(tmp_path: Path) -> None:
+    durations = [s.name for s in SETTINGS if s.duration]
+    assert set(durations) == {"lease_ttl", "grace", "retry_base_delay", "retry_max_delay",
+                              "job_timeout", "poll_interval", "breaker_pause"}
+    assert all(s.type is float for s in SETTINGS if s.duration)
+    cfg, _ = load({"lease_ttl": "1m"}, env={"S3Q_GRACE": "2m", "S3Q_RETRY_MAX_DELAY": "1h"})
+    assert (cfg.lease_ttl, cfg.grace, cfg.retry_max_delay) == (60.0, 120.0, 3600.0)
+    write(tmp_path / "s3q.toml", 'job_timeout = "15m"\npoll_interval = 5\n')
+    cfg, _ = load()
+    assert (cfg.job_timeout, cfg.poll_interval) == (900.0, 5.0)
+    assert error({"lease_ttl": "3s"}) == \
+        "lease_ttl: must be at least 5 seconds (got 3.0) (flag --lease-ttl)"
+
+
+def test_top_level_profile_key(tmp_path: Path) -> None:
+    path = write(tmp_path / "s3q.toml", "")
     write(tmp_path / "s3q.toml", 'profile = "prod"\n[profiles.prod]\nqueue = "s3://p/q"\n')
     cfg, src = load(hostname="laptop")
     assert (cfg.profile, src["profile"], cfg.queue) == ("prod", f"file {path}", "s3://p/q")
@@ -233,9 +294,10 @@ def test_unknown_keys_suggest_the_setting(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("toml", "env", "flags", "expected"),
     [
-        ('lease_ttl = "abc"', {}, {}, "lease_ttl: expected a number, got 'abc' (file {path})"),
-        ("", {"S3Q_LEASE_TTL": "abc"}, {}, "lease_ttl: expected a number, got 'abc' "
-                                          "(env S3Q_LEASE_TTL)"),
+        ('lease_ttl = "abc"', {}, {}, "lease_ttl: expected a duration (seconds, or a number "
+         "with a unit: 30s, 5m, 1h, 7d, 1h30m), got 'abc' (file {path})"),
+        ("", {"S3Q_LEASE_TTL": "abc"}, {}, "lease_ttl: expected a duration (seconds, or a "
+         "number with a unit: 30s, 5m, 1h, 7d, 1h30m), got 'abc' (env S3Q_LEASE_TTL)"),
         ("[profiles.p]\nwhen_hostname = '*'\nmax_attempts = 2.5", {}, {},
          "max_attempts: expected an integer, got 2.5 (profile p ({path}))"),
         ("log_json = 1", {}, {}, "log_json: expected true or false, got 1 (file {path})"),
@@ -252,7 +314,10 @@ def test_unknown_keys_suggest_the_setting(tmp_path: Path) -> None:
         ("metrics_port = 70000", {}, {},
          "metrics_port: must be at most 65535, got 70000 (file {path})"),
         ("", {"S3Q_JOB_TIMEOUT": "nan"}, {},
-         "job_timeout: expected a finite number, got 'nan' (env S3Q_JOB_TIMEOUT)"),
+         "job_timeout: expected a duration (seconds, or a number with a unit: 30s, 5m, 1h, "
+         "7d, 1h30m), got 'nan' (env S3Q_JOB_TIMEOUT)"),
+        ("", {}, {"max_attempts": "1.5"},
+         "max_attempts: expected an integer, got '1.5' (flag --max-attempts)"),
         ('filter = ""', {}, {}, "filter: must be a non-empty single line, got '' (file {path})"),
         ("lease_ttl = 1", {}, {}, "lease_ttl: must be at least 5 seconds (got 1.0) (file {path})"),
         ("retry_base_delay = 10\nretry_max_delay = 5", {}, {},

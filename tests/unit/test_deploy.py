@@ -170,7 +170,8 @@ def test_unit_runs_at_every_boot_and_stops_gracefully() -> None:
     assert 60 / restart_sec <= int(one(unit, "Unit", "StartLimitBurst"))
     assert int(one(unit, "Unit", "StartLimitIntervalSec")) <= 60
     expect = {
-        "Type": "simple", "User": "s3q", "Group": "s3q", "WorkingDirectory": "/opt/s3q-app",
+        "Type": "notify", "NotifyAccess": "main", "WatchdogSec": "60", "User": "s3q",
+        "Group": "s3q", "WorkingDirectory": "/opt/s3q-app",
         "EnvironmentFile": "-/etc/s3q/s3q.env", "KillSignal": "SIGTERM", "KillMode": "mixed",
         "Restart": "on-failure", "RestartSec": "5", "NoNewPrivileges": "yes",
         "ProtectSystem": "strict", "ReadWritePaths": "/opt/s3q-app", "PrivateTmp": "yes",

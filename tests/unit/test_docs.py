@@ -41,3 +41,20 @@ def test_each_operation_of_the_protocol_is_in_the_module_its_heading_names() -> 
         others = [m for m, code in modules.items()
                   if m != module and re.search(rf"# {re.escape(step)}(?![\w'])", code)]
         assert not others, f"{step} is labelled in {module} and in {others}"
+
+
+def test_every_relative_link_of_the_docs_stays_in_the_repository() -> None:
+    """A clone has no ../shared/: the README and docs/ link only to files in the repo."""
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)", doc.read_text()):
+            if "://" in target:
+                continue
+            path = (doc.parent / target).resolve()
+            assert path.is_relative_to(ROOT) and path.exists(), f"{doc.name}: {target}"
+
+
+def test_the_readme_says_how_to_get_s3q_on_path_and_how_long_the_tests_take() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "source .venv/bin/activate" in readme
+    assert "6\N{EN DASH}10 minutes on 2 cores" in " ".join(readme.split())
+    assert "scripts/demo" in readme and "scripts/test" in readme

@@ -38,8 +38,10 @@ class S3Options:
     session_token: str | None = None
 
 
-def open_store(url: str, s3: S3Options | None = None) -> Store:
-    """Open the store a queue URL names. Raises ``ValueError`` on an unusable URL."""
+def open_store(url: str, s3: S3Options | None = None, *, create: bool = True) -> Store:
+    """Open the store a queue URL names. Raises ``ValueError`` on an unusable URL. With
+    ``create=False`` a local directory that holds no queue is not created: ``NotFound``
+    (S3 buckets and memory stores are never created by opening them)."""
     if not url:
         raise ValueError("queue URL is empty")
     parts = urlsplit(url)
@@ -59,11 +61,11 @@ def open_store(url: str, s3: S3Options | None = None) -> Store:
             raise ValueError(f"queue URL {url!r}: file URLs must be file:///absolute/path")
         from s3q.backends.local import LocalStore
 
-        return LocalStore(Path(unquote(parts.path)))
+        return LocalStore(Path(unquote(parts.path)), create=create)
     if scheme == "" or (len(scheme) == 1 and url[1:3] in (":\\", ":/")):
         from s3q.backends.local import LocalStore
 
-        return LocalStore(Path(url))
+        return LocalStore(Path(url), create=create)
     raise ValueError(
         f"queue URL {url!r}: unsupported scheme {scheme!r} (use s3://, file:// or a path)"
     )

@@ -92,10 +92,13 @@ class LocalStore(Store):
     capabilities = NATIVE
     max_key_bytes: int = 0  # set per instance (the root path counts)
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, *, create: bool = True) -> None:
         self.root = Path(os.path.abspath(root))
         self.url = "file://" + str(self.root)
         self._root = str(self.root)
+        if not create and not _holds_a_queue(self._root):  # read-only commands create nothing
+            raise NotFound(f"no queue at {self._root}: the directory does not exist or has "
+                           "none of wait/, processing/, finish/, failed/, .s3q/")
         internal = os.path.join(self._root, RESERVED)
         self._tmp_dir = os.path.join(internal, "tmp")
         try:
@@ -537,6 +540,12 @@ def _path_max(root: str) -> int:
         return os.pathconf(root, "PC_PATH_MAX")
     except (OSError, ValueError):
         return 4096
+
+
+def _holds_a_queue(root: str) -> bool:
+    """Is ``root`` a directory that a queue has used (or that requests were put into)?"""
+    return any(os.path.isdir(os.path.join(root, d)) for d in
+               ("wait", "processing", "finish", "failed", ".s3q", RESERVED))
 
 
 def _md5() -> hashlib._Hash:

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 
 import click
 
 from s3q.cli.errors import Failure
-from s3q.cli.options import STATES, App, Duration, json_option, setting_options
-from s3q.cli.output import confirm, echo_json, table
+from s3q.cli.options import (
+    STATES,
+    App,
+    Duration,
+    S3qCommand,
+    dry_run_option,
+    json_option,
+    setting_options,
+    yes_option,
+)
+from s3q.cli.output import confirm, echo_json, progress, table
 from s3q.config import show_config
 from s3q.layout import State
 from s3q.queue import Queue, RecoveryMode
@@ -31,34 +42,70 @@ def matching(queue: Queue, state: State | str, pattern: str,
 
 # ------------------------------------------------------------------------ requeue
 
-@click.command()
+@click.command(cls=S3qCommand, examples=[
+    "s3q requeue 2026/11/a_request.json b_request.json",
+    "s3q requeue --glob '2026/11/*' --dry-run",
+    "s3q requeue --all --yes           # in a script: no question"])
 @click.argument("names", nargs=-1)
 @click.option("--glob", "pattern", metavar="GLOB", help="Requeue the failed requests whose "
               "names match GLOB.")
 @click.option("--all", "all_", is_flag=True, help="Requeue every failed request.")
+@dry_run_option
+@yes_option
 @json_option
-@setting_options
-def requeue(names: tuple[str, ...], pattern: str | None, all_: bool, as_json: bool) -> None:
+@setting_options("concurrency")
+def requeue(*, names: tuple[str, ...], pattern: str | None, all_: bool, dry_run: bool,
+            yes: bool, as_json: bool) -> None:
     """Move failed requests back to wait/.
 
-    They start again with a fresh attempt count. Exits 1 when a NAME given could not be
-    requeued (not in failed/, or busy)."""
+    They start again with a fresh attempt count. --glob and --all say how many and ask
+    first (on a terminal; elsewhere they need --yes). Exits 1 when a NAME given could not
+    be requeued (not in failed/, or busy)."""
     if sum([bool(names), pattern is not None, all_]) != 1:
         raise click.UsageError("give NAME..., --glob GLOB or --all")
-    queue = App().open_queue()
-    if not names:
-        names = tuple(i.key for i in matching(queue, State.FAILED, pattern or "*"))
-    done = {name: queue.requeue(validate_key(name)) for name in names}
-    requeued = [n for n, ok in done.items() if ok]
-    skipped = [n for n, ok in done.items() if not ok]
+    app = App()
+    queue = app.open_queue()
+    targets = [validate_key(n) for n in names] or [
+        i.key for i in matching(queue, State.FAILED, pattern or "*")]
+    if dry_run:
+        _report_dry_run(as_json, "requeue", targets, "would requeue")
+        return
+    if not names and targets:
+        what = f"requeue {len(targets)} failed request(s) (fresh attempt counts)"
+        confirm(f"{what.capitalize()}?", yes=yes, refusal=f"refusing to {what} without "
+                "--yes (--dry-run lists them)")
+    with progress("requeueing", len(targets)) as advance:
+        done = run_each(targets, queue.requeue, app.config.concurrency, advance)
+    requeued = [n for n in targets if done[n]]
+    skipped = [n for n in targets if not done[n]]
     if as_json:
-        echo_json({"requeued": requeued, "skipped": skipped})
+        echo_json("requeue", {"dry_run": False, "requeued": requeued, "skipped": skipped})
     else:
         click.echo(f"requeued {len(requeued)} request(s)")
         for n in skipped:
             click.echo(f"not requeued: {n} (not in failed/, or busy)", err=True)
-    if skipped and pattern is None and not all_:
+    if skipped and names:
         click.get_current_context().exit(1)
+
+
+def run_each(names: Sequence[str], action: Callable[[str], bool], threads: int,
+             advance: Callable[[int], None]) -> dict[str, bool]:
+    """``action(name)`` for every name, ``threads`` at a time, advancing a progress bar."""
+    results: dict[str, bool] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, 32))) as pool:
+        for name, ok in zip(names, pool.map(action, names), strict=True):
+            results[name] = ok
+            advance(1)
+    return results
+
+
+def _report_dry_run(as_json: bool, kind: str, names: Sequence[str], verb: str) -> None:
+    if as_json:
+        echo_json(kind, {"dry_run": True, "requests": list(names)})
+        return
+    for name in names:
+        click.echo(name)
+    click.echo(f"{verb} {len(names)} request(s) (dry run: nothing changed)", err=True)
 
 
 # ------------------------------------------------------------------------ recover
@@ -72,7 +119,10 @@ class Planned:
     action: str
 
 
-@click.command()
+@click.command(cls=S3qCommand, examples=[
+    "s3q recover --stale                 # what dead workers held",
+    "s3q recover --all --dry-run",
+    "s3q recover --all --include '*request.json' --yes   # the seed's reset, done safely"])
 @click.option("--mine", "mode", flag_value="mine", help="What this worker id (--worker-id) "
               "held: back to wait/ at once.")
 @click.option("--stale", "mode", flag_value="stale", help="Requests whose lease expired.")
@@ -80,11 +130,11 @@ class Planned:
               "--include, even what live workers hold (they are fenced and stop).")
 @click.option("--include", metavar="GLOB", help="With --all: only names matching GLOB "
               "(default: all).")
-@click.option("--dry-run", is_flag=True, help="Only list what would be touched.")
+@dry_run_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before taking requests from live "
               "workers.")
 @json_option
-@setting_options
+@setting_options("worker_id", "lease_ttl")
 def recover(mode: RecoveryMode | None, include: str | None, dry_run: bool, yes: bool,
             as_json: bool) -> None:
     """Put requests from processing/ back into wait/.
@@ -113,8 +163,8 @@ def recover(mode: RecoveryMode | None, include: str | None, dry_run: bool, yes: 
             done = queue.recover_all(include or "*")
         actions = {n: a for n, a in done.actions.items() if a not in UNTOUCHED}
     if as_json:
-        echo_json({"dry_run": dry_run,
-                   "requests": [{"name": n, "action": a} for n, a in actions.items()]})
+        echo_json("recover", {"dry_run": dry_run, "requests": [
+            {"name": n, "action": a} for n, a in actions.items()]})
         return
     if actions:
         click.echo(table(["REQUEST", "ACTION"], sorted(actions.items())))
@@ -149,48 +199,83 @@ def confirm_takeover(live: Sequence[Planned], yes: bool) -> None:
 
 # ------------------------------------------------------------------------ purge
 
-@click.command()
+@click.command(cls=S3qCommand, examples=[
+    "s3q purge failed --dry-run",
+    "s3q purge finish --older-than 30d --yes     # from a timer or cron",
+    "s3q purge wait --include 'test-*'"])
 @click.argument("state", type=STATES, metavar="STATE")
 @click.option("--include", metavar="GLOB", help="Only names matching GLOB.")
 @click.option("--older-than", type=Duration(), metavar="AGE",
-              help="Only requests that entered STATE more than AGE ago: seconds, or a number "
-              "with s, m, h or d (7d).")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask (needed for wait/ when not "
-              "interactive).")
+              help="Only requests that entered STATE more than AGE ago (30d, 12h, 90m).")
+@dry_run_option
+@yes_option
 @json_option
-@setting_options
-def purge(state: str, include: str | None, older_than: float | None, yes: bool,
-          as_json: bool) -> None:
+@setting_options("concurrency")
+def purge(*, state: str, include: str | None, older_than: float | None, dry_run: bool,
+          yes: bool, as_json: bool) -> None:
     """Delete requests in finish/, failed/ or wait/.
 
-    finish/ goes with its results, failed/ with its error records; wait/ only after a
-    confirmation (or --yes). Requests in processing/ are never purged: use recover.
-
-    With on_finish=move, finish/ keeps one object per request forever: trim it with
-    --older-than from a timer (or, on S3, with a lifecycle rule; see docs/OPERATIONS.md)."""
+    finish/ goes with its results, failed/ with its error records. It says how many and
+    asks first (on a terminal; elsewhere it needs --yes); with --yes it deletes as it lists,
+    so a huge finish/ is never held in memory. Requests in processing/ are never purged:
+    use recover. With on_finish=move, finish/ keeps one object per request forever: trim it
+    with --older-than from a timer (on S3, a lifecycle rule is cheaper; docs/OPERATIONS.md)."""
     if state == State.PROCESSING:
         raise Failure("requests in processing/ are held by workers and cannot be purged; "
                       "use 's3q recover' to put them back into wait/ first")
-    queue = App().open_queue()
+    app = App()
+    queue = app.open_queue()
     cutoff = None if older_than is None else queue.store.now() - older_than
     found = matching(queue, state, include or "*", cutoff)
-    infos: Iterable[ObjectInfo] = found  # deleted as they are listed: finish/ may be huge
-    if state == State.WAIT:  # counted first, to ask
-        infos = waiting = list(found)
-        if waiting:
-            what = f"delete {len(waiting)} waiting request(s)"
+    infos: Iterable[ObjectInfo] = found  # with --yes: deleted as they are listed
+    total = None
+    if dry_run or not yes:
+        infos = listed = list(found)
+        total = len(listed)
+        if dry_run:
+            _report_dry_run(as_json, "purge", [i.key for i in listed], "would purge")
+            return
+        if listed:
+            records = {State.FINISH: " and their results",
+                       State.FAILED: " and their error records"}.get(State(state), "")
+            what = f"delete {len(listed)} request(s) from {state}/{records}"
             confirm(f"{what.capitalize()}?", yes=yes,
-                    refusal=f"refusing to {what} without --yes")
-    purged: list[str] = []
-    skipped: list[str] = []
-    for info in infos:  # only the bytes listed: a request re-submitted meanwhile stays
-        (purged if queue.purge(state, info) else skipped).append(info.key)
+                    refusal=f"refusing to {what} without --yes (--dry-run lists them)")
+    with progress("purging", total) as advance:
+        purged, skipped = delete_requests(queue, State(state), infos,
+                                          app.config.concurrency, advance)
     if as_json:
-        echo_json({"state": state, "purged": purged, "skipped": skipped})
+        echo_json("purge", {"dry_run": False, "state": state, "purged": purged,
+                            "skipped": skipped})
     else:
         click.echo(f"purged {len(purged)} request(s) from {state}/")
         for name in skipped:
             click.echo(f"skipped {name}: changed or gone meanwhile", err=True)
+
+
+#: Requests deleted per round of ``delete_requests`` (the most listed and not yet deleted).
+DELETE_ROUND = 1000
+
+
+def delete_requests(queue: Queue, state: State, infos: Iterable[ObjectInfo], threads: int,
+                    advance: Callable[[int], None]) -> tuple[list[str], list[str]]:
+    """The deletion loop of ``purge``: :meth:`Queue.purge` per request (the protocol's
+    purge: conditional on the listed ETag, so a request re-submitted meanwhile stays; a
+    waiting request's retry lease goes with it), ``threads`` at a time, in rounds of
+    DELETE_ROUND (memory stays bounded while ``infos`` streams). Returns (purged, skipped)
+    names."""
+    def delete(info: ObjectInfo) -> bool:
+        return queue.purge(state, info)
+
+    purged: list[str] = []
+    skipped: list[str] = []
+    items = iter(infos)
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, 32))) as pool:
+        while batch := list(islice(items, DELETE_ROUND)):
+            for info, ok in zip(batch, pool.map(delete, batch), strict=True):
+                (purged if ok else skipped).append(info.key)
+                advance(1)
+    return purged, skipped
 
 
 # ------------------------------------------------------------------------ config
@@ -200,14 +285,18 @@ def config_group() -> None:
     """The effective configuration."""
 
 
-@config_group.command(name="show")
+@config_group.command(name="show", cls=S3qCommand, examples=[
+    "s3q config show",
+    "S3Q_PROFILE=prod s3q config show --json"])
 @json_option
-@setting_options
+@setting_options()
 def config_show(as_json: bool) -> None:
     """Every setting: its value (secrets masked) and where it came from."""
     app = App()
     rows = show_config(app.config, app.sources)
     if as_json:
-        echo_json({name: {"value": value, "source": source} for name, value, source in rows})
+        echo_json("config", {"queue_source": app.queue_source, "settings": {
+            name: {"value": value, "source": source} for name, value, source in rows}})
     else:
         click.echo(table(["SETTING", "VALUE", "SOURCE"], rows))
+        click.echo(f"\nqueue from {app.queue_source}")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
 from s3q.cli.errors import Failure
-from s3q.cli.options import App, setting_options
-from s3q.cli.output import echo_json
+from s3q.cli.options import App, S3qCommand, setting_options
 from s3q.deploy import (
     DEFAULT_APP_DIR,
     DEFAULT_GRACE,
@@ -25,7 +25,9 @@ def deploy_group() -> None:
     """Deployment files for EC2 (CodeDeploy + systemd)."""
 
 
-@deploy_group.command("init")
+@deploy_group.command("init", cls=S3qCommand, examples=[
+    "s3q deploy init ./revision",
+    "s3q deploy init ./revision --handler-cmd 'python /opt/s3q-app/process.py {path}'"])
 @click.argument("directory", required=False, default=".", type=click.Path(file_okay=False))
 @click.option("--app-dir", default=DEFAULT_APP_DIR, show_default=True,
               help="Where CodeDeploy installs the revision on the instance.")
@@ -54,15 +56,19 @@ def deploy_init(*, directory: str, app_dir: str, service_user: str, service_name
         click.echo(str(path))
 
 
-@click.command("iam-policy")
+@click.command("iam-policy", cls=S3qCommand, examples=[
+    "s3q --profile prod iam-policy > policy.json",
+    "s3q --queue s3://bucket/prefix iam-policy --account 123456789012"])
 @click.option("--account", metavar="ID", help="AWS account id for the SSM parameter ARNs "
               "(default: any).")
-@setting_options
+@setting_options()
 def iam_policy(account: str | None) -> None:
-    """Print the least-privilege IAM policy (JSON) for the configured queue: S3 on its
-    prefixes only; ssm:GetParameter and kms:Decrypt only for configured ssm: secrets."""
+    """Print the least-privilege IAM policy for the configured queue: S3 on its prefixes
+    only; ssm:GetParameter and kms:Decrypt only for configured ssm: secrets.
+
+    The output is an IAM policy document as AWS reads it (so it has no "schema" key)."""
     app = App()
     try:
-        echo_json(iam_policy_for(app.config, account=account))
+        click.echo(json.dumps(iam_policy_for(app.config, account=account), indent=2))
     except ValueError as e:
         raise Failure(str(e)) from None

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections import Counter
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
 
+from s3q.breaker import breaker_records
 from s3q.cli.errors import EXIT_UNHEALTHY
-from s3q.cli.options import App, json_option, setting_options
+from s3q.cli.options import App, Duration, S3qCommand, json_option, setting_options
 from s3q.cli.output import age, echo_json, iso, one_line, table
 from s3q.layout import State
 from s3q.queue import Queue
@@ -20,53 +25,71 @@ from s3q.records import CLOCK_MARGIN, Intent
 THROUGHPUT_WINDOW = 300.0
 
 
-@click.command()
+@click.command(cls=S3qCommand, examples=[
+    "s3q status",
+    "s3q status --watch            # redraw every 2s (--watch 10s: every 10s)",
+    "s3q status --check --max-age 15m --max-failed 0   # for monitoring"])
 @json_option
-@click.option("--watch", type=click.FloatRange(min=0.5), metavar="SECONDS",
-              help="Redraw every SECONDS until Ctrl-C.")
+@click.option("--watch", type=Duration(), is_flag=False, flag_value=2.0, metavar="[EVERY]",
+              help="Redraw every EVERY (default 2s) until Ctrl-C.")
 @click.option("--check", is_flag=True, help="Exit 1 (saying why on stderr) when unhealthy: "
-              "an expired lease nobody took over in time (no worker running?), or the "
-              "limits below exceeded.")
-@click.option("--max-age", type=click.FloatRange(min=0), metavar="SECONDS",
-              help="With --check: the oldest waiting request may be this old.")
+              "an expired lease nobody took over in time (no worker running?), a worker's "
+              "circuit breaker open, or the limits below exceeded.")
+@click.option("--max-age", type=Duration(), metavar="AGE",
+              help="With --check: the oldest waiting request may be this old (e.g. 15m).")
 @click.option("--max-failed", type=click.IntRange(min=0), metavar="N",
               help="With --check: at most N requests in failed/.")
-@setting_options
+@setting_options("lease_ttl")
 def status(as_json: bool, watch: float | None, check: bool, max_age: float | None,
            max_failed: int | None) -> None:
-    """Queue health: counts, ages, work in flight, retries.
+    """Queue health: where the queue is, counts, ages, work in flight, retries.
 
     Counts per state, the age of the oldest waiting request, requests in flight per worker
     (with their lease age; EXPIRED = its worker stopped renewing it, OVERDUE = and no
-    worker took it over in time), requests waiting for a retry, and the number finished in
-    the last 5 minutes."""
+    worker took it over in time), requests waiting for a retry, workers whose circuit
+    breaker is open, and the number finished in the last 5 minutes. A queue that does not
+    exist is an error (exit 3), never created."""
     if (max_age is not None or max_failed is not None) and not check:
         raise click.UsageError("--max-age and --max-failed need --check")
     if watch is not None and check:
         raise click.UsageError("--watch and --check cannot be combined")
+    if watch is not None and watch < 0.5:
+        raise click.UsageError("--watch: redraw at most twice a second (0.5s or more)")
     app = App()
     queue = app.open_queue()
+    origin = {"queue_source": app.queue_source, "profile": app.config.profile}
     if watch is not None:
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                data = queue_status(queue, max_age, max_failed)
-                if as_json:
-                    echo_json(data, compact=True)
-                else:
-                    click.clear()
-                    click.echo(f"{iso(time.time())}  (every {watch:g}s; Ctrl-C to stop)\n")
-                    click.echo(render_status(data))
-                time.sleep(watch)
+        watch_status(queue, origin, watch, as_json=as_json)
         return
-    data = queue_status(queue, max_age, max_failed, history=not check)
+    data = {**queue_status(queue, max_age, max_failed, history=not check), **origin}
     if as_json:
-        echo_json(data)
+        echo_json("status", data)
     else:
         click.echo(render_status(data))
     if check and data["problems"]:
         for problem in data["problems"]:
             click.echo(f"s3q: unhealthy: {problem}", err=True)
         app.ctx.exit(EXIT_UNHEALTHY)
+
+
+def watch_status(queue: Queue, origin: dict[str, Any], every: float, *, as_json: bool) -> None:
+    """Redraw in place on a terminal (rich's Live); elsewhere print each status in turn
+    (JSON: one line each)."""
+    live = None if as_json or not sys.stdout.isatty() else Live(
+        auto_refresh=False, console=Console(highlight=False), screen=False)
+    with contextlib.suppress(KeyboardInterrupt), live or contextlib.nullcontext():
+        while True:
+            data = {**queue_status(queue), **origin}
+            if as_json:
+                echo_json("status", data, compact=True)
+            else:
+                text = (f"{iso(time.time())}  (every {every:g}s; Ctrl-C to stop)\n\n"
+                        f"{render_status(data)}")
+                if live is not None:
+                    live.update(Text(text), refresh=True)
+                else:
+                    click.echo(text + "\n")
+            time.sleep(every)
 
 
 def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | None = None,
@@ -80,11 +103,16 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
     in_flight, retrying = _scan_leases(queue, now)
     oldest_age = None if oldest is None else max(0.0, now - oldest)
     overdue = [r for r in in_flight if r["overdue"]]
+    breakers = _breakers(queue, now)
     problems = _problems(queue, counts, oldest_age, overdue, max_age=max_age,
                          max_failed=max_failed)
+    problems += [f"worker {b['worker']}: circuit breaker open since {age(now - b['since'])} "
+                 f"({len(b['failed'])} request(s) failed in a row, trip {b['trips']}; last "
+                 f"error: {one_line(b['last_error'], 200)}); it claims again at {b['until']}"
+                 for b in breakers if b["open"]]
     return {
         "queue": queue.store.url,
-        "time": now,
+        "time": iso(now),
         "counts": counts,
         "oldest_waiting_age": oldest_age,
         "in_flight": in_flight,
@@ -92,6 +120,7 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
         "expired": [r["name"] for r in in_flight if r["expired"]],
         "overdue": [r["name"] for r in overdue],
         "retrying": retrying,
+        "breakers": [{k: v for k, v in b.items() if k != "since"} for b in breakers],
         "throughput": None if recent is None else {
             "window_seconds": THROUGHPUT_WINDOW, "finished": recent,
             "per_second": recent / THROUGHPUT_WINDOW},
@@ -131,7 +160,7 @@ def _scan_leases(queue: Queue, now: float) -> tuple[list[dict[str, Any]], list[d
     for lease, info in queue.leases():
         if lease.intent is Intent.RETRY:
             retrying.append({"name": lease.name, "attempts": lease.attempts,
-                             "not_before": lease.not_before,
+                             "not_before": iso(lease.not_before),
                              "due_in": max(0.0, lease.not_before - now),
                              "error": (lease.error or {}).get("message")})
         else:
@@ -143,6 +172,16 @@ def _scan_leases(queue: Queue, now: float) -> tuple[list[dict[str, Any]], list[d
                               "overdue": queue.is_overdue(info, now)})
     in_flight.sort(key=lambda r: (r["worker"], r["name"]))
     return in_flight, retrying
+
+
+def _breakers(queue: Queue, now: float) -> list[dict[str, Any]]:
+    """Workers whose circuit breaker tripped (s3q.breaker): open until ``until``; after it
+    they claim again, and the record goes at their first success."""
+    return [{"worker": str(r["worker"]), "open": now < float(r["until"]),
+             "since": float(r["opened_at"]), "opened_at": iso(float(r["opened_at"])),
+             "until": iso(float(r["until"])), "trips": r.get("trips", 1),
+             "failed": list(r.get("failed", [])), "last_error": str(r.get("last_error", ""))}
+            for r in breaker_records(queue)]
 
 
 def _problems(queue: Queue, counts: dict[str, int | None], oldest_age: float | None,
@@ -163,7 +202,7 @@ def _problems(queue: Queue, counts: dict[str, int | None], oldest_age: float | N
             f"{listed}{more}")
     if max_age is not None and oldest_age is not None and oldest_age > max_age:
         problems.append(f"the oldest waiting request is {age(oldest_age)} old "
-                        f"(--max-age {max_age:g}s)")
+                        f"(--max-age {age(max_age)})")
     failed = counts["failed"] or 0  # always listed
     if max_failed is not None and failed > max_failed:
         problems.append(f"{failed} request(s) in failed/ (--max-failed {max_failed})")
@@ -180,6 +219,7 @@ def render_status(data: dict[str, Any]) -> str:
                          f"({finished * 60 / THROUGHPUT_WINDOW:.1f}/min)")
     lines = [
         f"queue     {data['queue']}",
+        *([f"          from {data['queue_source']}"] if data.get("queue_source") else []),
         "counts    " + "   ".join(f"{k} {'-' if v is None else v}" for k, v in counts.items()),
         f"oldest    {age(data['oldest_waiting_age'])} waiting"
         if data["oldest_waiting_age"] is not None else "oldest    - (nothing waiting)",
@@ -199,6 +239,11 @@ def render_status(data: dict[str, Any]) -> str:
             ["REQUEST", "ATTEMPTS", "DUE IN", "LAST ERROR"],
             [[r["name"], r["attempts"], age(r["due_in"]), one_line(r["error"] or "")]
              for r in data["retrying"]])]
+    if data.get("breakers"):
+        lines += ["", f"circuit breakers tripped: {len(data['breakers'])}", table(
+            ["WORKER", "STATE", "SINCE", "UNTIL", "FAILED IN A ROW", "LAST ERROR"],
+            [[b["worker"], "OPEN" if b["open"] else "probing", b["opened_at"], b["until"],
+              len(b["failed"]), one_line(b["last_error"], 80)] for b in data["breakers"]])]
     if data["problems"]:
         lines += ["", *(f"problem: {p}" for p in data["problems"])]
     return "\n".join(lines)

@@ -16,8 +16,8 @@ import click
 
 from s3q import layout
 from s3q.cli.errors import EXIT_STORE, EXIT_USAGE, Failure
-from s3q.cli.options import App, json_option, setting_options
-from s3q.cli.output import echo_json
+from s3q.cli.options import App, S3qCommand, json_option, setting_options
+from s3q.cli.output import echo_json, progress
 from s3q.queue import Queue
 from s3q.store import InvalidKey, ObjectInfo, StoreError, validate_key
 
@@ -28,12 +28,15 @@ class Source:
     path: Path | None  # None: standard input
 
 
-@click.command()
+@click.command(cls=S3qCommand, examples=[
+    "s3q submit ./incoming/                 # a directory, recursively",
+    "s3q submit 'in/**/*request.json'       # a glob (named below its fixed part)",
+    "producer | s3q submit - --name 2026/11/a_request.json"])
 @click.argument("files", nargs=-1, required=True)
 @click.option("--name", metavar="NAME", help="The request's name (for one file, or - for "
               "stdin, which needs it).")
 @json_option
-@setting_options
+@setting_options("filter", "concurrency")
 def submit(files: tuple[str, ...], name: str | None, as_json: bool) -> None:
     """Put files into wait/ as requests.
 
@@ -44,11 +47,12 @@ def submit(files: tuple[str, ...], name: str | None, as_json: bool) -> None:
     app = App()
     sources = collect_sources(files, name)
     check_names(sources, app.config.filter)
-    queue = app.open_queue()
+    queue = app.open_queue(create=True)
     infos = upload(queue, sources, app.config.concurrency)
     if as_json:
-        echo_json([{"name": s.name, "size": i.size, "etag": i.etag}
-                   for s, i in zip(sources, infos, strict=True)])
+        echo_json("submit", {"queue": queue.store.url, "requests": [
+            {"name": s.name, "size": i.size, "etag": i.etag}
+            for s, i in zip(sources, infos, strict=True)]})
     else:
         click.echo(f"submitted {len(infos)} request(s) to {queue.store.url}/{layout.WAIT}")
 
@@ -133,17 +137,13 @@ def upload(queue: Queue, sources: Sequence[Source], threads: int) -> list[Object
         return queue.submit(source.name, source.path)
 
     with contextlib.ExitStack() as stack:
-        bar = None
-        if len(sources) > 1 and sys.stderr.isatty():
-            bar = stack.enter_context(click.progressbar(length=len(sources), file=sys.stderr,
-                                                        label="submitting"))
+        advance = stack.enter_context(progress("submitting", len(sources)))
         pool = stack.enter_context(ThreadPoolExecutor(max_workers=threads))
         futures: list[Future[ObjectInfo]] = [pool.submit(put, s) for s in sources]
         pending: set[Future[ObjectInfo]] = set(futures)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            if bar is not None:
-                bar.update(len(done))
+            advance(len(done))
             failed = next((f for f in done if f.exception() is not None), None)
             if failed is not None:
                 pool.shutdown(cancel_futures=True)

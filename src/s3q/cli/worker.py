@@ -14,13 +14,15 @@ from typing import TYPE_CHECKING
 import click
 
 from s3q import layout
+from s3q.breaker import Breaker
 from s3q.cli.errors import EXIT_STORE, Failure
-from s3q.cli.options import App, setting_options
+from s3q.cli.options import App, S3qCommand, setting_options
 from s3q.config import show_config
 from s3q.handlers import ExecHandler, Handler, load_callable, process_handler
 from s3q.imds import InterruptionWatcher
 from s3q.job import Job
 from s3q.queue import Queue
+from s3q.sdnotify import Watchdog, notify, watchdog_interval
 from s3q.store import StoreError
 from s3q.worker import Worker, WorkerOptions
 
@@ -30,7 +32,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("s3q.cli")  # not __name__: the logger name is part of the logs
 
 
-@click.command()
+@click.command(cls=S3qCommand, examples=[
+    "s3q worker --exec 'python process.py {path}' -c 8",
+    "s3q worker --handler mypkg.jobs:handle --pool process",
+    "s3q --config /etc/s3q/s3q.toml worker --exec ./process --burst"])
 @click.option("--exec", "exec_cmd", metavar="CMD",
               help="Run this program per request; {path} and {name} are replaced, and "
               "S3Q_REQUEST_NAME, S3Q_REQUEST_PATH, S3Q_ATTEMPT, S3Q_WORKER_ID are set.")
@@ -44,15 +49,16 @@ log = logging.getLogger("s3q.cli")  # not __name__: the logger name is part of t
               help="Exit after claiming N requests.")
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True,
               help="Address of the metrics endpoint (with --metrics-port).")
-@setting_options
+@setting_options("concurrency", "lease_ttl", "max_attempts", "grace", "worker_id",
+                 "job_timeout", "breaker_threshold", "breaker_pause", "metrics_port")
 def worker(*, exec_cmd: str | None, handler_spec: str | None, pool: str, burst: bool,
            max_jobs: int | None, metrics_addr: str) -> None:
     """Claim requests and run a handler on each, CONCURRENCY at a time.
 
-    The first SIGTERM/SIGINT stops claiming and lets running jobs finish (up to --grace
-    seconds, then gives them back to wait/); a second one gives them back at once. Exits 0
-    after a graceful stop or a finished burst.
-    """
+    Refuses to start (exit 2) if the handler cannot run at all. After breaker_threshold
+    different requests fail in a row it pauses claiming and gives failures back uncharged.
+    SIGTERM: stop claiming, let jobs finish within grace, give the rest back, exit 0; a
+    second signal gives them back at once."""
     requests: list[str] = []  # SIGTERM/SIGINT from now on are stop requests, never lost
     with stop_on_signals(requests):
         run_worker(requests, exec_cmd=exec_cmd, handler_spec=handler_spec, pool=pool,
@@ -64,7 +70,7 @@ def run_worker(requests: list[str], *, exec_cmd: str | None, handler_spec: str |
     app = App(quiet=False)
     cfg = app.config
     handler = build_handler(exec_cmd, handler_spec, pool, cfg.job_timeout)
-    queue = app.open_queue()
+    queue = app.open_queue(create=True)
     check_reachable(queue)
     worker_id = cfg.effective_worker_id()
     log.info("settings", extra={"event": "settings", "worker": worker_id, "settings": {
@@ -72,18 +78,44 @@ def run_worker(requests: list[str], *, exec_cmd: str | None, handler_spec: str |
     metrics = new_metrics() if cfg.metrics_port else None
     options = WorkerOptions(worker_id=worker_id, concurrency=cfg.concurrency, grace=cfg.grace,
                             burst=burst, max_jobs=max_jobs, poll_interval=cfg.poll_interval)
+    breaker = Breaker(queue, worker_id, threshold=cfg.breaker_threshold,
+                      pause=cfg.breaker_pause)
+    if cfg.breaker_threshold:
+        breaker.clear_record()
+        handler = breaker.wrap(handler)
     runner = Worker(queue, handler, options, stop_requests=requests,
-                    on_job_done=metrics.on_job_done if metrics else None)
+                    on_job_done=metrics.on_job_done if metrics else None,
+                    claim_gate=breaker.wait_until_closed if cfg.breaker_threshold else None)
     if metrics is not None:
+        metrics.watch_breaker(breaker)
         serve_metrics(app, metrics, runner, metrics_addr)
     if cfg.drain_on_interruption:
         watcher = InterruptionWatcher(on_notice=lambda reason: drain(runner, reason)).start()
         app.ctx.call_on_close(watcher.stop)
-    stats = runner.run()
+    with systemd_service(worker_id, queue.store.url):
+        try:
+            stats = runner.run()
+        finally:
+            breaker.stopped()  # a stopped worker's breaker says nothing any more
     log.info("worker %s done: %d completed, %d failed, %d released, %d lost", worker_id,
              stats.completed, stats.failed, stats.released, stats.lost,
              extra={"event": "worker_done", "worker": worker_id, "completed": stats.completed,
                     "failed": stats.failed, "released": stats.released, "lost": stats.lost})
+
+
+@contextlib.contextmanager
+def systemd_service(worker_id: str, url: str) -> Iterator[None]:
+    """READY=1 (the queue is reachable, the handler can run) and a watchdog while the
+    worker runs, STOPPING=1 after; nothing outside a Type=notify unit."""
+    notify(f"READY=1\nSTATUS=worker {worker_id} on {url}")
+    interval = watchdog_interval()
+    watchdog = Watchdog(interval).start() if interval else None
+    try:
+        yield
+    finally:
+        notify("STOPPING=1")
+        if watchdog is not None:
+            watchdog.stop()
 
 
 def drain(runner: Worker, reason: str) -> None:
@@ -101,7 +133,9 @@ def build_handler(exec_cmd: str | None, spec: str | None, pool: str,
         if exec_cmd is not None:
             if pool != "thread":
                 raise click.UsageError("--pool applies to --handler only")
-            return ExecHandler(exec_cmd, timeout=timeout or None)
+            handler = ExecHandler(exec_cmd, timeout=timeout or None)
+            handler.check()  # a program that cannot run would fail every request
+            return handler
         assert spec is not None
         # Like `python -m`: the handler's module may live in the current directory.
         cwd = os.getcwd()
