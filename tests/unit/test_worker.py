@@ -285,3 +285,104 @@ def test_the_lease_is_renewed_while_a_long_handler_runs() -> None:
 
     assert Worker(q, slow, WorkerOptions("w", burst=True)).run().completed == 1
     assert events.count("renewed") == 2 and seqs == [2]
+
+
+# ---------------------------------------------------------------------- issue 9
+def _dead_workers_lease(q: Queue, name: str) -> None:
+    """A worker claims ``name`` and dies: its lease is never renewed again."""
+    q.submit(name, b'{"dead": true}')
+    dead = Queue(q.store, q.config).claim("dead-worker")
+    assert dead is not None and dead.name == name
+
+
+def test_a_busy_worker_still_takes_over_a_dead_workers_request() -> None:
+    """Every slot busy with a long job: the scanner thread still fences the dead worker's
+    lease and releases its request to wait/ within the takeover bound."""
+    q = make_queue(lease_ttl=5.0)
+    _dead_workers_lease(q, "dead/x_request.json")
+    q.submit("long_request.json", b"{}")
+    busy, taken = threading.Event(), threading.Event()
+
+    def handler(job: Job) -> None:
+        busy.set()
+        assert taken.wait(120)  # busy far longer than the takeover may take
+
+    worker = Worker(q, handler, WorkerOptions("busy", concurrency=1, grace=0))
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    try:
+        assert busy.wait(10)
+        # the bound is lease_ttl + 2 s + scan_interval (9.5 s here); the rest is slack for
+        # a loaded machine, still far below the slot's 120 s of being busy
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = q.lease("dead/x_request.json")
+            if found is not None and found[0].intent is Intent.RETRY:
+                break
+            time.sleep(0.1)
+        assert found is not None and found[0].intent is Intent.RETRY, found
+        assert found[0].worker == "busy" and found[0].attempts == 1  # its attempt counted
+        assert "dead/x_request.json" in {i.key for i in q.ls(State.WAIT)}
+    finally:
+        taken.set()
+        worker.stop()
+        runner.join(10)
+
+
+def test_burst_waits_for_the_leases_the_seeds_reset_left_behind() -> None:
+    """The seed's reset moved a dead worker's requests back to wait/; their leases still
+    exist. A burst worker with another id waits for them to expire and runs them, instead
+    of exiting 0 with them waiting."""
+    q = make_queue(lease_ttl=5.0)
+    names = ["reset/a_request.json", "reset/b_request.json"]
+    for name in names:
+        _dead_workers_lease(q, name)
+    for info in list(q.store.list_page("processing/").items):  # aws s3 mv processing/ wait/
+        q.store.copy(info.key, "wait/" + info.key.removeprefix("processing/"))
+        q.store.delete(info.key)
+    ran: list[str] = []
+    stats = Worker(q, lambda job: ran.append(job.name),
+                   WorkerOptions("other", concurrency=2, burst=True)).run()
+    assert sorted(ran) == names and stats.completed == 2
+    assert q.counts() == {"wait": 0, "processing": 0, "finish": 2, "failed": 0}
+    assert list(q.leases()) == []
+
+
+def test_a_burst_leaves_requests_held_by_live_workers_to_them() -> None:
+    """A lease renewed while the burst looks is a live worker's: the burst ends after one
+    renewal period instead of waiting for that job (which here never ends)."""
+    q = make_queue(lease_ttl=6.0)
+    q.submit("live_request.json", b"{}")
+    held = Queue(q.store, q.config).claim("live")
+    assert held is not None
+    burst = Worker(q, lambda job: None, WorkerOptions("other", burst=True))
+    with held:  # renewed (every 2 s) for as long as the burst runs: it never ends by itself
+        runner = threading.Thread(target=burst.run)
+        runner.start()
+        runner.join(60)
+        assert not runner.is_alive(), "the burst waited for a live worker's job"
+        assert q.lease("live_request.json") is not None  # still the live worker's
+    assert burst.stats.claimed == 0
+
+
+def test_one_worker_id_on_two_queues_runs_twice() -> None:
+    """The per-host lock is on (queue, worker id): the same id on another queue runs."""
+    qa, qb = Queue(MemoryStore("queue-a")), Queue(MemoryStore("queue-b"))
+    fill(qa, 1)
+    fill(qb, 1)
+    started = threading.Event()
+
+    def slow(job: Job) -> None:
+        started.set()
+        while not job.interrupted:
+            time.sleep(0.02)
+
+    first = Worker(qa, slow, WorkerOptions("twin", grace=0))
+    runner = threading.Thread(target=first.run)
+    runner.start()
+    try:
+        assert started.wait(5)
+        assert Worker(qb, lambda job: None, WorkerOptions("twin", burst=True)).run().completed == 1
+    finally:
+        first.stop()
+        runner.join(10)

@@ -33,7 +33,7 @@ THROUGHPUT_WINDOW = 300.0
 @click.option("--watch", type=Duration(), is_flag=False, flag_value=2.0, metavar="[EVERY]",
               help="Redraw every EVERY (default 2s) until Ctrl-C.")
 @click.option("--check", is_flag=True, help="Exit 1 (saying why on stderr) when unhealthy: "
-              "an expired lease nobody took over in time (no worker running?), a worker's "
+              "an expired lease nobody took over in time (no worker scanning), a worker's "
               "circuit breaker open, or the limits below exceeded.")
 @click.option("--max-age", type=Duration(), metavar="AGE",
               help="With --check: the oldest waiting request may be this old (e.g. 15m).")
@@ -98,7 +98,7 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
     finish/ is not listed (its count and the throughput are None): with on_finish=move it
     grows by one object per request forever, and a health check must not cost more each
     day."""
-    counts, oldest, recent = _scan_states(queue, history=history)
+    counts, oldest, recent, too_long = _scan_states(queue, history=history)
     now = queue.store.now()
     in_flight, retrying = _scan_leases(queue, now)
     oldest_age = None if oldest is None else max(0.0, now - oldest)
@@ -106,6 +106,11 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
     breakers = _breakers(queue, now)
     problems = _problems(queue, counts, oldest_age, overdue, max_age=max_age,
                          max_failed=max_failed)
+    if too_long:
+        problems.append(
+            f"{len(too_long)} request name(s) in wait/ too long for this store (a key derived "
+            f"from each would exceed {queue.store.max_key_bytes} bytes): never claimed; "
+            f"rename them: {', '.join(n[:60] + '…' for n in too_long[:3])}")
     problems += [f"worker {b['worker']}: circuit breaker open since {age(now - b['since'])} "
                  f"({len(b['failed'])} request(s) failed in a row, trip {b['trips']}; last "
                  f"error: {one_line(b['last_error'], 200)}); it claims again at {b['until']}"
@@ -130,13 +135,14 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
 
 
 def _scan_states(queue: Queue, *, history: bool
-                 ) -> tuple[dict[str, int | None], float | None, int | None]:
+                 ) -> tuple[dict[str, int | None], float | None, int | None, list[str]]:
     """Counts per state (as ``Queue.counts()``), in the same listing the Last-Modified of
-    the oldest waiting request and the number finished within THROUGHPUT_WINDOW (None, and
-    finish/ not listed, without ``history``)."""
+    the oldest waiting request, the number finished within THROUGHPUT_WINDOW (None, and
+    finish/ not listed, without ``history``), and the waiting names too long to claim."""
     counts: dict[str, int | None] = {}
     oldest: float | None = None
     recent = 0
+    too_long: list[str] = []
     for state in State:
         if state is State.FINISH and not history:
             counts[state.value] = None
@@ -145,12 +151,14 @@ def _scan_states(queue: Queue, *, history: bool
         n = 0
         for info in queue.ls(state):
             n += 1
+            if state is State.WAIT and not queue.ctx.fits(info.key):
+                too_long.append(info.key)
             if state is State.WAIT and (oldest is None or info.last_modified < oldest):
                 oldest = info.last_modified
             elif state is State.FINISH and info.last_modified >= since:
                 recent += 1
         counts[state.value] = n
-    return counts, oldest, recent if history else None
+    return counts, oldest, recent if history else None, too_long
 
 
 def _scan_leases(queue: Queue, now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -198,7 +206,8 @@ def _problems(queue: Queue, counts: dict[str, int | None], oldest_age: float | N
         problems.append(
             f"{len(overdue)} expired lease(s) not taken over in time: not renewed for more "
             f"than lease_ttl={cfg.lease_ttl:g}s + {CLOCK_MARGIN:g}s + two scan intervals of "
-            f"{cfg.effective_scan_interval:g}s (dead workers, and no worker running?): "
+            f"{cfg.effective_scan_interval:g}s: no worker is scanning this queue (each running "
+            f"worker scans every scan interval, however busy; is any running?): "
             f"{listed}{more}")
     if max_age is not None and oldest_age is not None and oldest_age > max_age:
         problems.append(f"the oldest waiting request is {age(oldest_age)} old "
