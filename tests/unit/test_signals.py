@@ -24,7 +24,7 @@ def test_the_handler_returns_even_inside_the_locks_the_main_thread_holds() -> No
         assert callable(handler)
 
         def interrupted_main_thread() -> None:
-            with worker._stopping._cond:  # as inside Event.wait()
+            with worker._stopping._cond:  # type: ignore[attr-defined]  # inside Event.wait()
                 handler(signal.SIGTERM, None)
                 handler(signal.SIGINT, None)
 
