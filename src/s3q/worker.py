@@ -27,6 +27,7 @@ from s3q.errors import ConfigError, JobStateError, LeaseLost
 from s3q.handlers import Handler
 from s3q.job import Job
 from s3q.queue import Queue
+from s3q.registry import Presence
 from s3q.store import StoreError
 
 __all__ = ["Worker", "WorkerOptions", "WorkerStats"]
@@ -76,6 +77,8 @@ class Worker:
         self._idle = 0  # consecutive polls that found nothing (shared by the slots)
         self._next_poll = 0.0  # monotonic time of the next poll while idle
         self._polling = False  # one slot polls while idle
+        #: Its .s3q/workers/ record while it runs, and the queue's pause flag (s3q.registry)
+        self.presence = Presence(self)
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
@@ -92,7 +95,7 @@ class Worker:
     def run(self) -> WorkerStats:
         """Run until stopped (or, with burst / max_jobs, until done). Returns the stats.
         Raises ConfigError if a worker with the same id already runs on this host."""
-        with _one_per_host(self.options.worker_id):
+        with _one_per_host(self.options.worker_id), self.presence:
             return self._run()
 
     def _run(self) -> WorkerStats:
@@ -153,7 +156,8 @@ class Worker:
                 self._polled(found=False)
                 return
             try:
-                job = self.queue.claim(self.options.worker_id)
+                paused = self.presence.paused()  # paused: claim nothing, poll as if idle
+                job = None if paused else self.queue.claim(self.options.worker_id)
             except StoreError as exc:
                 log.warning("claim failed: %s", exc, extra={"event": "claim_failed"})
                 job = None

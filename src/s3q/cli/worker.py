@@ -42,11 +42,9 @@ log = logging.getLogger("s3q.cli")  # not __name__: the logger name is part of t
 @click.option("--burst", is_flag=True, help="Process what is there, then exit.")
 @click.option("--max-jobs", type=click.IntRange(min=1), metavar="N",
               help="Exit after claiming N requests.")
-@click.option("--metrics-addr", default="127.0.0.1", show_default=True,
-              help="Address of the metrics endpoint (with --metrics-port).")
 @setting_options
 def worker(*, exec_cmd: str | None, handler_spec: str | None, pool: str, burst: bool,
-           max_jobs: int | None, metrics_addr: str) -> None:
+           max_jobs: int | None) -> None:
     """Claim requests and run a handler on each, CONCURRENCY at a time.
 
     The first SIGTERM/SIGINT stops claiming and lets running jobs finish (up to --grace
@@ -67,7 +65,7 @@ def worker(*, exec_cmd: str | None, handler_spec: str | None, pool: str, burst: 
     runner = Worker(queue, handler, options,
                     on_job_done=metrics.on_job_done if metrics else None)
     if metrics is not None:
-        serve_metrics(app, metrics, runner, metrics_addr)
+        serve_metrics(app, metrics, runner, cfg.metrics_endpoint(0)[0])  # metrics_addr's host
     if cfg.drain_on_interruption:
         watcher = InterruptionWatcher(on_notice=lambda reason: drain(runner, reason)).start()
         app.ctx.call_on_close(watcher.stop)
