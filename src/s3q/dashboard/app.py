@@ -85,7 +85,7 @@ def create_app(queue: Queue, credentials: Credentials, *, refresh: float = 5.0,
             return None
         who = credentials.who(request)
         if who is None:
-            if request.endpoint == "metrics" or credentials.password is not None:
+            if request.endpoint == "metrics_page" or credentials.password is not None:
                 return Response("authentication required\n", 401,
                                 {"WWW-Authenticate": 'Basic realm="s3q"'}
                                 if credentials.password is not None else {})

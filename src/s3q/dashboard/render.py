@@ -50,7 +50,7 @@ class Chart:
     height: int
     peak: int
     total: int
-    ticks: list[tuple[float, str]]  # (x, "HH:MM") under the axis
+    ticks: list[tuple[float, str, str]]  # (x, "HH:MM", text-anchor) under the axis
 
 
 def chart(per_minute: list[int], *, width: int = 720, height: int = 160,
@@ -70,7 +70,9 @@ def chart(per_minute: list[int], *, width: int = 720, height: int = 160,
         bars.append(Bar(round(i * step + 1, 1), round(plot_h - h, 1), round(step - 2, 1),
                         round(h, 1), count, label))
         if (n - 1 - i) % 15 == 0:
-            ticks.append((round(i * step + step / 2, 1), label))
+            anchor = "end" if i == n - 1 else "middle"
+            ticks.append((round(i * step + (step if i == n - 1 else step / 2), 1), label,
+                          anchor))
     return Chart(bars, width, height, peak, sum(per_minute), ticks)
 
 
