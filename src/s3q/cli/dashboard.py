@@ -80,10 +80,9 @@ def dashboard(host: str, port: int, refresh: float, count_limit: int) -> None:
     if refusal:
         raise Failure(refusal)
     queue = open_metered_queue(app)
-    metrics = queue_registry(Snapshots(queue, ttl=max(refresh, 15.0),
-                                       count_limit=count_limit), queue.store)
-    web = create_app(queue, credentials, refresh=refresh, metrics=metrics,
-                     count_limit=count_limit)
+    snapshots = Snapshots(queue, ttl=refresh, count_limit=count_limit)  # pages and /metrics
+    web = create_app(queue, credentials, refresh=refresh, count_limit=count_limit,
+                     metrics=queue_registry(snapshots, queue.store), snapshots=snapshots)
     server = create_server(web, host=host, port=port, threads=8, ident="s3q")
     assert isinstance(server, BaseWSGIServer)  # one host and port: one socket
     url = f"http://{host if ':' not in host else f'[{host}]'}:{server.getsockname()[1]}/"

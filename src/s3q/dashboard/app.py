@@ -59,15 +59,16 @@ class Action:
 
 
 def create_app(queue: Queue, credentials: Credentials, *, refresh: float = 5.0,
-               metrics: CollectorRegistry | None = None, count_limit: int = 10_000) -> Flask:
+               metrics: CollectorRegistry | None = None, count_limit: int = 10_000,
+               snapshots: Snapshots | None = None) -> Flask:
     """The application for ``queue`` (whose store should be a :class:`MeteredStore`, to
-    show what each page costs)."""
+    show what each page costs). ``snapshots``: shared with the ``metrics`` collector."""
     app = Flask(__name__)
     app.config.update(SECRET_KEY=secrets.token_bytes(32), SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Strict",
                       PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
                       MAX_CONTENT_LENGTH=16 * 1024 * 1024)
-    snapshots = Snapshots(queue, ttl=refresh, count_limit=count_limit)
+    snapshots = snapshots or Snapshots(queue, ttl=refresh, count_limit=count_limit)
     failed = FailedIndex(queue, limit=count_limit)
     actions: deque[Action] = deque(maxlen=50)
     metered = queue.store if isinstance(queue.store, MeteredStore) else None
