@@ -69,12 +69,12 @@ def gauges(snap: Snapshot) -> list[Metric]:
     workers.add_metric(["stale"], len(snap.workers) - len(live))
     slots = gauge("s3q_worker_slots", "Slots (concurrency) of each live worker, as of its "
                   "last heartbeat.", ["worker"])
-    busy = gauge("s3q_worker_busy_slots", "Busy slots of each live worker, as of its last "
-                 "heartbeat (once a minute).", ["worker"])
+    busy = gauge("s3q_worker_busy_slots", "Busy slots of each live worker: the requests it "
+                 "holds, from the leases.", ["worker"])
     for w in live:
         if w.record is not None:
             slots.add_metric([w.id], w.record.slots)
-            busy.add_metric([w.id], w.record.busy)
+            busy.add_metric([w.id], snap.busy(w.id))
     rate = gauge("s3q_queue_completed_per_minute", "Requests completed per minute over the "
                  "last 5 whole minutes, from the worker registry (finish/ is not listed).")
     rate.add_metric([], sum(snap.throughput[-6:-1]) / 5)

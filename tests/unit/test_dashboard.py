@@ -14,11 +14,12 @@ from flask.testing import FlaskClient
 from s3q import Queue, QueueConfig
 from s3q.backends.local import LocalStore
 from s3q.config import Secret
-from s3q.dashboard.app import create_app
+from s3q.dashboard.app import SYNC_LIMIT, create_app
 from s3q.dashboard.failed import purge_failed
 from s3q.dashboard.metered import MeteredStore
 from s3q.dashboard.security import Credentials, is_loopback
 from s3q.pause import pause_state
+from tests.acceptance.conftest import wait_for
 
 EVIL = "<script>alert(1)</script>_request.json"
 
@@ -89,7 +90,7 @@ def test_actions_need_the_csrf_token_and_a_confirmation_stating_the_count(
     c.post("/failed/action", data={**purge, "confirmed": "yes"})
     assert list(queue.ls("failed")) == [] and queue.error_record("other_request.json") is None
     overview = c.get("/").get_data(as_text=True)
-    assert "requeue 3 of 3 failed request(s) matching &#39;f*&#39;" in overview
+    assert "requeue 3 failed request(s) matching &#39;f*&#39;" in overview and "3 of 3" in overview
     assert "local (" in overview  # who
 
 
@@ -176,3 +177,21 @@ def test_result_download_and_binary_preview(queue: Queue) -> None:
     assert download.headers["Content-Disposition"].startswith("attachment")
     assert c.get("/request/missing_request.json/result").status_code == 404
     assert c.get("/request/a/../b").status_code == 404
+
+
+def test_a_large_selection_runs_in_the_background_with_its_progress_shown(
+        queue: Queue) -> None:
+    n = SYNC_LIMIT + 5
+    for i in range(n):
+        fail(queue, f"bulk{i:03d}_request.json", KeyError("k"))
+    c = client(queue)
+    token = csrf_of(c.get("/failed").get_data(as_text=True))
+    form = {"do": "requeue:matching", "glob": "bulk*", "type": "KeyError", "csrf": token}
+    assert f"Requeue {n} failed requests?" in c.post("/failed/action", data=form).get_data(
+        as_text=True)
+    page = c.post("/failed/action", data={**form, "confirmed": "yes"},
+                  follow_redirects=True).get_data(as_text=True)
+    assert f"requeueing {n} request(s) in the background" in page
+    wait_for(lambda: f"{n} of {n}</td>" in c.get("/").get_data(as_text=True)
+             .replace("\n", "").replace("    ", ""), 60, "the background requeue to end")
+    assert list(queue.ls("failed")) == [] and len(list(queue.ls("wait"))) == n

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -51,11 +52,20 @@ log = logging.getLogger("s3q.dashboard")
 PER_PAGE = 50
 
 
-@dataclass(frozen=True, slots=True)
+#: Larger selections are requeued / purged in the background, with their progress shown
+#: under "Recent actions" (a request's requeue is ~7 store requests: 10,000 take minutes).
+SYNC_LIMIT = 100
+
+
+@dataclass(slots=True)
 class Action:
     at: float
     who: str
     what: str
+    total: int = 0
+    done: int = 0  # succeeded so far
+    handled: int = 0  # attempted so far
+    running: bool = False
 
 
 def create_app(queue: Queue, credentials: Credentials, *, refresh: float = 5.0,
@@ -74,10 +84,32 @@ def create_app(queue: Queue, credentials: Credentials, *, refresh: float = 5.0,
     metered = queue.store if isinstance(queue.store, MeteredStore) else None
     app.jinja_env.filters.update(age=render.age, when=render.when, urlname=_urlname)
 
-    def record(what: str) -> None:
-        actions.appendleft(Action(time.time(), g.who, what))
+    def record(what: str, **progress: Any) -> Action:
+        action = Action(time.time(), g.who, what, **progress)
+        actions.appendleft(action)
         log.warning("dashboard action by %s: %s", g.who, what,
                     extra={"event": "dashboard_action", "who": g.who, "action": what})
+        return action
+
+    def in_background(action: Action, verb: str, items: list[FailedItem]) -> None:
+        def step(ok: bool) -> None:
+            action.handled += 1
+            action.done += ok
+
+        def run() -> None:
+            try:
+                (failed.requeue if verb == "requeue" else failed.purge)(items, step)
+            except Exception:
+                log.exception("dashboard action failed: %s", action.what)
+            finally:
+                action.running = False
+                snapshots.invalidate()
+                log.warning("dashboard action by %s finished: %s: %d of %d done", action.who,
+                            action.what, action.done, action.total,
+                            extra={"event": "dashboard_action_done", "who": action.who,
+                                   "action": action.what, "done": action.done})
+
+        threading.Thread(target=run, name="s3q-dashboard-action", daemon=True).start()
 
     @app.before_request
     def authenticate() -> BaseResponse | None:
@@ -156,13 +188,18 @@ def create_app(queue: Queue, credentials: Credentials, *, refresh: float = 5.0,
         if form.get("confirmed") != "yes":
             return render_template("confirm.html", verb=verb, scope=scope, items=items,
                                    glob=pattern, kind=kind, do=form["do"], back=back)
+        what = (f"{verb} {len(items)} failed request(s)"
+                + (f" matching {pattern!r}" if scope == "matching" else "")
+                + (f" of type {kind}" if scope == "matching" and kind else "") + ": "
+                + ", ".join(i.name for i in items[:10]) + (" ..." if len(items) > 10 else ""))
+        if len(items) > SYNC_LIMIT:
+            in_background(record(what, total=len(items), running=True), verb, items)
+            flash(f"{verb}ing {len(items)} request(s) in the background: its progress is "
+                  "under Recent actions on the overview", "ok")
+            return redirect(back)
         done = failed.requeue(items) if verb == "requeue" else failed.purge(items)
         snapshots.invalidate()
-        what = (f"{verb} {done} of {len(items)} failed request(s)"
-                + (f" matching {pattern!r}" if scope == "matching" else "")
-                + (f" of type {kind}" if scope == "matching" and kind else ""))
-        record(what + ": " + ", ".join(i.name for i in items[:10])
-               + (" ..." if len(items) > 10 else ""))
+        record(what, total=len(items), done=done, handled=len(items))
         flash(f"{'requeued' if verb == 'requeue' else 'purged'} {done} request(s)"
               + (f"; {len(items) - done} changed meanwhile and were left alone"
                  if done < len(items) else ""), "ok")

@@ -116,17 +116,26 @@ class FailedIndex:
                                                    info.last_modified)))
         return found
 
-    def requeue(self, items: list[FailedItem]) -> int:
-        return self._each(items, lambda i: self.queue.requeue(i.name, "s3q-dashboard"))
+    def requeue(self, items: list[FailedItem],
+                progress: Callable[[bool], None] | None = None) -> int:
+        """failed/ -> wait/ (Queue.requeue), 8 at a time; ``progress(ok)`` after each."""
+        return self._each(items, lambda i: self.queue.requeue(i.name, "s3q-dashboard"),
+                          progress)
 
-    def purge(self, items: list[FailedItem]) -> int:
-        return self._each(items, lambda i: purge_failed(self.queue, i.name, i.etag))
+    def purge(self, items: list[FailedItem],
+              progress: Callable[[bool], None] | None = None) -> int:
+        return self._each(items, lambda i: purge_failed(self.queue, i.name, i.etag), progress)
 
-    def _each(self, items: list[FailedItem], action: Callable[[FailedItem], bool]) -> int:
+    def _each(self, items: list[FailedItem], action: Callable[[FailedItem], bool],
+              progress: Callable[[bool], None] | None) -> int:
         if not items:
             return 0
+        done = 0
         with ThreadPoolExecutor(min(self.threads, len(items))) as pool:
-            done = sum(pool.map(action, items))
+            for ok in pool.map(action, items):
+                done += ok
+                if progress is not None:
+                    progress(ok)
         with self._lock:
             for i in items:
                 self._errors.pop(i.name, None)

@@ -26,7 +26,6 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
 
 from s3q import layout
 from s3q.layout import State
@@ -93,6 +92,11 @@ class Snapshot:
             groups.setdefault(r.worker, []).append(r)
         return groups
 
+    def busy(self, worker_id: str) -> int:
+        """Requests ``worker_id`` holds now, from the leases (its record's ``busy`` is as of
+        its last heartbeat, up to a minute old)."""
+        return sum(1 for r in self.in_flight if r.worker == worker_id)
+
     @property
     def live_workers(self) -> list[Entry]:
         return [w for w in self.workers if not w.stale]
@@ -103,15 +107,22 @@ class Snapshot:
 
 
 def count_state(queue: Queue, state: State, limit: int) -> tuple[StateCount, float | None]:
-    """(count up to ``limit``, the oldest Last-Modified among those listed)."""
-    n, oldest = 0, None
-    listed = queue.ls(state)
-    for info in islice(listed, limit):
-        n += 1
-        if oldest is None or info.last_modified < oldest:
-            oldest = info.last_modified
-    complete = n < limit or next(listed, None) is None
-    return StateCount(n, complete), oldest
+    """(count up to ``limit``, the oldest Last-Modified among those counted), listing page by
+    page and never past the limit (the store's "truncated" flag tells whether more follow)."""
+    n, oldest, start = 0, None, None
+    while True:
+        page = queue.store.list_page(state.prefix, start_after=start,
+                                     limit=max(1, min(1000, limit - n)))
+        for info in page.items:
+            if queue.is_request(layout.name_of(state.prefix, info.key)):
+                n += 1
+                if oldest is None or info.last_modified < oldest:
+                    oldest = info.last_modified
+        if not page.truncated or not page.items:
+            return StateCount(n, True), oldest
+        if n >= limit:
+            return StateCount(n, False), oldest
+        start = page.items[-1].key
 
 
 def read_leases(queue: Queue, limit: int, threads: int = 8
