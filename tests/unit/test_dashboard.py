@@ -129,6 +129,18 @@ def test_credentials_bearer_basic_and_the_sign_in_form(queue: Queue) -> None:
     assert basic.get("/", headers={"Authorization": f"Basic {bad}"}).status_code == 401
 
 
+def test_without_credentials_only_loopback_host_names_are_served(queue: Queue) -> None:
+    c = client(queue)
+    assert c.get("/", headers={"Host": "127.0.0.1:8080"}).status_code == 200
+    assert c.get("/", headers={"Host": "[::1]:8080"}).status_code == 200
+    assert c.get("/", headers={"Host": "localhost"}).status_code == 200
+    # DNS rebinding: a page on evil.test whose name now resolves to 127.0.0.1
+    assert c.get("/", headers={"Host": "evil.test:8080"}).status_code == 400
+    token = client(queue, Credentials(token=Secret("t")))
+    assert token.get("/", headers={"Host": "dash.example:8080",
+                                   "Authorization": "Bearer t"}).status_code == 200
+
+
 def test_binding_beyond_loopback_needs_credentials() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.5")

@@ -22,8 +22,12 @@ DEFAULT_PORT = 9464
 @click.option("--count-limit", type=click.IntRange(min=1), default=100_000,
               show_default=True, metavar="N", help="List at most N requests per state "
               "(finish/: one page) per refresh.")
+@click.option("--cloudwatch-namespace", metavar="NAMESPACE", help="Also put the backlog "
+              "per instance (and Backlog, LiveWorkers, OldestWaitingAge, InFlight, Failed) "
+              "into this CloudWatch namespace every refresh, for an Auto Scaling "
+              "target-tracking policy (needs cloudwatch:PutMetricData).")
 @setting_options
-def exporter(refresh: float, count_limit: int) -> None:
+def exporter(refresh: float, count_limit: int, cloudwatch_namespace: str | None) -> None:
     """Serve the queue gauges (counts per state, oldest waiting age, in flight per worker,
     workers, paused, backlog per worker) on metrics_addr (default 127.0.0.1:9464)/metrics.
 
@@ -37,8 +41,13 @@ def exporter(refresh: float, count_limit: int) -> None:
     app = App(quiet=False)
     host, port = app.config.metrics_endpoint(DEFAULT_PORT)
     queue = open_metered_queue(app)
-    registry = queue_registry(Snapshots(queue, ttl=refresh, count_limit=count_limit),
-                              queue.store)
+    snapshots = Snapshots(queue, ttl=refresh, count_limit=count_limit)
+    registry = queue_registry(snapshots, queue.store)
+    publisher = None
+    if cloudwatch_namespace:
+        from s3q.cloudwatch import BacklogPublisher
+
+        publisher = BacklogPublisher(cloudwatch_namespace, region=app.config.region)
     try:
         server, _thread = start_http_server(port, addr=host, registry=registry)
     except OSError as e:
@@ -48,8 +57,12 @@ def exporter(refresh: float, count_limit: int) -> None:
     log.info("queue gauges on %s", url, extra={"event": "exporter_serving", "url": url})
     click.echo(f"s3q exporter on {url} (Ctrl-C to stop)", err=True)
     exit_on_sigterm()
+    forever = threading.Event()  # never set: SIGTERM and Ctrl-C end the loop
     try:
-        threading.Event().wait()
+        while not forever.is_set():
+            if publisher is not None:
+                publisher.publish(snapshots.get())
+            forever.wait(refresh if publisher is not None else None)
     except KeyboardInterrupt:
         pass
     finally:

@@ -38,10 +38,10 @@ from s3q import layout
 from s3q.dashboard import render
 from s3q.dashboard.failed import FailedIndex, FailedItem
 from s3q.dashboard.metered import MeteredStore
-from s3q.dashboard.security import Credentials, csrf_ok, csrf_token
+from s3q.dashboard.security import Credentials, csrf_ok, csrf_token, host_is_loopback
 from s3q.dashboard.snapshot import Snapshots
 from s3q.layout import State
-from s3q.pause import pause, pause_state, resume
+from s3q.pause import pause, resume
 from s3q.queue import Queue
 from s3q.records import CLOCK_MARGIN, RecordError
 from s3q.store import NotFound, validate_key
@@ -114,6 +114,9 @@ def create_app(queue: Queue, credentials: Credentials, *, refresh: float = 5.0,
     @app.before_request
     def authenticate() -> BaseResponse | None:
         g.t0, g.requests0 = time.perf_counter(), metered.total() if metered else 0
+        if not credentials.required and not host_is_loopback(request.host):
+            # no credentials: loopback only, and no DNS rebinding (evil.test -> 127.0.0.1)
+            abort(400, "this dashboard answers to loopback host names only")
         if request.endpoint in ("static", "login"):
             return None
         who = credentials.who(request)
@@ -266,11 +269,6 @@ def create_app(queue: Queue, credentials: Credentials, *, refresh: float = 5.0,
             abort(404)
         return Response(generate_latest(metrics), mimetype=CONTENT_TYPE_LATEST)
 
-    @app.get("/paused")
-    def paused_state() -> dict[str, Any]:
-        state = pause_state(queue.store)
-        return {"paused": state is not None, **(state.as_dict() if state else {})}
-
     return app
 
 
@@ -296,7 +294,8 @@ def _urlname(name: str) -> str:
 def _back(target: str = "") -> str:
     """Where to go after an action: the page it came from (this site only)."""
     target = target or request.form.get("back", "") or "/"
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    local = target.startswith("/") and not target.startswith("//") and "\\" not in target
+    return target if local else "/"
 
 
 def _describe(queue: Queue, name: str) -> dict[str, Any]:

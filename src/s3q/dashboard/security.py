@@ -2,7 +2,8 @@
 
 * **Bind rule**: on a loopback address (127.0.0.0/8, ::1, localhost) the dashboard may run
   without credentials (only users of this host reach it; an SSH tunnel is the way in from
-  elsewhere). Any other address needs ``dashboard_token`` or ``dashboard_user`` +
+  elsewhere), and then answers only requests whose Host header is a loopback name (no DNS
+  rebinding). Any other address needs ``dashboard_token`` or ``dashboard_user`` +
   ``dashboard_password`` in the settings — secrets, read from the environment, the config
   file or SSM, never from a flag.
 * **Authentication**: ``Authorization: Bearer <token>`` (scripts, Prometheus), HTTP basic
@@ -26,7 +27,7 @@ from flask import Request, session
 
 from s3q.config import Config, Secret
 
-__all__ = ["Credentials", "is_loopback"]
+__all__ = ["Credentials", "host_is_loopback", "is_loopback"]
 
 
 def is_loopback(host: str) -> bool:
@@ -36,6 +37,13 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def host_is_loopback(host_header: str) -> bool:
+    """Does a Host header (``name``, ``name:port``, ``[v6]:port``) name a loopback host?"""
+    if host_header.startswith("["):
+        return is_loopback(host_header[1:host_header.find("]")])
+    return is_loopback(host_header.split(":", 1)[0])
 
 
 def _eq(given: str, expected: str) -> bool:
