@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -13,12 +14,14 @@ from flask.testing import FlaskClient
 
 from s3q import Queue, QueueConfig
 from s3q.backends.local import LocalStore
+from s3q.backends.memory import MemoryStore
 from s3q.config import Secret
 from s3q.dashboard.app import SYNC_LIMIT, create_app
 from s3q.dashboard.failed import purge_failed
 from s3q.dashboard.metered import MeteredStore
 from s3q.dashboard.security import Credentials, is_loopback
 from s3q.pause import pause_state
+from s3q.registry import PREFIX, WorkerRecord
 from tests.acceptance.conftest import wait_for
 
 EVIL = "<script>alert(1)</script>_request.json"
@@ -207,3 +210,29 @@ def test_a_large_selection_runs_in_the_background_with_its_progress_shown(
     wait_for(lambda: f"{n} of {n}</td>" in c.get("/").get_data(as_text=True)
              .replace("\n", "").replace("    ", ""), 60, "the background requeue to end")
     assert list(queue.ls("failed")) == [] and len(list(queue.ls("wait"))) == n
+
+
+def test_dead_workers_show_as_overdue_in_flight_and_stale(tmp_path: Path) -> None:
+    now = [1_764_000_000.0]
+    store = MemoryStore("dead", clock=lambda: now[0])
+    q = Queue(store, QueueConfig(lease_ttl=10))
+    for i in range(2):
+        q.submit(f"{i}_request.json", b"{}")
+    assert q.claim("ip-9/i-dead") is not None
+    store.put(PREFIX + "ip-9/i-dead", WorkerRecord(
+        id="ip-9/i-dead", host="ip-9", pid=1, version="0", slots=2, busy=1, paused=False,
+        interval=60, started=now[0], heartbeat=now[0]).to_bytes())
+    c = client(q)
+    overdue, expired = '<strong class="bad">OVERDUE', '<strong class="warn">EXPIRED'
+    assert overdue not in c.get("/inflight").get_data(as_text=True)
+    now[0] += 10 + 2 + 1  # expired: a live worker would take it over
+    time.sleep(1.1)  # the snapshot's ttl
+    assert expired in c.get("/inflight").get_data(as_text=True)
+    now[0] += 200  # nobody did: overdue; and the worker's record is stale
+    time.sleep(1.1)
+    inflight = c.get("/inflight").get_data(as_text=True)
+    assert overdue in inflight and "ip-9/i-dead" in inflight
+    assert '<strong class="bad">STALE' in c.get("/workers").get_data(as_text=True)
+    problems = c.get("/").get_data(as_text=True)
+    assert "expired lease(s) not taken over in time" in problems
+    assert "stale worker record(s)" in problems
