@@ -29,7 +29,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -262,15 +261,6 @@ class Presence:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.beat()
-
-
-def completions(entries: list[Entry], since: float) -> Iterator[tuple[float, int]]:
-    """(time, completed) of every heartbeat since ``since`` in these records."""
-    for e in entries:
-        if e.record is not None:
-            for t, n in e.record.history:
-                if t >= since and n:
-                    yield t, n
 
 
 def fleet_status(store: Store) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 from playwright.sync_api import Locator, Page, expect, sync_playwright
@@ -84,17 +85,18 @@ def test_overview_counts_change_while_a_worker_runs(
     expect(page.locator("#live-workers")).to_have_text("0")
     shot(page, "01-overview-before")
 
-    procs.append(cli.worker("--worker-id", "browser-w1", "-c", "2",
+    w1 = f"browser-w1-{uuid4().hex[:6]}"  # ids are locked host-wide: unique per test run
+    procs.append(cli.worker("--worker-id", w1, "-c", "2",
                             env={"S3Q_TEST_SLEEP": "1.5", "S3Q_HEARTBEAT_INTERVAL": "2"}))
     # the page refreshes itself (htmx): no reload here
     expect(page.locator("#live-workers")).to_have_text("1")
     expect(count(page, "processing")).not_to_have_attribute("data-count", "0")
     page.goto(dashboard + "/inflight")
-    expect(page.locator("h2", has_text="browser-w1")).to_be_visible()
+    expect(page.locator("h2", has_text=w1)).to_be_visible()
     expect(page.locator("table.inflight tbody tr").first).to_contain_text("held")
     shot(page, "02-in-flight")
     page.goto(dashboard + "/workers")
-    row = page.locator("table.workers tbody tr", has_text="browser-w1")
+    row = page.locator("table.workers tbody tr", has_text=w1)
     expect(row).to_contain_text("live")
     expect(row.locator(".slot")).to_have_count(2)
     shot(page, "03-workers")
@@ -109,7 +111,8 @@ def test_overview_counts_change_while_a_worker_runs(
 def test_read_a_failed_requests_traceback_and_requeue_it(
         cli: Cli, procs: list[subprocess.Popen[str]], dashboard: str, page: Page) -> None:
     names = cli.submit(3, prefix="bad")
-    worker = cli.worker("--max-attempts", "1", "--burst", env={"S3Q_TEST_EXIT": "3"})
+    worker = cli.worker("--worker-id", f"browser-fail-{uuid4().hex[:6]}", "--max-attempts",
+                        "1", "--burst", env={"S3Q_TEST_EXIT": "3"})
     procs.append(worker)
     assert worker.wait(120) == 0
     page.goto(dashboard + "/failed")
@@ -139,10 +142,13 @@ def test_read_a_failed_requests_traceback_and_requeue_it(
 
 def test_pause_stops_claims_and_resume_starts_them_again(
         cli: Cli, procs: list[subprocess.Popen[str]], dashboard: str, page: Page) -> None:
-    procs.append(cli.worker("--worker-id", "browser-w2", "--poll-interval", "1"))
+    procs.append(cli.worker("--worker-id", f"browser-w2-{uuid4().hex[:6]}", "--poll-interval",
+                            "1"))
     page.goto(dashboard + "/")
     expect(page.locator("#live-workers")).to_have_text("1")
     page.get_by_placeholder("reason (optional)").fill("deploying the handler")
+    page.wait_for_timeout(2500)  # two live refreshes: what one types is kept
+    expect(page.get_by_placeholder("reason (optional)")).to_have_value("deploying the handler")
     page.get_by_role("button", name="Pause the queue").click()
     expect(page.locator("#pause-banner")).to_contain_text("PAUSED")
     expect(page.locator("#pause-banner")).to_contain_text("deploying the handler")

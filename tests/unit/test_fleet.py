@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from uuid import uuid4
 
 from s3q import Queue, QueueConfig
 from s3q.backends.memory import MemoryStore
@@ -23,6 +24,11 @@ class Clock:
         return self.now
 
 
+def wid(name: str) -> str:
+    """A worker id no other test on this host uses (ids are locked host-wide)."""
+    return f"{name}-{uuid4().hex[:8]}"
+
+
 def make_queue(store: MemoryStore | None = None) -> Queue:
     return Queue(store or MemoryStore("fleet"), QueueConfig(lease_ttl=6.0))
 
@@ -33,14 +39,15 @@ def test_a_running_worker_is_in_the_registry_and_leaves_it_when_it_stops() -> No
     def handler(job: Job) -> None:
         release.wait(10)
 
-    worker = Worker(q, handler, WorkerOptions("host-a/i-1", concurrency=3, poll_interval=0.2))
+    worker_id = wid("host-a/i-1")
+    worker = Worker(q, handler, WorkerOptions(worker_id, concurrency=3, poll_interval=0.2))
     q.submit("one_request.json", b"{}")
     thread = threading.Thread(target=worker.run)
     thread.start()
     try:
         wait_for(lambda: Registry(q.store).records(), 5, "the worker's record")
         [entry] = Registry(q.store).records()
-        assert entry.id == "host-a/i-1" and not entry.stale
+        assert entry.id == worker_id and not entry.stale
         record = entry.record
         assert record is not None
         assert (record.slots, record.version) == (3, record.version)
@@ -64,7 +71,7 @@ def test_heartbeats_carry_busy_slots_counters_and_completions() -> None:
         if job.name.startswith("2"):
             gate.wait(10)
 
-    worker = Worker(q, handler, WorkerOptions("w", concurrency=2, poll_interval=0.2))
+    worker = Worker(q, handler, WorkerOptions(wid("w"), concurrency=2, poll_interval=0.2))
     worker.presence.interval = 0.2
     thread = threading.Thread(target=worker.run)
     thread.start()
@@ -134,7 +141,7 @@ def test_pause_stops_claims_within_a_poll_and_running_jobs_finish() -> None:
         done.append(job.name)
 
     q.submit("a_request.json", b"{}")
-    worker = Worker(q, handler, WorkerOptions("w", concurrency=2, poll_interval=0.3))
+    worker = Worker(q, handler, WorkerOptions(wid("w"), concurrency=2, poll_interval=0.3))
     thread = threading.Thread(target=worker.run)
     thread.start()
     try:
@@ -158,7 +165,7 @@ def test_pause_stops_claims_within_a_poll_and_running_jobs_finish() -> None:
 
 def test_the_pause_flag_costs_at_most_one_head_per_poll_and_per_second() -> None:
     q = make_queue()
-    worker = Worker(q, lambda job: None, WorkerOptions("idle", concurrency=8,
+    worker = Worker(q, lambda job: None, WorkerOptions(wid("idle"), concurrency=8,
                                                        poll_interval=0.5))
     thread = threading.Thread(target=worker.run)
     thread.start()
