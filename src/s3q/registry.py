@@ -14,10 +14,11 @@ The record::
      "version": "0.1.0", "slots": 4, "busy": 2, "paused": false, "interval": 60,
      "started": 1764390000.0, "heartbeat": 1764390600.0,          # the worker's clock
      "counters": {"claimed": 9, "completed": 8, "failed": 1, "released": 0, "lost": 0},
-     "history": [[1764390540.0, 3], [1764390600.0, 5]]}           # completions per beat
+     "history": [[1764390540.0, 3], [1764390600.0, 5]]}           # completions per minute
 
-``history`` holds, for each heartbeat of the last hour, the number of requests the worker
-completed since the previous one: summed over the registry it is the fleet's throughput.
+``history`` holds, for each minute of the last hour, the number of requests the worker
+completed (as counted at its heartbeats): summed over the registry it is the fleet's
+throughput.
 """
 
 from __future__ import annotations
@@ -206,7 +207,7 @@ class Presence:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = time.time()
-        self._history: list[tuple[float, int]] = []
+        self._minutes: dict[int, int] = {}  # minute (epoch // 60) -> completions
         self._last_completed = 0
 
     def paused(self) -> bool:
@@ -217,15 +218,17 @@ class Presence:
         w = self.worker
         now = time.time()
         completed = w.stats.completed
-        self._history.append((now, completed - self._last_completed))
+        minute = int(now // 60)  # per minute, whatever the interval: at most 60 entries
+        self._minutes[minute] = self._minutes.get(minute, 0) + completed - self._last_completed
         self._last_completed = completed
-        self._history = [h for h in self._history if h[0] >= now - HISTORY_SECONDS]
+        self._minutes = {m: n for m, n in self._minutes.items()
+                         if m * 60 >= now - HISTORY_SECONDS}
         return WorkerRecord(
             id=w.options.worker_id, host=socket.gethostname(), pid=os.getpid(),
             version=s3q_version(), slots=w.options.concurrency, busy=len(w.running),
             paused=self.gate.last, interval=self.interval, started=self._started,
             heartbeat=now, counters={name: int(getattr(w.stats, name)) for name in COUNTERS},
-            history=list(self._history))
+            history=[(m * 60.0, n) for m, n in sorted(self._minutes.items())])
 
     def beat(self) -> None:
         """Write the record now (errors are logged: the registry never stops a worker)."""

@@ -40,7 +40,8 @@ def pause(reason: str, as_json: bool) -> None:
     log.warning("queue paused by %s", state.by, extra={"event": "queue_paused",
                                                         "by": state.by, "reason": reason})
     if as_json:
-        echo_json({"paused": True, **state.as_dict(), "since": iso(state.since)})
+        echo_json({"paused": True, **state.as_dict(), "at": iso(state.at),
+                   "since": iso(state.since)})
     else:
         click.echo(f"paused {queue.store.url} (workers stop claiming at their next poll)")
 
