@@ -139,6 +139,18 @@ def test_read_a_failed_requests_traceback_and_requeue_it(
     assert names[1] not in listed and names[0] in listed
     assert names[1] in cli.run("ls", "wait", "--json").stdout
 
+    # the two left: select both, purge the selection
+    for name in (names[0], names[2]):
+        page.get_by_label(f"select {name}").check()
+    page.get_by_role("button", name="Purge selected").click()
+    expect(page.locator("h1")).to_have_text("Purge 2 failed requests?")
+    expect(page.locator("#confirm-text")).to_contain_text("cannot be undone")
+    shot(page, "09-confirm-purge-selection")
+    page.locator("#confirm").click()
+    expect(page.locator(".flash")).to_contain_text("purged 2 request(s)")
+    expect(page.locator("#nothing")).to_have_text("No failed request.")
+    assert cli.counts()["failed"] == 0
+
 
 def test_pause_stops_claims_and_resume_starts_them_again(
         cli: Cli, procs: list[subprocess.Popen[str]], dashboard: str, page: Page) -> None:
@@ -160,10 +172,10 @@ def test_pause_stops_claims_and_resume_starts_them_again(
     expect(count(page, "wait")).to_have_attribute("data-count", "3")
     time.sleep(4)  # several polls of the worker: it claims nothing
     assert cli.counts()["wait"] == 3 and cli.runs("start") == {}
-    shot(page, "09-paused")
+    shot(page, "10-paused")
 
     page.get_by_role("button", name="Resume").click()
     expect(page.locator("#pause-banner")).to_have_count(0)
     expect(count(page, "finish")).to_have_attribute("data-count", "3")
-    shot(page, "10-resumed")
+    shot(page, "11-resumed")
     assert "PAUSED" not in cli.run("status").stdout
