@@ -82,7 +82,7 @@ def create_app(queue: Queue, credentials: Credentials, *, refresh: float = 5.0,
     failed = FailedIndex(queue, limit=count_limit)
     actions: deque[Action] = deque(maxlen=50)
     metered = queue.store if isinstance(queue.store, MeteredStore) else None
-    app.jinja_env.filters.update(age=render.age, when=render.when, urlname=_urlname)
+    app.jinja_env.filters.update(age=render.age, when=render.when)
 
     def record(what: str, **progress: Any) -> Action:
         action = Action(time.time(), g.who, what, **progress)
@@ -138,7 +138,9 @@ def create_app(queue: Queue, credentials: Credentials, *, refresh: float = 5.0,
             "style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
             "form-action 'self'; base-uri 'none'",
             "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "same-origin", "Cache-Control": "no-store"})
+            "Referrer-Policy": "same-origin"})
+        if request.endpoint != "static":
+            response.headers["Cache-Control"] = "no-store"
         return response
 
     @app.context_processor
@@ -284,11 +286,6 @@ def _valid(name: str) -> str:
         return validate_key(name)
     except ValueError:
         abort(404, "not a request name")
-
-
-def _urlname(name: str) -> str:
-    """A request name as a URL path (``/`` kept; everything else quoted)."""
-    return quote(name, safe="/")
 
 
 def _back(target: str = "") -> str:

@@ -22,6 +22,7 @@ import hmac
 import ipaddress
 import secrets
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from flask import Request, session
 
@@ -124,6 +125,6 @@ def csrf_ok(request: Request) -> bool:
     if not isinstance(expected, str) or not given or not _eq(given, expected):
         return False
     origin = request.headers.get("Origin")
-    if origin and origin != "null":
-        return origin.rstrip("/") == request.host_url.rstrip("/")
+    if origin and origin != "null":  # the host only: a TLS proxy in front changes the scheme
+        return urlsplit(origin).netloc == request.host
     return True
