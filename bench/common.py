@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from s3q.backends.delegating import DelegatingStore
 from s3q.store import Store
-from tests.delegating import DelegatingStore
 
 T = TypeVar("T")
 

@@ -190,7 +190,9 @@ def _idle(ctx: Context, s3: S3Env) -> dict[str, Any]:
         "usd_per_month_steady": per_hour_steady * 24 * 30 * 0.005 / 1000,
         "poll_interval": opts.poll_interval,
         "model": (f"{opts.concurrency} slots x one LIST per ~0.75 x {opts.poll_interval:g} s "
-                  f"+ 2 LISTs per {scan:g} s scan = {model_lists:,.0f} requests/hour"),
+                  f"+ 2 LISTs per {scan:g} s scan = {model_lists:,.0f} requests/hour; plus "
+                  "one HEAD of the pause flag per poll (class B, at most one a second) and "
+                  "one PUT of the worker's registry record a minute"),
     }
     ctx.figure("costs", "idle worker, requests/hour (after ramp)", round(per_hour_steady),
                "requests/h", naive=round(result["per_hour_naive"]))

@@ -30,15 +30,18 @@ __all__ = ["Claimer", "finish_claim"]
 log = logging.getLogger("s3q")
 
 
-def finish_claim(ctx: Context, lease: Lease, guard: Deadline) -> tuple[Lease, bool]:
+def finish_claim(ctx: Context, lease: Lease, guard: Deadline, *,
+                 fresh: bool = False) -> tuple[Lease, bool]:
     """c2 and c3, after the lock is ours (a claim, or t2 of a takeover). Returns the lease
     with the ETag of its processing/ view, and whether c2 removed the request from wait/
     (then the claim had not finished before: no handler had run on it). Raises
-    :class:`ClaimStalled` if the deadline passed before c2 was sent."""
+    :class:`ClaimStalled` if the deadline passed before c2 was sent, and, for a ``fresh``
+    claim (c1 just now, not a retry's c1' nor a takeover), :class:`ClaimOvertaken` if
+    wait/NAME was certainly no longer the request read at c0."""
     name = lease.name
     target = lease.view or lease.src
     removed = False
-    if target is not None:  # c2: any answer is fine (404 may be our own earlier try)
+    if target is not None:  # c2
         try:
             guard.check()
         except LeaseLost as exc:
@@ -46,8 +49,12 @@ def finish_claim(ctx: Context, lease: Lease, guard: Deadline) -> tuple[Lease, bo
         try:
             ctx.store.delete(layout.key(layout.WAIT, name), if_match=target, guard=guard.check)
             removed = True
-        except (NotFound, PreconditionFailed):
-            pass
+        except (NotFound, PreconditionFailed) as exc:
+            # 404/412 to a retried delete may be our own earlier try's doing: never give up
+            # then (the lease holds the only copy); to a first try it is certain: another
+            # worker claimed (and finished) what c0 read, between our c0 and our c1.
+            if fresh and not exc.retried:
+                raise ClaimOvertaken(name) from exc
     proc = write_view(ctx, lease, layout.key(layout.PROCESSING, name), guard.check)  # c3
     try:
         guard.check()  # c3 arrived late: the lease may be another's by now
@@ -55,6 +62,12 @@ def finish_claim(ctx: Context, lease: Lease, guard: Deadline) -> tuple[Lease, bo
         delete_view(ctx, layout.key(layout.PROCESSING, name), proc, lambda: None)
         raise
     return replace(lease, proc=proc, view=None), removed
+
+
+class ClaimOvertaken(Exception):
+    """c2 of a fresh claim found wait/NAME gone or replaced: the bytes c0 read were claimed
+    by another worker in the meantime (and finished: its lease is gone, or ours could not
+    have been created). This claim gives its lease up instead of running them again."""
 
 
 class ClaimStalled(LeaseLost):
@@ -68,17 +81,23 @@ def _stalled(ctx: Context, lease: Lease, etag: str, exc: LeaseLost) -> None:
     or was claimed by whoever took this lease over meanwhile (then the delete, conditional
     on our ETag, does nothing). A retry claim (c1') keeps it: that lease holds the body.
     After c2 the lease holds the only copy: whoever takes it over finishes the claim."""
-    give_up = isinstance(exc, ClaimStalled) and lease.src is not None
-    if give_up:
-        try:
-            ctx.store.delete(layout.key(layout.LEASES, lease.name), if_match=etag)
-        except (NotFound, PreconditionFailed):
-            give_up = False  # taken over (the taker now holds the private copy too)
-    if give_up and lease.body_key is not None:
-        with contextlib.suppress(NotFound):
-            ctx.store.delete(lease.body_key)  # no lease names it any more
+    give_up = isinstance(exc, ClaimStalled) and lease.src is not None and _give_up(
+        ctx, lease, etag)
     ctx.emit("claim_stalled", lease.name, level=logging.WARNING,
              reason="lease deadline passed during the claim", given_up=give_up)
+
+
+def _give_up(ctx: Context, lease: Lease, etag: str) -> bool:
+    """Delete a fresh claim's lease (and its private copy) before c2 touched wait/NAME.
+    False if the lease was taken over meanwhile (the taker holds the private copy too)."""
+    try:
+        ctx.store.delete(layout.key(layout.LEASES, lease.name), if_match=etag)
+    except (NotFound, PreconditionFailed):
+        return False
+    if lease.body_key is not None:
+        with contextlib.suppress(NotFound):
+            ctx.store.delete(lease.body_key)  # no lease names it any more
+    return True
 
 
 class Claimer:
@@ -169,9 +188,15 @@ class Claimer:
                     return None
                 except LeaseLost as exc:  # not sent: nothing done yet
                     raise ClaimStalled(str(exc)) from exc
-            lease, _ = finish_claim(ctx, lease, guard)
+            lease, _ = finish_claim(ctx, lease, guard, fresh=True)
         except LeaseLost as exc:
             _stalled(ctx, lease, etag, exc)
+            return None
+        except ClaimOvertaken:
+            _give_up(ctx, lease, etag)
+            self._contended = True
+            ctx.emit("claim_overtaken", name, level=logging.DEBUG,
+                     reason="claimed and finished by another worker between c0 and c1")
             return None
         return self._started(lease, etag, guard)
 

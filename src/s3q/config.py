@@ -150,6 +150,9 @@ SETTINGS: tuple[Setting, ...] = (
     _S("log_json", bool, None, "Log JSON lines (true/false); unset or 'auto' = automatic."),
     _S("metrics_port", int, 0, "Port of the metrics endpoint; 0 = off.", minimum=0,
        maximum=65535),
+    _S("metrics_addr", str, "127.0.0.1", "Where metrics are served: HOST or HOST:PORT. "
+       "'s3q worker --metrics-port P' serves its process metrics on HOST:P; 's3q exporter' "
+       "serves the queue gauges on HOST:PORT (default port 9464)."),
     _S("drain_on_interruption", bool, False, "Drain (stop gracefully, giving work back) at an "
        "EC2 Spot interruption or Auto Scaling termination notice (polls the IMDS)."),
     _S("endpoint_url", str, None, "S3 endpoint (MinIO, moto, ...); unset = AWS_ENDPOINT_URL, "
@@ -162,6 +165,13 @@ SETTINGS: tuple[Setting, ...] = (
     _S("access_key_id", str, None, "S3 access key id." + _SECRET_HELP, secret=True),
     _S("secret_access_key", str, None, "S3 secret access key." + _SECRET_HELP, secret=True),
     _S("session_token", str, None, "S3 session token." + _SECRET_HELP, secret=True),
+    _S("dashboard_token", str, None, "Bearer token of 's3q dashboard' (and its /metrics): "
+       "required, or dashboard_user + dashboard_password, to bind beyond loopback. Secret "
+       "(no flag): literal or ssm:/param.", secret=True),
+    _S("dashboard_user", str, None, "User name of the dashboard's basic authentication "
+       "(with dashboard_password)."),
+    _S("dashboard_password", str, None, "Password of the dashboard's basic authentication. "
+       "Secret (no flag): literal or ssm:/param.", secret=True),
     _S("profile", str, None, "The [profiles.NAME] to use; unset = by when_hostname, else "
        "'default'."),
 )
@@ -189,6 +199,7 @@ class Config:
     log_level: Literal["debug", "info", "warning", "error"]
     log_json: bool | None
     metrics_port: int
+    metrics_addr: str
     drain_on_interruption: bool
     endpoint_url: str | None
     region: str | None
@@ -197,6 +208,9 @@ class Config:
     access_key_id: Secret | None
     secret_access_key: Secret | None
     session_token: Secret | None
+    dashboard_token: Secret | None
+    dashboard_user: str | None
+    dashboard_password: Secret | None
     profile: str | None
 
     def queue_config(self) -> QueueConfig:
@@ -224,6 +238,16 @@ class Config:
         if self.worker_id is None:
             return default_worker_id(suffix)
         return f"{self.worker_id}/{suffix}" if suffix else self.worker_id
+
+    def metrics_endpoint(self, default_port: int) -> tuple[str, int]:
+        """``metrics_addr`` as (host, port): ``HOST``, ``HOST:PORT``, ``[V6]:PORT``."""
+        addr = self.metrics_addr.strip()
+        host, sep, port = addr.rpartition(":")
+        if not sep or (addr.count(":") > 1 and not addr.startswith("[")):
+            return addr.strip("[]"), default_port  # a host alone (IPv6 included)
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"metrics_addr: {addr!r} is not HOST or HOST:PORT")
+        return host.strip("[]"), int(port)
 
     def _reveal(self, name: str) -> str | None:
         secret: Secret | None = getattr(self, name)
@@ -258,6 +282,10 @@ def load_config(
     sources = {name: source for name, (_, source) in merged.items()}
     cfg = Config(**values)
     keys = [cfg.access_key_id, cfg.secret_access_key]
+    if (cfg.dashboard_user is None) != (cfg.dashboard_password is None):
+        raise ConfigError("dashboard_user, dashboard_password: give both or neither "
+                          f"(dashboard_user {sources['dashboard_user']}, dashboard_password "
+                          f"{sources['dashboard_password']})")
     if keys.count(None) == 1 or (cfg.session_token is not None and None in keys):
         raise ConfigError("access_key_id, secret_access_key: give both or neither (and "
                           "session_token only with them); sources: " + ", ".join(

@@ -62,6 +62,10 @@ S3_MAX_KEY_BYTES = 1024
 class StoreError(Exception):
     """Base of every error a store raises. Backends never leak their SDK's exceptions."""
 
+    #: True when this answer came to a retry of the request (by the SDK): an earlier try
+    #: may have taken effect, so a 404 or a 412 may be the request's own doing.
+    retried: bool = False
+
 
 class NotFound(StoreError):
     """The key does not exist (or an ``if_match`` write targeted a missing key)."""

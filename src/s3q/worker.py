@@ -31,6 +31,7 @@ from s3q.errors import ConfigError, JobStateError, LeaseLost
 from s3q.handlers import Handler
 from s3q.job import Job
 from s3q.queue import Outlook, Queue
+from s3q.registry import Presence
 from s3q.store import StoreError
 
 __all__ = ["Worker", "WorkerOptions", "WorkerStats"]
@@ -91,6 +92,8 @@ class Worker:
         self._polling = False  # one slot polls while idle
         self._burst_slots = options.concurrency  # slots a burst still runs
         self._outlook: Outlook | None = None  # what the last slot of a burst saw last
+        #: Its .s3q/workers/ record while it runs, and the queue's pause flag (s3q.registry)
+        self.presence = Presence(self)
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
@@ -128,7 +131,7 @@ class Worker:
     def run(self) -> WorkerStats:
         """Run until stopped (or, with burst / max_jobs, until done). Returns the stats.
         Raises ConfigError if a worker with the same id already runs on this host."""
-        with _one_per_host(self.options.worker_id, self.queue.store.url):
+        with _one_per_host(self.options.worker_id, self.queue.store.url), self.presence:
             return self._run()
 
     def _run(self) -> WorkerStats:
@@ -214,16 +217,18 @@ class Worker:
             if not self._take_ticket():
                 self._polled(found=False)
                 return
+            paused = False
             try:
-                job = self.queue.claim(self.options.worker_id)
+                paused = self.presence.paused()  # paused: claim nothing, poll as if idle
+                job = None if paused else self.queue.claim(self.options.worker_id)
             except StoreError as exc:
                 log.warning("claim failed: %s", exc, extra={"event": "claim_failed"})
                 job = None
             self._polled(found=job is not None)
             if job is None:
                 self._return_ticket()
-                if self.options.burst and not self._burst_waits():
-                    return
+                if self.options.burst and not paused and not self._burst_waits():
+                    return  # (a paused burst waits for the resume, polling as if idle)
                 continue
             if not self._start(job):
                 self._give_back(job)  # claimed while the worker was stopping: not started

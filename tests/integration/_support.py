@@ -22,10 +22,10 @@ from typing import Any, TypeVar
 
 from s3q import Queue, QueueConfig
 from s3q.backends import S3Options
+from s3q.backends.delegating import DelegatingStore
 from s3q.backends.local import LocalStore
 from s3q.backends.s3 import S3Store
 from s3q.store import NotFound, PreconditionFailed, Store
-from tests.delegating import DelegatingStore
 
 __all__ = ["CountingStore", "StoreSpec", "drain", "open_spec", "race_child"]
 

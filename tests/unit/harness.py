@@ -26,9 +26,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
-from s3q.store import StoreUnavailable
-from tests.delegating import DelegatingStore
+from s3q.store import StoreError, StoreUnavailable
 
 T = TypeVar("T")
 
@@ -132,7 +132,11 @@ class StepStore(DelegatingStore):
                 fn()  # it takes effect ...
                 if mode == "raise":  # ... and the caller is told it failed
                     raise StoreUnavailable(f"{name}: connection reset after it took effect")
-                result = fn()  # ... or the SDK retries it and returns the retry's answer
+                try:  # ... or the SDK retries it and returns the retry's answer
+                    result = fn()
+                except StoreError as exc:
+                    exc.retried = True
+                    raise
             else:
                 result = fn()
         except Exception as exc:  # a store error is an outcome too; the crash comes after

@@ -89,7 +89,8 @@ def test_settings_table_matches_config_fields() -> None:
         assert s.help and s.env_var == "S3Q_" + s.name.upper()
         assert s.flag == (None if s.secret else "--" + s.name.replace("_", "-"))
     assert {s.name for s in SETTINGS if s.secret} == {
-        "access_key_id", "secret_access_key", "session_token"}
+        "access_key_id", "secret_access_key", "session_token", "dashboard_token",
+        "dashboard_password"}
 
 
 def test_defaults() -> None:

@@ -15,11 +15,11 @@ from typing import Any, TypeVar
 import pytest
 
 from s3q import Queue, QueueConfig
+from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
 from s3q.config import load_config
 from s3q.iam import QUEUE_PREFIXES, config_ssm_parameters, iam_policy, iam_policy_for
 from s3q.records import CLOCK_MARGIN
-from tests.delegating import DelegatingStore
 from tests.unit.harness import FakeClock
 
 T = TypeVar("T")

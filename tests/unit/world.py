@@ -87,10 +87,20 @@ class World:
 
     def submit(self, *names: str, same: bool = False) -> None:
         """Submit each name (as a producer does: an unconditional PUT into wait/). A waiting
-        submission it replaces is withdrawn by the producer, not lost by s3q."""
+        submission it replaces is withdrawn by the producer, not lost by s3q: one nothing
+        else holds, or one a claim has read (c0) and locked (c1) but not yet taken out of
+        wait/ (c2, where a claim takes effect: finding its object replaced, it gives up)."""
         for name in names:
             body = self.next_body(name, same=same)
             before = set(self.missing())
+            snapshot = self.mem.snapshot()
+            waiting = snapshot.get(layout.key(layout.WAIT, name))
+            if waiting is not None and waiting != body:
+                etag = self.mem.head(layout.key(layout.WAIT, name)).etag
+                if any(lease.src == etag and lease.view is None
+                       for lease in self._leases(snapshot) if lease.name == name):
+                    self.withdrawn |= {f"{n} ({b[:40]!r})" for n, b in self.submissions
+                                       if n == name and b == waiting}
             self.mem.put(layout.key(layout.WAIT, name), body)
             self.submissions.append((name, body))
             self.withdrawn |= {m for m in self.missing() if m not in before}

@@ -417,7 +417,9 @@ class S3Store:
         try:
             yield
         except ClientError as e:
-            raise self._translate(e, operation, key) from e
+            error = self._translate(e, operation, key)
+            error.retried = e.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) > 0
+            raise error from e
         except _TRANSPORT as e:
             raise StoreUnavailable(f"S3 {operation} {self._where(key)}: {e}") from e
         except BotoCoreError as e:

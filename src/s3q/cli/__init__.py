@@ -26,13 +26,17 @@ from __future__ import annotations
 import click
 
 from s3q.cli.admin import config_group, purge, recover, requeue
+from s3q.cli.dashboard import dashboard
 from s3q.cli.ec2 import deploy_group, iam_policy
 from s3q.cli.errors import EXIT_STORE, EXIT_UNHEALTHY, EXIT_USAGE, Failure, S3qGroup
+from s3q.cli.exporter import exporter
 from s3q.cli.options import format_examples, format_option_groups, global_options
+from s3q.cli.pause import pause, resume
 from s3q.cli.show import ls_command, result_command, show
 from s3q.cli.status import status
 from s3q.cli.submit import submit
 from s3q.cli.worker import worker
+from s3q.cli.workers import workers
 
 __all__ = ["EXIT_STORE", "EXIT_UNHEALTHY", "EXIT_USAGE", "Failure", "cli", "main"]
 
@@ -72,6 +76,11 @@ def cli() -> None:
 for _command in (worker, submit, status, ls_command, show, result_command, requeue, recover,
                  purge, config_group, deploy_group, iam_policy):
     cli.add_command(_command)
+cli.add_command(workers)
+cli.add_command(pause)
+cli.add_command(resume)
+cli.add_command(dashboard)
+cli.add_command(exporter)
 
 
 def main() -> None:

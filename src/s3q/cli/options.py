@@ -18,7 +18,7 @@ from s3q.durations import DURATION_HELP, parse_duration
 from s3q.layout import State
 from s3q.logs import setup_logging
 from s3q.queue import Queue
-from s3q.store import StoreError
+from s3q.store import Store, StoreError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,12 +43,18 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
 
     name = "duration"
 
+    def __init__(self, minimum: float | None = None) -> None:
+        self.minimum = minimum
+
     def convert(self, value: object, param: click.Parameter | None,
                 ctx: click.Context | None) -> float:
         try:
-            return parse_duration(value)
+            seconds = parse_duration(value)
         except ValueError:
             self.fail(f"{value!r} is not a duration: give {DURATION_HELP}", param, ctx)
+        if self.minimum is not None and seconds < self.minimum:
+            self.fail(f"{value!r} is shorter than {self.minimum:g}s", param, ctx)
+        return seconds
 
 
 class SettingOption(click.Option):
@@ -211,10 +217,12 @@ class App:
     def queue_source(self) -> str:
         return describe_source("queue", self.sources)
 
-    def open_queue(self, *, create: bool = False) -> Queue:
+    def open_queue(self, *, create: bool = False,
+                   wrap: Callable[[Store], Store] | None = None) -> Queue:
         """The queue (secrets resolved), closed when the command ends. Only commands that
         put requests in (submit, worker) ``create`` a local queue directory; the others fail
-        on one that does not exist. The first log line says where the queue came from."""
+        on one that does not exist. The first log line says where the queue came from.
+        ``wrap``: a store around the store (the dashboard's request meter)."""
         cfg = resolve_secrets(self.config)
         origin = self.queue_source
         try:
@@ -225,7 +233,7 @@ class App:
             raise Failure(f"queue: {e} ({origin})") from None
         except Exception as e:  # e.g. botocore's ProfileNotFound: a configuration problem
             raise Failure(f"queue: cannot open {cfg.queue}: {type(e).__name__}: {e}") from None
-        queue = Queue(store, cfg.queue_config())
+        queue = Queue(wrap(store) if wrap is not None else store, cfg.queue_config())
         self.ctx.call_on_close(queue.close)
         default = self.sources.get("queue", "default") == "default"
         log.log(logging.WARNING if default else logging.INFO, "queue %s (%s)", store.url,

@@ -20,6 +20,7 @@ from s3q.cli.output import age, echo_json, iso, one_line, table
 from s3q.layout import State
 from s3q.queue import Queue
 from s3q.records import CLOCK_MARGIN, Intent
+from s3q.registry import fleet_status
 
 #: The window of ``status``'s recent throughput, seconds.
 THROUGHPUT_WINDOW = 300.0
@@ -131,6 +132,7 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
             "per_second": recent / THROUGHPUT_WINDOW},
         "healthy": not problems,
         "problems": problems,
+        **fleet_status(queue.store),  # "workers": live and stale ids, "paused"
     }
 
 
@@ -218,6 +220,19 @@ def _problems(queue: Queue, counts: dict[str, int | None], oldest_age: float | N
     return problems
 
 
+def fleet_lines(data: dict[str, Any]) -> list[str]:
+    """The workers line (live and stale, from the registry) and PAUSED when paused."""
+    live, stale = data["workers"]["live"], data["workers"]["stale"]
+    lines = [f"workers   {len(live)} live   {len(stale)} stale"
+             + (f" ({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''})" if stale else "")]
+    if data["paused"] is not None:
+        p = data["paused"]
+        lines.append(f"PAUSED    since {iso(p['since'])} by {p['by'] or '?'}"
+                     + (f": {one_line(p['reason'])}" if p["reason"] else "")
+                     + " (workers claim nothing; s3q resume)")
+    return lines
+
+
 def render_status(data: dict[str, Any]) -> str:
     counts = data["counts"]
     if data["throughput"] is None:
@@ -233,6 +248,7 @@ def render_status(data: dict[str, Any]) -> str:
         f"oldest    {age(data['oldest_waiting_age'])} waiting"
         if data["oldest_waiting_age"] is not None else "oldest    - (nothing waiting)",
         finished_line,
+        *fleet_lines(data),
     ]
     if data["in_flight"]:
         per_worker = ", ".join(f"{w or 'nobody'}: {n}"

@@ -47,12 +47,11 @@ log = logging.getLogger("s3q.cli")  # not __name__: the logger name is part of t
 @click.option("--burst", is_flag=True, help="Process what is there, then exit.")
 @click.option("--max-jobs", type=click.IntRange(min=1), metavar="N",
               help="Exit after claiming N requests.")
-@click.option("--metrics-addr", default="127.0.0.1", show_default=True,
-              help="Address of the metrics endpoint (with --metrics-port).")
 @setting_options("concurrency", "lease_ttl", "max_attempts", "grace", "worker_id",
-                 "job_timeout", "breaker_threshold", "breaker_pause", "metrics_port")
+                 "job_timeout", "breaker_threshold", "breaker_pause", "metrics_port",
+                 "metrics_addr")
 def worker(*, exec_cmd: str | None, handler_spec: str | None, pool: str, burst: bool,
-           max_jobs: int | None, metrics_addr: str) -> None:
+           max_jobs: int | None) -> None:
     """Claim requests and run a handler on each, CONCURRENCY at a time.
 
     Refuses to start (exit 2) if the handler cannot run at all. After breaker_threshold
@@ -62,11 +61,11 @@ def worker(*, exec_cmd: str | None, handler_spec: str | None, pool: str, burst: 
     requests: list[str] = []  # SIGTERM/SIGINT from now on are stop requests, never lost
     with stop_on_signals(requests):
         run_worker(requests, exec_cmd=exec_cmd, handler_spec=handler_spec, pool=pool,
-                   burst=burst, max_jobs=max_jobs, metrics_addr=metrics_addr)
+                   burst=burst, max_jobs=max_jobs)
 
 
 def run_worker(requests: list[str], *, exec_cmd: str | None, handler_spec: str | None,
-               pool: str, burst: bool, max_jobs: int | None, metrics_addr: str) -> None:
+               pool: str, burst: bool, max_jobs: int | None) -> None:
     app = App(quiet=False)
     cfg = app.config
     handler = build_handler(exec_cmd, handler_spec, pool, cfg.job_timeout)
@@ -88,7 +87,7 @@ def run_worker(requests: list[str], *, exec_cmd: str | None, handler_spec: str |
                     claim_gate=breaker.wait_until_closed if cfg.breaker_threshold else None)
     if metrics is not None:
         metrics.watch_breaker(breaker)
-        serve_metrics(app, metrics, runner, metrics_addr)
+        serve_metrics(app, metrics, runner, cfg.metrics_endpoint(0)[0])  # metrics_addr's host
     if cfg.drain_on_interruption:
         watcher = InterruptionWatcher(on_notice=lambda reason: drain(runner, reason)).start()
         app.ctx.call_on_close(watcher.stop)

@@ -1,5 +1,6 @@
-"""A store that delegates every call to ``inner`` through one hook, for test doubles that
-watch (count, record, schedule, crash) a real store without re-implementing it.
+"""A store that delegates every call to ``inner`` through one hook, for wrappers that watch
+(count, record, schedule, crash) a real store without re-implementing it: the dashboard's
+request meter, the benchmarks' counters, the tests' adversaries.
 
 Subclasses override :meth:`DelegatingStore._call`, which gets the operation's name, its
 arguments by name and a function doing the real call. Dataclass subclasses call

@@ -1,0 +1,278 @@
+"""The worker registry: each running worker keeps one small JSON record,
+``.s3q/workers/<worker id>``, so that idle workers are visible, dead ones show as stale, and
+the dashboard can chart throughput without listing finish/.
+
+A worker writes its record when it starts, then once per ``interval`` (default 60 s: at
+most one PUT a minute per worker, whatever its load), and deletes it when it stops cleanly.
+A record whose Last-Modified (the store's clock) is older than :data:`STALE_FACTOR` times
+its interval belongs to a worker that died (SIGKILL, a lost server); it stays until the same
+worker id starts again or an operator removes it (``s3q workers --prune``).
+
+The record::
+
+    {"v": 1, "id": "ip-10-0-1-17/i-0abc", "host": "ip-10-0-1-17", "pid": 4242,
+     "version": "0.1.0", "slots": 4, "busy": 2, "paused": false, "interval": 60,
+     "started": 1764390000.0, "heartbeat": 1764390600.0,          # the worker's clock
+     "counters": {"claimed": 9, "completed": 8, "failed": 1, "released": 0, "lost": 0},
+     "history": [[1764390540.0, 3], [1764390600.0, 5]]}           # completions per minute
+
+``history`` holds, for each minute of the last hour, the number of requests the worker
+completed (as counted at its heartbeats): summed over the registry it is the fleet's
+throughput.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+from s3q.pause import PauseGate
+from s3q.store import NotFound, ObjectInfo, Store, StoreError, list_all
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from s3q.worker import Worker
+
+__all__ = ["PREFIX", "STALE_FACTOR", "Entry", "Presence", "Registry", "WorkerRecord"]
+
+log = logging.getLogger("s3q.registry")
+
+PREFIX = ".s3q/workers/"
+#: Seconds between two writes of a worker's record (``S3Q_HEARTBEAT_INTERVAL`` overrides).
+DEFAULT_INTERVAL = 60.0
+#: A record not rewritten for this many intervals is stale: its worker is gone.
+STALE_FACTOR = 2.5
+#: How far back ``history`` goes, seconds.
+HISTORY_SECONDS = 3600.0
+COUNTERS = ("claimed", "completed", "failed", "released", "lost")
+
+
+def s3q_version() -> str:
+    try:
+        return version("s3q")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """The body of ``.s3q/workers/ID``."""
+
+    id: str
+    host: str
+    pid: int
+    version: str
+    slots: int
+    busy: int
+    paused: bool
+    interval: float
+    started: float
+    heartbeat: float
+    counters: dict[str, int] = field(default_factory=dict)
+    history: list[tuple[float, int]] = field(default_factory=list)
+
+    def to_bytes(self) -> bytes:
+        data = {"v": 1, "id": self.id, "host": self.host, "pid": self.pid,
+                "version": self.version, "slots": self.slots, "busy": self.busy,
+                "paused": self.paused, "interval": self.interval, "started": self.started,
+                "heartbeat": self.heartbeat, "counters": self.counters,
+                "history": [list(h) for h in self.history]}
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+    @classmethod
+    def from_bytes(cls, body: bytes) -> WorkerRecord:
+        """Raises ValueError for anything that is not a record of this version."""
+        data = json.loads(body)
+        if not isinstance(data, dict) or data.get("v") != 1:
+            raise ValueError("not a worker record")
+        try:
+            return cls(
+                id=str(data["id"]), host=str(data["host"]), pid=int(data["pid"]),
+                version=str(data["version"]), slots=int(data["slots"]),
+                busy=int(data["busy"]), paused=bool(data.get("paused", False)),
+                interval=float(data["interval"]), started=float(data["started"]),
+                heartbeat=float(data["heartbeat"]),
+                counters={str(k): int(v) for k, v in dict(data.get("counters", {})).items()},
+                history=[(float(t), int(n)) for t, n in data.get("history", [])])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"incomplete worker record: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One listed record: its id, the object's info, whether it is stale and (when read)
+    the record itself (None: not read, or unreadable)."""
+
+    id: str
+    info: ObjectInfo
+    stale: bool
+    age: float  # seconds since it was written (store clock)
+    record: WorkerRecord | None = None
+
+
+class Registry:
+    """Read the registry. ``entries()`` costs one LIST per 1,000 workers; ``records()`` also
+    GETs each record whose ETag changed since this Registry last read it (records are
+    rewritten once a minute, so a dashboard refreshing every few seconds reads few)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._cache: dict[str, tuple[str, WorkerRecord | None]] = {}  # key -> (etag, record)
+        self._lock = threading.Lock()
+
+    def entries(self, limit: int = 10_000) -> list[Entry]:
+        """Every record's id, age and staleness, from the listing alone (no GET)."""
+        now = self.store.now()
+        entries = []
+        for i, info in enumerate(list_all(self.store, PREFIX)):
+            if i >= limit:
+                break
+            age = max(0.0, now - info.last_modified)
+            entries.append(Entry(info.key[len(PREFIX):], info, self._stale(info, age), age))
+        return entries
+
+    def records(self, limit: int = 10_000, threads: int = 8) -> list[Entry]:
+        """:meth:`entries` with each record read (changed ones only; in parallel)."""
+        entries = self.entries(limit)
+        with self._lock:
+            todo = [e for e in entries if self._cache.get(e.info.key, ("",))[0] != e.info.etag]
+        if todo:
+            with ThreadPoolExecutor(min(threads, len(todo))) as pool:
+                for entry, record in zip(todo, pool.map(self._read, todo), strict=True):
+                    with self._lock:
+                        self._cache[entry.info.key] = (entry.info.etag, record)
+        with self._lock:
+            keys = {e.info.key for e in entries}
+            for key in [k for k in self._cache if k not in keys]:
+                del self._cache[key]
+            return [Entry(e.id, e.info, self._stale(e.info, e.age, rec), e.age, rec)
+                    for e in entries for rec in [self._cache[e.info.key][1]]]
+
+    def remove(self, worker_id: str, etag: str | None = None) -> None:
+        """Delete a record (only the listed bytes with ``etag``: a worker that came back
+        meanwhile keeps its new one)."""
+        with contextlib.suppress(NotFound):
+            self.store.delete(PREFIX + worker_id, if_match=etag)
+
+    def _read(self, entry: Entry) -> WorkerRecord | None:
+        try:
+            body, _ = self.store.get(entry.info.key)
+            return WorkerRecord.from_bytes(body)
+        except NotFound:
+            return None
+        except (ValueError, UnicodeDecodeError):
+            log.warning("unreadable worker record %s", entry.info.key)
+            return None
+
+    @staticmethod
+    def _stale(info: ObjectInfo, age: float, record: WorkerRecord | None = None) -> bool:
+        interval = record.interval if record is not None else DEFAULT_INTERVAL
+        return age > STALE_FACTOR * interval
+
+
+def _interval_from_env() -> float:
+    raw = os.environ.get("S3Q_HEARTBEAT_INTERVAL", "").strip()
+    try:
+        return max(1.0, float(raw)) if raw else DEFAULT_INTERVAL
+    except ValueError:
+        log.warning("S3Q_HEARTBEAT_INTERVAL=%r is not a number: using %gs", raw,
+                    DEFAULT_INTERVAL)
+        return DEFAULT_INTERVAL
+
+
+class Presence:
+    """A worker's presence in the fleet: its registry record, kept by a background thread
+    while the worker runs (a context manager around ``Worker.run``), and the queue's pause
+    flag, asked before every claim (:meth:`paused`)."""
+
+    def __init__(self, worker: Worker, *, interval: float | None = None,
+                 enabled: bool = True) -> None:
+        self.worker = worker
+        self.store = worker.queue.store
+        self.interval = interval or _interval_from_env()
+        self.enabled = enabled
+        self.gate = PauseGate(self.store)
+        self.key = PREFIX + worker.options.worker_id
+        self.writes = 0  # records written (for tests and the bench)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = time.time()
+        self._minutes: dict[int, int] = {}  # minute (epoch // 60) -> completions
+        self._last_completed = 0
+
+    def paused(self) -> bool:
+        """Must the worker claim nothing now? (see :class:`~s3q.pause.PauseGate`)"""
+        return self.enabled and self.gate.paused()
+
+    def record(self) -> WorkerRecord:
+        w = self.worker
+        now = time.time()
+        completed = w.stats.completed
+        minute = int(now // 60)  # per minute, whatever the interval: at most 60 entries
+        self._minutes[minute] = self._minutes.get(minute, 0) + completed - self._last_completed
+        self._last_completed = completed
+        self._minutes = {m: n for m, n in self._minutes.items()
+                         if m * 60 >= now - HISTORY_SECONDS}
+        return WorkerRecord(
+            id=w.options.worker_id, host=socket.gethostname(), pid=os.getpid(),
+            version=s3q_version(), slots=w.options.concurrency, busy=len(w.running),
+            paused=self.gate.last, interval=self.interval, started=self._started,
+            heartbeat=now, counters={name: int(getattr(w.stats, name)) for name in COUNTERS},
+            history=[(m * 60.0, n) for m, n in sorted(self._minutes.items())])
+
+    def beat(self) -> None:
+        """Write the record now (errors are logged: the registry never stops a worker)."""
+        try:
+            self.store.put(self.key, self.record().to_bytes())
+            self.writes += 1
+        except StoreError as exc:
+            log.warning("cannot write the worker record %s: %s", self.key, exc,
+                        extra={"event": "registry_write_failed"})
+
+    def __enter__(self) -> Presence:
+        if self.enabled:
+            self._started = time.time()
+            self.beat()
+            self._thread = threading.Thread(target=self._run, name="s3q-registry",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._thread = None
+        try:
+            self.store.delete(self.key)
+        except StoreError as e:
+            log.warning("cannot remove the worker record %s: %s (it shows as stale)",
+                        self.key, e, extra={"event": "registry_remove_failed"})
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.beat()
+
+
+def fleet_status(store: Store) -> dict[str, Any]:
+    """What ``s3q status`` shows of the fleet, for one LIST of the registry and one GET of
+    the pause flag: {"workers": {"live": [ids], "stale": [ids]}, "paused": {...} | None}."""
+    from s3q.pause import pause_state
+
+    entries = Registry(store).entries()
+    state = pause_state(store)
+    return {"workers": {"live": [e.id for e in entries if not e.stale],
+                        "stale": [e.id for e in entries if e.stale]},
+            "paused": None if state is None else state.as_dict()}

@@ -1,0 +1,62 @@
+"""The queue gauges from a snapshot of a real queue (in memory), and docs/METRICS.md lists
+every metric the code exports."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from prometheus_client import generate_latest
+
+from s3q import Queue, QueueConfig
+from s3q.backends.memory import MemoryStore
+from s3q.dashboard.snapshot import Snapshots, take_snapshot, throughput
+from s3q.gauges import gauges, queue_registry
+from s3q.metrics import Metrics
+from s3q.pause import pause
+from s3q.registry import PREFIX, Registry, WorkerRecord
+
+DOC = (Path(__file__).resolve().parents[2] / "docs" / "METRICS.md").read_text()
+
+
+def busy_queue() -> Queue:
+    q = Queue(MemoryStore("gauges"), QueueConfig(lease_ttl=30))
+    for i in range(5):
+        q.submit(f"{i}_request.json", b"{}")
+    for _ in range(2):
+        assert q.claim("w-a") is not None
+    now = time.time()
+    record = WorkerRecord(id="w-a", host="h", pid=1, version="0", slots=4, busy=2,
+                          paused=False, interval=60, started=now - 300, heartbeat=now,
+                          history=[(now - 120, 7), (now - 60, 5)])
+    q.store.put(PREFIX + "w-a", record.to_bytes())
+    pause(q.store, by="t")
+    return q
+
+
+def test_the_gauges_describe_the_queue() -> None:
+    text = generate_latest(queue_registry(Snapshots(busy_queue()),
+                                          MemoryStore("unused"))).decode()
+    for line in ['s3q_queue_requests{state="wait"} 3.0',
+                 's3q_queue_requests{state="processing"} 2.0',
+                 's3q_queue_requests_complete{state="finish"} 1.0',
+                 's3q_queue_in_flight{worker="w-a"} 2.0', "s3q_queue_paused 1.0",
+                 's3q_workers{state="live"} 1.0', 's3q_worker_busy_slots{worker="w-a"} 2.0',
+                 "s3q_queue_backlog_per_worker 3.0"]:
+        assert line in text, line
+
+
+def test_throughput_comes_from_the_registry_records_per_minute() -> None:
+    q = busy_queue()
+    snap = take_snapshot(q, Registry(q.store))
+    assert len(snap.throughput) == 60 and snap.completed_last_hour == 12
+    assert throughput(snap.workers, now=time.time() + 7200) == [0] * 60
+
+
+def test_every_exported_metric_is_documented() -> None:
+    families = [*gauges(take_snapshot(busy_queue())), *Metrics().registry.collect()]
+    names = {m.name + ("_total" if m.type == "counter" else "") for m in families}
+    names |= {"s3q_store_requests_total", "s3q_store_errors_total"}
+    documented = set(re.findall(r"^\| `(s3q_[a-z_]+)` \|", DOC, re.M))
+    assert names <= documented, names - documented
