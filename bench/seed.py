@@ -3,9 +3,11 @@ processing/ -> finish/ by copy + delete, no lease, no lock.
 
 * :func:`run_seed_boto3`: written plainly with boto3. Each worker (a thread with its own
   client, as the seed's servers each had their own) lists wait/ and works through the
-  listing in order, as a server that lists and takes what it sees would. Workers really
-  race: two that copy the same request before either deletes it both process it. Every
-  handler run is recorded, so the duplicates are counted, not inferred.
+  listing, as a server that lists and takes what it sees would: ``spread=True`` (the
+  strongest honest version: each worker takes its own share of each listing, so they
+  rarely collide) or in order (they collide on nearly every key). Workers really race: two
+  that copy the same request before either deletes it both process it. Every handler run
+  is recorded, so the duplicates are counted, not inferred.
 * :func:`run_seed_cli`: the seed's scripts: one ``aws s3 mv`` subprocess per move.
 """
 
@@ -70,7 +72,8 @@ def _prefill(client: S3Client, bucket: str, prefix: str, jobs: int) -> None:
             range(jobs)))
 
 
-def run_seed_boto3(endpoint: S3Endpoint, prefix: str, jobs: int, workers: int) -> SeedResult:
+def run_seed_boto3(endpoint: S3Endpoint, prefix: str, jobs: int, workers: int, *,
+                   spread: bool = False) -> SeedResult:
     setup = endpoint.client()
     bucket = endpoint.bucket
     _prefill(setup, bucket, prefix, jobs)
@@ -92,7 +95,8 @@ def run_seed_boto3(endpoint: S3Endpoint, prefix: str, jobs: int, workers: int) -
             keys = [o["Key"] for o in listing.get("Contents", [])]
             if not keys:
                 return
-            for key in keys:
+            # spread: worker i takes every workers-th key from the i-th on (its own share)
+            for key in keys[i::workers] if spread and len(keys) >= workers else keys:
                 name = key[len(wait):]
                 proc, fin = f"{prefix}/processing/{name}", f"{prefix}/finish/{name}"
                 try:  # aws s3 mv = copy, then delete: the seed's "claim"
@@ -126,7 +130,8 @@ def run_seed_boto3(endpoint: S3Endpoint, prefix: str, jobs: int, workers: int) -
     finished = _count_keys(setup, bucket, f"{prefix}/finish/")
     dupes = sum(1 for n in runs.values() if n > 1)
     return SeedResult(
-        label="seed copy+delete (boto3)", workers=workers, jobs=jobs,
+        label=f"seed copy+delete (boto3{', spread' if spread else ', in order'})",
+        workers=workers, jobs=jobs,
         elapsed_s=round(elapsed, 3), jobs_per_s=round(finished / elapsed, 2),
         handler_runs=sum(runs.values()), processed_more_than_once=dupes,
         extra_runs=sum(runs.values()) - len(runs), finished=finished,
@@ -134,7 +139,8 @@ def run_seed_boto3(endpoint: S3Endpoint, prefix: str, jobs: int, workers: int) -
         left_processing=_count_keys(setup, bucket, f"{prefix}/processing/"),
         counts=dict(counts), errors=dict(errors),
         settings=(f"{workers} workers (threads, one boto3 client each), each: LIST wait/ "
-                  "(1000 keys), then for each listed key in order: COPY to processing/, "
+                  f"(1000 keys), then for each key of {'its share of ' if spread else ''}"
+                  f"the listing{'' if spread else ' in order'}: COPY to processing/, "
                   "DELETE wait/, GET, handler, COPY to finish/, DELETE processing/; "
                   "requests counted with botocore 'before-call' events"))
 

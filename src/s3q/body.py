@@ -15,13 +15,14 @@ import hashlib
 import io
 from typing import BinaryIO
 
-from s3q.context import Context
+from s3q import layout
+from s3q.context import Context, Deadline
 from s3q.errors import LeaseLost
 from s3q.records import Lease
 from s3q.store import Guard, NotFound, ObjectInfo, PreconditionFailed
 
-__all__ = ["BodyGone", "delete_view", "is_ours", "open_body", "read_body", "write_copy",
-           "write_view"]
+__all__ = ["BodyGone", "delete_view", "is_ours", "open_body", "processing_view", "read_body",
+           "write_copy", "write_view"]
 
 
 class BodyGone(LeaseLost):
@@ -62,6 +63,20 @@ def write_view(ctx: Context, lease: Lease, key: str, guard: Guard) -> str | None
     except NotFound:
         return None  # deleted right after our condition failed: try again next time
     return info.etag if is_ours(ctx, lease, key, info) else None
+
+
+def processing_view(ctx: Context, lease: Lease, guard: Deadline) -> str | None:
+    """c3: the processing/ view (at the claim, or deferred by the job). If the deadline
+    passed while it was under way, the lease may be another's by now: the view is deleted
+    again (it must not outlive the request) and LeaseLost raised."""
+    key = layout.key(layout.PROCESSING, lease.name)
+    proc = write_view(ctx, lease, key, guard.check)
+    try:
+        guard.check()
+    except LeaseLost:
+        delete_view(ctx, key, proc, lambda: None)
+        raise
+    return proc
 
 
 def write_copy(ctx: Context, lease: Lease, key: str, guard: Guard, *,

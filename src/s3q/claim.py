@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 from s3q import layout, leases
-from s3q.body import delete_view, write_view
+from s3q.body import processing_view
 from s3q.context import Context, Deadline
 from s3q.errors import LeaseLost
 from s3q.job import Job
@@ -31,13 +31,14 @@ log = logging.getLogger("s3q")
 
 
 def finish_claim(ctx: Context, lease: Lease, guard: Deadline, *,
-                 fresh: bool = False) -> tuple[Lease, bool]:
+                 fresh: bool = False, view: bool = True) -> tuple[Lease, bool]:
     """c2 and c3, after the lock is ours (a claim, or t2 of a takeover). Returns the lease
     with the ETag of its processing/ view, and whether c2 removed the request from wait/
     (then the claim had not finished before: no handler had run on it). Raises
     :class:`ClaimStalled` if the deadline passed before c2 was sent, and, for a ``fresh``
     claim (c1 just now, not a retry's c1' nor a takeover), :class:`ClaimOvertaken` if
-    wait/NAME was certainly no longer the request read at c0."""
+    wait/NAME was certainly no longer the request read at c0. Without ``view``, c3 is left
+    to the job (:meth:`s3q.job.Job.write_view`, once it has run for a while)."""
     name = lease.name
     target = lease.view or lease.src
     removed = False
@@ -55,12 +56,9 @@ def finish_claim(ctx: Context, lease: Lease, guard: Deadline, *,
             # worker claimed (and finished) what c0 read, between our c0 and our c1.
             if fresh and not exc.retried:
                 raise ClaimOvertaken(name) from exc
-    proc = write_view(ctx, lease, layout.key(layout.PROCESSING, name), guard.check)  # c3
-    try:
-        guard.check()  # c3 arrived late: the lease may be another's by now
-    except LeaseLost:
-        delete_view(ctx, layout.key(layout.PROCESSING, name), proc, lambda: None)
-        raise
+    proc = processing_view(ctx, lease, guard) if view else None  # c3
+    if not view:
+        guard.check()  # the claim took longer than its lease: leave it to a takeover
     return replace(lease, proc=proc, view=None), removed
 
 
@@ -118,37 +116,40 @@ class Claimer:
         with self._lock:
             self._named.extend(n for n in names if n not in self._named)
 
-    def claim(self, worker_id: str) -> Job | None:
-        """One request for ``worker_id``, or None when there is nothing to do now."""
+    def claim(self, worker_id: str, view_after: float = 0.0) -> Job | None:
+        """One request for ``worker_id``, or None when there is nothing to do now. Its
+        processing/ view is written at once (``view_after`` = 0), or by the job itself once
+        it has run ``view_after`` seconds (a job that ends sooner never needs one)."""
         while True:
             with self._lock:
                 name = self._named.popleft() if self._named else None
             if name is None:
                 break
-            job = self._claim_named(worker_id, name)
+            job = self._claim_named(worker_id, name, view_after)
             if job is not None:
                 return job
         for info in self._next_candidates():
-            job = self._claim_waiting(worker_id, info)
+            job = self._claim_waiting(worker_id, info, view_after)
             if job is not None:
                 return job
         return None
 
-    def _claim_named(self, worker_id: str, name: str) -> Job | None:
+    def _claim_named(self, worker_id: str, name: str, view_after: float) -> Job | None:
         """A named request: its retry lease if it has one, else wait/NAME as if listed."""
         found = leases.read(self.ctx, name)
         if found is not None:
-            return self._claim_retry(worker_id, name, found, None)
+            return self._claim_retry(worker_id, name, found, None, view_after)
         if not self.ctx.is_request(name):
             return None
         try:
             info = self.ctx.store.head(layout.key(layout.WAIT, name))
         except NotFound:
             return None  # claimed or gone meanwhile
-        return self._claim_waiting(worker_id, info)
+        return self._claim_waiting(worker_id, info, view_after)
 
     # ------------------------------------------------------------------ c0 … c3
-    def _claim_waiting(self, worker_id: str, info: ObjectInfo) -> Job | None:
+    def _claim_waiting(self, worker_id: str, info: ObjectInfo,
+                       view_after: float) -> Job | None:
         ctx, name = self.ctx, layout.name_of(layout.WAIT, info.key)
         if not ctx.fits(name):
             self._report_too_long(name)
@@ -175,7 +176,7 @@ class Claimer:
         except LeaseTaken as taken:
             if taken.current is None:
                 return None
-            return self._claim_retry(worker_id, name, taken.current, info)
+            return self._claim_retry(worker_id, name, taken.current, info, view_after)
         guard = ctx.deadline(sent, name)
         try:
             if lease.body_key is not None:
@@ -188,7 +189,7 @@ class Claimer:
                     return None
                 except LeaseLost as exc:  # not sent: nothing done yet
                     raise ClaimStalled(str(exc)) from exc
-            lease, _ = finish_claim(ctx, lease, guard, fresh=True)
+            lease, _ = finish_claim(ctx, lease, guard, fresh=True, view=not view_after)
         except LeaseLost as exc:
             _stalled(ctx, lease, etag, exc)
             return None
@@ -198,10 +199,10 @@ class Claimer:
             ctx.emit("claim_overtaken", name, level=logging.DEBUG,
                      reason="claimed and finished by another worker between c0 and c1")
             return None
-        return self._started(lease, etag, guard)
+        return self._started(lease, etag, guard, view_after)
 
     def _claim_retry(self, worker_id: str, name: str, found: tuple[Lease, ObjectInfo],
-                     listed: ObjectInfo | None) -> Job | None:
+                     listed: ObjectInfo | None, view_after: float) -> Job | None:
         """c1': NAME has a lease. A due ``retry`` lease is taken; any other lease means NAME
         is in flight elsewhere (skip it for a while)."""
         ctx = self.ctx
@@ -226,14 +227,19 @@ class Claimer:
             return None
         guard = ctx.deadline(sent, name)
         try:
+            # c3 at once: a view the previous holder left (crashed before w3) is adopted
+            # here, so that it cannot outlive this lease as an orphan
             lease, _ = finish_claim(ctx, lease, guard)
         except LeaseLost as exc:
             _stalled(ctx, lease, etag, exc)
             return None
-        return self._started(lease, etag, guard)
+        return self._started(lease, etag, guard, 0.0)
 
-    def _started(self, lease: Lease, etag: str, guard: Deadline) -> Job | None:
+    def _started(self, lease: Lease, etag: str, guard: Deadline,
+                 view_after: float) -> Job | None:
         job = self._make_job(lease, etag, guard)
+        if view_after:
+            job.view_due = self.ctx.monotonic() + view_after
         self.ctx.emit("claimed", lease.name, worker=lease.worker, attempt=lease.attempt,
                       gen=lease.gen)
         if job.attempt <= self.ctx.config.max_attempts:

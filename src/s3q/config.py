@@ -141,6 +141,9 @@ SETTINGS: tuple[Setting, ...] = (
        "and the attempt fails (--exec, --pool process; refused for a thread handler, which "
        "cannot be stopped); 0 = no limit.", minimum=0),
     _D("poll_interval", 10.0, "Longest wait between polls of an empty queue.", minimum=0.1),
+    _D("processing_view_after", 1.0, "A request shows in processing/ once its job has run "
+       "this long (jobs that end sooner never need the copy: 2 requests saved each); 0 = "
+       "at once, as the seed did.", minimum=0),
     _S("breaker_threshold", int, 5, "Circuit breaker: after this many different requests "
        "failed in a row, the worker pauses claiming for breaker_pause; failing requests go "
        "back to wait/ without being charged an attempt; 0 = off.", minimum=0),
@@ -194,6 +197,7 @@ class Config:
     retry_max_delay: float
     job_timeout: float
     poll_interval: float
+    processing_view_after: float
     breaker_threshold: int
     breaker_pause: float
     log_level: Literal["debug", "info", "warning", "error"]

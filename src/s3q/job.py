@@ -8,17 +8,19 @@ a time (a renewal and the final write never race), fenced by the lease's ETag.
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import shutil
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
 from s3q import leases, settle
-from s3q.body import open_body
+from s3q.body import open_body, processing_view
 from s3q.context import Context, Deadline, error_info
 from s3q.errors import JobStateError, LeaseLost
 from s3q.leases import LeaseTaken
@@ -45,6 +47,9 @@ class Job:
         #: Until when the lease is certainly ours; its check guards every other write.
         self.deadline = deadline
         self.finished = False
+        #: When (monotonic) the job writes its processing/ view if it still runs (c3
+        #: deferred by the claim: most jobs end sooner and never need one); None: written.
+        self.view_due: float | None = None
         self._keeper = keeper
         self._finish_lock = threading.Lock()
         self._write_lock = threading.RLock()  # one lease write at a time
@@ -149,6 +154,16 @@ class Job:
                                 " was taken over; this worker's result will not count") from exc
             self.deadline = self.ctx.deadline(sent, self.name)
 
+    def write_view(self) -> None:
+        """c3, deferred: the processing/ view of a job still running (the lease keeper calls
+        it at ``view_due``). Its ETag goes into the next lease write."""
+        with self._write_lock:
+            if self.view_due is None or self.finished or self.lost:
+                return
+            self.view_due = None
+            self.lease = replace(self.lease, proc=processing_view(self.ctx, self.lease,
+                                                                   self.deadline))
+
     def renew(self) -> None:
         """Extend the lease now. Raises LeaseLost if it was taken over."""
         with self._write_lock:
@@ -221,11 +236,13 @@ class Job:
 
 class LeaseKeeper:
     """One background thread renewing the leases of all registered jobs every
-    ``interval`` seconds. A renewal that finds the lease taken over marks the job lost."""
+    ``interval`` seconds, and writing the processing/ view of each job that runs past its
+    ``view_due``. A renewal that finds the lease taken over marks the job lost."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
-        self._due: list[tuple[float, int, Job]] = []
+        self._due: list[tuple[float, int, str, Job]] = []  # (when, seq, what, job)
+        self._seq = itertools.count()
         self._jobs: set[int] = set()
         self._cond = threading.Condition()
         self._stopped = False
@@ -235,7 +252,9 @@ class LeaseKeeper:
     def register(self, job: Job) -> None:
         with self._cond:
             self._jobs.add(id(job))
-            heapq.heappush(self._due, (time.monotonic() + self.interval, id(job), job))
+            self._push(time.monotonic() + self.interval, "renew", job)
+            if job.view_due is not None:  # (job.ctx.monotonic is time.monotonic here)
+                self._push(job.view_due, "view", job)
             self._cond.notify()
 
     def unregister(self, job: Job) -> None:
@@ -248,6 +267,9 @@ class LeaseKeeper:
             self._cond.notify()
         self._thread.join(timeout=5)
 
+    def _push(self, when: float, what: str, job: Job) -> None:
+        heapq.heappush(self._due, (when, next(self._seq), what, job))
+
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -257,10 +279,24 @@ class LeaseKeeper:
                     self._cond.wait(timeout)
                 if self._stopped:
                     return
-                _, ident, job = heapq.heappop(self._due)
-                if ident not in self._jobs:
+                _, _, what, job = heapq.heappop(self._due)
+                if id(job) not in self._jobs:
                     continue
-            self._renew(job)
+            if what == "view":
+                self._view(job)
+            else:
+                self._renew(job)
+
+    def _view(self, job: Job) -> None:
+        try:
+            job.write_view()
+        except (LeaseLost, JobStateError):
+            pass  # lost (its renewal will say so) or over
+        except StoreError as exc:  # a job without a view loses nothing: the lease has it
+            log.warning("processing/ view of %s not written (%s)", job.name, exc,
+                        extra={"event": "view_failed", "request": job.name})
+        except Exception:  # never let the keeper thread die
+            log.exception("unexpected error writing the view of %s", job.name)
 
     def _renew(self, job: Job) -> None:
         retry_in = self.interval
@@ -276,4 +312,4 @@ class LeaseKeeper:
             log.exception("unexpected error renewing %s", job.name)
         with self._cond:
             if id(job) in self._jobs and not job.finished:
-                heapq.heappush(self._due, (time.monotonic() + retry_in, id(job), job))
+                self._push(time.monotonic() + retry_in, "renew", job)

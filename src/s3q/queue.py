@@ -218,12 +218,15 @@ class Queue:
         return Outlook(min(due.values()) if due else None, sorted(due), left, etags)
 
     # ------------------------------------------------------------------ claim / scan
-    def claim(self, worker_id: str) -> Job | None:
+    def claim(self, worker_id: str, *, view_after: float = 0.0) -> Job | None:
         """Claim one request for ``worker_id``, or return None when there is nothing to do.
-        Runs the takeover scan when it is due (see :meth:`scan`). Safe from many threads."""
+        Runs the takeover scan when it is due (see :meth:`scan`). Safe from many threads.
+        ``view_after``: write the request's processing/ view only if the job still runs after
+        this many seconds (its lease keeper does it: use the job as a context manager); 0:
+        at once."""
         _check_worker_id(worker_id)
         self._scanner.run_if_due(worker_id)
-        return self._claimer.claim(worker_id)
+        return self._claimer.claim(worker_id, view_after)
 
     def offer(self, names: list[str]) -> None:
         """Requests to try first at the next claims, without listing wait/ (for example

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -24,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +56,10 @@ class WorkerOptions:
     recover_on_start: bool = True
     #: Run the takeover scan from a thread of its own (else only claims run it).
     scanner: bool = True
+    #: A job writes its processing/ view only once it has run this long (0: at the claim).
+    view_after: float = 1.0
+    #: Complete or fail jobs on threads of their own, off the slots' critical path.
+    settle_in_background: bool = True
 
 
 @dataclass
@@ -85,12 +91,18 @@ class Worker:
         self._noticed = 0  # signals acted upon
         self._lock = threading.Lock()
         self._running: dict[int, Job] = {}
+        #: Completes or fails jobs whose handler returned (see _process), per run; at most
+        #: twice the concurrency waiting, so that a slow store slows the slots down instead
+        #: of piling settlements up.
+        self._settler: ThreadPoolExecutor | None = None
+        self._settle_backlog = threading.BoundedSemaphore(2 * options.concurrency)
+        self._ended = threading.Event()  # this run's slots are done (the scanner stops)
         self._rng = random.Random()
         self._idle_cond = threading.Condition()
         self._idle = 0  # consecutive polls that found nothing (shared by the slots)
         self._next_poll = 0.0  # monotonic time of the next poll while idle
         self._polling = False  # one slot polls while idle
-        self._burst_slots = options.concurrency  # slots a burst still runs
+        self._burst_slots = options.concurrency  # slots a burst still runs (per run)
         self._outlook: Outlook | None = None  # what the last slot of a burst saw last
         #: Its .s3q/workers/ record while it runs, and the queue's pause flag (s3q.registry)
         self.presence = Presence(self)
@@ -137,6 +149,10 @@ class Worker:
     def _run(self) -> WorkerStats:
         wid = self.options.worker_id
         self._notice_signals()
+        self._burst_slots, self._outlook = self.options.concurrency, None
+        self._ended.clear()
+        if self.options.settle_in_background:
+            self._settler = ThreadPoolExecutor(self.options.concurrency, "s3q-settle")
         if self.options.recover_on_start and not self._stopping.is_set():
             recovered = self.queue.recover_own(wid)
             if recovered:
@@ -157,7 +173,9 @@ class Worker:
         self._notice_signals()
         if any(t.is_alive() for t in threads):
             self._drain(threads)
-        self._stopping.set()  # (a burst that ended by itself) the scanner stops too
+        self._ended.set()  # (a burst that ended by itself) the scanner stops too
+        if self._settler is not None:
+            self._settler.shutdown(wait=True)  # decided jobs are settled, never given back
         if scanner.is_alive():
             scanner.join(timeout=10)
         log.info("worker %s stopped", wid, extra={"event": "worker_stopped", "worker": wid,
@@ -177,7 +195,8 @@ class Worker:
                 log.warning("takeover scan failed: %s", exc, extra={"event": "scan_failed"})
             except Exception:  # never let the scanner die
                 log.exception("unexpected error in the takeover scan")
-            self._stopping.wait(pause)
+            if self._ended.wait(pause):
+                return
 
     def _drain(self, threads: list[threading.Thread]) -> None:
         """Stop requested: wait up to `grace` for running jobs, then give them back."""
@@ -220,7 +239,8 @@ class Worker:
             paused = False
             try:
                 paused = self.presence.paused()  # paused: claim nothing, poll as if idle
-                job = None if paused else self.queue.claim(self.options.worker_id)
+                job = None if paused else self.queue.claim(
+                    self.options.worker_id, view_after=self.options.view_after)
             except StoreError as exc:
                 log.warning("claim failed: %s", exc, extra={"event": "claim_failed"})
                 job = None
@@ -305,41 +325,77 @@ class Worker:
         return self._rng.uniform(cap / 2, cap)
 
     def _process(self, job: Job) -> None:
+        """Run the handler, then settle the job (complete, or fail with retry) on the
+        settler's threads, so that this slot claims its next request at once: the settling
+        round trips (d1…d5, w1…w3) are off its critical path. Nothing changes for safety:
+        the job's lease is renewed until it is settled, and a crash before leaves it to
+        recovery as a crash during the handler would."""
         start = time.monotonic()
+        job.__enter__()  # the lease keeper renews it (and writes its view if it runs long)
         outcome = "completed"
+        settle: Callable[[], None] | None = None
         try:
-            with job:
-                result = self.handler(job)
-                if job.interrupted:
-                    raise LeaseLost(f"{job.name}: interrupted")
-                job.complete(result.encode() if isinstance(result, str) else result)
+            result = self.handler(job)
+            if job.interrupted:
+                raise LeaseLost(f"{job.name}: interrupted")
+            data = result.encode() if isinstance(result, str) else result
+            settle = functools.partial(job.complete, data)
         except LeaseLost:
             outcome = "lost" if job.lost else "released"
         except JobStateError:
             outcome = "released"  # given back by a stop while the handler ran
+        except Exception as exc:
+            if job.interrupted:  # given back or lost while the handler ran: not its fault
+                outcome = "lost" if job.lost else "released"
+            else:
+                outcome, settle = "failed", functools.partial(job.fail, exc)
+                log.warning("handler failed on %s (attempt %d): %s", job.name, job.attempt,
+                            _one_line(exc), extra={"event": "handler_failed",
+                                                   "request": job.name, "attempt": job.attempt})
+        except BaseException:  # KeyboardInterrupt, SystemExit: not the request's fault
+            outcome, settle = "released", job.release
+        elapsed = time.monotonic() - start
+        with self._lock:
+            self._running.pop(id(job), None)
+        if settle is None:
+            job.__exit__(None, None, None)  # lost or given back: nothing left to write
+            self._done(job, outcome, elapsed)
+        elif self._settler is None:
+            self._settle(job, settle, outcome, elapsed)
+        else:
+            self._settle_backlog.acquire()
+            self._settler.submit(self._settle, job, settle, outcome, elapsed)
+
+    def _settle(self, job: Job, settle: Callable[[], None], outcome: str,
+                elapsed: float) -> None:
+        try:
+            settle()
+        except LeaseLost:
+            outcome = "lost" if job.lost else "released"
+        except JobStateError:
+            outcome = "released"
         except StoreError as exc:
             outcome = "store_error"
             log.error("store error settling %s: %s (it returns after its lease expires)",
                       job.name, exc, extra={"event": "settle_failed", "request": job.name})
-        except Exception as exc:
-            if job.interrupted:  # given back or lost while the handler ran: not its fault
-                outcome = "lost" if job.lost else "released"
-                return
-            outcome = "failed"
-            log.warning("handler failed on %s (attempt %d): %s", job.name, job.attempt,
-                        _one_line(exc), extra={"event": "handler_failed",
-                                               "request": job.name, "attempt": job.attempt})
+        except Exception:  # never let a settler thread die
+            outcome = "store_error"
+            log.exception("unexpected error settling %s", job.name)
         finally:
-            with self._lock:
-                self._running.pop(id(job), None)
-                if outcome == "completed":
-                    self.stats.completed += 1
-                elif outcome == "failed":
-                    self.stats.failed += 1
-                elif outcome == "lost":
-                    self.stats.lost += 1
-            if self._on_job_done is not None:
-                self._on_job_done(job, outcome, time.monotonic() - start)
+            if self._settler is not None:
+                self._settle_backlog.release()
+        self._done(job, outcome, elapsed)
+
+    def _done(self, job: Job, outcome: str, elapsed: float) -> None:
+        with self._lock:
+            if outcome == "completed":
+                self.stats.completed += 1
+            elif outcome == "failed":
+                self.stats.failed += 1
+            elif outcome == "lost":
+                self.stats.lost += 1
+        if self._on_job_done is not None:
+            self._on_job_done(job, outcome, elapsed)
 
 
 @contextlib.contextmanager

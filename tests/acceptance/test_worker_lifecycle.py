@@ -24,6 +24,8 @@ def test_killed_worker_restarted_completes_its_job_once(
     worker = cli.worker("--worker-id", "server-1", "--lease-ttl", "60", env=SLOW)
     procs.append(worker)
     wait_for(lambda: cli.runs("start")[name] == 1, 30, "the job to start")
+    # a job shows in processing/ once it has run processing_view_after (1 s)
+    wait_for(lambda: cli.counts()["processing"] == 1, 30, "its processing/ view")
     kill_tree(worker, signal.SIGKILL)  # the server dies, handler and all
     assert cli.counts()["processing"] == 1
 
@@ -121,6 +123,7 @@ def test_the_seeds_own_reset_command_loses_nothing(
     worker = cli.worker("--worker-id", "server-1", "-c", "3", env=SLOW)
     procs.append(worker)
     wait_for(lambda: len(cli.runs("start")) == 3, 30, "three jobs in flight")
+    wait_for(lambda: cli.counts()["processing"] == 3, 30, "their processing/ views")
     kill_tree(worker, signal.SIGKILL)
     assert cli.counts()["processing"] == 3
 

@@ -64,13 +64,14 @@ def report(cli: Cli, name: str, figures: dict[str, Any]) -> None:
 
 
 def drained(cli: Cli) -> bool:
-    """Nothing waiting or in flight: one LIST each of wait/ and processing/ (not `s3q
-    status`, whose process start and listing of all of finish/ would take a core of the
-    2-core machine away from the workers it waits for)."""
+    """Nothing waiting or in flight: one LIST each of wait/, processing/ and .s3q/lease/ (a
+    short job in flight has a lease but no processing/ view yet). Not `s3q status`, whose
+    process start and listing of all of finish/ would take a core of the 2-core machine
+    away from the workers it waits for."""
     bucket, _, prefix = cli.queue.removeprefix("s3://").partition("/")
     return not any(_client(cli).list_objects_v2(
         Bucket=bucket, Prefix=f"{prefix.rstrip('/')}/{sub}", MaxKeys=1).get("KeyCount")
-        for sub in ("wait/", "processing/"))
+        for sub in ("wait/", "processing/", ".s3q/lease/"))
 
 
 def test_kill_storm(chaos: Cli, procs: list[subprocess.Popen[str]]) -> None:

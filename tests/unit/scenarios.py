@@ -77,6 +77,26 @@ def claim_and_complete(w: World, q: Queue, _: Job | None) -> None:
     job.complete(b"result")
 
 
+def claim_quickly_and_complete(w: World, q: Queue, _: Job | None) -> None:
+    """A short job: its processing/ view is deferred (never written: it ends sooner)."""
+    job = q.claim("A", view_after=5.0)
+    if job is None:
+        return
+    w.ran(job.name, "A", job.attempt, job.read())
+    job.complete()
+
+
+def claim_slowly_and_complete(w: World, q: Queue, _: Job | None) -> None:
+    """A long job: its deferred view is written while it runs (as the lease keeper does)."""
+    job = q.claim("A", view_after=5.0)
+    if job is None:
+        return
+    w.ran(job.name, "A", job.attempt, job.read())
+    w.clock.advance(5.0)
+    job.write_view()
+    job.complete()
+
+
 def submit_through(w: World, q: Queue, _: Job | None) -> None:
     body = w.next_body(NAME)
     q.submit(NAME, body)
@@ -87,6 +107,8 @@ _BASE = [
     Scenario("submit", lambda w: None, submit_through),
     Scenario("claim", lambda w: w.submit(NAME), lambda w, q, _: q.claim("A")),
     Scenario("lifecycle", lambda w: w.submit(NAME), claim_and_complete),
+    Scenario("lifecycle-quick", lambda w: w.submit(NAME), claim_quickly_and_complete),
+    Scenario("lifecycle-slow", lambda w: w.submit(NAME), claim_slowly_and_complete),
     Scenario("complete-move", claimed_by_a, lambda w, q, j: _own(j, q).complete()),
     Scenario("complete-delete", claimed_by_a, lambda w, q, j: _own(j, q).complete(),
              on_finish="delete"),

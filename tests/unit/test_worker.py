@@ -5,17 +5,22 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
 from s3q import ConfigError, LeaseLost, Queue, QueueConfig, State
+from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
 from s3q.handlers import ExecHandler, HandlerError, HandlerTimeout, process_handler
 from s3q.job import Job
 from s3q.records import Intent
 from s3q.store import Body, Guard, ObjectInfo
 from s3q.worker import Worker, WorkerOptions
+
+T = TypeVar("T")
 
 
 def make_queue(**cfg: object) -> Queue:
@@ -386,3 +391,74 @@ def test_one_worker_id_on_two_queues_runs_twice() -> None:
     finally:
         first.stop()
         runner.join(10)
+
+
+# ---------------------------------------------------------------------- issue 12
+class ViewCountingStore(DelegatingStore):
+    """Counts the writes of processing/ views, by key."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        super().__init__(inner)
+        self.views: list[str] = []
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        if op == "put" and args["key"].startswith("processing/"):
+            self.views.append(args["key"])
+        return fn()
+
+
+def test_short_jobs_never_write_a_processing_view_long_ones_do() -> None:
+    """processing_view_after: a job shows in processing/ once it has run that long; one
+    that ends sooner costs two requests less (the view's PUT and DELETE)."""
+    store = ViewCountingStore(MemoryStore("views"))
+    q = Queue(store, QueueConfig(lease_ttl=6.0))
+    q.submit("quick_request.json", b"{}")
+    q.submit("slow_request.json", b"{}")
+    seen: dict[str, bool] = {}
+
+    def handler(job: Job) -> None:
+        if job.name.startswith("slow"):
+            deadline = time.monotonic() + 20
+            while not store.views and time.monotonic() < deadline:
+                time.sleep(0.05)  # runs until its view was written
+            seen["slow"] = "processing/slow_request.json" in {
+                i.key for i in store.inner.list_page("processing/").items}
+
+    stats = Worker(q, handler, WorkerOptions("w", concurrency=2, burst=True,
+                                             view_after=0.5)).run()
+    assert stats.completed == 2 and seen == {"slow": True}
+    assert store.views == ["processing/slow_request.json"]
+    assert q.counts() == {"wait": 0, "processing": 0, "finish": 2, "failed": 0}
+
+
+class CommitGate(DelegatingStore):
+    """Holds every completion's commit (d1) until the test opens the gate."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        super().__init__(inner)
+        self.committing, self.gate = threading.Event(), threading.Event()
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        body = args.get("body")
+        if op == "put" and isinstance(body, bytes) and b'"intent":"done"' in body:
+            self.committing.set()
+            assert self.gate.wait(20)
+        return fn()
+
+
+def test_a_job_settling_when_the_worker_stops_is_completed_not_given_back() -> None:
+    """The slot moved on while its finished job settles in the background; a stop then
+    waits for the settlement: a completed request is never handed back to wait/."""
+    store = CommitGate(MemoryStore("settling"))
+    q = Queue(store, QueueConfig(lease_ttl=6.0))
+    fill(q, 1)
+    worker = Worker(q, lambda job: None, WorkerOptions("w", concurrency=1, grace=0))
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    assert store.committing.wait(10)
+    worker.stop()  # the slot is free already; its job's commit is under way
+    store.gate.set()
+    runner.join(20)
+    assert not runner.is_alive()
+    assert worker.stats.completed == 1 and worker.stats.released == 0
+    assert q.counts() == {"wait": 0, "processing": 0, "finish": 1, "failed": 0}

@@ -76,7 +76,8 @@ def run_worker(requests: list[str], *, exec_cmd: str | None, handler_spec: str |
         name: value for name, value, _ in show_config(cfg, app.sources)}})
     metrics = new_metrics() if cfg.metrics_port else None
     options = WorkerOptions(worker_id=worker_id, concurrency=cfg.concurrency, grace=cfg.grace,
-                            burst=burst, max_jobs=max_jobs, poll_interval=cfg.poll_interval)
+                            burst=burst, max_jobs=max_jobs, poll_interval=cfg.poll_interval,
+                            view_after=cfg.processing_view_after)
     breaker = Breaker(queue, worker_id, threshold=cfg.breaker_threshold,
                       pause=cfg.breaker_pause)
     if cfg.breaker_threshold:
