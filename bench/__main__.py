@@ -34,12 +34,13 @@ from bench.sections import (
     recovery_section,
     scale_section,
     seed_section,
+    speed_section,
     status_section,
     throughput,
 )
 
-SECTIONS = ("throughput", "ceiling", "seed", "peers", "costs", "latency", "recovery", "scale",
-            "status")
+SECTIONS = ("throughput", "ceiling", "seed", "speed", "peers", "costs", "latency", "recovery",
+            "scale", "status")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         "throughput": lambda: throughput(ctx, s3, shared),
         "ceiling": lambda: ceiling_section(ctx, shared),
         "seed": lambda: seed_section(ctx, s3, shared),
+        "speed": lambda: speed_section(ctx, s3, shared),
         "peers": lambda: peers_section(ctx, s3, shared),
         "costs": lambda: costs_section(ctx, s3, shared),
         "latency": lambda: latency_section(ctx, s3),

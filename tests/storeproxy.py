@@ -13,16 +13,23 @@ moto is not: one behaviour at a time, chosen by :class:`Behaviour` flags.
     (radosgw 16; moto ignores most of them already).
 ``conflicts``: this share of conditional writes is answered 409 ConditionalRequestConflict
     without being forwarded (AWS, for overlapping conditional writes).
+``latency``: seconds added to every request before it is forwarded (S3's round trips are
+    20-60 ms where moto's are well under one): the benchmarks' model of a real network.
+
+``python -m tests.storeproxy UPSTREAM [--latency S] [--opaque-etags]`` runs one in a process
+of its own (so that it does not share the GIL of what it measures) and prints its URL.
 
 Only path-style addressing (``http://proxy/bucket/key``), as s3q uses with an endpoint URL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import random
 import re
 import threading
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -45,6 +52,7 @@ class Behaviour:
     ignore_put_if_match: bool = False
     ignore_copy_conditions: bool = False
     conflicts: float = 0.0
+    latency: float = 0.0
 
 
 class StoreProxy:
@@ -93,7 +101,10 @@ class StoreProxy:
         copy_source = headers.get("x-amz-copy-source") or headers.get("X-Amz-Copy-Source")
         is_write = req.command in ("PUT", "POST", "DELETE")
         conditional = any(h.lower() in ("if-match", "if-none-match") for h in headers)
-        with self._lock:
+        if self.behaviour.latency:
+            time.sleep(self.behaviour.latency)
+        # one request at a time only where the ETag mapping must stay exact
+        with self._lock if self.behaviour.opaque_etags else contextlib.nullcontext():
             self.counts["requests"] += 1
             if (is_write and conditional and self.behaviour.conflicts
                     and self.rng.random() < self.behaviour.conflicts):
@@ -219,3 +230,27 @@ class StoreProxy:
 def _xml_text(raw: bytes) -> str:
     return (raw.decode().replace("&quot;", '"').replace("&#34;", '"').replace("&amp;", "&")
             .replace("&lt;", "<").replace("&gt;", ">"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import signal
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("upstream")
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--opaque-etags", action="store_true")
+    args = parser.parse_args(argv)
+    proxy = StoreProxy(args.upstream, Behaviour(latency=args.latency,
+                                                opaque_etags=args.opaque_etags))
+    print(proxy.url, flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        proxy.thread.join()
+    finally:
+        proxy.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,8 @@ Submodules, one per concept:
   and the helpers for ``python -m bench.child`` processes (used by several sections);
 - ``rates``: ``throughput`` and ``ceiling_section`` (the store's own rates);
 - ``comparisons``: ``seed_section`` (the seed's copy + delete) and ``peers_section``;
+- ``speed``: ``speed_section`` (s3q vs the seed's copy + delete, 4 and 16 threads, plain
+  and behind 25 ms of latency: issue 12's goals);
 - ``costs``: ``costs_section`` (requests and $ per job, idle cost);
 - ``latency``: ``latency_section``;
 - ``recovery``: ``recovery_section``;
@@ -31,6 +33,7 @@ from bench.sections.latency import latency_section
 from bench.sections.rates import ceiling_section, throughput
 from bench.sections.recovery import recovery_section
 from bench.sections.scale import scale_section
+from bench.sections.speed import speed_section
 from bench.sections.status import status_section
 
 __all__ = [
@@ -46,6 +49,7 @@ __all__ = [
     "recovery_section",
     "scale_section",
     "seed_section",
+    "speed_section",
     "status_section",
     "throughput",
 ]

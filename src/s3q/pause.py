@@ -82,7 +82,7 @@ class PauseGate:
     at most every ``max_age`` seconds, shared by the slots. A store error keeps the last
     answer (a worker that cannot reach the store cannot claim anyway)."""
 
-    def __init__(self, store: Store, max_age: float = 1.0) -> None:
+    def __init__(self, store: Store, max_age: float = 5.0) -> None:
         self._store = store
         self._max_age = max_age
         self._lock = threading.Lock()

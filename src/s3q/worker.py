@@ -247,8 +247,8 @@ class Worker:
             self._polled(found=job is not None)
             if job is None:
                 self._return_ticket()
-                if self.options.burst and not paused and not self._burst_waits():
-                    return  # (a paused burst waits for the resume, polling as if idle)
+                if self.options.burst and (paused or not self._burst_waits()):
+                    return  # (paused: nothing it may claim: a burst ends, as documented)
                 continue
             if not self._start(job):
                 self._give_back(job)  # claimed while the worker was stopping: not started

@@ -147,7 +147,8 @@ def test_pause_stops_claims_within_a_poll_and_running_jobs_finish() -> None:
     try:
         assert started.wait(10)
         pause(q.store, by="tester", reason="deploy")
-        time.sleep(1.2)  # the gate's answer is at most 1 s old
+        # the gate's shared answer is at most 5 s old: wait until the worker has seen it
+        wait_for(lambda: worker.presence.gate.last, 15, "the worker to see the pause")
         q.submit("b_request.json", b"{}")
         finish.set()
         wait_for(lambda: done == ["a_request.json"], 10, "the running job to finish")
@@ -163,7 +164,7 @@ def test_pause_stops_claims_within_a_poll_and_running_jobs_finish() -> None:
     assert done == ["a_request.json", "b_request.json"]
 
 
-def test_the_pause_flag_costs_at_most_one_head_per_poll_and_per_second() -> None:
+def test_the_pause_flag_costs_one_head_per_five_seconds_whatever_the_slots() -> None:
     q = make_queue()
     worker = Worker(q, lambda job: None, WorkerOptions(wid("idle"), concurrency=8,
                                                        poll_interval=0.5))
@@ -173,7 +174,9 @@ def test_the_pause_flag_costs_at_most_one_head_per_poll_and_per_second() -> None
     worker.stop()
     thread.join(10)
     checks = worker.presence.gate.checks
-    assert 1 <= checks <= 4, checks  # 3 s: at most one a second, whatever the 8 slots
+    # 8 slots polling every 0.5 s for 3 s would be ~48 HEADs unshared; the gate answers
+    # them all from one HEAD per 5 s (a second one only if this machine stalls 2 s)
+    assert 1 <= checks <= 2, checks
 
 
 def test_pause_records_who_and_why_and_resume_reports_whether_it_was_paused() -> None:

@@ -34,7 +34,7 @@ def operator() -> str:
 def pause(reason: str, as_json: bool) -> None:
     """Pause the queue: workers claim nothing more.
 
-    Every worker stops claiming at its next poll (within a second when busy); the jobs it
+    Every worker stops claiming within 5 s (at its next poll when idle); the jobs it
     runs finish normally. Submitting still works. 's3q resume' undoes it."""
     queue = App().open_queue()
     state = pause_queue(queue.store, by=operator(), reason=reason)
