@@ -1,9 +1,10 @@
 """claim: taking a request from wait/ (docs/PROTOCOL.md §4, steps c0-c3 and c1').
 
 A :class:`Claimer` serves the claiming threads of one process: it lists wait/ a page at a
-time from a cursor that advances through the keyspace, shuffles the page (so racing
-workers rarely want the same key) and hands candidates out one by one. Requests waiting for
-a retry whose view in wait/ is missing are handed to it by name (:meth:`Claimer.offer`).
+time from a cursor that advances through the keyspace, starts each page at a random key
+(so racing workers rarely want the same key) and hands candidates out one by one.
+Requests waiting for a retry whose view in wait/ is missing are handed to it by name
+(:meth:`Claimer.offer`).
 """
 
 from __future__ import annotations
@@ -258,9 +259,12 @@ class Claimer:
 
     # ------------------------------------------------------------------ candidates
     def _next_candidates(self) -> Iterator[ObjectInfo]:
-        """Candidates from wait/, a page at a time, shuffled; each page is shared by the
-        threads of this process. A claim that finds its candidate taken (other workers work
-        the same page) drops the rest of the page: the next ones come from a fresh LIST."""
+        """Candidates from wait/, a page at a time; each page is shared by the threads of
+        this process. A page is walked in order from a random key, wrapping (a rotation, not
+        a shuffle: two workers on one page meet only once one reaches where the other
+        started, ~page/workers claims in, where shuffled pages collide after ~√(2·page/
+        workers)). A claim that finds its candidate taken drops the rest of the page: the
+        next ones come from a fresh LIST."""
         refills = 0
         while True:
             with self._lock:
@@ -293,5 +297,5 @@ class Claimer:
             skip = self._skip.get(name)
             if ctx.is_request(name) and not (skip and skip[0] == info.etag):
                 fresh.append(info)
-        ctx.rng.shuffle(fresh)
-        self._candidates.extend(fresh)
+        start = ctx.rng.randrange(len(fresh)) if fresh else 0  # see _next_candidates
+        self._candidates.extend(fresh[start:] + fresh[:start])
