@@ -13,6 +13,8 @@ moto is not: one behaviour at a time, chosen by :class:`Behaviour` flags.
     (radosgw 16; moto ignores most of them already).
 ``conflicts``: this share of conditional writes is answered 409 ConditionalRequestConflict
     without being forwarded (AWS, for overlapping conditional writes).
+``deny``: these S3 operations (``PutObject``, ``CopyObject``, ``DeleteObject``, ...) are
+    answered 403 AccessDenied without being forwarded, as IAM refuses an action.
 
 Only path-style addressing (``http://proxy/bucket/key``), as s3q uses with an endpoint URL.
 """
@@ -32,6 +34,8 @@ from urllib.parse import unquote, urlsplit
 _CONFLICT = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>"
              "ConditionalRequestConflict</Code><Message>A conflicting conditional operation "
              "is currently in progress against this resource.</Message></Error>")
+_DENIED = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code>"
+           "<Message>Access Denied</Message></Error>")
 _NO_MATCH = '"00000000000000000000000000000000"'  # an ETag no object has
 _ETAG_XML = re.compile(rb"<ETag>(.*?)</ETag>")
 _CONTENTS_XML = re.compile(rb"<Contents>(.*?)</Contents>", re.S)
@@ -45,6 +49,7 @@ class Behaviour:
     ignore_put_if_match: bool = False
     ignore_copy_conditions: bool = False
     conflicts: float = 0.0
+    deny: frozenset[str] = frozenset()
 
 
 class StoreProxy:
@@ -95,6 +100,10 @@ class StoreProxy:
         conditional = any(h.lower() in ("if-match", "if-none-match") for h in headers)
         with self._lock:
             self.counts["requests"] += 1
+            if _operation(req.command, key, path.query, copy_source) in self.behaviour.deny:
+                self.counts["denied"] += 1
+                self._reply(req, 403, {"Content-Type": "application/xml"}, _DENIED.encode())
+                return
             if (is_write and conditional and self.behaviour.conflicts
                     and self.rng.random() < self.behaviour.conflicts):
                 self.counts["conflict"] += 1
@@ -214,6 +223,17 @@ class StoreProxy:
         req.end_headers()
         if req.command != "HEAD":
             req.wfile.write(data)
+
+
+def _operation(method: str, key: str, query: str, copy_source: str | None) -> str:
+    """The S3 operation of a path-style request (the ones s3q sends)."""
+    if not key:
+        return {"GET": "GetBucketVersioning" if "versioning" in query else "ListObjectsV2",
+                "HEAD": "HeadBucket"}.get(method, method)
+    if method == "PUT":
+        return "CopyObject" if copy_source else "PutObject"
+    return {"GET": "GetObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}.get(
+        method, method)
 
 
 def _xml_text(raw: bytes) -> str:

@@ -1,0 +1,52 @@
+"""``s3q doctor``: probe the queue's store for what s3q relies on (docs/PROTOCOL.md §1)."""
+
+from __future__ import annotations
+
+import click
+
+from s3q.cli.errors import EXIT_UNHEALTHY
+from s3q.cli.options import App, json_option, setting_options
+from s3q.cli.output import echo_json
+from s3q.doctor import Report, iso, probe
+
+
+@click.command()
+@json_option
+@setting_options
+def doctor(as_json: bool) -> None:
+    """Probe the queue's store: does it give every guarantee s3q relies on?
+
+    Writes throwaway objects under .s3q/probe/ (removed afterwards) and prints one row per
+    guarantee and per permission a worker needs: OK, MISSING or UNKNOWN, what was
+    observed, what it protects and what to do. Exits 0 when every required row is OK, 1
+    otherwise (a worker refuses to start on a store with a required guarantee MISSING), 3
+    when the store cannot be reached."""
+    app = App()
+    queue = app.open_queue()
+    report = probe(queue.store)
+    if as_json:
+        echo_json(report.to_json())
+    else:
+        click.echo(render(report))
+    if not report.ok:
+        app.ctx.exit(EXIT_UNHEALTHY)
+
+
+def render(report: Report) -> str:
+    """The report as text: one block per row, the verdict last."""
+    width = max(len(c.title) for c in report.checks)
+    lines = [f"s3q doctor: {report.store} (s3q {report.s3q_version}, {iso(report.started)}, "
+             f"{report.finished - report.started:.1f} s)", ""]
+    for c in report.checks:
+        lines.append(f"{c.status:<8} {c.title:<{width}}  {c.observed}")
+        lines.append(f"{'':<8} {'':<{width}}  protects: {c.protects}")
+        if c.todo:
+            lines.append(f"{'':<8} {'':<{width}}  to do: {c.todo}")
+    lines.append("")
+    if report.ok:
+        lines.append("verdict: OK: every guarantee a worker needs holds")
+    else:
+        lines.append(f"verdict: NOT SAFE: {len(report.failures)} required not shown to hold: "
+                     + ", ".join(f"{c.title} ({c.status})" for c in report.failures))
+    return "\n".join(lines)
+
