@@ -129,6 +129,9 @@ SETTINGS: tuple[Setting, ...] = (
        "cannot be stopped); 0 = no limit.", minimum=0),
     _S("poll_interval", float, 10.0, "Longest wait between polls of an empty queue, seconds.",
        minimum=0.1),
+    _S("probe_max_age", float, 86400.0, "Seconds a worker trusts the store probe it cached "
+       "in the store (.s3q/probe/result; see 's3q doctor') before probing again at start; "
+       "0 = probe at every start.", minimum=0),
     _S("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
     _S("log_json", bool, None, "Log JSON lines (true/false); unset or 'auto' = automatic."),
     _S("metrics_port", int, 0, "Port of the metrics endpoint; 0 = off.", minimum=0,
@@ -167,6 +170,7 @@ class Config:
     retry_max_delay: float
     job_timeout: float
     poll_interval: float
+    probe_max_age: float
     log_level: Literal["debug", "info", "warning", "error"]
     log_json: bool | None
     metrics_port: int

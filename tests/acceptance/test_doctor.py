@@ -1,5 +1,6 @@
-"""``s3q doctor`` through the real ``s3q`` executable: on moto, and on moto behind
-tests/storeproxy.py ignoring DeleteObject's If-Match (as MinIO does)."""
+"""``s3q doctor`` and the worker's start-up check of its store, through the real ``s3q``
+executable: on moto, and on moto behind tests/storeproxy.py ignoring DeleteObject's
+If-Match (as MinIO does)."""
 
 from __future__ import annotations
 
@@ -61,3 +62,28 @@ def test_doctor_names_a_missing_guarantee_and_exits_1(cli: Cli,
     assert [c["name"] for c in data["checks"] if c["status"] != "OK" and c["required"]] == [
         "conditional_delete"]
 
+
+def test_a_worker_refuses_a_store_missing_a_guarantee(cli: Cli,
+                                                      minio_like: dict[str, str]) -> None:
+    names = cli.submit(2)
+    run = cli.run("worker", "--exec", "true", "--burst", env=minio_like, check=False)
+    assert run.returncode == 2, run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("s3q: error:")]
+    assert len(errors) == 1, run.stderr
+    assert "conditional delete: DELETE If-Match with a stale ETag deleted the object" \
+        in errors[0]
+    assert "to do: use a store that honours DeleteObject If-Match" in errors[0]
+    assert sorted(i for i in cli.run("ls", "wait").stdout.split() if i in names) == names
+
+
+def test_a_worker_checks_its_store_once_and_then_reads_the_result(cli: Cli) -> None:
+    cli.submit(1)
+    first = cli.run("worker", "--exec", "true", "--burst")
+    second = cli.run("worker", "--exec", "true", "--burst")
+    again = cli.run("worker", "--exec", "true", "--burst", "--probe-max-age", "0")
+    checked = [[json.loads(line) for line in run.stderr.splitlines()
+                if '"store_checked"' in line] for run in (first, second, again)]
+    assert [[e["cached"] for e in c] for c in checked] == [[False], [True], [False]]
+    assert checked[0][0]["capabilities"]["create_if_absent"] is True
+    assert checked[1][0]["capabilities"] == checked[0][0]["capabilities"]
+    assert cli.counts()["finish"] == 1

@@ -10,9 +10,10 @@ from uuid import uuid4
 import pytest
 
 from s3q.backends.s3 import S3Store
-from s3q.doctor import PROBE, Report, probe
+from s3q.doctor import PROBE, RESULT, Report, probe
 from s3q.guarantees import MISSING, OK, ROWS
 from s3q.store import list_all
+from s3q.storecheck import check_store
 from tests.s3server import S3Endpoint, moto_endpoint, start_moto_server, stop
 from tests.storeproxy import Behaviour, StoreProxy
 
@@ -122,3 +123,19 @@ def test_409_conflicts_are_reported_and_ok(moto: S3Endpoint) -> None:
     assert status == OK and "answered 409 ConditionalRequestConflict" in seen
     assert report.capabilities.conflict_409 is True
 
+
+def test_the_worker_check_sets_the_stores_capabilities_and_caches_them(
+        moto: S3Endpoint) -> None:
+    """The first start probes and caches; the next one reads the cache (no PUT) and gets
+    the same capabilities."""
+    store = s3_store(moto)
+    found = check_store(store, max_age=3600)
+    assert found.report is not None and not found.missing and not found.cached
+    assert store.capabilities == found.report.capabilities
+    assert store.capabilities.create_if_absent is True
+    assert [i.key for i in list_all(store, PROBE)] == [RESULT]  # the cache, nothing else
+    again = S3Store(moto.bucket, store.prefix, moto.options())  # the next start
+    before = again.snapshot_counts()[0]["PutObject"]
+    cached = check_store(again, max_age=3600)
+    assert cached.cached and again.capabilities == found.report.capabilities
+    assert again.snapshot_counts()[0]["PutObject"] == before

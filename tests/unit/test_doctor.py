@@ -1,4 +1,4 @@
-"""The store probe (``s3q doctor``) on the memory store and
+"""The store probe (``s3q doctor``) and the worker's start-up check, on the memory store and
 on wrappers of it that break one guarantee each, as real stores do (the same behaviours on
 a real S3 server: tests/integration/test_store_probe.py)."""
 
@@ -17,11 +17,13 @@ from typing import Any, TypeVar
 import pytest
 from botocore.exceptions import ClientError
 
+from s3q import storecheck
 from s3q.backends.memory import MemoryStore
 from s3q.capabilities import NATIVE, Capabilities
 from s3q.doctor import PROBE, RESULT, SCHEMA, STALE_PROBE, Report, probe
 from s3q.guarantees import MISSING, OK, ROWS
 from s3q.store import Body, Guard, ObjectInfo, Page, PreconditionFailed, StoreError, list_all
+from s3q.storecheck import check_store
 from tests.delegating import DelegatingStore
 
 T = TypeVar("T")
@@ -215,3 +217,60 @@ def test_the_operations_doc_shows_a_real_report_with_every_row() -> None:
                                                      sample, re.M)]
     assert titles == [r.title for r in ROWS.values()]
     assert sample.splitlines()[-3] == "verdict: OK: every guarantee a worker needs holds"
+
+
+# -- the worker's start-up check --------------------------------------------------------------
+
+def test_the_check_probes_once_then_reads_its_cached_result() -> None:
+    store = Unprobed()
+    first = check_store(store, max_age=3600)
+    assert first.report is not None and not first.cached and not first.missing
+    assert json.loads(store.get(RESULT)[0])["schema"] == SCHEMA
+    puts = store.ops["put"]
+    again = check_store(store, max_age=3600)
+    assert again.cached and again.report == first.report
+    assert store.ops["put"] == puts  # nothing probed
+
+
+def test_the_cache_expires_by_the_stores_clock_and_with_another_version(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1_000_000.0]
+    store = Unprobed(MemoryStore("clock", clock=lambda: now[0]))
+    check_store(store, max_age=600)
+    now[0] += 300
+    assert check_store(store, max_age=600).cached
+    now[0] += 301
+    assert not check_store(store, max_age=600).cached  # older than max_age: probed again
+    assert check_store(store, max_age=600).cached
+    assert not check_store(store, max_age=0).cached  # 0: probe at every start
+    monkeypatch.setattr(storecheck, "__version__", "9.9.9")
+    assert not check_store(store, max_age=600).cached
+
+
+def test_an_unreadable_cache_is_probed_again() -> None:
+    store = Unprobed()
+    store.put(RESULT, b"{not json")
+    found = check_store(store, max_age=3600)
+    assert not found.cached and found.report is not None and found.report.ok
+    assert check_store(store, max_age=3600).cached
+
+
+def test_a_store_missing_guarantees_is_refused_in_one_line_and_never_cached() -> None:
+    class Both(IgnoresDeleteIfMatch, IgnoresPutIfMatch):
+        pass
+
+    store = Both()
+    found = check_store(store, max_age=3600)
+    assert [c.name for c in found.missing] == ["compare_and_swap", "conditional_delete"]
+    line = found.refusal()
+    assert "\n" not in line
+    for c in found.missing:
+        assert f"{c.title}: {c.observed} (to do: {c.todo})" in line
+    assert not any(i.key == RESULT for i in list_all(store, PROBE))
+    assert not check_store(store, max_age=3600).cached
+
+
+def test_declared_stores_are_not_probed() -> None:
+    store = MemoryStore("declared")
+    assert check_store(store, max_age=3600).report is None
+    assert store.snapshot() == {}

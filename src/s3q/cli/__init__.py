@@ -19,7 +19,7 @@ The modules: :mod:`~s3q.cli.errors` (exit codes, error → exit code), :mod:`~s3
 and one per command family: :mod:`~s3q.cli.worker`, :mod:`~s3q.cli.submit`,
 :mod:`~s3q.cli.status`, :mod:`~s3q.cli.show` (ls, show) and :mod:`~s3q.cli.admin` (requeue,
 recover, purge, config show), :mod:`~s3q.cli.ec2` (deploy init, iam-policy),
-:mod:`~s3q.cli.doctor` (doctor).
+:mod:`~s3q.cli.doctor` (doctor, and the worker's start-up check of its store).
 """
 
 from __future__ import annotations

@@ -1,13 +1,21 @@
-"""``s3q doctor``: probe the queue's store for what s3q relies on (docs/PROTOCOL.md §1)."""
+"""``s3q doctor``: probe the queue's store for what s3q relies on (docs/PROTOCOL.md §1), and
+the worker's start-up check (:func:`require_store`)."""
 
 from __future__ import annotations
 
+import logging
+
 import click
 
-from s3q.cli.errors import EXIT_UNHEALTHY
+from s3q.cli.errors import EXIT_STORE, EXIT_UNHEALTHY, Failure
 from s3q.cli.options import App, json_option, setting_options
 from s3q.cli.output import echo_json
 from s3q.doctor import Report, iso, probe
+from s3q.queue import Queue
+from s3q.store import StoreError
+from s3q.storecheck import check_store
+
+log = logging.getLogger("s3q.cli")  # not __name__: the logger name is part of the logs
 
 
 @click.command()
@@ -50,3 +58,21 @@ def render(report: Report) -> str:
                      + ", ".join(f"{c.title} ({c.status})" for c in report.failures))
     return "\n".join(lines)
 
+
+def require_store(queue: Queue, max_age: float) -> None:
+    """The worker's start-up check (:func:`s3q.storecheck.check_store`): refuse, exit 2, on
+    a store that lacks a required guarantee; warn about the ones that could not be decided;
+    else tell the store what it guarantees."""
+    try:
+        found = check_store(queue.store, max_age=max_age)
+    except StoreError as e:
+        raise Failure(f"cannot check the store at {queue.store.url}: {e}", EXIT_STORE) from None
+    if found.report is None:
+        return
+    if found.missing:
+        raise Failure(found.refusal())
+    for c in found.unknown:
+        log.warning("store check: %s could not be decided: %s", c.title, c.observed,
+                    extra={"event": "store_check_unknown", "check": c.name})
+    log.info("store checked", extra={"event": "store_checked", "cached": found.cached,
+                                     "capabilities": found.report.capabilities.to_dict()})
