@@ -178,7 +178,7 @@ class _Probe(Prober):
                 self.checks.append(row(name, UNKNOWN, f"answered {answer}"))
 
     def declared(self, caps: Capabilities) -> None:
-        how = f"declared by {type(self.store).__name__}: s3q implements it in-process"
+        how = f"declared by {type(self.store).__name__}: s3q implements it itself"
         for name in ("create_if_absent", "compare_and_swap", "conditional_delete",
                      "ordered_listing", "copy_source_if_match", "copy_if_none_match"):
             self.checks.append(row(name, OK if getattr(caps, name) else MISSING, how))
