@@ -60,12 +60,22 @@ MOTO_CREDENTIALS = ("testing", "testing")
 #: fail with HTTP 500 ("dictionary changed size during iteration"). One lock around the
 #: handling of every request (its answer is sent after) gives moto the atomicity real S3
 #: guarantees; with S3Q_MOTO_ATOMIC=0 it stays racy (a store that lacks the guarantee, for
-#: `s3q doctor`'s tests).
+#: `s3q doctor`'s tests). The race window is short there (moto checks and writes in one
+#: slice of the GIL: no double winner in 126 rounds of 16 small racing PUTs), so
+#: S3Q_MOTO_RACE_WINDOW=SECONDS puts that much time between the check of a conditional
+#: PutObject and its write, as a store that looks the key up and then writes it in another
+#: step does (SeaweedFS's filer, seaweedfs issue 8800): concurrent conditional writes then
+#: do overlap.
 _MOTO_MAIN = """
-import logging, os, sys, threading
+import logging, os, sys, threading, time
 logging.getLogger('werkzeug').setLevel(logging.WARNING)
+def orphaned(parent=os.getppid()):  # a killed test run leaves no server behind
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
+threading.Thread(target=orphaned, daemon=True).start()
+from moto.s3.responses import S3Response
 if os.environ.get('S3Q_MOTO_ATOMIC', '1') != '0':
-    from moto.s3.responses import S3Response
     lock = threading.Lock()
     def atomic(method):
         def locked(*args, **kwargs):
@@ -74,6 +84,21 @@ if os.environ.get('S3Q_MOTO_ATOMIC', '1') != '0':
         return locked
     for name in ('_key_response', '_bucket_response'):
         setattr(S3Response, name, atomic(getattr(S3Response, name)))
+elif float(os.environ.get('S3Q_MOTO_RACE_WINDOW', '0')) > 0:
+    from moto.s3.models import S3Backend
+    window, conditional = float(os.environ['S3Q_MOTO_RACE_WINDOW']), threading.local()
+    put_object, backend_put = S3Response.put_object, S3Backend.put_object
+    def checked_put(self, *args, **kwargs):
+        conditional.on = 'If-Match' in self.headers or 'If-None-Match' in self.headers
+        try:
+            return put_object(self, *args, **kwargs)
+        finally:
+            conditional.on = False
+    def slow_write(self, *args, **kwargs):
+        if getattr(conditional, 'on', False):
+            time.sleep(window)  # the condition was checked; the write comes later
+        return backend_put(self, *args, **kwargs)
+    S3Response.put_object, S3Backend.put_object = checked_put, slow_write
 from moto.server import main
 main(sys.argv[1:])
 """
@@ -156,10 +181,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def start_moto_server(
-    host: str = "127.0.0.1", *, timeout: float = 30.0
+    host: str = "127.0.0.1", *, timeout: float = 30.0, env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start moto's S3 server as a child process on a free port and wait until it answers.
-    Returns the process and the endpoint URL; end it with :func:`stop`."""
+    """Start moto's S3 server as a child process on a free port and wait until it answers;
+    ``env``: more environment (``S3Q_MOTO_ATOMIC``, ``S3Q_MOTO_RACE_WINDOW``). Returns the
+    process and the endpoint URL; end it with :func:`stop`."""
     failure = ""
     for _ in range(3):  # the free port may be taken by someone else meanwhile
         port = free_port(host)
@@ -170,7 +196,7 @@ def start_moto_server(
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "MOTO_PORT": str(port)},
+                env={**os.environ, **(env or {}), "MOTO_PORT": str(port)},
             )
             url = f"http://{host}:{port}"
             if _wait_until_up(proc, url, timeout):

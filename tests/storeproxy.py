@@ -13,6 +13,8 @@ moto is not: one behaviour at a time, chosen by :class:`Behaviour` flags.
     (radosgw 16; moto ignores most of them already).
 ``conflicts``: this share of conditional writes is answered 409 ConditionalRequestConflict
     without being forwarded (AWS, for overlapping conditional writes).
+``deny``: these S3 operations (``PutObject``, ``CopyObject``, ``DeleteObject``, ...) are
+    answered 403 AccessDenied without being forwarded, as IAM refuses an action.
 ``latency``: seconds added to every request before it is forwarded (S3's round trips are
     20-60 ms where moto's are well under one): the benchmarks' model of a real network.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import random
 import re
 import threading
@@ -39,6 +42,8 @@ from urllib.parse import unquote, urlsplit
 _CONFLICT = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>"
              "ConditionalRequestConflict</Code><Message>A conflicting conditional operation "
              "is currently in progress against this resource.</Message></Error>")
+_DENIED = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code>"
+           "<Message>Access Denied</Message></Error>")
 _NO_MATCH = '"00000000000000000000000000000000"'  # an ETag no object has
 _ETAG_XML = re.compile(rb"<ETag>(.*?)</ETag>")
 _CONTENTS_XML = re.compile(rb"<Contents>(.*?)</Contents>", re.S)
@@ -52,6 +57,7 @@ class Behaviour:
     ignore_put_if_match: bool = False
     ignore_copy_conditions: bool = False
     conflicts: float = 0.0
+    deny: frozenset[str] = frozenset()
     latency: float = 0.0
 
 
@@ -103,9 +109,15 @@ class StoreProxy:
         conditional = any(h.lower() in ("if-match", "if-none-match") for h in headers)
         if self.behaviour.latency:
             time.sleep(self.behaviour.latency)
-        # one request at a time only where the ETag mapping must stay exact
-        with self._lock if self.behaviour.opaque_etags else contextlib.nullcontext():
+        # one request at a time (exact counts and ETag mapping), except for the benchmarks'
+        # latency model, whose requests overlap as S3's do (unless ETags are mapped)
+        serial = self.behaviour.opaque_etags or not self.behaviour.latency
+        with self._lock if serial else contextlib.nullcontext():
             self.counts["requests"] += 1
+            if _operation(req.command, key, path.query, copy_source) in self.behaviour.deny:
+                self.counts["denied"] += 1
+                self._reply(req, 403, {"Content-Type": "application/xml"}, _DENIED.encode())
+                return
             if (is_write and conditional and self.behaviour.conflicts
                     and self.rng.random() < self.behaviour.conflicts):
                 self.counts["conflict"] += 1
@@ -227,6 +239,17 @@ class StoreProxy:
             req.wfile.write(data)
 
 
+def _operation(method: str, key: str, query: str, copy_source: str | None) -> str:
+    """The S3 operation of a path-style request (the ones s3q sends)."""
+    if not key:
+        return {"GET": "GetBucketVersioning" if "versioning" in query else "ListObjectsV2",
+                "HEAD": "HeadBucket"}.get(method, method)
+    if method == "PUT":
+        return "CopyObject" if copy_source else "PutObject"
+    return {"GET": "GetObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}.get(
+        method, method)
+
+
 def _xml_text(raw: bytes) -> str:
     return (raw.decode().replace("&quot;", '"').replace("&#34;", '"').replace("&amp;", "&")
             .replace("&lt;", "<").replace("&gt;", ">"))
@@ -246,8 +269,10 @@ def main(argv: list[str] | None = None) -> None:
                                                 opaque_etags=args.opaque_etags))
     print(proxy.url, flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    parent = os.getppid()
     try:
-        proxy.thread.join()
+        while os.getppid() == parent and proxy.thread.is_alive():  # none left orphaned
+            proxy.thread.join(1.0)
     finally:
         proxy.close()
 

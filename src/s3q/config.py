@@ -149,6 +149,9 @@ SETTINGS: tuple[Setting, ...] = (
        "back to wait/ without being charged an attempt; 0 = off.", minimum=0),
     _D("breaker_pause", 60.0, "Circuit breaker: how long the worker stops claiming when it "
        "trips (doubled at each trip in a row, up to 8 times).", minimum=1),
+    _D("probe_max_age", 86400.0, "How long a worker trusts the store probe it cached in the "
+       "store (.s3q/probe/result; see 's3q doctor') before probing again at start; 0 = probe "
+       "at every start.", minimum=0),
     _S("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
     _S("log_json", bool, None, "Log JSON lines (true/false); unset or 'auto' = automatic."),
     _S("metrics_port", int, 0, "Port of the metrics endpoint; 0 = off.", minimum=0,
@@ -200,6 +203,7 @@ class Config:
     processing_view_after: float
     breaker_threshold: int
     breaker_pause: float
+    probe_max_age: float
     log_level: Literal["debug", "info", "warning", "error"]
     log_json: bool | None
     metrics_port: int

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from s3q import Queue
 from s3q.backends import local, open_store
 from s3q.backends.local import LocalStore
 from s3q.store import InvalidKey, NotFound, PreconditionFailed, StoreError, list_all
@@ -42,6 +43,15 @@ def all_keys(store: LocalStore, prefix: str = "") -> list[str]:
     return [i.key for i in list_all(store, prefix)]
 
 
+def drop(path: Path, data: bytes, *, ago: float = 60.0) -> None:
+    """A file another program (``cp``) wrote into the store and finished ``ago`` seconds
+    ago: long enough to be listed (see LocalStore's settle time)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    then = time.time_ns() - int(ago * 1e9)
+    os.utime(path, ns=(then, then))
+
+
 # -- the directory is the store ------------------------------------------------------------
 
 
@@ -52,9 +62,8 @@ def test_objects_are_plain_files(store: LocalStore, root: Path) -> None:
 
 
 def test_dropped_in_files_are_objects(store: LocalStore, root: Path) -> None:
-    (root / "wait" / "sub").mkdir(parents=True)
-    (root / "wait" / "sub" / "x_request.json").write_bytes(b"dropped")
-    (root / "wait" / "y_request.json").write_bytes(b"")
+    drop(root / "wait" / "sub" / "x_request.json", b"dropped")
+    drop(root / "wait" / "y_request.json", b"")
     [x, y] = store.list_page("wait/").items
     assert (x.key, x.etag, x.size) == ("wait/sub/x_request.json", md5_etag(b"dropped"), 7)
     assert (y.key, y.etag, y.size) == ("wait/y_request.json", md5_etag(b""), 0)
@@ -274,7 +283,7 @@ def test_large_directory_listing_pages_in_order(store: LocalStore, root: Path) -
     names = [f"wait/{i:05d}_request.json" for i in range(2500)]
     (root / "wait").mkdir()
     for name in reversed(names):  # the directory's own order is not key order
-        (root / name).write_bytes(b"{}")
+        drop(root / name, b"{}")
     assert all_keys(store, "wait/") == names  # pages of 1000, each the next smallest keys
     store.put("wait/00000_request.json.new", b"new")  # later changes show on later pages
     store.delete(names[5])
@@ -289,7 +298,7 @@ def test_listing_memory_does_not_grow_with_the_directory(store: LocalStore, root
     peaks: list[int] = []
     for n in (2_000, 20_000):
         for i in range(n - len(list((root / "wait").iterdir()))):
-            (root / "wait" / f"{len(peaks)}-{i:06d}_request.json").write_bytes(b"")
+            drop(root / "wait" / f"{len(peaks)}-{i:06d}_request.json", b"")
         tracemalloc.start()
         page = store.list_page("wait/", limit=100)
         peaks.append(tracemalloc.get_traced_memory()[1])
@@ -300,10 +309,106 @@ def test_listing_memory_does_not_grow_with_the_directory(store: LocalStore, root
 
 def test_unlistable_names_skipped(store: LocalStore, root: Path) -> None:
     (root / "wait").mkdir()
-    (root / "wait" / "new\nline").write_bytes(b"x")
+    drop(root / "wait" / "new\nline", b"x")
     os.mkfifo(root / "wait" / "fifo")
-    (root / "wait" / "ok").write_bytes(b"x")
+    drop(root / "wait" / "ok", b"x")
     assert all_keys(store) == ["wait/ok"]
+
+
+# -- files other programs write, and files nobody may read -------------------------------------
+
+
+def test_a_request_still_being_copied_in_is_not_claimed(root: Path) -> None:
+    """Issue 9: ``cp`` creates the file and writes it a block at a time. A claim between two
+    blocks read a partial request, ran the handler on it and deleted the file, and ``cp``
+    finished writing into an unlinked inode: the whole request was lost. Now a file is
+    claimed only once nobody wrote to it for the settle time."""
+    queue = Queue(LocalStore(root))
+    body = bytes(range(256)) * 35  # 8,960 bytes: three blocks of cp
+    path = root / "wait" / "r_request.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as cp:
+        for start in range(0, len(body), 4096):
+            cp.write(body[start:start + 4096])
+            cp.flush()
+            job = queue.claim("w")  # a worker polls between two blocks
+            assert job is None, f"claimed after {start + 4096} of {len(body)} bytes"
+    deadline = time.monotonic() + 60
+    while (job := queue.claim("w")) is None:
+        assert time.monotonic() < deadline, "never claimed"
+        time.sleep(0.1)
+    with job:
+        assert job.read() == body
+    assert [i.key for i in queue.ls("finish")] == ["r_request.json"]
+    assert (root / "finish" / "r_request.json").read_bytes() == body
+    queue.close()
+
+
+def test_files_of_other_programs_are_listed_once_settled(store: LocalStore, root: Path) -> None:
+    drop(root / "wait" / "a", b"being written", ago=0)
+    store.put("wait/b", b"written by the store")
+    LocalStore(root).put("wait/c", b"by another store on the same root (another process)")
+    assert all_keys(store) == ["wait/b", "wait/c"]  # the store's own files at once
+    assert store.head("wait/a").size == 13  # reads by key are not held back
+    then = time.time_ns() - int(store.settle * 1e9) - 10**8
+    os.utime(root / "wait" / "a", ns=(then, then))  # nobody wrote to it for the settle time
+    assert all_keys(store) == ["wait/a", "wait/b", "wait/c"]
+    (root / "wait" / "b").write_bytes(b"rewritten by hand")  # no longer the store's stamp
+    assert all_keys(store) == ["wait/a", "wait/c"]
+
+
+def test_a_page_of_files_being_written_is_skipped_for_the_next(store: LocalStore,
+                                                              root: Path) -> None:
+    for i in range(5):
+        drop(root / "wait" / f"{i}", b"x", ago=0)
+    store.put("wait/9", b"x")
+    page = store.list_page("wait/", limit=2)
+    assert ([i.key for i in page.items], page.truncated) == (["wait/9"], False)
+
+
+def test_unreadable_entries_are_skipped_and_reported(
+        store: LocalStore, root: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 9: one file nobody may read (another user's, umask 077) made the whole listing
+    fail, and no request was claimed again. (Simulated, so it also runs as root.)"""
+    for name in ("a_request.json", "b_request.json", "c_request.json", "sub/d_request.json"):
+        drop(root / "wait" / name, name.encode())
+    secret, closed = str(root / "wait" / "b_request.json"), str(root / "wait" / "sub")
+    real_open, real_scandir = open, os.scandir
+
+    def guarded_open(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path) == secret:
+            raise PermissionError(errno.EACCES, "Permission denied", secret)
+        return real_open(path, *args, **kwargs)
+
+    def guarded_scandir(path: Any) -> Any:
+        if str(path).rstrip("/") == closed:
+            raise PermissionError(errno.EACCES, "Permission denied", closed)
+        return real_scandir(path)
+
+    monkeypatch.setattr(local, "open", guarded_open, raising=False)
+    monkeypatch.setattr(os, "scandir", guarded_scandir)
+    with caplog.at_level("WARNING", logger="s3q.backends.local"):
+        assert all_keys(store, "wait/") == ["wait/a_request.json", "wait/c_request.json"]
+        assert all_keys(store, "wait/") == ["wait/a_request.json", "wait/c_request.json"]
+        queue = Queue(store)
+        claimed = {job.name for job in (queue.claim("w"), queue.claim("w")) if job}
+    assert claimed == {"a_request.json", "c_request.json"}
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2, warned  # each once, however often listed
+    assert any(secret in m and "permission denied" in m for m in warned)
+    assert any(closed in m and "permission denied" in m for m in warned)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+def test_unreadable_file_of_another_user_is_skipped(store: LocalStore, root: Path) -> None:
+    drop(root / "wait" / "a", b"a")
+    drop(root / "wait" / "b", b"b")
+    (root / "wait" / "b").chmod(0o000)
+    try:
+        assert all_keys(store) == ["wait/a"]
+    finally:
+        (root / "wait" / "b").chmod(0o600)
 
 
 # -- OS errors ---------------------------------------------------------------------------------

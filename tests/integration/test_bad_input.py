@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,9 +69,13 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
             return q
 
         def drop(name: str, data: bytes) -> None:
+            """A file a producer finished writing (cp) a minute ago: the local store lists
+            another program's files once nobody wrote to them for its settle time."""
             path = root / "wait" / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
+            then = time.time_ns() - 60 * 10**9
+            os.utime(path, ns=(then, then))
 
         def raw(key: str) -> bytes | None:
             path = root / key
@@ -272,6 +277,8 @@ def test_local_symlink_inside_the_root_is_followed(tmp_path: Path) -> None:
     target = root / "inbox" / "real_request.json"
     target.parent.mkdir(parents=True)
     target.write_bytes(b"inside")
+    then = time.time_ns() - 60 * 10**9  # written a minute ago: settled (see LocalStore)
+    os.utime(target, ns=(then, then))
     (root / "wait").mkdir(exist_ok=True)
     (root / "wait" / "linked_request.json").symlink_to(target)
 

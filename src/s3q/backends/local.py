@@ -12,16 +12,31 @@ atomic guarantees as S3 across threads *and* processes on one machine:
 * **ETags** are the quoted MD5 of the content, as on S3 (single part) and in
   :class:`~s3q.backends.memory.MemoryStore`, so a copy keeps its ETag and files dropped in by
   hand get the ETag S3 would give them. They are computed by reading the file and cached
-  per process by ``(dev, inode, size, mtime_ns, ctime_ns)``; files this store writes get a
-  nanosecond mtime of their own, so the signature changes with every write.
+  per process by ``(dev, inode, size, mtime_ns, ctime_ns)``; every file this store writes is
+  a new inode with a microsecond mtime of its own, so the signature changes with every write.
 * **Time**: ``last_modified`` is the file's mtime and ``now()`` is ``time.time()``; this
   machine's clock is the store's clock.
+* **Files other programs write are listed once they are complete**: a ``cp`` into wait/
+  creates the file and then writes it block by block, and a claim that read it midway
+  would run the handler on part of the request and delete the file under ``cp`` (which then
+  writes into an unlinked inode: the request is gone). So a file is listed only once its
+  mtime is at least ``settle`` seconds (:data:`SETTLE_SECONDS`) away from the current time:
+  nobody wrote to it for that long. The files this store writes itself are complete when
+  they appear (renamed into place) and are listed at once: it stamps them, an mtime in
+  whole microseconds and an atime exactly :data:`STAMP_DELTA_NS` later, which no other
+  writer gives a file by chance (where the file system cannot keep those timestamps, its
+  own files too wait ``settle`` seconds before they are listed). ``get``/``head`` are not
+  held back. Producers should still write elsewhere on the same file system and ``mv``
+  into wait/: a writer that pauses for longer than ``settle`` cannot be told from a
+  finished one.
+* **Unreadable entries** (another user's file under umask 077, a directory without
+  permission) are left out of listings and reported once (a warning naming the path): they
+  never make a listing fail.
 
 Keys are validated (:func:`~s3q.store.validate_key`); keys under ``.s3qlocal/`` (the store's
 own files) and keys whose path resolves outside the root through a symlink are refused
 with :class:`~s3q.store.InvalidKey`. A file system cannot hold both ``a`` and ``a/b``: writing
-one while the other exists raises :class:`~s3q.store.StoreError`. Files copied in by hand
-should be complete when they appear (``cp`` then ``mv`` within the file system is safest).
+one while the other exists raises :class:`~s3q.store.StoreError`.
 """
 
 from __future__ import annotations
@@ -31,6 +46,7 @@ import fcntl
 import hashlib
 import heapq
 import io
+import logging
 import os
 import stat
 import threading
@@ -62,7 +78,9 @@ from s3q.store import (
     StoreError,
 )
 
-__all__ = ["LocalStore"]
+__all__ = ["SETTLE_SECONDS", "LocalStore"]
+
+log = logging.getLogger(__name__)
 
 #: The store's own directory under the root (temp and lock files); never a key.
 RESERVED = ".s3qlocal"
@@ -76,6 +94,11 @@ ETAG_CACHE_SIZE = 200_000
 INSTALL_ATTEMPTS = 100
 #: Temp files older than this (left by crashed writers) are removed when a store opens.
 STALE_TEMP_SECONDS = 3600.0
+#: A file this store did not write is listed only once nobody wrote to it for this long.
+SETTLE_SECONDS = 2.0
+#: The files this store installs have an mtime in whole microseconds and an atime exactly
+#: this much later (31.415 ms, whole microseconds too, so that µs timestamps keep it).
+STAMP_DELTA_NS = 31_415_000
 
 
 class _Temp(NamedTuple):
@@ -92,8 +115,11 @@ class LocalStore(Store):
     capabilities = NATIVE
     max_key_bytes: int = 0  # set per instance (the root path counts)
 
-    def __init__(self, root: Path | str, *, create: bool = True) -> None:
+    def __init__(self, root: Path | str, *, create: bool = True,
+                 settle: float = SETTLE_SECONDS) -> None:
         self.root = Path(os.path.abspath(root))
+        #: Seconds a file another program wrote must be left alone before it is listed.
+        self.settle = settle
         self.url = "file://" + str(self.root)
         self._root = str(self.root)
         if not create and not _holds_a_queue(self._root):  # read-only commands create nothing
@@ -113,6 +139,7 @@ class LocalStore(Store):
         self.max_key_bytes = _path_max(self._root) - len(self._root.encode()) - 1
         self._etags: dict[tuple[int, ...], str] = {}
         self._etags_lock = threading.Lock()
+        self._unreadable: set[str] = set()  # reported already
         self._remove_stale_temps()
 
     # -- reads (no locks: os.replace is atomic, an open file keeps its content) ----------
@@ -148,18 +175,21 @@ class LocalStore(Store):
     def list_page(self, prefix: str, *, start_after: str | None = None, limit: int = 1000) -> Page:
         """The ``limit`` smallest keys under ``prefix`` after ``start_after``, chosen with a
         bounded heap while walking the tree unsorted: memory stays O(limit) however many
-        files wait (no directory is read into a list); then stat and ETag only those."""
+        files wait (no directory is read into a list); then stat and ETag only those. Files
+        still being written by another program, and unreadable ones, are left out (see the
+        module docstring); a page they fill entirely is skipped for the next one."""
         check_prefix(prefix)
         check_limit(limit)
         if start_after is not None:
             check_prefix(start_after)
-        keys = heapq.nsmallest(limit + 1, self._walk(prefix, start_after))
-        items: list[ObjectInfo] = []
-        for key in keys[:limit]:
-            info = self._info_at(key, os.path.join(self._root, key))
-            if info is not None:  # else deleted since the directory was read
-                items.append(info)
-        return Page(items, truncated=len(keys) > limit)
+        after = start_after
+        while True:
+            keys = heapq.nsmallest(limit + 1, self._walk(prefix, after))
+            items = [info for key in keys[:limit] if (info := self._listed(key)) is not None]
+            truncated = len(keys) > limit
+            if items or not truncated:
+                return Page(items, truncated)
+            after = keys[limit - 1]
 
     def now(self) -> float:
         return time.time()
@@ -300,6 +330,39 @@ class LocalStore(Store):
             raise _translate(e, "stat", path) from e
         return _info(key, etag, st)
 
+    def _listed(self, key: str) -> ObjectInfo | None:
+        """The info of a key a listing found, or None: deleted since the directory was read,
+        not a regular file, still being written by another program, or unreadable."""
+        path = os.path.join(self._root, key)
+        try:
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode) or not self._settled(st):
+                return None
+            return self._info_at(key, path)
+        except StoreError as e:
+            if not isinstance(e.__cause__, PermissionError):
+                raise
+            self._report_unreadable(path, e.__cause__)
+        except PermissionError as e:
+            self._report_unreadable(path, e)
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+                raise _translate(e, "stat", path) from e
+        return None
+
+    def _settled(self, st: os.stat_result) -> bool:
+        """Written by this store (its stamp), or left alone for ``settle`` seconds."""
+        if st.st_atime_ns - st.st_mtime_ns == STAMP_DELTA_NS and st.st_mtime_ns % 1000 == 0:
+            return True
+        return abs(time.time() - st.st_mtime) >= self.settle
+
+    def _report_unreadable(self, path: str, e: OSError) -> None:
+        if path not in self._unreadable:
+            self._unreadable.add(path)
+            log.warning("%s: not listed, permission denied (%s): make it readable by this "
+                        "worker's user", path, e.strerror,
+                        extra={"event": "unreadable", "path": path})
+
     def _etag_at(self, key: str, path: str, why: str) -> str:
         """The current ETag of ``key`` (under its lock), or NotFound."""
         info = self._info_at(key, path)
@@ -345,8 +408,8 @@ class LocalStore(Store):
         fsync the directory."""
         parent = os.path.dirname(path)
         with _errors("write", path, writing=True):
-            now = time.time_ns()
-            os.utime(temp.fd, ns=(now, now))
+            mtime = time.time_ns() // 1000 * 1000  # whole µs: see STAMP_DELTA_NS
+            os.utime(temp.fd, ns=(mtime + STAMP_DELTA_NS, mtime))
             for _ in range(INSTALL_ATTEMPTS):
                 try:
                     os.replace(temp.path, path)
@@ -479,6 +542,8 @@ class LocalStore(Store):
                         entry.is_symlink() and entry.is_file() and self._inside(entry.path)
                     ):
                         yield entry.name
+        except PermissionError as e:
+            self._report_unreadable(path, e)
         except OSError as e:
             if e.errno in (errno.ENOENT, errno.ENOTDIR):
                 return

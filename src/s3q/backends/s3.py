@@ -231,7 +231,8 @@ class S3Store:
               self._edge("PutObject", key)):
             request["Body"] = payload
             resp = self._client.put_object(**request)
-        return ObjectInfo(key, resp["ETag"], size, self._response_time(resp["ResponseMetadata"]))
+        return ObjectInfo(key, _quoted(resp["ETag"]), size,
+                          self._response_time(resp["ResponseMetadata"]))
 
     def copy(self, src: str, dst: str, *, if_source_match: str | None = None,
              if_none_match: bool = False, guard: Guard | None = None) -> ObjectInfo:
@@ -339,6 +340,19 @@ class S3Store:
 
     def close(self) -> None:
         self._client.close()
+
+    def bucket_versioning(self) -> str:
+        """GetBucketVersioning's status: ``Enabled``, ``Suspended``, or ``""`` for a bucket
+        that never had versioning (for ``s3q doctor``; the protocol never relies on it)."""
+        with self._edge("GetBucketVersioning", ""):
+            resp = self._client.get_bucket_versioning(Bucket=self.bucket)
+        return str(resp.get("Status", ""))
+
+    @property
+    def connections(self) -> int:
+        """The size of the HTTP connection pool: how many requests can be in flight at
+        once without opening throwaway connections."""
+        return self._pool_size
 
     def snapshot_counts(self) -> tuple[Counter[str], Counter[str]]:
         """Copies of ``(request_counts, error_counts)``, safe to take while other threads
@@ -487,7 +501,13 @@ class S3Store:
 
 
 def _info(key: str, etag: str, size: int, last_modified: datetime) -> ObjectInfo:
-    return ObjectInfo(key, etag, size, last_modified.timestamp())
+    return ObjectInfo(key, _quoted(etag), size, last_modified.timestamp())
+
+
+def _quoted(etag: str) -> str:
+    """ETags as S3 sends them, in double quotes (radosgw 16 leaves them off in
+    CopyObject's result, though its HEAD of the copy has them)."""
+    return etag if etag.startswith(('"', 'W/"')) else f'"{etag}"'
 
 
 def _code(e: ClientError) -> str:

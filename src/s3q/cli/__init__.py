@@ -3,6 +3,7 @@
     s3q worker --exec CMD | --handler module:func   run a worker (until stopped, or --burst)
     s3q submit FILES...                              put requests into wait/
     s3q status [--check]                             counts, oldest waiting, in flight, health
+    s3q doctor [--json]                              probe the store for what s3q relies on
     s3q ls STATE / s3q show NAME / s3q result NAME   look at requests
     s3q requeue / recover / purge                    operator actions
     s3q config show                                  the effective settings and their sources
@@ -18,7 +19,8 @@ The modules: :mod:`~s3q.cli.errors` (exit codes, error → exit code), :mod:`~s3
 (settings as flags, the config, the queue), :mod:`~s3q.cli.output` (JSON, tables, prompts),
 and one per command family: :mod:`~s3q.cli.worker`, :mod:`~s3q.cli.submit`,
 :mod:`~s3q.cli.status`, :mod:`~s3q.cli.show` (ls, show, result) and :mod:`~s3q.cli.admin` (requeue,
-recover, purge, config show), :mod:`~s3q.cli.ec2` (deploy init, iam-policy).
+recover, purge, config show), :mod:`~s3q.cli.ec2` (deploy init, iam-policy),
+:mod:`~s3q.cli.doctor` (doctor, and the worker's start-up check of its store).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import click
 
 from s3q.cli.admin import config_group, purge, recover, requeue
 from s3q.cli.dashboard import dashboard
+from s3q.cli.doctor import doctor
 from s3q.cli.ec2 import deploy_group, iam_policy
 from s3q.cli.errors import EXIT_STORE, EXIT_UNHEALTHY, EXIT_USAGE, Failure, S3qGroup
 from s3q.cli.exporter import exporter
@@ -74,7 +77,7 @@ def cli() -> None:
 
 
 for _command in (worker, submit, status, ls_command, show, result_command, requeue, recover,
-                 purge, config_group, deploy_group, iam_policy):
+                 purge, config_group, deploy_group, iam_policy, doctor):
     cli.add_command(_command)
 cli.add_command(workers)
 cli.add_command(pause)

@@ -15,6 +15,7 @@ import click
 
 from s3q import layout
 from s3q.breaker import Breaker
+from s3q.cli.doctor import require_store
 from s3q.cli.errors import EXIT_STORE, Failure
 from s3q.cli.options import App, S3qCommand, setting_options
 from s3q.config import show_config
@@ -71,6 +72,7 @@ def run_worker(requests: list[str], *, exec_cmd: str | None, handler_spec: str |
     handler = build_handler(exec_cmd, handler_spec, pool, cfg.job_timeout)
     queue = app.open_queue(create=True)
     check_reachable(queue)
+    require_store(queue, cfg.probe_max_age)  # refuses a store lacking a guarantee (exit 2)
     worker_id = cfg.effective_worker_id()
     log.info("settings", extra={"event": "settings", "worker": worker_id, "settings": {
         name: value for name, value, _ in show_config(cfg, app.sources)}})

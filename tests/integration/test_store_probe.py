@@ -1,0 +1,141 @@
+"""``s3q doctor``'s probe on a real S3 server: moto; moto without its request lock
+(``S3Q_MOTO_ATOMIC=0``), whose conditional PUTs check and then write; and moto behind
+tests/storeproxy.py breaking one guarantee at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from uuid import uuid4
+
+import pytest
+
+from s3q.backends.s3 import S3Store
+from s3q.doctor import PROBE, RESULT, Report, probe
+from s3q.guarantees import MISSING, OK, ROWS
+from s3q.store import list_all
+from s3q.storecheck import check_store
+from tests.s3server import S3Endpoint, moto_endpoint, start_moto_server, stop
+from tests.storeproxy import Behaviour, StoreProxy
+
+REQUIRED = [name for name, r in ROWS.items() if r.required]
+
+
+def rows(report: Report) -> dict[str, tuple[str, str]]:
+    return {c.name: (c.status, c.observed) for c in report.checks}
+
+
+def s3_store(endpoint: S3Endpoint, url: str | None = None) -> S3Store:
+    options = endpoint.options(endpoint_url=url or endpoint.endpoint_url)
+    return S3Store(endpoint.bucket, f"probe/{uuid4().hex}", options)
+
+
+@pytest.fixture
+def moto(s3_endpoint: S3Endpoint) -> S3Endpoint:
+    if not s3_endpoint.is_moto:
+        pytest.skip("these tests know what moto does")
+    return s3_endpoint
+
+
+@pytest.fixture(scope="module")
+def racy_moto() -> Iterator[S3Endpoint]:
+    """A second moto server without the lock tests/s3server.py gives moto's requests, and
+    with time between the check of a conditional PUT and its write (a store that looks a
+    key up, then writes it: SeaweedFS, seaweedfs issue 8800)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+            mp.delenv(name, raising=False)
+        proc, url = start_moto_server(env={"S3Q_MOTO_ATOMIC": "0",
+                                           "S3Q_MOTO_RACE_WINDOW": "0.2"})
+        try:
+            endpoint = moto_endpoint(url)
+            endpoint.client().create_bucket(Bucket=endpoint.bucket)
+            yield endpoint
+        finally:
+            stop(proc)
+
+
+def probe_through(moto: S3Endpoint, behaviour: Behaviour) -> Report:
+    assert moto.endpoint_url
+    proxy = StoreProxy(moto.endpoint_url, behaviour)
+    store = s3_store(moto, proxy.url)
+    try:
+        return probe(store)
+    finally:
+        store.close()
+        proxy.close()
+
+
+def test_moto_gives_every_required_guarantee(moto: S3Endpoint) -> None:
+    store = s3_store(moto)
+    report = probe(store)
+    found = rows(report)
+    assert report.ok, [c for c in report.checks if c.status != OK]
+    assert {name: found[name][0] for name in REQUIRED} == dict.fromkeys(REQUIRED, OK)
+    # moto ignores both CopyObject conditions: reported, not required
+    assert found["copy_source_if_match"][0] == found["copy_if_none_match"][0] == MISSING
+    assert found["etags"] == (OK, "md5: equal bytes get equal ETags (the MD5 of the bytes)")
+    assert found["versioning"] == (OK, "never enabled")
+    caps = report.capabilities
+    assert (caps.create_if_absent, caps.compare_and_swap, caps.conditional_delete,
+            caps.ordered_listing, caps.copy_if_none_match, caps.etags, caps.conflict_409,
+            caps.versioning) == (True, True, True, True, False, "md5", False, False)
+    assert list(list_all(store, PROBE)) == []  # cleaned up
+
+
+def test_moto_without_atomic_conditional_writes_is_caught(racy_moto: S3Endpoint) -> None:
+    for _ in range(2):  # not by luck
+        report = probe(s3_store(racy_moto))
+        found = rows(report)
+        for name in ("create_if_absent", "compare_and_swap"):
+            status, seen = found[name]
+            assert status == MISSING and "concurrent writes won in round 1" in seen, seen
+        assert not report.ok
+        assert report.capabilities.create_if_absent is False
+
+
+@pytest.mark.parametrize(("behaviour", "missing", "seen"), [
+    (Behaviour(ignore_delete_if_match=True), "conditional_delete",
+     "DELETE If-Match with a stale ETag deleted the object (If-Match ignored)"),
+    (Behaviour(ignore_put_if_match=True), "compare_and_swap",
+     "PUT If-Match with a stale ETag was accepted: the object was overwritten"),
+    (Behaviour(deny=frozenset({"DeleteObject"})), "permission.delete", "AccessDenied"),
+    (Behaviour(deny=frozenset({"CopyObject"})), "permission.copy", "AccessDenied"),
+], ids=["ignored-delete-if-match", "ignored-put-if-match", "denied-delete", "denied-copy"])
+def test_a_broken_guarantee_is_missing(moto: S3Endpoint, behaviour: Behaviour, missing: str,
+                                       seen: str) -> None:
+    report = probe_through(moto, behaviour)
+    status, observed = rows(report)[missing]
+    assert status == MISSING and seen in observed, observed
+    assert not report.ok and [c.name for c in report.missing] == [missing]
+
+
+def test_opaque_etags_are_reported_and_ok(moto: S3Endpoint) -> None:
+    report = probe_through(moto, Behaviour(opaque_etags=True))
+    assert report.ok, [c for c in report.checks if c.status != OK]
+    assert rows(report)["etags"][1].startswith("opaque: every write of the same bytes")
+    assert report.capabilities.etags == "opaque"
+
+
+def test_409_conflicts_are_reported_and_ok(moto: S3Endpoint) -> None:
+    report = probe_through(moto, Behaviour(conflicts=0.3))
+    assert report.ok, [c for c in report.checks if c.status != OK]
+    status, seen = rows(report)["conflict_409"]
+    assert status == OK and "answered 409 ConditionalRequestConflict" in seen
+    assert report.capabilities.conflict_409 is True
+
+
+def test_the_worker_check_sets_the_stores_capabilities_and_caches_them(
+        moto: S3Endpoint) -> None:
+    """The first start probes and caches; the next one reads the cache (no PUT) and gets
+    the same capabilities."""
+    store = s3_store(moto)
+    found = check_store(store, max_age=3600)
+    assert found.report is not None and not found.missing and not found.cached
+    assert store.capabilities == found.report.capabilities
+    assert store.capabilities.create_if_absent is True
+    assert [i.key for i in list_all(store, PROBE)] == [RESULT]  # the cache, nothing else
+    again = S3Store(moto.bucket, store.prefix, moto.options())  # the next start
+    before = again.snapshot_counts()[0]["PutObject"]
+    cached = check_store(again, max_age=3600)
+    assert cached.cached and again.capabilities == found.report.capabilities
+    assert again.snapshot_counts()[0]["PutObject"] == before
