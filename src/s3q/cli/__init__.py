@@ -7,6 +7,7 @@
     s3q requeue / recover / purge                    operator actions
     s3q config show                                  the effective settings and their sources
     s3q deploy init [DIR] / s3q iam-policy           EC2: CodeDeploy bundle, IAM policy
+    s3q events setup                                 S3 → SQS notifications for wait/
 
 Every non-secret setting of :data:`s3q.config.SETTINGS` is a ``--flag`` of every command
 (plus ``--config PATH``). Exit codes: 0 ok; 1 unhealthy (``status --check``), not found,
@@ -17,7 +18,8 @@ The modules: :mod:`~s3q.cli.errors` (exit codes, error → exit code), :mod:`~s3
 (settings as flags, the config, the queue), :mod:`~s3q.cli.output` (JSON, tables, prompts),
 and one per command family: :mod:`~s3q.cli.worker`, :mod:`~s3q.cli.submit`,
 :mod:`~s3q.cli.status`, :mod:`~s3q.cli.show` (ls, show) and :mod:`~s3q.cli.admin` (requeue,
-recover, purge, config show), :mod:`~s3q.cli.ec2` (deploy init, iam-policy).
+recover, purge, config show), :mod:`~s3q.cli.ec2` (deploy init, iam-policy),
+:mod:`~s3q.cli.events` (events setup).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import click
 from s3q.cli.admin import config_group, purge, recover, requeue
 from s3q.cli.ec2 import deploy_group, iam_policy
 from s3q.cli.errors import EXIT_STORE, EXIT_UNHEALTHY, EXIT_USAGE, Failure, S3qGroup
+from s3q.cli.events import events_group
 from s3q.cli.show import ls_command, show
 from s3q.cli.status import status
 from s3q.cli.submit import submit
@@ -48,7 +51,7 @@ def cli() -> None:
 
 
 for _command in (worker, submit, status, ls_command, show, requeue, recover, purge,
-                 config_group, deploy_group, iam_policy):
+                 config_group, deploy_group, iam_policy, events_group):
     cli.add_command(_command)
 
 

@@ -55,12 +55,13 @@ def deploy_init(*, directory: str, app_dir: str, service_user: str, service_name
 
 
 @click.command("iam-policy")
-@click.option("--account", metavar="ID", help="AWS account id for the SSM parameter ARNs "
-              "(default: any).")
+@click.option("--account", metavar="ID", help="AWS account id for the SSM parameter and SQS "
+              "queue ARNs (default: any; an events_queue URL names its own).")
 @setting_options
 def iam_policy(account: str | None) -> None:
     """Print the least-privilege IAM policy (JSON) for the configured queue: S3 on its
-    prefixes only; ssm:GetParameter and kms:Decrypt only for configured ssm: secrets."""
+    prefixes only; ssm:GetParameter and kms:Decrypt only for configured ssm: secrets; SQS
+    receive, delete and change-visibility on events_queue only when it is set."""
     app = App()
     try:
         echo_json(iam_policy_for(app.config, account=account))
