@@ -133,6 +133,9 @@ SETTINGS: tuple[Setting, ...] = (
     _S("events_queue", str, None, "SQS queue (URL, ARN or name) receiving the bucket's "
        "s3:ObjectCreated notifications for wait/ ('s3q events setup'): workers wake on "
        "them; unset = polling only."),
+    _S("events_list_interval", float, 300.0, "With events_queue: longest wait between "
+       "listings of an empty wait/ (the safety net for lost notifications), seconds.",
+       minimum=1),
     _S("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
     _S("log_json", bool, None, "Log JSON lines (true/false); unset or 'auto' = automatic."),
     _S("metrics_port", int, 0, "Port of the metrics endpoint; 0 = off.", minimum=0,
@@ -175,6 +178,7 @@ class Config:
     job_timeout: float
     poll_interval: float
     events_queue: str | None
+    events_list_interval: float
     log_level: Literal["debug", "info", "warning", "error"]
     log_json: bool | None
     metrics_port: int

@@ -4,7 +4,9 @@
     loop:    claim from wait/ → handler → settle
     scan:    a thread of its own takes over dead workers' expired leases every scan
              interval, however busy the slots are, and releases them to wait/
-    idle:    back off exponentially with jitter up to poll_interval; no writes while idle
+    idle:    back off exponentially with jitter up to poll_interval; no writes while idle.
+             With an event source (s3q.events): a notification wakes a slot at once, and
+             the idle listing of wait/ (the safety net) comes every events_list_interval
     stop:    (SIGTERM/SIGINT) stop claiming; let running jobs finish within `grace`;
              give back what still runs (to wait/, for another worker at once); exit 0.
              A second signal gives everything back at once.
@@ -26,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from s3q.errors import ConfigError, JobStateError, LeaseLost
 from s3q.handlers import Handler
@@ -33,9 +36,17 @@ from s3q.job import Job
 from s3q.queue import Queue
 from s3q.store import StoreError
 
+if TYPE_CHECKING:
+    from s3q.events import EventSource
+
 __all__ = ["Worker", "WorkerOptions", "WorkerStats"]
 
 log = logging.getLogger("s3q.worker")
+
+#: How a slot came to claim: the queue is busy (claim freely), the idle poll (one slot at a
+#: time), or an event named a request.
+Turn = Literal["busy", "poll", "woken"]
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
@@ -53,6 +64,8 @@ class WorkerOptions:
     recover_on_start: bool = True
     #: Run the takeover scan from a thread of its own (else only claims run it).
     scanner: bool = True
+    #: With an event source: longest wait between listings of an empty wait/ (seconds).
+    events_list_interval: float = 300.0
 
 
 @dataclass
@@ -68,7 +81,8 @@ class WorkerStats:
 class Worker:
     def __init__(self, queue: Queue, handler: Handler, options: WorkerOptions,
                  *, on_job_done: Callable[[Job, str, float], None] | None = None,
-                 stop_requests: list[str] | None = None) -> None:
+                 stop_requests: list[str] | None = None,
+                 events: EventSource | None = None) -> None:
         if options.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.queue, self.handler, self.options = queue, handler, options
@@ -86,7 +100,10 @@ class Worker:
         self._idle = 0  # consecutive polls that found nothing (shared by the slots)
         self._next_poll = 0.0  # monotonic time of the next poll while idle
         self._polling = False  # one slot polls while idle
+        self._wakes = 0  # claims events asked for, not yet begun
+        self._claiming = 0  # slots inside a claim
         self._burst_slots = options.concurrency  # slots a burst still runs
+        self._events = None if options.burst else events
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
@@ -145,12 +162,16 @@ class Worker:
             t.start()
         if self.options.scanner:
             scanner.start()
+        if self._events is not None:
+            self._events.start(capacity=self._free_slots, wake=self.wake)
         while any(t.is_alive() for t in threads) and not self._stopping.wait(0.2):
             self._notice_signals()
         self._notice_signals()
         if any(t.is_alive() for t in threads):
             self._drain(threads)
         self._stopping.set()  # (a burst that ended by itself) the scanner stops too
+        if self._events is not None:
+            self._events.stop()
         if scanner.is_alive():
             scanner.join(timeout=10)
         log.info("worker %s stopped", wid, extra={"event": "worker_stopped", "worker": wid,
@@ -165,7 +186,14 @@ class Worker:
         pause = min(1.0, self.queue.config.effective_scan_interval / 4)
         while not self._stopping.is_set():
             try:
-                self.queue.scan(wid)
+                recovered = self.queue.scan(wid)
+                if recovered is not None:
+                    log.debug("takeover scan: %d request(s) recovered", len(recovered),
+                              extra={"event": "scanned", "worker": wid,
+                                     "count": len(recovered)})
+                    released = sum(1 for a in recovered.actions.values() if a == "released")
+                    if released:  # claim them now, not at the next poll
+                        self.wake(released)
             except StoreError as exc:
                 log.warning("takeover scan failed: %s", exc, extra={"event": "scan_failed"})
             except Exception:  # never let the scanner die
@@ -203,17 +231,24 @@ class Worker:
     # ------------------------------------------------------------------ one slot
     def _slot(self) -> None:
         while not self._stopping.is_set():
-            if not self._my_turn_to_poll():
+            turn = self._my_turn_to_poll()
+            if turn is None:
                 continue
             if not self._take_ticket():
-                self._polled(found=False)
+                self._polled(turn, None)
                 return
+            with self._lock:
+                self._claiming += 1
+            job = None
             try:
                 job = self.queue.claim(self.options.worker_id)
             except StoreError as exc:
                 log.warning("claim failed: %s", exc, extra={"event": "claim_failed"})
-                job = None
-            self._polled(found=job is not None)
+            finally:
+                if job is None:
+                    with self._lock:
+                        self._claiming -= 1
+            self._polled(turn, job)
             if job is None:
                 self._return_ticket()
                 if self.options.burst and not self._burst_waits():
@@ -248,32 +283,59 @@ class Worker:
         """Count the job as running, unless a stop came while it was being claimed: the
         drain gives back only the jobs it sees, under this same lock."""
         with self._lock:
+            self._claiming -= 1
             if self._stopping.is_set():
                 return False
             self._running[id(job)] = job
             return True
 
-    def _my_turn_to_poll(self) -> bool:
-        """While the queue is busy every slot claims freely. Once a claim finds nothing,
-        the slots poll one at a time at a shared, growing interval (so an idle worker costs
-        one LIST per poll, whatever its concurrency). False: wait, then ask again."""
+    def _my_turn_to_poll(self) -> Turn | None:
+        """A claim an event asked for (:meth:`wake`) goes first. While the queue is busy
+        every slot claims freely. Once a claim finds nothing, the slots poll one at a time
+        at a shared, growing interval (so an idle worker costs one LIST per poll, whatever
+        its concurrency). None: wait, then ask again."""
         with self._idle_cond:
+            if self._wakes > 0:
+                self._wakes -= 1
+                return "woken"
             if self._idle == 0:
-                return True
+                return "busy"
             delay = self._next_poll - time.monotonic()
             if self._polling or delay > 0:
                 self._idle_cond.wait(timeout=min(max(delay, 0.05), 0.5))
-                return False
+                return None
             self._polling = True
-            return True
+            return "poll"
 
-    def _polled(self, *, found: bool) -> None:
+    def _polled(self, turn: Turn, job: Job | None) -> None:
         with self._idle_cond:
-            self._polling = False
-            self._idle = 0 if found else self._idle + 1
-            self._next_poll = time.monotonic() + (self._idle_sleep(self._idle) if self._idle
-                                                  else 0.0)
+            if turn == "poll":
+                self._polling = False
+            if not (turn == "woken" and job is not None and self._events is not None
+                    and self._events.offered(job.name)):
+                # (a request an event named is no sign of a backlog: the idle plan stays)
+                self._idle = 0 if job is not None else self._idle + 1
+                sleep = self._idle_sleep(self._idle) if self._idle else 0.0
+                if job is None:
+                    log.debug("idle: next listing of wait/ in %.1fs", sleep,
+                              extra={"event": "idle", "seconds": round(sleep, 1)})
+                self._next_poll = time.monotonic() + sleep
             self._idle_cond.notify_all()
+
+    def wake(self, claims: int = 1) -> None:
+        """Let ``claims`` slots claim at once, idle or not (an event named requests, or a
+        scan released some). Thread-safe."""
+        with self._idle_cond:
+            self._wakes += claims
+            self._idle_cond.notify_all()
+
+    def _free_slots(self) -> int:
+        """Slots neither running a job, nor claiming, nor about to claim for an event."""
+        with self._idle_cond:
+            wakes = self._wakes
+        with self._lock:
+            busy = len(self._running) + self._claiming
+        return max(0, self.options.concurrency - busy - wakes)
 
     def _take_ticket(self) -> bool:
         with self._lock:
@@ -288,7 +350,12 @@ class Worker:
 
     def _idle_sleep(self, idle: int) -> float:
         """Exponential backoff with jitter while idle, never longer than the scan interval
-        (so that expired leases of dead workers are found in time)."""
+        (so that expired leases of dead workers are found in time). While an event source
+        works, notifications wake the slots and a scan's releases too: the listing, only a
+        safety net, comes every ``events_list_interval`` (jittered), without a ramp."""
+        if self._events is not None and self._events.healthy:
+            longest = self.options.events_list_interval
+            return self._rng.uniform(longest / 2, longest)
         longest = min(self.options.poll_interval, self.queue.config.effective_scan_interval)
         cap = min(longest, 0.2 * 2 ** min(idle, 10))
         return self._rng.uniform(cap / 2, cap)

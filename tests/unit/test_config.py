@@ -271,6 +271,8 @@ def test_unknown_keys_suggest_the_setting(tmp_path: Path) -> None:
          "queues only (file {path})"),
         ("", {"S3Q_EVENTS_QUEUE": "arn:aws:sns:x:1:t"}, {},
          "events_queue: 'arn:aws:sns:x:1:t' is not an SQS queue ARN (env S3Q_EVENTS_QUEUE)"),
+        ("", {}, {"events_list_interval": "0.5"},
+         "events_list_interval: must be at least 1, got '0.5' (flag --events-list-interval)"),
     ],
 )
 def test_bad_values_name_the_setting_and_source(tmp_path: Path, toml: str, env: dict[str, str],

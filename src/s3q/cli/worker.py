@@ -25,6 +25,7 @@ from s3q.store import StoreError
 from s3q.worker import Worker, WorkerOptions
 
 if TYPE_CHECKING:
+    from s3q.events import EventSource
     from s3q.metrics import Metrics
 
 log = logging.getLogger("s3q.cli")  # not __name__: the logger name is part of the logs
@@ -71,9 +72,11 @@ def run_worker(requests: list[str], *, exec_cmd: str | None, handler_spec: str |
         name: value for name, value, _ in show_config(cfg, app.sources)}})
     metrics = new_metrics() if cfg.metrics_port else None
     options = WorkerOptions(worker_id=worker_id, concurrency=cfg.concurrency, grace=cfg.grace,
-                            burst=burst, max_jobs=max_jobs, poll_interval=cfg.poll_interval)
+                            burst=burst, max_jobs=max_jobs, poll_interval=cfg.poll_interval,
+                            events_list_interval=cfg.events_list_interval)
+    events = event_source(app, queue, worker_id) if not burst else None
     runner = Worker(queue, handler, options, stop_requests=requests,
-                    on_job_done=metrics.on_job_done if metrics else None)
+                    on_job_done=metrics.on_job_done if metrics else None, events=events)
     if metrics is not None:
         serve_metrics(app, metrics, runner, metrics_addr)
     if cfg.drain_on_interruption:
@@ -84,6 +87,20 @@ def run_worker(requests: list[str], *, exec_cmd: str | None, handler_spec: str |
              stats.completed, stats.failed, stats.released, stats.lost,
              extra={"event": "worker_done", "worker": worker_id, "completed": stats.completed,
                     "failed": stats.failed, "released": stats.released, "lost": stats.lost})
+
+
+def event_source(app: App, queue: Queue, worker_id: str) -> EventSource | None:
+    """The worker's event source when ``events_queue`` is set (its SQS client uses the
+    same credentials as S3)."""
+    if app.config.events_queue is None:
+        return None
+    from s3q.config import resolve_secrets
+    from s3q.events import EventSource
+
+    sqs = resolve_secrets(app.config).sqs_queue()
+    assert sqs is not None
+    app.ctx.call_on_close(sqs.close)
+    return EventSource(queue, sqs, worker_id)
 
 
 def drain(runner: Worker, reason: str) -> None:
