@@ -11,6 +11,7 @@ Submodules, one per concept:
 - ``comparisons``: ``seed_section`` (the seed's copy + delete) and ``peers_section``;
 - ``costs``: ``costs_section`` (requests and $ per job, idle cost);
 - ``latency``: ``latency_section``;
+- ``events``: ``events_section`` (waking on S3 events vs polling: latency, idle fleets);
 - ``recovery``: ``recovery_section``;
 - ``scale``: ``scale_section``;
 - ``status``: ``status_section`` (``s3q status`` vs ``--check`` as finish/ grows).
@@ -27,6 +28,7 @@ from bench.sections._shared import (
 )
 from bench.sections.comparisons import peers_section, seed_section
 from bench.sections.costs import costs_section
+from bench.sections.events import events_section
 from bench.sections.latency import latency_section
 from bench.sections.rates import ceiling_section, throughput
 from bench.sections.recovery import recovery_section
@@ -41,6 +43,7 @@ __all__ = [
     "Shared",
     "ceiling_section",
     "costs_section",
+    "events_section",
     "latency_section",
     "peers_section",
     "recovery_section",
