@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
+from typing import Any
+from uuid import uuid4
 
 import pytest
 
 from tests.acceptance.conftest import Cli, wait_for
-from tests.acceptance.eventing import Wired, order, seen, started, wire
+from tests.acceptance.eventing import Wired, log_events, order, seen, started, wire
 from tests.s3server import S3Endpoint
 
 #: A listing every hour: nothing a test waits for can come from it (once the worker
@@ -95,3 +98,37 @@ def test_malformed_messages_are_logged_deleted_and_survived(
     wait_for(lambda: wired.cli.runs("done")[name] == 1, 60, "the next request to run")
     assert sum(1 for e in log() if e.get("event") == "events_malformed") == len(bodies)
     assert worker.poll() is None
+
+
+def test_sqs_failing_is_never_fatal_and_the_worker_polls_meanwhile(
+        cli: Cli, s3_endpoint: S3Endpoint, procs: list[subprocess.Popen[str]]) -> None:
+    """events_queue names a queue that does not exist yet: the worker logs the failure,
+    retries with backoff and lists wait/ at its poll_interval meanwhile; once the queue is
+    wired, it listens and wakes on events."""
+    if not s3_endpoint.is_moto:
+        pytest.skip("needs moto's SQS")
+    bucket = f"s3q-ev-{uuid4().hex[:12]}"
+    s3_endpoint.client().create_bucket(Bucket=bucket)
+    env = {**cli.env, "S3Q_QUEUE": f"s3://{bucket}/q",
+           "S3Q_EVENTS_QUEUE": f"s3q-ev-{uuid4().hex[:8]}"}
+    late = replace(cli, env=env, queue=env["S3Q_QUEUE"])
+    before = set(cli.tmp.glob("worker-*.log"))
+    worker = late.worker("-c", "1", "--poll-interval", "1", "--events-list-interval", "3600",
+                         "--log-level", "debug")
+    procs.append(worker)
+    [path] = set(cli.tmp.glob("worker-*.log")) - before
+
+    def log() -> list[dict[str, Any]]:
+        return log_events(path)
+
+    wait_for(lambda: seen(log, "events_failed"), 60, "the SQS failure to be logged")
+    [a] = late.submit(1, prefix="a")
+    wait_for(lambda: seen(log, "completed", a), 60, "A to be found by polling")
+    assert not seen(log, "notified", a) and worker.poll() is None
+    late.run("events", "setup")
+    wait_for(lambda: seen(log, "events_listening"), 90, "the event source to recover")
+    wait_for(lambda: any(e.get("event") == "idle" and e["seconds"] >= LATER for e in log()),
+             60, "the worker to rely on events")
+    [b] = late.submit(1, prefix="b")
+    wait_for(lambda: seen(log, "completed", b), 60, "B to be processed")
+    assert seen(log, "notified", b) and worker.poll() is None
