@@ -53,7 +53,8 @@ from s3q.s3events import parse_message
 from s3q.sqs import Message, SqsError, SqsQueue
 from s3q.store import NotFound, StoreError
 
-__all__ = ["CHECK_AFTER", "MAX_CHECKS", "MAX_RECEIVES", "VISIBILITY", "EventSource"]
+__all__ = ["CHECK_AFTER", "MAX_CHECKS", "MAX_RECEIVES", "VISIBILITY", "EventSource",
+           "s3_location"]
 
 log = logging.getLogger("s3q.events")
 
@@ -88,20 +89,25 @@ class _Held:
     hides: list[int] = field(default_factory=list)
 
 
+def s3_location(queue: Queue) -> tuple[str, str]:
+    """The bucket and the full key prefix of wait/ of a queue on S3. Raises ConfigError for
+    a queue elsewhere (no S3 notifications there)."""
+    bucket = getattr(queue.store, "bucket", None)
+    if not isinstance(bucket, str):
+        raise ConfigError(f"events_queue: S3 event notifications need a queue on S3 "
+                          f"(s3://bucket/prefix), not {queue.store.url}")
+    prefix = str(getattr(queue.store, "prefix", ""))
+    return bucket, (f"{prefix}/" if prefix else "") + layout.WAIT
+
+
 class EventSource:
     """The event source of one worker (see the module doc). :meth:`start` it with the
     worker's free-slot count and wake-up; :meth:`stop` it when the worker stops."""
 
     def __init__(self, queue: Queue, sqs: SqsQueue, worker_id: str, *,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
-        bucket = getattr(queue.store, "bucket", None)
-        if not isinstance(bucket, str):
-            raise ConfigError(f"events_queue: S3 event notifications need a queue on S3 "
-                              f"(s3://bucket/prefix), not {queue.store.url}")
-        prefix = str(getattr(queue.store, "prefix", ""))
         self.queue, self.sqs, self.worker_id = queue, sqs, worker_id
-        self.bucket = bucket
-        self.wait_prefix = (f"{prefix}/" if prefix else "") + layout.WAIT
+        self.bucket, self.wait_prefix = s3_location(queue)
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._held: dict[str, _Held] = {}  # receipt handle -> message

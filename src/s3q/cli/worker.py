@@ -68,13 +68,13 @@ def run_worker(requests: list[str], *, exec_cmd: str | None, handler_spec: str |
     queue = app.open_queue()
     check_reachable(queue)
     worker_id = cfg.effective_worker_id()
+    events = event_source(app, queue, worker_id) if not burst else None
     log.info("settings", extra={"event": "settings", "worker": worker_id, "settings": {
         name: value for name, value, _ in show_config(cfg, app.sources)}})
     metrics = new_metrics() if cfg.metrics_port else None
     options = WorkerOptions(worker_id=worker_id, concurrency=cfg.concurrency, grace=cfg.grace,
                             burst=burst, max_jobs=max_jobs, poll_interval=cfg.poll_interval,
                             events_list_interval=cfg.events_list_interval)
-    events = event_source(app, queue, worker_id) if not burst else None
     runner = Worker(queue, handler, options, stop_requests=requests,
                     on_job_done=metrics.on_job_done if metrics else None, events=events)
     if metrics is not None:
@@ -95,8 +95,9 @@ def event_source(app: App, queue: Queue, worker_id: str) -> EventSource | None:
     if app.config.events_queue is None:
         return None
     from s3q.config import resolve_secrets
-    from s3q.events import EventSource
+    from s3q.events import EventSource, s3_location
 
+    s3_location(queue)  # a queue on S3, else a configuration error before anything starts
     sqs = resolve_secrets(app.config).sqs_queue()
     assert sqs is not None
     app.ctx.call_on_close(sqs.close)
