@@ -4,7 +4,8 @@
 
 Sections: throughput (+ the store's ceiling), seed (the seed's copy+delete with boto3 and
 with the AWS CLI, side by side), peers (other S3 queues, in bench/.peers-venv), costs
-(requests and $ per job, idle cost), latency, recovery, scale. Writes report.md,
+(requests and $ per job, idle cost), latency, events (waking on S3 events vs polling),
+recovery, scale. Writes report.md,
 results.json and PNG plots into the output folder (bench/results/ is git-ignored). Needs the
 ``bench`` extra for plots: ``.venv/bin/pip install -e '.[bench]'``.
 """
@@ -29,6 +30,7 @@ from bench.sections import (
     Shared,
     ceiling_section,
     costs_section,
+    events_section,
     latency_section,
     peers_section,
     recovery_section,
@@ -39,8 +41,8 @@ from bench.sections import (
     throughput,
 )
 
-SECTIONS = ("throughput", "ceiling", "seed", "speed", "peers", "costs", "latency", "recovery",
-            "scale", "status")
+SECTIONS = ("throughput", "ceiling", "seed", "speed", "peers", "costs", "latency", "events",
+            "recovery",            "scale", "status")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "peers": lambda: peers_section(ctx, s3, shared),
         "costs": lambda: costs_section(ctx, s3, shared),
         "latency": lambda: latency_section(ctx, s3),
+        "events": lambda: events_section(ctx, s3),
         "recovery": lambda: recovery_section(ctx, s3, scratch),
         "scale": lambda: scale_section(ctx, s3, scratch),
         "status": lambda: status_section(ctx, s3),

@@ -64,6 +64,20 @@ def _summary(ctx: Context, sections: dict[str, Section]) -> list[str]:
                          f"{b['poll_interval']:g}: p50 **{a['p50_s'] / b['p50_s']:.2f}x**, "
                          f"p99 **{a['p99_s'] / b['p99_s']:.2f}x** ({a['p99_s']:.2f} s vs "
                          f"{b['p99_s']:.2f} s).")
+    ev = sections.get("events")
+    if ev and ev.data.get("latency"):
+        poll, on = ev.data["latency"]
+        lines.append(f"- latency at 1 request/s, polling / events: p99 "
+                     f"**{poll['p99_s'] / on['p99_s']:.1f}x** ({poll['p99_s']:.2f} s vs "
+                     f"{on['p99_s']:.2f} s; p50 {poll['p50_s']:.2f} s vs {on['p50_s']:.2f} s).")
+        fleets = {(r["fleet"], r["workers"]): r for r in ev.data["idle"]}
+        old = fleets.get(("before issue 13: every worker scans", 1))
+        ten = fleets.get(("events", 10))
+        if old and ten:
+            ratio = ten["lists_per_hour"] / max(1.0, old["lists_per_hour"])
+            lines.append(f"- idle LISTs per hour, 10 workers with events / 1 worker before "
+                         f"issue 13: **{ratio:.2f}x**; $ per idle worker per day "
+                         f"{ten['usd_per_worker_day']:.4f} vs {old['usd_per_worker_day']:.4f}.")
     rec = sections.get("recovery")
     if rec and rec.data.get("cases"):
         cases = rec.data["cases"]

@@ -13,6 +13,7 @@ Submodules, one per concept:
   and behind 25 ms of latency: issue 12's goals);
 - ``costs``: ``costs_section`` (requests and $ per job, idle cost);
 - ``latency``: ``latency_section``;
+- ``events``: ``events_section`` (waking on S3 events vs polling: latency, idle fleets);
 - ``recovery``: ``recovery_section``;
 - ``scale``: ``scale_section``;
 - ``status``: ``status_section`` (``s3q status`` vs ``--check`` as finish/ grows).
@@ -29,6 +30,7 @@ from bench.sections._shared import (
 )
 from bench.sections.comparisons import peers_section, seed_section
 from bench.sections.costs import costs_section
+from bench.sections.events import events_section
 from bench.sections.latency import latency_section
 from bench.sections.rates import ceiling_section, throughput
 from bench.sections.recovery import recovery_section
@@ -44,6 +46,7 @@ __all__ = [
     "Shared",
     "ceiling_section",
     "costs_section",
+    "events_section",
     "latency_section",
     "peers_section",
     "recovery_section",

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 
     from s3q.backends import S3Options
     from s3q.queue import QueueConfig
+    from s3q.sqs import SqsQueue
 
 __all__ = ["SEARCH_PATH", "SETTINGS", "Config", "Secret", "Setting", "default_worker_id",
            "describe_source", "load_config", "resolve_secrets", "show_config"]
@@ -152,6 +153,11 @@ SETTINGS: tuple[Setting, ...] = (
     _D("probe_max_age", 86400.0, "How long a worker trusts the store probe it cached in the "
        "store (.s3q/probe/result; see 's3q doctor') before probing again at start; 0 = probe "
        "at every start.", minimum=0),
+    _S("events_queue", str, None, "SQS queue (URL, ARN or name) receiving the bucket's "
+       "s3:ObjectCreated notifications for wait/ ('s3q events setup'): workers wake on "
+       "them; unset = polling only."),
+    _D("events_list_interval", 300.0, "With events_queue: longest wait between "
+       "listings of an empty wait/ (the safety net for lost notifications).", minimum=1),
     _S("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
     _S("log_json", bool, None, "Log JSON lines (true/false); unset or 'auto' = automatic."),
     _S("metrics_port", int, 0, "Port of the metrics endpoint; 0 = off.", minimum=0,
@@ -168,6 +174,9 @@ SETTINGS: tuple[Setting, ...] = (
     _S("ssm_endpoint_url", str, None, "SSM endpoint for ssm: secrets; unset = "
        "AWS_ENDPOINT_URL_SSM, AWS_ENDPOINT_URL, else AWS's own.",
        default_env=("AWS_ENDPOINT_URL_SSM", "AWS_ENDPOINT_URL")),
+    _S("sqs_endpoint_url", str, None, "SQS endpoint for events_queue; unset = "
+       "AWS_ENDPOINT_URL_SQS, AWS_ENDPOINT_URL, the queue URL's own (not AWS), else AWS's.",
+       default_env=("AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL")),
     _S("access_key_id", str, None, "S3 access key id." + _SECRET_HELP, secret=True),
     _S("secret_access_key", str, None, "S3 secret access key." + _SECRET_HELP, secret=True),
     _S("session_token", str, None, "S3 session token." + _SECRET_HELP, secret=True),
@@ -204,6 +213,8 @@ class Config:
     breaker_threshold: int
     breaker_pause: float
     probe_max_age: float
+    events_queue: str | None
+    events_list_interval: float
     log_level: Literal["debug", "info", "warning", "error"]
     log_json: bool | None
     metrics_port: int
@@ -213,6 +224,7 @@ class Config:
     region: str | None
     retry_mode: Literal["standard", "adaptive"]
     ssm_endpoint_url: str | None
+    sqs_endpoint_url: str | None
     access_key_id: Secret | None
     secret_access_key: Secret | None
     session_token: Secret | None
@@ -239,6 +251,22 @@ class Config:
             access_key_id=self._reveal("access_key_id"),
             secret_access_key=self._reveal("secret_access_key"),
             session_token=self._reveal("session_token"))
+
+    def sqs_queue(self) -> SqsQueue | None:
+        """The ``events_queue`` (secrets resolved: the same credentials as S3), or None.
+        Raises ConfigError for a value that names no SQS queue."""
+        if self.events_queue is None:
+            return None
+        from s3q.sqs import SqsError, SqsQueue, parse_queue
+
+        try:
+            return SqsQueue(parse_queue(self.events_queue), region=self.region,
+                            endpoint_url=self.sqs_endpoint_url, retry_mode=self.retry_mode,
+                            access_key_id=self._reveal("access_key_id"),
+                            secret_access_key=self._reveal("secret_access_key"),
+                            session_token=self._reveal("session_token"))
+        except (ValueError, SqsError) as e:
+            raise ConfigError(str(e)) from None
 
     def effective_worker_id(self, suffix: str | None = None) -> str:
         """``worker_id`` (or :func:`default_worker_id`, which may ask the EC2 IMDS), plus
@@ -298,6 +326,13 @@ def load_config(
         raise ConfigError("access_key_id, secret_access_key: give both or neither (and "
                           "session_token only with them); sources: " + ", ".join(
                               f"{n} {sources[n]}" for n in _BY_NAME if _BY_NAME[n].secret))
+    if cfg.events_queue is not None:
+        from s3q.sqs import parse_queue
+
+        try:
+            parse_queue(cfg.events_queue)
+        except ValueError as e:
+            raise ConfigError(f"{e} ({sources['events_queue']})") from None
     try:
         cfg.queue_config()
     except ConfigError as e:  # cross-field rules live in QueueConfig; add the source

@@ -120,7 +120,7 @@ class Context:
         return now > info.last_modified + self.config.lease_ttl + CLOCK_MARGIN
 
     def is_overdue(self, info: ObjectInfo, now: float) -> bool:
-        """Is an expired lease still there longer than a takeover takes (every worker's
+        """Is an expired lease still there longer than a takeover takes (the fleet's
         scanner runs every ``scan_interval``)? Then no worker is scanning this queue."""
         return self.is_expired(info, now - 2 * self.config.effective_scan_interval)
 

@@ -12,7 +12,12 @@ For a queue ``s3://BUCKET/PREFIX`` a worker (and every ``s3q`` command) needs ex
   (``If-None-Match``, ``If-Match``) need no other permission. ``s3:AbortMultipartUpload``
   lets the managed multipart copy of a request over 5 GiB clean up after a failure;
 * with ``ssm:`` secrets only: ``ssm:GetParameter`` on those parameters and ``kms:Decrypt``
-  through SSM (condition ``kms:ViaService``) to decrypt the SecureStrings.
+  through SSM (condition ``kms:ViaService``) to decrypt the SecureStrings;
+* with ``events_queue`` only: on that SQS queue, ``sqs:ReceiveMessage``,
+  ``sqs:DeleteMessage`` (DeleteMessageBatch too), ``sqs:ChangeMessageVisibility`` (hiding
+  a message until the retry it announces is due), and ``sqs:GetQueueUrl`` when the queue is
+  named by name or ARN rather than URL. Not ``sqs:GetQueueAttributes``: only
+  ``s3q events setup`` reads attributes, with the operator's credentials.
 
 Nothing else: not the rest of the bucket, not other buckets, no ``s3:*``. A bucket encrypted
 with a customer managed KMS key (SSE-KMS) additionally needs ``kms:GenerateDataKey`` and
@@ -41,12 +46,13 @@ QUEUE_PREFIXES: tuple[str, ...] = (
 
 
 def iam_policy(queue_url: str, *, ssm_parameters: Iterable[str], region: str | None,
-               account: str | None = None) -> dict[str, Any]:
+               account: str | None = None, events_queue: str | None = None) -> dict[str, Any]:
     """The IAM policy document (``Version`` 2012-10-17) a worker of the S3 queue
     ``queue_url`` needs; ``ssm_parameters`` are the names (``/app/prod/key``, with or without
     ``ssm:``, or full ARNs) of its ``ssm:`` secrets; ``region`` and ``account`` narrow the
-    parameter ARNs and the KMS condition (``*`` when unknown). Raises ValueError for a queue
-    that is not on S3."""
+    parameter ARNs and the KMS condition (``*`` when unknown); ``events_queue`` is the SQS
+    queue of the event source, if any. Raises ValueError for a queue that is not on S3 (or
+    an ``events_queue`` that names no SQS queue)."""
     parts = urlsplit(queue_url)
     if parts.scheme.lower() != "s3":
         raise ValueError(f"queue {queue_url!r} is not on S3: an IAM policy applies only to "
@@ -95,6 +101,17 @@ def iam_policy(queue_url: str, *, ssm_parameters: Iterable[str], region: str | N
                               {"kms:ViaService": via}},
             },
         ]
+    if events_queue:
+        from s3q.sqs import parse_queue
+
+        ref = parse_queue(events_queue)
+        actions = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"]
+        statements.append({
+            "Sid": "ReceiveBucketNotifications",
+            "Effect": "Allow",
+            "Action": actions + ([] if ref.url else ["sqs:GetQueueUrl"]),
+            "Resource": ref.arn(partition, region, account),
+        })
     return {"Version": "2012-10-17", "Statement": statements}
 
 
@@ -117,7 +134,7 @@ def iam_policy_for(cfg: Config, *, account: str | None = None,
     env = dict(os.environ) if env is None else env
     region = cfg.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
     return iam_policy(cfg.queue, ssm_parameters=config_ssm_parameters(cfg), region=region,
-                      account=account)
+                      account=account, events_queue=cfg.events_queue)
 
 
 def _partition(region: str | None) -> str:

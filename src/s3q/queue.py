@@ -28,6 +28,7 @@ from s3q.errors import ConfigError
 from s3q.job import Job, LeaseKeeper
 from s3q.layout import State
 from s3q.records import CLOCK_MARGIN, ErrorRecord, Intent, Lease
+from s3q.scanrole import ScannerRole
 from s3q.store import InvalidKey, NotFound, ObjectInfo, Store, list_all, validate_key
 from s3q.takeover import (
     Recovered,
@@ -84,7 +85,7 @@ class Queue:
         self._lock = threading.Lock()
         self._keeper: LeaseKeeper | None = None
         self._claimer = Claimer(self.ctx, self._job)
-        self._scanner = Scanner(self.ctx, self._claimer, self._job)
+        self._scanner = Scanner(self.ctx, self._claimer, self._job, ScannerRole(self.ctx))
 
     # ------------------------------------------------------------------ basics
     def __enter__(self) -> Queue:
@@ -96,6 +97,8 @@ class Queue:
     def close(self) -> None:
         if self._keeper is not None:
             self._keeper.stop()
+        if self._scanner.role is not None:
+            self._scanner.role.resign()
         self.store.close()
 
     @property
@@ -235,9 +238,11 @@ class Queue:
 
     def scan(self, worker_id: str) -> Recovered | None:
         """The takeover scan, if ``scan_interval`` passed since the last one in this
-        process: expired leases of dead workers are fenced and their requests released to
-        wait/ (or dead-lettered after their last attempt). A worker runs it from its own
-        thread, so that it happens however busy the worker's slots are."""
+        process and ``worker_id`` holds the fleet's scanner role (or takes it: vacant or
+        expired; docs/PROTOCOL.md §4): expired leases of dead workers are fenced and their
+        requests released to wait/ (or dead-lettered after their last attempt). None when
+        no scan ran. A worker runs it from its own thread, so that it happens however busy
+        the worker's slots are."""
         _check_worker_id(worker_id)
         return self._scanner.run_if_due(worker_id)
 

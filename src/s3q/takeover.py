@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from s3q import layout, leases, requeue, settle
 from s3q.claim import Claimer, finish_claim
@@ -23,6 +23,9 @@ from s3q.job import Job
 from s3q.leases import LeaseTaken
 from s3q.records import INLINE_MAX, Intent, Lease, new_claim_id
 from s3q.store import NotFound, ObjectInfo, PreconditionFailed, list_all
+
+if TYPE_CHECKING:
+    from s3q.scanrole import ScannerRole
 
 __all__ = ["Recovered", "RecoveryCandidate", "RecoveryMode", "Scanner", "recover",
            "recovery_candidates", "take_over"]
@@ -203,10 +206,13 @@ def _adopt_orphan(ctx: Context, info: ObjectInfo) -> bool:
 # ---------------------------------------------------------------------- the scan
 class Scanner:
     """Finds expired leases, orphans and due retries without a view; at most one scan per
-    ``scan_interval`` in this process."""
+    ``scan_interval`` in this process, and with a ``role``, only while this process holds
+    the fleet's scanner role (:mod:`s3q.scanrole`)."""
 
-    def __init__(self, ctx: Context, claimer: Claimer, make_job: MakeJob) -> None:
+    def __init__(self, ctx: Context, claimer: Claimer, make_job: MakeJob,
+                 role: ScannerRole | None = None) -> None:
         self.ctx, self.claimer, self.make_job = ctx, claimer, make_job
+        self.role = role
         self._lock = threading.Lock()
         self._next = 0.0  # store time of the next scan
         self._retries: dict[str, tuple[str, float]] = {}  # name -> (lease etag, not_before)
@@ -217,6 +223,8 @@ class Scanner:
             if now < self._next:
                 return None
             self._next = now + self.ctx.config.effective_scan_interval
+        if self.role is not None and not self.role.held(worker_id):
+            return None  # another worker scans for the fleet
         return self.scan(worker_id)
 
     def scan(self, worker_id: str) -> Recovered:

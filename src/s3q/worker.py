@@ -1,10 +1,14 @@
 """The worker: N threads that claim a request, run the handler, and settle it.
 
     start:   re-queue what this worker id held before it died (own recovery)
-    loop:    claim from wait/ → handler → settle
+    loop:    claim from wait/ → handler → settle (on the settler's threads: the slot
+             claims its next request meanwhile)
     scan:    a thread of its own takes over dead workers' expired leases every scan
              interval, however busy the slots are, and releases them to wait/
-    idle:    back off exponentially with jitter up to poll_interval; no writes while idle
+    idle:    back off exponentially with jitter up to poll_interval; no writes while idle.
+             With an event source (s3q.events): a notification wakes a slot at once, and
+             the idle listing of wait/ (the safety net) comes every events_list_interval
+             (s3q.pacing)
     stop:    (SIGTERM/SIGINT) stop claiming; let running jobs finish within `grace`;
              give back what still runs (to wait/, for another worker at once); exit 0.
              A second signal gives everything back at once.
@@ -14,31 +18,31 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
-import hashlib
 import logging
-import os
-import random
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from s3q.errors import ConfigError, JobStateError, LeaseLost
+from s3q.errors import JobStateError, LeaseLost
 from s3q.handlers import Handler
+from s3q.hostlock import one_per_host
 from s3q.job import Job
+from s3q.pacing import Pacer
 from s3q.queue import Outlook, Queue
 from s3q.registry import Presence
 from s3q.store import StoreError
 
+if TYPE_CHECKING:
+    from s3q.events import EventSource
+
 __all__ = ["Worker", "WorkerOptions", "WorkerStats"]
 
 log = logging.getLogger("s3q.worker")
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
@@ -60,6 +64,8 @@ class WorkerOptions:
     view_after: float = 1.0
     #: Complete or fail jobs on threads of their own, off the slots' critical path.
     settle_in_background: bool = True
+    #: With an event source: longest wait between listings of an empty wait/ (seconds).
+    events_list_interval: float = 300.0
 
 
 @dataclass
@@ -76,7 +82,8 @@ class Worker:
     def __init__(self, queue: Queue, handler: Handler, options: WorkerOptions,
                  *, on_job_done: Callable[[Job, str, float], None] | None = None,
                  claim_gate: Callable[[threading.Event], bool] | None = None,
-                 stop_requests: list[str] | None = None) -> None:
+                 stop_requests: list[str] | None = None,
+                 events: EventSource | None = None) -> None:
         if options.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.queue, self.handler, self.options = queue, handler, options
@@ -97,11 +104,13 @@ class Worker:
         self._settler: ThreadPoolExecutor | None = None
         self._settle_backlog = threading.BoundedSemaphore(2 * options.concurrency)
         self._ended = threading.Event()  # this run's slots are done (the scanner stops)
-        self._rng = random.Random()
-        self._idle_cond = threading.Condition()
-        self._idle = 0  # consecutive polls that found nothing (shared by the slots)
-        self._next_poll = 0.0  # monotonic time of the next poll while idle
-        self._polling = False  # one slot polls while idle
+        self._events = source = None if options.burst else events
+        self._pacer = Pacer(
+            poll_interval=options.poll_interval,
+            scan_interval=queue.config.effective_scan_interval,
+            events_list_interval=options.events_list_interval,
+            events_healthy=None if source is None else lambda: source.healthy)
+        self._claiming = 0  # slots inside a claim
         self._burst_slots = options.concurrency  # slots a burst still runs (per run)
         self._outlook: Outlook | None = None  # what the last slot of a burst saw last
         #: Its .s3q/workers/ record while it runs, and the queue's pause flag (s3q.registry)
@@ -143,7 +152,7 @@ class Worker:
     def run(self) -> WorkerStats:
         """Run until stopped (or, with burst / max_jobs, until done). Returns the stats.
         Raises ConfigError if a worker with the same id already runs on this host."""
-        with _one_per_host(self.options.worker_id, self.queue.store.url), self.presence:
+        with one_per_host(self.options.worker_id, self.queue.store.url), self.presence:
             return self._run()
 
     def _run(self) -> WorkerStats:
@@ -168,12 +177,16 @@ class Worker:
             t.start()
         if self.options.scanner:
             scanner.start()
+        if self._events is not None:
+            self._events.start(capacity=self._free_slots, wake=self.wake)
         while any(t.is_alive() for t in threads) and not self._stopping.wait(0.2):
             self._notice_signals()
         self._notice_signals()
         if any(t.is_alive() for t in threads):
             self._drain(threads)
         self._ended.set()  # (a burst that ended by itself) the scanner stops too
+        if self._events is not None:
+            self._events.stop()
         if self._settler is not None:
             self._settler.shutdown(wait=True)  # decided jobs are settled, never given back
         if scanner.is_alive():
@@ -190,7 +203,14 @@ class Worker:
         pause = min(1.0, self.queue.config.effective_scan_interval / 4)
         while not self._stopping.is_set():
             try:
-                self.queue.scan(wid)
+                recovered = self.queue.scan(wid)
+                if recovered is not None:
+                    log.debug("takeover scan: %d request(s) recovered", len(recovered),
+                              extra={"event": "scanned", "worker": wid,
+                                     "count": len(recovered)})
+                    released = sum(1 for a in recovered.actions.values() if a == "released")
+                    if released:  # claim them now, not at the next poll
+                        self.wake(released)
             except StoreError as exc:
                 log.warning("takeover scan failed: %s", exc, extra={"event": "scan_failed"})
             except Exception:  # never let the scanner die
@@ -231,20 +251,31 @@ class Worker:
         while not self._stopping.is_set():
             if self._claim_gate is not None and not self._claim_gate(self._stopping):
                 continue
-            if not self._my_turn_to_poll():
+            turn = self._pacer.turn()
+            if turn is None:
                 continue
             if not self._take_ticket():
-                self._polled(found=False)
+                self._pacer.claimed(turn, found=False)
                 return
-            paused = False
+            with self._lock:
+                self._claiming += 1
+            paused, job = False, None
             try:
                 paused = self.presence.paused()  # paused: claim nothing, poll as if idle
                 job = None if paused else self.queue.claim(
                     self.options.worker_id, view_after=self.options.view_after)
             except StoreError as exc:
                 log.warning("claim failed: %s", exc, extra={"event": "claim_failed"})
-                job = None
-            self._polled(found=job is not None)
+            finally:
+                if job is None:
+                    with self._lock:
+                        self._claiming -= 1
+            named = (job is not None and self._events is not None
+                     and self._events.offered(job.name))
+            sleep = self._pacer.claimed(turn, found=job is not None, named=named)
+            if sleep is not None:
+                log.debug("idle: next listing of wait/ in %.1fs", sleep,
+                          extra={"event": "idle", "seconds": round(sleep, 1)})
             if job is None:
                 self._return_ticket()
                 if self.options.burst and (paused or not self._burst_waits()):
@@ -279,32 +310,23 @@ class Worker:
         """Count the job as running, unless a stop came while it was being claimed: the
         drain gives back only the jobs it sees, under this same lock."""
         with self._lock:
+            self._claiming -= 1
             if self._stopping.is_set():
                 return False
             self._running[id(job)] = job
             return True
 
-    def _my_turn_to_poll(self) -> bool:
-        """While the queue is busy every slot claims freely. Once a claim finds nothing,
-        the slots poll one at a time at a shared, growing interval (so an idle worker costs
-        one LIST per poll, whatever its concurrency). False: wait, then ask again."""
-        with self._idle_cond:
-            if self._idle == 0:
-                return True
-            delay = self._next_poll - time.monotonic()
-            if self._polling or delay > 0:
-                self._idle_cond.wait(timeout=min(max(delay, 0.05), 0.5))
-                return False
-            self._polling = True
-            return True
+    def wake(self, claims: int = 1) -> None:
+        """Let ``claims`` slots claim at once, idle or not (an event named requests, or a
+        scan released some). Thread-safe."""
+        self._pacer.wake(claims)
 
-    def _polled(self, *, found: bool) -> None:
-        with self._idle_cond:
-            self._polling = False
-            self._idle = 0 if found else self._idle + 1
-            self._next_poll = time.monotonic() + (self._idle_sleep(self._idle) if self._idle
-                                                  else 0.0)
-            self._idle_cond.notify_all()
+    def _free_slots(self) -> int:
+        """Slots neither running a job, nor claiming, nor about to claim for a wake."""
+        wakes = self._pacer.wakes
+        with self._lock:
+            busy = len(self._running) + self._claiming
+        return max(0, self.options.concurrency - busy - wakes)
 
     def _take_ticket(self) -> bool:
         with self._lock:
@@ -316,13 +338,6 @@ class Worker:
     def _return_ticket(self) -> None:
         with self._lock:
             self.stats.claimed -= 1
-
-    def _idle_sleep(self, idle: int) -> float:
-        """Exponential backoff with jitter while idle, never longer than the scan interval
-        (so that expired leases of dead workers are found in time)."""
-        longest = min(self.options.poll_interval, self.queue.config.effective_scan_interval)
-        cap = min(longest, 0.2 * 2 ** min(idle, 10))
-        return self._rng.uniform(cap / 2, cap)
 
     def _process(self, job: Job) -> None:
         """Run the handler, then settle the job (complete, or fail with retry) on the
@@ -396,30 +411,6 @@ class Worker:
                 self.stats.lost += 1
         if self._on_job_done is not None:
             self._on_job_done(job, outcome, elapsed)
-
-
-@contextlib.contextmanager
-def _one_per_host(worker_id: str, queue_url: str) -> Iterator[None]:
-    """Hold a host-wide lock on (queue, worker id): two live workers with one id on one
-    queue would take each other's work back at start (own recovery); on two queues they do
-    not meet. Lock files live in $S3Q_LOCK_DIR (default: the temporary directory)."""
-    lock_dir = Path(os.environ.get("S3Q_LOCK_DIR") or tempfile.gettempdir())
-    digest = hashlib.sha256(f"{queue_url}\n{worker_id}".encode()).hexdigest()[:16]
-    path = lock_dir / f"s3q-worker-{digest}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(
-                f"worker_id: another worker with id {worker_id!r} is running on this host "
-                f"for {queue_url} (lock {path}); give each worker process its own "
-                "--worker-id") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {worker_id} {queue_url}\n".encode())
-        yield
-    finally:
-        os.close(fd)
 
 
 def _one_line(exc: BaseException) -> str:

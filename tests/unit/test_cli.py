@@ -182,6 +182,16 @@ def test_worker_usage_and_config_errors_are_one_line(qdir: Path, args: list[str]
     assert message in one_error_line(out)
 
 
+def test_events_need_a_queue_on_s3(qdir: Path) -> None:
+    out = run(qdir, "worker", "--exec", "true", "--events-queue", "s3q-events")
+    assert out.exit_code == 2
+    assert "S3 event notifications need a queue on S3" in one_error_line(out)
+    out = run(qdir, "events", "setup", "--events-queue", "s3q-events")
+    assert out.exit_code == 2 and "need a queue on S3" in one_error_line(out)
+    out = run(qdir, "events", "setup")
+    assert out.exit_code == 2 and "events_queue is not set" in one_error_line(out)
+
+
 def test_an_unusable_store_exits_3(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")

@@ -244,6 +244,11 @@ def test_endpoint_defaults_come_from_the_standard_aws_variables(tmp_path: Path) 
     cfg, src = load(env={**env, "AWS_ENDPOINT_URL_SSM": "http://ssm:1"})
     assert (cfg.ssm_endpoint_url, src["ssm_endpoint_url"]) == (
         "http://ssm:1", "env AWS_ENDPOINT_URL_SSM")
+    assert (cfg.sqs_endpoint_url, src["sqs_endpoint_url"]) == (
+        "http://minio:9000", "env AWS_ENDPOINT_URL")
+    cfg, src = load(env={**env, "AWS_ENDPOINT_URL_SQS": "http://sqs:1"})
+    assert (cfg.sqs_endpoint_url, src["sqs_endpoint_url"]) == (
+        "http://sqs:1", "env AWS_ENDPOINT_URL_SQS")
     path = write(tmp_path / "s3q.toml", 'endpoint_url = "http://file:9000"\n')
     cfg, src = load(env=env)
     assert (cfg.endpoint_url, src["endpoint_url"]) == ("http://file:9000", f"file {path}")
@@ -328,6 +333,13 @@ def test_unknown_keys_suggest_the_setting(tmp_path: Path) -> None:
          "endpoint_url: must be a non-empty single line, got 'a\\x01b' (env AWS_ENDPOINT_URL)"),
         ("[profiles.a]\n[profiles.b]", {"S3Q_PROFILE": "nope"}, {},
          "profile: 'nope' (env S3Q_PROFILE) is not defined in {path} (profiles: a, b)"),
+        ('events_queue = "q.fifo"', {}, {},
+         "events_queue: 'q.fifo' is a FIFO queue; S3 sends event notifications to standard "
+         "queues only (file {path})"),
+        ("", {"S3Q_EVENTS_QUEUE": "arn:aws:sns:x:1:t"}, {},
+         "events_queue: 'arn:aws:sns:x:1:t' is not an SQS queue ARN (env S3Q_EVENTS_QUEUE)"),
+        ("", {}, {"events_list_interval": "0.5"},
+         "events_list_interval: must be at least 1, got '0.5' (flag --events-list-interval)"),
     ],
 )
 def test_bad_values_name_the_setting_and_source(tmp_path: Path, toml: str, env: dict[str, str],

@@ -185,6 +185,51 @@ def test_policy_for_a_config_uses_its_queue_region_and_ssm_secrets(tmp_path: Any
     assert set(by_sid) == {"ListQueuePrefixes", "ReadWriteQueueObjects"}
 
 
+#: What the event source calls on SQS, and the action that authorizes each (the batch
+#: calls are authorized by the single ones); tests/acceptance/test_events.py checks that a
+#: worker makes no other SQS call.
+SQS_ACTIONS = {"GetQueueUrl": "sqs:GetQueueUrl", "ReceiveMessage": "sqs:ReceiveMessage",
+               "DeleteMessageBatch": "sqs:DeleteMessage",
+               "ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility"}
+
+
+@pytest.mark.parametrize(("events_queue", "arn", "by_name"), [
+    ("https://sqs.eu-west-1.amazonaws.com/123456789012/s3q-events",
+     "arn:aws:sqs:eu-west-1:123456789012:s3q-events", False),
+    ("arn:aws:sqs:eu-west-1:123456789012:s3q-events",
+     "arn:aws:sqs:eu-west-1:123456789012:s3q-events", True),
+    ("s3q-events", "arn:aws:sqs:eu-west-1:*:s3q-events", True),
+])
+def test_an_events_queue_adds_receiving_from_that_queue_only(
+        events_queue: str, arn: str, by_name: bool) -> None:
+    policy = iam_policy("s3://acme/requests", ssm_parameters=[], region="eu-west-1",
+                        events_queue=events_queue)
+    sqs = statements(policy)["ReceiveBucketNotifications"]
+    assert sqs["Resource"] == arn
+    needed = {a for op, a in SQS_ACTIONS.items() if op != "GetQueueUrl" or by_name}
+    assert set(sqs["Action"]) == needed
+    for action in needed:
+        assert allowed(policy, action, arn)
+        assert not allowed(policy, action, arn.replace("s3q-events", "other"))
+    for action in ("sqs:SendMessage", "sqs:PurgeQueue", "sqs:SetQueueAttributes",
+                   "sqs:CreateQueue", "sqs:DeleteQueue", "sqs:GetQueueAttributes"):
+        assert not allowed(policy, action, arn), action
+    account = statements(iam_policy("s3://acme", ssm_parameters=[], region="eu-west-1",
+                                    account="123456789012", events_queue="s3q-events"))
+    assert account["ReceiveBucketNotifications"]["Resource"] == (
+        "arn:aws:sqs:eu-west-1:123456789012:s3q-events")
+
+
+def test_no_sqs_statement_without_an_events_queue() -> None:
+    policy = iam_policy("s3://acme/q", ssm_parameters=[], region="us-east-1")
+    assert all(not a.startswith("sqs:") for s in policy["Statement"]
+               for a in as_list(s["Action"]))
+    cfg, _ = load_config(env={"S3Q_QUEUE": "s3://acme/q", "S3Q_EVENTS_QUEUE": "s3q-ev"},
+                         hostname="h")
+    by_sid = statements(iam_policy_for(cfg, env={"AWS_REGION": "us-east-2"}))
+    assert by_sid["ReceiveBucketNotifications"]["Resource"] == "arn:aws:sqs:us-east-2:*:s3q-ev"
+
+
 # --------------------------------------------------------------------------- coverage
 
 #: The S3 action that authorizes each store operation (HeadObject: s3:GetObject).

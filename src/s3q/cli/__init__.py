@@ -8,6 +8,7 @@
     s3q requeue / recover / purge                    operator actions
     s3q config show                                  the effective settings and their sources
     s3q deploy init [DIR] / s3q iam-policy           EC2: CodeDeploy bundle, IAM policy
+    s3q events setup                                 S3 → SQS notifications for wait/
 
 Every non-secret setting of :data:`s3q.config.SETTINGS` is a ``--flag`` of every command
 (plus ``--config PATH``), before or after the command's name. Exit codes: 0 ok; 1 unhealthy
@@ -20,7 +21,8 @@ The modules: :mod:`~s3q.cli.errors` (exit codes, error → exit code), :mod:`~s3
 and one per command family: :mod:`~s3q.cli.worker`, :mod:`~s3q.cli.submit`,
 :mod:`~s3q.cli.status`, :mod:`~s3q.cli.show` (ls, show, result) and :mod:`~s3q.cli.admin` (requeue,
 recover, purge, config show), :mod:`~s3q.cli.ec2` (deploy init, iam-policy),
-:mod:`~s3q.cli.doctor` (doctor, and the worker's start-up check of its store).
+:mod:`~s3q.cli.doctor` (doctor, and the worker's start-up check of its store),
+:mod:`~s3q.cli.events` (events setup).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from s3q.cli.dashboard import dashboard
 from s3q.cli.doctor import doctor
 from s3q.cli.ec2 import deploy_group, iam_policy
 from s3q.cli.errors import EXIT_STORE, EXIT_UNHEALTHY, EXIT_USAGE, Failure, S3qGroup
+from s3q.cli.events import events_group
 from s3q.cli.exporter import exporter
 from s3q.cli.options import format_examples, format_option_groups, global_options
 from s3q.cli.pause import pause, resume
@@ -77,7 +80,7 @@ def cli() -> None:
 
 
 for _command in (worker, submit, status, ls_command, show, result_command, requeue, recover,
-                 purge, config_group, deploy_group, iam_policy, doctor):
+                 purge, config_group, deploy_group, iam_policy, doctor, events_group):
     cli.add_command(_command)
 cli.add_command(workers)
 cli.add_command(pause)

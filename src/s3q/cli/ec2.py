@@ -58,13 +58,15 @@ def deploy_init(*, directory: str, app_dir: str, service_user: str, service_name
 
 @click.command("iam-policy", cls=S3qCommand, examples=[
     "s3q --profile prod iam-policy > policy.json",
-    "s3q --queue s3://bucket/prefix iam-policy --account 123456789012"])
-@click.option("--account", metavar="ID", help="AWS account id for the SSM parameter ARNs "
-              "(default: any).")
-@setting_options()
+    "s3q --queue s3://bucket/prefix iam-policy --account 123456789012",
+    "s3q --events-queue s3q-events iam-policy --account 123456789012"])
+@click.option("--account", metavar="ID", help="AWS account id for the SSM parameter and SQS "
+              "queue ARNs (default: any; an events_queue URL names its own).")
+@setting_options("events_queue")
 def iam_policy(account: str | None) -> None:
     """Print the least-privilege IAM policy for the configured queue: S3 on its prefixes
-    only; ssm:GetParameter and kms:Decrypt only for configured ssm: secrets.
+    only; ssm:GetParameter and kms:Decrypt only for configured ssm: secrets; SQS receive,
+    delete and change-visibility on events_queue only when it is set.
 
     The output is an IAM policy document as AWS reads it (so it has no "schema" key)."""
     app = App()

@@ -28,6 +28,7 @@ from s3q.store import StoreError
 from s3q.worker import Worker, WorkerOptions
 
 if TYPE_CHECKING:
+    from s3q.events import EventSource
     from s3q.metrics import Metrics
 
 log = logging.getLogger("s3q.cli")  # not __name__: the logger name is part of the logs
@@ -74,12 +75,14 @@ def run_worker(requests: list[str], *, exec_cmd: str | None, handler_spec: str |
     check_reachable(queue)
     require_store(queue, cfg.probe_max_age)  # refuses a store lacking a guarantee (exit 2)
     worker_id = cfg.effective_worker_id()
+    events = event_source(app, queue, worker_id) if not burst else None
     log.info("settings", extra={"event": "settings", "worker": worker_id, "settings": {
         name: value for name, value, _ in show_config(cfg, app.sources)}})
     metrics = new_metrics() if cfg.metrics_port else None
     options = WorkerOptions(worker_id=worker_id, concurrency=cfg.concurrency, grace=cfg.grace,
                             burst=burst, max_jobs=max_jobs, poll_interval=cfg.poll_interval,
-                            view_after=cfg.processing_view_after)
+                            view_after=cfg.processing_view_after,
+                            events_list_interval=cfg.events_list_interval)
     breaker = Breaker(queue, worker_id, threshold=cfg.breaker_threshold,
                       pause=cfg.breaker_pause)
     if cfg.breaker_threshold:
@@ -87,7 +90,8 @@ def run_worker(requests: list[str], *, exec_cmd: str | None, handler_spec: str |
         handler = breaker.wrap(handler)
     runner = Worker(queue, handler, options, stop_requests=requests,
                     on_job_done=metrics.on_job_done if metrics else None,
-                    claim_gate=breaker.wait_until_closed if cfg.breaker_threshold else None)
+                    claim_gate=breaker.wait_until_closed if cfg.breaker_threshold else None,
+                    events=events)
     if metrics is not None:
         metrics.watch_breaker(breaker)
         serve_metrics(app, metrics, runner, cfg.metrics_endpoint(0)[0])  # metrics_addr's host
@@ -118,6 +122,21 @@ def systemd_service(worker_id: str, url: str) -> Iterator[None]:
         notify("STOPPING=1")
         if watchdog is not None:
             watchdog.stop()
+
+
+def event_source(app: App, queue: Queue, worker_id: str) -> EventSource | None:
+    """The worker's event source when ``events_queue`` is set (its SQS client uses the
+    same credentials as S3)."""
+    if app.config.events_queue is None:
+        return None
+    from s3q.config import resolve_secrets
+    from s3q.events import EventSource, s3_location
+
+    s3_location(queue)  # a queue on S3, else a configuration error before anything starts
+    sqs = resolve_secrets(app.config).sqs_queue()
+    assert sqs is not None
+    app.ctx.call_on_close(sqs.close)
+    return EventSource(queue, sqs, worker_id)
 
 
 def drain(runner: Worker, reason: str) -> None:

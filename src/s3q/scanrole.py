@@ -1,0 +1,168 @@
+"""The scanner role: one worker of a fleet runs the takeover scan (docs/PROTOCOL.md §4,
+"scanner role"), so that the fleet's idle LIST rate does not grow with its size.
+
+The role is the object ``.s3q/scanner``, a small lease: created with ``PUT!``, renewed with
+``PUT=e`` at every scan of its holder, taken over with ``PUT=e`` by any worker once it is
+expired (not written for ``role TTL + 2 s``, store clock). Its TTL is
+``max(lease_ttl - lease_ttl/3, scan_interval)``: a dead holder's last role write is at most
+one lease renewal interval after the last renewal of any lease it held, so the role
+expires no later than those leases do, and the takeover bound of invariant 3 still holds.
+
+The role is an economy, not a lock: two scanners at once (a holder that stalled past its
+TTL, and its successor) are as safe as every worker scanning was, because every takeover
+is a conditional write of the lease it takes over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+
+from s3q.context import Context
+from s3q.records import CLOCK_MARGIN, new_claim_id
+from s3q.store import NotFound, ObjectInfo, PreconditionFailed, StoreError
+
+__all__ = ["ROLE_KEY", "RoleRecord", "ScannerRole"]
+
+log = logging.getLogger("s3q")
+
+#: The role object, under the queue's root.
+ROLE_KEY = ".s3q/scanner"
+
+
+@dataclass(frozen=True, slots=True)
+class RoleRecord:
+    """The body of ``.s3q/scanner``. The claim id (new at every acquisition) makes every
+    write's bytes unique, so ``If-Match`` on it is a fence, as on a request's lease."""
+
+    worker: str
+    claim: str
+    gen: int
+    seq: int
+    written_at: float
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"v": 1, "worker": self.worker, "claim": self.claim, "gen": self.gen,
+                           "seq": self.seq, "written_at": self.written_at},
+                          sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, body: bytes) -> RoleRecord | None:
+        """The record, or None when it is not one (corrupt: treated as held by nobody)."""
+        try:
+            data = json.loads(body)
+            if data.get("v") != 1:
+                return None
+            return cls(str(data["worker"]), str(data["claim"]), int(data["gen"]),
+                       int(data["seq"]), float(data["written_at"]))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+
+
+class ScannerRole:
+    """This process's view of the scanner role of one queue. :meth:`held` is asked when a
+    scan is due (:class:`s3q.takeover.Scanner`); thread-safe."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._lock = threading.Lock()
+        self._mine: tuple[RoleRecord, str] | None = None  # our last write and its ETag
+
+    @property
+    def ttl(self) -> float:
+        config = self.ctx.config
+        return max(config.lease_ttl - config.renew_interval, config.effective_scan_interval)
+
+    @property
+    def holder(self) -> str | None:
+        """This process's worker id if it holds the role (as far as it knows)."""
+        mine = self._mine
+        return None if mine is None else mine[0].worker
+
+    def held(self, worker_id: str) -> bool:
+        """Is (or becomes) ``worker_id`` the scanner? Renews the role when it is ours, takes
+        it when it is vacant or expired. Store errors propagate (the scan is skipped)."""
+        with self._lock:
+            mine = self._mine
+            if mine is not None and mine[0].worker == worker_id:
+                return self._renew(*mine)
+            self._mine = None
+            return self._acquire(worker_id)
+
+    def resign(self) -> None:
+        """Give the role up (a graceful stop): the next worker whose scan is due takes it
+        at once instead of after the TTL. Best effort."""
+        with self._lock:
+            mine, self._mine = self._mine, None
+        if mine is not None:
+            with contextlib.suppress(StoreError):  # s3
+                self.ctx.store.delete(ROLE_KEY, if_match=mine[1])
+            log.info("scanner role given up by %s", mine[0].worker,
+                     extra={"event": "scanner_role_resigned", "worker": mine[0].worker})
+
+    # ------------------------------------------------------------------ s1, s2
+    def _renew(self, record: RoleRecord, etag: str) -> bool:
+        new = replace(record, seq=record.seq + 1, written_at=time.time())
+        try:  # s2
+            self._mine = (new, self.ctx.store.put(ROLE_KEY, new.to_bytes(), if_match=etag).etag)
+            return True
+        except (PreconditionFailed, NotFound):
+            return self._settle(new, "renew")
+
+    def _acquire(self, worker_id: str) -> bool:
+        store = self.ctx.store
+        try:
+            body, info = store.get(ROLE_KEY)
+        except NotFound:
+            body, info = b"", None
+        current = RoleRecord.from_bytes(body) if info is not None else None
+        if info is not None and not self._expired(info):
+            if current is None or current.worker != worker_id:
+                return False
+            # our own record (this worker id restarted, or a write of ours whose answer was
+            # lost): carry on with it
+            return self._renew(current, info.etag)
+        new = RoleRecord(worker_id, new_claim_id(), (current.gen if current else 0) + 1, 0,
+                         time.time())
+        try:  # s1: PUT! when vacant, PUT=e when expired
+            if info is None:
+                got = store.put(ROLE_KEY, new.to_bytes(), if_none_match=True)
+            else:
+                got = store.put(ROLE_KEY, new.to_bytes(), if_match=info.etag)
+        except (PreconditionFailed, NotFound):
+            return self._settle(new, "take")
+        self._mine = (new, got.etag)
+        log.info("scanner role taken by %s (gen %d)", worker_id, new.gen,
+                 extra={"event": "scanner_role", "worker": worker_id, "gen": new.gen,
+                        "previous": current.worker if current else None})
+        return True
+
+    def _settle(self, attempted: RoleRecord, what: str) -> bool:
+        """A role write lost its condition: read the role back. Our claim id there means an
+        earlier try of this write took effect (an ambiguous answer); else the role is
+        another's now."""
+        found = self._read()
+        if found is not None and found[0].claim == attempted.claim:
+            self._mine = (found[0], found[1].etag)
+            return True
+        self._mine = None
+        if what == "renew":
+            log.info("scanner role lost by %s to %s", attempted.worker,
+                     found[0].worker if found else "nobody",
+                     extra={"event": "scanner_role_lost", "worker": attempted.worker})
+        return False
+
+    def _read(self) -> tuple[RoleRecord, ObjectInfo] | None:
+        try:
+            body, info = self.ctx.store.get(ROLE_KEY)
+        except NotFound:
+            return None
+        record = RoleRecord.from_bytes(body)
+        return None if record is None else (record, info)
+
+    def _expired(self, info: ObjectInfo) -> bool:
+        return self.ctx.store.now() > info.last_modified + self.ttl + CLOCK_MARGIN

@@ -1,0 +1,104 @@
+"""The event source in process, on moto's S3 and SQS: a message about a request that waits
+for its retry is hidden until the retry is due (ChangeMessageVisibility) and claimed when
+SQS delivers it again; and a worker's SQS calls are exactly those its IAM policy allows."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from uuid import uuid4
+
+import pytest
+
+from s3q import Queue, QueueConfig
+from s3q.backends.s3 import S3Store
+from s3q.events import EventSource
+from s3q.eventsetup import setup_events
+from s3q.iam import iam_policy
+from s3q.job import Job
+from s3q.sqs import SqsQueue, parse_queue
+from s3q.worker import Worker, WorkerOptions
+from tests.acceptance.conftest import wait_for
+from tests.s3server import S3Endpoint
+from tests.unit.test_iam import SQS_ACTIONS, allowed
+
+
+class Records(logging.Handler):
+    """The s3q log records with an ``event`` field."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.events: list[dict[str, object]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if hasattr(record, "event"):
+            self.events.append(dict(vars(record)))
+
+
+@pytest.fixture
+def records() -> Iterator[Records]:
+    handler = Records()
+    logger = logging.getLogger("s3q")
+    old = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(old)
+
+
+def sqs_queue(endpoint: S3Endpoint, name: str) -> SqsQueue:
+    return SqsQueue(parse_queue(name), region=endpoint.region, endpoint_url=endpoint.endpoint_url,
+                    access_key_id=endpoint.access_key_id,
+                    secret_access_key=endpoint.secret_access_key)
+
+
+def test_a_retry_waits_in_sqs_until_it_is_due(s3_endpoint: S3Endpoint,
+                                              records: Records) -> None:
+    if not s3_endpoint.is_moto:
+        pytest.skip("needs moto's SQS")
+    bucket, name = f"s3q-ev-{uuid4().hex[:12]}", f"s3q-ev-{uuid4().hex[:8]}"
+    s3 = s3_endpoint.client()
+    s3.create_bucket(Bucket=bucket)
+    setup_events(s3, sqs_queue(s3_endpoint, name), bucket=bucket, wait_prefix="q/wait/")
+    queue = Queue(S3Store(bucket, "q", s3_endpoint.options()),
+                  QueueConfig(retry_base_delay=12.0, retry_max_delay=12.0))
+    sqs = sqs_queue(s3_endpoint, name)
+    runs: list[tuple[int, float]] = []
+
+    def handler(job: Job) -> None:
+        runs.append((job.attempt, queue.store.now()))
+        if job.attempt == 1:
+            raise RuntimeError("first attempt fails")
+
+    events = EventSource(queue, sqs, "w1")
+    worker = Worker(queue, handler, WorkerOptions("w1", events_list_interval=3600),
+                    events=events)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: any(e["event"] == "idle" and e["seconds"] >= 1800  # type: ignore[operator]
+                             for e in records.events), 60, "the worker to rely on events")
+        queue.submit("a_request.json", b"{}")
+        wait_for(lambda: len(runs) == 1, 30, "the first attempt")
+        lease = queue.lease("a_request.json")
+        assert lease is not None and lease[0].attempts == 1
+        due = lease[0].not_before
+        wait_for(lambda: len(runs) == 2, 60, "the retry")
+        wait_for(lambda: queue.counts()["finish"] == 1, 30, "the retry to finish")
+    finally:
+        worker.stop()
+        worker.stop()
+        thread.join(30)
+    assert runs[1][1] >= due - 1.0  # (the store's clock has 1 s resolution)
+    assert sqs.request_counts["ChangeMessageVisibilityBatch"] >= 1  # hidden until due
+    notified = [e for e in records.events if e["event"] == "notified"]
+    assert len(notified) >= 3  # the submission, the retry's view, its delivery when due
+    assert set(sqs.request_counts) <= set(SQS_ACTIONS), sqs.request_counts
+    policy = iam_policy(f"s3://{bucket}/q", ssm_parameters=[], region=s3_endpoint.region,
+                        events_queue=name)
+    arn = f"arn:aws:sqs:{s3_endpoint.region}:123456789012:{name}"  # moto's account
+    for operation in sqs.request_counts:
+        assert allowed(policy, SQS_ACTIONS[operation], arn), operation
+    sqs.close()

@@ -1,0 +1,156 @@
+"""The scanner role (docs/PROTOCOL.md §4, "scanner role"; s3q.scanrole): one worker of a
+fleet scans, any other takes the role over once it expires, and the takeover bound of
+invariant 3 holds when the scanner itself dies with a request in flight."""
+
+from __future__ import annotations
+
+import pytest
+
+from s3q import Queue
+from s3q.records import CLOCK_MARGIN
+from s3q.scanrole import ROLE_KEY, RoleRecord, ScannerRole
+from s3q.store import StoreUnavailable
+from tests.unit.harness import StepStore
+from tests.unit.world import TTL, World
+
+STEP = 0.25  # seconds between two rounds of every live worker asking for its scan
+SCAN_LISTING = "list .s3q/lease/"
+
+
+def fleet(world: World, n: int) -> list[tuple[Queue, StepStore]]:
+    return [world.queue(worker=i, seed=i) for i in range(n)]
+
+
+def role(world: World) -> RoleRecord:
+    record = RoleRecord.from_bytes(world.mem.get(ROLE_KEY)[0])
+    assert record is not None
+    return record
+
+
+def scans(store: StepStore) -> int:
+    return store.ops.count(SCAN_LISTING)
+
+
+def rounds(world: World, workers: list[tuple[int, Queue]], seconds: float) -> None:
+    for _ in range(int(seconds / STEP)):
+        world.clock.advance(STEP)
+        for i, q in workers:
+            q.scan(f"w{i}")
+
+
+def test_ten_workers_share_one_scanner() -> None:
+    world = World()
+    queues = fleet(world, 10)
+    rounds(world, [(i, q) for i, (q, _) in enumerate(queues)], 60)
+    counts = [scans(store) for _, store in queues]
+    interval = queues[0][0].config.effective_scan_interval
+    assert counts[0] >= 60 / interval - 1 and counts[1:] == [0] * 9, counts
+    assert (role(world).worker, role(world).gen) == ("w0", 1)
+    # the others only look at the role object, once per scan interval
+    for _, store in queues[1:]:
+        assert set(store.ops) == {f"get {ROLE_KEY}"}, set(store.ops)
+        assert len(store.ops) <= 60 / interval + 1
+
+
+def test_a_dead_scanner_is_replaced_within_the_role_ttl() -> None:
+    world = World()
+    queues = fleet(world, 10)
+    live = [(i, q) for i, (q, _) in enumerate(queues)]
+    rounds(world, live, 10)
+    holder = role(world)
+    assert holder.worker == "w0"
+    died = world.clock()  # w0 renewed the role at its last scan, at most one interval ago
+    ttl = ScannerRole(queues[0][0].ctx).ttl
+    interval = queues[0][0].config.effective_scan_interval
+    before = [scans(store) for _, store in queues]
+    while role(world).worker == "w0":
+        assert world.clock() - died <= ttl + CLOCK_MARGIN + interval + STEP, "not replaced"
+        rounds(world, live[1:], STEP)
+    successor = role(world)
+    assert successor.gen == 2 and successor.claim != holder.claim
+    rounds(world, live[1:], 20)
+    after = [scans(store) - b for store, b in zip([s for _, s in queues], before, strict=True)]
+    scanners = [i for i, n in enumerate(after) if n]
+    assert scanners == [int(successor.worker[1:])], after
+
+
+@pytest.mark.parametrize("death", [0.0, 1.0, 2.0, 3.0, 3.25])
+def test_the_takeover_bound_holds_when_the_scanner_dies_holding_a_request(
+        death: float) -> None:
+    """The worst case for invariant 3: the dead worker held the scanner role too, and
+    renewed it after the last renewal of its request's lease (up to one renewal interval
+    later). Its request is still taken over within lease_ttl + 2 s + scan_interval after
+    that lease renewal."""
+    world = World()
+    (q0, _), *others = fleet(world, 4)
+    world.submit("a_request.json")
+    job = q0.claim("w0")
+    assert job is not None and (role(world).worker, job.generation) == ("w0", 1)
+    renew_every = q0.config.renew_interval
+    last_renewal = world.clock()
+    for _ in range(int(3 * TTL / STEP)):  # w0 alive: renews its lease and scans
+        world.clock.advance(STEP)
+        if world.clock() - last_renewal >= renew_every:
+            job.renew()
+            last_renewal = world.clock()
+        q0.scan("w0")
+    lease_renewed = last_renewal
+    while world.clock() - lease_renewed < death:  # still scanning, no more lease renewals
+        world.clock.advance(STEP)
+        q0.scan("w0")
+    taken_at: list[float] = []
+    for q, _ in others:
+        q.listeners.append(lambda event, fields: taken_at.append(world.clock())
+                           if event == "took_over" else None)
+    live = [(i + 1, q) for i, (q, _) in enumerate(others)]
+    interval = q0.config.effective_scan_interval
+    while not taken_at:
+        assert world.clock() - lease_renewed <= TTL + CLOCK_MARGIN + interval + STEP, (
+            f"not taken over within the bound; role: {role(world)}")
+        rounds(world, live, STEP)
+    assert role(world).worker != "w0"
+
+
+def test_a_graceful_stop_gives_the_role_up_at_once() -> None:
+    world = World()
+    (q0, _), (q1, s1) = fleet(world, 2)
+    assert q0.scan("w0") is not None and q1.scan("w1") is None
+    q0.close()
+    assert f"get {ROLE_KEY}" in s1.ops
+    world.clock.advance(q1.config.effective_scan_interval)  # w1's next scan, not the TTL
+    assert q1.scan("w1") is not None and role(world).worker == "w1"
+
+
+def test_an_ambiguous_role_write_that_took_effect_is_recognised() -> None:
+    world = World()
+    q, store = world.queue()
+    store.ambiguous[1 + 1] = "retry"  # the PUT! after the GET: applied, then retried (412)
+    assert q.scan("w0") is not None
+    assert role(world).worker == "w0"
+    world.clock.advance(q.config.effective_scan_interval)
+    store.ambiguous[len(store.ops) + 1] = "raise"  # a renewal applied, reported failed
+    with pytest.raises(StoreUnavailable):
+        q.scan("w0")
+    world.clock.advance(q.config.effective_scan_interval)
+    assert q.scan("w0") is not None  # 412 on the stale ETag, our claim id read back
+    assert role(world).gen == 1
+
+
+def test_a_restarted_worker_carries_on_with_its_own_role() -> None:
+    world = World()
+    q, _ = world.queue()
+    assert q.scan("w0") is not None
+    again, store = world.queue()  # the same worker id, a new process
+    assert again.scan("w0") is not None
+    assert store.ops == [f"get {ROLE_KEY}", f"put= {ROLE_KEY}", SCAN_LISTING,
+                         "list processing/"]
+    assert role(world).gen == 1
+
+
+def test_a_corrupt_role_object_is_taken_over_once_expired() -> None:
+    world = World()
+    world.mem.put(ROLE_KEY, b"not json")
+    q, _ = world.queue()
+    assert q.scan("w0") is None  # not expired yet: somebody may be writing it
+    world.clock.advance(ScannerRole(q.ctx).ttl + CLOCK_MARGIN + 1)
+    assert q.scan("w0") is not None and role(world).gen == 1

@@ -1,0 +1,133 @@
+"""The worker's side of the event source (s3q.worker with an ``events`` feed), on an
+in-memory store with the real clock: a notification wakes an idle slot at once, the claim
+it asks for lists nothing, and the idle listing of wait/ (the safety net) is planned every
+``events_list_interval``. The feed here is a stand-in with the event source's interface;
+tests/acceptance/test_events.py runs the real one on moto's SQS."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, cast
+
+import pytest
+
+from s3q import Queue, QueueConfig
+from s3q.backends.delegating import DelegatingStore
+from s3q.backends.memory import MemoryStore
+from s3q.events import EventSource
+from s3q.job import Job
+from s3q.worker import Worker, WorkerOptions
+from tests.acceptance.conftest import wait_for
+
+T = TypeVar("T")
+
+
+class Listings(DelegatingStore):
+    """Counts the listings of each prefix."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        super().__init__(inner)
+        self.lists: Counter[str] = Counter()
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        if op == "list":
+            self.lists[args["prefix"]] += 1
+        return fn()
+
+
+class Feed:
+    """What the worker asks of an event source; :meth:`announce` is a notification."""
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+        self.healthy = True
+        self.names: set[str] = set()
+        self.wake: Callable[[int], None] = lambda n: None
+        self.capacity: Callable[[], int] = lambda: 0
+
+    def start(self, *, capacity: Callable[[], int], wake: Callable[[int], None]) -> None:
+        self.capacity, self.wake = capacity, wake
+
+    def stop(self) -> None:
+        pass
+
+    def offered(self, name: str) -> bool:
+        return name in self.names
+
+    def announce(self, name: str) -> None:
+        self.names.add(name)
+        self.queue.offer([name])
+        self.wake(1)
+
+
+class Idle(logging.Handler):
+    """The worker's plans for its next listing (its ``idle`` debug records), in seconds."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.plans: list[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "event", None) == "idle":
+            self.plans.append(float(record.seconds))  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def idle() -> Iterator[Idle]:
+    handler, logger = Idle(), logging.getLogger("s3q.worker")
+    old = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(old)
+
+
+def test_a_notification_wakes_an_idle_slot_and_its_claim_lists_nothing(idle: Idle) -> None:
+    store = Listings(MemoryStore("events"))
+    queue = Queue(store, QueueConfig(lease_ttl=30.0))
+    feed = Feed(queue)
+    done: list[str] = []
+    handled = threading.Condition()
+
+    def handler(job: Job) -> None:
+        with handled:
+            done.append(job.name)
+            handled.notify_all()
+
+    worker = Worker(queue, handler, WorkerOptions("w", concurrency=4,
+                                                  events_list_interval=3600),
+                    events=cast(EventSource, feed))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: idle.plans and idle.plans[-1] >= 1800, 10, "the idle plan")
+        listed, plans = store.lists["wait/"], len(idle.plans)
+        assert feed.capacity() == 4
+        for i in range(5):
+            name = f"r{i}_request.json"
+            queue.submit(name, b"{}")
+            feed.announce(name)
+            with handled:
+                assert handled.wait_for(lambda n=name: n in done, 10)  # type: ignore[misc]
+        assert store.lists["wait/"] == listed  # claimed by name: no LIST
+        assert len(idle.plans) == plans  # and the next listing is still an hour away
+        wait_for(lambda: feed.capacity() == 4, 10, "every slot free again")
+        # a notification whose request is gone: its claim falls back to one listing
+        feed.announce("gone_request.json")
+        wait_for(lambda: store.lists["wait/"] == listed + 1, 10, "the fallback listing")
+        wait_for(lambda: len(idle.plans) == plans + 1, 10, "a new plan")
+        assert idle.plans[-1] >= 1800
+        # the source fails: the next listing is re-planned at the ordinary poll_interval
+        feed.healthy = False
+        feed.wake(1)
+        wait_for(lambda: len(idle.plans) == plans + 2, 10, "a re-plan")
+        assert idle.plans[-1] <= min(WorkerOptions("w").poll_interval, 15.0)
+    finally:
+        worker.stop()
+        worker.stop()
+        thread.join(10)
+    assert sorted(done) == [f"r{i}_request.json" for i in range(5)]
