@@ -217,7 +217,8 @@ def test_every_seconds_setting_takes_units(tmp_path: Path) -> None:
     durations = [s.name for s in SETTINGS if s.duration]
     assert set(durations) == {"lease_ttl", "grace", "retry_base_delay", "retry_max_delay",
                               "job_timeout", "poll_interval", "breaker_pause",
-                              "processing_view_after"}
+                              "processing_view_after", "probe_max_age",
+                              "events_list_interval"}
     assert all(s.type is float for s in SETTINGS if s.duration)
     cfg, _ = load({"lease_ttl": "1m"}, env={"S3Q_GRACE": "2m", "S3Q_RETRY_MAX_DELAY": "1h"})
     assert (cfg.lease_ttl, cfg.grace, cfg.retry_max_delay) == (60.0, 120.0, 3600.0)

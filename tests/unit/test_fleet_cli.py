@@ -37,6 +37,9 @@ def run(qdir: Path, *args: str, env: dict[str, str] | None = None) -> Result:
 
 
 def register(qdir: Path, worker_id: str, age: float) -> None:
+    """A worker record whose last heartbeat was ``age`` seconds ago. (Backdating the file
+    makes it one another program wrote: the local store lists it once ``age`` >= its settle
+    time, 2 s.)"""
     store = LocalStore(qdir)
     record = WorkerRecord(id=worker_id, host="h1", pid=7, version="0.1.0", slots=4, busy=1,
                           paused=False, interval=60, started=time.time() - 600,
@@ -95,7 +98,7 @@ def test_the_dashboard_refuses_a_public_address_without_credentials(tmp_path: Pa
 
 def test_the_exporter_serves_the_queue_gauges(tmp_path: Path) -> None:
     qdir = tmp_path / "q"
-    register(qdir, "ip-1/i-live", age=1)
+    register(qdir, "ip-1/i-live", age=5)
     for i in range(3):
         LocalStore(qdir).put(f"wait/{i}_request.json", b"{}")
     port = free_port()
