@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from s3q import Queue
-from s3q.backends import local, open_store
+from s3q.backends import local, localfs, open_store
 from s3q.backends.local import LocalStore
 from s3q.store import InvalidKey, NotFound, PreconditionFailed, StoreError, list_all
 
@@ -186,7 +186,7 @@ def test_stale_temp_files_removed_on_open(root: Path) -> None:
     fresh = root / ".s3qlocal" / "tmp" / "2.live.tmp"
     stale.write_bytes(b"left by a crash")
     fresh.write_bytes(b"being written")
-    old = time.time() - 2 * local.STALE_TEMP_SECONDS
+    old = time.time() - 2 * localfs.STALE_TEMP_SECONDS
     os.utime(stale, (old, old))
     LocalStore(root).close()
     assert not stale.exists() and fresh.exists()

@@ -1,0 +1,347 @@
+"""File-system primitives of the local store (:mod:`s3q.backends.local`): durable atomic
+writes (a fsynced temp file renamed into place, stamped), directories created and pruned
+under concurrent deletes, the walk of a tree in key order, per-key locks across threads
+and processes, and ``OSError`` translated into the store's errors."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import NamedTuple
+
+from s3q.backends._common import check_key
+from s3q.store import Body, InvalidKey, NotFound, ObjectInfo, StoreError
+
+#: The store's own directory under the root (temp and lock files); never a key.
+RESERVED = ".s3qlocal"
+#: Number of lock stripes (lock files) keys are hashed onto.
+STRIPES = 64
+#: Read/write chunk size when streaming bodies.
+CHUNK = 1024**2
+#: How often a write retries when a concurrent delete removes the directory it writes into.
+INSTALL_ATTEMPTS = 100
+#: Temp files older than this (left by crashed writers) are removed when a store opens.
+STALE_TEMP_SECONDS = 3600.0
+#: The files this store installs have an mtime in whole microseconds and an atime exactly
+#: this much later (31.415 ms, whole microseconds too, so that µs timestamps keep it).
+STAMP_DELTA_NS = 31_415_000
+
+
+class Temp(NamedTuple):
+    """A fully written, fsynced temporary file, not yet in place."""
+
+    path: str
+    fd: int
+    etag: str
+
+
+def stamped(st: os.stat_result) -> bool:
+    """Was this file installed by this store (see :data:`STAMP_DELTA_NS`)?"""
+    return st.st_atime_ns - st.st_mtime_ns == STAMP_DELTA_NS and st.st_mtime_ns % 1000 == 0
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+def write_temp(tmp_dir: str, body: Body) -> Temp:
+    """Write ``body`` to a new fsynced temp file, hashing it on the way."""
+    path = os.path.join(tmp_dir, f"{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    with errors("create a temporary file", path, writing=True):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    temp = Temp(path, fd, "")
+    try:
+        digest = md5()
+        with errors("write", path, writing=True):
+            if isinstance(body, bytes | bytearray | memoryview):
+                digest.update(body)
+                write_all(fd, memoryview(body))
+            else:
+                while chunk := body.read(CHUNK):
+                    digest.update(chunk)
+                    write_all(fd, memoryview(chunk))
+            os.fsync(fd)
+    except BaseException:
+        discard(temp)
+        raise
+    return temp._replace(etag=etag(digest))
+
+
+def install(temp: Temp, path: str, conflict: Callable[[], StoreError]) -> os.stat_result:
+    """(Under the key's lock.) Stamp ``temp`` with the current time, move it onto
+    ``path`` (creating directories; retrying if a concurrent delete removes one) and
+    fsync the directory. Returns the installed file's stat."""
+    parent = os.path.dirname(path)
+    with errors("write", path, writing=True):
+        mtime = time.time_ns() // 1000 * 1000  # whole µs: see STAMP_DELTA_NS
+        os.utime(temp.fd, ns=(mtime + STAMP_DELTA_NS, mtime))
+        for _ in range(INSTALL_ATTEMPTS):
+            try:
+                os.replace(temp.path, path)
+                break
+            except FileNotFoundError:
+                pass  # the directory is missing: create it below
+            except (IsADirectoryError, NotADirectoryError) as e:
+                raise conflict() from e
+            try:
+                makedirs(parent)
+            except FileNotFoundError:
+                continue  # a concurrent delete removed an ancestor meanwhile: again
+            except (NotADirectoryError, FileExistsError) as e:
+                raise conflict() from e
+        else:
+            raise StoreError(f"cannot write {path}: its directory keeps disappearing")
+        fsync_dir(parent)
+        return os.fstat(temp.fd)
+
+
+def makedirs(directory: str) -> None:
+    """Create ``directory`` and missing ancestors, fsyncing each new entry's parent.
+    Raises ``FileNotFoundError`` when a concurrent delete removes a directory meanwhile
+    (the caller retries), ``NotADirectoryError`` when a file is in the way."""
+    missing: list[str] = []
+    d = directory
+    while not os.path.isdir(d):
+        missing.append(d)
+        d = os.path.dirname(d)
+    for d in reversed(missing):
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            if os.path.isdir(d):
+                continue  # made by a concurrent writer
+            if os.path.lexists(d):
+                raise NotADirectoryError(errno.ENOTDIR, "a file is in the way", d) from None
+            raise FileNotFoundError(errno.ENOENT, "vanished while created", d) from None
+        fsync_dir(os.path.dirname(d))
+
+
+def discard(temp: Temp) -> None:
+    with suppress(OSError):
+        os.close(temp.fd)
+    with suppress(OSError):
+        os.unlink(temp.path)
+
+
+def fsync_nearest(directory: str, root: str) -> None:
+    """fsync ``directory``, or, when a concurrent delete already removed it, the nearest
+    ancestor that still exists (where the removal is recorded)."""
+    while True:
+        try:
+            fsync_dir(directory)
+            return
+        except FileNotFoundError:
+            if len(directory) <= len(root):
+                raise
+            directory = os.path.dirname(directory)
+
+
+def prune(directory: str, root: str) -> None:
+    """Remove now-empty directories from ``directory`` up, best effort. The top-level
+    directories (``wait/``, ``finish/``, …) stay, so ``cp x s3q-data/wait/`` works."""
+    while os.path.dirname(directory) != root and len(directory) > len(root):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            return
+        directory = os.path.dirname(directory)
+
+
+def remove_stale_temps(tmp_dir: str) -> None:
+    """Delete temp files that crashed writers left behind (best effort)."""
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    with suppress(OSError), os.scandir(tmp_dir) as entries:
+        for entry in entries:
+            with suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+
+
+# -- listing ---------------------------------------------------------------------------------
+
+class _Tree(NamedTuple):
+    root: str
+    inside: Callable[[str], bool]
+    unreadable: Callable[[str, OSError], None]
+
+
+def walk(root: str, prefix: str, after: str | None, *, inside: Callable[[str], bool],
+         unreadable: Callable[[str, OSError], None]) -> Iterator[str]:
+    """Valid keys of the tree at ``root`` starting with ``prefix`` and greater than
+    ``after``, in no order. ``inside(path)``: does a path resolve inside the root (symlinks);
+    ``unreadable(path, error)``: told of each directory it may not read (then skipped)."""
+    base, _, stem = prefix.rpartition("/")
+    if base.split("/", 1)[0] == RESERVED:
+        return
+    base = base + "/" if base else ""
+    if base and not inside(os.path.join(root, base)):
+        return
+    for key in _walk_dir(_Tree(root, inside, unreadable), base, stem, after):
+        try:
+            check_key(key)
+        except InvalidKey:  # e.g. a file name with a newline, or not UTF-8
+            continue
+        yield key
+
+
+def _walk_dir(tree: _Tree, base: str, stem: str, after: str | None) -> Iterator[str]:
+    """Keys in directory ``base`` ("" or ending in "/") whose name after ``base`` starts
+    with ``stem`` and that are greater than ``after``. Subtrees wholly before ``after``
+    are skipped without being read."""
+    if after is not None and not after.startswith(base):
+        if after > base:
+            return  # every key here starts with base, so is below after
+        after = None
+    for name in _entries(tree, base):
+        if not name.startswith(stem):
+            continue
+        key = base + name
+        if name.endswith("/"):
+            yield from _walk_dir(tree, key, "", after)
+        elif after is None or key > after:
+            yield key
+
+
+def _entries(tree: _Tree, base: str) -> Iterator[str]:
+    """Entry names of directory ``base``, directories with a trailing "/", read
+    lazily. Symlinks to directories are not followed; symlinks to files inside the root
+    are listed."""
+    path = os.path.join(tree.root, base)
+    try:
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if base or entry.name != RESERVED:
+                        yield entry.name + "/"
+                elif entry.is_file(follow_symlinks=False) or (
+                    entry.is_symlink() and entry.is_file() and tree.inside(entry.path)
+                ):
+                    yield entry.name
+    except PermissionError as e:
+        tree.unreadable(path, e)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return
+        raise translate(e, "list", path) from e
+
+
+class StripeLocks:
+    """Mutual exclusion per key across threads and processes: key → one of
+    :data:`STRIPES` lock files, locked with ``flock``, plus a ``threading.Lock`` per stripe
+    (``flock`` does not exclude threads sharing one open file description). The stripe is
+    chosen by CRC-32 of the key, which (unlike ``hash``) is the same in every process."""
+
+    def __init__(self, directory: str) -> None:
+        self._dir = directory
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._mutex = threading.Lock()
+        self._threads = [threading.Lock() for _ in range(STRIPES)]
+        self._fds: list[int | None] = [None] * STRIPES
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        if os.getpid() != self._pid:
+            # a forked child: the inherited descriptors share the parent's locks
+            self._reset()
+        stripe = zlib.crc32(key.encode("utf-8")) % STRIPES
+        with self._threads[stripe]:
+            fd = self._fd(stripe)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _fd(self, stripe: int) -> int:
+        fd = self._fds[stripe]
+        if fd is None:
+            path = os.path.join(self._dir, f"{stripe:02d}")
+            with errors("open the lock file", path, writing=True):
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            self._fds[stripe] = fd
+        return fd
+
+    def close(self) -> None:
+        for stripe, fd in enumerate(self._fds):
+            if fd is not None and self._pid == os.getpid():
+                with self._threads[stripe], suppress(OSError):
+                    os.close(fd)
+                self._fds[stripe] = None
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def path_max(root: str) -> int:
+    try:
+        return os.pathconf(root, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        return 4096
+
+
+def holds_a_queue(root: str) -> bool:
+    """Is ``root`` a directory that a queue has used (or that requests were put into)?"""
+    return any(os.path.isdir(os.path.join(root, d)) for d in
+               ("wait", "processing", "finish", "failed", ".s3q", RESERVED))
+
+
+def md5() -> hashlib._Hash:
+    return hashlib.md5(usedforsecurity=False)
+
+
+def etag(digest: hashlib._Hash) -> str:
+    return '"' + digest.hexdigest() + '"'
+
+
+def signature(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def info(key: str, etag: str, st: os.stat_result) -> ObjectInfo:
+    return ObjectInfo(key, etag, st.st_size, st.st_mtime)
+
+
+def write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def errors(doing: str, path: str, *, writing: bool = False) -> Iterator[None]:
+    """Translate ``OSError`` into the store's errors (see :func:`translate`)."""
+    try:
+        yield
+    except OSError as e:
+        raise translate(e, doing, path, writing=writing) from e
+
+
+def translate(e: OSError, doing: str, path: str, *, writing: bool = False) -> StoreError:
+    """One ``OSError`` as a store error naming the path. Missing files (or a directory where
+    a file was expected) on reads are :class:`NotFound`."""
+    code = e.errno
+    if not writing and code in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+        return NotFound(f"file://{path} not found")
+    if code == errno.ENAMETOOLONG:
+        return InvalidKey(f"cannot {doing} {path}: file name too long for this file system")
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return StoreError(f"cannot {doing} {path}: no space left on the device (or quota)")
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StoreError(f"cannot {doing} {path}: permission denied ({e.strerror})")
+    return StoreError(f"cannot {doing} {path}: {e.strerror or e} (errno {code})")
