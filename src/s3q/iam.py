@@ -117,7 +117,7 @@ def iam_policy(queue_url: str, *, ssm_parameters: Iterable[str], region: str | N
 
 def config_ssm_parameters(cfg: Config) -> list[str]:
     """The SSM parameter names of ``cfg``'s not yet resolved ``ssm:`` secrets."""
-    from s3q.config import SETTINGS, Secret
+    from s3q.settings import SETTINGS, Secret
 
     names: list[str] = []
     for s in SETTINGS:

@@ -30,6 +30,7 @@ from s3q.config import (
 )
 from s3q.durations import parse_duration
 from s3q.errors import ConfigError
+from s3q.imds import instance_id
 from s3q.queue import QueueConfig
 from tests.s3server import S3Endpoint
 
@@ -503,7 +504,7 @@ class _Imds(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def imds() -> Iterator[tuple[str, list[str]]]:
-    config_module._instance_id.cache_clear()  # a port may be reused by a later test
+    instance_id.cache_clear()  # a port may be reused by a later test
     requests: list[str] = []
     handler = type("Handler", (_Imds,), {"requests": requests})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

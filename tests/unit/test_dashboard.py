@@ -15,13 +15,13 @@ from flask.testing import FlaskClient
 from s3q import Queue, QueueConfig
 from s3q.backends.local import LocalStore
 from s3q.backends.memory import MemoryStore
-from s3q.config import Secret
 from s3q.dashboard.app import SYNC_LIMIT, create_app
 from s3q.dashboard.failed import purge_failed
 from s3q.dashboard.metered import MeteredStore
 from s3q.dashboard.security import Credentials, is_loopback
 from s3q.pause import pause_state
 from s3q.registry import PREFIX, WorkerRecord
+from s3q.settings import Secret
 from tests.acceptance.conftest import wait_for
 
 EVIL = "<script>alert(1)</script>_request.json"

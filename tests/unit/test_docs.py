@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from s3q.config import SETTINGS, settings_table
+from s3q.settings import SETTINGS, settings_table
 
 ROOT = Path(__file__).resolve().parents[2]
 

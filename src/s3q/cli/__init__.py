@@ -10,7 +10,7 @@
     s3q deploy init [DIR] / s3q iam-policy           EC2: CodeDeploy bundle, IAM policy
     s3q events setup                                 S3 → SQS notifications for wait/
 
-Every non-secret setting of :data:`s3q.config.SETTINGS` is a ``--flag`` of every command
+Every non-secret setting of :data:`s3q.settings.SETTINGS` is a ``--flag`` of every command
 (plus ``--config PATH``), before or after the command's name. Exit codes: 0 ok; 1 unhealthy
 (``status --check``), not found, not done, or aborted; 2 usage or configuration error; 3
 store error (unreachable, denied, no such queue). Errors are one line on stderr,

@@ -13,11 +13,12 @@ import click
 
 from s3q.backends import open_store
 from s3q.cli.errors import EXIT_STORE, Failure
-from s3q.config import SETTINGS, Setting, describe_source, load_config, resolve_secrets
+from s3q.config import describe_source, load_config, resolve_secrets
 from s3q.durations import DURATION_HELP, parse_duration
 from s3q.layout import State
 from s3q.logs import setup_logging
 from s3q.queue import Queue
+from s3q.settings import SETTINGS, Setting
 from s3q.store import Store, StoreError
 
 F = TypeVar("F", bound=Callable[..., Any])

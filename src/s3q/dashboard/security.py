@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 
 from flask import Request, session
 
-from s3q.config import Config, Secret
+from s3q.config import Config
+from s3q.settings import Secret
 
 __all__ = ["Credentials", "host_is_loopback", "is_loopback"]
 
