@@ -13,17 +13,16 @@ server under test by ``tests/contract/test_s3_canary.py``):
 * every response carries a ``Date`` header from the server's clock, and ``Last-Modified`` is
   stamped by the same clock (1 s resolution): :meth:`S3Store.now` is built on that.
 
-Every botocore exception is translated here (chained with ``from``); none leaves this module.
+Every botocore exception is translated at this edge (here and in :mod:`s3q.backends.s3wire`,
+chained with ``from``); none leaves the backend.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import os
 import shutil
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -32,20 +31,17 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-import boto3
 from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from s3q.backends import S3Options
+from s3q.backends.s3wire import TRANSPORT, Meter, make_client, translate
 from s3q.capabilities import Capabilities
 from s3q.store import (
     S3_MAX_KEY_BYTES,
     Body,
     Guard,
     InvalidKey,
-    NotFound,
     ObjectInfo,
     Page,
     PreconditionFailed,
@@ -56,7 +52,6 @@ from s3q.store import (
 
 if TYPE_CHECKING:
     from botocore.response import StreamingBody
-    from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import (
         CopySourceTypeDef,
         DeleteObjectRequestTypeDef,
@@ -74,58 +69,6 @@ MULTIPART_COPY_CHUNK = 256 * 1024**2
 SPOOL_IN_MEMORY = 8 * 1024**2
 #: Read size of the buffered stream :meth:`S3Store.open` returns.
 READ_BUFFER = 1024**2
-#: A ``Date`` this far below the current clock estimate means the server clock was stepped
-#: back (NTP), not that the response was slow: the estimate follows it down.
-CLOCK_STEP_BACK = 5.0
-
-_NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
-_CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
-_UNAVAILABLE = {
-    "SlowDown",
-    "Throttling",
-    "ThrottlingException",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "ServiceUnavailable",
-    "InternalError",
-}
-_DENIED = {"AccessDenied", "403", "AllAccessDisabled"}
-_BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
-#: botocore's transport failures: the request may or may not have reached S3.
-_TRANSPORT = (HTTPClientError, BotoConnectionError, IncompleteReadError)
-
-
-class _StoreClock:
-    """The server's clock, estimated from ``Date`` headers and the local monotonic clock.
-
-    Each response gives a lower bound of ``server_time - monotonic()`` (``Date`` is stamped
-    before the response is received and truncated to the second); the estimate is the largest
-    bound seen, so it never runs ahead of the server and never goes backwards, except to follow
-    the server clock when it is stepped back by more than :data:`CLOCK_STEP_BACK`.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._offset: float | None = None
-
-    def observe(self, date_header: str, received_monotonic: float) -> None:
-        try:
-            server_time = parsedate_to_datetime(date_header).timestamp()
-        except (TypeError, ValueError):
-            return
-        sample = server_time - received_monotonic
-        with self._lock:
-            if (
-                self._offset is None
-                or sample > self._offset
-                or sample < self._offset - CLOCK_STEP_BACK
-            ):
-                self._offset = sample
-
-    def read(self) -> float | None:
-        with self._lock:
-            offset = self._offset
-        return None if offset is None else offset + time.monotonic()
 
 
 class _S3Stream(io.RawIOBase):
@@ -143,7 +86,7 @@ class _S3Stream(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         try:
             data = self._body.read(len(view))
-        except _TRANSPORT as e:
+        except TRANSPORT as e:
             raise StoreUnavailable(f"S3 read of {self._where} failed: {e}") from e
         except BotoCoreError as e:
             raise StoreError(f"S3 read of {self._where} failed: {e}") from e
@@ -177,15 +120,11 @@ class S3Store:
         self.max_key_bytes = S3_MAX_KEY_BYTES - len(self._root.encode())
         #: Unknown until probed (``s3q doctor``, or a worker's start-up check sets it).
         self.capabilities = Capabilities()
-        self._guards = threading.local()  # the current call's guard, for _on_send
-        self.request_counts: Counter[str] = Counter()
-        self.error_counts: Counter[str] = Counter()
-        self._counts_lock = threading.Lock()
-        self._clock = _StoreClock()
         self._pool_size = options.max_pool_connections
-        self._client = self._make_client(options)
-        self._client.meta.events.register("before-send.s3", self._on_send)
-        self._client.meta.events.register("response-received.s3", self._on_response)
+        self._client = make_client(options, self.url)
+        self._meter = Meter(self._client)
+        self.request_counts = self._meter.request_counts
+        self.error_counts = self._meter.error_counts
 
     # -- Store protocol -----------------------------------------------------------------
 
@@ -227,7 +166,7 @@ class S3Store:
             request["IfNoneMatch"] = "*"
         elif if_match is not None:
             request["IfMatch"] = if_match
-        with (_rewindable(body) as (payload, size), self._guarded(guard),
+        with (_rewindable(body) as (payload, size), self._meter.guarded(guard),
               self._edge("PutObject", key)):
             request["Body"] = payload
             resp = self._client.put_object(**request)
@@ -255,7 +194,7 @@ class S3Store:
         if if_none_match:
             request["IfNoneMatch"] = "*"
         try:
-            with self._guarded(guard), self._edge("CopyObject", src):
+            with self._meter.guarded(guard), self._edge("CopyObject", src):
                 resp = self._client.copy_object(**request)
         except StoreError as e:
             if "copy source is larger than the maximum" not in str(e.__cause__):
@@ -301,7 +240,7 @@ class S3Store:
         request: DeleteObjectRequestTypeDef = {"Bucket": self.bucket, "Key": self._full(key)}
         if if_match is not None:
             request["IfMatch"] = if_match
-        with self._guarded(guard), self._edge("DeleteObject", key):
+        with self._meter.guarded(guard), self._edge("DeleteObject", key):
             self._client.delete_object(**request)
 
     def list_page(self, prefix: str, *, start_after: str | None = None, limit: int = 1000) -> Page:
@@ -327,12 +266,12 @@ class S3Store:
     def now(self) -> float:
         """The latest ``Date`` seen, advanced by local monotonic time (see
         :class:`_StoreClock`). Makes a HeadBucket request if no response was seen yet."""
-        estimate = self._clock.read()
+        estimate = self._meter.clock.read()
         if estimate is None:
             # any answer, even 403 or 404, carries the Date we want
             with self._edge("HeadBucket", ""), suppress(ClientError):
                 self._client.head_bucket(Bucket=self.bucket)
-            estimate = self._clock.read()
+            estimate = self._meter.clock.read()
         if estimate is None:
             log.warning("%s: the server sends no Date header; using the local clock", self.url)
             return time.time()
@@ -357,47 +296,12 @@ class S3Store:
     def snapshot_counts(self) -> tuple[Counter[str], Counter[str]]:
         """Copies of ``(request_counts, error_counts)``, safe to take while other threads
         make requests (iterating the live counters then is not)."""
-        with self._counts_lock:
-            return Counter(self.request_counts), Counter(self.error_counts)
+        return self._meter.snapshot()
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r})"
 
     # -- internals ----------------------------------------------------------------------
-
-    def _make_client(self, options: S3Options) -> S3Client:
-        """One client per store. ``endpoint_url=None`` lets botocore apply
-        ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``; custom endpoints get path-style
-        addressing (``bucket.localhost`` rarely resolves)."""
-        custom_endpoint = options.endpoint_url or os.environ.get(
-            "AWS_ENDPOINT_URL_S3", os.environ.get("AWS_ENDPOINT_URL")
-        )
-        retries = {"mode": options.retry_mode, "total_max_attempts": options.max_attempts}
-        # botocore reads AWS_DEFAULT_REGION and the profile's region itself, not AWS_REGION
-        region = options.region or os.environ.get("AWS_REGION")
-        try:
-            config = Config(
-                retries=cast(Any, retries),  # the mode is checked by botocore
-                max_pool_connections=options.max_pool_connections,
-                connect_timeout=options.connect_timeout,
-                read_timeout=options.read_timeout,
-                signature_version="s3v4",
-                s3={"addressing_style": "path" if custom_endpoint else "auto"},
-            )
-            session = boto3.session.Session(
-                aws_access_key_id=options.access_key_id,
-                aws_secret_access_key=options.secret_access_key,
-                aws_session_token=options.session_token,
-                region_name=region,
-            )
-            return session.client(
-                "s3",
-                region_name=region or session.region_name or "us-east-1",
-                endpoint_url=options.endpoint_url,
-                config=config,
-            )
-        except (BotoCoreError, ValueError) as e:
-            raise StoreError(f"cannot set up the S3 client for {self.url}: {e}") from e
 
     def _full(self, key: str) -> str:
         return self._root + validate_key(key)
@@ -416,89 +320,19 @@ class S3Store:
         return self.now()
 
     @contextmanager
-    def _guarded(self, guard: Guard | None) -> Iterator[None]:
-        """Make ``guard`` the check :meth:`_on_send` runs before each HTTP request of the
-        call in this thread (botocore sends from the calling thread; retries are re-checked)."""
-        self._guards.current = guard
-        try:
-            yield
-        finally:
-            self._guards.current = None
-
-    @contextmanager
     def _edge(self, operation: str, key: str) -> Iterator[None]:
         """Translate botocore's exceptions into s3q's."""
         try:
             yield
         except ClientError as e:
-            error = self._translate(e, operation, key)
+            error = translate(e, operation, self._where(key), bucket=self.bucket,
+                              endpoint=self._client.meta.endpoint_url)
             error.retried = e.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) > 0
             raise error from e
-        except _TRANSPORT as e:
+        except TRANSPORT as e:
             raise StoreUnavailable(f"S3 {operation} {self._where(key)}: {e}") from e
         except BotoCoreError as e:
             raise StoreError(f"S3 {operation} {self._where(key)}: {e}") from e
-
-    def _translate(self, e: ClientError, operation: str, key: str) -> StoreError:
-        code = _code(e)
-        meta = e.response.get("ResponseMetadata", {})
-        status = meta.get("HTTPStatusCode", 0)
-        where = self._where(key)
-        message = e.response.get("Error", {}).get("Message", "")
-        if code == "NoSuchBucket":
-            endpoint = self._client.meta.endpoint_url
-            return StoreError(f"S3 bucket {self.bucket!r} does not exist (at {endpoint})")
-        if code in _NOT_FOUND:
-            return NotFound(f"{where} not found")
-        if code in _CONFLICT or status == 412:
-            return PreconditionFailed(f"S3 {operation} {where}: {code} (condition not met)")
-        if status >= 500 or code in _UNAVAILABLE:
-            attempts = meta.get("RetryAttempts", 0) + 1
-            return StoreUnavailable(
-                f"S3 {operation} {where}: {code} (HTTP {status}) after {attempts} attempt(s)"
-            )
-        if code in _DENIED:
-            return StoreError(
-                f"S3 access denied: {operation} {where} (check the credentials and the bucket"
-                " and IAM policies; S3 answers 403 instead of 404 for a missing key when"
-                " s3:ListBucket is not granted)"
-            )
-        if code in _BAD_CREDENTIALS:
-            return StoreError(f"S3 rejected the credentials ({code}) for {operation} {where}")
-        return StoreError(f"S3 {operation} {where} failed: {code} (HTTP {status}): {message}")
-
-    def _on_send(self, event_name: str, **_: Any) -> None:
-        """botocore's ``before-send``: after signing, right before the bytes leave. A guard
-        that raises here stops the request (botocore re-raises it from the call)."""
-        guard: Guard | None = getattr(self._guards, "current", None)
-        if guard is not None:
-            guard()
-        operation = event_name.rsplit(".", 1)[-1]
-        with self._counts_lock:
-            self.request_counts[operation] += 1
-
-    def _on_response(
-        self,
-        response_dict: dict[str, Any] | None = None,
-        parsed_response: dict[str, Any] | None = None,
-        exception: Exception | None = None,
-        **_: Any,
-    ) -> None:
-        received = time.monotonic()
-        error: str | None = None
-        if response_dict is not None:
-            date = response_dict["headers"].get("Date")
-            if date:
-                self._clock.observe(date, received)
-            status = response_dict["status_code"]
-            if status >= 300:
-                error = (parsed_response or {}).get("Error", {}).get("Code") or str(status)
-        elif exception is not None:
-            error = type(exception).__name__
-        if error is not None:
-            with self._counts_lock:
-                self.error_counts[error] += 1
-
 
 def _info(key: str, etag: str, size: int, last_modified: datetime) -> ObjectInfo:
     return ObjectInfo(key, _quoted(etag), size, last_modified.timestamp())
@@ -508,10 +342,6 @@ def _quoted(etag: str) -> str:
     """ETags as S3 sends them, in double quotes (radosgw 16 leaves them off in
     CopyObject's result, though its HEAD of the copy has them)."""
     return etag if etag.startswith(('"', 'W/"')) else f'"{etag}"'
-
-
-def _code(e: ClientError) -> str:
-    return str(e.response.get("Error", {}).get("Code", ""))
 
 
 def _loose(prefix: str) -> str:

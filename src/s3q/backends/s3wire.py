@@ -1,0 +1,214 @@
+"""The S3 backend's edge to botocore: the client (:func:`make_client`), the translation of
+its errors into s3q's (:func:`translate`), and the :class:`Meter` its event hooks feed (the
+requests sent and errors answered, the server's clock, a guard checked before each send).
+Only :mod:`s3q.backends.s3` uses it."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, cast
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from s3q.backends import S3Options
+from s3q.store import Guard, NotFound, PreconditionFailed, StoreError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+__all__ = ["CLOCK_STEP_BACK", "TRANSPORT", "Meter", "StoreClock", "error_code", "make_client",
+           "translate"]
+
+#: A ``Date`` this far below the current clock estimate means the server clock was stepped
+#: back (NTP), not that the response was slow: the estimate follows it down.
+CLOCK_STEP_BACK = 5.0
+
+_NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
+_CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
+_UNAVAILABLE = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "ServiceUnavailable",
+    "InternalError",
+}
+_DENIED = {"AccessDenied", "403", "AllAccessDisabled"}
+_BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+#: botocore's transport failures: the request may or may not have reached S3.
+TRANSPORT = (HTTPClientError, BotoConnectionError, IncompleteReadError)
+
+
+def make_client(options: S3Options, url: str) -> S3Client:
+    """One client per store. ``endpoint_url=None`` lets botocore apply
+    ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``; custom endpoints get path-style
+    addressing (``bucket.localhost`` rarely resolves)."""
+    custom_endpoint = options.endpoint_url or os.environ.get(
+        "AWS_ENDPOINT_URL_S3", os.environ.get("AWS_ENDPOINT_URL")
+    )
+    retries = {"mode": options.retry_mode, "total_max_attempts": options.max_attempts}
+    # botocore reads AWS_DEFAULT_REGION and the profile's region itself, not AWS_REGION
+    region = options.region or os.environ.get("AWS_REGION")
+    try:
+        config = Config(
+            retries=cast(Any, retries),  # the mode is checked by botocore
+            max_pool_connections=options.max_pool_connections,
+            connect_timeout=options.connect_timeout,
+            read_timeout=options.read_timeout,
+            signature_version="s3v4",
+            s3={"addressing_style": "path" if custom_endpoint else "auto"},
+        )
+        session = boto3.session.Session(
+            aws_access_key_id=options.access_key_id,
+            aws_secret_access_key=options.secret_access_key,
+            aws_session_token=options.session_token,
+            region_name=region,
+        )
+        return session.client(
+            "s3",
+            region_name=region or session.region_name or "us-east-1",
+            endpoint_url=options.endpoint_url,
+            config=config,
+        )
+    except (BotoCoreError, ValueError) as e:
+        raise StoreError(f"cannot set up the S3 client for {url}: {e}") from e
+
+
+def translate(e: ClientError, operation: str, where: str, *, bucket: str,
+              endpoint: str) -> StoreError:
+    """s3q's error for botocore's answer to ``operation`` on ``where`` (an s3:// URL)."""
+    code = error_code(e)
+    meta = e.response.get("ResponseMetadata", {})
+    status = meta.get("HTTPStatusCode", 0)
+    message = e.response.get("Error", {}).get("Message", "")
+    if code == "NoSuchBucket":
+        return StoreError(f"S3 bucket {bucket!r} does not exist (at {endpoint})")
+    if code in _NOT_FOUND:
+        return NotFound(f"{where} not found")
+    if code in _CONFLICT or status == 412:
+        return PreconditionFailed(f"S3 {operation} {where}: {code} (condition not met)")
+    if status >= 500 or code in _UNAVAILABLE:
+        attempts = meta.get("RetryAttempts", 0) + 1
+        return StoreUnavailable(
+            f"S3 {operation} {where}: {code} (HTTP {status}) after {attempts} attempt(s)"
+        )
+    if code in _DENIED:
+        return StoreError(
+            f"S3 access denied: {operation} {where} (check the credentials and the bucket"
+            " and IAM policies; S3 answers 403 instead of 404 for a missing key when"
+            " s3:ListBucket is not granted)"
+        )
+    if code in _BAD_CREDENTIALS:
+        return StoreError(f"S3 rejected the credentials ({code}) for {operation} {where}")
+    return StoreError(f"S3 {operation} {where} failed: {code} (HTTP {status}): {message}")
+
+
+def error_code(e: ClientError) -> str:
+    return str(e.response.get("Error", {}).get("Code", ""))
+
+
+class StoreClock:
+    """The server's clock, estimated from ``Date`` headers and the local monotonic clock.
+
+    Each response gives a lower bound of ``server_time - monotonic()`` (``Date`` is stamped
+    before the response is received and truncated to the second); the estimate is the largest
+    bound seen, so it never runs ahead of the server and never goes backwards, except to follow
+    the server clock when it is stepped back by more than :data:`CLOCK_STEP_BACK`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._offset: float | None = None
+
+    def observe(self, date_header: str, received_monotonic: float) -> None:
+        try:
+            server_time = parsedate_to_datetime(date_header).timestamp()
+        except (TypeError, ValueError):
+            return
+        sample = server_time - received_monotonic
+        with self._lock:
+            if (
+                self._offset is None
+                or sample > self._offset
+                or sample < self._offset - CLOCK_STEP_BACK
+            ):
+                self._offset = sample
+
+    def read(self) -> float | None:
+        with self._lock:
+            offset = self._offset
+        return None if offset is None else offset + time.monotonic()
+
+
+class Meter:
+    """What a client's event hooks see: ``request_counts`` (HTTP requests sent, by S3
+    operation, retries included: what S3 bills), ``error_counts`` (error answers by S3 error
+    code, ``"404"`` for a bodiless HEAD; transport failures by exception name), the server's
+    :class:`StoreClock`, and the guard of the current call in each thread."""
+
+    def __init__(self, client: S3Client) -> None:
+        self.request_counts: Counter[str] = Counter()
+        self.error_counts: Counter[str] = Counter()
+        self.clock = StoreClock()
+        self._lock = threading.Lock()
+        self._guards = threading.local()
+        client.meta.events.register("before-send.s3", self._on_send)
+        client.meta.events.register("response-received.s3", self._on_response)
+
+    @contextmanager
+    def guarded(self, guard: Guard | None) -> Iterator[None]:
+        """Make ``guard`` the check run before each HTTP request of the call in this thread
+        (botocore sends from the calling thread; retries are re-checked)."""
+        self._guards.current = guard
+        try:
+            yield
+        finally:
+            self._guards.current = None
+
+    def snapshot(self) -> tuple[Counter[str], Counter[str]]:
+        """Copies of ``(request_counts, error_counts)``, safe to take while other threads
+        make requests (iterating the live counters then is not)."""
+        with self._lock:
+            return Counter(self.request_counts), Counter(self.error_counts)
+
+    def _on_send(self, event_name: str, **_: Any) -> None:
+        """botocore's ``before-send``: after signing, right before the bytes leave. A guard
+        that raises here stops the request (botocore re-raises it from the call)."""
+        guard: Guard | None = getattr(self._guards, "current", None)
+        if guard is not None:
+            guard()
+        operation = event_name.rsplit(".", 1)[-1]
+        with self._lock:
+            self.request_counts[operation] += 1
+
+    def _on_response(
+        self,
+        response_dict: dict[str, Any] | None = None,
+        parsed_response: dict[str, Any] | None = None,
+        exception: Exception | None = None,
+        **_: Any,
+    ) -> None:
+        received = time.monotonic()
+        error: str | None = None
+        if response_dict is not None:
+            date = response_dict["headers"].get("Date")
+            if date:
+                self.clock.observe(date, received)
+            status = response_dict["status_code"]
+            if status >= 300:
+                error = (parsed_response or {}).get("Error", {}).get("Code") or str(status)
+        elif exception is not None:
+            error = type(exception).__name__
+        if error is not None:
+            with self._lock:
+                self.error_counts[error] += 1
