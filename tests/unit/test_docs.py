@@ -56,5 +56,5 @@ def test_every_relative_link_of_the_docs_stays_in_the_repository() -> None:
 def test_the_readme_says_how_to_get_s3q_on_path_and_how_long_the_tests_take() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "source .venv/bin/activate" in readme
-    assert "6\N{EN DASH}10 minutes on 2 cores" in " ".join(readme.split())
+    assert "20\N{EN DASH}25 minutes on 2 cores" in " ".join(readme.split())
     assert "scripts/demo" in readme and "scripts/test" in readme
