@@ -4,7 +4,9 @@ A :class:`Claimer` serves the claiming threads of one process: it lists wait/ a 
 time from a cursor that advances through the keyspace, starts each page at a random key
 (so racing workers rarely want the same key) and hands candidates out one by one.
 Requests waiting for a retry whose view in wait/ is missing are handed to it by name
-(:meth:`Claimer.offer`).
+(:meth:`Claimer.offer`). A claim that found candidates and lost every one to other workers
+says so (:meth:`Claimer.lost_race`): the queue is busy, not idle, and the slot claims again
+soon instead of backing off as if wait/ were empty.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ class Claimer:
         self._skip: dict[str, tuple[str, float]] = {}  # name -> (etag, until store time)
         self._named: deque[str] = deque()  # due retry leases without a view (the scan)
         self._too_long: set[str] = set()
+        self._raced = threading.local()  # per claiming thread: its last claim lost races
 
     def offer(self, names: list[str]) -> None:
         """Names to try first, without a listing: due ``retry`` leases whose view is missing
@@ -129,11 +132,20 @@ class Claimer:
             job = self._claim_named(worker_id, name, view_after)
             if job is not None:
                 return job
+        self._raced.lost = False
         for info in self._next_candidates():
             job = self._claim_waiting(worker_id, info, view_after)
             if job is not None:
                 return job
+            self._raced.lost = True
         return None
+
+    def lost_race(self) -> bool:
+        """Did this thread's last :meth:`claim` find candidates in wait/ and claim none
+        (taken by other workers, changed or gone meanwhile, held, not due yet)? The names held
+        or not due are skipped by the next listings, so a worker that claims again at once
+        meets only what it has not tried yet."""
+        return bool(getattr(self._raced, "lost", False))
 
     def _claim_named(self, worker_id: str, name: str, view_after: float) -> Job | None:
         """A named request: its retry lease if it has one, else wait/NAME as if listed."""
@@ -295,7 +307,8 @@ class Claimer:
         for info in page.items:
             name = layout.name_of(layout.WAIT, info.key)
             skip = self._skip.get(name)
-            if ctx.is_request(name) and not (skip and skip[0] == info.etag):
+            if (ctx.is_request(name) and not (skip and skip[0] == info.etag)
+                    and name not in self._too_long):
                 fresh.append(info)
         start = ctx.rng.randrange(len(fresh)) if fresh else 0  # see _next_candidates
         self._candidates.extend(fresh[start:] + fresh[:start])

@@ -187,22 +187,26 @@ class Queue:
     def backoff(self, attempt: int) -> float:
         return self.ctx.backoff(attempt)
 
-    def outlook(self, previous: Outlook | None = None) -> Outlook:
+    def outlook(self, previous: Outlook | None = None, *, mine: str | None = None) -> Outlook:
         """What is not claimable now but will be (a retry's backoff, a lease nobody renews),
         and what is held by workers that renew their leases: a burst waits for the first
         and leaves the second to their owners. A lease is known to be renewed only once it
         changed between two looks (pass the ``previous`` outlook); until then, a lease
         written recently may be a live worker's or one that just died: wait until its
-        next renewal is due, and look again."""
+        next renewal is due, and look again. Leases of worker ``mine`` (the caller: its
+        jobs still running or being settled) are neither waited for nor left."""
         now = self.store.now()
         due: dict[str, float] = {}
         left: list[tuple[str, str]] = []
         etags: dict[str, str] = {}
         seen = previous.lease_etags if previous is not None else {}
         renewal = self.config.renew_interval + 2 * CLOCK_MARGIN
+        own: set[str] = set()
         for lease, info in self.leases():
             etags[lease.name] = info.etag
-            if lease.intent is Intent.RETRY:
+            if lease.intent is not Intent.RETRY and mine is not None and lease.worker == mine:
+                own.add(lease.name)
+            elif lease.intent is Intent.RETRY:
                 due[lease.name] = max(0.0, lease.not_before + 1.0 - now)
             elif seen.get(lease.name, info.etag) != info.etag and lease.worker:
                 left.append((lease.name, f"in flight on {lease.worker}"))
@@ -212,7 +216,7 @@ class Queue:
                                       + CLOCK_MARGIN - now)
             else:  # renewed by now if its worker lives: look again then
                 due[lease.name] = info.last_modified + renewal - now
-        held = {name for name, _ in left}
+        held = own | {name for name, _ in left}
         for info in self.ls(State.WAIT):
             if not self.ctx.fits(info.key):
                 left.append((info.key, "name too long for this store: never claimed"))
@@ -230,6 +234,12 @@ class Queue:
         _check_worker_id(worker_id)
         self._scanner.run_if_due(worker_id)
         return self._claimer.claim(worker_id, view_after)
+
+    def lost_race(self) -> bool:
+        """Did this thread's last :meth:`claim` return None although wait/ listed requests it
+        could try (all taken by other workers meanwhile, or held, or not due)? A busy queue,
+        not an idle one: claim again soon."""
+        return self._claimer.lost_race()
 
     def offer(self, names: list[str]) -> None:
         """Requests to try first at the next claims, without listing wait/ (for example

@@ -31,7 +31,7 @@ from s3q.errors import JobStateError, LeaseLost
 from s3q.handlers import Handler
 from s3q.hostlock import one_per_host
 from s3q.job import Job
-from s3q.pacing import Pacer
+from s3q.pacing import Pacer, Turn
 from s3q.queue import Outlook, Queue
 from s3q.registry import Presence
 from s3q.store import StoreError
@@ -248,10 +248,11 @@ class Worker:
 
     # ------------------------------------------------------------------ one slot
     def _slot(self) -> None:
+        again: Turn | None = None  # claim again at once: the last claim lost races
         while not self._stopping.is_set():
             if self._claim_gate is not None and not self._claim_gate(self._stopping):
                 continue
-            turn = self._pacer.turn()
+            turn, again = again or self._pacer.turn(), None
             if turn is None:
                 continue
             if not self._take_ticket():
@@ -259,17 +260,24 @@ class Worker:
                 return
             with self._lock:
                 self._claiming += 1
-            paused, job = False, None
+            paused, job, raced = False, None, False
             try:
                 paused = self.presence.paused()  # paused: claim nothing, poll as if idle
                 job = None if paused else self.queue.claim(
                     self.options.worker_id, view_after=self.options.view_after)
+                raced = job is None and not paused and self.queue.lost_race()
             except StoreError as exc:
                 log.warning("claim failed: %s", exc, extra={"event": "claim_failed"})
             finally:
                 if job is None:
                     with self._lock:
                         self._claiming -= 1
+            pause = self._pacer.raced(turn) if raced else None
+            if pause is not None:  # a busy queue: others took what this claim tried
+                self._return_ticket()
+                self._stopping.wait(pause)
+                again = "busy"
+                continue
             named = (job is not None and self._events is not None
                      and self._events.offered(job.name))
             sleep = self._pacer.claimed(turn, found=job is not None, named=named)
@@ -294,7 +302,8 @@ class Worker:
             if self._burst_slots > 1:
                 self._burst_slots -= 1
                 return False
-        outlook = self._outlook = self.queue.outlook(self._outlook)
+        outlook = self._outlook = self.queue.outlook(self._outlook,
+                                                      mine=self.options.worker_id)
         if outlook.next_due is None:
             for name, why in outlook.left:
                 log.info("burst done; left %s: %s", name, why,

@@ -1,0 +1,113 @@
+"""Pacing of a worker's claims: a claim that lost every candidate to other workers is a busy
+queue (claim again soon), not an idle one (back off), within a bound."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from s3q import Queue
+from s3q.backends.delegating import DelegatingStore
+from s3q.backends.memory import MemoryStore
+from s3q.job import Job
+from s3q.pacing import RACE_PAUSE, RACE_RETRIES, Pacer
+from s3q.worker import Worker, WorkerOptions
+
+
+def pacer() -> Pacer:
+    return Pacer(poll_interval=10.0, scan_interval=10.0, events_list_interval=300.0,
+                 rng=random.Random(1))
+
+
+def test_lost_races_are_retried_after_short_pauses_then_the_worker_backs_off() -> None:
+    p = pacer()
+    pauses = [p.raced("busy") for _ in range(RACE_RETRIES)]
+    assert all(x is not None and 0 <= x <= RACE_PAUSE * 2 ** (i + 1)
+               for i, x in enumerate(pauses)), pauses
+    assert p.raced("busy") is None  # races persist: count the claim as an empty one
+    assert p.claimed("busy", found=False) is not None  # the idle backoff starts
+    assert p.raced("busy") is None
+    assert p.claimed("busy", found=True) is None  # a job: the race budget is back
+    assert p.raced("busy") is not None
+
+
+def test_a_raced_poll_hands_the_poll_turn_back() -> None:
+    p = pacer()
+    p.claimed("busy", found=False)  # idle: slots take the poll turn one at a time
+    p._next_poll = 0.0  # (due now)
+    assert p.turn() == "poll"
+    assert p.turn() is None  # another slot waits: the poll turn is taken
+    assert p.raced("poll") is not None
+    assert p.turn() == "poll"  # given back: the next slot may poll
+
+
+@dataclass
+class Racing(DelegatingStore):
+    """Runs ``before_get`` once, right before the first GET of a wait/ object."""
+
+    inner: MemoryStore
+    before_get: Any = None
+
+    def __post_init__(self) -> None:
+        DelegatingStore.__init__(self, self.inner)
+
+    def _call(self, op: str, args: dict[str, Any], fn: Any) -> Any:
+        if op == "get" and args["key"].startswith("wait/") and self.before_get is not None:
+            hook, self.before_get = self.before_get, None
+            hook()
+        return fn()
+
+
+def test_a_claim_that_loses_its_candidates_to_another_worker_says_so() -> None:
+    mem = MemoryStore()
+    racing = Racing(mem)
+    mine, other = Queue(racing), Queue(mem)
+    mine.submit("only.json", b"{}")
+    taken: list[Job | None] = []
+    racing.before_get = lambda: taken.append(other.claim("other"))
+    assert mine.claim("me") is None
+    assert taken and taken[0] is not None and taken[0].name == "only.json"
+    assert mine.lost_race()  # a busy queue: the worker claims again soon
+    assert mine.claim("me") is None  # held elsewhere: skipped by the next listing
+    assert not mine.lost_race()  # nothing left to try: idle
+    empty = Queue(MemoryStore())
+    assert empty.claim("me") is None and not empty.lost_race()
+
+
+@dataclass
+class SlowSettle(DelegatingStore):
+    """Deletes of leases (d5, carried out by the worker's settler) take ``delay`` seconds."""
+
+    inner: MemoryStore
+    delay: float = 3.0  # the slot looks far sooner, even on a loaded machine
+
+    def __post_init__(self) -> None:
+        DelegatingStore.__init__(self, self.inner)
+
+    def _call(self, op: str, args: dict[str, Any], fn: Any) -> Any:
+        if op == "delete" and args["key"].startswith(".s3q/lease/"):
+            time.sleep(self.delay)
+        return fn()
+
+
+def test_a_burst_does_not_wait_for_the_leases_of_its_own_jobs() -> None:
+    """The last slot of a burst that finds nothing must not wait for a lease its own worker
+    holds (a finished job whose settling is under way) as if its worker might be dead: it
+    would wait for the lease's next renewal, seconds after the queue was drained."""
+    q = Queue(SlowSettle(MemoryStore()))
+    q.submit("r.json", b"{}")
+    outlooks: list[Any] = []
+    real = q.outlook
+
+    def outlook(*args: Any, **kwargs: Any) -> Any:
+        seen = real(*args, **kwargs)
+        outlooks.append((seen, [lease.name for lease, _ in q.leases()]))
+        return seen
+
+    q.outlook = outlook  # type: ignore[method-assign]
+    stats = Worker(q, lambda job: None, WorkerOptions("w", concurrency=1, burst=True)).run()
+    assert stats.completed == 1
+    assert outlooks and outlooks[0][1] == ["r.json"], outlooks  # looked while it settled
+    assert [seen.next_due for seen, _ in outlooks] == [None], outlooks
