@@ -325,7 +325,9 @@ class LocalStore(Store):
         except PermissionError as e:
             self._report_unreadable(path, e)
         except OSError as e:
-            if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+            if e.errno == errno.ELOOP:  # a symlink turned into a loop since the walk
+                self._report_unreadable(path, e)
+            elif e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
                 raise fs.translate(e, "stat", path) from e
         return None
 
@@ -336,9 +338,13 @@ class LocalStore(Store):
     def _report_unreadable(self, path: str, e: OSError) -> None:
         if path not in self._unreadable:
             self._unreadable.add(path)
-            log.warning("%s: not listed, permission denied (%s): make it readable by this "
-                        "worker's user", path, e.strerror,
-                        extra={"event": "unreadable", "path": path})
+            if isinstance(e, PermissionError):
+                log.warning("%s: not listed, permission denied (%s): make it readable by "
+                            "this worker's user", path, e.strerror,
+                            extra={"event": "unreadable", "path": path})
+            else:
+                log.warning("%s: not listed, it cannot be read (%s): remove or fix it", path,
+                            e.strerror, extra={"event": "unreadable", "path": path})
 
     def _etag_at(self, key: str, path: str, why: str) -> str:
         """The current ETag of ``key`` (under its lock), or NotFound."""

@@ -216,19 +216,32 @@ def _entries(tree: _Tree, base: str) -> Iterator[str]:
     try:
         with os.scandir(path) as entries:
             for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    if base or entry.name != RESERVED:
-                        yield entry.name + "/"
-                elif entry.is_file(follow_symlinks=False) or (
-                    entry.is_symlink() and entry.is_file() and tree.inside(entry.path)
-                ):
-                    yield entry.name
+                name = _entry_name(tree, entry, base)
+                if name is not None:
+                    yield name
     except PermissionError as e:
         tree.unreadable(path, e)
     except OSError as e:
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
             return
         raise translate(e, "list", path) from e
+
+
+def _entry_name(tree: _Tree, entry: os.DirEntry[str], base: str) -> str | None:
+    """The name :func:`_entries` lists for ``entry``, or None. An entry that cannot be
+    examined (a symlink into a directory this user may not read, a symlink loop, a
+    symlink through a file) is reported and left out: it must not end the listing of the
+    directory, whose other entries would never be listed (nor claimed) again."""
+    try:
+        if entry.is_dir(follow_symlinks=False):
+            return entry.name + "/" if base or entry.name != RESERVED else None
+        if entry.is_file(follow_symlinks=False) or (
+            entry.is_symlink() and entry.is_file() and tree.inside(entry.path)
+        ):
+            return entry.name
+    except OSError as e:
+        tree.unreadable(entry.path, e)
+    return None
 
 
 class StripeLocks:
