@@ -64,3 +64,52 @@ def test_local_listing_survives_a_symlink_loop(tmp_path: Path) -> None:
     os.symlink("loop", tmp_path / "q" / "wait" / "loop")
     keys = [i.key for i in store.list_page(layout.WAIT).items]
     assert len(keys) == 5, keys
+
+
+# ---------------------------------------------------------------------- store check cache
+def test_a_doctor_finding_a_guarantee_missing_ends_the_cached_ok(
+        ) -> None:
+    """A worker's start-up check cached OK (.s3q/probe/result, trusted 24 h by default).
+    The store then loses a guarantee (a server downgrade, a proxy put in front, the bucket
+    moved to another server). The operator runs ``s3q doctor``: MISSING, "a worker refuses
+    to start on a store with a required guarantee MISSING". But the cached OK is left in
+    place, and every worker that starts within probe_max_age reads it and runs on the
+    unsafe store."""
+    from s3q.backends.memory import MemoryStore
+    from s3q.doctor import probe
+    from s3q.storecheck import check_store
+    from tests.unit.test_doctor import IgnoresDeleteIfMatch, Unprobed
+
+    mem = MemoryStore("server")
+    assert check_store(Unprobed(mem), max_age=86400).report is not None
+    broken = IgnoresDeleteIfMatch(mem)  # the same bucket, now without DELETE If-Match
+    assert not probe(broken).ok  # s3q doctor: NOT SAFE
+    found = check_store(broken, max_age=86400)
+    assert [c.name for c in found.missing] == ["conditional_delete"], found
+
+
+def test_a_cached_ok_of_another_endpoint_is_not_trusted() -> None:
+    """The cache is matched by the store's URL, ``s3://bucket/prefix``, which names no
+    endpoint: a bucket mirrored from AWS to a MinIO or radosgw (rclone, mc mirror: the
+    .s3q/ objects come along) under the same name is taken for the store that was probed,
+    for up to probe_max_age."""
+    from s3q.backends.memory import MemoryStore
+    from s3q.doctor import RESULT
+    from s3q.storecheck import check_store
+    from tests.unit.test_doctor import IgnoresDeleteIfMatch, Unprobed
+
+    class At:
+        endpoint: str
+
+    class Aws(Unprobed, At):
+        endpoint = "https://s3.eu-west-1.amazonaws.com"
+
+    class Minio(IgnoresDeleteIfMatch, At):
+        endpoint = "http://minio.internal:9000"
+
+    aws = Aws(MemoryStore("bucket"))
+    check_store(aws, max_age=86400)
+    minio = Minio(MemoryStore("bucket"))
+    minio.put(RESULT, aws.get(RESULT)[0])  # mirrored with the bucket
+    found = check_store(minio, max_age=86400)
+    assert [c.name for c in found.missing] == ["conditional_delete"], found
