@@ -113,3 +113,68 @@ def test_a_cached_ok_of_another_endpoint_is_not_trusted() -> None:
     minio.put(RESULT, aws.get(RESULT)[0])  # mirrored with the bucket
     found = check_store(minio, max_age=86400)
     assert [c.name for c in found.missing] == ["conditional_delete"], found
+
+
+def _producer_mv(root: Path, key: str, data: bytes) -> None:
+    """A producer's ``mv`` into the store: another program, which takes no s3q lock."""
+    staged = root / "staged"
+    staged.write_bytes(data)
+    os.replace(staged, root / key)
+
+
+def test_local_conditional_delete_never_deletes_a_resubmission(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """c2 (``DEL=E wait/NAME``) on the local store checks the ETag, then unlinks: two steps
+    that exclude s3q's processes (the stripe lock) but not a producer's ``mv`` (PROTOCOL
+    §2.5: re-submissions at any moment). A re-submission landing between them is deleted
+    by a condition naming the object it replaced: lost (S3 checks and deletes in one
+    step and answers 412)."""
+    store = LocalStore(tmp_path / "q", settle=0)
+    first = store.put("wait/a", b"first").etag
+    target = str(tmp_path / "q" / "wait" / "a")
+    real_unlink, real_rename = os.unlink, os.rename
+    raced: list[str] = []
+
+    def resubmit_first(path: object) -> None:  # once the ETag was checked, as it goes
+        if str(path) == target and not raced:
+            raced.append(target)
+            _producer_mv(tmp_path / "q", "wait/a", b"second")
+
+    def unlink(path: str, *args: object, **kwargs: object) -> None:
+        resubmit_first(path)
+        real_unlink(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    def rename(src: str, dst: str, *args: object, **kwargs: object) -> None:
+        resubmit_first(src)
+        real_rename(src, dst, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(StoreError):  # PreconditionFailed: wait/a is not `first` any more
+        store.delete("wait/a", if_match=first)
+    monkeypatch.undo()
+    assert raced
+    assert store.get("wait/a")[0] == b"second"
+
+
+def test_local_create_if_absent_never_replaces_a_resubmission(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """w1 / r2 (``PUT! wait/NAME``, a view) on the local store checks that the key is
+    absent, then renames its temp file over it: a producer's ``mv`` of a new request
+    landing between the two is overwritten by the view (S3 answers 412 and keeps it), and
+    the re-submission is lost: the view is deleted with its own ETag once its lease's
+    request is claimed."""
+    store = LocalStore(tmp_path / "q", settle=0)
+    real = store._exists
+
+    def absent_then_resubmitted(path: str) -> bool:
+        found = real(path)
+        _producer_mv(tmp_path / "q", "wait/a", b"resubmitted")
+        return found
+
+    monkeypatch.setattr(store, "_exists", absent_then_resubmitted)
+    (tmp_path / "q" / "wait").mkdir(parents=True, exist_ok=True)
+    with pytest.raises(StoreError):  # PreconditionFailed: wait/a exists now
+        store.put("wait/a", b"view", if_none_match=True)
+    monkeypatch.undo()
+    assert store.get("wait/a")[0] == b"resubmitted"
