@@ -178,3 +178,34 @@ def test_local_create_if_absent_never_replaces_a_resubmission(
         store.put("wait/a", b"view", if_none_match=True)
     monkeypatch.undo()
     assert store.get("wait/a")[0] == b"resubmitted"
+
+
+# ---------------------------------------------------------------------- scanner role
+@pytest.mark.parametrize("etags", ETAG_MODES)
+def test_a_due_retry_without_its_view_reaches_idle_workers_while_the_scanner_is_busy(
+        etags: EtagMode) -> None:
+    """A request waits for its retry in its lease; its view in wait/ was removed (an
+    operator's ``aws s3 rm``, a stale c2, the seed's reset). Only the scan can find it, and
+    it hands it by name to the scanner's own claimer: while the scanner's worker has no
+    free slot (long jobs), no other worker ever sees it, idle as they are. It must reach
+    every worker (a view restored in wait/)."""
+    w = World(etags=etags)
+    w.submit("a")
+    q0, _ = w.queue(worker=0, seed=0)
+    q1, _ = w.queue(worker=1, seed=1)
+    assert q0.scan("w0") is not None  # w0 is the fleet's scanner
+    job = q0.claim("w0")
+    assert job is not None
+    job.fail("boom")  # attempt 1 failed: a retry lease, its view in wait/
+    w.mem.delete(layout.key(layout.WAIT, "a"))  # the view goes (the lease holds the body)
+    claimed = None
+    for _ in range(int(20 * q0.config.effective_scan_interval)):  # 100 s
+        w.clock.advance(1.0)
+        q0.scan("w0")  # w0 scans; its slots are all busy: it claims nothing
+        claimed = q1.claim("w1")  # w1 is idle and polls
+        if claimed is not None:
+            break
+    assert claimed is not None and claimed.name == "a", w.state()
+    w.ran("a", "w1", claimed.attempt, claimed.read())
+    claimed.complete()
+    w.check_never_lost()
