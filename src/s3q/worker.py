@@ -208,7 +208,8 @@ class Worker:
                     log.debug("takeover scan: %d request(s) recovered", len(recovered),
                               extra={"event": "scanned", "worker": wid,
                                      "count": len(recovered)})
-                    released = sum(1 for a in recovered.actions.values() if a == "released")
+                    released = sum(1 for a in recovered.actions.values()
+                                   if a in ("released", "view restored"))
                     if released:  # claim them now, not at the next poll
                         self.wake(released)
             except StoreError as exc:
