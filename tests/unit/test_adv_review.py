@@ -209,3 +209,91 @@ def test_a_due_retry_without_its_view_reaches_idle_workers_while_the_scanner_is_
     w.ran("a", "w1", claimed.attempt, claimed.read())
     claimed.complete()
     w.check_never_lost()
+
+
+@pytest.mark.parametrize("etags", ETAG_MODES)
+def test_a_restored_view_the_scanner_died_before_recording_does_not_run_twice(
+        etags: EtagMode) -> None:
+    """The scanner restores the view of a due retry (t1, w1) and dies before recording it
+    (w2): the view is in wait/, unrecorded. The retry's claim (c1') must remove it with
+    the recorded one, or it outlives the request and runs it again once it completed."""
+    from tests.unit.harness import Crash
+
+    w = World(etags=etags)
+    w.submit("a")
+    q0, s0 = w.queue(worker=0, seed=0)
+    q1, _ = w.queue(worker=1, seed=1)
+    assert q0.scan("w0") is not None
+    job = q0.claim("w0")
+    assert job is not None
+    job.fail("boom")
+    w.mem.delete(layout.key(layout.WAIT, "a"))
+
+    def crash_after_the_view() -> None:
+        w.observe()
+        if s0.ops[-1] == "put! wait/a":
+            raise Crash("w0 died after w1 of the restore")
+
+    s0.observe = crash_after_the_view
+    with pytest.raises(Crash):
+        for _ in range(100):
+            w.clock.advance(1.0)
+            q0.scan("w0")
+    claimed = None
+    for _ in range(100):  # w0 is dead; w1 takes the role once it expires, and claims
+        w.clock.advance(1.0)
+        claimed = q1.claim("w1")
+        if claimed is not None:
+            break
+    assert claimed is not None and claimed.name == "a", w.state()
+    w.ran("a", "w1", claimed.attempt, claimed.read())
+    claimed.complete()
+    w.drain()  # must not run a again
+    assert w.runs("a") == 1, w.handled
+    w.check_settled()
+
+
+# ---------------------------------------------------------------------- orphans
+@pytest.mark.parametrize("etags", ETAG_MODES)
+def test_an_orphan_adopted_by_a_stalled_scanner_does_not_run_again(etags: EtagMode) -> None:
+    """A request in processing/ with no lease (an orphan: a seed-style worker's, a stale
+    c3) is adopted by the scan: GET it, then ``PUT!`` a lease with its bytes. That create
+    carries no deadline (there is no lease yet) and nothing after it checks that the orphan
+    is still there (a claim has c2 for that). A scanner that stalls between the two while
+    another worker adopts the orphan, runs and completes it, resurrects the completed
+    request with its late lease: it runs again (found by test_schedules, OpaqueFleet)."""
+    import random
+    from typing import Any
+
+    from s3q.backends.delegating import DelegatingStore
+    from s3q.queue import Queue
+    from tests.unit.world import config
+
+    w = World(etags=etags)
+    body = w.next_body("a")
+    w.mem.put(layout.key(layout.PROCESSING, "a"), body)  # an orphan, by hand
+    w.submissions.append(("a", body))
+    w.expire()
+
+    class Stalls(DelegatingStore):
+        def _call(self, op: str, args: dict[str, Any], fn: Any) -> Any:
+            if (op == "put" and args.get("if_none_match")
+                    and args["key"] == layout.key(layout.LEASES, "a") and not stalled):
+                stalled.append(True)  # w0 stops here; the fleet moves on
+                w.expire()
+                qb, _ = w.queue(seed=5)
+                for _ in range(5):
+                    job = qb.claim("B")
+                    if job is not None:
+                        w.ran(job.name, "B", job.attempt, job.read())
+                        job.complete()
+                        break
+                    w.expire()
+            return fn()
+
+    stalled: list[bool] = []
+    q0 = Queue(Stalls(w.mem), config(), rng=random.Random(0), monotonic=w.clock)
+    q0.scan("w0")  # adopts the orphan (its late lease lands after B completed it)
+    assert stalled and w.runs("a") == 1
+    w.drain()
+    assert w.runs("a") == 1, w.handled
