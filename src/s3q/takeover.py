@@ -228,13 +228,18 @@ def _adopt_orphan(ctx: Context, info: ObjectInfo) -> bool:
         etag = leases.create(ctx, lease)
     except LeaseTaken:
         return False
-    if lease.body_key is not None:
-        try:
+    try:
+        if lease.body_key is not None:
             ctx.store.copy(info.key, lease.body_key, if_source_match=info.etag,
                            guard=ctx.deadline(sent, name).check)
-        except (NotFound, PreconditionFailed):
-            leases.delete(ctx, name, etag)
-            return False
+        elif ctx.store.head(info.key).etag != info.etag:  # (as c2 for a claim)
+            raise PreconditionFailed(f"{info.key} changed")
+    except (NotFound, PreconditionFailed):
+        # gone or replaced since it was read: another worker adopted it meanwhile (and may
+        # have finished it) while this one stalled, or its lease, created late, would
+        # bring a settled request back
+        leases.delete(ctx, name, etag)
+        return False
     ctx.emit("orphan_found", name)
     return True
 
