@@ -297,3 +297,46 @@ def test_an_orphan_adopted_by_a_stalled_scanner_does_not_run_again(etags: EtagMo
     assert stalled and w.runs("a") == 1
     w.drain()
     assert w.runs("a") == 1, w.handled
+
+
+# ---------------------------------------------------------------------- the worker's slots
+def test_a_claim_raising_something_else_than_a_store_error_does_not_hang_the_worker(
+        ) -> None:
+    """A slot catches only StoreError around its claim. Anything else (a LeaseLost from the
+    dead letter a claim writes for an attempt beyond max_attempts once the claim outlived
+    its lease, or any bug) ends the slot's thread silently; when that slot had the idle
+    poll turn, the pacer's ``_polling`` flag is never cleared and the worker's other slots
+    never claim again: the worker looks alive (registry, scanner role) and claims nothing."""
+    import threading
+    import time
+
+    from s3q import LeaseLost, Queue, QueueConfig
+    from s3q.backends.memory import MemoryStore
+    from s3q.worker import Worker, WorkerOptions
+
+    q = Queue(MemoryStore("adv-slots"), QueueConfig(lease_ttl=6.0))
+    real_claim = q.claim
+    calls: list[int] = []
+
+    def claim(worker_id: str, *, view_after: float = 0.0) -> object:
+        calls.append(1)
+        if len(calls) == 3:  # the first idle poll
+            raise LeaseLost("x: lease was taken over")
+        return real_claim(worker_id, view_after=view_after)
+
+    q.claim = claim  # type: ignore[assignment,method-assign]
+    done = threading.Event()
+    worker = Worker(q, lambda job: done.set(),
+                    WorkerOptions("adv-slots-w", concurrency=2, poll_interval=0.3))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while len(calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        q.submit("a_request.json", b"{}")
+        assert done.wait(5), "the worker never claimed the request"
+    finally:
+        worker.stop()
+        worker.stop()
+        thread.join(15)
