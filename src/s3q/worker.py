@@ -267,6 +267,10 @@ class Worker:
                     self.options.worker_id, view_after=self.options.view_after)
             except StoreError as exc:
                 log.warning("claim failed: %s", exc, extra={"event": "claim_failed"})
+            except Exception as exc:  # never let a slot die: an idle poll turn it held
+                # would never be handed back, and the other slots would never claim again
+                log.exception("claim failed: %s", _one_line(exc),
+                              extra={"event": "claim_failed"})
             finally:
                 if job is None:
                     with self._lock:
