@@ -104,7 +104,10 @@ def install(temp: Temp, path: str, conflict: Callable[[], StoreError], *,
             except FileExistsError as e:
                 if os.path.isdir(path):
                     raise conflict() from e
-                raise Exists(path) from e
+                if os.path.exists(path):
+                    raise Exists(path) from e
+                os.replace(temp.path, path)  # a dangling symlink: no object, as before
+                break
             except FileNotFoundError:
                 pass  # the directory is missing: create it below
             except (IsADirectoryError, NotADirectoryError) as e:
