@@ -32,6 +32,8 @@ __all__ = ["Recovered", "RecoveryCandidate", "RecoveryMode", "Scanner", "recover
            "recovery_candidates", "restore_view", "take_over"]
 
 MakeJob = Callable[[Lease, str, Deadline], Job]
+#: A due retry lease left unclaimed has its view looked at again after this many scans.
+RECHECK = 10
 #: ``mine``: what one worker id held; ``stale``: expired leases; ``all``: everything.
 RecoveryMode = Literal["mine", "stale", "all"]
 
@@ -257,6 +259,8 @@ class Scanner:
         self._lock = threading.Lock()
         self._next = 0.0  # store time of the next scan
         self._retries: dict[str, tuple[str, float]] = {}  # name -> (lease etag, not_before)
+        #: due retries whose view was looked at: name -> (lease etag, store time)
+        self._checked: dict[str, tuple[str, float]] = {}
 
     def run_if_due(self, worker_id: str) -> Recovered | None:
         now = self.ctx.store.now()
@@ -300,7 +304,16 @@ class Scanner:
                     and ctx.is_expired(info, now) and _adopt_orphan(ctx, info)):
                 done.actions[name] = take_over(ctx, name, worker_id, "stale",
                                                    make_job=self.make_job)
-        for name in due:  # v0…v3 (PROTOCOL §4 takeover, step 0): the view of a due retry
+        # v0…v3 (PROTOCOL §4 takeover, step 0): the view of a due retry. Each lease is
+        # looked at again only every RECHECK scans, and at most page_size of them per scan
+        # (the least recently looked at first): a paused queue, or a deep backlog that
+        # claims reach late, must not cost a GET and a HEAD per waiting retry per scan.
+        self._checked = {n: c for n, c in self._checked.items() if n in leased}
+        todo = [n for n in due if (c := self._checked.get(n)) is None
+                or c[0] != leased[n].etag or now >= c[1] + RECHECK * interval]
+        todo.sort(key=lambda n: self._checked.get(n, ("", 0.0))[1])
+        for name in todo[:ctx.config.page_size]:
+            self._checked[name] = (leased[name].etag, now)
             found = leases.read(ctx, name)
             if found is not None and restore_view(ctx, name, worker_id, make_job=self.make_job,
                                                   found=found) == "view restored":

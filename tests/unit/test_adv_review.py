@@ -340,3 +340,29 @@ def test_a_claim_raising_something_else_than_a_store_error_does_not_hang_the_wor
         worker.stop()
         worker.stop()
         thread.join(15)
+
+
+def test_due_retries_left_waiting_cost_the_scan_a_bounded_number_of_requests() -> None:
+    """(The fix above.) Due retries whose view is in wait/ but which nobody claims (a
+    paused queue, a deep backlog) are looked at once per RECHECK scans, at most page_size
+    per scan: not a GET and a HEAD per retry per scan."""
+    from s3q.takeover import RECHECK
+
+    w = World()
+    names = [f"r{i:02d}" for i in range(25)]
+    w.submit(*names)
+    q0, s0 = w.queue(worker=0)
+    q0.scan("w0")
+    for _ in names:
+        job = q0.claim("w0")
+        assert job is not None
+        job.fail("boom")
+    interval = q0.config.effective_scan_interval
+    heads = []
+    for _ in range(RECHECK):
+        w.clock.advance(interval)
+        before = len(s0.ops)
+        q0.scan("w0")
+        heads.append(sum(1 for op in s0.ops[before:] if op.startswith("head wait/")))
+    assert max(heads) <= q0.config.page_size and sum(heads) <= len(names), heads
+    assert all(w.keys(layout.WAIT) >= {n} for n in names)  # every view is still there
