@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -366,3 +367,34 @@ def test_due_retries_left_waiting_cost_the_scan_a_bounded_number_of_requests() -
         heads.append(sum(1 for op in s0.ops[before:] if op.startswith("head wait/")))
     assert max(heads) <= q0.config.page_size and sum(heads) <= len(names), heads
     assert all(w.keys(layout.WAIT) >= {n} for n in names)  # every view is still there
+
+
+# ---------------------------------------------------------------------- listing on S3
+def test_a_listed_key_that_is_no_valid_name_does_not_wedge_the_claim_cursor(
+        make_s3_store: Any, s3_endpoint: Any) -> None:
+    """S3 keys may hold what s3q names may not (a backslash from a Windows tool, a ``..``
+    segment, a control character). Such a key in wait/ is listed (and never claimed). When
+    it is the last key of a truncated page, the claimer's cursor becomes that key, and the
+    next LIST sends it as StartAfter, which the S3 backend refuses (InvalidKey) before
+    sending: every later claim of the worker fails the same way, and the requests after it
+    are never claimed. (list_all, used by the scan, status and the dashboard, the same.)"""
+    from s3q import Queue, QueueConfig
+    from s3q.store import list_all
+
+    store = make_s3_store()
+    q = Queue(store, QueueConfig(page_size=3))
+    for name in ("a", "b", "z"):
+        q.submit(name, b"x")
+    s3_endpoint.client().put_object(Bucket=s3_endpoint.bucket,
+                                    Key=f"{store.prefix}/wait/m\\x", Body=b"x")
+    claimed: set[str] = set()
+    for _ in range(10):
+        try:
+            job = q.claim("w")
+        except StoreError:
+            continue  # (a worker logs "claim failed" and polls again)
+        if job is not None:
+            claimed.add(job.name)
+            job.complete()
+    assert claimed == {"a", "b", "z"}
+    assert len(list(list_all(store, layout.WAIT, page_size=1))) == 1  # the odd key
