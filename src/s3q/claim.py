@@ -24,7 +24,7 @@ from s3q.errors import LeaseLost
 from s3q.job import Job
 from s3q.leases import LeaseTaken
 from s3q.records import INLINE_MAX, Intent, Lease, new_claim_id
-from s3q.store import NotFound, ObjectInfo, PreconditionFailed
+from s3q.store import NotFound, ObjectInfo, PreconditionFailed, resume_after
 
 __all__ = ["Claimer", "finish_claim"]
 
@@ -306,7 +306,8 @@ class Claimer:
                                    limit=ctx.config.page_size)
         if not page.items and self._cursor is not None:  # wrapped around
             page = ctx.store.list_page(layout.WAIT, limit=ctx.config.page_size)
-        self._cursor = page.items[-1].key if page.truncated and page.items else None
+        self._cursor = (resume_after(page.items[-1].key) if page.truncated and page.items
+                        else None)
         now = ctx.store.now()
         self._skip = {k: v for k, v in self._skip.items() if v[1] > now}
         fresh = []

@@ -264,7 +264,6 @@ def test_an_orphan_adopted_by_a_stalled_scanner_does_not_run_again(etags: EtagMo
     another worker adopts the orphan, runs and completes it, resurrects the completed
     request with its late lease: it runs again (found by test_schedules, OpaqueFleet)."""
     import random
-    from typing import Any
 
     from s3q.backends.delegating import DelegatingStore
     from s3q.queue import Queue
