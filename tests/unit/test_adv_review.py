@@ -397,3 +397,48 @@ def test_a_listed_key_that_is_no_valid_name_does_not_wedge_the_claim_cursor(
             job.complete()
     assert claimed == {"a", "b", "z"}
     assert len(list(list_all(store, layout.WAIT, page_size=1))) == 1  # the odd key
+
+
+# ---------------------------------------------------------------------- events
+def test_a_deeply_nested_message_is_malformed_not_a_failure_of_the_event_source() -> None:
+    """An SQS message whose body is deeply nested JSON (256 KiB of '[') makes json.loads
+    raise RecursionError, which parse_message does not catch: the event source's round
+    fails, the message is never deleted (it comes back every VISIBILITY seconds for the
+    queue's whole retention, each time making the source unhealthy and dropping the rest
+    of its batch), instead of being logged and deleted as malformed."""
+    from s3q import Queue
+    from s3q.backends.delegating import DelegatingStore
+    from s3q.backends.memory import MemoryStore
+    from s3q.events import EventSource
+    from s3q.sqs import Message, QueueRef
+
+    class OnS3(DelegatingStore):
+        bucket = "b"
+        prefix = ""
+
+    class Sqs:
+        ref = QueueRef("q")
+
+        def __init__(self) -> None:
+            self.batches = [[Message("poison", "[" * 200_000, 1),
+                             Message("ok", '{"Records": [{"eventName": "ObjectCreated:Put",'
+                                           ' "s3": {"bucket": {"name": "b"}, "object": '
+                                           '{"key": "wait/a"}}}]}', 1)]]
+            self.deleted: list[str] = []
+
+        def receive(self, most: int, *, wait: int, visibility: int) -> list[Message]:
+            return self.batches.pop(0) if self.batches else []
+
+        def delete(self, receipts: list[str]) -> None:
+            self.deleted += receipts
+
+        def hide(self, receipts: list[tuple[str, int]]) -> None:
+            pass
+
+    q = Queue(OnS3(MemoryStore("events")))
+    sqs = Sqs()
+    source = EventSource(q, sqs, "w")  # type: ignore[arg-type]
+    source._capacity = lambda: 2
+    source._round()
+    assert "poison" in sqs.deleted
+    assert source.offered("a")
