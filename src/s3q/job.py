@@ -173,7 +173,11 @@ class Job:
         request again. So it is tried again (its 412 adopts our own view) before the job's
         final write (:meth:`_finish`)."""
         self._view_unsure = True
-        proc = processing_view(self.ctx, self.lease, self.deadline)
+        try:
+            proc = processing_view(self.ctx, self.lease, self.deadline)
+        except LeaseLost:  # not sent, or deleted again (the deadline passed): none left
+            self._view_unsure = False
+            raise
         self.lease = replace(self.lease, proc=proc)
         self._view_unsure = False
 
