@@ -20,13 +20,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 from s3q import layout, leases
-from s3q.body import processing_view
+from s3q.body import is_ours, processing_view
 from s3q.context import Context, Deadline
 from s3q.errors import LeaseLost
 from s3q.job import Job
 from s3q.leases import LeaseTaken
 from s3q.records import INLINE_MAX, Intent, Lease, new_claim_id
-from s3q.store import NotFound, ObjectInfo, PreconditionFailed
+from s3q.store import NotFound, ObjectInfo, PreconditionFailed, resume_after
 
 __all__ = ["Claimer", "finish_claim"]
 
@@ -34,14 +34,18 @@ log = logging.getLogger("s3q")
 
 
 def finish_claim(ctx: Context, lease: Lease, guard: Deadline, *,
-                 fresh: bool = False, view: bool = True) -> tuple[Lease, bool]:
+                 fresh: bool = False, view: bool = True,
+                 sweep: bool = False) -> tuple[Lease, bool]:
     """c2 and c3, after the lock is ours (a claim, or t2 of a takeover). Returns the lease
     with the ETag of its processing/ view, and whether c2 removed the request from wait/
     (then the claim had not finished before: no handler had run on it). Raises
     :class:`ClaimStalled` if the deadline passed before c2 was sent, and, for a ``fresh``
     claim (c1 just now, not a retry's c1' nor a takeover), :class:`ClaimOvertaken` if
     wait/NAME was certainly no longer the request read at c0. Without ``view``, c3 is left
-    to the job (:meth:`s3q.job.Job.write_view`, once it has run for a while)."""
+    to the job (:meth:`s3q.job.Job.write_view`, once it has run for a while). ``sweep``
+    (a retry's claim, c1'): if the recorded view is not there, a view of this request's
+    bytes that its lease does not record (the scan's restore of a view, interrupted
+    between w1 and w2) is deleted too: it must not outlive the request."""
     name = lease.name
     target = lease.view or lease.src
     removed = False
@@ -59,10 +63,24 @@ def finish_claim(ctx: Context, lease: Lease, guard: Deadline, *,
             # worker claimed (and finished) what c0 read, between our c0 and our c1.
             if fresh and not exc.retried:
                 raise ClaimOvertaken(name) from exc
+    if sweep and not removed:
+        _sweep_view(ctx, lease, guard)
     proc = processing_view(ctx, lease, guard) if view else None  # c3
     if not view:
         guard.check()  # the claim took longer than its lease: leave it to a takeover
     return replace(lease, proc=proc, view=None), removed
+
+
+def _sweep_view(ctx: Context, lease: Lease, guard: Deadline) -> None:
+    """c2 of a retry's claim found no recorded view: delete an unrecorded one of this
+    request's bytes (a same-bytes re-submission is the same request, as at c2)."""
+    key = layout.key(layout.WAIT, lease.name)
+    try:
+        info = ctx.store.head(key)
+        if is_ours(ctx, lease, key, info):
+            ctx.store.delete(key, if_match=info.etag, guard=guard.check)
+    except (NotFound, PreconditionFailed):
+        pass
 
 
 class ClaimOvertaken(Exception):
@@ -242,7 +260,7 @@ class Claimer:
         try:
             # c3 at once: a view the previous holder left (crashed before w3) is adopted
             # here, so that it cannot outlive this lease as an orphan
-            lease, _ = finish_claim(ctx, lease, guard)
+            lease, _ = finish_claim(ctx, lease, guard, sweep=True)
         except LeaseLost as exc:
             _stalled(ctx, lease, etag, exc)
             return None
@@ -300,7 +318,8 @@ class Claimer:
                                    limit=ctx.config.page_size)
         if not page.items and self._cursor is not None:  # wrapped around
             page = ctx.store.list_page(layout.WAIT, limit=ctx.config.page_size)
-        self._cursor = page.items[-1].key if page.truncated and page.items else None
+        self._cursor = (resume_after(page.items[-1].key) if page.truncated and page.items
+                        else None)
         now = ctx.store.now()
         self._skip = {k: v for k, v in self._skip.items() if v[1] > now}
         fresh = []

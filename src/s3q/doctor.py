@@ -16,6 +16,7 @@ declared) need no probe of them and are reported from their declaration, unless
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import random
@@ -119,7 +120,11 @@ def probe(store: Store, *, full: bool = True, trust_declared: bool = True,
                 p.run(p.versioning)
             p.conflicts_seen()
     found = p.capabilities(caps if declared else Capabilities())
-    return Report(store.url, started, time.time(), tuple(p.checks), found)
+    report = Report(store.url, started, time.time(), tuple(p.checks), found)
+    if not report.ok:  # a worker's cached OK of this store (s3q.storecheck) no longer holds
+        with contextlib.suppress(StoreError):
+            store.delete(RESULT)
+    return report
 
 
 @dataclass

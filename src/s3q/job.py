@@ -50,6 +50,9 @@ class Job:
         #: When (monotonic) the job writes its processing/ view if it still runs (c3
         #: deferred by the claim: most jobs end sooner and never need one); None: written.
         self.view_due: float | None = None
+        #: A deferred view write whose outcome is unknown (it raised a store error): it
+        #: may exist in processing/ unrecorded; settled before the job's final write.
+        self._view_unsure = False
         self._keeper = keeper
         self._finish_lock = threading.Lock()
         self._write_lock = threading.RLock()  # one lease write at a time
@@ -161,8 +164,22 @@ class Job:
             if self.view_due is None or self.finished or self.lost:
                 return
             self.view_due = None
-            self.lease = replace(self.lease, proc=processing_view(self.ctx, self.lease,
-                                                                   self.deadline))
+            self._write_view()
+
+    def _write_view(self) -> None:
+        """(Under the write lock.) c3. A store error may hide a view that was created (an
+        ambiguous outcome, PROTOCOL §2.3): unless it is recorded, d4/w3/x4 would not delete
+        it, and once the lease is gone the scan would adopt it as an orphan and run the
+        request again. So it is tried again (its 412 adopts our own view) before the job's
+        final write (:meth:`_finish`)."""
+        self._view_unsure = True
+        try:
+            proc = processing_view(self.ctx, self.lease, self.deadline)
+        except LeaseLost:  # not sent, or deleted again (the deadline passed): none left
+            self._view_unsure = False
+            raise
+        self.lease = replace(self.lease, proc=proc)
+        self._view_unsure = False
 
     def renew(self) -> None:
         """Extend the lease now. Raises LeaseLost if it was taken over."""
@@ -212,6 +229,8 @@ class Job:
         if self._keeper is not None:
             self._keeper().unregister(self)
         with self._write_lock:  # a renewal under way finishes first; none starts after
+            if self._view_unsure:  # else the view may outlive the lease (an orphan)
+                self._write_view()
             outcome()
 
     # ------------------------------------------------------------------ context manager

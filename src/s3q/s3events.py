@@ -51,8 +51,8 @@ def parse_message(body: str, *, bucket: str, wait_prefix: str) -> Notice:
     e.g. ``"requests/wait/"``)."""
     try:
         data = json.loads(body)
-    except (TypeError, ValueError) as exc:
-        return Notice("malformed", problems=[f"not JSON: {exc}"])
+    except (TypeError, ValueError, RecursionError) as exc:  # (nested too deep for json)
+        return Notice("malformed", problems=[f"not JSON: {type(exc).__name__}: {exc}"])
     if isinstance(data, dict) and data.get("Type") == "Notification" and isinstance(
             data.get("Message"), str):
         return parse_message(data["Message"], bucket=bucket, wait_prefix=wait_prefix)

@@ -222,4 +222,38 @@ def list_all(store: Store, prefix: str, *, page_size: int = 1000) -> Iterator[Ob
         yield from page.items
         if not page.truncated or not page.items:
             return
-        start = page.items[-1].key
+        start = resume_after(page.items[-1].key)
+
+
+#: What no store accepts in a list prefix or start_after (backends/_common.check_prefix).
+_UNLISTABLE = re.compile(r"[\x00-\x1f\x7f\\\ud800-\udfff]")
+#: The next character after each of them at which a start_after is acceptable again.
+_PAST = {"\\": "]", "\x7f": "\x80"}
+
+
+def resume_after(key: str) -> str:
+    """The ``start_after`` that resumes a listing right after ``key`` (the last key of a
+    page): ``key`` itself, unless no store accepts it as a position (S3 lists keys no s3q
+    name may be: a backslash from a Windows tool, a ``..`` segment, a control character),
+    which would stop every later page there. Then the smallest acceptable position past
+    every key that shares the faulty beginning of ``key``: those are no names either, so
+    nothing that could be a request is passed over."""
+    for _ in range(len(key) + 1):
+        fault = _UNLISTABLE.search(key)
+        i = fault.start() if fault else len(key)
+        parent = 0
+        for segment in key[:i].split("/"):  # a '..' segment (or a leading '/') first?
+            end = parent + len(segment)
+            if segment == ".." and ((end < len(key) and key[end] == "/") or end == len(key)):
+                key = key[:end] + ("0" if end < len(key) else " ")
+                break
+            if segment == "" and parent == 0 and key.startswith("/"):
+                key = "0"
+                break
+            parent = end + 1
+        else:
+            if fault is None:
+                return key
+            c = fault.group()
+            key = key[:i] + _PAST.get(c, " " if ord(c) < 0x20 else "\ue000")
+    return key

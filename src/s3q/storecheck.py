@@ -3,12 +3,16 @@
 does not probe at every start.
 
 :func:`check_store` reads ``.s3q/probe/result`` when it is fresh: written by this version
-of s3q for this store less than ``max_age`` seconds ago, by the store's clock. Otherwise it
-probes, and caches the result when every required guarantee holds. A result with a missing
-guarantee is never cached: the worker refuses to start, and its next start probes again, so
-a store fixed meanwhile is found without anybody clearing a cache. Either way the store's
-:attr:`~s3q.store.Store.capabilities` are set from the result (an S3 store then sends
-CopyObject's own If-None-Match where it was proven, instead of GET + PUT).
+of s3q for this store (its URL and, on S3, its endpoint: a bucket mirrored to another
+server with its .s3q/ objects is another store) less than ``max_age`` seconds ago, by the
+store's clock. Otherwise it probes, and caches the result when every required guarantee
+holds. A result with a missing guarantee is never cached: the worker refuses to start, and
+its next start probes again, so a store fixed meanwhile is found without anybody clearing a
+cache; and any probe that does not find every guarantee (``s3q doctor`` too) deletes the
+cached result, so that a store that lost one is not trusted until the cache expires.
+Either way the store's :attr:`~s3q.store.Store.capabilities` are set from the result (an
+S3 store then sends CopyObject's own If-None-Match where it was proven, instead of GET +
+PUT).
 
 The cache is the store's, not the worker's: a result cached by a worker with other
 credentials does not prove this worker's permissions (its first request that is refused
@@ -104,13 +108,20 @@ def _cached(store: Store, max_age: float) -> Report | None:
     except (ValueError, KeyError, TypeError) as e:
         log.warning("%s/%s is unreadable (%s): probing the store again", store.url, RESULT, e)
         return None
-    if report.s3q_version != __version__ or report.store != store.url or not report.ok:
-        return None
+    if (report.s3q_version != __version__ or report.store != store.url or not report.ok
+            or doc.get("endpoint") != _endpoint(store)):
+        return None  # (the same bucket name on another server is another store)
     return report if -_FUTURE <= age <= max_age else None
 
 
+def _endpoint(store: Store) -> str | None:
+    """The server of an S3 store (its URL names the bucket only); None for the others."""
+    endpoint = getattr(store, "endpoint", None)
+    return endpoint if isinstance(endpoint, str) else None
+
+
 def _save(store: Store, report: Report) -> None:
-    doc = {**report.to_json(), "probed_at": store.now()}
+    doc = {**report.to_json(), "probed_at": store.now(), "endpoint": _endpoint(store)}
     try:
         store.put(RESULT, json.dumps(doc, ensure_ascii=False, indent=1).encode())
     except StoreError as e:  # the next start probes again: no harm

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from s3q import layout, leases, requeue, settle
+from s3q.body import is_ours, write_view
 from s3q.claim import Claimer, finish_claim
 from s3q.context import Context, Deadline, error_info
 from s3q.errors import LeaseLost
@@ -28,9 +29,11 @@ if TYPE_CHECKING:
     from s3q.scanrole import ScannerRole
 
 __all__ = ["Recovered", "RecoveryCandidate", "RecoveryMode", "Scanner", "recover",
-           "recovery_candidates", "take_over"]
+           "recovery_candidates", "restore_view", "take_over"]
 
 MakeJob = Callable[[Lease, str, Deadline], Job]
+#: A due retry lease left unclaimed has its view looked at again after this many scans.
+RECHECK = 10
 #: ``mine``: what one worker id held; ``stale``: expired leases; ``all``: everything.
 RecoveryMode = Literal["mine", "stale", "all"]
 
@@ -124,6 +127,41 @@ def _settle(job: Job, old: Lease, mode: RecoveryMode) -> str:
     return "released"
 
 
+def restore_view(ctx: Context, name: str, worker_id: str, *, make_job: MakeJob,
+                 found: tuple[Lease, ObjectInfo]) -> str:
+    """A ``retry`` lease still unclaimed well after it came due: is its view in wait/,
+    where every worker's listing finds it? If wait/NAME holds its recorded view, or
+    another request (a re-submission: a claim of it reaches this lease at c1'), nothing is
+    done. Else the view is written again (v2), or an unrecorded one of its bytes (left by
+    a crash before v3) adopted, and recorded in the lease (v3), after a fence (v1)."""
+    old, info = found
+    if old.intent is not Intent.RETRY or old.version != 2:
+        return "not waiting"
+    key = layout.key(layout.WAIT, name)
+    try:  # v0
+        there: ObjectInfo | None = ctx.store.head(key)
+    except NotFound:
+        there = None
+    if there is not None and (there.etag == old.view or not is_ours(ctx, old, key, there)):
+        return "waiting"
+    sent = ctx.monotonic()
+    try:  # v1 (as t1): a claim (c1') racing this one wins or loses on this write
+        lease, etag = leases.write(ctx, old.taken_over(worker_id, written_at=time.time()),
+                                   info.etag)
+    except LeaseTaken:
+        return "raced"
+    job = make_job(lease, etag, ctx.deadline(sent, name))
+    try:
+        view = there.etag if there is not None else write_view(
+            ctx, job.lease, key, job.deadline.check)  # v2 (as w1)
+        with settle.undoing_view(ctx, key, view):
+            job.write(job.lease.next(view=view, written_at=time.time()))  # v3 (as w2)
+    except LeaseLost:
+        return "raced"
+    ctx.emit("view_restored", name, worker=worker_id, adopted=there is not None)
+    return "view restored"
+
+
 def _ensure_body(job: Job) -> bool:
     """The body of record of a taken-over lease whose holder may have died before writing
     it: a large request's private copy is made now if the claim (c1b), the requeue (r1) or
@@ -192,22 +230,27 @@ def _adopt_orphan(ctx: Context, info: ObjectInfo) -> bool:
         etag = leases.create(ctx, lease)
     except LeaseTaken:
         return False
-    if lease.body_key is not None:
-        try:
+    try:
+        if lease.body_key is not None:
             ctx.store.copy(info.key, lease.body_key, if_source_match=info.etag,
                            guard=ctx.deadline(sent, name).check)
-        except (NotFound, PreconditionFailed):
-            leases.delete(ctx, name, etag)
-            return False
+        elif ctx.store.head(info.key).etag != info.etag:  # (as c2 for a claim)
+            raise PreconditionFailed(f"{info.key} changed")
+    except (NotFound, PreconditionFailed):
+        # gone or replaced since it was read: another worker adopted it meanwhile (and may
+        # have finished it) while this one stalled, or its lease, created late, would
+        # bring a settled request back
+        leases.delete(ctx, name, etag)
+        return False
     ctx.emit("orphan_found", name)
     return True
 
 
 # ---------------------------------------------------------------------- the scan
 class Scanner:
-    """Finds expired leases, orphans and due retries without a view; at most one scan per
-    ``scan_interval`` in this process, and with a ``role``, only while this process holds
-    the fleet's scanner role (:mod:`s3q.scanrole`)."""
+    """Finds expired leases, orphans and due retries left unclaimed (whose view it
+    restores); at most one scan per ``scan_interval`` in this process, and with a
+    ``role``, only while this process holds the fleet's scanner role (:mod:`s3q.scanrole`)."""
 
     def __init__(self, ctx: Context, claimer: Claimer, make_job: MakeJob,
                  role: ScannerRole | None = None) -> None:
@@ -216,6 +259,8 @@ class Scanner:
         self._lock = threading.Lock()
         self._next = 0.0  # store time of the next scan
         self._retries: dict[str, tuple[str, float]] = {}  # name -> (lease etag, not_before)
+        #: due retries whose view was looked at: name -> (lease etag, store time)
+        self._checked: dict[str, tuple[str, float]] = {}
 
     def run_if_due(self, worker_id: str) -> Recovered | None:
         now = self.ctx.store.now()
@@ -228,8 +273,9 @@ class Scanner:
         return self.scan(worker_id)
 
     def scan(self, worker_id: str) -> Recovered:
-        """One scan: take over what expired (releasing it to wait/), adopt orphans, and hand
-        due retries whose view is missing to the claimer."""
+        """One scan: take over what expired (releasing it to wait/), adopt orphans, and give
+        due retries left unclaimed their view in wait/ back if it is missing (and offer
+        them to this process's claimer too)."""
         ctx, done = self.ctx, Recovered()
         now = ctx.store.now()
         interval = ctx.config.effective_scan_interval
@@ -258,7 +304,22 @@ class Scanner:
                     and ctx.is_expired(info, now) and _adopt_orphan(ctx, info)):
                 done.actions[name] = take_over(ctx, name, worker_id, "stale",
                                                    make_job=self.make_job)
-        self.claimer.offer(due + [n for n, a in done.actions.items() if a == "released"])
+        # v0…v3 (PROTOCOL §4 takeover, step 0): the view of a due retry. Each lease is
+        # looked at again only every RECHECK scans, and at most page_size of them per scan
+        # (the least recently looked at first): a paused queue, or a deep backlog that
+        # claims reach late, must not cost a GET and a HEAD per waiting retry per scan.
+        self._checked = {n: c for n, c in self._checked.items() if n in leased}
+        todo = [n for n in due if (c := self._checked.get(n)) is None
+                or c[0] != leased[n].etag or now >= c[1] + RECHECK * interval]
+        todo.sort(key=lambda n: self._checked.get(n, ("", 0.0))[1])
+        for name in todo[:ctx.config.page_size]:
+            self._checked[name] = (leased[name].etag, now)
+            found = leases.read(ctx, name)
+            if found is not None and restore_view(ctx, name, worker_id, make_job=self.make_job,
+                                                  found=found) == "view restored":
+                done.actions[name] = "view restored"
+        self.claimer.offer(due + [n for n, a in done.actions.items()
+                                  if a in ("released", "view restored")])
         return done
 
 

@@ -208,7 +208,8 @@ class Worker:
                     log.debug("takeover scan: %d request(s) recovered", len(recovered),
                               extra={"event": "scanned", "worker": wid,
                                      "count": len(recovered)})
-                    released = sum(1 for a in recovered.actions.values() if a == "released")
+                    released = sum(1 for a in recovered.actions.values()
+                                   if a in ("released", "view restored"))
                     if released:  # claim them now, not at the next poll
                         self.wake(released)
             except StoreError as exc:
@@ -268,6 +269,10 @@ class Worker:
                 raced = job is None and not paused and self.queue.lost_race()
             except StoreError as exc:
                 log.warning("claim failed: %s", exc, extra={"event": "claim_failed"})
+            except Exception as exc:  # never let a slot die: an idle poll turn it held
+                # would never be handed back, and the other slots would never claim again
+                log.exception("claim failed: %s", _one_line(exc),
+                              extra={"event": "claim_failed"})
             finally:
                 if job is None:
                     with self._lock:

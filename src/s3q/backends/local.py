@@ -9,7 +9,10 @@ atomic guarantees as S3 across threads *and* processes on one machine:
   target; the directory is fsynced too. Readers take no lock and see the old or the new file.
 * **Conditional operations are serialized** by a striped lock
   (:class:`~s3q.backends.localfs.StripeLocks`): every mutation of a key holds its stripe
-  while it checks the condition and renames/unlinks.
+  while it checks the condition and renames/unlinks. Programs that take no lock (a
+  producer's ``cp``/``mv`` into wait/) are met too: a create-if-absent installs with a hard
+  link (which fails if the name is taken), and a conditional delete moves the file aside
+  and removes it only if it is the one it checked.
 * **ETags** are the quoted MD5 of the content, as on S3 (single part) and in
   :class:`~s3q.backends.memory.MemoryStore`, so a copy keeps its ETag and files dropped in by
   hand get the ETag S3 would give them. They are computed by reading the file and cached
@@ -197,7 +200,7 @@ class LocalStore(Store):
                     current = self._etag_at(key, path, "if_match")
                     if current != if_match:
                         raise PreconditionFailed(f"{self.url}/{key}: ETag is not {if_match}")
-                return self._install(key, path, temp)
+                return self._install(key, path, temp, exclusive=if_none_match)
         finally:
             fs.discard(temp)
 
@@ -217,7 +220,7 @@ class LocalStore(Store):
                     guard()
                 if if_none_match and self._exists(dst_path):
                     raise PreconditionFailed(f"{self.url}/{dst}: exists (if_none_match)")
-                return self._install(dst, dst_path, temp)
+                return self._install(dst, dst_path, temp, exclusive=if_none_match)
         finally:
             fs.discard(temp)
 
@@ -227,25 +230,58 @@ class LocalStore(Store):
         with self._locks.hold(key):
             if guard is not None:
                 guard()
-            if if_match is not None:
-                current = self._etag_at(key, path, "conditional delete")
-                if current != if_match:
-                    raise PreconditionFailed(f"{self.url}/{key}: ETag is not {if_match}")
-            try:
-                os.unlink(path)
-            except OSError as e:
-                missing = e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR) or (
-                    e.errno == errno.EPERM and os.path.isdir(path)  # macOS: unlink(dir)
-                )
-                if not missing:
-                    raise fs.translate(e, "delete", path, writing=True) from e
-                if if_match is not None:  # vanished under the lock: someone bypassed it
-                    raise NotFound(f"{self.url}/{key} not found") from e
-                return
+            if if_match is None or not self._delete_checked(key, path, if_match):
+                try:
+                    os.unlink(path)
+                except OSError as e:
+                    missing = e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR) or (
+                        e.errno == errno.EPERM and os.path.isdir(path)  # macOS: unlink(dir)
+                    )
+                    if not missing:
+                        raise fs.translate(e, "delete", path, writing=True) from e
+                    if if_match is not None:  # vanished under the lock: someone bypassed it
+                        raise NotFound(f"{self.url}/{key} not found") from e
+                    return
             parent = os.path.dirname(path)
             with fs.errors("delete", path, writing=True):
                 fs.fsync_nearest(parent, self._root)
         fs.prune(parent, self._root)
+
+    def _delete_checked(self, key: str, path: str, if_match: str) -> bool:
+        """(Under the key's lock.) ``DEL=if_match``: check the ETag and remove the file
+        that was checked. For a program that takes no lock (a producer's ``mv``
+        re-submitting the request) a check and an unlink would be two steps, and a file
+        it put there in between would be deleted by a condition naming the one it
+        replaced; so the file is moved aside in one step and what was moved is the one
+        removed if it is the one checked (else it is put back: PreconditionFailed). False
+        when it checked out but cannot be moved aside (a key on another file system than
+        the store's tmp directory): the caller unlinks it in place."""
+        found = self._stat_etag(path)
+        if found is None:
+            raise NotFound(f"{self.url}/{key} not found (conditional delete)")
+        st, current = found
+        if current != if_match:
+            raise PreconditionFailed(f"{self.url}/{key}: ETag is not {if_match}")
+        with fs.errors("delete", path, writing=True):
+            try:
+                aside = fs.take_aside(path, self._tmp_dir)
+            except (FileNotFoundError, NotADirectoryError) as e:
+                raise NotFound(f"{self.url}/{key} not found") from e  # bypassed the lock
+            if aside is None:
+                return False
+            try:
+                moved = os.stat(aside)
+                same = fs.same_file(st, moved) or (
+                    stat.S_ISREG(moved.st_mode) and self._etag_at(key, aside, "moved")
+                    == if_match)
+            except BaseException:
+                fs.put_back(aside, path)
+                raise
+            if not same:  # replaced between the check and the move
+                fs.put_back(aside, path)
+                raise PreconditionFailed(f"{self.url}/{key}: ETag is not {if_match}")
+            os.unlink(aside)
+        return True
 
     def close(self) -> None:
         self._locks.close()
@@ -294,6 +330,12 @@ class LocalStore(Store):
 
     def _info_at(self, key: str, path: str) -> ObjectInfo | None:
         """The info of the regular file at ``path``, or None if there is none."""
+        found = self._stat_etag(path)
+        return None if found is None else fs.info(key, found[1], found[0])
+
+    def _stat_etag(self, path: str) -> tuple[os.stat_result, str] | None:
+        """The stat and the ETag of one regular file at ``path``, or None if there is
+        none."""
         try:
             st = os.stat(path)
             if not stat.S_ISREG(st.st_mode):
@@ -307,7 +349,7 @@ class LocalStore(Store):
             if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
                 return None
             raise fs.translate(e, "stat", path) from e
-        return fs.info(key, etag, st)
+        return st, etag
 
     def _listed(self, key: str) -> ObjectInfo | None:
         """The info of a key a listing found, or None: deleted since the directory was read,
@@ -325,7 +367,9 @@ class LocalStore(Store):
         except PermissionError as e:
             self._report_unreadable(path, e)
         except OSError as e:
-            if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+            if e.errno == errno.ELOOP:  # a symlink turned into a loop since the walk
+                self._report_unreadable(path, e)
+            elif e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
                 raise fs.translate(e, "stat", path) from e
         return None
 
@@ -336,9 +380,13 @@ class LocalStore(Store):
     def _report_unreadable(self, path: str, e: OSError) -> None:
         if path not in self._unreadable:
             self._unreadable.add(path)
-            log.warning("%s: not listed, permission denied (%s): make it readable by this "
-                        "worker's user", path, e.strerror,
-                        extra={"event": "unreadable", "path": path})
+            if isinstance(e, PermissionError):
+                log.warning("%s: not listed, permission denied (%s): make it readable by "
+                            "this worker's user", path, e.strerror,
+                            extra={"event": "unreadable", "path": path})
+            else:
+                log.warning("%s: not listed, it cannot be read (%s): remove or fix it", path,
+                            e.strerror, extra={"event": "unreadable", "path": path})
 
     def _etag_at(self, key: str, path: str, why: str) -> str:
         """The current ETag of ``key`` (under its lock), or NotFound."""
@@ -357,9 +405,15 @@ class LocalStore(Store):
 
     # -- writing -------------------------------------------------------------------------
 
-    def _install(self, key: str, path: str, temp: fs.Temp) -> ObjectInfo:
-        """(Under the key's lock.) ``temp`` in place at ``path``; its ETag remembered."""
-        st = fs.install(temp, path, lambda: self._conflict(key, path))
+    def _install(self, key: str, path: str, temp: fs.Temp, *,
+                 exclusive: bool = False) -> ObjectInfo:
+        """(Under the key's lock.) ``temp`` in place at ``path``; its ETag remembered.
+        ``exclusive``: only if nothing is there (checked again in the same step)."""
+        try:
+            st = fs.install(temp, path, lambda: self._conflict(key, path),
+                            exclusive=exclusive)
+        except fs.Exists:
+            raise PreconditionFailed(f"{self.url}/{key}: exists (if_none_match)") from None
         return fs.info(key, self._remember(st, temp.etag), st)
 
     def _conflict(self, key: str, path: str) -> StoreError:

@@ -73,17 +73,40 @@ def write_temp(tmp_dir: str, body: Body) -> Temp:
     return temp._replace(etag=etag(digest))
 
 
-def install(temp: Temp, path: str, conflict: Callable[[], StoreError]) -> os.stat_result:
+class Exists(Exception):
+    """:func:`install` with ``exclusive``: something is at the path already."""
+
+
+#: ``link`` errors of file systems without hard links (FAT, some FUSE ones).
+_NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV)
+
+
+def install(temp: Temp, path: str, conflict: Callable[[], StoreError], *,
+            exclusive: bool = False) -> os.stat_result:
     """(Under the key's lock.) Stamp ``temp`` with the current time, move it onto
     ``path`` (creating directories; retrying if a concurrent delete removes one) and
-    fsync the directory. Returns the installed file's stat."""
+    fsync the directory. Returns the installed file's stat. ``exclusive``: only if nothing
+    is at ``path`` (else :class:`Exists`), checked and done in one step (a hard link), so
+    that a file another program (a producer's ``mv``, which takes no lock) put there after
+    the caller's own check is never replaced."""
     parent = os.path.dirname(path)
     with errors("write", path, writing=True):
         mtime = time.time_ns() // 1000 * 1000  # whole µs: see STAMP_DELTA_NS
         os.utime(temp.fd, ns=(mtime + STAMP_DELTA_NS, mtime))
         for _ in range(INSTALL_ATTEMPTS):
             try:
-                os.replace(temp.path, path)
+                if exclusive and _link(temp.path, path):
+                    with suppress(OSError):
+                        os.unlink(temp.path)  # (before the fstat: one link, as replaced)
+                else:
+                    os.replace(temp.path, path)
+                break
+            except FileExistsError as e:
+                if os.path.isdir(path):
+                    raise conflict() from e
+                if os.path.exists(path):
+                    raise Exists(path) from e
+                os.replace(temp.path, path)  # a dangling symlink: no object, as before
                 break
             except FileNotFoundError:
                 pass  # the directory is missing: create it below
@@ -99,6 +122,58 @@ def install(temp: Temp, path: str, conflict: Callable[[], StoreError]) -> os.sta
             raise StoreError(f"cannot write {path}: its directory keeps disappearing")
         fsync_dir(parent)
         return os.fstat(temp.fd)
+
+
+def _link(src: str, dst: str) -> bool:
+    """Hard-link ``src`` at ``dst`` (FileExistsError if taken); False where the file
+    system has no hard links (then the caller replaces, after its own check)."""
+    try:
+        os.link(src, dst)
+        return True
+    except FileExistsError:
+        raise
+    except OSError as e:
+        if e.errno in _NO_LINKS:
+            return False
+        raise
+
+
+def take_aside(path: str, tmp_dir: str) -> str | None:
+    """(Under the key's lock.) Move the file at ``path`` into ``tmp_dir`` in one step, so
+    that what a conditional delete checks next is exactly what it removes: a file another
+    program puts at ``path`` meanwhile stays. Returns where it went; None where it cannot
+    be moved there (another file system: the caller unlinks in place). Raises
+    FileNotFoundError when nothing is at ``path``."""
+    aside = os.path.join(tmp_dir, f"{os.getpid()}.{uuid.uuid4().hex}.del")
+    try:
+        os.rename(path, aside)
+    except OSError as e:
+        if e.errno == errno.EXDEV:
+            return None
+        raise
+    return aside
+
+
+def put_back(aside: str, path: str) -> None:
+    """Undo :func:`take_aside` (the file was not the one to delete), unless another file
+    took its place meanwhile: that one is newer and stays (as after an overwrite)."""
+    for _ in range(INSTALL_ATTEMPTS):
+        try:
+            os.link(aside, path)
+            break
+        except FileExistsError:
+            break
+        except FileNotFoundError:  # its directory was pruned meanwhile
+            with suppress(FileNotFoundError):
+                makedirs(os.path.dirname(path))
+        except OSError as e:
+            if e.errno not in _NO_LINKS:
+                raise
+            if not os.path.lexists(path):  # no hard links here: the best we can do
+                os.rename(aside, path)
+            break
+    with suppress(OSError):
+        os.unlink(aside)
 
 
 def makedirs(directory: str) -> None:
@@ -216,19 +291,32 @@ def _entries(tree: _Tree, base: str) -> Iterator[str]:
     try:
         with os.scandir(path) as entries:
             for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    if base or entry.name != RESERVED:
-                        yield entry.name + "/"
-                elif entry.is_file(follow_symlinks=False) or (
-                    entry.is_symlink() and entry.is_file() and tree.inside(entry.path)
-                ):
-                    yield entry.name
+                name = _entry_name(tree, entry, base)
+                if name is not None:
+                    yield name
     except PermissionError as e:
         tree.unreadable(path, e)
     except OSError as e:
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
             return
         raise translate(e, "list", path) from e
+
+
+def _entry_name(tree: _Tree, entry: os.DirEntry[str], base: str) -> str | None:
+    """The name :func:`_entries` lists for ``entry``, or None. An entry that cannot be
+    examined (a symlink into a directory this user may not read, a symlink loop, a
+    symlink through a file) is reported and left out: it must not end the listing of the
+    directory, whose other entries would never be listed (nor claimed) again."""
+    try:
+        if entry.is_dir(follow_symlinks=False):
+            return entry.name + "/" if base or entry.name != RESERVED else None
+        if entry.is_file(follow_symlinks=False) or (
+            entry.is_symlink() and entry.is_file() and tree.inside(entry.path)
+        ):
+            return entry.name
+    except OSError as e:
+        tree.unreadable(entry.path, e)
+    return None
 
 
 class StripeLocks:
@@ -300,6 +388,12 @@ def md5() -> hashlib._Hash:
 
 def etag(digest: hashlib._Hash) -> str:
     return '"' + digest.hexdigest() + '"'
+
+
+def same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    """The same file, unchanged (a rename changes only its ctime)."""
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (
+        b.st_dev, b.st_ino, b.st_size, b.st_mtime_ns)
 
 
 def signature(st: os.stat_result) -> tuple[int, ...]:

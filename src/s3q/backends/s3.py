@@ -126,6 +126,12 @@ class S3Store:
         self.request_counts = self._meter.request_counts
         self.error_counts = self._meter.error_counts
 
+    @property
+    def endpoint(self) -> str:
+        """The server this store talks to (the URL names only the bucket): a cached probe
+        result is trusted only by a store at the endpoint that was probed."""
+        return str(self._client.meta.endpoint_url)
+
     # -- Store protocol -----------------------------------------------------------------
 
     def get(self, key: str) -> tuple[bytes, ObjectInfo]:

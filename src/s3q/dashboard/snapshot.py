@@ -33,7 +33,7 @@ from s3q.pause import PauseState, pause_state
 from s3q.queue import Queue
 from s3q.records import CLOCK_MARGIN, Intent, Lease
 from s3q.registry import Entry, Registry
-from s3q.store import ObjectInfo
+from s3q.store import ObjectInfo, resume_after
 
 __all__ = ["InFlight", "Snapshot", "Snapshots", "StateCount", "take_snapshot"]
 
@@ -122,7 +122,7 @@ def count_state(queue: Queue, state: State, limit: int) -> tuple[StateCount, flo
             return StateCount(n, True), oldest
         if n >= limit:
             return StateCount(n, False), oldest
-        start = page.items[-1].key
+        start = resume_after(page.items[-1].key)
 
 
 def read_leases(queue: Queue, limit: int, threads: int = 8
@@ -137,7 +137,7 @@ def read_leases(queue: Queue, limit: int, threads: int = 8
         if not page.truncated or not page.items:
             complete = True
             break
-        start = page.items[-1].key
+        start = resume_after(page.items[-1].key)
     else:
         complete = False
     if not names:
