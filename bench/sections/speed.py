@@ -46,7 +46,7 @@ def _s3q(s3: S3Env, tag: str, url: str | None, n: int, *, threads: int,
     endpoint, prefix = _endpoint(s3, tag, url)
     loc = Location("s3", f"s3://{endpoint.bucket}/{prefix} at {endpoint.endpoint_url}",
                    lambda: s3.store(endpoint, prefix,
-                                    max_pool_connections=max(16, threads + 4)))
+                                    max_pool_connections=2 * threads + 4))
     return run_s3q(loc, n, concurrency=threads // workers, workers=workers,
                    label=f"s3q {workers}x{threads // workers}")
 

@@ -113,7 +113,9 @@ class Config:
 
         return S3Options(
             endpoint_url=self.endpoint_url, region=self.region, retry_mode=self.retry_mode,
-            max_pool_connections=self.concurrency + 4,
+            # a request in flight per slot and per settler thread, plus the lease keeper,
+            # the scanner, the registry and the pause flag
+            max_pool_connections=2 * self.concurrency + 4,
             access_key_id=self._reveal("access_key_id"),
             secret_access_key=self._reveal("secret_access_key"),
             session_token=self._reveal("session_token"))

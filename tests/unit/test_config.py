@@ -418,7 +418,7 @@ def test_queue_config_and_s3_options() -> None:
             q.retry_max_delay) == (40.0, 3, "*request.json", "delete", 1.0, 9.0)
     o = cfg.s3_options()
     assert (o.endpoint_url, o.region, o.retry_mode, o.max_pool_connections) == (
-        "http://minio:9000", "eu-west-1", "adaptive", 12)
+        "http://minio:9000", "eu-west-1", "adaptive", 20)
     assert (o.access_key_id, o.secret_access_key, o.session_token) == ("AKID", SECRET, None)
 
 
