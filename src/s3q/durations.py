@@ -9,7 +9,7 @@ import math
 
 from pytimeparse.timeparse import timeparse as _timeparse
 
-__all__ = ["DURATION_HELP", "parse_duration"]
+__all__ = ["DURATION_HELP", "age", "parse_duration"]
 
 #: How to write a duration, for error messages and help texts.
 DURATION_HELP = "seconds, or a number with a unit: 30s, 5m, 1h, 7d, 1h30m"
@@ -37,3 +37,18 @@ def parse_duration(value: object) -> float:
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"{value!r} is not a duration ({DURATION_HELP}; not negative)")
     return seconds
+
+
+def age(seconds: float | None) -> str:
+    """A duration as an operator reads it (``45s``, ``3m05s``, ``2h10m``, ``4d03h``; ``-``
+    for None): the CLI's tables and the dashboard's pages."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"

@@ -58,19 +58,6 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return "\n".join(line.rstrip() for line in out.getvalue().splitlines())
 
 
-def age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
 def iso(ts: float | None) -> str | None:
     """An epoch time as ISO 8601 UTC (``2026-11-02T10:15:00Z``), the form of every time in
     ``--json`` and in the tables."""

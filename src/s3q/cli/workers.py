@@ -7,7 +7,8 @@ from typing import Any
 import click
 
 from s3q.cli.options import App, S3qCommand, json_option, setting_options
-from s3q.cli.output import age, echo_json, iso, table
+from s3q.cli.output import echo_json, iso, table
+from s3q.durations import age
 from s3q.registry import Entry, Registry
 
 

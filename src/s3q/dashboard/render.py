@@ -8,22 +8,11 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from s3q.durations import age
+
 __all__ = ["Bar", "Preview", "age", "chart", "preview", "when"]
 
 PREVIEW_BYTES = 4096
-
-
-def age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def when(ts: float | None) -> str:
