@@ -9,6 +9,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import stat
 import threading
 import time
 import uuid
@@ -189,11 +190,13 @@ def makedirs(directory: str) -> None:
         try:
             os.mkdir(d)
         except FileExistsError:
-            if os.path.isdir(d):
+            try:  # one look (two, isdir then lexists, race a pruning writer: rmdir, mkdir)
+                found = os.stat(d)
+            except (FileNotFoundError, NotADirectoryError):
+                raise FileNotFoundError(errno.ENOENT, "vanished while created", d) from None
+            if stat.S_ISDIR(found.st_mode):
                 continue  # made by a concurrent writer
-            if os.path.lexists(d):
-                raise NotADirectoryError(errno.ENOTDIR, "a file is in the way", d) from None
-            raise FileNotFoundError(errno.ENOENT, "vanished while created", d) from None
+            raise NotADirectoryError(errno.ENOTDIR, "a file is in the way", d) from None
         fsync_dir(os.path.dirname(d))
 
 
