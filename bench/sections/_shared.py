@@ -20,10 +20,11 @@ from bench.common import Context, request_body, request_name
 from bench.runs import RunResult
 from tests.s3server import S3Endpoint
 
-#: PROTOCOL.md §5: a small request moved to finish/, per job (LIST: 1/P, P = 100).
-PROTOCOL_MIX = {"PutObject": 4, "GetObject": 1, "DeleteObject": 3, "ListObjectsV2": 0.01}
+#: PROTOCOL.md §5: a small request moved to finish/ by a worker, its job ending within
+#: ``processing_view_after`` (no view), per job (LIST: 1/P, P = 100).
+PROTOCOL_MIX = {"PutObject": 2, "GetObject": 1, "DeleteObject": 2, "ListObjectsV2": 0.01}
 #: ... with on_finish = "delete", and with one failure that retries (base + the "+" row).
-PROTOCOL_DELETE_MIX = {"PutObject": 3, "GetObject": 1, "DeleteObject": 3,
+PROTOCOL_DELETE_MIX = {"PutObject": 1, "GetObject": 1, "DeleteObject": 2,
                        "ListObjectsV2": 0.01}
 #: The "+" row of a failure that retries, added to the base mix (it was once written out
 #: by hand here, and drifted from the table: 16 requests instead of 19).

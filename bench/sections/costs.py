@@ -124,8 +124,8 @@ def costs_section(ctx: Context, s3: S3Env, shared: Shared) -> Section:
                       "request per job): " + "; ".join(mismatches) + ".")
     else:
         sec.md.append("- The measured s3q mixes match PROTOCOL.md §5 (moved to finish: 2 PUT, "
-                      "2 COPY, 1 GET, 3 DELETE, ~1/100 LIST per job; on_finish=delete: one "
-                      "COPY less; one retry: the '+' row).")
+                      "1 GET, 2 DELETE, ~1/100 LIST per job; on_finish=delete: one PUT less; "
+                      "one retry: the '+' row).")
     sec.md.append("- With racing workers a stale listing makes some claims win the lease "
                   "(c1) for a request already finished by another worker, then find it gone "
                   "at c2 (COPY 404) and drop the lease (DELETE): the 4 x 1 row's extra "

@@ -88,6 +88,10 @@ class Deadline:
     monotonic: Callable[[], float] = time.monotonic
     name: str = ""
 
+    def left(self) -> float:
+        """Seconds until the deadline (negative: passed)."""
+        return self.at - self.monotonic()
+
     def check(self) -> None:
         if self.monotonic() > self.at:
             raise LeaseLost(f"{self.name}: lease not renewed in time; leaving the request to "

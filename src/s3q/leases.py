@@ -19,7 +19,7 @@ from s3q.context import Context
 from s3q.records import Lease, RecordError
 from s3q.store import NotFound, ObjectInfo, PreconditionFailed
 
-__all__ = ["LeaseTaken", "create", "delete", "read", "write"]
+__all__ = ["LeaseTaken", "commit", "create", "delete", "read", "write"]
 
 log = logging.getLogger("s3q")
 
@@ -80,6 +80,21 @@ def delete(ctx: Context, name: str, etag: str) -> None:
     belongs to somebody else now and stays; a missing one was deleted by our own earlier try."""
     with contextlib.suppress(NotFound, PreconditionFailed):
         ctx.store.delete(layout.key(layout.LEASES, name), if_match=etag)
+
+
+def commit(ctx: Context, lease: Lease, etag: str) -> None:
+    """``DEL=etag`` the lease as the commit of a completion (d5). Raises
+    :class:`LeaseTaken` if the lease was taken over (another generation of it is there): the
+    request runs again. Gone, or a lease of a later request of that name (an earlier try of
+    ours took effect), is a commit."""
+    try:
+        ctx.store.delete(_key(lease), if_match=etag)
+    except NotFound:
+        return  # ours, applied by an earlier try; or taken over and finished meanwhile
+    except PreconditionFailed:
+        found = read(ctx, lease.name)
+        if found is not None and found[0].gen > lease.gen:
+            raise LeaseTaken(lease.name, found) from None
 
 
 def _key(lease: Lease) -> str:

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any, Protocol
 
 from s3q import layout, leases
 from s3q.body import BodyGone, delete_view, is_ours, write_copy, write_view
 from s3q.context import Context, Deadline
 from s3q.errors import LeaseLost
+from s3q.leases import LeaseTaken
 from s3q.records import ErrorRecord, Intent, Lease
 from s3q.store import NotFound, ObjectInfo, PreconditionFailed, StoreError
 
@@ -35,16 +38,28 @@ class Holder(Protocol):
 
     def write(self, lease: Lease) -> None: ...
 
+    def mark_lost(self) -> None: ...
+
 
 # ---------------------------------------------------------------------- complete
 def complete(h: Holder, result: bytes | None) -> None:
-    """d1, the commit, then d2…d5."""
-    h.write(h.lease.next(intent=Intent.DONE, on_finish=h.ctx.config.on_finish,
-                         result_b64=Lease.encode(result), written_at=time.time()))  # d1
-    finish_done(h)
+    """d2…d5; the lease's deletion (d5) is the commit. A large request's completion commits
+    first (d1), because its private copy is deleted before its lease."""
+    decided = h.lease.next(intent=Intent.DONE, on_finish=h.ctx.config.on_finish,
+                           result_b64=Lease.encode(result), written_at=time.time())
+    if h.lease.body_key is not None:
+        h.write(decided)  # d1
+        finish_done(h)
+        return
+    if h.deadline.left() < h.ctx.config.lease_ttl / 3:
+        h.write(h.lease.next(written_at=time.time()))  # renewed: d2-d4 need the deadline
+    h.lease = replace(decided, seq=h.lease.seq)  # what the steps carry out; not written
+    finish_done(h, commit=True)
 
 
-def finish_done(h: Holder) -> None:
+def finish_done(h: Holder, *, commit: bool = False) -> None:
+    """d2…d5 of a completion: committed by d1 (a taker rolling it forward, a large
+    request), or (``commit``) committed by d5."""
     ctx, lease, guard = h.ctx, h.lease, h.deadline.check
     name = lease.name
     if lease.result_b64 is not None:  # d2
@@ -53,7 +68,7 @@ def finish_done(h: Holder) -> None:
         with _unless_body_gone():
             write_copy(ctx, lease, layout.key(layout.FINISH, name), guard)
     delete_view(ctx, layout.key(layout.PROCESSING, name), lease.proc, guard)  # d4
-    _drop(h)  # d5
+    _drop(h, commit=commit)  # d5
     ctx.emit("completed", name, worker=lease.worker, attempt=lease.attempt,
              on_finish=lease.on_finish)
 
@@ -171,10 +186,22 @@ def _unless_body_gone() -> Iterator[None]:
         yield
 
 
-def _drop(h: Holder) -> None:
-    """The last step: the private body copy (a key no other lease names), then the lease."""
+def _drop(h: Holder, *, commit: bool = False) -> None:
+    """The last step: the private body copy (a key no other lease names), then the lease.
+    With ``commit`` (d5 of a completion not committed by d1) a lease found taken over means
+    the completion did not take effect: LeaseLost."""
     lease = h.lease
     if lease.body_key is not None:
         with contextlib.suppress(NotFound):
             h.ctx.store.delete(lease.body_key, guard=h.deadline.check)
-    leases.delete(h.ctx, lease.name, h.lease_etag)
+    if not commit:
+        leases.delete(h.ctx, lease.name, h.lease_etag)
+        return
+    try:
+        leases.commit(h.ctx, lease, h.lease_etag)
+    except LeaseTaken as exc:
+        h.ctx.emit("lease_lost", lease.name, level=logging.ERROR, worker=lease.worker,
+                   gen=lease.gen)
+        h.mark_lost()
+        raise LeaseLost(f"{lease.name}: lease of {lease.worker} gen {lease.gen} was taken "
+                        "over before its completion committed; the request runs again") from exc

@@ -356,7 +356,7 @@ class Worker:
     def _process(self, job: Job) -> None:
         """Run the handler, then settle the job (complete, or fail with retry) on the
         settler's threads, so that this slot claims its next request at once: the settling
-        round trips (d1…d5, w1…w3) are off its critical path. Nothing changes for safety:
+        round trips (d2…d5, w1…w3) are off its critical path. Nothing changes for safety:
         the job's lease is renewed until it is settled, and a crash before leaves it to
         recovery as a crash during the handler would."""
         start = time.monotonic()

@@ -432,15 +432,15 @@ def test_short_jobs_never_write_a_processing_view_long_ones_do() -> None:
 
 
 class CommitGate(DelegatingStore):
-    """Holds every completion's commit (d1) until the test opens the gate."""
+    """Holds every completion's commit (d5: the lease's deletion) until the test opens the
+    gate."""
 
     def __init__(self, inner: MemoryStore) -> None:
         super().__init__(inner)
         self.committing, self.gate = threading.Event(), threading.Event()
 
     def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
-        body = args.get("body")
-        if op == "put" and isinstance(body, bytes) and b'"intent":"done"' in body:
+        if op == "delete" and str(args.get("key")).startswith(".s3q/lease/"):
             self.committing.set()
             assert self.gate.wait(20)
         return fn()

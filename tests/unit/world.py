@@ -49,9 +49,11 @@ class World:
     handled: list[tuple[str, str, int, bytes]] = field(default_factory=list)
     #: every submission, in order: (name, body)
     submissions: list[tuple[str, bytes]] = field(default_factory=list)
-    #: bodies whose completion was committed (a lease seen turning ``done``): how often
+    #: bodies whose completion was committed (a lease seen turning ``done``, or a held one
+    #: deleted with the request in finish/ or, on_finish = delete, nowhere): how often
     done: Counter[bytes] = field(default_factory=Counter)
-    _intents: dict[str, Intent] = field(default_factory=dict)
+    #: the leases seen by the last observation: name → (intent, body of record)
+    _held: dict[str, tuple[Intent, bytes | None]] = field(default_factory=dict)
     #: a loss the observer saw, if any (checked by check_never_lost)
     lost: list[str] = field(default_factory=list)
     #: submissions an operator or producer removed on purpose (purge, an overwrite)
@@ -164,19 +166,29 @@ class World:
         check that every submission is somewhere (invariant 1)."""
         with self._observing:
             snapshot = self.mem.snapshot()
-            intents = {}
+            held: dict[str, tuple[Intent, bytes | None]] = {}
             for lease in self._leases(snapshot):
-                intents[lease.name] = lease.intent
-                if lease.intent is Intent.DONE and self._intents.get(lease.name) is not (
-                        Intent.DONE):
-                    body = self._body_of(lease, snapshot)
-                    if body is not None:
-                        self.done[body] += 1
-            self._intents = intents
+                body = self._body_of(lease, snapshot)
+                held[lease.name] = (lease.intent, body)
+                if (lease.intent is Intent.DONE and body is not None
+                        and self._held.get(lease.name, (None, None))[0] is not Intent.DONE):
+                    self.done[body] += 1  # committed by d1 (a large request's completion)
+            for name, (intent, body) in self._held.items():
+                if (name not in held and intent is Intent.HELD and body is not None
+                        and self._completed(name, body, snapshot)):
+                    self.done[body] += 1  # committed by d5: its held lease deleted
+            self._held = held
             if self.strict:
                 missing = self.missing(snapshot)
                 if missing and not self.lost:
                     self.lost.append(f"{missing} lost: {self.state()}")
+
+    def _completed(self, name: str, body: bytes, snapshot: dict[str, bytes]) -> bool:
+        """A held lease of ``body`` was deleted: was that a completion's commit (d5)? With
+        on_finish = move, finish/NAME holds the body; with delete, it is nowhere."""
+        if self.on_finish == "move":
+            return snapshot.get(layout.key(layout.FINISH, name)) == body
+        return not any(b == body for k, b in snapshot.items() if k.startswith(PLACES))
 
     def missing(self, snapshot: dict[str, bytes] | None = None) -> list[str]:
         """Submissions that are nowhere: in no place, no lease, and not committed done."""

@@ -1,0 +1,171 @@
+"""complete without a separate commit write (docs/PROTOCOL.md §4, complete): an inline
+request's completion commits by deleting its lease (d5, ``DEL=e``), so a short job costs
+five requests (four with on_finish = delete); each answer that d5 can get is decided here,
+with the fleet, a producer or the network acting between the steps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from s3q import layout
+from s3q.backends.delegating import DelegatingStore
+from s3q.errors import LeaseLost
+from s3q.records import Intent
+from s3q.store import StoreUnavailable
+from tests.unit.adversaries import fleet_moves_on
+from tests.unit.scenarios import NAME, claimed_by_a
+from tests.unit.world import ETAG_MODES, EtagMode, World
+
+T = TypeVar("T")
+LEASE = layout.key(layout.LEASES, NAME)
+
+
+@pytest.mark.parametrize(("on_finish", "expected"), [
+    ("move", ["get wait/", "put! .s3q/lease/", "delete= wait/", "put finish/",
+              "delete= .s3q/lease/"]),
+    ("delete", ["get wait/", "put! .s3q/lease/", "delete= wait/", "delete= .s3q/lease/"]),
+])
+def test_a_short_job_costs_five_requests_four_with_delete(on_finish: str,
+                                                          expected: list[str]) -> None:
+    world = World(on_finish=on_finish)  # type: ignore[arg-type]
+    world.submit(NAME)
+    q, store = world.queue()
+    job = q.claim("A", view_after=1.0)  # as a worker claims: a job ending sooner has no view
+    assert job is not None
+    job.complete()
+    # the request's own requests (the first claim also reads the scanner role, lists …)
+    ops = [op.replace(NAME, "") for op in store.ops if op.endswith(NAME)]
+    assert ops == expected
+    assert world.lease(NAME) is None and world.done[world.submissions[0][1]] == 1
+    assert world.keys(layout.FINISH) == ({NAME} if on_finish == "move" else set())
+
+
+class AtCommit(DelegatingStore):
+    """Runs ``before`` just before the commit (the lease's conditional delete) is sent, or
+    ``between`` after it took effect and before the SDK's retry of it, whose answer the
+    caller gets (an applied delete reported as failed, then retried)."""
+
+    def __init__(self, inner: Any, *, before: Callable[[], None] | None = None,
+                 between: Callable[[], None] | None = None) -> None:
+        super().__init__(inner)
+        self.before, self.between = before, between
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        if op != "delete" or args.get("key") != LEASE:
+            return fn()
+        if self.before is not None:
+            hook, self.before = self.before, None
+            hook()
+        if self.between is not None:
+            hook, self.between = self.between, None
+            fn()
+            hook()
+        return fn()
+
+
+def _a_at_commit(world: World, **hooks: Callable[[], None]) -> Any:
+    job = claimed_by_a(world)
+    job.ctx.store = AtCommit(job.ctx.store, **hooks)
+    return job
+
+
+@pytest.mark.parametrize("etags", ETAG_MODES)
+def test_a_takeover_before_the_commit_wins_and_the_request_runs_again(etags: EtagMode
+                                                                      ) -> None:
+    """The lease expired (A stalled) and the scan gave it back to wait/ (gen 2) before A's
+    commit arrived: A's ``DEL=e`` finds a later generation; A's completion does not count,
+    A's job is lost, and the fleet runs the request again. Nothing is lost."""
+    world = World(etags=etags)
+
+    def taken_over() -> None:
+        world.expire()
+        q, _ = world.queue(seed=5)
+        q.recover_stale()
+
+    job = _a_at_commit(world, before=taken_over)
+    with pytest.raises(LeaseLost, match="before its completion committed"):
+        job.complete()
+    assert job.lost
+    lease = world.lease(NAME)
+    assert lease is not None and lease.gen == 2 and lease.intent is Intent.RETRY
+    world.drain()
+    world.check_settled()
+    assert world.runs(NAME) == 2  # A's run did not commit: at-least-once
+
+
+@pytest.mark.parametrize("etags", ETAG_MODES)
+def test_a_taker_that_finished_before_the_commit_arrived(etags: EtagMode) -> None:
+    """The fleet took the request over and completed it before A's commit arrived: A's
+    ``DEL=e`` finds no lease (404): the request is done, whoever finished it."""
+    world = World(etags=etags)
+    job = _a_at_commit(world, before=lambda: fleet_moves_on(world))
+    job.complete()
+    assert not job.lost and world.lease(NAME) is None
+    world.check_settled()
+    assert world.runs(NAME) == 2
+
+
+@pytest.mark.parametrize("etags", ETAG_MODES)
+def test_an_applied_commit_reported_failed_after_a_resubmission_was_claimed(
+        etags: EtagMode) -> None:
+    """A's commit took effect, but the answer was lost and the SDK retried it; meanwhile a
+    re-submission of the name was claimed by B (a new lease, gen 1). The retry's 412 finds
+    that lease: A's commit stands, and B's lease is left alone."""
+    world = World(etags=etags)
+    claims: list[Any] = []
+
+    def resubmitted_and_claimed() -> None:
+        world.submit(NAME)
+        q, _ = world.queue(seed=6)
+        claims.append(q.claim("B"))
+
+    job = _a_at_commit(world, between=resubmitted_and_claimed)
+    job.complete()
+    assert not job.lost
+    b = claims[0]
+    assert b is not None and b.attempt == 1
+    lease = world.lease(NAME)
+    assert lease is not None and lease.worker == "B"
+    world.ran(b.name, "B", b.attempt, b.read())
+    b.complete()
+    world.check_settled()
+    first, second = (body for _, body in world.submissions)
+    assert world.done[first] == 1 and world.done[second] == 1
+    assert world.mem.get(layout.key(layout.FINISH, NAME))[0] == second
+
+
+def test_a_commit_whose_answer_never_comes_leaves_the_request_to_recovery() -> None:
+    """d5 fails outright (not applied): the lease stays held, expires, and the request runs
+    again (at-least-once); finish/ already holds it, and is written again."""
+    world = World()
+    job = claimed_by_a(world)
+
+    class Refuses(DelegatingStore):
+        def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+            if op == "delete" and args.get("key") == LEASE:
+                raise StoreUnavailable("connection reset")
+            return fn()
+
+    job.ctx.store = Refuses(job.ctx.store)
+    with pytest.raises(StoreUnavailable):
+        job.complete()
+    assert world.lease(NAME) is not None and world.keys(layout.FINISH) == {NAME}
+    world.drain()
+    world.check_settled()
+    assert world.runs(NAME) == 2
+
+
+def test_a_completion_near_its_deadline_renews_before_writing_finish() -> None:
+    """Past its deadline but before the lease expired (the settler was slow), the
+    completion renews the lease first, so that d3 is sent instead of being refused by the
+    guard and the request run again."""
+    world = World()
+    job = claimed_by_a(world)
+    world.clock.advance(job.deadline.left() + 0.5)  # the deadline passed; not expired
+    job.complete()
+    assert not job.lost and world.lease(NAME) is None
+    assert world.keys(layout.FINISH) == {NAME} and world.runs(NAME) == 1
+
