@@ -62,8 +62,11 @@ def test_a_retry_waits_in_sqs_until_it_is_due(s3_endpoint: S3Endpoint,
     s3 = s3_endpoint.client()
     s3.create_bucket(Bucket=bucket)
     setup_events(s3, sqs_queue(s3_endpoint, name), bucket=bucket, wait_prefix="q/wait/")
+    # the backoff is uniform in [12 s, 24 s]: the message's first check, 5 s (CHECK_AFTER)
+    # after the retry's view was notified, finds the retry well before it is due and hides
+    # the message (with 12 s, a backoff drawn under 7 s was due by then: offered, not hidden)
     queue = Queue(S3Store(bucket, "q", s3_endpoint.options()),
-                  QueueConfig(retry_base_delay=12.0, retry_max_delay=12.0))
+                  QueueConfig(retry_base_delay=24.0, retry_max_delay=24.0))
     sqs = sqs_queue(s3_endpoint, name)
     runs: list[tuple[int, float]] = []
 
