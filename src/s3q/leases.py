@@ -84,17 +84,29 @@ def delete(ctx: Context, name: str, etag: str) -> None:
 
 def commit(ctx: Context, lease: Lease, etag: str) -> None:
     """``DEL=etag`` the lease as the commit of a completion (d5). Raises
-    :class:`LeaseTaken` if the lease was taken over (another generation of it is there): the
-    request runs again. Gone, or a lease of a later request of that name (an earlier try of
-    ours took effect), is a commit."""
-    try:
-        ctx.store.delete(_key(lease), if_match=etag)
-    except NotFound:
-        return  # ours, applied by an earlier try; or taken over and finished meanwhile
-    except PreconditionFailed:
-        found = read(ctx, lease.name)
-        if found is not None and found[0].gen > lease.gen:
+    :class:`LeaseTaken` if the lease is not ours to delete (taken over: the request runs
+    again, or was settled by its taker). A lease still of this claim (a renewal of ours took
+    effect unseen, §2.3) is deleted at its current ETag. Gone, or a lease of another claim
+    and no later generation, is a commit only when the answer came to a retry (an earlier
+    try of ours may have taken effect): to a first try it means somebody else changed or
+    deleted the lease, and our completion did not take effect."""
+    for _ in range(_REBASES):
+        try:
+            ctx.store.delete(_key(lease), if_match=etag)
+            return
+        except NotFound as exc:
+            if exc.retried:
+                return  # ours, applied by an earlier try
+            raise LeaseTaken(lease.name, None) from None  # taken over and settled meanwhile
+        except PreconditionFailed as exc:
+            found = read(ctx, lease.name)
+            if found is not None and found[0].claim == lease.claim:
+                etag = found[1].etag  # our own renewal took effect unseen: still ours
+                continue
+            if exc.retried and (found is None or found[0].gen <= lease.gen):
+                return  # an earlier try of ours took effect; a later request's lease since
             raise LeaseTaken(lease.name, found) from None
+    raise LeaseTaken(lease.name, read(ctx, lease.name))
 
 
 def _key(lease: Lease) -> str:
