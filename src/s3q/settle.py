@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -51,22 +51,44 @@ def complete(h: Holder, result: bytes | None) -> None:
         h.write(decided)  # d1
         finish_done(h)
         return
-    if h.deadline.left() < h.ctx.config.lease_ttl / 3:
-        h.write(h.lease.next(written_at=time.time()))  # renewed: d2-d4 need the deadline
-    h.lease = replace(decided, seq=h.lease.seq)  # what the steps carry out; not written
-    finish_done(h, commit=True)
+    held = h.lease
+
+    def in_time() -> None:
+        """Before each of d2…d4: a deadline less than lease_ttl/3 away (a slow settler, a
+        slow step) is renewed, so that the next step is not refused by the guard; the
+        lease written is the held one (the decision is not written: d5 commits it)."""
+        nonlocal held
+        if h.deadline.left() < h.ctx.config.lease_ttl / 3:
+            h.lease = held
+            try:
+                h.write(held.next(written_at=time.time()))
+            finally:
+                held = h.lease
+                h.lease = replace(decided, seq=held.seq)
+
+    h.lease = replace(decided, seq=held.seq)  # what the steps carry out; not written
+    finish_done(h, commit=True, in_time=in_time)
 
 
-def finish_done(h: Holder, *, commit: bool = False) -> None:
+def finish_done(h: Holder, *, commit: bool = False,
+                in_time: Callable[[], None] = lambda: None) -> None:
     """d2…d5 of a completion: committed by d1 (a taker rolling it forward, a large
-    request), or (``commit``) committed by d5."""
-    ctx, lease, guard = h.ctx, h.lease, h.deadline.check
+    request), or (``commit``) committed by d5; ``in_time`` runs before each of d2…d4."""
+    ctx, lease = h.ctx, h.lease
+
+    def guard() -> None:  # the deadline of the latest renewal (in_time renews)
+        h.deadline.check()
+
     name = lease.name
     if lease.result_b64 is not None:  # d2
+        in_time()
         ctx.store.put(layout.key(layout.RESULTS, name), lease.result or b"", guard=guard)
     if lease.on_finish == "move":  # d3: finish/ keeps the latest request of a name
+        in_time()
         with _unless_body_gone():
             write_copy(ctx, lease, layout.key(layout.FINISH, name), guard)
+    if lease.proc is not None:
+        in_time()
     delete_view(ctx, layout.key(layout.PROCESSING, name), lease.proc, guard)  # d4
     _drop(h, commit=commit)  # d5
     ctx.emit("completed", name, worker=lease.worker, attempt=lease.attempt,

@@ -33,6 +33,16 @@ from s3q.store import StoreError, StoreUnavailable
 T = TypeVar("T")
 
 
+#: The name whose completion is committing (d5: ``s3q.leases.commit`` running in this
+#: thread, or its request held in the network being delivered): the world's observer counts
+#: a held lease's deletion as a completion only then.
+COMMITTING = threading.local()
+
+
+def committing() -> str | None:
+    return getattr(COMMITTING, "name", None)
+
+
 class Crash(BaseException):
     """The simulated death of a worker process (not an Exception: nothing catches it)."""
 
@@ -123,7 +133,7 @@ class StepStore(DelegatingStore):
                     guard()  # sent in time; what follows happens in the network
                 if index in self.lose:
                     self.lose.discard(index)
-                    self._lost.append(apply)
+                    self._lost.append(_as_committing(apply, committing()))
                     raise StoreUnavailable(f"{name}: timed out (held in the network)")
                 self.stall.pop(index)()
                 result = apply()
@@ -148,10 +158,15 @@ class StepStore(DelegatingStore):
     def deliver(self) -> None:
         """Apply the requests held in the network (``lose``), now."""
         while self._lost:
-            with contextlib.suppress(Exception):  # its condition may fail now: the point
-                self._lost.pop(0)()
-            if self.observe is not None:
-                self.observe()
+            apply = self._lost.pop(0)
+            COMMITTING.name = getattr(apply, "committing", None)
+            try:
+                with contextlib.suppress(Exception):  # its condition may fail now: the point
+                    apply()
+                if self.observe is not None:
+                    self.observe()
+            finally:
+                COMMITTING.name = None
 
     def _unguarded(self, op: str, args: dict[str, Any]) -> Callable[[], Any]:
         """The same request without its guard: applied later than it was checked."""
@@ -177,6 +192,13 @@ class StepStore(DelegatingStore):
 
     def close(self) -> None:
         pass  # the shared MemoryStore outlives each simulated worker
+
+
+def _as_committing(apply: Callable[[], Any], name: str | None) -> Callable[[], Any]:
+    def later() -> Any:
+        return apply()
+    later.committing = name  # type: ignore[attr-defined]
+    return later
 
 
 def run_workers(

@@ -98,3 +98,64 @@ def test_a_first_try_412_with_a_later_requests_lease_of_a_lower_gen_is_not_a_com
     with pytest.raises(LeaseLost):
         job.complete()  # type: ignore[attr-defined]
     assert world.lease(NAME) is not None and world.lease(NAME).worker == "B"
+
+
+def test_the_observer_counts_only_a_commit_as_a_completion() -> None:
+    """tests/unit/world.py (a6c2a05) counted *any* deletion of a held lease as a committed
+    completion when, with on_finish = delete, the request was in no place: exactly what a
+    loss looks like. Every suite's "never lost" check was blind to a held lease deleted by
+    anything but d5 in that mode (and ``done`` then excuses the request for good)."""
+    world = World(on_finish="delete")
+    world.submit(NAME)
+    q, store = world.queue()
+    assert q.claim("A", view_after=5.0) is not None  # no view: the lease holds the only copy
+    store.delete(LEASE, if_match=store.head(LEASE).etag)  # e.g. a wrong give-up of a claim
+    with pytest.raises(AssertionError, match="lost"):
+        world.check_never_lost()
+    assert not world.done
+
+
+def test_a_slow_step_of_the_completion_does_not_turn_a_success_into_a_dead_letter() -> None:
+    """d2 (the result) takes long (SDK retries, a slow store): the deadline passes before
+    d3 is sent, and the guard refuses it. Nothing renews between d2 and d5 (the renewal is
+    looked at once, before d2), so the completion is abandoned with the lease ``held``: it
+    expires, the scan counts the attempt as a dead worker's, and on the last attempt
+    dead-letters a request whose handler succeeded (version 2.0 had committed at d1 and
+    rolled it forward). The lease is still A's: renewing before each step keeps it."""
+    world = World(max_attempts=1)
+    world.submit(NAME)
+    q, store = world.queue()
+    job = q.claim("A", view_after=5.0)
+    assert job is not None
+    world.ran(job.name, "A", job.attempt, job.read())
+    store.stall[len(store.ops) + 1] = lambda: world.clock.advance(job.deadline.left() + 0.5)
+    job.complete(b"result")  # d2 slow; the lease has not expired (deadline + 0.5 s)
+    assert world.lease(NAME) is None and world.keys(layout.FINISH) == {NAME}
+    world.drain()
+    world.check_settled()
+    assert world.runs(NAME) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="design: d3 precedes the commit (d5); not fixed here")
+def test_a_crash_after_finish_was_written_on_the_last_attempt_ends_finished_and_failed(
+) -> None:
+    """A crash after d3 (finish/NAME written) and before d5, on the request's last attempt:
+    the held lease expires, the scan counts the attempt as a dead worker's and dead-letters
+    it. The request is then in finish/ (its handler succeeded) *and* in failed/ ("worker A
+    stopped renewing its lease"); version 2.0 had committed at d1 and rolled forward. The
+    same follows on an earlier attempt whose reruns all fail; and a fleet or a producer
+    watching finish/ sees the request done while it runs again."""
+    from tests.unit.harness import Crash
+
+    world = World(max_attempts=1)
+    world.submit(NAME)
+    q, store = world.queue()
+    job = q.claim("A", view_after=5.0)
+    assert job is not None
+    world.ran(job.name, "A", job.attempt, job.read())
+    store.crash_after = len(store.ops) + 1  # d3: PUT finish/NAME
+    with pytest.raises(Crash):
+        job.complete()
+    assert world.keys(layout.FINISH) == {NAME}
+    world.drain()
+    assert world.keys(layout.FAILED) == set(), "finished and dead-lettered"

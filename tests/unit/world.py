@@ -16,11 +16,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from s3q import layout
+from s3q import layout, leases
 from s3q.backends.memory import MemoryStore
 from s3q.queue import Queue, QueueConfig
 from s3q.records import CLOCK_MARGIN, INLINE_MAX, Intent, Lease
-from tests.unit.harness import FakeClock, Scheduler, StepStore
+from tests.unit.harness import COMMITTING, FakeClock, Scheduler, StepStore, committing
+
+def _marking(commit: Callable[..., None]) -> Callable[..., None]:
+    """``s3q.leases.commit`` (d5 of an inline completion), marking its thread as committing
+    that name for the observer."""
+    if getattr(commit, "marks", False):
+        return commit
+
+    def marked(ctx: object, lease: Lease, etag: str) -> None:
+        COMMITTING.name = lease.name
+        try:
+            commit(ctx, lease, etag)
+        finally:
+            COMMITTING.name = None
+    marked.marks = True  # type: ignore[attr-defined]
+    return marked
+
+
+leases.commit = _marking(leases.commit)  # type: ignore[assignment]
 
 TTL = 10.0
 EtagMode = Literal["md5", "opaque"]
@@ -175,7 +193,7 @@ class World:
                     self.done[body] += 1  # committed by d1 (a large request's completion)
             for name, (intent, body) in self._held.items():
                 if (name not in held and intent is Intent.HELD and body is not None
-                        and self._completed(name, body, snapshot)):
+                        and committing() == name and self._completed(name, body, snapshot)):
                     self.done[body] += 1  # committed by d5: its held lease deleted
             self._held = held
             if self.strict:
@@ -184,8 +202,10 @@ class World:
                     self.lost.append(f"{missing} lost: {self.state()}")
 
     def _completed(self, name: str, body: bytes, snapshot: dict[str, bytes]) -> bool:
-        """A held lease of ``body`` was deleted: was that a completion's commit (d5)? With
-        on_finish = move, finish/NAME holds the body; with delete, it is nowhere."""
+        """A held lease of ``body`` was deleted by a completion's commit (d5, leases.commit):
+        did it complete? With on_finish = move, finish/NAME holds the body; with delete, it
+        is nowhere. (Any other deletion of a held lease is no completion: a request it
+        leaves nowhere is lost.)"""
         if self.on_finish == "move":
             return snapshot.get(layout.key(layout.FINISH, name)) == body
         return not any(b == body for k, b in snapshot.items() if k.startswith(PLACES))
