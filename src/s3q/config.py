@@ -70,6 +70,7 @@ class Config:
     grace: float
     filter: str
     on_finish: Literal["move", "delete"]
+    commit_before_finish: bool
     worker_id: str | None
     retry_base_delay: float
     retry_max_delay: float
@@ -104,7 +105,8 @@ class Config:
 
         return QueueConfig(
             lease_ttl=self.lease_ttl, max_attempts=self.max_attempts, filter=self.filter,
-            on_finish=self.on_finish, retry_base_delay=self.retry_base_delay,
+            on_finish=self.on_finish, commit_before_finish=self.commit_before_finish,
+            retry_base_delay=self.retry_base_delay,
             retry_max_delay=self.retry_max_delay)
 
     def s3_options(self) -> S3Options:

@@ -42,6 +42,9 @@ class QueueConfig:
     filter: str = "*"
     #: What completion does with the request: "move" it to finish/ or "delete" it.
     on_finish: Literal["move", "delete"] = "move"
+    #: Commit a completion (d1) before the request is placed in finish/, so that finish/
+    #: only ever holds completions that count; one more request per job (PROTOCOL §4).
+    commit_before_finish: bool = False
     #: Backoff before retry n: uniform in [d/2, d], d = min(max, base * 2**(n-1)) seconds.
     retry_base_delay: float = 5.0
     retry_max_delay: float = 300.0

@@ -86,6 +86,11 @@ SETTINGS: tuple[Setting, ...] = (
     _S("filter", str, "*", "Glob on request names: only matching objects are requests."),
     _S("on_finish", str, "move", "Completed requests: 'move' to finish/ or 'delete'.",
        choices=("move", "delete")),
+    _S("commit_before_finish", bool, False, "Commit each completion in its lease before "
+       "finish/ gets the request (one more request per job): finish/ then never holds a "
+       "request that runs again; without it, a worker that dies (or is fenced by "
+       "recover --all) between writing finish/ and deleting the lease leaves a copy there "
+       "while the request runs again, or is dead-lettered if that was its last attempt."),
     _S("worker_id", str, None, "Unique, stable worker id; unset = host name[/EC2 instance id]."),
     _D("retry_base_delay", 5.0, "Backoff before the first retry.", minimum=0),
     _D("retry_max_delay", 300.0, "Longest retry backoff.", minimum=0),

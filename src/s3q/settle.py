@@ -44,10 +44,11 @@ class Holder(Protocol):
 # ---------------------------------------------------------------------- complete
 def complete(h: Holder, result: bytes | None) -> None:
     """d2…d5; the lease's deletion (d5) is the commit. A large request's completion commits
-    first (d1), because its private copy is deleted before its lease."""
+    first (d1), because its private copy is deleted before its lease; so does every one
+    with ``commit_before_finish``."""
     decided = h.lease.next(intent=Intent.DONE, on_finish=h.ctx.config.on_finish,
                            result_b64=Lease.encode(result), written_at=time.time())
-    if h.lease.body_key is not None:
+    if h.lease.body_key is not None or h.ctx.config.commit_before_finish:
         h.write(decided)  # d1
         finish_done(h)
         return

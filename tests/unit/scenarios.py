@@ -28,9 +28,12 @@ class Scenario:
     may_fail: bool = False
     #: Requests larger than INLINE_MAX (a private body copy instead of the lease's bytes).
     large: bool = False
+    #: QueueConfig.commit_before_finish: completions commit with d1, as large ones do.
+    commit_before_finish: bool = False
 
     def world(self, etags: EtagMode = "md5") -> World:
-        return World(on_finish=self.on_finish, etags=etags, large=self.large)
+        return World(on_finish=self.on_finish, etags=etags, large=self.large,
+                     commit_before_finish=self.commit_before_finish)
 
 
 def claimed_by_a(world: World) -> Job:
@@ -127,7 +130,9 @@ _BASE = [
 ]
 SCENARIOS = [*_BASE, *(replace(s, id=s.id + "-large", large=True) for s in _BASE
                        if s.id in ("lifecycle", "fail-retry", "fail-dead", "takeover",
-                                   "recover-all", "requeue"))]
+                                   "recover-all", "requeue")),
+             *(replace(s, id=s.id + "-commit-first", commit_before_finish=True) for s in _BASE
+               if s.id in ("lifecycle-quick", "complete-move", "complete-delete"))]
 
 
 def dry_run(scenario: Scenario, etags: EtagMode = "md5") -> list[str]:

@@ -23,14 +23,18 @@ T = TypeVar("T")
 LEASE = layout.key(layout.LEASES, NAME)
 
 
-@pytest.mark.parametrize(("on_finish", "expected"), [
-    ("move", ["get wait/", "put! .s3q/lease/", "delete= wait/", "put finish/",
-              "delete= .s3q/lease/"]),
-    ("delete", ["get wait/", "put! .s3q/lease/", "delete= wait/", "delete= .s3q/lease/"]),
+@pytest.mark.parametrize(("on_finish", "first", "expected"), [
+    ("move", False, ["get wait/", "put! .s3q/lease/", "delete= wait/", "put finish/",
+                     "delete= .s3q/lease/"]),
+    ("delete", False, ["get wait/", "put! .s3q/lease/", "delete= wait/",
+                       "delete= .s3q/lease/"]),
+    ("move", True, ["get wait/", "put! .s3q/lease/", "delete= wait/", "put= .s3q/lease/",
+                    "put finish/", "delete= .s3q/lease/"]),
 ])
-def test_a_short_job_costs_five_requests_four_with_delete(on_finish: str,
+def test_a_short_job_costs_five_requests_four_with_delete(on_finish: str, first: bool,
                                                           expected: list[str]) -> None:
-    world = World(on_finish=on_finish)  # type: ignore[arg-type]
+    """… and six with commit_before_finish (d1 first)."""
+    world = World(on_finish=on_finish, commit_before_finish=first)  # type: ignore[arg-type]
     world.submit(NAME)
     q, store = world.queue()
     job = q.claim("A", view_after=1.0)  # as a worker claims: a job ending sooner has no view

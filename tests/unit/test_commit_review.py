@@ -3,10 +3,14 @@ answer is read wrongly."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
 from s3q import layout
 from s3q.errors import LeaseLost
+from s3q.job import Job
 from s3q.store import StoreUnavailable
 from tests.unit.scenarios import NAME
 from tests.unit.world import ETAG_MODES, EtagMode, World
@@ -39,7 +43,7 @@ def test_a_renewal_applied_unseen_does_not_pass_for_the_commit(etags: EtagMode) 
     assert world.runs(NAME) == 1
 
 
-def _stalled_before_commit(world: World, hook: list) -> object:  # type: ignore[type-arg]
+def _stalled_before_commit(world: World, hook: list[Callable[[], None] | None]) -> Job:
     """A claims and runs NAME; its completion's d5 is sent only after ``hook`` ran."""
     world.submit(NAME)
     q, store = world.queue()
@@ -49,7 +53,7 @@ def _stalled_before_commit(world: World, hook: list) -> object:  # type: ignore[
 
     original = store._call
 
-    def _call(op, args, fn):  # noqa: ANN001, ANN202
+    def _call(op: str, args: dict[str, Any], fn: Callable[[], Any]) -> Any:
         if op == "delete" and args.get("key") == LEASE and hook[0] is not None:
             h, hook[0] = hook[0], None
             h()
@@ -77,7 +81,7 @@ def test_a_commit_that_finds_the_request_dead_lettered_is_not_reported_committed
     world = World(etags=etags, max_attempts=1)
     job = _stalled_before_commit(world, [lambda: _dead_lettered_by_the_scan(world)])
     with pytest.raises(LeaseLost):
-        job.complete()  # type: ignore[attr-defined]
+        job.complete()
 
 
 @pytest.mark.parametrize("etags", ETAG_MODES)
@@ -96,8 +100,9 @@ def test_a_first_try_412_with_a_later_requests_lease_of_a_lower_gen_is_not_a_com
 
     job = _stalled_before_commit(world, [dead_lettered_and_resubmitted])
     with pytest.raises(LeaseLost):
-        job.complete()  # type: ignore[attr-defined]
-    assert world.lease(NAME) is not None and world.lease(NAME).worker == "B"
+        job.complete()
+    lease = world.lease(NAME)
+    assert lease is not None and lease.worker == "B"
 
 
 def test_the_observer_counts_only_a_commit_as_a_completion() -> None:
@@ -136,26 +141,29 @@ def test_a_slow_step_of_the_completion_does_not_turn_a_success_into_a_dead_lette
     assert world.runs(NAME) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="design: d3 precedes the commit (d5); not fixed here")
-def test_a_crash_after_finish_was_written_on_the_last_attempt_ends_finished_and_failed(
-) -> None:
+@pytest.mark.parametrize("first", [False, True])
+def test_a_crash_after_finish_was_written_on_the_last_attempt(first: bool) -> None:
     """A crash after d3 (finish/NAME written) and before d5, on the request's last attempt:
     the held lease expires, the scan counts the attempt as a dead worker's and dead-letters
     it. The request is then in finish/ (its handler succeeded) *and* in failed/ ("worker A
-    stopped renewing its lease"); version 2.0 had committed at d1 and rolled forward. The
-    same follows on an earlier attempt whose reruns all fail; and a fleet or a producer
-    watching finish/ sees the request done while it runs again."""
+    stopped renewing its lease"): PROTOCOL §4 complete, its crash table. With
+    commit_before_finish, d1 committed before d3 and the takeover rolls forward: finish/
+    only."""
     from tests.unit.harness import Crash
 
-    world = World(max_attempts=1)
+    world = World(max_attempts=1, commit_before_finish=first)
     world.submit(NAME)
     q, store = world.queue()
     job = q.claim("A", view_after=5.0)
     assert job is not None
     world.ran(job.name, "A", job.attempt, job.read())
-    store.crash_after = len(store.ops) + 1  # d3: PUT finish/NAME
+    d3 = 2 if first else 1  # PUT finish/NAME (after d1's PUT=e lease)
+    store.crash_after = len(store.ops) + d3
     with pytest.raises(Crash):
         job.complete()
+    assert store.ops[-1] == f"put {layout.key(layout.FINISH, NAME)}"
     assert world.keys(layout.FINISH) == {NAME}
     world.drain()
-    assert world.keys(layout.FAILED) == set(), "finished and dead-lettered"
+    assert world.keys(layout.FINISH) == {NAME}
+    assert world.keys(layout.FAILED) == (set() if first else {NAME})
+    assert world.runs(NAME) == 1

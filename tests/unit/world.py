@@ -22,6 +22,7 @@ from s3q.queue import Queue, QueueConfig
 from s3q.records import CLOCK_MARGIN, INLINE_MAX, Intent, Lease
 from tests.unit.harness import COMMITTING, FakeClock, Scheduler, StepStore, committing
 
+
 def _marking(commit: Callable[..., None]) -> Callable[..., None]:
     """``s3q.leases.commit`` (d5 of an inline completion), marking its thread as committing
     that name for the observer."""
@@ -38,7 +39,7 @@ def _marking(commit: Callable[..., None]) -> Callable[..., None]:
     return marked
 
 
-leases.commit = _marking(leases.commit)  # type: ignore[assignment]
+leases.commit = _marking(leases.commit)
 
 TTL = 10.0
 EtagMode = Literal["md5", "opaque"]
@@ -47,9 +48,10 @@ PLACES = (layout.WAIT, layout.PROCESSING, layout.FINISH, layout.FAILED)
 
 
 def config(on_finish: Literal["move", "delete"] = "move", max_attempts: int = 3,
-           backoff: float = 1.0) -> QueueConfig:
+           backoff: float = 1.0, commit_before_finish: bool = False) -> QueueConfig:
     return QueueConfig(lease_ttl=TTL, max_attempts=max_attempts, retry_base_delay=backoff,
-                       retry_max_delay=4.0 * backoff, page_size=10, on_finish=on_finish)
+                       retry_max_delay=4.0 * backoff, page_size=10, on_finish=on_finish,
+                       commit_before_finish=commit_before_finish)
 
 
 @dataclass
@@ -61,6 +63,8 @@ class World:
     large: bool = False
     #: retry_base_delay (seconds)
     backoff: float = 1.0
+    #: QueueConfig.commit_before_finish
+    commit_before_finish: bool = False
     clock: FakeClock = field(default_factory=FakeClock)
     mem: MemoryStore = field(init=False)
     #: every handler run: (name, worker, attempt, body)
@@ -92,7 +96,8 @@ class World:
               crash_after: int | None = None, seed: int = 0) -> tuple[Queue, StepStore]:
         store = StepStore(self.mem, worker=worker, scheduler=scheduler,
                           crash_after=crash_after, observe=self.observe)
-        q = Queue(store, config(self.on_finish, self.max_attempts, self.backoff),
+        q = Queue(store, config(self.on_finish, self.max_attempts, self.backoff,
+                                self.commit_before_finish),
                   rng=random.Random(seed), monotonic=self.clock)
         return q, store
 
