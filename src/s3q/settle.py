@@ -227,4 +227,5 @@ def _drop(h: Holder, *, commit: bool = False) -> None:
                    gen=lease.gen)
         h.mark_lost()
         raise LeaseLost(f"{lease.name}: lease of {lease.worker} gen {lease.gen} was taken "
-                        "over before its completion committed; the request runs again") from exc
+                        "over before its completion committed; this run does not count (the "
+                        "taker runs the request again, or has settled it)") from exc
