@@ -129,8 +129,10 @@ def peers_section(ctx: Context, s3: S3Env, shared: Shared) -> Section:
     for pkg, err in venv.failed.items():
         sec.md.append(f"- **{pkg} could not be installed**: `{err.strip()}`")
         ctx.note(f"peer {pkg} could not be installed: {err.strip()[:300]}")
-    ref = shared.runs.get("seed-s3q-1x4")
-    ref4 = shared.runs.get("seed-s3q-4x1")
+    # s3q's runs of the `seed` section, else those of `speed` (plain moto, 4 threads)
+    source = "seed" if "seed-s3q-1x4" in shared.runs else "speed"
+    ref = shared.runs.get(f"{source}-s3q-1x4")
+    ref4 = shared.runs.get(f"{source}-s3q-4x1")
     rows = []
     for pkg, version in venv.installed.items():
         peer = peers.PEER_OF_PACKAGE[pkg]
@@ -186,8 +188,8 @@ def peers_section(ctx: Context, s3: S3Env, shared: Shared) -> Section:
         else:
             sec.md.append(f"- **{res['peer']} could not run against moto**: "
                           f"`{res.get('error')}`")
-    sec.md += ["- The s3q references are this run's `seed` section runs (same server, same "
-               f"{n:,} requests): 1 worker x 4 handlers = "
+    sec.md += [f"- The s3q references are this run's `{source}` section runs (same server, "
+               f"{ref.jobs if ref else n:,} requests): 1 worker x 4 handlers = "
                f"{_fmt(ref.jobs_per_s if ref else None)} jobs/s, 4 racing workers x 1 = "
                f"{_fmt(ref4.jobs_per_s if ref4 else None)} jobs/s."]
     if "jqueue" in venv.installed:

@@ -92,6 +92,8 @@ def speed_section(ctx: Context, s3: S3Env, shared: Shared) -> Section:
                     row["where"] = where
                     rows.append(row)
                     ctx.figure("speed", f"{label} ({where})", jps, "jobs/s")
+                if not latency and threads == 4:  # the peers section's references
+                    shared.runs["speed-s3q-1x4"], shared.runs["speed-s3q-4x1"] = one, many
                 for key, r in ((f"1x{threads}", one), (f"{threads}x1", many)):
                     ratio = _ratio(r.jobs_per_s, spread.jobs_per_s)
                     ratios[f"{where}: s3q {key} / seed spread"] = ratio
