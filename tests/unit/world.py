@@ -72,7 +72,8 @@ class World:
     #: every submission, in order: (name, body)
     submissions: list[tuple[str, bytes]] = field(default_factory=list)
     #: bodies whose completion was committed (a lease seen turning ``done``, or a held one
-    #: deleted with the request in finish/ or, on_finish = delete, nowhere): how often
+    #: deleted by d5, ``leases.commit``, with the request in finish/ or, on_finish = delete,
+    #: nowhere): how often
     done: Counter[bytes] = field(default_factory=Counter)
     #: the leases seen by the last observation: name → (intent, body of record)
     _held: dict[str, tuple[Intent, bytes | None]] = field(default_factory=dict)
