@@ -150,12 +150,29 @@ class Job:
             try:
                 self.lease, self.lease_etag = leases.write(self.ctx, lease, self.lease_etag)
             except LeaseTaken as exc:
-                self.ctx.emit("lease_lost", self.name, level=logging.ERROR,
-                              worker=self.worker_id, gen=self.lease.gen)
-                self.mark_lost()
-                raise LeaseLost(f"{self.name}: lease of {self.worker_id} gen {self.lease.gen}"
-                                " was taken over; this worker's result will not count") from exc
+                raise self._taken_over("this worker's result will not count") from exc
             self.deadline = self.ctx.deadline(sent, self.name)
+
+    def commit(self) -> None:
+        """d5 of a completion not committed by d1: delete the lease (``DEL=e``). If it was
+        taken over first, the job is marked lost and LeaseLost raised: this run does not
+        count."""
+        with self._write_lock:
+            try:
+                leases.commit(self.ctx, self.lease, self.lease_etag)
+            except LeaseTaken as exc:
+                raise self._taken_over("this happened before its completion committed: this "
+                                       "run does not count (the taker runs the request "
+                                       "again, or has settled it)") from exc
+
+    def _taken_over(self, consequence: str) -> LeaseLost:
+        """(Under the write lock.) The lease is another claim's now: log it, stop the
+        handler, and return the LeaseLost to raise."""
+        self.ctx.emit("lease_lost", self.name, level=logging.ERROR, worker=self.worker_id,
+                      gen=self.lease.gen)
+        self.mark_lost()
+        return LeaseLost(f"{self.name}: lease of {self.worker_id} gen {self.lease.gen} was "
+                         f"taken over; {consequence}")
 
     def write_view(self) -> None:
         """c3, deferred: the processing/ view of a job still running (the lease keeper calls

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from typing import Any, Protocol
 
 from s3q import layout, leases
 from s3q.body import BodyGone, delete_view, is_ours, write_copy, write_view
 from s3q.context import Context, Deadline
 from s3q.errors import LeaseLost
-from s3q.leases import LeaseTaken
 from s3q.records import ErrorRecord, Intent, Lease
 from s3q.store import NotFound, ObjectInfo, PreconditionFailed, StoreError
 
@@ -38,7 +35,7 @@ class Holder(Protocol):
 
     def write(self, lease: Lease) -> None: ...
 
-    def mark_lost(self) -> None: ...
+    def commit(self) -> None: ...
 
 
 # ---------------------------------------------------------------------- complete
@@ -52,30 +49,23 @@ def complete(h: Holder, result: bytes | None) -> None:
         h.write(decided)  # d1
         finish_done(h)
         return
-    held = h.lease
 
     def in_time() -> None:
         """Before each of d2…d4: a deadline less than lease_ttl/3 away (a slow settler, a
-        slow step) is renewed, so that the next step is not refused by the guard; the
-        lease written is the held one (the decision is not written: d5 commits it)."""
-        nonlocal held
+        slow step) is renewed, so that the next step is not refused by the guard. The
+        lease stays held: the decision is not written (d5 commits it)."""
         if h.deadline.left() < h.ctx.config.lease_ttl / 3:
-            h.lease = held
-            try:
-                h.write(held.next(written_at=time.time()))
-            finally:
-                held = h.lease
-                h.lease = replace(decided, seq=held.seq)
+            h.write(h.lease.next(written_at=time.time()))
 
-    h.lease = replace(decided, seq=held.seq)  # what the steps carry out; not written
-    finish_done(h, commit=True, in_time=in_time)
+    finish_done(h, decided, in_time=in_time)
 
 
-def finish_done(h: Holder, *, commit: bool = False,
+def finish_done(h: Holder, decided: Lease | None = None, *,
                 in_time: Callable[[], None] = lambda: None) -> None:
-    """d2…d5 of a completion: committed by d1 (a taker rolling it forward, a large
-    request), or (``commit``) committed by d5; ``in_time`` runs before each of d2…d4."""
-    ctx, lease = h.ctx, h.lease
+    """d2…d5 of a completion committed by d1 (a taker rolling it forward, a large request:
+    the lease is ``done``), or, with ``decided`` (the decision, not written), committed by
+    d5; ``in_time`` runs before each of d2…d4."""
+    ctx, lease = h.ctx, decided or h.lease
 
     def guard() -> None:  # the deadline of the latest renewal (in_time renews)
         h.deadline.check()
@@ -91,7 +81,7 @@ def finish_done(h: Holder, *, commit: bool = False,
     if lease.proc is not None:
         in_time()
     delete_view(ctx, layout.key(layout.PROCESSING, name), lease.proc, guard)  # d4
-    _drop(h, commit=commit)  # d5
+    _drop(h, commit=decided is not None)  # d5
     ctx.emit("completed", name, worker=lease.worker, attempt=lease.attempt,
              on_finish=lease.on_finish)
 
@@ -210,22 +200,14 @@ def _unless_body_gone() -> Iterator[None]:
 
 
 def _drop(h: Holder, *, commit: bool = False) -> None:
-    """The last step: the private body copy (a key no other lease names), then the lease.
-    With ``commit`` (d5 of a completion not committed by d1) a lease found taken over means
-    the completion did not take effect: LeaseLost."""
+    """The last step: the private body copy (a key no other lease names), then the lease;
+    with ``commit``, the completion's commit (d5 not preceded by d1: LeaseLost if the lease
+    was taken over first)."""
     lease = h.lease
     if lease.body_key is not None:
         with contextlib.suppress(NotFound):
             h.ctx.store.delete(lease.body_key, guard=h.deadline.check)
-    if not commit:
+    if commit:
+        h.commit()
+    else:
         leases.delete(h.ctx, lease.name, h.lease_etag)
-        return
-    try:
-        leases.commit(h.ctx, lease, h.lease_etag)
-    except LeaseTaken as exc:
-        h.ctx.emit("lease_lost", lease.name, level=logging.ERROR, worker=lease.worker,
-                   gen=lease.gen)
-        h.mark_lost()
-        raise LeaseLost(f"{lease.name}: lease of {lease.worker} gen {lease.gen} was taken "
-                        "over before its completion committed; this run does not count (the "
-                        "taker runs the request again, or has settled it)") from exc
