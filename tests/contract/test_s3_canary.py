@@ -337,3 +337,38 @@ def _fake_response(url: str, status: int, body: bytes) -> AWSResponse:
     headers = HTTPHeaders()
     headers["Date"] = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())
     return AWSResponse(url, status, headers, _RawBody(body))
+
+
+@pytest.mark.parametrize("text", [
+    "2026-12-02T06:02:27.000Z",  # ListObjectsV2, CopyObjectResult
+    "2026-12-02T06:02:27Z",
+    "2026-12-02T06:02:27.123456+00:00",
+    "2026-12-02T15:02:27+09:00",
+    "Wed, 02 Dec 2026 06:02:27 GMT",  # Last-Modified headers
+    "1764655347",  # epoch seconds: botocore's own parser
+])
+def test_the_clients_timestamp_parser_reads_what_botocores_reads(text: str) -> None:
+    from botocore.utils import parse_timestamp as botocores
+
+    from s3q.backends.s3wire import parse_timestamp
+
+    ours = parse_timestamp(text)
+    assert ours == botocores(text)
+    assert ours.utcoffset() is not None
+
+
+def test_a_timestamp_without_a_zone_is_utc() -> None:
+    """(botocore's parser leaves it naive, which .timestamp() reads as local time.)"""
+    from s3q.backends.s3wire import parse_timestamp
+
+    assert parse_timestamp("2026-12-02T06:02:27").timestamp() == 1796191347.0
+    with pytest.raises(ValueError):
+        parse_timestamp("not a time")
+
+
+def test_listings_and_heads_agree_on_last_modified(make_s3_store: MakeS3Store) -> None:
+    """The listing's time (ISO 8601, milliseconds) and the header's (RFC 1123, seconds)."""
+    store = make_s3_store()
+    store.put("a", b"x")
+    [listed] = store.list_page("", limit=10).items
+    assert abs(listed.last_modified - store.head("a").last_modified) < 1.0

@@ -11,10 +11,13 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import boto3
+import botocore.session
+import botocore.utils
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
 from botocore.exceptions import ConnectionError as BotoConnectionError
@@ -26,7 +29,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 __all__ = ["CLOCK_STEP_BACK", "TRANSPORT", "Meter", "StoreClock", "error_code", "make_client",
-           "translate"]
+           "parse_timestamp", "translate"]
 
 #: A ``Date`` this far below the current clock estimate means the server clock was stepped
 #: back (NTP), not that the response was slow: the estimate follows it down.
@@ -68,7 +71,11 @@ def make_client(options: S3Options, url: str) -> S3Client:
             signature_version="s3v4",
             s3={"addressing_style": "path" if custom_endpoint else "auto"},
         )
+        core = botocore.session.get_session()
+        core.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=parse_timestamp)
         session = boto3.session.Session(
+            botocore_session=core,
             aws_access_key_id=options.access_key_id,
             aws_secret_access_key=options.secret_access_key,
             aws_session_token=options.session_token,
@@ -82,6 +89,25 @@ def make_client(options: S3Options, url: str) -> S3Client:
         )
     except (BotoCoreError, ValueError) as e:
         raise StoreError(f"cannot set up the S3 client for {url}: {e}") from e
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """The client's timestamp parser: ISO 8601 (listings) and RFC 1123 (Last-Modified
+    headers) by the standard library; anything else by botocore's own, which runs dateutil
+    (about 50 µs a timestamp: 50 ms of CPU for a LIST of 1,000 keys). A time without a zone
+    is UTC, as all of S3's are."""
+    if isinstance(value, str):
+        parsed: datetime | None
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            try:
+                parsed = parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError):
+                parsed = None
+        if parsed is not None:
+            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return botocore.utils.parse_timestamp(value)
 
 
 def translate(e: ClientError, operation: str, where: str, *, bucket: str,
