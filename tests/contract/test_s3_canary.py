@@ -1,6 +1,7 @@
 """The S3 canary: proves the server under test really enforces the conditions the queue relies
 on (so the suite cannot pass against a server that ignores them), plus the behaviour specific
-to :class:`S3Store`: error translation, the store clock, streaming reads, request counts.
+to :class:`S3Store`: error translation, the store clock, streaming reads, request counts,
+the timestamps its client parses.
 
 Raw boto3 is used here, and only here, to check the server itself.
 """
@@ -21,8 +22,10 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.compat import HTTPHeaders
 from botocore.exceptions import ClientError
+from botocore.utils import parse_timestamp as botocores
 
 import s3q.backends.s3 as s3_backend
+from s3q.backends.s3wire import parse_timestamp
 from s3q.store import (
     InvalidKey,
     NotFound,
@@ -348,10 +351,6 @@ def _fake_response(url: str, status: int, body: bytes) -> AWSResponse:
     "1764655347",  # epoch seconds: botocore's own parser
 ])
 def test_the_clients_timestamp_parser_reads_what_botocores_reads(text: str) -> None:
-    from botocore.utils import parse_timestamp as botocores
-
-    from s3q.backends.s3wire import parse_timestamp
-
     ours = parse_timestamp(text)
     assert ours == botocores(text)
     assert ours.utcoffset() is not None
@@ -359,8 +358,6 @@ def test_the_clients_timestamp_parser_reads_what_botocores_reads(text: str) -> N
 
 def test_a_timestamp_without_a_zone_is_utc() -> None:
     """(botocore's parser leaves it naive, which .timestamp() reads as local time.)"""
-    from s3q.backends.s3wire import parse_timestamp
-
     assert parse_timestamp("2026-12-02T06:02:27").timestamp() == 1796191347.0
     with pytest.raises(ValueError):
         parse_timestamp("not a time")

@@ -93,9 +93,9 @@ def make_client(options: S3Options, url: str) -> S3Client:
 
 def parse_timestamp(value: Any) -> datetime:
     """The client's timestamp parser: ISO 8601 (listings) and RFC 1123 (Last-Modified
-    headers) by the standard library; anything else by botocore's own, which runs dateutil
-    (about 50 µs a timestamp: 50 ms of CPU for a LIST of 1,000 keys). A time without a zone
-    is UTC, as all of S3's are."""
+    headers) by the standard library in about 0.5 µs; anything else by botocore's own, which
+    runs dateutil (about 100 µs a timestamp: 0.1 s of CPU for a LIST of 1,000 keys). A time
+    without a zone is UTC, as all of S3's are."""
     if isinstance(value, str):
         parsed: datetime | None
         try:
