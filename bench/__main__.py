@@ -1,6 +1,7 @@
 """The benchmark suite (not timed tests): one command writes a report.
 
     .venv/bin/python -m bench [--quick] [--out bench/results/<timestamp>] [--only a,b]
+                              [--rounds K]
 
 Sections: throughput (+ the store's ceiling), seed (the seed's copy+delete with boto3 and
 with the AWS CLI, side by side), peers (other S3 queues, in bench/.peers-venv), costs
@@ -57,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--s3-backlogs", default="10,10000", metavar="N,N,...",
                         help="backlog sizes of the scale section on S3 (default 10,10000; "
                         "100000 takes about 10 more minutes on moto)")
+    parser.add_argument("--rounds", type=int, default=3, metavar="K",
+                        help="times the speed section runs each shape, the seed baseline "
+                        "and s3q one after the other in each round (default 3: the median "
+                        "and the range are reported)")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds: must be at least 1")
     try:
         s3_backlogs = tuple(int(n) for n in args.s3_backlogs.split(",") if n.strip())
     except ValueError:
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(filename=out / "s3q-warnings.log", level=logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     ctx = Context(quick=args.quick, out=out, command=command_line(argv), env=Env.collect(),
-                  s3_backlogs=s3_backlogs)
+                  s3_backlogs=s3_backlogs, rounds=args.rounds)
     print(f"s3q benchmark suite -> {out}\n  command: {ctx.command}\n  environment: "
           f"{ctx.env.tag()}", flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="s3q-bench-"))

@@ -174,6 +174,8 @@ class Context:
     env: Env
     #: Backlog sizes of the scale section on S3 (moto fills ~200 objects/s: 100k ≈ 8 min).
     s3_backlogs: tuple[int, ...] = (10, 10_000)
+    #: Times the speed section runs each shape (the median and the range are reported).
+    rounds: int = 3
     started: float = field(default_factory=time.time)
     figures: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

@@ -1,12 +1,15 @@
 """The ``speed`` section (issue 12): s3q against the seed's unsafe copy-and-delete, side by
 side in one run, at 4 and 16 threads, on plain moto and behind a proxy that adds 25 ms to
 every request (S3's round trips): jobs/s and their ratio, requests per job by kind, the
-round trips a thread waits for per job, and every duplicate counted."""
+round trips a thread waits for per job, and every duplicate counted. Each shape runs
+``--rounds`` times (default 3); ratios are medians of each round's."""
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -51,55 +54,76 @@ def _s3q(s3: S3Env, tag: str, url: str | None, n: int, *, threads: int,
                    label=f"s3q {workers}x{threads // workers}")
 
 
-def _row(label: str, jobs_per_s: float, counts: dict[str, int], *, jobs: int, threads: int,
-         elapsed: float, latency: float, dupes: int) -> dict[str, Any]:
-    per_job = {k: round(v / jobs, 2) for k, v in sorted(counts.items()) if v}
-    return {"label": label, "jobs_per_s": jobs_per_s, "requests_per_job": per_job,
-            "total_per_job": round(sum(counts.values()) / jobs, 2),
-            "round_trips_per_job": (round(threads * elapsed / jobs / latency, 1)
+def _row(label: str, runs: list[Any], *, jobs: int, threads: int,
+         latency: float) -> dict[str, Any]:
+    """A table row over ``runs`` (seed results or RunResults of one shape): median jobs/s,
+    requests per job over all of them, round trips of the median run, every duplicate."""
+    median = sorted(runs, key=lambda r: r.jobs_per_s)[len(runs) // 2]
+    counts: Counter[str] = Counter()
+    for r in runs:
+        counts.update(r.counts)
+    done = jobs * len(runs)
+    per_job = {k: round(v / done, 2) for k, v in sorted(counts.items()) if v}
+    return {"label": label, "jobs_per_s": median.jobs_per_s,
+            "rounds": [r.jobs_per_s for r in runs], "requests_per_job": per_job,
+            "total_per_job": round(sum(counts.values()) / done, 2),
+            "round_trips_per_job": (round(threads * median.elapsed_s / jobs / latency, 1)
                                     if latency else None),
-            "processed_more_than_once": dupes}
+            "processed_more_than_once": sum(getattr(r, "processed_more_than_once", 0)
+                                            for r in runs)}
 
 
 def speed_section(ctx: Context, s3: S3Env, shared: Shared) -> Section:
+    """Each shape runs ``ctx.rounds`` times, the seed's spread baseline and s3q's two shapes
+    one after the other in each round, so that each ratio compares runs minutes apart at
+    most; the report gives each ratio's median over the rounds and its range (this
+    machine's speed drifts by tens of percent between runs)."""
     sec = Section("speed", "Faster than the seed: side by side, plain moto and 25 ms RTT")
     rows: list[dict[str, Any]] = []
-    ratios: dict[str, float | None] = {}
+    ratios: dict[str, dict[str, Any]] = {}
     for latency in (0.0, LATENCY):
         n = (200 if ctx.quick else 800) if not latency else (150 if ctx.quick else 400)
         with latency_proxy(s3.url, latency) if latency else _nothing() as url:
             where = f"{int(latency * 1000)} ms added" if latency else "plain moto"
             for threads in (4, 16):
-                ep, prefix = _endpoint(s3, f"spread{threads}", url)
-                spread = seed.run_seed_boto3(ep, prefix, n, threads, spread=True)
                 ep, prefix = _endpoint(s3, f"order{threads}", url)
+                # the in-order seed runs once: it shows what colliding costs
                 ordered = seed.run_seed_boto3(ep, prefix, n, threads)
-                one = _s3q(s3, f"s3q1x{threads}", url, n, threads=threads, workers=1)
-                many = _s3q(s3, f"s3q{threads}x1", url, n, threads=threads, workers=threads)
-                for r in (one, many):
+                spreads: list[seed.SeedResult] = []
+                ones: list[RunResult] = []
+                manys: list[RunResult] = []
+                for _ in range(ctx.rounds):
+                    ep, prefix = _endpoint(s3, f"spread{threads}", url)
+                    spreads.append(seed.run_seed_boto3(ep, prefix, n, threads, spread=True))
+                    ones.append(_s3q(s3, f"s3q1x{threads}", url, n, threads=threads,
+                                     workers=1))
+                    manys.append(_s3q(s3, f"s3q{threads}x1", url, n, threads=threads,
+                                      workers=threads))
+                for r in ones + manys:
                     _check_run(ctx, r)
-                for label, jps, counts, elapsed, dupes in (
-                        (f"seed, spread, {threads} threads", spread.jobs_per_s, spread.counts,
-                         spread.elapsed_s, spread.processed_more_than_once),
-                        (f"seed, in order, {threads} threads", ordered.jobs_per_s,
-                         ordered.counts, ordered.elapsed_s, ordered.processed_more_than_once),
-                        (f"s3q, 1 worker x {threads}", one.jobs_per_s, one.counts,
-                         one.elapsed_s, 0),
-                        (f"s3q, {threads} workers x 1", many.jobs_per_s, many.counts,
-                         many.elapsed_s, 0)):
-                    row = _row(label, jps, counts, jobs=n, threads=threads, elapsed=elapsed,
-                               latency=latency, dupes=dupes)
+                for label, runs in (
+                        (f"seed, spread, {threads} threads", spreads),
+                        (f"seed, in order, {threads} threads", [ordered]),
+                        (f"s3q, 1 worker x {threads}", ones),
+                        (f"s3q, {threads} workers x 1", manys)):
+                    row = _row(label, runs, jobs=n, threads=threads, latency=latency)
                     row["where"] = where
                     rows.append(row)
-                    ctx.figure("speed", f"{label} ({where})", jps, "jobs/s")
+                    ctx.figure("speed", f"{label} ({where})", row["jobs_per_s"], "jobs/s",
+                               rounds=row["rounds"])
                 if not latency and threads == 4:  # the peers section's references
-                    shared.runs["speed-s3q-1x4"], shared.runs["speed-s3q-4x1"] = one, many
-                for key, r in ((f"1x{threads}", one), (f"{threads}x1", many)):
-                    ratio = _ratio(r.jobs_per_s, spread.jobs_per_s)
-                    ratios[f"{where}: s3q {key} / seed spread"] = ratio
+                    shared.runs["speed-s3q-1x4"] = _median_run(ones)
+                    shared.runs["speed-s3q-4x1"] = _median_run(manys)
+                for key, mine in ((f"1x{threads}", ones), (f"{threads}x1", manys)):
+                    each = [_ratio(m.jobs_per_s, sp.jobs_per_s)
+                            for m, sp in zip(mine, spreads, strict=True)]
+                    got = sorted(x for x in each if x is not None)
+                    ratio = statistics.median(got) if got else None
+                    ratios[f"{where}: s3q {key} / seed spread"] = {
+                        "median": ratio, "rounds": each}
                     ctx.figure("speed", f"ratio s3q {key} / seed spread ({where})",
-                               ratio or 0.0, "x")
-    sec.data = {"rows": rows, "ratios": ratios, "latency_s": LATENCY}
+                               ratio or 0.0, "x", rounds=each)
+    sec.data = {"rows": rows, "ratios": ratios, "latency_s": LATENCY, "rounds": ctx.rounds}
     sec.md += [
         "One moto server, one run: each row a fresh bucket, the same N small requests, the "
         "seed's copy + delete written plainly with boto3 (each thread its own client; "
@@ -107,20 +131,31 @@ def speed_section(ctx: Context, s3: S3Env, shared: Shared) -> Section:
         "'in order': all take the listing in order and collide), and s3q's burst worker "
         f"(threads in one worker, or one worker per thread). Behind the proxy every request "
         f"waits {int(LATENCY * 1000)} ms more (tests/storeproxy.py, its own process). "
-        "Round trips per job = threads x elapsed / jobs / latency: what a thread waits for.",
+        f"Each shape ran {ctx.rounds} time(s) (`--rounds`), the spread seed and s3q's two "
+        "shapes one after the other in each round (the in-order seed once); jobs/s is the "
+        "median, with the range; requests per job are over all rounds. A ratio is taken "
+        "within each round, and given as the median, with each round's value. "
+        "Round trips per job = threads x elapsed / jobs / latency (of the median run): "
+        "what a thread waits for.",
         "",
-        "| where | approach | jobs/s | requests per job | by kind | round trips per job "
-        "| processed more than once |",
-        "|---|---|---:|---:|---|---:|---:|",
+        "| where | approach | jobs/s (median) | range | requests per job | by kind "
+        "| round trips per job | processed more than once |",
+        "|---|---|---:|---|---:|---|---:|---:|",
         *(f"| {r['where']} | {r['label']} | **{_fmt(r['jobs_per_s'])}** | "
-          f"{r['total_per_job']} | "
+          f"{_fmt(min(r['rounds']))}-{_fmt(max(r['rounds']))} | {r['total_per_job']} | "
           f"{', '.join(f'{k} {v}' for k, v in r['requests_per_job'].items())} | "
           f"{r['round_trips_per_job'] if r['round_trips_per_job'] is not None else '-'} | "
           f"{r['processed_more_than_once']} |" for r in rows),
         "",
-        *(f"- {k}: **{_fmt(v) if v is not None else '-'}x**" for k, v in ratios.items()),
+        *(f"- {k}: **{_fmt(v['median'], 2) if v['median'] is not None else '-'}x** "
+          f"(rounds: {', '.join(_fmt(x, 2) if x is not None else '-' for x in v['rounds'])})"
+          for k, v in ratios.items()),
     ]
     return sec
+
+
+def _median_run(runs: list[RunResult]) -> RunResult:
+    return sorted(runs, key=lambda r: r.jobs_per_s)[len(runs) // 2]
 
 
 @contextmanager
