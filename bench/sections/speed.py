@@ -58,7 +58,7 @@ def _row(label: str, runs: list[Any], *, jobs: int, threads: int,
          latency: float) -> dict[str, Any]:
     """A table row over ``runs`` (seed results or RunResults of one shape): median jobs/s,
     requests per job over all of them, round trips of the median run, every duplicate."""
-    median = sorted(runs, key=lambda r: r.jobs_per_s)[len(runs) // 2]
+    median = _median_run(runs)
     counts: Counter[str] = Counter()
     for r in runs:
         counts.update(r.counts)
@@ -154,7 +154,8 @@ def speed_section(ctx: Context, s3: S3Env, shared: Shared) -> Section:
     return sec
 
 
-def _median_run(runs: list[RunResult]) -> RunResult:
+def _median_run(runs: list[Any]) -> Any:
+    """The run of median jobs/s (of an even number, the faster of the middle two)."""
     return sorted(runs, key=lambda r: r.jobs_per_s)[len(runs) // 2]
 
 
