@@ -117,7 +117,7 @@ def speed_section(ctx: Context, s3: S3Env, shared: Shared) -> Section:
                 for key, mine in ((f"1x{threads}", ones), (f"{threads}x1", manys)):
                     each = [_ratio(m.jobs_per_s, sp.jobs_per_s)
                             for m, sp in zip(mine, spreads, strict=True)]
-                    got = sorted(x for x in each if x is not None)
+                    got = [x for x in each if x is not None]
                     ratio = statistics.median(got) if got else None
                     ratios[f"{where}: s3q {key} / seed spread"] = {
                         "median": ratio, "rounds": each}
