@@ -17,6 +17,9 @@ moto is not: one behaviour at a time, chosen by :class:`Behaviour` flags.
     answered 403 AccessDenied without being forwarded, as IAM refuses an action.
 ``latency``: seconds added to every request before it is forwarded (S3's round trips are
     20-60 ms where moto's are well under one): the benchmarks' model of a real network.
+    A request that asks for ``100 Continue`` before sending its body gets it after as long
+    again: the interim answer is a round trip of its own. (``counts["100-continue"]``
+    counts such requests, with or without latency.)
 
 ``python -m tests.storeproxy UPSTREAM [--latency S] [--opaque-etags]`` runs one in a process
 of its own (so that it does not share the GIL of what it measures) and prints its URL.
@@ -83,6 +86,15 @@ class StoreProxy:
 
             def _any(self) -> None:
                 proxy._handle(self)
+
+            def handle_expect_100(self) -> bool:
+                with proxy._lock:
+                    proxy.counts["100-continue"] += 1
+                # the interim answer crosses the network too: the client that waits for it
+                # before sending its body (Expect: 100-continue) pays a round trip more
+                if proxy.behaviour.latency:
+                    time.sleep(proxy.behaviour.latency)
+                return super().handle_expect_100()
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any  # noqa: N815
 

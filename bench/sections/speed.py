@@ -1,8 +1,9 @@
 """The ``speed`` section (issue 12): s3q against the seed's unsafe copy-and-delete, side by
 side in one run, at 4 and 16 threads, on plain moto and behind a proxy that adds 25 ms to
-every request (S3's round trips): jobs/s and their ratio, requests per job by kind, the
-round trips a thread waits for per job, and every duplicate counted. Each shape runs
-``--rounds`` times (default 3); ratios are medians of each round's."""
+every request (S3's round trips; a client that waits for ``100 Continue`` waits twice):
+jobs/s and their ratio, requests per job by kind, the round trips a thread waits for per
+job, and every duplicate counted. Each shape runs ``--rounds`` times (default 3); ratios
+are medians of each round's."""
 
 from __future__ import annotations
 
@@ -130,7 +131,9 @@ def speed_section(ctx: Context, s3: S3Env, shared: Shared) -> Section:
         "'spread': each takes its own share of each listing, the strongest honest version; "
         "'in order': all take the listing in order and collide), and s3q's burst worker "
         f"(threads in one worker, or one worker per thread). Behind the proxy every request "
-        f"waits {int(LATENCY * 1000)} ms more (tests/storeproxy.py, its own process). "
+        f"waits {int(LATENCY * 1000)} ms more (tests/storeproxy.py, its own process), and "
+        "a `100 Continue` a client waits for before sending a body as long again (on S3 "
+        "that interim answer is a round trip of its own). "
         f"Each shape ran {ctx.rounds} time(s) (`--rounds`), the spread seed and s3q's two "
         "shapes one after the other in each round (the in-order seed once); jobs/s is the "
         "median, with the range; requests per job are over all rounds. A ratio is taken "

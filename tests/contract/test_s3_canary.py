@@ -14,10 +14,11 @@ import os
 import socket
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from uuid import uuid4
 
+import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.compat import HTTPHeaders
@@ -25,7 +26,7 @@ from botocore.exceptions import ClientError
 from botocore.utils import parse_timestamp as botocores
 
 import s3q.backends.s3 as s3_backend
-from s3q.backends.s3wire import parse_timestamp
+from s3q.backends.s3wire import CONTINUE_THRESHOLD, parse_timestamp
 from s3q.store import (
     InvalidKey,
     NotFound,
@@ -35,6 +36,7 @@ from s3q.store import (
     list_all,
 )
 from tests.s3server import MakeS3Store, S3Endpoint
+from tests.storeproxy import Behaviour, StoreProxy
 
 STALE = '"0123456789abcdef0123456789abcdef"'
 
@@ -369,3 +371,59 @@ def test_listings_and_heads_agree_on_last_modified(make_s3_store: MakeS3Store) -
     store.put("a", b"x")
     [listed] = store.list_page("", limit=10).items
     assert abs(listed.last_modified - store.head("a").last_modified) < 1.0
+
+
+@pytest.fixture
+def counting_proxy(s3_endpoint: S3Endpoint) -> Iterator[StoreProxy]:
+    """A proxy that changes nothing, in front of the test endpoint: it counts what it sees."""
+    if not s3_endpoint.is_moto or not s3_endpoint.endpoint_url:
+        pytest.skip("needs a local S3 endpoint to put the proxy in front of")
+    proxy = StoreProxy(s3_endpoint.endpoint_url, Behaviour())
+    yield proxy
+    proxy.close()
+
+
+def test_small_puts_do_not_wait_for_100_continue(make_s3_store: MakeS3Store,
+                                                 counting_proxy: StoreProxy) -> None:
+    """botocore asks for ``100 Continue`` before every PutObject body: a round trip more on
+    each lease write. Below CONTINUE_THRESHOLD the store sends the body at once; at and
+    above it, it still asks (a rejected large upload is not sent in vain)."""
+    store = make_s3_store(endpoint_url=counting_proxy.url)
+    info = store.put("lease", b"x" * 4096, if_none_match=True)
+    store.put("lease", io.BytesIO(b"y" * 4096), if_match=info.etag)
+    with pytest.raises(PreconditionFailed):
+        store.put("lease", b"z", if_none_match=True)
+    assert counting_proxy.counts["requests"] == 3
+    assert counting_proxy.counts["100-continue"] == 0
+    big = b"b" * CONTINUE_THRESHOLD
+    store.put("big", big)
+    assert counting_proxy.counts["100-continue"] == 1
+    assert store.get("big")[0] == big
+
+
+def test_the_latency_proxy_charges_the_interim_answer_a_round_trip(
+        s3_endpoint: S3Endpoint, make_s3_store: MakeS3Store) -> None:
+    """The benchmarks' network model: botocore's own PutObject, which waits for ``100
+    Continue``, takes two round trips; s3q's store's takes one (lower bounds: the proxy
+    sleeps them)."""
+    if not s3_endpoint.is_moto or not s3_endpoint.endpoint_url:
+        pytest.skip("needs a local S3 endpoint to put the proxy in front of")
+    latency = 0.3
+    proxy = StoreProxy(s3_endpoint.endpoint_url, Behaviour(latency=latency))
+    try:
+        raw = boto3.client("s3", endpoint_url=proxy.url, region_name=s3_endpoint.region,
+                           aws_access_key_id=s3_endpoint.access_key_id,
+                           aws_secret_access_key=s3_endpoint.secret_access_key)
+        raw.head_bucket(Bucket=s3_endpoint.bucket)  # connected
+        started = time.monotonic()
+        raw.put_object(Bucket=s3_endpoint.bucket, Key=f"t/{uuid4().hex}", Body=b"hi")
+        assert time.monotonic() - started >= 2 * latency
+        assert proxy.counts["100-continue"] == 1
+        store = make_s3_store(endpoint_url=proxy.url)
+        started = time.monotonic()
+        store.put("lease", b"hi", if_none_match=True)
+        assert time.monotonic() - started >= latency
+        assert proxy.counts["100-continue"] == 1
+        assert proxy.counts["requests"] == 3
+    finally:
+        proxy.close()
