@@ -113,6 +113,7 @@ class Worker:
         self._claiming = 0  # slots inside a claim
         self._burst_slots = options.concurrency  # slots a burst still runs (per run)
         self._outlook: Outlook | None = None  # what the last slot of a burst saw last
+        self._burst_look = 0.1
         #: Its .s3q/workers/ record while it runs, and the queue's pause flag (s3q.registry)
         self.presence = Presence(self)
 
@@ -159,6 +160,7 @@ class Worker:
         wid = self.options.worker_id
         self._notice_signals()
         self._burst_slots, self._outlook = self.options.concurrency, None
+        self._burst_look = 0.1  # half the last slot's first wait before it looks again
         self._ended.clear()
         if self.options.settle_in_background:
             self._settler = ThreadPoolExecutor(self.options.concurrency, "s3q-settle")
@@ -302,7 +304,8 @@ class Worker:
     def _burst_waits(self) -> bool:
         """Nothing to claim now: should a burst wait (something will become claimable: a
         retry's backoff, or a lease nobody renews that will expire), or end? Every slot
-        but one ends at once; the last one waits until the queue is drained."""
+        but one ends at once; the last one waits until the queue is drained, looking again
+        after 0.2 s, doubling up to 5 s (or when the first is due, if sooner)."""
         with self._lock:
             if self._burst_slots > 1:
                 self._burst_slots -= 1
@@ -314,10 +317,14 @@ class Worker:
                 log.info("burst done; left %s: %s", name, why,
                          extra={"event": "burst_left", "request": name, "reason": why})
             return False
-        log.info("burst: waiting %.1fs for %d request(s) (%s)", outlook.next_due,
-                 len(outlook.waiting), ", ".join(outlook.waiting[:3]),
-                 extra={"event": "burst_waiting", "count": len(outlook.waiting)})
-        self._stopping.wait(min(max(outlook.next_due, 0.2), 5.0))
+        # look again when the first is due, or sooner: a lease just written is most often
+        # a job that ends within moments (its lease then goes), not one to wait out
+        self._burst_look = wait = min(max(outlook.next_due, 0.2), self._burst_look * 2, 5.0)
+        log.info("burst: %d request(s) due in %.1fs (%s); looking again in %.1fs",
+                 len(outlook.waiting), outlook.next_due, ", ".join(outlook.waiting[:3]), wait,
+                 extra={"event": "burst_waiting", "count": len(outlook.waiting),
+                        "seconds": round(wait, 2)})
+        self._stopping.wait(wait)
         return True
 
     def _start(self, job: Job) -> bool:
@@ -328,6 +335,7 @@ class Worker:
             if self._stopping.is_set():
                 return False
             self._running[id(job)] = job
+            self._burst_look = 0.1
             return True
 
     def wake(self, claims: int = 1) -> None:

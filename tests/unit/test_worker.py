@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -368,6 +369,40 @@ def test_a_burst_leaves_requests_held_by_live_workers_to_them() -> None:
         assert not runner.is_alive(), "the burst waited for a live worker's job"
         assert q.lease("live_request.json") is not None  # still the live worker's
     assert burst.stats.claimed == 0
+
+
+def test_a_burst_looks_again_soon_at_another_workers_job(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The last slot of a burst that finds another worker's lease, written just now, looks
+    again after 0.2 s, then 0.4 s, ... (that job most often ends within moments), not once
+    the lease's next renewal is due (up to 5 s later: the burst outlived the queue by that
+    much, in one run of two at 16 workers)."""
+    caplog.set_level(logging.INFO, logger="s3q.worker")
+    q = make_queue(lease_ttl=60.0)  # its next renewal is 20 s away
+    q.submit("other_request.json", b"{}")
+    held = Queue(q.store, q.config).claim("other")
+    assert held is not None
+
+    def waits() -> list[float | None]:
+        return [getattr(r, "seconds", None) for r in list(caplog.records)
+                if getattr(r, "event", None) == "burst_waiting"]
+
+    burst = Worker(q, lambda job: None, WorkerOptions("burst", concurrency=1, burst=True))
+    runner = threading.Thread(target=burst.run)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(waits()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        held.complete()  # the other worker's job ends: its lease goes
+        runner.join(30)
+        assert not runner.is_alive()
+    finally:
+        burst.stop()
+        runner.join(10)
+    assert waits()[:3] == [0.2, 0.4, 0.8], waits()
+    assert burst.stats.claimed == 0
+    assert q.counts() == {"wait": 0, "processing": 0, "finish": 1, "failed": 0}
 
 
 def test_one_worker_id_on_two_queues_runs_twice() -> None:
