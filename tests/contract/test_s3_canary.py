@@ -19,6 +19,7 @@ from typing import Any
 from uuid import uuid4
 
 import boto3
+import botocore.loaders
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.compat import HTTPHeaders
@@ -427,3 +428,26 @@ def test_the_latency_proxy_charges_the_interim_answer_a_round_trip(
         assert proxy.counts["requests"] == 3
     finally:
         proxy.close()
+
+
+def test_a_new_store_does_not_read_botocores_model_again(
+        make_s3_store: MakeS3Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each store's client has a botocore session of its own (its own credentials), but
+    they share the process's data loader: the S3 model (0.1-0.2 s of CPU to read) is read
+    once per process, not once per store."""
+    make_s3_store()  # what an S3 client needs has been read now, if not before
+    reads: list[str] = []
+    real = botocore.loaders.JSONFileLoader.load_file
+
+    def counting(self: botocore.loaders.JSONFileLoader, file_path: str) -> Any:
+        reads.append(file_path)
+        return real(self, file_path)
+
+    monkeypatch.setattr(botocore.loaders.JSONFileLoader, "load_file", counting)
+    store = make_s3_store()
+    store.put("k", b"x", if_none_match=True)
+    assert store.get("k")[0] == b"x"
+    assert reads == []
+    # a client of a session of its own reads the model again (what every store did)
+    boto3.session.Session().client("s3", region_name="us-east-1")
+    assert any("/s3/" in path for path in reads)
