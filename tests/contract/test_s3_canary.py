@@ -16,6 +16,7 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import uuid4
 
 import boto3
@@ -429,6 +430,31 @@ def test_the_latency_proxy_charges_the_interim_answer_a_round_trip(
     finally:
         proxy.close()
 
+
+
+def test_the_proxy_answers_in_one_write_without_nagle(
+        make_s3_store: MakeS3Store, counting_proxy: StoreProxy,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmarks' latency model adds exactly its latency: the proxy writes each answer
+    (headers and body) at once, on a socket without Nagle's algorithm. Headers and body
+    written apart on a Nagle socket made every answer with a body (GET, LIST, COPY) wait
+    for the client's delayed ACK: 40 ms more than the model's 25 ms on Linux."""
+    port = urlsplit(counting_proxy.url).port
+    writes: list[tuple[int, int]] = []
+    real = socket.socket.sendall
+
+    def recording(self: socket.socket, data: Any, *args: Any) -> None:
+        if self.getsockname()[1] == port:  # the proxy's side of a client's connection
+            writes.append((len(data), self.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+        real(self, data, *args)
+
+    store = make_s3_store(endpoint_url=counting_proxy.url)
+    store.put("k", b"x" * 100)
+    monkeypatch.setattr(socket.socket, "sendall", recording)
+    assert store.get("k")[0] == b"x" * 100
+    assert [key.key for key in store.list_page("").items] == ["k"]
+    assert len(writes) == 2  # one write for each answer
+    assert all(nodelay for _, nodelay in writes)
 
 def test_a_new_store_does_not_read_botocores_model_again(
         make_s3_store: MakeS3Store, monkeypatch: pytest.MonkeyPatch) -> None:
