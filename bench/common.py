@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import psutil
+
 from s3q.backends.delegating import DelegatingStore
 from s3q.store import Store
 
@@ -286,3 +288,28 @@ def timed() -> Iterator[list[float]]:
         yield box
     finally:
         box.append(time.perf_counter() - t0)
+
+
+class CpuMeter:
+    """CPU time the processes of one run spend between :meth:`start` and :meth:`stop`: this
+    process (the clients: workers and their stores, or the seed's threads) and others by
+    name (the S3 server, the latency proxy), in :attr:`spent` (seconds)."""
+
+    def __init__(self, others: dict[str, int]) -> None:
+        self._others = {name: psutil.Process(pid) for name, pid in others.items()}
+        self._started: dict[str, float] = {}
+        self.spent: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        now = {"client": time.process_time()}
+        for name, proc in self._others.items():
+            times = proc.cpu_times()
+            now[name] = times.user + times.system
+        return now
+
+    def start(self) -> None:
+        self._started = self._now()
+
+    def stop(self) -> None:
+        end = self._now()
+        self.spent = {name: end[name] - self._started[name] for name in end}

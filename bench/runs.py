@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench.common import CountingStore, diff_counts, request_body, request_name
+from bench.common import CountingStore, CpuMeter, diff_counts, request_body, request_name
 from bench.s3env import S3Env
 from s3q import Queue, QueueConfig
 from s3q.backends.local import LocalStore
@@ -99,9 +99,11 @@ def run_s3q(
     handler: Callable[[Job], None] = read_handler,
     label: str = "s3q",
     prefill: bool = True,
+    meter: CpuMeter | None = None,
 ) -> RunResult:
     """Submit ``jobs`` requests, then time ``workers`` Worker objects (each with its own
-    store and ``concurrency`` slots, burst mode) until the queue is drained."""
+    store and ``concurrency`` slots, burst mode) until the queue is drained; ``meter`` is
+    started and stopped with the clock (stores are made before it starts)."""
     config = config or QueueConfig()
     stores = [location.factory() for _ in range(workers)]
     queues = [Queue(s, config) for s in stores]
@@ -115,6 +117,8 @@ def run_s3q(
             worker_id=f"bench-{label}-{i}", concurrency=concurrency, burst=True))
         results[i] = w.run()
 
+    if meter is not None:
+        meter.start()
     t0 = time.perf_counter()
     threads = [threading.Thread(target=one, args=(i,)) for i in range(workers)]
     for t in threads:
@@ -122,6 +126,8 @@ def run_s3q(
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
+    if meter is not None:
+        meter.stop()
     counts: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     for s, (c0, e0) in zip(stores, before, strict=True):
@@ -141,4 +147,5 @@ def run_s3q(
                      concurrency=concurrency, jobs=jobs, completed=completed,
                      elapsed_s=round(elapsed, 3), jobs_per_s=round(completed / elapsed, 2),
                      counts=dict(counts), errors=dict(errors), finished=finished,
-                     left_waiting=waiting, settings=settings)
+                     left_waiting=waiting, settings=settings,
+                     extra={"cpu_s": meter.spent} if meter is not None else {})

@@ -60,6 +60,11 @@ class S3Env:
     def is_moto(self) -> bool:
         return self._proc is not None
 
+    @property
+    def server_pid(self) -> int | None:
+        """The process id of moto's server (None for another endpoint)."""
+        return self._proc.pid if self._proc is not None else None
+
     def close(self) -> None:
         if self._proc is not None:
             stop(self._proc)

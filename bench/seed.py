@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from bench.common import request_body, request_name
+from bench.common import CpuMeter, request_body, request_name
 from tests.s3server import S3Endpoint
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def _prefill(client: S3Client, bucket: str, prefix: str, jobs: int) -> None:
 
 
 def run_seed_boto3(endpoint: S3Endpoint, prefix: str, jobs: int, workers: int, *,
-                   spread: bool = False) -> SeedResult:
+                   spread: bool = False, meter: CpuMeter | None = None) -> SeedResult:
     setup = endpoint.client()
     bucket = endpoint.bucket
     _prefill(setup, bucket, prefix, jobs)
@@ -123,10 +123,14 @@ def run_seed_boto3(endpoint: S3Endpoint, prefix: str, jobs: int, workers: int, *
                     with lock:
                         errors[f"finish copy: {_code(e)}"] += 1
 
+    if meter is not None:
+        meter.start()
     t0 = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(work, range(workers)))
     elapsed = time.perf_counter() - t0
+    if meter is not None:
+        meter.stop()
     finished = _count_keys(setup, bucket, f"{prefix}/finish/")
     dupes = sum(1 for n in runs.values() if n > 1)
     return SeedResult(
@@ -142,7 +146,8 @@ def run_seed_boto3(endpoint: S3Endpoint, prefix: str, jobs: int, workers: int, *
                   f"(1000 keys), then for each key of {'its share of ' if spread else ''}"
                   f"the listing{'' if spread else ' in order'}: COPY to processing/, "
                   "DELETE wait/, GET, handler, COPY to finish/, DELETE processing/; "
-                  "requests counted with botocore 'before-call' events"))
+                  "requests counted with botocore 'before-call' events"),
+        extra={"cpu_s": meter.spent} if meter is not None else {})
 
 
 def aws_cli() -> Path:

@@ -2,8 +2,8 @@
 side in one run, at 4 and 16 threads, on plain moto and behind a proxy that adds 25 ms to
 every request (S3's round trips; a client that waits for ``100 Continue`` waits twice):
 jobs/s and their ratio, requests per job by kind, the round trips a thread waits for per
-job, and every duplicate counted. Each shape runs ``--rounds`` times (default 3); ratios
-are medians of each round's."""
+job, the CPU each process spends per job, and every duplicate counted. Each shape runs
+``--rounds`` times (default 3); ratios are medians of each round's."""
 
 from __future__ import annotations
 
@@ -17,24 +17,25 @@ from dataclasses import replace
 from typing import Any
 
 from bench import seed
-from bench.common import Context
+from bench.common import Context, CpuMeter
 from bench.runs import Location, RunResult, run_s3q
 from bench.s3env import S3Env
 from bench.sections._shared import Section, Shared, _check_run, _fmt, _ratio
 from tests.s3server import S3Endpoint
 
 LATENCY = 0.025
+SERVER = "S3 server"
 
 
 @contextmanager
-def latency_proxy(upstream: str, latency: float) -> Iterator[str]:
+def latency_proxy(upstream: str, latency: float) -> Iterator[tuple[str, int]]:
     """tests/storeproxy.py in a process of its own (not sharing this process's GIL with the
-    clients it measures), adding ``latency`` seconds to every request."""
+    clients it measures), adding ``latency`` seconds to every request: its URL and pid."""
     proc = subprocess.Popen([sys.executable, "-m", "tests.storeproxy", upstream,
                              "--latency", str(latency)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
-        yield proc.stdout.readline().strip()
+        yield proc.stdout.readline().strip(), proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
@@ -46,13 +47,13 @@ def _endpoint(s3: S3Env, tag: str, url: str | None) -> tuple[S3Endpoint, str]:
 
 
 def _s3q(s3: S3Env, tag: str, url: str | None, n: int, *, threads: int,
-         workers: int) -> RunResult:
+         workers: int, meter: CpuMeter | None = None) -> RunResult:
     endpoint, prefix = _endpoint(s3, tag, url)
     loc = Location("s3", f"s3://{endpoint.bucket}/{prefix} at {endpoint.endpoint_url}",
                    lambda: s3.store(endpoint, prefix,
                                     max_pool_connections=2 * threads + 4))
     return run_s3q(loc, n, concurrency=threads // workers, workers=workers,
-                   label=f"s3q {workers}x{threads // workers}")
+                   label=f"s3q {workers}x{threads // workers}", meter=meter)
 
 
 def _row(label: str, runs: list[Any], *, jobs: int, threads: int,
@@ -60,6 +61,7 @@ def _row(label: str, runs: list[Any], *, jobs: int, threads: int,
     """A table row over ``runs`` (seed results or RunResults of one shape): median jobs/s,
     requests per job over all of them, round trips of the median run, every duplicate."""
     median = _median_run(runs)
+    cpu = {k: round(1000 * v / jobs, 1) for k, v in median.extra.get("cpu_s", {}).items()}
     counts: Counter[str] = Counter()
     for r in runs:
         counts.update(r.counts)
@@ -71,7 +73,11 @@ def _row(label: str, runs: list[Any], *, jobs: int, threads: int,
             "round_trips_per_job": (round(threads * median.elapsed_s / jobs / latency, 1)
                                     if latency else None),
             "processed_more_than_once": sum(getattr(r, "processed_more_than_once", 0)
-                                            for r in runs)}
+                                            for r in runs),
+            "cpu_ms_per_job": cpu,
+            "cores_used": {k: round(median.jobs_per_s * v / 1000, 2) for k, v in (
+                ("all", sum(cpu.values())), (SERVER, cpu.get(SERVER))) if v is not None}
+            if cpu else {}}
 
 
 def speed_section(ctx: Context, s3: S3Env, shared: Shared) -> Section:
@@ -84,22 +90,27 @@ def speed_section(ctx: Context, s3: S3Env, shared: Shared) -> Section:
     ratios: dict[str, dict[str, Any]] = {}
     for latency in (0.0, LATENCY):
         n = (200 if ctx.quick else 800) if not latency else (150 if ctx.quick else 400)
-        with latency_proxy(s3.url, latency) if latency else _nothing() as url:
+        with latency_proxy(s3.url, latency) if latency else _nothing() as proxy:
+            url = proxy[0] if proxy else None
+            pids = {SERVER: s3.server_pid} if s3.server_pid is not None else {}
+            if proxy:
+                pids["proxy"] = proxy[1]
             where = f"{int(latency * 1000)} ms added" if latency else "plain moto"
             for threads in (4, 16):
                 ep, prefix = _endpoint(s3, f"order{threads}", url)
                 # the in-order seed runs once: it shows what colliding costs
-                ordered = seed.run_seed_boto3(ep, prefix, n, threads)
+                ordered = seed.run_seed_boto3(ep, prefix, n, threads, meter=CpuMeter(pids))
                 spreads: list[seed.SeedResult] = []
                 ones: list[RunResult] = []
                 manys: list[RunResult] = []
                 for _ in range(ctx.rounds):
                     ep, prefix = _endpoint(s3, f"spread{threads}", url)
-                    spreads.append(seed.run_seed_boto3(ep, prefix, n, threads, spread=True))
+                    spreads.append(seed.run_seed_boto3(ep, prefix, n, threads, spread=True,
+                                                       meter=CpuMeter(pids)))
                     ones.append(_s3q(s3, f"s3q1x{threads}", url, n, threads=threads,
-                                     workers=1))
+                                     workers=1, meter=CpuMeter(pids)))
                     manys.append(_s3q(s3, f"s3q{threads}x1", url, n, threads=threads,
-                                      workers=threads))
+                                      workers=threads, meter=CpuMeter(pids)))
                 for r in ones + manys:
                     _check_run(ctx, r)
                 for label, runs in (
@@ -139,15 +150,25 @@ def speed_section(ctx: Context, s3: S3Env, shared: Shared) -> Section:
         "median, with the range; requests per job are over all rounds. A ratio is taken "
         "within each round, and given as the median, with each round's value. "
         "Round trips per job = threads x elapsed / jobs / latency (of the median run): "
-        "what a thread waits for.",
+        "what a thread waits for. CPU per job (of the median run, ms): what the clients "
+        "(this process: s3q's workers, or the seed's threads), moto's server and the proxy "
+        "spent while it ran, divided by its jobs; cores used = jobs/s x CPU per job, of "
+        "the three together and of moto's server alone (one process under one GIL: one "
+        "core at most). Where the three share the machine's cores with little left, each "
+        "side's rate follows its CPU per job rather than its round trips (as the round "
+        "trips per job of the 16-thread rows show: several times the 4-thread rows'). S3's "
+        "servers do not share the clients' cores.",
         "",
         "| where | approach | jobs/s (median) | range | requests per job | by kind "
-        "| round trips per job | processed more than once |",
-        "|---|---|---:|---|---:|---|---:|---:|",
+        "| round trips per job | CPU per job: client / S3 server / proxy "
+        "| cores used: all / S3 server | processed more than once |",
+        "|---|---|---:|---|---:|---|---:|---|---:|---:|",
         *(f"| {r['where']} | {r['label']} | **{_fmt(r['jobs_per_s'])}** | "
           f"{_fmt(min(r['rounds']))}-{_fmt(max(r['rounds']))} | {r['total_per_job']} | "
           f"{', '.join(f'{k} {v}' for k, v in r['requests_per_job'].items())} | "
           f"{r['round_trips_per_job'] if r['round_trips_per_job'] is not None else '-'} | "
+          f"{_cpu(r['cpu_ms_per_job'])} | "
+          f"{' / '.join(str(v) for v in r['cores_used'].values()) or '-'} | "
           f"{r['processed_more_than_once']} |" for r in rows),
         "",
         *(f"- {k}: **{_fmt(v['median'], 2) if v['median'] is not None else '-'}x** "
@@ -155,6 +176,11 @@ def speed_section(ctx: Context, s3: S3Env, shared: Shared) -> Section:
           for k, v in ratios.items()),
     ]
     return sec
+
+
+def _cpu(ms: dict[str, float]) -> str:
+    """CPU ms per job, client / S3 server / proxy (what was measured; '-' for the rest)."""
+    return " / ".join(str(ms[k]) if k in ms else "-" for k in ("client", SERVER, "proxy"))
 
 
 def _median_run(runs: list[Any]) -> Any:
