@@ -80,9 +80,9 @@ class StoreProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
-            # TCP_NODELAY, as S3's endpoints and botocore's connections have: with Nagle's
+            # TCP_NODELAY (urllib3 sets it on botocore's connections too): with Nagle's
             # algorithm, a segment written while another is unacknowledged waits for the
-            # client's delayed ACK (40 ms on Linux), which doubled the latency model
+            # client's delayed ACK, 40 ms on Linux: more than the latency modelled
             disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: object) -> None:

@@ -97,17 +97,17 @@ def make_client(options: S3Options, url: str) -> S3Client:
     return client
 
 
-#: botocore's data loaders, by data path: one per process, shared by every client made here.
+#: botocore's data loaders, by data path (AWS_DATA_PATH), shared by every client made here.
 _LOADERS: dict[str | None, Loader] = {}
 _LOADERS_LOCK = threading.Lock()
 
 
 def _session() -> botocore.session.Session:
     """A new botocore session (its own credentials and settings) that shares the process's
-    data loader, which caches what it has read: without it, each session reads and parses
-    botocore's S3 model again: 0.1-0.2 s of CPU for each store a process makes (a bench run
-    of 16 workers in one process spent 2.8 s of its 12 s of CPU on it).
-    Clients of boto3's default session share one loader in the same way."""
+    data loader, which caches what it has read. Without it, each session reads and parses
+    botocore's S3 model again, 0.1-0.2 s of CPU for each store a process makes (a bench run
+    of 16 workers in one process spent 2.8 s of its 12 s of CPU on it). Clients of boto3's
+    default session share one loader in the same way."""
     core = botocore.session.get_session()
     path = core.get_config_variable("data_path")
     with _LOADERS_LOCK:
