@@ -62,6 +62,8 @@ def _row(label: str, runs: list[Any], *, jobs: int, threads: int,
     requests per job over all of them, round trips of the median run, every duplicate."""
     median = _median_run(runs)
     cpu = {k: round(1000 * v / jobs, 1) for k, v in median.extra.get("cpu_s", {}).items()}
+    # the cores the run's processes used: all three together, and moto's server alone
+    busy = {"all": sum(cpu.values()), SERVER: cpu.get(SERVER)} if cpu else {}
     counts: Counter[str] = Counter()
     for r in runs:
         counts.update(r.counts)
@@ -75,9 +77,8 @@ def _row(label: str, runs: list[Any], *, jobs: int, threads: int,
             "processed_more_than_once": sum(getattr(r, "processed_more_than_once", 0)
                                             for r in runs),
             "cpu_ms_per_job": cpu,
-            "cores_used": {k: round(median.jobs_per_s * v / 1000, 2) for k, v in (
-                ("all", sum(cpu.values())), (SERVER, cpu.get(SERVER))) if v is not None}
-            if cpu else {}}
+            "cores_used": {k: round(median.jobs_per_s * v / 1000, 2)
+                           for k, v in busy.items() if v is not None}}
 
 
 def speed_section(ctx: Context, s3: S3Env, shared: Shared) -> Section:

@@ -431,7 +431,6 @@ def test_the_latency_proxy_charges_the_interim_answer_a_round_trip(
         proxy.close()
 
 
-
 def test_the_proxy_answers_in_one_write_without_nagle(
         make_s3_store: MakeS3Store, counting_proxy: StoreProxy,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -455,6 +454,7 @@ def test_the_proxy_answers_in_one_write_without_nagle(
     assert [key.key for key in store.list_page("").items] == ["k"]
     assert len(writes) == 2  # one write for each answer
     assert all(nodelay for _, nodelay in writes)
+
 
 def test_a_new_store_does_not_read_botocores_model_again(
         make_s3_store: MakeS3Store, monkeypatch: pytest.MonkeyPatch) -> None:
