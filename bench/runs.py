@@ -19,6 +19,7 @@ from s3q import Queue, QueueConfig
 from s3q.backends.local import LocalStore
 from s3q.job import Job
 from s3q.store import Store, list_all
+from s3q.storecheck import check_store
 from s3q.worker import Worker, WorkerOptions
 
 
@@ -103,9 +104,12 @@ def run_s3q(
 ) -> RunResult:
     """Submit ``jobs`` requests, then time ``workers`` Worker objects (each with its own
     store and ``concurrency`` slots, burst mode) until the queue is drained; ``meter`` is
-    started and stopped with the clock (stores are made before it starts)."""
+    started and stopped with the clock (stores are made, and checked as a worker's start
+    checks them, before it starts)."""
     config = config or QueueConfig()
     stores = [location.factory() for _ in range(workers)]
+    for store in stores:  # as `s3q worker` does at its start (probed once, then cached)
+        check_store(store, max_age=3600)
     queues = [Queue(s, config) for s in stores]
     if prefill:
         submit(queues[0], jobs)

@@ -66,6 +66,10 @@ MOTO_CREDENTIALS = ("testing", "testing")
 #: PutObject and its write, as a store that looks the key up and then writes it in another
 #: step does (SeaweedFS's filer, seaweedfs issue 8800): concurrent conditional writes then
 #: do overlap.
+#: moto's DeleteObjects ignores each object's ETag; AWS refuses a stale one (PreconditionFailed)
+#: and, as its DeleteObject does, a missing key under a condition (NoSuchKey is assumed
+#: here: AWS documents no other answer). The server does so unless S3Q_MOTO_BATCH_ETAGS=0
+#: (a store that ignores them: s3q's probe then finds that, and deletes one key a request).
 _MOTO_MAIN = """
 import logging, os, sys, threading, time
 logging.getLogger('werkzeug').setLevel(logging.WARNING)
@@ -99,6 +103,40 @@ elif float(os.environ.get('S3Q_MOTO_RACE_WINDOW', '0')) > 0:
             time.sleep(window)  # the condition was checked; the write comes later
         return backend_put(self, *args, **kwargs)
     S3Response.put_object, S3Backend.put_object = checked_put, slow_write
+if os.environ.get('S3Q_MOTO_BATCH_ETAGS', '1') != '0':
+    import xmltodict
+    from moto.core.responses import ActionResult
+    delete_keys = S3Response._bucket_response_delete_keys
+    def conditional_delete_keys(self, bucket_name, *args, **kwargs):
+        body = xmltodict.parse(self.body, strip_whitespace=False)
+        objects = body['Delete'].get('Object', [])
+        objects = objects if isinstance(objects, list) else [objects]
+        keys, refused, rest = self.backend.get_bucket(bucket_name).keys, [], []
+        for obj in objects:
+            found = keys.get(obj['Key']) if obj.get('ETag') is not None else None
+            if obj.get('ETag') is None:
+                rest.append(obj)
+            elif found is None:
+                refused.append({'Key': obj['Key'], 'Code': 'NoSuchKey',
+                                'Message': 'The specified key does not exist.'})
+            elif found.etag.strip('"') != obj['ETag'].strip('"'):
+                refused.append({'Key': obj['Key'], 'Code': 'PreconditionFailed',
+                                'Message': 'At least one of the pre-conditions you '
+                                           'specified did not hold'})
+            else:
+                rest.append(obj)
+        if not rest:
+            self.data['Action'] = 'DeleteObjects'
+            return self.serialized(ActionResult({'Deleted': [], 'Errors': refused}))
+        body['Delete']['Object'] = rest
+        self.body = xmltodict.unparse(body).encode()
+        serialized = self.serialized
+        def with_refused(result):
+            result.result['Errors'].extend(refused)
+            return serialized(result)
+        self.serialized = with_refused
+        return delete_keys(self, bucket_name, *args, **kwargs)
+    S3Response._bucket_response_delete_keys = conditional_delete_keys
 from moto.server import main
 main(sys.argv[1:])
 """
@@ -184,7 +222,8 @@ def start_moto_server(
     host: str = "127.0.0.1", *, timeout: float = 30.0, env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start moto's S3 server as a child process on a free port and wait until it answers;
-    ``env``: more environment (``S3Q_MOTO_ATOMIC``, ``S3Q_MOTO_RACE_WINDOW``). Returns the
+    ``env``: more environment (``S3Q_MOTO_ATOMIC``, ``S3Q_MOTO_RACE_WINDOW``,
+    ``S3Q_MOTO_BATCH_ETAGS``). Returns the
     process and the endpoint URL; end it with :func:`stop`."""
     failure = ""
     for _ in range(3):  # the free port may be taken by someone else meanwhile

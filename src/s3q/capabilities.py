@@ -41,6 +41,9 @@ class Capabilities:
     #: CopyObject honours ``x-amz-copy-source-if-match`` (else a changed source can be
     #: copied: a duplicate run, never a loss).
     copy_source_if_match: bool | None = None
+    #: DeleteObjects honours each object's ETag as DeleteObject's If-Match does (a stale one
+    #: refused, a missing key an error): several deletes then travel in one request.
+    batch_conditional_delete: bool | None = None
     #: Overlapping conditional writes may be answered 409 ConditionalRequestConflict.
     conflict_409: bool | None = None
     etags: EtagKind = "unknown"
@@ -62,5 +65,6 @@ class Capabilities:
 #: What the in-process backends (memory, local directory) implement themselves.
 NATIVE = Capabilities(create_if_absent=True, compare_and_swap=True, conditional_delete=True,
                       ordered_listing=True, copy_if_none_match=True,
-                      copy_source_if_match=True, conflict_409=False, etags="md5",
+                      copy_source_if_match=True, batch_conditional_delete=False,
+                      conflict_409=False, etags="md5",
                       versioning=False)

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from s3q import imds
 from s3q.errors import ConfigError
 from s3q.settings import BY_NAME, SETTINGS, Secret, Setting, coerce, display, ssm_ref
+from s3q.worker import SETTLING
 
 if TYPE_CHECKING:
     from s3q.backends import S3Options
@@ -90,6 +91,7 @@ class Config:
     endpoint_url: str | None
     region: str | None
     retry_mode: Literal["standard", "adaptive"]
+    batch_deletes: bool
     ssm_endpoint_url: str | None
     sqs_endpoint_url: str | None
     access_key_id: Secret | None
@@ -107,7 +109,7 @@ class Config:
             lease_ttl=self.lease_ttl, max_attempts=self.max_attempts, filter=self.filter,
             on_finish=self.on_finish, commit_before_finish=self.commit_before_finish,
             retry_base_delay=self.retry_base_delay,
-            retry_max_delay=self.retry_max_delay)
+            retry_max_delay=self.retry_max_delay, batch_deletes=self.batch_deletes)
 
     def s3_options(self) -> S3Options:
         """Connection options, secrets revealed (:func:`resolve_secrets` them first)."""
@@ -117,7 +119,7 @@ class Config:
             endpoint_url=self.endpoint_url, region=self.region, retry_mode=self.retry_mode,
             # a request in flight per slot and per settler thread, plus the lease keeper,
             # the scanner, the registry and the pause flag
-            max_pool_connections=2 * self.concurrency + 4,
+            max_pool_connections=(1 + SETTLING) * self.concurrency + 4,
             access_key_id=self._reveal("access_key_id"),
             secret_access_key=self._reveal("secret_access_key"),
             session_token=self._reveal("session_token"))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from s3q import layout
+from s3q.batching import DeleteBatcher
 from s3q.errors import ConfigError, LeaseLost
 from s3q.records import CLOCK_MARGIN, backoff_delay
 from s3q.store import InvalidKey, ObjectInfo, Store, validate_key
@@ -52,6 +53,9 @@ class QueueConfig:
     page_size: int = 100
     #: Seconds between scans for expired leases and orphans (default: lease_ttl / 2).
     scan_interval: float | None = None
+    #: Let completions' commits share DeleteObjects requests where the store honours each
+    #: object's ETag there (s3q.batching); False: one DeleteObject each.
+    batch_deletes: bool = True
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -109,6 +113,11 @@ class Context:
     #: The process's monotonic clock (tests: a fake one), for lease deadlines.
     monotonic: Callable[[], float] = time.monotonic
     listeners: list[Listener] = field(default_factory=list)
+    #: Conditional deletes that may share a request (the completions' commits, d5).
+    deletes: DeleteBatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.deletes = DeleteBatcher(lambda: self.store, enabled=self.config.batch_deletes)
 
     def emit(self, event: str, name: str, *, level: int = logging.INFO, **fields: Any) -> None:
         """Tell the log (once per transition) and the listeners."""

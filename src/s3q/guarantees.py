@@ -91,6 +91,10 @@ ROWS: dict[str, Row] = {
     "copy_if_none_match": Row(
         "copy create-if-absent", "a create-if-absent copy of a large request in one request",
         "nothing required: s3q copies through GET + PUT If-None-Match instead"),
+    "batch_conditional_delete": Row(
+        "batched conditional delete", "the commits of completions settled together share "
+        "one DeleteObjects request, each with its own ETag (fewer requests per job)",
+        "nothing required: s3q sends one DeleteObject If-Match per commit instead"),
     "etags": Row(
         "ETags", "informational: s3q compares bytes, never the ETags of different objects",
         ""),

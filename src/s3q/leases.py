@@ -91,8 +91,8 @@ def commit(ctx: Context, lease: Lease, etag: str) -> None:
     try of ours may have taken effect): to a first try it means somebody else changed or
     deleted the lease, and our completion did not take effect."""
     for _ in range(_REBASES):
-        try:
-            ctx.store.delete(_key(lease), if_match=etag)
+        try:  # (it may share a request with other completions' commits: s3q.batching)
+            ctx.deletes.delete(_key(lease), etag)
             return
         except NotFound as exc:
             if exc.retried:

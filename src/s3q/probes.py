@@ -214,6 +214,35 @@ class Prober:
         return row("copy_if_none_match", OK, "refused (412) over an existing key, accepted "
                    "over a missing one")
 
+    def batch_conditional_delete(self) -> Check:
+        name = "batch_conditional_delete"
+        stale, current, absent = (self.key(f"batch-{k}") for k in ("stale", "now", "gone"))
+        e1 = self.write("batch-stale", b"b1").etag
+        self.write("batch-stale", b"b2")
+        e3 = self.write("batch-now", b"b3").etag
+        with _batched_deletes(self.store):
+            answer = self.ask(lambda: self.store.delete_batch(
+                [(stale, e1), (current, e3), (absent, e3)]))
+        if answer.kind != "ok":
+            return row(name, MISSING if answer.kind == "error" else UNKNOWN,
+                       f"DeleteObjects with each object's ETag: {answer}")
+        results: list[StoreError | None] = answer.value
+        kept = self.ask(lambda: self.store.head(stale), conditional=False)
+        gone = self.ask(lambda: self.store.head(current), conditional=False)
+        if kept.kind == "404":
+            return row(name, MISSING, "DeleteObjects deleted an object whose ETag was stale "
+                       "(the ETag ignored)")
+        if not isinstance(results[0], PreconditionFailed) or results[1] is not None \
+                or gone.kind != "404":
+            return row(name, UNKNOWN, f"stale ETag: {_said(results[0])}; current ETag: "
+                       f"{_said(results[1])}")
+        if not isinstance(results[2], NotFound):
+            return row(name, MISSING, f"a missing key was answered {_said(results[2])}, not "
+                       "NoSuchKey: a commit could not tell its own delete from a lease "
+                       "deleted by somebody else")
+        return row(name, OK, "stale ETag refused (PreconditionFailed) and the object kept; "
+                   "current ETag deleted; missing key: NoSuchKey, as DeleteObject answers")
+
     # -- atomicity --------------------------------------------------------------------------
 
     def _atomic(self, name: str, seen: str, setup: Callable[[str], str | None],
@@ -305,6 +334,26 @@ def _native_copies(store: Store) -> Iterator[None]:
         yield
     finally:
         store.capabilities = saved
+
+
+@contextmanager
+def _batched_deletes(store: Store) -> Iterator[None]:
+    """Let an S3Store send DeleteObjects (it sends one DeleteObject per key otherwise)."""
+    from s3q.backends.s3 import S3Store
+
+    if not isinstance(store, S3Store):
+        yield
+        return
+    saved = store.capabilities
+    store.capabilities = replace(saved, batch_conditional_delete=True)
+    try:
+        yield
+    finally:
+        store.capabilities = saved
+
+
+def _said(answer: StoreError | None) -> str:
+    return "deleted" if answer is None else f"{type(answer).__name__} ({answer})"
 
 
 def error_code(e: BaseException) -> str:

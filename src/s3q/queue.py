@@ -99,6 +99,7 @@ class Queue:
             self._keeper.stop()
         if self._scanner.role is not None:
             self._scanner.role.resign()
+        self.ctx.deletes.close()
         self.store.close()
 
     @property

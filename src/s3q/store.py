@@ -28,7 +28,7 @@ process that stalled past its lease sends nothing more (docs/PROTOCOL.md §3).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -45,6 +45,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "delete_each",
     "validate_key",
 ]
 
@@ -197,6 +198,14 @@ class Store(Protocol):
         a conditional delete of a missing key raises :class:`NotFound`."""
         ...
 
+    def delete_batch(self, items: Sequence[tuple[str, str]]) -> list[StoreError | None]:
+        """``delete(key, if_match=etag)`` of each ``(key, etag)`` (distinct keys): in one
+        request where the store can (S3's DeleteObjects with each object's ETag, where
+        :attr:`capabilities` says the store honours them), else one by one. Returns, per
+        item, None (deleted) or the error its own delete would have raised. Raises when the
+        request as a whole failed: then any of them may have been deleted."""
+        ...
+
     def list_page(
         self, prefix: str, *, start_after: str | None = None, limit: int = 1000
     ) -> Page:
@@ -212,6 +221,18 @@ class Store(Protocol):
     def close(self) -> None:
         """Release connections/resources."""
         ...
+
+
+def delete_each(store: Store, items: Sequence[tuple[str, str]]) -> list[StoreError | None]:
+    """:meth:`Store.delete_batch` one request per item (every store can)."""
+    results: list[StoreError | None] = []
+    for key, etag in items:
+        try:
+            store.delete(key, if_match=etag)
+            results.append(None)
+        except StoreError as exc:
+            results.append(exc)
+    return results
 
 
 def list_all(store: Store, prefix: str, *, page_size: int = 1000) -> Iterator[ObjectInfo]:

@@ -43,6 +43,9 @@ __all__ = ["Worker", "WorkerOptions", "WorkerStats"]
 
 log = logging.getLogger("s3q.worker")
 
+#: Settlements under way per slot (see Worker._settle_backlog).
+SETTLING = 4
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
@@ -99,10 +102,10 @@ class Worker:
         self._lock = threading.Lock()
         self._running: dict[int, Job] = {}
         #: Completes or fails jobs whose handler returned (see _process), per run; at most
-        #: twice the concurrency waiting, so that a slow store slows the slots down instead
-        #: of piling settlements up.
+        #: SETTLING per slot under way, so that a slow store slows the slots down instead of
+        #: piling settlements up (each may wait s3q.batching.LINGER for its commit).
         self._settler: ThreadPoolExecutor | None = None
-        self._settle_backlog = threading.BoundedSemaphore(2 * options.concurrency)
+        self._settle_backlog = threading.BoundedSemaphore(SETTLING * options.concurrency)
         self._ended = threading.Event()  # this run's slots are done (the scanner stops)
         self._events = source = None if options.burst else events
         self._pacer = Pacer(
@@ -163,7 +166,8 @@ class Worker:
         self._burst_look = 0.1  # half the last slot's first wait before it looks again
         self._ended.clear()
         if self.options.settle_in_background:
-            self._settler = ThreadPoolExecutor(self.options.concurrency, "s3q-settle")
+            self._settler = ThreadPoolExecutor(SETTLING * self.options.concurrency,
+                                               "s3q-settle")
         if self.options.recover_on_start and not self._stopping.is_set():
             recovered = self.queue.recover_own(wid)
             if recovered:

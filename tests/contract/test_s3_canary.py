@@ -15,6 +15,7 @@ import socket
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 from uuid import uuid4
@@ -287,6 +288,27 @@ def test_request_and_error_counts(make_s3_store: MakeS3Store) -> None:
         "DeleteObject": 1,
     }
     assert store.error_counts == {"PreconditionFailed": 1}
+
+
+def test_delete_batch_answers_each_key_as_its_delete_would(make_s3_store: MakeS3Store,
+                                                          s3_endpoint: S3Endpoint) -> None:
+    """One DeleteObjects request, each key with its ETag (where the store honours them:
+    the probe decides, tests/integration/test_store_probe.py)."""
+    if not s3_endpoint.is_moto:
+        pytest.skip("elsewhere the worker's start-up probe decides whether s3q batches")
+    store = make_s3_store()
+    store.capabilities = replace(store.capabilities, batch_conditional_delete=True)
+    a = store.put("a", b"a").etag
+    stale = store.put("b", b"b1").etag
+    current = store.put("b", b"b2").etag
+    results = store.delete_batch([("a", a), ("b", stale), ("gone", a)])
+    assert results[0] is None
+    assert isinstance(results[1], PreconditionFailed) and not results[1].retried
+    assert isinstance(results[2], NotFound) and not results[2].retried
+    assert store.request_counts == {"PutObject": 3, "DeleteObjects": 1}
+    assert store.head("b").etag == current
+    with pytest.raises(NotFound):
+        store.head("a")
 
 
 def test_throttling_is_retried_then_unavailable(make_s3_store: MakeS3Store) -> None:

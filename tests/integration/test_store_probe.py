@@ -12,7 +12,7 @@ import pytest
 from s3q.backends.s3 import S3Store
 from s3q.doctor import PROBE, RESULT, Report, probe
 from s3q.guarantees import MISSING, OK, ROWS
-from s3q.store import list_all
+from s3q.store import PreconditionFailed, list_all
 from s3q.storecheck import check_store
 from tests.s3server import S3Endpoint, moto_endpoint, start_moto_server, stop
 from tests.storeproxy import Behaviour, StoreProxy
@@ -139,3 +139,44 @@ def test_the_worker_check_sets_the_stores_capabilities_and_caches_them(
     cached = check_store(again, max_age=3600)
     assert cached.cached and again.capabilities == found.report.capabilities
     assert again.snapshot_counts()[0]["PutObject"] == before
+
+
+def test_moto_here_honours_each_etag_in_deleteobjects_as_aws_does(moto: S3Endpoint) -> None:
+    """(tests/s3server.py: moto's own DeleteObjects ignores them.)"""
+    report = probe(s3_store(moto), full=False)
+    assert rows(report)["batch_conditional_delete"][0] == OK
+    assert report.capabilities.batch_conditional_delete is True
+
+
+@pytest.fixture(scope="module")
+def moto_as_is() -> Iterator[S3Endpoint]:
+    """A moto server whose DeleteObjects ignores each object's ETag (moto's own)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+            mp.delenv(name, raising=False)
+        proc, url = start_moto_server(env={"S3Q_MOTO_BATCH_ETAGS": "0"})
+        try:
+            endpoint = moto_endpoint(url)
+            endpoint.client().create_bucket(Bucket=endpoint.bucket)
+            yield endpoint
+        finally:
+            stop(proc)
+
+
+def test_a_store_ignoring_etags_in_deleteobjects_gets_one_delete_a_key(
+        moto_as_is: S3Endpoint) -> None:
+    """The worker's start-up check finds it; the store then never sends DeleteObjects, and
+    a stale ETag is refused (by DeleteObject's If-Match) as it should be."""
+    store = s3_store(moto_as_is)
+    found = check_store(store, max_age=0)
+    assert found.report is not None and not found.missing
+    assert rows(found.report)["batch_conditional_delete"] == (
+        MISSING, "DeleteObjects deleted an object whose ETag was stale (the ETag ignored)")
+    assert store.capabilities.batch_conditional_delete is False
+    a, b = store.put("a", b"1").etag, store.put("b", b"2").etag
+    before = store.snapshot_counts()[0]
+    results = store.delete_batch([("a", a), ("b", a)])
+    sent = store.snapshot_counts()[0] - before
+    assert sent == {"DeleteObject": 2}
+    assert results[0] is None and isinstance(results[1], PreconditionFailed)
+    assert store.head("b").etag == b

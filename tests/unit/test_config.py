@@ -407,7 +407,8 @@ def test_secret_errors_never_show_the_value(tmp_path: Path) -> None:
 
 
 def test_queue_config_and_s3_options() -> None:
-    env = {"S3Q_ACCESS_KEY_ID": "AKID", "S3Q_SECRET_ACCESS_KEY": SECRET, "S3Q_REGION": "eu-west-1"}
+    env = {"S3Q_ACCESS_KEY_ID": "AKID", "S3Q_SECRET_ACCESS_KEY": SECRET, "S3Q_REGION": "eu-west-1",
+           "S3Q_BATCH_DELETES": "false"}
     flags: dict[str, object] = {
         "lease_ttl": 40, "max_attempts": 3, "filter": "*request.json", "on_finish": "delete",
         "retry_base_delay": 1, "retry_max_delay": 9, "concurrency": 8,
@@ -415,10 +416,12 @@ def test_queue_config_and_s3_options() -> None:
     cfg, _ = load(flags, env=env)
     q = cfg.queue_config()
     assert (q.lease_ttl, q.max_attempts, q.filter, q.on_finish, q.retry_base_delay,
-            q.retry_max_delay) == (40.0, 3, "*request.json", "delete", 1.0, 9.0)
+            q.retry_max_delay, q.batch_deletes) == (40.0, 3, "*request.json", "delete", 1.0,
+                                                    9.0, False)
     o = cfg.s3_options()
+    # a connection per slot and per settlement under way (4 a slot), and 4 more
     assert (o.endpoint_url, o.region, o.retry_mode, o.max_pool_connections) == (
-        "http://minio:9000", "eu-west-1", "adaptive", 20)
+        "http://minio:9000", "eu-west-1", "adaptive", 44)
     assert (o.access_key_id, o.secret_access_key, o.session_token) == ("AKID", SECRET, None)
 
 

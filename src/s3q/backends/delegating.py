@@ -8,11 +8,11 @@ arguments by name and a function doing the real call. Dataclass subclasses call
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO, TypeVar
 
 from s3q.capabilities import Capabilities
-from s3q.store import Body, Guard, ObjectInfo, Page, Store
+from s3q.store import Body, Guard, ObjectInfo, Page, Store, StoreError
 
 T = TypeVar("T")
 
@@ -32,8 +32,9 @@ class DelegatingStore:
 
     def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
         """Around every store operation ("get", "open", "head", "put", "copy", "delete",
-        "list"): by default, just ``fn()``. ``args`` holds the call's arguments by name
-        (``guard``: the caller's send-time check, run by the inner store inside ``fn``)."""
+        "delete_batch", "list"): by default, just ``fn()``. ``args`` holds the call's
+        arguments by name (``guard``: the caller's send-time check, run by the inner store
+        inside ``fn``)."""
         return fn()
 
     def get(self, key: str) -> tuple[bytes, ObjectInfo]:
@@ -65,6 +66,10 @@ class DelegatingStore:
                guard: Guard | None = None) -> None:
         self._call("delete", {"key": key, "if_match": if_match, "guard": guard},
                    lambda: self.inner.delete(key, if_match=if_match, guard=guard))
+
+    def delete_batch(self, items: Sequence[tuple[str, str]]) -> list[StoreError | None]:
+        return self._call("delete_batch", {"items": items},
+                          lambda: self.inner.delete_batch(items))
 
     def list_page(self, prefix: str, *, start_after: str | None = None,
                   limit: int = 1000) -> Page:

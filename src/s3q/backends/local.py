@@ -55,6 +55,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -77,6 +78,7 @@ from s3q.store import (
     PreconditionFailed,
     Store,
     StoreError,
+    delete_each,
 )
 
 __all__ = ["SETTLE_SECONDS", "LocalStore"]
@@ -246,6 +248,9 @@ class LocalStore(Store):
             with fs.errors("delete", path, writing=True):
                 fs.fsync_nearest(parent, self._root)
         fs.prune(parent, self._root)
+
+    def delete_batch(self, items: Sequence[tuple[str, str]]) -> list[StoreError | None]:
+        return delete_each(self, items)  # a delete is a file operation: nothing to save
 
     def _delete_checked(self, key: str, path: str, if_match: str) -> bool:
         """(Under the key's lock.) ``DEL=if_match``: check the ETag and remove the file

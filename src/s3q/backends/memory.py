@@ -18,7 +18,7 @@ import io
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import BinaryIO, Literal, NamedTuple
 
 from s3q.backends._common import (
@@ -38,6 +38,8 @@ from s3q.store import (
     Page,
     PreconditionFailed,
     Store,
+    StoreError,
+    delete_each,
 )
 
 __all__ = ["MemoryStore"]
@@ -168,6 +170,9 @@ class MemoryStore(Store):
                 raise PreconditionFailed(f"{self.url}/{key}: ETag is not {if_match}")
             del self._objects[key]
             del self._keys[bisect.bisect_left(self._keys, key)]
+
+    def delete_batch(self, items: Sequence[tuple[str, str]]) -> list[StoreError | None]:
+        return delete_each(self, items)
 
     def close(self) -> None:
         """Nothing to release (the objects stay, so a store can be reopened in tests)."""

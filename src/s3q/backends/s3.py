@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -47,6 +47,7 @@ from s3q.store import (
     PreconditionFailed,
     StoreError,
     StoreUnavailable,
+    delete_each,
     validate_key,
 )
 
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import (
         CopySourceTypeDef,
         DeleteObjectRequestTypeDef,
+        DeleteObjectsRequestTypeDef,
         ListObjectsV2RequestTypeDef,
         PutObjectRequestTypeDef,
     )
@@ -67,6 +69,8 @@ log = logging.getLogger(__name__)
 MULTIPART_COPY_CHUNK = 256 * 1024**2
 #: Non-seekable bodies are spooled to a temporary file, in memory up to this size.
 SPOOL_IN_MEMORY = 8 * 1024**2
+#: Keys in one DeleteObjects request (S3's limit).
+MAX_BATCH = 1000
 #: Read size of the buffered stream :meth:`S3Store.open` returns.
 READ_BUFFER = 1024**2
 
@@ -248,6 +252,41 @@ class S3Store:
             request["IfMatch"] = if_match
         with self._meter.guarded(guard), self._edge("DeleteObject", key):
             self._client.delete_object(**request)
+
+    def delete_batch(self, items: Sequence[tuple[str, str]]) -> list[StoreError | None]:
+        """DeleteObjects with each object's ETag, where the store was found to honour them
+        (:attr:`capabilities`; else one DeleteObject If-Match each). Each key's answer is
+        translated as its own DeleteObject's would be (an ``<Error>`` NoSuchKey is
+        :class:`NotFound`, PreconditionFailed :class:`PreconditionFailed`), with
+        ``retried`` set when botocore sent the request more than once."""
+        if len(items) < 2 or not self.capabilities.batch_conditional_delete:
+            return delete_each(self, items)
+        if len(items) > MAX_BATCH:
+            raise ValueError(f"delete_batch: at most {MAX_BATCH} keys, not {len(items)}")
+        request: DeleteObjectsRequestTypeDef = {"Bucket": self.bucket, "Delete": {
+            "Objects": [{"Key": self._full(k), "ETag": etag} for k, etag in items],
+            "Quiet": False}}
+        with self._edge("DeleteObjects", items[0][0]):
+            resp = self._client.delete_objects(**request)
+        meta = resp.get("ResponseMetadata", {})
+        cut = len(self._root)
+        done = {d["Key"][cut:] for d in resp.get("Deleted", []) if "Key" in d}
+        failed = {e["Key"][cut:]: e for e in resp.get("Errors", []) if "Key" in e}
+        results: list[StoreError | None] = []
+        for key, _ in items:
+            if key in failed:
+                answer = ClientError(cast(Any, {"Error": failed[key], "ResponseMetadata": meta}),
+                                     "DeleteObjects")
+                error = translate(answer, "DeleteObjects", self._where(key),
+                                  bucket=self.bucket, endpoint=self.endpoint)
+            elif key in done:
+                results.append(None)
+                continue
+            else:
+                error = StoreError(f"S3 DeleteObjects {self._where(key)}: no answer for it")
+            error.retried = meta.get("RetryAttempts", 0) > 0
+            results.append(error)
+        return results
 
     def list_page(self, prefix: str, *, start_after: str | None = None, limit: int = 1000) -> Page:
         """ListObjectsV2: S3 lists keys in ascending UTF-8 binary order."""
