@@ -15,6 +15,8 @@ moto is not: one behaviour at a time, chosen by :class:`Behaviour` flags.
     without being forwarded (AWS, for overlapping conditional writes).
 ``deny``: these S3 operations (``PutObject``, ``CopyObject``, ``DeleteObject``, ...) are
     answered 403 AccessDenied without being forwarded, as IAM refuses an action.
+``delete_errors``: the first N keys of each DeleteObjects answer are turned into
+    ``<Error>`` InternalError after they took effect (AWS may answer single keys so).
 ``latency``: seconds added to every request before it is forwarded (S3's round trips are
     20-60 ms where moto's are well under one): the benchmarks' model of a real network.
     A request that asks for ``100 Continue`` before sending its body gets it after as long
@@ -40,7 +42,8 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
+from xml.etree import ElementTree
 
 _CONFLICT = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>"
              "ConditionalRequestConflict</Code><Message>A conflicting conditional operation "
@@ -62,6 +65,9 @@ class Behaviour:
     conflicts: float = 0.0
     deny: frozenset[str] = frozenset()
     latency: float = 0.0
+    #: The first N keys of each DeleteObjects answer come back as InternalError, after they
+    #: took effect upstream (AWS may answer single keys so inside a 200).
+    delete_errors: int = 0
 
 
 class StoreProxy:
@@ -142,6 +148,10 @@ class StoreProxy:
             self._bend(req.command, headers, bucket, key, copy_source)
             status, reason, out_headers, data = self._forward(req.command, req.path, body,
                                                               headers)
+            if (self.behaviour.delete_errors and req.command == "POST" and status == 200
+                    and "delete" in parse_qs(path.query, keep_blank_values=True)):
+                self.counts["delete errors"] += 1
+                data = _internal_errors(data, self.behaviour.delete_errors)
             if self.behaviour.opaque_etags:
                 out_headers, data = self._opaque(req.command, path.query, bucket, key,
                                                  status=status, headers=out_headers,
@@ -255,6 +265,23 @@ class StoreProxy:
         req.wfile.write(b"".join(req._headers_buffer) + b"\r\n"  # type: ignore[attr-defined]
                         + (data if req.command != "HEAD" else b""))
         req._headers_buffer = []  # type: ignore[attr-defined]
+
+
+def _internal_errors(data: bytes, n: int) -> bytes:
+    """A DeleteObjects answer whose first ``n`` <Deleted> keys are <Error> InternalError."""
+    root = ElementTree.fromstring(data)
+    ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    if ns:
+        ElementTree.register_namespace("", ns[1:-1])
+    for deleted in root.findall(f"{ns}Deleted")[:n]:
+        key = deleted.findtext(f"{ns}Key")
+        root.remove(deleted)
+        error = ElementTree.SubElement(root, f"{ns}Error")
+        for tag, text in (("Key", key), ("Code", "InternalError"),
+                          ("Message", "We encountered an internal error. Please try again.")):
+            ElementTree.SubElement(error, f"{ns}{tag}").text = text
+    answer: bytes = ElementTree.tostring(root, encoding="UTF-8", xml_declaration=True)
+    return answer
 
 
 def _operation(method: str, key: str, query: str, copy_source: str | None) -> str:

@@ -14,14 +14,15 @@ prefix's write rate; a server that is a process of its own (moto, in the tests a
 bench) spends most of a delete's cost on the request around it: 8 deletes in one request
 cost moto's server about a sixth of what 8 DeleteObject requests cost.
 
-A delete waits at most :data:`LINGER` for others to join it, and while one request is in
-flight the next gathers everything that arrives meanwhile (group commit): one worker's
-completions share a request in proportion to its rate. A delete that finds nobody to share
-with is a DeleteObject of its own, sent from its caller's thread.
+While one request is in flight the next gathers everything that arrives meanwhile (group
+commit), and while deletes come together it waits up to :data:`LINGER` for more: one
+worker's completions share a request in proportion to its rate. A delete that finds nobody
+to share with is a DeleteObject of its own, sent at once from its caller's thread.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections import deque
@@ -38,7 +39,7 @@ LINGER = 0.1
 MAX_KEYS = 1000
 
 
-@dataclass
+@dataclass(eq=False)  # (each is itself: found in the queue by identity)
 class _Delete:
     key: str
     etag: str
@@ -50,8 +51,11 @@ class _Delete:
 class DeleteBatcher:
     """Conditional deletes of one store (``store()``: the context's, as it is now), gathered
     into DeleteObjects requests. No thread of its own: a caller that finds no request being
-    gathered or sent leads the next one (it waits up to ``linger`` for others, sends their
-    deletes with its own, and hands each its answer); the others wait for theirs. Thread-safe."""
+    gathered or sent leads the next one (it sends the deletes waiting then, its own among
+    them, and hands each its answer); the others wait for theirs. A leader lingers for
+    company only while deletes come together (the last request carried more than one, or
+    others wait already): a lone caller, one thread completing jobs one after the other,
+    never waits. Thread-safe."""
 
     def __init__(self, store: Callable[[], Store], linger: float = LINGER, *,
                  enabled: bool = True) -> None:
@@ -61,6 +65,7 @@ class DeleteBatcher:
         self._cond = threading.Condition()
         self._pending: deque[_Delete] = deque()
         self._leading = False
+        self._together = False  # the last request carried more than one delete
         self._closed = False
 
     def delete(self, key: str, etag: str) -> None:
@@ -73,29 +78,42 @@ class DeleteBatcher:
         item = _Delete(key, etag, time.monotonic())
         with self._cond:
             self._pending.append(item)
-            while not item.done:
-                if self._leading:
-                    self._cond.wait()
-                    continue
-                self._leading = True
-                try:
-                    self._gather()
-                    batch = self._take()
-                    self._cond.release()
-                    try:
-                        self._send(store, batch)
-                    finally:
-                        self._cond.acquire()
-                finally:
-                    self._leading = False
-                    self._cond.notify_all()
+            try:
+                while not item.done:
+                    if self._leading:
+                        self._cond.wait()
+                    else:
+                        self._lead(store)
+            except BaseException:
+                if item in self._pending:  # never sent: nobody may send it after we left
+                    self._pending.remove(item)
+                raise
         if item.error is not None:
-            raise item.error
+            error = copy.copy(item.error)  # each caller raises its own (a request that
+            raise error from item.error    # failed as a whole failed every delete in it)
 
     def close(self) -> None:
         """Send what is being gathered at once; later deletes do not wait for others."""
         with self._cond:
             self._closed = True
+            self._cond.notify_all()
+
+    def _lead(self, store: Store) -> None:
+        """(Under the lock.) Gather the next request, send it (not under the lock), hand
+        out the answers."""
+        self._leading = True
+        try:
+            if self._together or len(self._pending) > 1:
+                self._gather()
+            batch = self._take()
+            self._together = len(batch) > 1
+            self._cond.release()
+            try:
+                self._send(store, batch)
+            finally:
+                self._cond.acquire()
+        finally:
+            self._leading = False
             self._cond.notify_all()
 
     def _gather(self) -> None:
@@ -124,18 +142,23 @@ class DeleteBatcher:
 
     @staticmethod
     def _send(store: Store, batch: list[_Delete]) -> None:
-        """(Not under the lock.) One request; each delete gets its own answer."""
+        """(Not under the lock.) One request; each delete gets its own answer. If the
+        leader is interrupted (KeyboardInterrupt, SystemExit), every delete of the request
+        fails with it: none may be taken for done."""
         try:
             if len(batch) == 1:
                 store.delete(batch[0].key, if_match=batch[0].etag)
-                results: list[StoreError | None] = [None]
+                results: list[BaseException | None] = [None]
             else:
-                results = store.delete_batch([(d.key, d.etag) for d in batch])
-            for item, error in zip(batch, results, strict=True):
-                item.error = error
+                results = list(store.delete_batch([(d.key, d.etag) for d in batch]))
+            if len(results) != len(batch):
+                raise StoreError(f"the store answered {len(results)} of {len(batch)} "
+                                 "deletes")
         except Exception as exc:  # the request failed as a whole: so did each delete
-            for item in batch:
-                item.error = exc
+            results = [exc] * len(batch)
+        except BaseException as exc:  # the leader is interrupted: so is its request
+            results = [exc] * len(batch)
+            raise
         finally:
-            for item in batch:
-                item.done = True
+            for item, error in zip(batch, results, strict=True):
+                item.error, item.done = error, True

@@ -7,15 +7,36 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 
 from s3q import Queue, QueueConfig, layout
+from s3q.backends.delegating import DelegatingStore
 from s3q.errors import LeaseLost
 from s3q.job import Job
 from s3q.records import Intent
+from s3q.store import Store
 from s3q.storecheck import check_store
 from tests.s3server import MakeS3Store, S3Endpoint
+
+T = TypeVar("T")
+
+
+class Holding(DelegatingStore):
+    """Holds the delete of ``key`` in flight until ``release`` (``in_flight`` is set)."""
+
+    def __init__(self, inner: Store, key: str) -> None:
+        super().__init__(inner)
+        self.key = key
+        self.in_flight, self.release = threading.Event(), threading.Event()
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        if op == "delete" and args.get("key") == self.key:
+            self.in_flight.set()
+            assert self.release.wait(30)
+        return fn()
 
 
 def test_commits_share_a_request_and_a_taken_over_one_is_refused(
@@ -25,17 +46,20 @@ def test_commits_share_a_request_and_a_taken_over_one_is_refused(
     if not store.capabilities.batch_conditional_delete:
         pytest.skip("this server does not honour DeleteObjects' ETags (the probe says so)")
     q = Queue(store, QueueConfig(lease_ttl=30))
-    for name in ("a.json", "b.json", "c.json"):
+    for name in ("a.json", "b.json", "c.json", "held.json"):
         q.submit(name, name.encode())
     jobs = {}
-    for _ in range(3):
+    for _ in range(4):
         job = q.claim("worker-1")
         assert job is not None
         jobs[job.name] = job
     fleet = Queue(make_s3_store(prefix=store.prefix), QueueConfig(lease_ttl=30))
     assert fleet.recover_all(include="c.json").actions == {"c.json": "released"}
 
-    q.ctx.deletes.linger = 60.0  # they wait for each other: all three in one request
+    # the commits meet behind another one held in flight (held.json's), and go together
+    held = jobs.pop("held.json")
+    holding = Holding(store, layout.key(layout.LEASES, "held.json"))
+    q.ctx.store = holding
     outcomes: dict[str, str] = {}
 
     def complete(job: Job) -> None:
@@ -45,6 +69,9 @@ def test_commits_share_a_request_and_a_taken_over_one_is_refused(
         except LeaseLost:
             outcomes[job.name] = "lost"
 
+    first = threading.Thread(target=complete, args=(held,))
+    first.start()
+    assert holding.in_flight.wait(30)
     before = store.snapshot_counts()[0]
     threads = [threading.Thread(target=complete, args=(j,)) for j in jobs.values()]
     for t in threads:
@@ -52,21 +79,23 @@ def test_commits_share_a_request_and_a_taken_over_one_is_refused(
     deadline = time.monotonic() + 30
     while len(q.ctx.deletes._pending) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
-    q.ctx.deletes.close()
-    for t in threads:
+    q.ctx.deletes.close()  # no linger: the next request goes as soon as held.json's returns
+    holding.release.set()
+    for t in [first, *threads]:
         t.join(30)
     sent = store.snapshot_counts()[0] - before
 
-    assert outcomes == {"a.json": "completed", "b.json": "completed", "c.json": "lost"}
-    # d3 (finish/), d4 (the views: c's was removed by the fleet), d5 (one request for three),
-    # and c's lease read back after its refusal
-    assert sent == {"PutObject": 3, "DeleteObject": 3, "DeleteObjects": 1, "GetObject": 1}
-    assert [i.key for i in q.ls("finish")] == ["a.json", "b.json", "c.json"]  # c: §4
+    assert outcomes == {"a.json": "completed", "b.json": "completed", "c.json": "lost",
+                        "held.json": "completed"}
+    # d3 (finish/), d4 (the views: c's was removed by the fleet), d5 (held.json's alone, one
+    # request for the three), and c's lease read back after its refusal
+    assert sent == {"PutObject": 3, "DeleteObject": 4, "DeleteObjects": 1, "GetObject": 1}
+    assert [i.key for i in q.ls("finish")] == ["a.json", "b.json", "c.json", "held.json"]
     assert [i.key for i in q.ls("wait")] == ["c.json"]  # released by the fleet: runs again
     found = q.lease("c.json")
     assert found is not None and found[0].intent is Intent.RETRY and found[0].gen == 2
     assert store.head(layout.key(layout.LEASES, "c.json")).etag == found[1].etag
-    for name in ("a.json", "b.json"):
+    for name in ("a.json", "b.json", "held.json"):
         assert q.lease(name) is None
     q.close()
     fleet.close()

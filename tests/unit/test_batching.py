@@ -1,7 +1,11 @@
 """s3q.batching: conditional deletes that share a request keep their own conditions and
-answers; a lone one, or one on a store without the capability, is a DeleteObject of its own;
-a request that fails as a whole fails each of its deletes (tested on a MemoryStore that
-says it honours DeleteObjects' ETags; tests/contract has the same on S3)."""
+answers; a lone one, or one on a store without the capability, is a DeleteObject of its own,
+sent at once; a request that fails as a whole fails each of its deletes, and an interrupted
+leader leaves none of them taken for done (tested on a MemoryStore that says it honours
+DeleteObjects' ETags; tests/contract and tests/integration have the same on S3).
+
+Deletes are made to meet deterministically: a first delete is held in flight by the store
+(``Recorded.hold``) while the others arrive, and they go together once it returns."""
 
 from __future__ import annotations
 
@@ -19,11 +23,13 @@ from s3q.batching import DeleteBatcher
 from s3q.store import NotFound, PreconditionFailed, StoreError, StoreUnavailable
 
 T = TypeVar("T")
+HELD = "held-in-flight"
 
 
 class Recorded(DelegatingStore):
-    """The requests sent: ("delete", key) or ("delete_batch", keys); ``fail`` makes the
-    next request of several deletes fail as a whole, after it took effect."""
+    """The requests sent: ("delete", key) or ("delete_batch", keys). A delete of ``HELD``
+    waits for ``release`` (``in_flight`` says it is there); ``fail``: the next request of
+    several deletes takes effect, then raises it."""
 
     def __init__(self, batches: bool = True) -> None:
         mem = MemoryStore("batching")
@@ -31,11 +37,15 @@ class Recorded(DelegatingStore):
         super().__init__(mem)
         self.mem = mem
         self.sent: list[tuple[str, Any]] = []
-        self.fail: Exception | None = None
+        self.fail: BaseException | None = None
+        self.in_flight, self.release = threading.Event(), threading.Event()
 
     def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
         if op == "delete":
             self.sent.append((op, args["key"]))
+            if args["key"] == HELD:
+                self.in_flight.set()
+                assert self.release.wait(30)
         elif op == "delete_batch":
             self.sent.append((op, sorted(k for k, _ in args["items"])))
             if self.fail is not None:
@@ -45,30 +55,41 @@ class Recorded(DelegatingStore):
         return fn()
 
 
-def _together(batcher: DeleteBatcher, items: Sequence[tuple[str, str]]
-              ) -> dict[str, BaseException | None]:
-    """Each delete from a thread of its own; once all of them wait (the first lingering
-    for others: the batcher's linger is long), :meth:`DeleteBatcher.close` sends them at
-    once. Each one's outcome."""
-    outcomes: dict[str, BaseException | None] = {}
-
-    def one(key: str, etag: str) -> None:
+def _run(batcher: DeleteBatcher, key: str, etag: str,
+         outcomes: dict[str, BaseException | None]) -> threading.Thread:
+    def one() -> None:
         try:
             batcher.delete(key, etag)
             outcomes[key] = None
-        except Exception as exc:
+        except BaseException as exc:  # (what the caller got is the point)
             outcomes[key] = exc
 
-    threads = [threading.Thread(target=one, args=item) for item in items]
-    for t in threads:
-        t.start()
+    thread = threading.Thread(target=one)
+    thread.start()
+    return thread
+
+
+def _behind_a_request(store: Recorded, batcher: DeleteBatcher,
+                      items: Sequence[tuple[str, str]], *, close: bool = True
+                      ) -> tuple[dict[str, BaseException | None], list[threading.Thread]]:
+    """Each of ``items`` from a thread of its own, all arriving while a delete of ``HELD``
+    is in flight; then that one returns (with ``close``, the batcher stops lingering
+    first: the next request goes at once). Each one's outcome."""
+    outcomes: dict[str, BaseException | None] = {}
+    threads = [_run(batcher, HELD, store.put(HELD, b"held").etag, outcomes)]
+    assert store.in_flight.wait(10)
+    threads += [_run(batcher, key, etag, outcomes) for key, etag in items]
     deadline = time.monotonic() + 10
     while len(batcher._pending) < len(items) and time.monotonic() < deadline:
         time.sleep(0.005)
-    batcher.close()
-    for t in threads:
-        t.join(10)
-    return outcomes
+    assert len(batcher._pending) == len(items)
+    if close:
+        batcher.close()
+    store.release.set()
+    if close:
+        for t in threads:
+            t.join(10)
+    return outcomes, threads
 
 
 def test_deletes_that_meet_share_one_request_and_keep_their_own_answers() -> None:
@@ -77,103 +98,128 @@ def test_deletes_that_meet_share_one_request_and_keep_their_own_answers() -> Non
     stale = etags["b"]
     store.put("b", b"changed since")  # b's ETag is stale now
     batcher = DeleteBatcher(lambda: store, linger=30.0)
-    outcomes = _together(batcher, [("a", etags["a"]), ("b", stale), ("c", etags["c"]),
-                                   ("gone", etags["d"])])
-    assert store.sent == [("delete_batch", ["a", "b", "c", "gone"])]
-    assert outcomes["a"] is None and outcomes["c"] is None
+    outcomes, _ = _behind_a_request(store, batcher, [
+        ("a", etags["a"]), ("b", stale), ("c", etags["c"]), ("gone", etags["d"] + "x")])
+    assert store.sent == [("delete", HELD), ("delete_batch", ["a", "b", "c", "gone"])]
+    assert outcomes[HELD] is None and outcomes["a"] is None and outcomes["c"] is None
     assert isinstance(outcomes["b"], PreconditionFailed)
     assert isinstance(outcomes["gone"], NotFound)
     assert set(store.mem.snapshot()) == {"b", "d"}  # the refused one is kept
 
 
-def test_a_lone_delete_is_a_delete_of_its_own() -> None:
+def test_deletes_that_came_together_wait_for_company_until_closed() -> None:
+    """After a request of several, the next leader lingers for more (up to ``linger``);
+    close() ends the wait."""
     store = Recorded()
-    etag = store.put("a", b"a").etag
-    DeleteBatcher(lambda: store, linger=0.01).delete("a", etag)
-    assert store.sent == [("delete", "a")] and store.mem.snapshot() == {}
+    etags = {k: store.put(k, k.encode()).etag for k in ("a", "b")}
+    batcher = DeleteBatcher(lambda: store, linger=30.0)
+    outcomes, threads = _behind_a_request(store, batcher, list(etags.items()), close=False)
+    time.sleep(0.3)
+    assert set(outcomes) == {HELD}  # a and b linger, for company
+    batcher.close()
+    for t in threads:
+        t.join(10)
+    assert outcomes == {HELD: None, "a": None, "b": None}
+    assert store.sent == [("delete", HELD), ("delete_batch", ["a", "b"])]
+
+
+def test_a_lone_caller_never_waits() -> None:
+    """One thread completing jobs one after another: each delete goes at once, alone."""
+    store = Recorded()
+    batcher = DeleteBatcher(lambda: store, linger=30.0)
+    started = time.monotonic()
+    for key in ("a", "b", "c"):
+        batcher.delete(key, store.put(key, b"x").etag)
+    assert time.monotonic() - started < 15  # (no linger of 30 s)
+    assert store.sent == [("delete", "a"), ("delete", "b"), ("delete", "c")]
     with pytest.raises(NotFound):
-        DeleteBatcher(lambda: store, linger=0.01).delete("a", etag)
+        batcher.delete("a", store.put("z", b"z").etag)
 
 
 @pytest.mark.parametrize(("capable", "enabled"), [(False, True), (True, False)])
-def test_without_the_capability_or_switched_off_each_delete_goes_at_once(
+def test_without_the_capability_or_switched_off_deletes_never_meet(
         capable: bool, enabled: bool) -> None:
-    """(Switched off: the batch_deletes setting, QueueConfig.batch_deletes.)"""
+    """(Switched off: the batch_deletes setting, QueueConfig.batch_deletes.) Deletes that
+    arrive while another is in flight go at once, each alone."""
     store = Recorded(batches=capable)
     etags = {k: store.put(k, b"x" + k.encode()).etag for k in ("a", "b")}
     batcher = DeleteBatcher(lambda: store, linger=30.0, enabled=enabled)
-    started = time.monotonic()
+    outcomes: dict[str, BaseException | None] = {}
+    held = _run(batcher, HELD, store.put(HELD, b"held").etag, outcomes)
+    assert store.in_flight.wait(10)
     for key, etag in etags.items():
-        batcher.delete(key, etag)
-    assert time.monotonic() - started < 15  # nobody lingered
-    assert sorted(store.sent) == [("delete", "a"), ("delete", "b")]
+        batcher.delete(key, etag)  # not behind the held one
+    store.release.set()
+    held.join(10)
+    assert store.sent == [("delete", HELD), ("delete", "a"), ("delete", "b")]
+    assert outcomes == {HELD: None} and store.mem.snapshot() == {}
 
 
 def test_a_request_that_fails_as_a_whole_fails_each_delete() -> None:
     """(After it took effect: each caller must treat its delete as possibly applied, as
-    after a DeleteObject that failed; leases.commit's retry then sees NotFound, retried.)"""
+    after a DeleteObject that failed; leases.commit's retry then sees NotFound, retried.)
+    Each caller raises an error of its own, chained to the request's."""
     store = Recorded()
     etags = {k: store.put(k, k.encode()).etag for k in ("a", "b")}
     store.fail = StoreUnavailable("connection reset")
     batcher = DeleteBatcher(lambda: store, linger=30.0)
-    outcomes = _together(batcher, list(etags.items()))
-    assert all(isinstance(o, StoreUnavailable) for o in outcomes.values()), outcomes
+    outcomes, _ = _behind_a_request(store, batcher, list(etags.items()))
+    a, b = outcomes["a"], outcomes["b"]
+    assert isinstance(a, StoreUnavailable) and isinstance(b, StoreUnavailable)
+    assert a is not b and a.__cause__ is b.__cause__ is not None
     assert store.mem.snapshot() == {}
-    store.put("c", b"c")
-    batcher.delete("c", store.head("c").etag)  # the next request is sent as usual
-    assert store.mem.snapshot() == {}
+    batcher.delete("c", store.put("c", b"c").etag)  # the next request goes as usual
+    assert store.sent[-1] == ("delete", "c")
+
+
+def test_an_interrupted_leader_leaves_no_delete_taken_for_done() -> None:
+    """KeyboardInterrupt in the thread that sends the request: every delete in it fails
+    with it (none returns as if deleted), and the next caller leads as usual."""
+    store = Recorded()
+    etags = {k: store.put(k, k.encode()).etag for k in ("a", "b")}
+    store.fail = KeyboardInterrupt()
+    batcher = DeleteBatcher(lambda: store, linger=30.0)
+    outcomes, _ = _behind_a_request(store, batcher, list(etags.items()))
+    assert all(isinstance(o, KeyboardInterrupt) for k, o in outcomes.items() if k != HELD)
+    batcher.delete("c", store.put("c", b"c").etag)
+    assert store.sent[-1] == ("delete", "c")
 
 
 def test_a_key_deleted_twice_at_once_goes_in_two_requests() -> None:
-    """Each delete gets its own answer: the first takes the object, the second finds it
-    gone (a request holding both could answer only once for the key)."""
+    """Each delete gets its own answer: one takes the object, the other finds it gone (a
+    request holding both could answer only once for the key)."""
     store = Recorded()
     etag = store.put("a", b"a").etag
-    batcher = DeleteBatcher(lambda: store, linger=0.3)
+    batcher = DeleteBatcher(lambda: store, linger=30.0)
+    outcomes: dict[str, BaseException | None] = {}
+    threads = [_run(batcher, HELD, store.put(HELD, b"held").etag, outcomes)]
+    assert store.in_flight.wait(10)
     answers: list[BaseException | None] = []
-    start = threading.Barrier(2)
 
-    def one() -> None:
-        start.wait()
+    def twice() -> None:
         try:
             batcher.delete("a", etag)
             answers.append(None)
         except StoreError as exc:
             answers.append(exc)
 
-    threads = [threading.Thread(target=one) for _ in range(2)]
-    for t in threads:
+    threads += [threading.Thread(target=twice) for _ in range(2)]
+    for t in threads[1:]:
         t.start()
+    deadline = time.monotonic() + 10
+    while len(batcher._pending) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    batcher.close()
+    store.release.set()
     for t in threads:
         t.join(10)
-    assert store.sent == [("delete", "a"), ("delete", "a")]
-    assert answers[0] is None and isinstance(answers[1], NotFound)
-
-
-def test_closing_sends_what_is_gathered_at_once() -> None:
-    store = Recorded()
-    etag = store.put("a", b"a").etag
-    batcher = DeleteBatcher(lambda: store, linger=30.0)
-    done = threading.Event()
-
-    def delete() -> None:
-        batcher.delete("a", etag)
-        done.set()
-
-    waiter = threading.Thread(target=delete)
-    waiter.start()
-    deadline = time.monotonic() + 5
-    while not batcher._pending and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not done.is_set()  # lingering, for another delete to join it
-    batcher.close()
-    assert done.wait(5) and store.mem.snapshot() == {}
-    waiter.join(5)
+    assert store.sent == [("delete", HELD), ("delete", "a"), ("delete", "a")]
+    assert sorted(type(a).__name__ for a in answers) == ["NoneType", "NotFound"]
 
 
 def test_a_wrong_answer_from_the_store_fails_its_deletes_not_the_batcher() -> None:
     """A store whose delete_batch answers for the wrong number of keys (a bug) fails those
-    deletes with the error; the next caller leads the next request as usual."""
+    deletes; the next caller leads the next request as usual."""
 
     class Short(Recorded):
         def delete_batch(self, items: Sequence[tuple[str, str]]) -> list[StoreError | None]:
@@ -182,8 +228,8 @@ def test_a_wrong_answer_from_the_store_fails_its_deletes_not_the_batcher() -> No
     short = Short()
     etags = {k: short.put(k, k.encode()).etag for k in ("a", "b")}
     batcher = DeleteBatcher(lambda: short, linger=30.0)
-    outcomes = _together(batcher, list(etags.items()))
-    assert all(isinstance(o, ValueError) for o in outcomes.values()), outcomes
-    short.put("c", b"c")
-    batcher.delete("c", short.head("c").etag)
+    outcomes, _ = _behind_a_request(short, batcher, list(etags.items()))
+    assert all(isinstance(o, StoreError) and "answered 1 of 2" in str(o)
+               for k, o in outcomes.items() if k != HELD), outcomes
+    batcher.delete("c", short.put("c", b"c").etag)
     assert short.sent[-1] == ("delete", "c")

@@ -52,6 +52,8 @@ class Fleet(RuleBasedStateMachine):
             self._restart(w)
 
     def _restart(self, worker: str) -> None:
+        if worker in self.queues:  # the process died, and its threads with it
+            _threads_die(self.queues[worker][0])
         self.queues[worker] = self.world.queue(seed=len(self.world.handled),
                                                worker=WORKERS.index(worker))
         self.jobs[worker] = []
@@ -164,17 +166,27 @@ class Fleet(RuleBasedStateMachine):
         self.world.check_never_lost()
 
     def teardown(self) -> None:
-        for w in WORKERS:  # everybody dies; the fleet that drains is new
-            self.deliver(w)
-            self._restart(w)
-        self.world.drain()
-        self.world.check_never_lost()
-        state = self.world.state()
-        for prefix in (layout.WAIT, layout.PROCESSING, layout.LEASES, layout.BODIES):
-            assert not state[prefix], state
-        for name in self.world.submitted:
-            if layout.FAILED in self.world.places(name):
-                assert name in self.world.keys(layout.ERRORS), state
+        try:
+            for w in WORKERS:  # everybody dies; the fleet that drains is new
+                self.deliver(w)
+                self._restart(w)
+            self.world.drain()
+            self.world.check_never_lost()
+            state = self.world.state()
+            for prefix in (layout.WAIT, layout.PROCESSING, layout.LEASES, layout.BODIES):
+                assert not state[prefix], state
+            for name in self.world.submitted:
+                if layout.FAILED in self.world.places(name):
+                    assert name in self.world.keys(layout.ERRORS), state
+        finally:
+            self.world.stop_threads()
+
+
+def _threads_die(queue: Queue) -> None:
+    """A crashed worker's lease keeper renews nothing more, and its thread ends (no close:
+    a crash writes nothing)."""
+    if queue._keeper is not None:
+        queue._keeper.stop()
 
 
 class OpaqueFleet(Fleet):

@@ -85,6 +85,7 @@ class World:
     #: a completed request may run again (a late create-if-absent: PROTOCOL §7)
     rerun_ok: bool = False
     _observing: threading.Lock = field(default_factory=threading.Lock)
+    _queues: list[Queue] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.mem = MemoryStore("world", clock=self.clock, etags=self.etags)
@@ -100,7 +101,15 @@ class World:
         q = Queue(store, config(self.on_finish, self.max_attempts, self.backoff,
                                 self.commit_before_finish),
                   rng=random.Random(seed), monotonic=self.clock)
+        self._queues.append(q)
         return q, store
+
+    def stop_threads(self) -> None:
+        """Stop the lease keeper (a thread) of every queue made here, as the processes of a
+        world that ends would (no close: nothing is written)."""
+        for q in self._queues:
+            if q._keeper is not None:
+                q._keeper.stop()
 
     def next_body(self, name: str, *, same: bool = False) -> bytes:
         """The bytes of the next submission of ``name``: new ones, or (``same``) those of

@@ -283,10 +283,24 @@ class S3Store:
                 results.append(None)
                 continue
             else:
-                error = StoreError(f"S3 DeleteObjects {self._where(key)}: no answer for it")
+                error = StoreUnavailable(f"S3 DeleteObjects {self._where(key)}: no answer "
+                                         "for it")
             error.retried = meta.get("RetryAttempts", 0) > 0
             results.append(error)
-        return results
+        return [self._again(key, etag) if isinstance(r, StoreUnavailable) else r
+                for (key, etag), r in zip(items, results, strict=True)]
+
+    def _again(self, key: str, etag: str) -> StoreError | None:
+        """A key answered InternalError or SlowDown (or not at all) inside a DeleteObjects
+        that succeeded (botocore retries only whole requests): its own DeleteObject, as
+        botocore would have retried it, whose 404 or 412 may be the first try's doing
+        (``retried``)."""
+        try:
+            self.delete(key, if_match=etag)
+        except StoreError as exc:
+            exc.retried = True
+            return exc
+        return None
 
     def list_page(self, prefix: str, *, start_after: str | None = None, limit: int = 1000) -> Page:
         """ListObjectsV2: S3 lists keys in ascending UTF-8 binary order."""

@@ -21,7 +21,7 @@ class MeteredStore(DelegatingStore):
 
     OPERATIONS: ClassVar[dict[str, str]] = {
         "get": "GET", "open": "GET", "head": "HEAD", "put": "PUT", "copy": "COPY",
-        "delete": "DELETE", "list": "LIST"}
+        "delete": "DELETE", "delete_batch": "DELETE", "list": "LIST"}
 
     def __init__(self, inner: Store) -> None:
         super().__init__(inner)
