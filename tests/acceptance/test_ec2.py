@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
+from xml.etree import ElementTree
 
 import pytest
 
@@ -65,12 +66,18 @@ def test_deploy_init_writes_a_bundle_once(cli: Cli, tmp_path: Path) -> None:
     assert cli.run("deploy", "init", str(tmp_path / "app"), "--force").returncode == 0
 
 
-def _s3_action(method: str, path: str, copy_source: str | None
+def _s3_action(method: str, path: str, copy_source: str | None, body: bytes = b""
                ) -> list[tuple[str, str, dict[str, str]]]:
     """(IAM action, resource ARN, condition context) of one path-style S3 request."""
     parts = urlsplit(path)
     bucket, _, key = unquote(parts.path).lstrip("/").partition("/")
-    query = parse_qs(parts.query)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    if not key and method == "POST" and "delete" in query:
+        # DeleteObjects: s3:DeleteObject on each key, and s3:GetObject for its ETag condition
+        keys = [k.text for k in ElementTree.fromstring(body).iter()
+                if k.tag.rsplit("}", 1)[-1] == "Key"]
+        return [(action, f"arn:aws:s3:::{bucket}/{k}", {}) for k in keys
+                for action in ("s3:DeleteObject", "s3:GetObject")]
     if not key:  # bucket-level: ListObjectsV2 (HeadBucket is tolerated: see below)
         return [("s3:ListBucket", f"arn:aws:s3:::{bucket}",
                  {"s3:prefix": query.get("prefix", [""])[0]})]
@@ -109,15 +116,18 @@ def test_the_iam_policy_allows_every_request_of_a_real_run(
     finally:
         proxy.close()
     denied = []
-    seen = 0
-    for method, path, source in proxy.requests:
+    seen = batched = 0
+    for i, (method, path, source) in enumerate(proxy.requests):
         if method == "HEAD" and urlsplit(path).path.strip("/").count("/") == 0:
             continue  # HeadBucket, only to read the server's Date: a 403 serves as well
-        for action, resource, context in _s3_action(method, path, source):
+        batched += "delete" in parse_qs(urlsplit(path).query, keep_blank_values=True)
+        for action, resource, context in _s3_action(method, path, source,
+                                                    proxy.posted.get(i, b"")):
             seen += 1
             if not allowed(policy, action, resource, context):
                 denied.append((action, resource, context))
     assert seen > 50 and denied == []
+    assert batched  # the probe's DeleteObjects at least (and commits that met)
     # and nothing broader than the queue's own prefixes
     bucket, _, prefix = cli.queue.removeprefix("s3://").partition("/")
     assert not allowed(policy, "s3:GetObject", f"arn:aws:s3:::{bucket}/other/x")

@@ -56,7 +56,8 @@ def test_doctor_refuses_radosgw_naming_each_broken_guarantee(rgw_cli: Cli) -> No
     assert data["ok"] is False
     assert {c["name"]: c["status"] for c in data["checks"] if c["status"] != "OK"} == {
         "compare_and_swap": "MISSING", "conditional_delete": "MISSING",
-        "copy_source_if_match": "MISSING", "copy_if_none_match": "MISSING"}
+        "copy_source_if_match": "MISSING", "copy_if_none_match": "MISSING",
+        "batch_conditional_delete": "MISSING"}
 
 
 def test_a_worker_refuses_to_start_on_radosgw(rgw_cli: Cli) -> None:

@@ -37,6 +37,9 @@ class FaultProxy:
         self.counts: Counter[str] = Counter()
         #: every request seen: (method, path with query, copy source or None)
         self.requests: list[tuple[str, str, str | None]] = []
+        #: the body of each POST seen, by its index in ``requests`` (DeleteObjects names
+        #: its keys there)
+        self.posted: dict[int, bytes] = {}
         self.enabled = True
         proxy = self
 
@@ -74,6 +77,8 @@ class FaultProxy:
         length = int(req.headers.get("Content-Length") or 0)
         body = req.rfile.read(length) if length else b""
         with self.lock:
+            if req.command == "POST":
+                self.posted[len(self.requests)] = body
             self.requests.append((req.command, req.path, req.headers.get("x-amz-copy-source")))
         fault = self._pick()
         if fault in ("slowdown", "internal"):
