@@ -20,10 +20,8 @@ from tests.s3server import (
     MakeS3Store,
     S3Endpoint,
     endpoint_from_env,
-    moto_endpoint,
-    start_moto_server,
+    running_moto,
 )
-from tests.s3server import stop as stop_server
 
 # Developer settings that would redirect or break requests to the local moto server.
 _AWS_ENV_TO_DROP = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
@@ -62,13 +60,8 @@ def s3_endpoint() -> Iterator[S3Endpoint]:
         return
     with pytest.MonkeyPatch.context() as mp:
         _isolate_from_aws_config(mp)
-        proc, url = start_moto_server()
-        try:
-            endpoint = moto_endpoint(url)
-            endpoint.client().create_bucket(Bucket=endpoint.bucket)
+        with running_moto() as endpoint:
             yield endpoint
-        finally:
-            stop_server(proc)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
@@ -45,6 +46,7 @@ __all__ = [
     "S3Endpoint",
     "endpoint_from_env",
     "free_port",
+    "running_moto",
     "start_moto_server",
     "stop",
 ]
@@ -254,6 +256,19 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout)
+
+
+@contextlib.contextmanager
+def running_moto(env: dict[str, str] | None = None) -> Iterator[S3Endpoint]:
+    """A moto server of its own (``env``: see :func:`start_moto_server`) with its bucket
+    created, stopped on exit."""
+    proc, url = start_moto_server(env=env)
+    try:
+        endpoint = moto_endpoint(url)
+        endpoint.client().create_bucket(Bucket=endpoint.bucket)
+        yield endpoint
+    finally:
+        stop(proc)
 
 
 def _wait_until_up(proc: subprocess.Popen[bytes], url: str, timeout: float) -> bool:

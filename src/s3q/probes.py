@@ -201,7 +201,7 @@ class Prober:
         src, dst, new = self.key("copy-src"), self.key("copy-exists"), self.key("copy-new")
         self.write("copy-src", b"c3")
         self.write("copy-exists", b"kept")
-        with _native_copies(self.store):
+        with _allowing(self.store, copy_if_none_match=True):
             over = self.ask(lambda: self.store.copy(src, dst, if_none_match=True))
             fresh = self.ask(lambda: self.store.copy(src, new, if_none_match=True))
         if over.kind == "ok":
@@ -220,7 +220,7 @@ class Prober:
         e1 = self.write("batch-stale", b"b1").etag
         self.write("batch-stale", b"b2")
         e3 = self.write("batch-now", b"b3").etag
-        with _batched_deletes(self.store):
+        with _allowing(self.store, batch_conditional_delete=True):
             answer = self.ask(lambda: self.store.delete_batch(
                 [(stale, e1), (current, e3), (absent, e3)]))
         if answer.kind != "ok":
@@ -321,31 +321,16 @@ def _sends_over_network(store: Store) -> bool:
 
 
 @contextmanager
-def _native_copies(store: Store) -> Iterator[None]:
-    """Let an S3Store send CopyObject's own If-None-Match (it uses GET + PUT otherwise)."""
+def _allowing(store: Store, **capabilities: bool) -> Iterator[None]:
+    """Let an S3Store use what it does not yet know the store does (CopyObject's own
+    If-None-Match instead of GET + PUT; DeleteObjects instead of one DeleteObject a key)."""
     from s3q.backends.s3 import S3Store
 
     if not isinstance(store, S3Store):
         yield
         return
-    saved = store.capabilities
-    store.capabilities = replace(saved, copy_if_none_match=True)
-    try:
-        yield
-    finally:
-        store.capabilities = saved
-
-
-@contextmanager
-def _batched_deletes(store: Store) -> Iterator[None]:
-    """Let an S3Store send DeleteObjects (it sends one DeleteObject per key otherwise)."""
-    from s3q.backends.s3 import S3Store
-
-    if not isinstance(store, S3Store):
-        yield
-        return
-    saved = store.capabilities
-    store.capabilities = replace(saved, batch_conditional_delete=True)
+    saved, changes = store.capabilities, dict[str, Any](capabilities)
+    store.capabilities = replace(saved, **changes)
     try:
         yield
     finally:

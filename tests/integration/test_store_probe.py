@@ -4,6 +4,7 @@ tests/storeproxy.py breaking one guarantee at a time."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from uuid import uuid4
 
@@ -14,7 +15,7 @@ from s3q.doctor import PROBE, RESULT, Report, probe
 from s3q.guarantees import MISSING, OK, ROWS
 from s3q.store import PreconditionFailed, list_all
 from s3q.storecheck import check_store
-from tests.s3server import S3Endpoint, moto_endpoint, start_moto_server, stop
+from tests.s3server import S3Endpoint, running_moto
 from tests.storeproxy import Behaviour, StoreProxy
 
 REQUIRED = [name for name, r in ROWS.items() if r.required]
@@ -41,17 +42,18 @@ def racy_moto() -> Iterator[S3Endpoint]:
     """A second moto server without the lock tests/s3server.py gives moto's requests, and
     with time between the check of a conditional PUT and its write (a store that looks a
     key up, then writes it: SeaweedFS, seaweedfs issue 8800)."""
+    with _moto({"S3Q_MOTO_ATOMIC": "0", "S3Q_MOTO_RACE_WINDOW": "0.2"}) as endpoint:
+        yield endpoint
+
+
+@contextlib.contextmanager
+def _moto(env: dict[str, str]) -> Iterator[S3Endpoint]:
+    """A moto server of its own, started with ``env``, outside any AWS configuration."""
     with pytest.MonkeyPatch.context() as mp:
         for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
             mp.delenv(name, raising=False)
-        proc, url = start_moto_server(env={"S3Q_MOTO_ATOMIC": "0",
-                                           "S3Q_MOTO_RACE_WINDOW": "0.2"})
-        try:
-            endpoint = moto_endpoint(url)
-            endpoint.client().create_bucket(Bucket=endpoint.bucket)
+        with running_moto(env) as endpoint:
             yield endpoint
-        finally:
-            stop(proc)
 
 
 def probe_through(moto: S3Endpoint, behaviour: Behaviour) -> Report:
@@ -151,16 +153,8 @@ def test_moto_here_honours_each_etag_in_deleteobjects_as_aws_does(moto: S3Endpoi
 @pytest.fixture(scope="module")
 def moto_as_is() -> Iterator[S3Endpoint]:
     """A moto server whose DeleteObjects ignores each object's ETag (moto's own)."""
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-            mp.delenv(name, raising=False)
-        proc, url = start_moto_server(env={"S3Q_MOTO_BATCH_ETAGS": "0"})
-        try:
-            endpoint = moto_endpoint(url)
-            endpoint.client().create_bucket(Bucket=endpoint.bucket)
-            yield endpoint
-        finally:
-            stop(proc)
+    with _moto({"S3Q_MOTO_BATCH_ETAGS": "0"}) as endpoint:
+        yield endpoint
 
 
 def test_a_store_ignoring_etags_in_deleteobjects_gets_one_delete_a_key(
