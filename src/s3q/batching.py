@@ -18,23 +18,38 @@ While one request is in flight the next gathers everything that arrives meanwhil
 commit), and while deletes come together it waits up to :data:`LINGER` for more: one
 worker's completions share a request in proportion to its rate. A delete that finds nobody
 to share with is a DeleteObject of its own, sent at once from its caller's thread.
+
+A claim's delete of wait/NAME (c2) is on its slot's critical path: it is *urgent*. It never
+waits for company, nor behind a request in flight; it takes along the commits waiting then.
+While a claim of this process is under way (:meth:`DeleteBatcher.claiming`, around each
+:meth:`s3q.claim.Claimer.claim`), a commit waits for that claim's c2 to carry it (up to
+:data:`RIDE`; a claim that ends without a c2 lets it go at once). A worker's commits are
+sent by its settler threads, off the slots' path, while its slots claim their next
+requests: a worker with one slot sends one DeleteObjects per job where it sent two
+DeleteObject, and a worker of many slots sends its commits with its claims. An urgent
+delete keeps its guard (the claim's send-time fence): it is checked before every HTTP
+request that carries it, and a request it stops leaves the other deletes to be sent again,
+each on its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from s3q.store import Store, StoreError
+from s3q.store import Guard, Store, StoreError
 
-__all__ = ["LINGER", "DeleteBatcher"]
+__all__ = ["LINGER", "RIDE", "DeleteBatcher"]
 
 #: How long (seconds) the first delete of a request waits for others to join it.
 LINGER = 0.1
+#: How long (seconds) at most a delete waits for a claim under way to carry it.
+RIDE = 1.0
 #: Keys in one request (S3's limit for DeleteObjects).
 MAX_KEYS = 1000
 
@@ -44,6 +59,8 @@ class _Delete:
     key: str
     etag: str
     at: float
+    guard: Guard | None = None
+    urgent: bool = False
     done: bool = False
     error: BaseException | None = None
 
@@ -55,32 +72,41 @@ class DeleteBatcher:
     them, and hands each its answer); the others wait for theirs. A leader lingers for
     company only while deletes come together (the last request carried more than one, or
     others wait already): a lone caller, one thread completing jobs one after the other,
-    never waits. Thread-safe."""
+    never waits, unless a claim is under way (then it waits for the claim's urgent delete
+    to carry it). An urgent delete is sent at once. Thread-safe."""
 
     def __init__(self, store: Callable[[], Store], linger: float = LINGER, *,
-                 enabled: bool = True) -> None:
+                 ride: float = RIDE, enabled: bool = True) -> None:
         self.store = store
         self.linger = linger
+        self.ride = ride
         self.enabled = enabled
         self._cond = threading.Condition()
         self._pending: deque[_Delete] = deque()
         self._leading = False
         self._together = False  # the last request carried more than one delete
         self._closed = False
+        self._claims = 0  # claims under way: each may send an urgent delete
 
-    def delete(self, key: str, etag: str) -> None:
+    def delete(self, key: str, etag: str, *, guard: Guard | None = None,
+               urgent: bool = False) -> None:
         """``DEL=etag key``: returns once it is done; raises what ``store.delete(key,
-        if_match=etag)`` would (NotFound, PreconditionFailed, another StoreError)."""
+        if_match=etag, guard=guard)`` would (NotFound, PreconditionFailed, another
+        StoreError, what ``guard`` raises). An ``urgent`` delete does not wait for others:
+        its caller sends it at once, with the deletes waiting then, even while another
+        request is in flight."""
         store = self.store()
         if not (self.enabled and store.capabilities.batch_conditional_delete):
-            store.delete(key, if_match=etag)
+            store.delete(key, if_match=etag, guard=guard)
             return
-        item = _Delete(key, etag, time.monotonic())
+        item = _Delete(key, etag, time.monotonic(), guard, urgent)
         with self._cond:
             self._pending.append(item)
             try:
-                while not item.done:
-                    if self._leading:
+                if urgent:
+                    self._fly(store, self._take())
+                while not item.done:  # (urgent too: its key was in that request)
+                    if self._leading or item not in self._pending:
                         self._cond.wait()
                     else:
                         self._lead(store)
@@ -91,6 +117,18 @@ class DeleteBatcher:
         if item.error is not None:
             error = copy.copy(item.error)  # each caller raises its own (a request that
             raise error from item.error    # failed as a whole failed every delete in it)
+
+    @contextlib.contextmanager
+    def claiming(self) -> Iterator[None]:
+        """A claim is under way: deletes waiting may be carried by its urgent delete."""
+        with self._cond:
+            self._claims += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._claims -= 1
+                self._cond.notify_all()  # (a leader waiting for a ride goes now)
 
     def close(self) -> None:
         """Send what is being gathered at once; later deletes do not wait for others."""
@@ -103,24 +141,34 @@ class DeleteBatcher:
         out the answers."""
         self._leading = True
         try:
-            if self._together or len(self._pending) > 1:
+            if self._together or self._claims or len(self._pending) > 1:
                 self._gather()
             batch = self._take()
-            self._together = len(batch) > 1
-            self._cond.release()
-            try:
-                self._send(store, batch)
-            finally:
-                self._cond.acquire()
+            if batch:  # (else an urgent delete took them all meanwhile)
+                self._together = len(batch) > 1
+                self._fly(store, batch)
         finally:
             self._leading = False
             self._cond.notify_all()
 
+    def _fly(self, store: Store, batch: list[_Delete]) -> None:
+        """(Under the lock.) Send ``batch`` (not under the lock); wake its callers."""
+        self._cond.release()
+        try:
+            self._send(store, batch)
+        finally:
+            self._cond.acquire()
+            self._cond.notify_all()
+
     def _gather(self) -> None:
-        """(Under the lock, leading.) Wait until the oldest delete waited ``linger``, the
-        request is full, or the batcher is closed."""
-        while not self._closed and len(self._pending) < MAX_KEYS:
-            left = self._pending[0].at + self.linger - time.monotonic()
+        """(Under the lock, leading.) Wait until the oldest delete waited ``linger``
+        (:data:`RIDE` while a claim is under way: its urgent delete takes the waiting ones
+        along), the request is full, nothing is left waiting, an urgent delete waits (its
+        key was in the last request), or the batcher is closed."""
+        while (self._pending and not self._closed and len(self._pending) < MAX_KEYS
+               and not any(d.urgent for d in self._pending)):
+            wait = max(self.linger, self.ride) if self._claims else self.linger
+            left = self._pending[0].at + wait - time.monotonic()
             if left <= 0:
                 return
             self._cond.wait(left)
@@ -142,23 +190,63 @@ class DeleteBatcher:
 
     @staticmethod
     def _send(store: Store, batch: list[_Delete]) -> None:
-        """(Not under the lock.) One request; each delete gets its own answer. If the
-        leader is interrupted (KeyboardInterrupt, SystemExit), every delete of the request
-        fails with it: none may be taken for done."""
+        """(Not under the lock.) One request; each delete gets its own answer. A delete
+        whose guard fails before the request is not sent, and gets what its guard raised;
+        one whose guard stops a retry of the request gets that too (the first try may have
+        applied it), and the others are sent again, each on its own. If the leader is
+        interrupted (KeyboardInterrupt, SystemExit), every delete of the request fails with
+        it: none may be taken for done."""
+        for d in list(batch):
+            try:
+                if d.guard is not None:
+                    d.guard()
+            except Exception as exc:
+                d.error, d.done = exc, True
+                batch.remove(d)
+        if not batch:
+            return
+        results: list[BaseException | None] = [None] * len(batch)
+        stopped: list[_Delete] = []  # (the delete whose guard stopped the request)
+
+        def guard() -> None:
+            for d in batch:
+                if d.guard is not None:
+                    try:
+                        d.guard()
+                    except Exception:
+                        stopped.append(d)
+                        raise
+
+        guarded = any(d.guard is not None for d in batch)
         try:
             if len(batch) == 1:
-                store.delete(batch[0].key, if_match=batch[0].etag)
-                results: list[BaseException | None] = [None]
+                store.delete(batch[0].key, if_match=batch[0].etag, guard=batch[0].guard)
             else:
-                results = list(store.delete_batch([(d.key, d.etag) for d in batch]))
+                results = list(store.delete_batch([(d.key, d.etag) for d in batch],
+                                                  guard=guard if guarded else None))
             if len(results) != len(batch):
                 raise StoreError(f"the store answered {len(results)} of {len(batch)} "
                                  "deletes")
         except Exception as exc:  # the request failed as a whole: so did each delete
             results = [exc] * len(batch)
+            if stopped and len(batch) > 1:  # but a guard stopped it: the others go again
+                results = [exc if d is stopped[0] else _again(store, d) for d in batch]
         except BaseException as exc:  # the leader is interrupted: so is its request
             results = [exc] * len(batch)
             raise
         finally:
             for item, error in zip(batch, results, strict=True):
                 item.error, item.done = error, True
+
+
+def _again(store: Store, d: _Delete) -> BaseException | None:
+    """A delete sent again on its own after the request that carried it was stopped (by
+    another delete's guard): its 404 or 412 may be that request's doing (``retried``)."""
+    try:
+        store.delete(d.key, if_match=d.etag, guard=d.guard)
+    except StoreError as exc:
+        exc.retried = True
+        return exc
+    except Exception as exc:  # (its own guard)
+        return exc
+    return None

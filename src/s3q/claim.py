@@ -55,7 +55,9 @@ def finish_claim(ctx: Context, lease: Lease, guard: Deadline, *,
         except LeaseLost as exc:
             raise ClaimStalled(str(exc)) from exc
         try:
-            ctx.store.delete(layout.key(layout.WAIT, name), if_match=target, guard=guard.check)
+            # (urgent: it carries the commits of this worker's completions waiting then)
+            ctx.deletes.delete(layout.key(layout.WAIT, name), target, guard=guard.check,
+                               urgent=True)
             removed = True
         except (NotFound, PreconditionFailed) as exc:
             # 404/412 to a retried delete may be our own earlier try's doing: never give up
@@ -141,7 +143,12 @@ class Claimer:
     def claim(self, worker_id: str, view_after: float = 0.0) -> Job | None:
         """One request for ``worker_id``, or None when there is nothing to do now. Its
         processing/ view is written at once (``view_after`` = 0), or by the job itself once
-        it has run ``view_after`` seconds (a job that ends sooner never needs one)."""
+        it has run ``view_after`` seconds (a job that ends sooner never needs one). Commits
+        of this process waiting meanwhile travel with its c2 (:mod:`s3q.batching`)."""
+        with self.ctx.deletes.claiming():
+            return self._claim(worker_id, view_after)
+
+    def _claim(self, worker_id: str, view_after: float) -> Job | None:
         while True:
             with self._lock:
                 name = self._named.popleft() if self._named else None

@@ -128,10 +128,10 @@ SETTINGS: tuple[Setting, ...] = (
     _S("region", str, None, "AWS region; unset = the standard AWS configuration."),
     _S("retry_mode", str, "standard", "botocore retry mode.", choices=("standard", "adaptive")),
     _S("batch_deletes", bool, True, "Completions that commit together (while another "
-       "commit is in flight, or up to 0.1 s apart) share one DeleteObjects request, each "
-       "lease with its own ETag, where the store's probe shows it honours those: fewer "
-       "requests; false = one DeleteObject each (AWS may bill DeleteObjects, a POST, where "
-       "DELETE is free)."),
+       "commit is in flight, or up to 0.1 s apart), and with the claims of the same worker "
+       "(its c2), share one DeleteObjects request, each key with its own ETag, where the "
+       "store's probe shows it honours those: fewer requests; false = one DeleteObject "
+       "each (AWS may bill DeleteObjects, a POST, where DELETE is free)."),
     _S("ssm_endpoint_url", str, None, "SSM endpoint for ssm: secrets; unset = "
        "AWS_ENDPOINT_URL_SSM, AWS_ENDPOINT_URL, else AWS's own.",
        default_env=("AWS_ENDPOINT_URL_SSM", "AWS_ENDPOINT_URL")),

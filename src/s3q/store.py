@@ -198,12 +198,15 @@ class Store(Protocol):
         a conditional delete of a missing key raises :class:`NotFound`."""
         ...
 
-    def delete_batch(self, items: Sequence[tuple[str, str]]) -> list[StoreError | None]:
+    def delete_batch(self, items: Sequence[tuple[str, str]], *,
+                     guard: Guard | None = None) -> list[StoreError | None]:
         """``delete(key, if_match=etag)`` of each ``(key, etag)`` (distinct keys): in one
         request where the store can (S3's DeleteObjects with each object's ETag, where
         :attr:`capabilities` says the store honours them), else one by one. Returns, per
         item, None (deleted) or the error its own delete would have raised. Raises when the
-        request as a whole failed: then any of them may have been deleted."""
+        request as a whole failed: then any of them may have been deleted. ``guard`` is
+        checked before each request sent, as :meth:`delete`'s is; what it raises
+        propagates."""
         ...
 
     def list_page(
@@ -223,12 +226,13 @@ class Store(Protocol):
         ...
 
 
-def delete_each(store: Store, items: Sequence[tuple[str, str]]) -> list[StoreError | None]:
+def delete_each(store: Store, items: Sequence[tuple[str, str]], *,
+                guard: Guard | None = None) -> list[StoreError | None]:
     """:meth:`Store.delete_batch` one request per item (every store can)."""
     results: list[StoreError | None] = []
     for key, etag in items:
         try:
-            store.delete(key, if_match=etag)
+            store.delete(key, if_match=etag, guard=guard)
             results.append(None)
         except StoreError as exc:
             results.append(exc)

@@ -30,6 +30,7 @@ from botocore.utils import parse_timestamp as botocores
 
 import s3q.backends.s3 as s3_backend
 from s3q.backends.s3wire import CONTINUE_THRESHOLD, parse_timestamp
+from s3q.errors import LeaseLost
 from s3q.store import (
     InvalidKey,
     NotFound,
@@ -331,6 +332,34 @@ def test_a_key_answered_internal_error_in_a_batch_is_sent_again_alone(
         assert store.request_counts == {"PutObject": 2, "DeleteObjects": 1, "DeleteObject": 1}
     finally:
         proxy.close()
+
+
+def test_a_batch_guard_is_checked_before_each_try(make_s3_store: MakeS3Store,
+                                                  s3_endpoint: S3Endpoint) -> None:
+    """A claim's send-time fence travels with its c2 in a DeleteObjects (s3q.batching):
+    the first try is answered 500 (faked before sending: nothing applied), and botocore's
+    retry is stopped by the guard, whose error the call raises. Nothing was deleted."""
+    if not s3_endpoint.is_moto:
+        pytest.skip("elsewhere the worker's start-up probe decides whether s3q batches")
+    store = make_s3_store(max_attempts=3)
+    store.capabilities = replace(store.capabilities, batch_conditional_delete=True)
+    etags = [store.put(k, k.encode()).etag for k in ("a", "b")]
+    checks = [0]
+
+    def guard() -> None:
+        checks[0] += 1
+        if checks[0] > 1:
+            raise LeaseLost("the claim's deadline passed")
+
+    def internal_error(**kwargs: Any) -> AWSResponse | None:
+        return _fake_response(kwargs["request"].url, 500,
+                              b"<Error><Code>InternalError</Code></Error>")
+
+    store._client.meta.events.register("before-send.s3.DeleteObjects", internal_error)  # type: ignore[arg-type]
+    with pytest.raises(LeaseLost):
+        store.delete_batch([("a", etags[0]), ("b", etags[1])], guard=guard)
+    assert checks[0] == 2 and store.request_counts["DeleteObjects"] == 1
+    assert [store.head(k).etag for k in ("a", "b")] == etags
 
 
 def test_throttling_is_retried_then_unavailable(make_s3_store: MakeS3Store) -> None:

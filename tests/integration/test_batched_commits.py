@@ -99,3 +99,60 @@ def test_commits_share_a_request_and_a_taken_over_one_is_refused(
         assert q.lease(name) is None
     q.close()
     fleet.close()
+
+
+class Recording(DelegatingStore):
+    """Records each delete sent (("delete", key) or ("delete_batch", keys)); on the PUT of
+    ``key``, runs ``meanwhile`` first."""
+
+    def __init__(self, inner: Store, key: str, meanwhile: Callable[[], None]) -> None:
+        super().__init__(inner)
+        self.key, self.meanwhile = key, meanwhile
+        self.sent: list[tuple[str, Any]] = []
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        if op == "put" and args.get("key") == self.key:
+            self.meanwhile()
+        if op == "delete":
+            self.sent.append((op, args["key"]))
+        elif op == "delete_batch":
+            self.sent.append((op, sorted(k for k, _ in args["items"])))
+        return fn()
+
+
+def test_a_commit_travels_with_the_next_claims_c2(make_s3_store: MakeS3Store) -> None:
+    """One slot: a's completion is settled (off the slot's path, as a worker's settler
+    does) while the slot claims b. a's commit (d5) waits for that claim, whose c2 (delete
+    wait/b.json) carries it: one DeleteObjects for both, each with its own ETag."""
+    store = make_s3_store()
+    check_store(store, max_age=0)
+    if not store.capabilities.batch_conditional_delete:
+        pytest.skip("this server does not honour DeleteObjects' ETags (the probe says so)")
+    q = Queue(store, QueueConfig(lease_ttl=30))
+    for name in ("a.json", "b.json"):
+        q.submit(name, name.encode())
+    a = q.claim("worker-1")
+    assert a is not None and a.name == "a.json"
+    settler = threading.Thread(target=a.complete)
+
+    def settle_a() -> None:  # during b's claim (c1 is about to be sent): a's commit waits
+        settler.start()
+        deadline = time.monotonic() + 30
+        while not q.ctx.deletes._pending and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert q.ctx.deletes._pending
+
+    recording = Recording(store, layout.key(layout.LEASES, "b.json"), settle_a)
+    q.ctx.store = recording
+    b = q.claim("worker-1")
+    settler.join(30)
+    assert b is not None and b.name == "b.json"
+    assert recording.sent == [  # d4 of a (its view), then a's d5 with b's c2
+        ("delete", layout.key(layout.PROCESSING, "a.json")),
+        ("delete_batch", sorted([layout.key(layout.LEASES, "a.json"),
+                                 layout.key(layout.WAIT, "b.json")]))]
+    assert [i.key for i in q.ls("finish")] == ["a.json"] and q.lease("a.json") is None
+    assert [i.key for i in q.ls("wait")] == [] and [i.key for i in q.ls("processing")] == [
+        "b.json"]
+    b.complete()
+    q.close()

@@ -20,7 +20,8 @@ import pytest
 from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
 from s3q.batching import DeleteBatcher
-from s3q.store import NotFound, PreconditionFailed, StoreError, StoreUnavailable
+from s3q.errors import LeaseLost
+from s3q.store import Guard, NotFound, PreconditionFailed, StoreError, StoreUnavailable
 
 T = TypeVar("T")
 HELD = "held-in-flight"
@@ -222,8 +223,9 @@ def test_a_wrong_answer_from_the_store_fails_its_deletes_not_the_batcher() -> No
     deletes; the next caller leads the next request as usual."""
 
     class Short(Recorded):
-        def delete_batch(self, items: Sequence[tuple[str, str]]) -> list[StoreError | None]:
-            return super().delete_batch(items)[:1]
+        def delete_batch(self, items: Sequence[tuple[str, str]], *,
+                         guard: Guard | None = None) -> list[StoreError | None]:
+            return super().delete_batch(items, guard=guard)[:1]
 
     short = Short()
     etags = {k: short.put(k, k.encode()).etag for k in ("a", "b")}
@@ -233,3 +235,109 @@ def test_a_wrong_answer_from_the_store_fails_its_deletes_not_the_batcher() -> No
                for k, o in outcomes.items() if k != HELD), outcomes
     batcher.delete("c", short.put("c", b"c").etag)
     assert short.sent[-1] == ("delete", "c")
+
+
+# ---------------------------------------------------------------------- urgent deletes
+def _waiting(batcher: DeleteBatcher, n: int) -> None:
+    """Until ``n`` deletes wait in ``batcher`` (sent by threads of their own)."""
+    deadline = time.monotonic() + 10
+    while len(batcher._pending) < n and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert len(batcher._pending) == n
+
+
+def test_an_urgent_delete_goes_at_once_with_those_waiting_even_beside_a_request() -> None:
+    """A claim's c2 is on its slot's critical path: it does not wait behind the request
+    in flight; it takes the delete waiting behind that request along."""
+    store = Recorded()
+    batcher = DeleteBatcher(lambda: store, linger=30.0)
+    outcomes: dict[str, BaseException | None] = {}
+    threads = [_run(batcher, HELD, store.put(HELD, b"held").etag, outcomes)]
+    assert store.in_flight.wait(10)
+    threads.append(_run(batcher, "a", store.put("a", b"a").etag, outcomes))
+    _waiting(batcher, 1)
+    batcher.delete("w", store.put("w", b"w").etag, urgent=True)
+    threads[1].join(10)
+    assert outcomes == {"a": None}  # (HELD is still in flight)
+    assert store.sent == [("delete", HELD), ("delete_batch", ["a", "w"])]
+    store.release.set()
+    threads[0].join(10)
+    assert outcomes[HELD] is None and store.mem.snapshot() == {}
+
+
+def test_during_a_claim_a_lone_delete_waits_for_the_claims_urgent_delete() -> None:
+    """A worker's commit (sent by a settler thread) and its slot's next claim: the commit
+    waits (up to ``ride``) for the claim's c2, and both go in one request."""
+    store = Recorded()
+    batcher = DeleteBatcher(lambda: store, linger=0.0, ride=30.0)
+    outcomes: dict[str, BaseException | None] = {}
+    with batcher.claiming():
+        commit = _run(batcher, "lease", store.put("lease", b"l").etag, outcomes)
+        _waiting(batcher, 1)
+        assert store.sent == []  # (it waits for the claim, not for linger = 0)
+        batcher.delete("wait", store.put("wait", b"w").etag, urgent=True)
+    commit.join(10)
+    assert outcomes == {"lease": None}
+    assert store.sent == [("delete_batch", ["lease", "wait"])]
+
+
+def test_a_claim_that_ends_without_an_urgent_delete_lets_the_waiting_one_go() -> None:
+    """(A claim that found nothing to claim, or lost its race: no c2.)"""
+    store = Recorded()
+    batcher = DeleteBatcher(lambda: store, linger=0.0, ride=30.0)
+    outcomes: dict[str, BaseException | None] = {}
+    with batcher.claiming():
+        commit = _run(batcher, "lease", store.put("lease", b"l").etag, outcomes)
+        _waiting(batcher, 1)
+    commit.join(10)
+    assert outcomes == {"lease": None} and store.sent == [("delete", "lease")]
+
+
+class Stalled(LeaseLost):
+    """What a claim's guard raises once its deadline passed."""
+
+
+def _guard(passes: int) -> Callable[[], None]:
+    """A claim's send-time fence that lets ``passes`` checks through, then stops."""
+    calls = iter(range(passes + 1))
+
+    def check() -> None:
+        if next(calls, passes) >= passes:
+            raise Stalled("the claim's deadline passed")
+
+    return check
+
+
+def test_an_urgent_delete_whose_guard_fails_is_not_sent_the_others_are() -> None:
+    store = Recorded()
+    batcher = DeleteBatcher(lambda: store, linger=0.0, ride=30.0)
+    outcomes: dict[str, BaseException | None] = {}
+    with batcher.claiming():
+        commit = _run(batcher, "lease", store.put("lease", b"l").etag, outcomes)
+        _waiting(batcher, 1)
+        with pytest.raises(Stalled):
+            batcher.delete("wait", store.put("wait", b"w").etag, guard=_guard(0),
+                           urgent=True)
+    commit.join(10)
+    assert outcomes == {"lease": None}
+    assert store.sent == [("delete", "lease")] and set(store.mem.snapshot()) == {"wait"}
+
+
+def test_a_guard_that_stops_a_retry_leaves_the_others_to_be_sent_again() -> None:
+    """The request took effect for "lease" before the claim's guard stopped it (here: its
+    deletes are sent one by one, the guard checked before each): the claim gets what its
+    guard raised, "lease" is sent again alone and gets NotFound marked ``retried`` (an
+    earlier try may have deleted it: leases.commit takes that as its own commit)."""
+    store = Recorded()
+    batcher = DeleteBatcher(lambda: store, linger=0.0, ride=30.0)
+    outcomes: dict[str, BaseException | None] = {}
+    with batcher.claiming():
+        commit = _run(batcher, "lease", store.put("lease", b"l").etag, outcomes)
+        _waiting(batcher, 1)
+        with pytest.raises(Stalled):  # passes: before the request, before "lease"'s delete
+            batcher.delete("wait", store.put("wait", b"w").etag, guard=_guard(2),
+                           urgent=True)
+    commit.join(10)
+    assert isinstance(outcomes["lease"], NotFound) and outcomes["lease"].retried
+    assert store.sent == [("delete_batch", ["lease", "wait"]), ("delete", "lease")]
+    assert set(store.mem.snapshot()) == {"wait"}  # (the claim's delete was never applied)

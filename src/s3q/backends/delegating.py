@@ -67,9 +67,10 @@ class DelegatingStore:
         self._call("delete", {"key": key, "if_match": if_match, "guard": guard},
                    lambda: self.inner.delete(key, if_match=if_match, guard=guard))
 
-    def delete_batch(self, items: Sequence[tuple[str, str]]) -> list[StoreError | None]:
-        return self._call("delete_batch", {"items": items},
-                          lambda: self.inner.delete_batch(items))
+    def delete_batch(self, items: Sequence[tuple[str, str]], *,
+                     guard: Guard | None = None) -> list[StoreError | None]:
+        return self._call("delete_batch", {"items": items, "guard": guard},
+                          lambda: self.inner.delete_batch(items, guard=guard))
 
     def list_page(self, prefix: str, *, start_after: str | None = None,
                   limit: int = 1000) -> Page:

@@ -249,8 +249,10 @@ class LocalStore(Store):
                 fs.fsync_nearest(parent, self._root)
         fs.prune(parent, self._root)
 
-    def delete_batch(self, items: Sequence[tuple[str, str]]) -> list[StoreError | None]:
-        return delete_each(self, items)  # a delete is a file operation: nothing to save
+    def delete_batch(self, items: Sequence[tuple[str, str]], *,
+                     guard: Guard | None = None) -> list[StoreError | None]:
+        # (a delete is a file operation: nothing to save)
+        return delete_each(self, items, guard=guard)
 
     def _delete_checked(self, key: str, path: str, if_match: str) -> bool:
         """(Under the key's lock.) ``DEL=if_match``: check the ETag and remove the file

@@ -171,8 +171,9 @@ class MemoryStore(Store):
             del self._objects[key]
             del self._keys[bisect.bisect_left(self._keys, key)]
 
-    def delete_batch(self, items: Sequence[tuple[str, str]]) -> list[StoreError | None]:
-        return delete_each(self, items)
+    def delete_batch(self, items: Sequence[tuple[str, str]], *,
+                     guard: Guard | None = None) -> list[StoreError | None]:
+        return delete_each(self, items, guard=guard)
 
     def close(self) -> None:
         """Nothing to release (the objects stay, so a store can be reopened in tests)."""

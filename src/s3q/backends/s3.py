@@ -253,20 +253,22 @@ class S3Store:
         with self._meter.guarded(guard), self._edge("DeleteObject", key):
             self._client.delete_object(**request)
 
-    def delete_batch(self, items: Sequence[tuple[str, str]]) -> list[StoreError | None]:
+    def delete_batch(self, items: Sequence[tuple[str, str]], *,
+                     guard: Guard | None = None) -> list[StoreError | None]:
         """DeleteObjects with each object's ETag, where the store was found to honour them
         (:attr:`capabilities`; else one DeleteObject If-Match each). Each key's answer is
         translated as its own DeleteObject's would be (an ``<Error>`` NoSuchKey is
         :class:`NotFound`, PreconditionFailed :class:`PreconditionFailed`), with
-        ``retried`` set when botocore sent the request more than once."""
+        ``retried`` set when botocore sent the request more than once. ``guard`` is
+        checked before each HTTP request (retries and resends too)."""
         if len(items) < 2 or not self.capabilities.batch_conditional_delete:
-            return delete_each(self, items)
+            return delete_each(self, items, guard=guard)
         if len(items) > MAX_BATCH:
             raise ValueError(f"delete_batch: at most {MAX_BATCH} keys, not {len(items)}")
         request: DeleteObjectsRequestTypeDef = {"Bucket": self.bucket, "Delete": {
             "Objects": [{"Key": self._full(k), "ETag": etag} for k, etag in items],
             "Quiet": False}}
-        with self._edge("DeleteObjects", items[0][0]):
+        with self._meter.guarded(guard), self._edge("DeleteObjects", items[0][0]):
             resp = self._client.delete_objects(**request)
         meta = resp.get("ResponseMetadata", {})
         cut = len(self._root)
@@ -287,16 +289,16 @@ class S3Store:
                                          "for it")
             error.retried = meta.get("RetryAttempts", 0) > 0
             results.append(error)
-        return [self._again(key, etag) if isinstance(r, StoreUnavailable) else r
+        return [self._again(key, etag, guard) if isinstance(r, StoreUnavailable) else r
                 for (key, etag), r in zip(items, results, strict=True)]
 
-    def _again(self, key: str, etag: str) -> StoreError | None:
+    def _again(self, key: str, etag: str, guard: Guard | None) -> StoreError | None:
         """A key answered InternalError or SlowDown (or not at all) inside a DeleteObjects
         that succeeded (botocore retries only whole requests): its own DeleteObject, as
         botocore would have retried it, whose 404 or 412 may be the first try's doing
         (``retried``)."""
         try:
-            self.delete(key, if_match=etag)
+            self.delete(key, if_match=etag, guard=guard)
         except StoreError as exc:
             exc.retried = True
             return exc
