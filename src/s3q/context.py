@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from s3q import layout
-from s3q.batching import DeleteBatcher
+from s3q.batching import RIDE, DeleteBatcher
 from s3q.errors import ConfigError, LeaseLost
 from s3q.records import CLOCK_MARGIN, backoff_delay
 from s3q.store import InvalidKey, ObjectInfo, Store, validate_key
@@ -113,11 +113,14 @@ class Context:
     #: The process's monotonic clock (tests: a fake one), for lease deadlines.
     monotonic: Callable[[], float] = time.monotonic
     listeners: list[Listener] = field(default_factory=list)
-    #: Conditional deletes that may share a request (the completions' commits, d5).
+    #: Conditional deletes that may share a request (the completions' commits, d5, and the
+    #: claims' c2).
     deletes: DeleteBatcher = field(init=False)
 
     def __post_init__(self) -> None:
-        self.deletes = DeleteBatcher(lambda: self.store, enabled=self.config.batch_deletes)
+        # (a commit waiting for a claim delays its lease's renewals: a small part of a TTL)
+        self.deletes = DeleteBatcher(lambda: self.store, enabled=self.config.batch_deletes,
+                                     ride=min(RIDE, self.config.lease_ttl / 20))
 
     def emit(self, event: str, name: str, *, level: int = logging.INFO, **fields: Any) -> None:
         """Tell the log (once per transition) and the listeners."""
