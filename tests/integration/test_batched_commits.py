@@ -121,9 +121,10 @@ class Recording(DelegatingStore):
 
 
 def test_a_commit_travels_with_the_next_claims_c2(make_s3_store: MakeS3Store) -> None:
-    """One slot: a's completion is settled (off the slot's path, as a worker's settler
-    does) while the slot claims b. a's commit (d5) waits for that claim, whose c2 (delete
-    wait/b.json) carries it: one DeleteObjects for both, each with its own ETag."""
+    """One slot: the first job's completion is settled (off the slot's path, as a worker's
+    settler does) while the slot claims the second. The first's commit (d5) waits for that
+    claim, whose c2 (the delete of the second's wait/NAME) carries it: one DeleteObjects
+    for both, each with its own ETag."""
     store = make_s3_store()
     check_store(store, max_age=0)
     if not store.capabilities.batch_conditional_delete:
@@ -131,28 +132,29 @@ def test_a_commit_travels_with_the_next_claims_c2(make_s3_store: MakeS3Store) ->
     q = Queue(store, QueueConfig(lease_ttl=30))
     for name in ("a.json", "b.json"):
         q.submit(name, name.encode())
-    a = q.claim("worker-1")
-    assert a is not None and a.name == "a.json"
-    settler = threading.Thread(target=a.complete)
+    first = q.claim("worker-1")
+    assert first is not None
+    second = ({"a.json", "b.json"} - {first.name}).pop()
+    settler = threading.Thread(target=first.complete)
 
-    def settle_a() -> None:  # during b's claim (c1 is about to be sent): a's commit waits
+    def settle_first() -> None:  # during the next claim, before its c1: the commit waits
         settler.start()
         deadline = time.monotonic() + 30
         while not q.ctx.deletes._pending and time.monotonic() < deadline:
             time.sleep(0.01)
         assert q.ctx.deletes._pending
 
-    recording = Recording(store, layout.key(layout.LEASES, "b.json"), settle_a)
+    recording = Recording(store, layout.key(layout.LEASES, second), settle_first)
     q.ctx.store = recording
-    b = q.claim("worker-1")
+    job = q.claim("worker-1")
     settler.join(30)
-    assert b is not None and b.name == "b.json"
-    assert recording.sent == [  # d4 of a (its view), then a's d5 with b's c2
-        ("delete", layout.key(layout.PROCESSING, "a.json")),
-        ("delete_batch", sorted([layout.key(layout.LEASES, "a.json"),
-                                 layout.key(layout.WAIT, "b.json")]))]
-    assert [i.key for i in q.ls("finish")] == ["a.json"] and q.lease("a.json") is None
+    assert job is not None and job.name == second
+    assert recording.sent == [  # d4 of the first (its view), then its d5 with c2
+        ("delete", layout.key(layout.PROCESSING, first.name)),
+        ("delete_batch", sorted([layout.key(layout.LEASES, first.name),
+                                 layout.key(layout.WAIT, second)]))]
+    assert [i.key for i in q.ls("finish")] == [first.name] and q.lease(first.name) is None
     assert [i.key for i in q.ls("wait")] == [] and [i.key for i in q.ls("processing")] == [
-        "b.json"]
-    b.complete()
+        second]
+    job.complete()
     q.close()
