@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from s3q.store import Guard, Store, StoreError
+from s3q.store import Guard, Store, StoreError, StoreUnavailable
 
 __all__ = ["LINGER", "RIDE", "DeleteBatcher"]
 
@@ -167,7 +167,7 @@ class DeleteBatcher:
         key was in the last request), or the batcher is closed."""
         while (self._pending and not self._closed and len(self._pending) < MAX_KEYS
                and not any(d.urgent for d in self._pending)):
-            wait = max(self.linger, self.ride) if self._claims else self.linger
+            wait = self.ride if self._claims else self.linger
             left = self._pending[0].at + wait - time.monotonic()
             if left <= 0:
                 return
@@ -190,62 +190,75 @@ class DeleteBatcher:
 
     @staticmethod
     def _send(store: Store, batch: list[_Delete]) -> None:
-        """(Not under the lock.) One request; each delete gets its own answer. A delete
-        whose guard fails before the request is not sent, and gets what its guard raised;
-        one whose guard stops a retry of the request gets that too (the first try may have
-        applied it), and the others are sent again, each on its own. If the leader is
-        interrupted (KeyboardInterrupt, SystemExit), every delete of the request fails with
-        it: none may be taken for done."""
-        for d in list(batch):
-            try:
-                if d.guard is not None:
-                    d.guard()
-            except Exception as exc:
-                d.error, d.done = exc, True
-                batch.remove(d)
-        if not batch:
-            return
-        results: list[BaseException | None] = [None] * len(batch)
-        stopped: list[_Delete] = []  # (the delete whose guard stopped the request)
-
-        def guard() -> None:
-            for d in batch:
-                if d.guard is not None:
-                    try:
-                        d.guard()
-                    except Exception:
-                        stopped.append(d)
-                        raise
-
-        guarded = any(d.guard is not None for d in batch)
+        """(Not under the lock.) One request; each delete gets its own answer. If the
+        leader is interrupted (KeyboardInterrupt, SystemExit), every delete of the request
+        not answered yet fails with it: none may be taken for done, nor left waiting."""
         try:
-            if len(batch) == 1:
-                store.delete(batch[0].key, if_match=batch[0].etag, guard=batch[0].guard)
-            else:
-                results = list(store.delete_batch([(d.key, d.etag) for d in batch],
-                                                  guard=guard if guarded else None))
-            if len(results) != len(batch):
-                raise StoreError(f"the store answered {len(results)} of {len(batch)} "
-                                 "deletes")
-        except Exception as exc:  # the request failed as a whole: so did each delete
-            results = [exc] * len(batch)
-            if stopped and len(batch) > 1:  # but a guard stopped it: the others go again
-                results = [exc if d is stopped[0] else _again(store, d) for d in batch]
-        except BaseException as exc:  # the leader is interrupted: so is its request
-            results = [exc] * len(batch)
+            for d, error in _answers(store, [d for d in batch if _in_time(d)]):
+                d.error, d.done = error, True
+        except BaseException as exc:
+            for d in batch:
+                if not d.done:
+                    d.error, d.done = exc, True
             raise
-        finally:
-            for item, error in zip(batch, results, strict=True):
-                item.error, item.done = error, True
 
 
-def _again(store: Store, d: _Delete) -> BaseException | None:
-    """A delete sent again on its own after the request that carried it was stopped (by
-    another delete's guard): its 404 or 412 may be that request's doing (``retried``)."""
+def _in_time(d: _Delete) -> bool:
+    """A delete whose guard fails before its request is not sent: it gets what its guard
+    raised."""
+    try:
+        if d.guard is not None:
+            d.guard()
+    except Exception as exc:
+        d.error, d.done = exc, True
+        return False
+    return True
+
+
+def _answers(store: Store, batch: list[_Delete]) -> list[tuple[_Delete, BaseException | None]]:
+    """Each delete's answer to one request. The guards of the deletes in it are checked
+    before each try of the request. One that stops a try gets what it raised (an earlier
+    try may have applied it); the others are sent again, each alone, with its own guard
+    (``retried`` if a try was sent). So is a delete the store left unanswered (a key
+    answered InternalError or SlowDown: with a guard, :meth:`Store.delete_batch` leaves
+    those to the caller, who knows whose guard is whose)."""
+    if len(batch) <= 1:
+        return [(d, _again(store, d, retried=False)) for d in batch]
+    guarded = [(d, d.guard) for d in batch if d.guard is not None]
+    tries = [0]
+    stopped: list[_Delete] = []
+
+    def guard() -> None:
+        for d, check in guarded:
+            try:
+                check()
+            except Exception:
+                stopped.append(d)
+                raise
+        tries[0] += 1
+
+    try:
+        results: list[BaseException | None] = list(store.delete_batch(
+            [(d.key, d.etag) for d in batch], guard=guard if guarded else None))
+        if len(results) != len(batch):
+            raise StoreError(f"the store answered {len(results)} of {len(batch)} deletes")
+    except Exception as exc:
+        if not stopped:  # the request failed as a whole: so did each delete
+            return [(d, exc) for d in batch]
+        return [(d, exc if d is stopped[0] else _again(store, d, retried=tries[0] > 0))
+                for d in batch]
+    return [(d, _again(store, d, retried=True)
+             if guarded and isinstance(r, StoreUnavailable) else r)
+            for d, r in zip(batch, results, strict=True)]
+
+
+def _again(store: Store, d: _Delete, *, retried: bool) -> BaseException | None:
+    """``d`` sent alone, with its own guard. With ``retried``, a request that carried it
+    may have applied it: its 404 or 412 may be that request's doing."""
     try:
         store.delete(d.key, if_match=d.etag, guard=d.guard)
     except StoreError as exc:
-        exc.retried = True
+        exc.retried = exc.retried or retried
         return exc
     except Exception as exc:  # (its own guard)
         return exc

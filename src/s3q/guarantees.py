@@ -92,9 +92,10 @@ ROWS: dict[str, Row] = {
         "copy create-if-absent", "a create-if-absent copy of a large request in one request",
         "nothing required: s3q copies through GET + PUT If-None-Match instead"),
     "batch_conditional_delete": Row(
-        "batched conditional delete", "the commits of completions settled together share "
-        "one DeleteObjects request, each with its own ETag (fewer requests per job)",
-        "nothing required: s3q sends one DeleteObject If-Match per commit instead"),
+        "batched conditional delete", "the commits of completions settled together, and "
+        "the claims' deletes from wait/, share DeleteObjects requests, each key with its "
+        "own ETag (fewer requests per job)",
+        "nothing required: s3q sends one DeleteObject If-Match per delete instead"),
     "etags": Row(
         "ETags", "informational: s3q compares bytes, never the ETags of different objects",
         ""),

@@ -206,7 +206,9 @@ class Store(Protocol):
         item, None (deleted) or the error its own delete would have raised. Raises when the
         request as a whole failed: then any of them may have been deleted. ``guard`` is
         checked before each request sent, as :meth:`delete`'s is; what it raises
-        propagates."""
+        propagates. With a guard, a key the store gave no final answer for (S3: one
+        answered InternalError or SlowDown inside the request's answer) is answered
+        :class:`StoreUnavailable`, not sent again: the guard may be one key's only."""
         ...
 
     def list_page(

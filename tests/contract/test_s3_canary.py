@@ -330,6 +330,11 @@ def test_a_key_answered_internal_error_in_a_batch_is_sent_again_alone(
         assert isinstance(results[0], NotFound) and results[0].retried
         assert results[1] is None
         assert store.request_counts == {"PutObject": 2, "DeleteObjects": 1, "DeleteObject": 1}
+        # with a guard (a claim's, which is one key's only), the key is left to the caller
+        etags = [store.put(k, k.encode()).etag for k in ("a", "b")]
+        results = store.delete_batch([("a", etags[0]), ("b", etags[1])], guard=lambda: None)
+        assert isinstance(results[0], StoreUnavailable) and results[1] is None
+        assert store.request_counts == {"PutObject": 4, "DeleteObjects": 2, "DeleteObject": 1}
     finally:
         proxy.close()
 

@@ -130,6 +130,7 @@ def test_a_commit_travels_with_the_next_claims_c2(make_s3_store: MakeS3Store) ->
     if not store.capabilities.batch_conditional_delete:
         pytest.skip("this server does not honour DeleteObjects' ETags (the probe says so)")
     q = Queue(store, QueueConfig(lease_ttl=30))
+    q.ctx.deletes.ride = 60.0  # (however slow this machine: the claim's c2 comes first)
     for name in ("a.json", "b.json"):
         q.submit(name, name.encode())
     first = q.claim("worker-1")

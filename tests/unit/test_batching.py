@@ -341,3 +341,68 @@ def test_a_guard_that_stops_a_retry_leaves_the_others_to_be_sent_again() -> None
     assert isinstance(outcomes["lease"], NotFound) and outcomes["lease"].retried
     assert store.sent == [("delete_batch", ["lease", "wait"]), ("delete", "lease")]
     assert set(store.mem.snapshot()) == {"wait"}  # (the claim's delete was never applied)
+
+
+def test_a_guard_that_stops_the_first_try_leaves_the_others_unmarked() -> None:
+    """Nothing was sent: "lease" goes again alone, and its answer is a first try's (a 404
+    there is somebody else's doing, not ours)."""
+    store = Recorded()
+    batcher = DeleteBatcher(lambda: store, linger=0.0, ride=30.0)
+    outcomes: dict[str, BaseException | None] = {}
+    gone = store.put("lease", b"l").etag
+    store.mem.delete("lease")  # (taken over and settled by another worker meanwhile)
+    with batcher.claiming():
+        commit = _run(batcher, "lease", gone, outcomes)
+        _waiting(batcher, 1)
+        with pytest.raises(Stalled):  # passes: only the check before the request
+            batcher.delete("wait", store.put("wait", b"w").etag, guard=_guard(1),
+                           urgent=True)
+    commit.join(10)
+    assert isinstance(outcomes["lease"], NotFound) and not outcomes["lease"].retried
+    assert store.sent == [("delete_batch", ["lease", "wait"]), ("delete", "lease")]
+
+
+def test_a_key_left_unanswered_in_a_guarded_request_goes_again_with_its_own_guard() -> None:
+    """With a guard, the store leaves a key answered InternalError (after it took effect)
+    to the batcher, which sends it again alone: NotFound, ``retried``. The claim's own
+    answer is kept."""
+
+    class Unanswered(Recorded):
+        def delete_batch(self, items: Sequence[tuple[str, str]], *,
+                         guard: Guard | None = None) -> list[StoreError | None]:
+            results = super().delete_batch(items, guard=guard)
+            return [StoreUnavailable("InternalError") if key == "lease" else r
+                    for (key, _), r in zip(items, results, strict=True)]
+
+    store = Unanswered()
+    batcher = DeleteBatcher(lambda: store, linger=0.0, ride=30.0)
+    outcomes: dict[str, BaseException | None] = {}
+    with batcher.claiming():
+        commit = _run(batcher, "lease", store.put("lease", b"l").etag, outcomes)
+        _waiting(batcher, 1)
+        batcher.delete("wait", store.put("wait", b"w").etag, guard=_guard(10), urgent=True)
+    commit.join(10)
+    assert isinstance(outcomes["lease"], NotFound) and outcomes["lease"].retried
+    assert store.sent == [("delete_batch", ["lease", "wait"]), ("delete", "lease")]
+    assert store.mem.snapshot() == {}
+
+
+def test_an_interrupt_before_the_request_leaves_nobody_waiting() -> None:
+    """KeyboardInterrupt from the urgent caller's guard, before anything was sent: the
+    commit it took along fails with it (it is not left waiting for an answer)."""
+    store = Recorded()
+    batcher = DeleteBatcher(lambda: store, linger=0.0, ride=30.0)
+    outcomes: dict[str, BaseException | None] = {}
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with batcher.claiming():
+        commit = _run(batcher, "lease", store.put("lease", b"l").etag, outcomes)
+        _waiting(batcher, 1)
+        with pytest.raises(KeyboardInterrupt):
+            batcher.delete("wait", store.put("wait", b"w").etag, guard=interrupted,
+                           urgent=True)
+    commit.join(10)
+    assert not commit.is_alive() and isinstance(outcomes["lease"], KeyboardInterrupt)
+    assert store.sent == [] and set(store.mem.snapshot()) == {"lease", "wait"}

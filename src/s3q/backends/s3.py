@@ -259,8 +259,11 @@ class S3Store:
         (:attr:`capabilities`; else one DeleteObject If-Match each). Each key's answer is
         translated as its own DeleteObject's would be (an ``<Error>`` NoSuchKey is
         :class:`NotFound`, PreconditionFailed :class:`PreconditionFailed`), with
-        ``retried`` set when botocore sent the request more than once. ``guard`` is
-        checked before each HTTP request (retries and resends too)."""
+        ``retried`` set when botocore sent the request more than once. A key answered
+        InternalError or SlowDown (or not at all) is sent again alone, as botocore would
+        have retried it; but with a ``guard`` (checked before each HTTP request, retries
+        too), which may be one key's only, it is answered StoreUnavailable and left to
+        the caller."""
         if len(items) < 2 or not self.capabilities.batch_conditional_delete:
             return delete_each(self, items, guard=guard)
         if len(items) > MAX_BATCH:
@@ -289,16 +292,18 @@ class S3Store:
                                          "for it")
             error.retried = meta.get("RetryAttempts", 0) > 0
             results.append(error)
-        return [self._again(key, etag, guard) if isinstance(r, StoreUnavailable) else r
+        if guard is not None:
+            return results
+        return [self._again(key, etag) if isinstance(r, StoreUnavailable) else r
                 for (key, etag), r in zip(items, results, strict=True)]
 
-    def _again(self, key: str, etag: str, guard: Guard | None) -> StoreError | None:
+    def _again(self, key: str, etag: str) -> StoreError | None:
         """A key answered InternalError or SlowDown (or not at all) inside a DeleteObjects
         that succeeded (botocore retries only whole requests): its own DeleteObject, as
         botocore would have retried it, whose 404 or 412 may be the first try's doing
         (``retried``)."""
         try:
-            self.delete(key, if_match=etag, guard=guard)
+            self.delete(key, if_match=etag)
         except StoreError as exc:
             exc.retried = True
             return exc
