@@ -9,9 +9,10 @@ Deletes are made to meet deterministically: a first delete is held in flight by 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -70,6 +71,30 @@ def _run(batcher: DeleteBatcher, key: str, etag: str,
     return thread
 
 
+def _waiting(batcher: DeleteBatcher, n: int) -> None:
+    """Until ``n`` deletes wait in ``batcher`` (sent by threads of their own)."""
+    deadline = time.monotonic() + 10
+    while len(batcher._pending) < n and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert len(batcher._pending) == n
+
+
+@contextlib.contextmanager
+def _a_commit_during_a_claim(store: Recorded, etag: str | None = None) -> Iterator[
+        tuple[DeleteBatcher, dict[str, BaseException | None]]]:
+    """A batcher of ``store`` with a claim under way, and the delete of "lease" (at
+    ``etag``, else at the ETag of a new "lease") waiting for it, from a thread of its own:
+    the batcher and the outcomes. Once the claim ends, that thread has ended too."""
+    batcher = DeleteBatcher(lambda: store, linger=0.0, ride=30.0)
+    outcomes: dict[str, BaseException | None] = {}
+    with batcher.claiming():
+        commit = _run(batcher, "lease", etag or store.put("lease", b"l").etag, outcomes)
+        _waiting(batcher, 1)
+        yield batcher, outcomes
+    commit.join(10)
+    assert not commit.is_alive()
+
+
 def _behind_a_request(store: Recorded, batcher: DeleteBatcher,
                       items: Sequence[tuple[str, str]], *, close: bool = True
                       ) -> tuple[dict[str, BaseException | None], list[threading.Thread]]:
@@ -80,10 +105,7 @@ def _behind_a_request(store: Recorded, batcher: DeleteBatcher,
     threads = [_run(batcher, HELD, store.put(HELD, b"held").etag, outcomes)]
     assert store.in_flight.wait(10)
     threads += [_run(batcher, key, etag, outcomes) for key, etag in items]
-    deadline = time.monotonic() + 10
-    while len(batcher._pending) < len(items) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert len(batcher._pending) == len(items)
+    _waiting(batcher, len(items))
     if close:
         batcher.close()
     store.release.set()
@@ -207,9 +229,7 @@ def test_a_key_deleted_twice_at_once_goes_in_two_requests() -> None:
     threads += [threading.Thread(target=twice) for _ in range(2)]
     for t in threads[1:]:
         t.start()
-    deadline = time.monotonic() + 10
-    while len(batcher._pending) < 2 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    _waiting(batcher, 2)
     batcher.close()
     store.release.set()
     for t in threads:
@@ -238,14 +258,6 @@ def test_a_wrong_answer_from_the_store_fails_its_deletes_not_the_batcher() -> No
 
 
 # ---------------------------------------------------------------------- urgent deletes
-def _waiting(batcher: DeleteBatcher, n: int) -> None:
-    """Until ``n`` deletes wait in ``batcher`` (sent by threads of their own)."""
-    deadline = time.monotonic() + 10
-    while len(batcher._pending) < n and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert len(batcher._pending) == n
-
-
 def test_an_urgent_delete_goes_at_once_with_those_waiting_even_beside_a_request() -> None:
     """A claim's c2 is on its slot's critical path: it does not wait behind the request
     in flight; it takes the delete waiting behind that request along."""
@@ -269,14 +281,9 @@ def test_during_a_claim_a_lone_delete_waits_for_the_claims_urgent_delete() -> No
     """A worker's commit (sent by a settler thread) and its slot's next claim: the commit
     waits (up to ``ride``) for the claim's c2, and both go in one request."""
     store = Recorded()
-    batcher = DeleteBatcher(lambda: store, linger=0.0, ride=30.0)
-    outcomes: dict[str, BaseException | None] = {}
-    with batcher.claiming():
-        commit = _run(batcher, "lease", store.put("lease", b"l").etag, outcomes)
-        _waiting(batcher, 1)
+    with _a_commit_during_a_claim(store) as (batcher, outcomes):
         assert store.sent == []  # (it waits for the claim, not for linger = 0)
         batcher.delete("wait", store.put("wait", b"w").etag, urgent=True)
-    commit.join(10)
     assert outcomes == {"lease": None}
     assert store.sent == [("delete_batch", ["lease", "wait"])]
 
@@ -284,12 +291,8 @@ def test_during_a_claim_a_lone_delete_waits_for_the_claims_urgent_delete() -> No
 def test_a_claim_that_ends_without_an_urgent_delete_lets_the_waiting_one_go() -> None:
     """(A claim that found nothing to claim, or lost its race: no c2.)"""
     store = Recorded()
-    batcher = DeleteBatcher(lambda: store, linger=0.0, ride=30.0)
-    outcomes: dict[str, BaseException | None] = {}
-    with batcher.claiming():
-        commit = _run(batcher, "lease", store.put("lease", b"l").etag, outcomes)
-        _waiting(batcher, 1)
-    commit.join(10)
+    with _a_commit_during_a_claim(store) as (_, outcomes):
+        assert store.sent == []  # (it waits for the claim, which ends without a c2)
     assert outcomes == {"lease": None} and store.sent == [("delete", "lease")]
 
 
@@ -310,15 +313,9 @@ def _guard(passes: int) -> Callable[[], None]:
 
 def test_an_urgent_delete_whose_guard_fails_is_not_sent_the_others_are() -> None:
     store = Recorded()
-    batcher = DeleteBatcher(lambda: store, linger=0.0, ride=30.0)
-    outcomes: dict[str, BaseException | None] = {}
-    with batcher.claiming():
-        commit = _run(batcher, "lease", store.put("lease", b"l").etag, outcomes)
-        _waiting(batcher, 1)
-        with pytest.raises(Stalled):
-            batcher.delete("wait", store.put("wait", b"w").etag, guard=_guard(0),
-                           urgent=True)
-    commit.join(10)
+    with _a_commit_during_a_claim(store) as (batcher, outcomes), \
+            pytest.raises(Stalled):
+        batcher.delete("wait", store.put("wait", b"w").etag, guard=_guard(0), urgent=True)
     assert outcomes == {"lease": None}
     assert store.sent == [("delete", "lease")] and set(store.mem.snapshot()) == {"wait"}
 
@@ -329,15 +326,9 @@ def test_a_guard_that_stops_a_retry_leaves_the_others_to_be_sent_again() -> None
     guard raised, "lease" is sent again alone and gets NotFound marked ``retried`` (an
     earlier try may have deleted it: leases.commit takes that as its own commit)."""
     store = Recorded()
-    batcher = DeleteBatcher(lambda: store, linger=0.0, ride=30.0)
-    outcomes: dict[str, BaseException | None] = {}
-    with batcher.claiming():
-        commit = _run(batcher, "lease", store.put("lease", b"l").etag, outcomes)
-        _waiting(batcher, 1)
-        with pytest.raises(Stalled):  # passes: before the request, before "lease"'s delete
-            batcher.delete("wait", store.put("wait", b"w").etag, guard=_guard(2),
-                           urgent=True)
-    commit.join(10)
+    with _a_commit_during_a_claim(store) as (batcher, outcomes), \
+            pytest.raises(Stalled):  # passes: before the request, before "lease"'s delete
+        batcher.delete("wait", store.put("wait", b"w").etag, guard=_guard(2), urgent=True)
     assert isinstance(outcomes["lease"], NotFound) and outcomes["lease"].retried
     assert store.sent == [("delete_batch", ["lease", "wait"]), ("delete", "lease")]
     assert set(store.mem.snapshot()) == {"wait"}  # (the claim's delete was never applied)
@@ -347,17 +338,11 @@ def test_a_guard_that_stops_the_first_try_leaves_the_others_unmarked() -> None:
     """Nothing was sent: "lease" goes again alone, and its answer is a first try's (a 404
     there is somebody else's doing, not ours)."""
     store = Recorded()
-    batcher = DeleteBatcher(lambda: store, linger=0.0, ride=30.0)
-    outcomes: dict[str, BaseException | None] = {}
     gone = store.put("lease", b"l").etag
     store.mem.delete("lease")  # (taken over and settled by another worker meanwhile)
-    with batcher.claiming():
-        commit = _run(batcher, "lease", gone, outcomes)
-        _waiting(batcher, 1)
-        with pytest.raises(Stalled):  # passes: only the check before the request
-            batcher.delete("wait", store.put("wait", b"w").etag, guard=_guard(1),
-                           urgent=True)
-    commit.join(10)
+    with _a_commit_during_a_claim(store, gone) as (batcher, outcomes), \
+            pytest.raises(Stalled):  # passes: only the check before the request
+        batcher.delete("wait", store.put("wait", b"w").etag, guard=_guard(1), urgent=True)
     assert isinstance(outcomes["lease"], NotFound) and not outcomes["lease"].retried
     assert store.sent == [("delete_batch", ["lease", "wait"]), ("delete", "lease")]
 
@@ -375,13 +360,8 @@ def test_a_key_left_unanswered_in_a_guarded_request_goes_again_with_its_own_guar
                     for (key, _), r in zip(items, results, strict=True)]
 
     store = Unanswered()
-    batcher = DeleteBatcher(lambda: store, linger=0.0, ride=30.0)
-    outcomes: dict[str, BaseException | None] = {}
-    with batcher.claiming():
-        commit = _run(batcher, "lease", store.put("lease", b"l").etag, outcomes)
-        _waiting(batcher, 1)
+    with _a_commit_during_a_claim(store) as (batcher, outcomes):
         batcher.delete("wait", store.put("wait", b"w").etag, guard=_guard(10), urgent=True)
-    commit.join(10)
     assert isinstance(outcomes["lease"], NotFound) and outcomes["lease"].retried
     assert store.sent == [("delete_batch", ["lease", "wait"]), ("delete", "lease")]
     assert store.mem.snapshot() == {}
@@ -391,18 +371,12 @@ def test_an_interrupt_before_the_request_leaves_nobody_waiting() -> None:
     """KeyboardInterrupt from the urgent caller's guard, before anything was sent: the
     commit it took along fails with it (it is not left waiting for an answer)."""
     store = Recorded()
-    batcher = DeleteBatcher(lambda: store, linger=0.0, ride=30.0)
-    outcomes: dict[str, BaseException | None] = {}
 
     def interrupted() -> None:
         raise KeyboardInterrupt
 
-    with batcher.claiming():
-        commit = _run(batcher, "lease", store.put("lease", b"l").etag, outcomes)
-        _waiting(batcher, 1)
-        with pytest.raises(KeyboardInterrupt):
-            batcher.delete("wait", store.put("wait", b"w").etag, guard=interrupted,
-                           urgent=True)
-    commit.join(10)
-    assert not commit.is_alive() and isinstance(outcomes["lease"], KeyboardInterrupt)
+    with _a_commit_during_a_claim(store) as (batcher, outcomes), \
+            pytest.raises(KeyboardInterrupt):
+        batcher.delete("wait", store.put("wait", b"w").etag, guard=interrupted, urgent=True)
+    assert isinstance(outcomes["lease"], KeyboardInterrupt)  # (and its thread ended)
     assert store.sent == [] and set(store.mem.snapshot()) == {"lease", "wait"}
