@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from s3q import imds
 from s3q.errors import ConfigError
+from s3q.running import SETTLING
 from s3q.settings import BY_NAME, SETTINGS, Secret, Setting, coerce, display, ssm_ref
-from s3q.worker import SETTLING
 
 if TYPE_CHECKING:
     from s3q.backends import S3Options

@@ -18,12 +18,10 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -34,6 +32,7 @@ from s3q.job import Job
 from s3q.pacing import Pacer, Turn
 from s3q.queue import Outlook, Queue
 from s3q.registry import Presence
+from s3q.running import Runner, one_line
 from s3q.store import StoreError
 
 if TYPE_CHECKING:
@@ -42,10 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["Worker", "WorkerOptions", "WorkerStats"]
 
 log = logging.getLogger("s3q.worker")
-
-#: Settlements under way per slot (see Worker._settle_backlog).
-SETTLING = 4
-
 
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
@@ -101,11 +96,9 @@ class Worker:
         self._noticed = 0  # signals acted upon
         self._lock = threading.Lock()
         self._running: dict[int, Job] = {}
-        #: Completes or fails jobs whose handler returned (see _process), per run; at most
-        #: SETTLING per slot under way, so that a slow store slows the slots down instead of
-        #: piling settlements up (each may wait s3q.batching.LINGER for its commit).
-        self._settler: ThreadPoolExecutor | None = None
-        self._settle_backlog = threading.BoundedSemaphore(SETTLING * options.concurrency)
+        #: Runs each claimed job's handler, then settles the job (in the background)
+        self._runner = Runner(handler, options.concurrency, self._done,
+                              background=options.settle_in_background)
         self._ended = threading.Event()  # this run's slots are done (the scanner stops)
         self._events = source = None if options.burst else events
         self._pacer = Pacer(
@@ -165,9 +158,7 @@ class Worker:
         self._burst_slots, self._outlook = self.options.concurrency, None
         self._burst_look = 0.1  # half the last slot's first wait before it looks again
         self._ended.clear()
-        if self.options.settle_in_background:
-            self._settler = ThreadPoolExecutor(SETTLING * self.options.concurrency,
-                                               "s3q-settle")
+        self._runner.start()
         if self.options.recover_on_start and not self._stopping.is_set():
             recovered = self.queue.recover_own(wid)
             if recovered:
@@ -193,8 +184,7 @@ class Worker:
         self._ended.set()  # (a burst that ended by itself) the scanner stops too
         if self._events is not None:
             self._events.stop()
-        if self._settler is not None:
-            self._settler.shutdown(wait=True)  # decided jobs are settled, never given back
+        self._runner.shutdown()  # decided jobs are settled, never given back
         if scanner.is_alive():
             scanner.join(timeout=10)
         log.info("worker %s stopped", wid, extra={"event": "worker_stopped", "worker": wid,
@@ -277,7 +267,7 @@ class Worker:
                 log.warning("claim failed: %s", exc, extra={"event": "claim_failed"})
             except Exception as exc:  # never let a slot die: an idle poll turn it held
                 # would never be handed back, and the other slots would never claim again
-                log.exception("claim failed: %s", _one_line(exc),
+                log.exception("claim failed: %s", one_line(exc),
                               extra={"event": "claim_failed"})
             finally:
                 if job is None:
@@ -303,7 +293,7 @@ class Worker:
             if not self._start(job):
                 self._give_back(job)  # claimed while the worker was stopping: not started
                 return
-            self._process(job)
+            self._runner.run(job, self._handler_returned)
 
     def _burst_waits(self) -> bool:
         """Nothing to claim now: should a burst wait (something will become claimable: a
@@ -365,67 +355,9 @@ class Worker:
         with self._lock:
             self.stats.claimed -= 1
 
-    def _process(self, job: Job) -> None:
-        """Run the handler, then settle the job (complete, or fail with retry) on the
-        settler's threads, so that this slot claims its next request at once: the settling
-        round trips (d2…d5, w1…w3) are off its critical path. Nothing changes for safety:
-        the job's lease is renewed until it is settled, and a crash before leaves it to
-        recovery as a crash during the handler would."""
-        start = time.monotonic()
-        job.__enter__()  # the lease keeper renews it (and writes its view if it runs long)
-        outcome = "completed"
-        settle: Callable[[], None] | None = None
-        try:
-            result = self.handler(job)
-            if job.interrupted:
-                raise LeaseLost(f"{job.name}: interrupted")
-            data = result.encode() if isinstance(result, str) else result
-            settle = functools.partial(job.complete, data)
-        except LeaseLost:
-            outcome = "lost" if job.lost else "released"
-        except JobStateError:
-            outcome = "released"  # given back by a stop while the handler ran
-        except Exception as exc:
-            if job.interrupted:  # given back or lost while the handler ran: not its fault
-                outcome = "lost" if job.lost else "released"
-            else:
-                outcome, settle = "failed", functools.partial(job.fail, exc)
-                log.warning("handler failed on %s (attempt %d): %s", job.name, job.attempt,
-                            _one_line(exc), extra={"event": "handler_failed",
-                                                   "request": job.name, "attempt": job.attempt})
-        except BaseException:  # KeyboardInterrupt, SystemExit: not the request's fault
-            outcome, settle = "released", job.release
-        elapsed = time.monotonic() - start
+    def _handler_returned(self, job: Job) -> None:
         with self._lock:
             self._running.pop(id(job), None)
-        if settle is None:
-            job.__exit__(None, None, None)  # lost or given back: nothing left to write
-            self._done(job, outcome, elapsed)
-        elif self._settler is None:
-            self._settle(job, settle, outcome, elapsed)
-        else:
-            self._settle_backlog.acquire()
-            self._settler.submit(self._settle, job, settle, outcome, elapsed)
-
-    def _settle(self, job: Job, settle: Callable[[], None], outcome: str,
-                elapsed: float) -> None:
-        try:
-            settle()
-        except LeaseLost:
-            outcome = "lost" if job.lost else "released"
-        except JobStateError:
-            outcome = "released"
-        except StoreError as exc:
-            outcome = "store_error"
-            log.error("store error settling %s: %s (it returns after its lease expires)",
-                      job.name, exc, extra={"event": "settle_failed", "request": job.name})
-        except Exception:  # never let a settler thread die
-            outcome = "store_error"
-            log.exception("unexpected error settling %s", job.name)
-        finally:
-            if self._settler is not None:
-                self._settle_backlog.release()
-        self._done(job, outcome, elapsed)
 
     def _done(self, job: Job, outcome: str, elapsed: float) -> None:
         with self._lock:
@@ -438,7 +370,3 @@ class Worker:
         if self._on_job_done is not None:
             self._on_job_done(job, outcome, elapsed)
 
-
-def _one_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -1,0 +1,125 @@
+"""running: one claimed job, from its handler to its settlement.
+
+A :class:`Runner` runs the handler on the slot's thread, then settles the job (complete,
+or fail with retry; docs/PROTOCOL.md §4) on settler threads of its own, so that the slot
+claims its next request at once: the settling round trips (d2…d5, w1…w3) are off its
+critical path. Nothing changes for safety: the job's lease is renewed until it is settled,
+and a crash before leaves it to recovery as a crash during the handler would.
+
+Each job ends with one outcome, reported once: ``completed``, ``failed`` (retried or
+dead-lettered), ``released`` (given back), ``lost`` (taken over) or ``store_error`` (the
+settlement could not be written: the request returns once its lease expires).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from s3q.errors import JobStateError, LeaseLost
+from s3q.handlers import Handler
+from s3q.job import Job
+from s3q.store import StoreError
+
+__all__ = ["SETTLING", "Runner", "one_line"]
+
+log = logging.getLogger("s3q.worker")
+
+#: Settlements under way per slot: a slot whose job would be one more waits for one to
+#: end, so that a slow store slows the slots down instead of piling settlements up (each
+#: may wait s3q.batching.LINGER, or a claim's ride, for its commit).
+SETTLING = 4
+
+#: Called once per job with its outcome and the handler's seconds.
+OnDone = Callable[[Job, str, float], None]
+
+
+class Runner:
+    def __init__(self, handler: Handler, slots: int, on_done: OnDone, *,
+                 background: bool = True) -> None:
+        self.handler = handler
+        self._on_done = on_done
+        self._slots, self._background = slots, background
+        self._settler: ThreadPoolExecutor | None = None
+        self._backlog = threading.BoundedSemaphore(SETTLING * slots)
+
+    def start(self) -> None:
+        """(At a worker run's start.) Settle in the background from now on, if asked to."""
+        if self._background:
+            self._settler = ThreadPoolExecutor(SETTLING * self._slots, "s3q-settle")
+
+    def shutdown(self) -> None:
+        """(At a run's end.) Wait for every settlement under way: decided jobs are settled,
+        never given back."""
+        if self._settler is not None:
+            self._settler.shutdown(wait=True)
+            self._settler = None
+
+    def run(self, job: Job, handler_returned: Callable[[Job], None]) -> None:
+        """Run the handler on ``job`` (a claimed job not entered yet), call
+        ``handler_returned`` once it returned, then settle the job."""
+        start = time.monotonic()
+        job.__enter__()  # the lease keeper renews it (and writes its view if it runs long)
+        outcome = "completed"
+        settle: Callable[[], None] | None = None
+        try:
+            result = self.handler(job)
+            if job.interrupted:
+                raise LeaseLost(f"{job.name}: interrupted")
+            data = result.encode() if isinstance(result, str) else result
+            settle = functools.partial(job.complete, data)
+        except LeaseLost:
+            outcome = "lost" if job.lost else "released"
+        except JobStateError:
+            outcome = "released"  # given back by a stop while the handler ran
+        except Exception as exc:
+            if job.interrupted:  # given back or lost while the handler ran: not its fault
+                outcome = "lost" if job.lost else "released"
+            else:
+                outcome, settle = "failed", functools.partial(job.fail, exc)
+                log.warning("handler failed on %s (attempt %d): %s", job.name, job.attempt,
+                            one_line(exc), extra={"event": "handler_failed",
+                                                  "request": job.name, "attempt": job.attempt})
+        except BaseException:  # KeyboardInterrupt, SystemExit: not the request's fault
+            outcome, settle = "released", job.release
+        elapsed = time.monotonic() - start
+        handler_returned(job)
+        settler = self._settler
+        if settle is None:
+            job.__exit__(None, None, None)  # lost or given back: nothing left to write
+            self._on_done(job, outcome, elapsed)
+        elif settler is None:
+            self._settle(job, settle, outcome, elapsed, None)
+        else:
+            self._backlog.acquire()
+            settler.submit(self._settle, job, settle, outcome, elapsed, self._backlog)
+
+    def _settle(self, job: Job, settle: Callable[[], None], outcome: str, elapsed: float,
+                backlog: threading.BoundedSemaphore | None) -> None:
+        try:
+            settle()
+        except LeaseLost:
+            outcome = "lost" if job.lost else "released"
+        except JobStateError:
+            outcome = "released"
+        except StoreError as exc:
+            outcome = "store_error"
+            log.error("store error settling %s: %s (it returns after its lease expires)",
+                      job.name, exc, extra={"event": "settle_failed", "request": job.name})
+        except Exception:  # never let a settler thread die
+            outcome = "store_error"
+            log.exception("unexpected error settling %s", job.name)
+        finally:
+            if backlog is not None:
+                backlog.release()
+        self._on_done(job, outcome, elapsed)
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message``, its first line, at most 300 characters (for a log line)."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -1,0 +1,126 @@
+"""s3q.running.Runner: a job from its handler to its settlement, on an in-memory store.
+The worker's own tests (test_worker.py) run it inside whole worker runs; these pin what
+the runner itself promises: the outcome each job ends with, reported once, and the bound
+on settlements under way."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from s3q import Queue, QueueConfig
+from s3q.backends.delegating import DelegatingStore
+from s3q.backends.memory import MemoryStore
+from s3q.job import Job
+from s3q.running import SETTLING, Runner
+from s3q.store import StoreUnavailable
+
+T = TypeVar("T")
+
+
+class FinishGate(DelegatingStore):
+    """Holds every write to finish/ (d3) until the test opens the gate; counts them."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        super().__init__(inner)
+        self.gate = threading.Event()
+        self.held = threading.Semaphore(0)
+        self.writes = 0
+        self._lock = threading.Lock()
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        if op == "put" and str(args.get("key")).startswith("finish/"):
+            with self._lock:
+                self.writes += 1
+            self.held.release()
+            assert self.gate.wait(20)
+        return fn()
+
+
+class FinishFails(DelegatingStore):
+    """Every write to finish/ fails as an unreachable store's would."""
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        if op == "put" and str(args.get("key")).startswith("finish/"):
+            raise StoreUnavailable("finish/: injected")
+        return fn()
+
+
+def _claimed(q: Queue, n: int) -> list[Job]:
+    for i in range(n):
+        q.submit(f"r{i:02d}", b"x")
+    jobs = [q.claim("w") for _ in range(n)]
+    assert all(jobs)
+    return [j for j in jobs if j is not None]
+
+
+class Outcomes:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, job: Job, outcome: str, elapsed: float) -> None:
+        with self.lock:
+            self.seen.append((job.name, outcome))
+
+
+def test_a_slot_waits_once_its_settlements_under_way_reach_the_bound() -> None:
+    """One slot may have SETTLING settlements under way; the next job's slot waits (after
+    its handler) until one ends, and every job is completed once the store answers."""
+    store = FinishGate(MemoryStore("running"))
+    q = Queue(store, QueueConfig(lease_ttl=6.0))
+    jobs = _claimed(q, SETTLING + 1)
+    outcomes = Outcomes()
+    runner = Runner(lambda job: None, 1, outcomes, background=True)
+    runner.start()
+    returned: list[str] = []
+    for job in jobs[:SETTLING]:
+        runner.run(job, lambda j: returned.append(j.name))  # returns: settled behind
+    for _ in range(SETTLING):
+        assert store.held.acquire(timeout=10)  # each settlement waits at its d3
+    last = threading.Thread(target=runner.run,
+                            args=(jobs[-1], lambda j: returned.append(j.name)))
+    last.start()
+    last.join(0.5)
+    assert last.is_alive(), "the slot went on with SETTLING settlements under way"
+    assert returned == [j.name for j in jobs] and store.writes == SETTLING
+    store.gate.set()
+    last.join(10)
+    assert not last.is_alive()
+    runner.shutdown()
+    assert sorted(outcomes.seen) == sorted((j.name, "completed") for j in jobs)
+    assert q.counts() == {"wait": 0, "processing": 0, "finish": SETTLING + 1, "failed": 0}
+
+
+def test_a_settlement_the_store_refuses_ends_as_a_store_error_and_keeps_the_lease() -> None:
+    """A completion whose writes fail is reported once, as ``store_error``; its lease
+    stays, so the request runs again once the lease expires (nothing lost)."""
+    q = Queue(FinishFails(MemoryStore("running")), QueueConfig(lease_ttl=6.0))
+    (job,) = _claimed(q, 1)
+    outcomes = Outcomes()
+    runner = Runner(lambda job: None, 1, outcomes, background=False)
+    runner.run(job, lambda j: None)
+    assert outcomes.seen == [(job.name, "store_error")]
+    assert [lease.name for lease, _ in q.leases()] == [job.name]
+    assert q.counts()["finish"] == 0
+
+
+def test_a_failing_handler_is_retried_and_a_lost_job_is_not_settled() -> None:
+    """The handler's exception fails the job (a retry); a job taken over while its handler
+    ran ends ``lost``, with nothing written for it."""
+    q = Queue(MemoryStore("running"), QueueConfig(lease_ttl=6.0, max_attempts=3))
+    failing, lost = _claimed(q, 2)
+    outcomes = Outcomes()
+
+    def handler(job: Job) -> None:
+        if job is failing:
+            raise ValueError("bad input")
+        job.mark_lost()  # as a renewal that finds the lease taken over does
+
+    runner = Runner(handler, 1, outcomes, background=False)
+    runner.run(failing, lambda j: None)
+    runner.run(lost, lambda j: None)
+    assert outcomes.seen == [(failing.name, "failed"), (lost.name, "lost")]
+    intents = {lease.name: lease.intent.value for lease, _ in q.leases()}
+    assert intents == {failing.name: "retry", lost.name: "held"}
