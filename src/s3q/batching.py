@@ -23,7 +23,9 @@ A claim's delete of wait/NAME (c2) is on its slot's critical path: it is *urgent
 waits for company, nor behind a request in flight; it takes along the commits waiting then.
 While a claim of this process is under way (:meth:`DeleteBatcher.claiming`, around each
 :meth:`s3q.claim.Claimer.claim`), a commit waits for that claim's c2 to carry it (up to
-:data:`RIDE`; a claim that ends without a c2 lets it go at once). A worker's commits are
+:data:`RIDE`). Once the claims under way when it came have ended without a c2, it goes at
+once: claims begun after it do not hold it (a slot that finds nothing to claim claims again
+and again, at the end of a burst or while its queue is idle). A worker's commits are
 sent by its settler threads, off the slots' path, while its slots claim their next
 requests: a worker with one slot sends one DeleteObjects per job where it sent two
 DeleteObject, and a worker of many slots sends its commits with its claims. An urgent
@@ -61,6 +63,7 @@ class _Delete:
     at: float
     guard: Guard | None = None
     urgent: bool = False
+    claims: int = 0  # claims begun when it came: those numbered up to this may carry it
     done: bool = False
     error: BaseException | None = None
 
@@ -86,7 +89,8 @@ class DeleteBatcher:
         self._leading = False
         self._together = False  # the last request carried more than one delete
         self._closed = False
-        self._claims = 0  # claims under way: each may send an urgent delete
+        self._begun = 0  # claims begun (the number of the last one)
+        self._under_way: set[int] = set()  # the numbers of the claims under way
 
     def delete(self, key: str, etag: str, *, guard: Guard | None = None,
                urgent: bool = False) -> None:
@@ -101,6 +105,7 @@ class DeleteBatcher:
             return
         item = _Delete(key, etag, time.monotonic(), guard, urgent)
         with self._cond:
+            item.claims = self._begun
             self._pending.append(item)
             try:
                 if urgent:
@@ -120,15 +125,23 @@ class DeleteBatcher:
 
     @contextlib.contextmanager
     def claiming(self) -> Iterator[None]:
-        """A claim is under way: deletes waiting may be carried by its urgent delete."""
+        """A claim is under way: a delete that comes meanwhile may wait for its urgent
+        delete to carry it (one that came before it began does not wait for it)."""
         with self._cond:
-            self._claims += 1
+            self._begun += 1
+            number = self._begun
+            self._under_way.add(number)
         try:
             yield
         finally:
             with self._cond:
-                self._claims -= 1
-                self._cond.notify_all()  # (a leader waiting for a ride goes now)
+                self._under_way.discard(number)
+                self._cond.notify_all()  # (a leader waiting for a ride may go now)
+
+    def _may_ride(self, item: _Delete) -> bool:
+        """(Under the lock.) Is a claim that was under way when ``item`` came still under
+        way (its c2 may carry it)?"""
+        return any(number <= item.claims for number in self._under_way)
 
     def close(self) -> None:
         """Send what is being gathered at once; later deletes do not wait for others."""
@@ -141,7 +154,7 @@ class DeleteBatcher:
         out the answers."""
         self._leading = True
         try:
-            if self._together or self._claims or len(self._pending) > 1:
+            if self._together or len(self._pending) > 1 or self._may_ride(self._pending[0]):
                 self._gather()
             batch = self._take()
             if batch:  # (else an urgent delete took them all meanwhile)
@@ -162,12 +175,13 @@ class DeleteBatcher:
 
     def _gather(self) -> None:
         """(Under the lock, leading.) Wait until the oldest delete waited ``linger``
-        (:data:`RIDE` while a claim is under way: its urgent delete takes the waiting ones
-        along), the request is full, nothing is left waiting, an urgent delete waits (its
-        key was in the last request), or the batcher is closed."""
+        (:data:`RIDE` while a claim under way when it came still is: that claim's urgent
+        delete takes the waiting ones along), the request is full, nothing is left waiting,
+        an urgent delete waits (its key was in the last request), or the batcher is
+        closed."""
         while (self._pending and not self._closed and len(self._pending) < MAX_KEYS
                and not any(d.urgent for d in self._pending)):
-            wait = self.ride if self._claims else self.linger
+            wait = self.ride if self._may_ride(self._pending[0]) else self.linger
             left = self._pending[0].at + wait - time.monotonic()
             if left <= 0:
                 return

@@ -296,6 +296,26 @@ def test_a_claim_that_ends_without_an_urgent_delete_lets_the_waiting_one_go() ->
     assert outcomes == {"lease": None} and store.sent == [("delete", "lease")]
 
 
+def test_claims_begun_after_a_delete_do_not_hold_it() -> None:
+    """A commit waits only for the claims under way when it came: a slot that finds nothing
+    claims again and again (the end of a burst, an idle queue), and those later claims
+    would otherwise hold it up to ``ride``."""
+    store = Recorded()
+    batcher = DeleteBatcher(lambda: store, linger=0.0, ride=30.0)
+    outcomes: dict[str, BaseException | None] = {}
+    first = batcher.claiming()
+    first.__enter__()
+    commit = _run(batcher, "lease", store.put("lease", b"l").etag, outcomes)
+    _waiting(batcher, 1)
+    with batcher.claiming():  # begun after the commit came
+        time.sleep(0.05)
+        assert store.sent == []  # (the first claim may still carry it)
+        first.__exit__(None, None, None)  # ends without a c2
+        commit.join(10)
+        assert not commit.is_alive()  # sent while the later claim is still under way
+        assert outcomes == {"lease": None} and store.sent == [("delete", "lease")]
+
+
 class Stalled(LeaseLost):
     """What a claim's guard raises once its deadline passed."""
 
