@@ -129,6 +129,7 @@ class Claimer:
         self._candidates: deque[ObjectInfo] = deque()
         self._contended = False  # a candidate was found taken: the page is stale
         self._cursor: str | None = None
+        self._emptied: float | None = None  # when the last listing that found wait/ empty ended
         self._skip: dict[str, tuple[str, float]] = {}  # name -> (etag, until store time)
         self._named: deque[str] = deque()  # due retry leases without a view (the scan)
         self._too_long: set[str] = set()
@@ -149,6 +150,7 @@ class Claimer:
             return self._claim(worker_id, view_after)
 
     def _claim(self, worker_id: str, view_after: float) -> Job | None:
+        began = self.ctx.monotonic()
         while True:
             with self._lock:
                 name = self._named.popleft() if self._named else None
@@ -158,7 +160,7 @@ class Claimer:
             if job is not None:
                 return job
         self._raced.lost = False
-        for info in self._next_candidates():
+        for info in self._next_candidates(began):
             job = self._claim_waiting(worker_id, info, view_after)
             if job is not None:
                 return job
@@ -295,13 +297,17 @@ class Claimer:
                       extra={"event": "name_too_long", "request": name})
 
     # ------------------------------------------------------------------ candidates
-    def _next_candidates(self) -> Iterator[ObjectInfo]:
+    def _next_candidates(self, began: float) -> Iterator[ObjectInfo]:
         """Candidates from wait/, a page at a time; each page is shared by the threads of
         this process. A page is walked in order from a random key, wrapping (a rotation, not
         a shuffle: two workers on one page meet only once one reaches where the other
         started, ~page/workers claims in, where shuffled pages collide after ~√(2·page/
         workers)). A claim that finds its candidate taken drops the rest of the page: the
-        next ones come from a fresh LIST."""
+        next ones come from a fresh LIST. Nor does a claim list wait/ when a listing that
+        ended since it ``began`` found wait/ empty: the threads of a process that find nothing
+        at once (the end of a burst, a queue emptied) share one LIST, made under the lock
+        they wait for (as fresh as the lister's own claim: what it missed, the next poll
+        finds)."""
         refills = 0
         while True:
             with self._lock:
@@ -309,7 +315,7 @@ class Claimer:
                     self._contended = False
                     self._candidates.clear()
                 if not self._candidates:
-                    if refills == 2:
+                    if refills == 2 or (self._emptied is not None and self._emptied > began):
                         return
                     self._refill()
                     refills += 1
@@ -325,6 +331,7 @@ class Claimer:
                                    limit=ctx.config.page_size)
         if not page.items and self._cursor is not None:  # wrapped around
             page = ctx.store.list_page(layout.WAIT, limit=ctx.config.page_size)
+        self._emptied = None if page.items else ctx.monotonic()
         self._cursor = (resume_after(page.items[-1].key) if page.truncated and page.items
                         else None)
         now = ctx.store.now()

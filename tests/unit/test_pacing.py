@@ -4,6 +4,8 @@ queue (claim again soon), not an idle one (back off), within a bound."""
 from __future__ import annotations
 
 import random
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -111,3 +113,60 @@ def test_a_burst_does_not_wait_for_the_leases_of_its_own_jobs() -> None:
     assert stats.completed == 1
     assert outlooks and outlooks[0][1] == ["r.json"], outlooks  # looked while it settled
     assert [seen.next_due for seen, _ in outlooks] == [None], outlooks
+
+
+@dataclass
+class Listing(DelegatingStore):
+    """Counts the LISTs of wait/; runs ``during`` once, inside the first (before it is
+    answered)."""
+
+    inner: MemoryStore
+    during: Any = None
+    lists: int = 0
+
+    def __post_init__(self) -> None:
+        DelegatingStore.__init__(self, self.inner)
+
+    def _call(self, op: str, args: dict[str, Any], fn: Any) -> Any:
+        if op == "list" and args["prefix"] == "wait/":
+            self.lists += 1
+            if self.during is not None:
+                hook, self.during = self.during, None
+                hook()
+        return fn()
+
+
+def test_claims_that_wait_for_a_listing_that_finds_wait_empty_share_it() -> None:
+    """Slot B's claim begins while slot A's LIST is in flight (B waits for the claimer's
+    lock). That LIST finds wait/ empty: B ends without a LIST of its own. A claim begun
+    after that listing lists again, and finds what was submitted since."""
+    clock = [0.0]
+    b_began = threading.Event()
+
+    def monotonic() -> float:
+        now = clock[0]
+        if (threading.current_thread().name == "slot-b"
+                and sys._getframe(1).f_code.co_name == "_claim"):
+            b_began.set()  # (B's claim took its start time: now, before the LIST ends)
+        return now
+
+    store = Listing(MemoryStore())
+    queue = Queue(store, monotonic=monotonic)
+    got: dict[str, Job | None] = {}
+    b = threading.Thread(target=lambda: got.update(b=queue.claim("me")), name="slot-b")
+
+    def b_begins() -> None:
+        b.start()
+        b_began.wait(10)  # (B's claim takes its start time first thing)
+        clock[0] = 1.0  # A's LIST ends after B began
+
+    store.during = b_begins
+    assert queue.claim("me") is None  # A: wait/ is empty
+    b.join(10)
+    assert not b.is_alive() and got == {"b": None}
+    assert store.lists == 1 and not queue.lost_race()
+    queue.submit("late.json", b"{}")
+    clock[0] = 2.0
+    job = queue.claim("me")  # begun after the empty listing: lists again
+    assert job is not None and job.name == "late.json" and store.lists == 2
+
