@@ -54,8 +54,9 @@ class Outlook:
     waiting: list[str]
     #: (name, why) of requests a burst does not wait for.
     left: list[tuple[str, str]]
-    #: The ETag of every lease seen (for the next look: a lease that changed is renewed).
-    lease_etags: dict[str, str]
+    #: Every lease seen, with its ETag (for the next look: a lease that changed is renewed;
+    #: one that did not is not read again).
+    leases: dict[str, tuple[Lease, ObjectInfo]]
 
 
 class Queue:
@@ -199,17 +200,17 @@ class Queue:
         now = self.store.now()
         due: dict[str, float] = {}
         left: list[tuple[str, str]] = []
-        etags: dict[str, str] = {}
-        seen = previous.lease_etags if previous is not None else {}
+        looked: dict[str, tuple[Lease, ObjectInfo]] = {}
+        seen = previous.leases if previous is not None else {}
         renewal = self.config.renew_interval + 2 * CLOCK_MARGIN
         own: set[str] = set()
-        for lease, info in self.leases():
-            etags[lease.name] = info.etag
+        for lease, info in self._leases_since(seen):
+            looked[lease.name] = lease, info
             if lease.intent is not Intent.RETRY and mine is not None and lease.worker == mine:
                 own.add(lease.name)
             elif lease.intent is Intent.RETRY:
                 due[lease.name] = max(0.0, lease.not_before + 1.0 - now)
-            elif seen.get(lease.name, info.etag) != info.etag and lease.worker:
+            elif lease.name in seen and seen[lease.name][1].etag != info.etag and lease.worker:
                 left.append((lease.name, f"in flight on {lease.worker}"))
             elif not lease.worker or now - info.last_modified > renewal:
                 # nobody renews it: expired (the scan takes it over) or about to be
@@ -223,7 +224,20 @@ class Queue:
                 left.append((info.key, "name too long for this store: never claimed"))
             elif info.key not in held:
                 due.setdefault(info.key, 0.0)
-        return Outlook(min(due.values()) if due else None, sorted(due), left, etags)
+        return Outlook(min(due.values()) if due else None, sorted(due), left, looked)
+
+    def _leases_since(self, seen: dict[str, tuple[Lease, ObjectInfo]]
+                      ) -> Iterator[tuple[Lease, ObjectInfo]]:
+        """:meth:`leases`, reading only those whose ETag changed since ``seen`` (an earlier
+        look): a burst that waits looks again every fraction of a second."""
+        for info in list_all(self.store, layout.LEASES):
+            name = layout.name_of(layout.LEASES, info.key)
+            if name in seen and seen[name][1].etag == info.etag:
+                yield seen[name][0], info
+                continue
+            found = leases.read(self.ctx, name)
+            if found is not None:
+                yield found
 
     # ------------------------------------------------------------------ claim / scan
     def claim(self, worker_id: str, *, view_after: float = 0.0) -> Job | None:

@@ -10,7 +10,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from s3q import Queue
+import pytest
+
+from s3q import Queue, layout
 from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
 from s3q.job import Job
@@ -117,17 +119,20 @@ def test_a_burst_does_not_wait_for_the_leases_of_its_own_jobs() -> None:
 
 @dataclass
 class Listing(DelegatingStore):
-    """Counts the LISTs of wait/; runs ``during`` once, inside the first (before it is
-    answered)."""
+    """Counts the LISTs of wait/ and the reads of leases; runs ``during`` once, inside the
+    first LIST of wait/ (before it is answered)."""
 
     inner: MemoryStore
     during: Any = None
     lists: int = 0
+    lease_reads: int = 0
 
     def __post_init__(self) -> None:
         DelegatingStore.__init__(self, self.inner)
 
     def _call(self, op: str, args: dict[str, Any], fn: Any) -> Any:
+        if op == "get" and args["key"].startswith(layout.LEASES):
+            self.lease_reads += 1
         if op == "list" and args["prefix"] == "wait/":
             self.lists += 1
             if self.during is not None:
@@ -170,3 +175,28 @@ def test_claims_that_wait_for_a_listing_that_finds_wait_empty_share_it() -> None
     job = queue.claim("me")  # begun after the empty listing: lists again
     assert job is not None and job.name == "late.json" and store.lists == 2
 
+
+def test_a_burst_looking_again_reads_only_the_leases_that_changed() -> None:
+    """The last slot of a burst looks at the leases every fraction of a second while others'
+    jobs run: a lease whose ETag is the one it read last time is not read again."""
+    store = Listing(MemoryStore())
+    q = Queue(store)
+    for name in ("a.json", "b.json", "c.json"):
+        q.submit(name, b"{}")
+    jobs = [q.claim("other") for _ in range(3)]
+    assert all(job is not None for job in jobs)
+    reads = store.lease_reads
+    first = q.outlook(mine="me")
+    assert store.lease_reads == reads + 3
+    assert first.waiting == ["a.json", "b.json", "c.json"] and first.left == []
+    again = q.outlook(first, mine="me")
+    assert store.lease_reads == reads + 3  # nothing changed: nothing read
+    assert again.waiting == first.waiting and again.next_due == pytest.approx(
+        first.next_due, abs=1.0)
+    renewed = jobs[0]
+    assert renewed is not None
+    renewed.renew()
+    third = q.outlook(again, mine="me")
+    assert store.lease_reads == reads + 4  # the renewed one, read again
+    assert third.left == [(renewed.name, "in flight on other")]
+    assert renewed.name not in third.waiting and len(third.waiting) == 2
