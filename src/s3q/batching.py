@@ -23,9 +23,9 @@ A claim's delete of wait/NAME (c2) is on its slot's critical path: it is *urgent
 waits for company, nor behind a request in flight; it takes along the commits waiting then.
 While a claim of this process is under way (:meth:`DeleteBatcher.claiming`, around each
 :meth:`s3q.claim.Claimer.claim`), a commit waits for that claim's c2 to carry it (up to
-:data:`RIDE`). Once the claims under way when it came have ended without a c2, it goes at
-once: claims begun after it do not hold it (a slot that finds nothing to claim claims again
-and again, at the end of a burst or while its queue is idle). A worker's commits are
+:data:`RIDE`). Once the claims under way when it came have ended without a c2, it no longer
+waits for a ride: claims begun after it do not hold it (a slot that finds nothing to claim
+claims again and again, at the end of a burst or while its queue is idle). A worker's commits are
 sent by its settler threads, off the slots' path, while its slots claim their next
 requests: a worker with one slot sends one DeleteObjects per job where it sent two
 DeleteObject, and a worker of many slots sends its commits with its claims. An urgent
@@ -75,8 +75,9 @@ class DeleteBatcher:
     them, and hands each its answer); the others wait for theirs. A leader lingers for
     company only while deletes come together (the last request carried more than one, or
     others wait already): a lone caller, one thread completing jobs one after the other,
-    never waits, unless a claim is under way (then it waits for the claim's urgent delete
-    to carry it). An urgent delete is sent at once. Thread-safe."""
+    never waits, unless a claim was under way when it came and still is (then it waits for
+    that claim's urgent delete to carry it). An urgent delete is sent at once.
+    Thread-safe."""
 
     def __init__(self, store: Callable[[], Store], linger: float = LINGER, *,
                  ride: float = RIDE, enabled: bool = True) -> None:

@@ -129,7 +129,8 @@ class Claimer:
         self._candidates: deque[ObjectInfo] = deque()
         self._contended = False  # a candidate was found taken: the page is stale
         self._cursor: str | None = None
-        self._emptied: float | None = None  # when the last listing that found wait/ empty ended
+        self._lists = 0  # LISTs of wait/ sent (each one's number)
+        self._emptied = 0  # the number of the last that found wait/ empty
         self._skip: dict[str, tuple[str, float]] = {}  # name -> (etag, until store time)
         self._named: deque[str] = deque()  # due retry leases without a view (the scan)
         self._too_long: set[str] = set()
@@ -150,7 +151,7 @@ class Claimer:
             return self._claim(worker_id, view_after)
 
     def _claim(self, worker_id: str, view_after: float) -> Job | None:
-        began = self.ctx.monotonic()
+        began = self._lists  # (read before waiting for the lock: see _next_candidates)
         while True:
             with self._lock:
                 name = self._named.popleft() if self._named else None
@@ -297,17 +298,18 @@ class Claimer:
                       extra={"event": "name_too_long", "request": name})
 
     # ------------------------------------------------------------------ candidates
-    def _next_candidates(self, began: float) -> Iterator[ObjectInfo]:
+    def _next_candidates(self, began: int) -> Iterator[ObjectInfo]:
         """Candidates from wait/, a page at a time; each page is shared by the threads of
         this process. A page is walked in order from a random key, wrapping (a rotation, not
         a shuffle: two workers on one page meet only once one reaches where the other
         started, ~page/workers claims in, where shuffled pages collide after ~√(2·page/
         workers)). A claim that finds its candidate taken drops the rest of the page: the
-        next ones come from a fresh LIST. Nor does a claim list wait/ when a listing that
-        ended since it ``began`` found wait/ empty: the threads of a process that find nothing
-        at once (the end of a burst, a queue emptied) share one LIST, made under the lock
-        they wait for (as fresh as the lister's own claim: what it missed, the next poll
-        finds)."""
+        next ones come from a fresh LIST. Nor does a claim list wait/ when a LIST *sent*
+        after it began (numbered above ``began``, the count it read first) found wait/
+        empty: that LIST saw every request submitted before the claim began, as its own
+        would have. The threads of a process that find nothing at once (the end of a burst,
+        a queue emptied), waiting in turn for the lock, share it instead of each making
+        one."""
         refills = 0
         while True:
             with self._lock:
@@ -315,7 +317,7 @@ class Claimer:
                     self._contended = False
                     self._candidates.clear()
                 if not self._candidates:
-                    if refills == 2 or (self._emptied is not None and self._emptied > began):
+                    if refills == 2 or self._emptied > began:
                         return
                     self._refill()
                     refills += 1
@@ -327,11 +329,14 @@ class Claimer:
     def _refill(self) -> None:
         """(Under self._lock.) Fetch the next page of wait/ into the candidate buffer."""
         ctx = self.ctx
+        self._lists += 1
+        number = self._lists
         page = ctx.store.list_page(layout.WAIT, start_after=self._cursor,
                                    limit=ctx.config.page_size)
         if not page.items and self._cursor is not None:  # wrapped around
             page = ctx.store.list_page(layout.WAIT, limit=ctx.config.page_size)
-        self._emptied = None if page.items else ctx.monotonic()
+        if not page.items:
+            self._emptied = number
         self._cursor = (resume_after(page.items[-1].key) if page.truncated and page.items
                         else None)
         now = ctx.store.now()

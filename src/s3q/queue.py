@@ -193,9 +193,11 @@ class Queue:
         """What is not claimable now but will be (a retry's backoff, a lease nobody renews),
         and what is held by workers that renew their leases: a burst waits for the first
         and leaves the second to their owners. A lease is known to be renewed only once it
-        changed between two looks (pass the ``previous`` outlook); until then, a lease
+        changed between two looks (pass the ``previous`` outlook), and lately (the look may
+        be old: a holder that renewed since may have died since); until then, a lease
         written recently may be a live worker's or one that just died: wait until its
-        next renewal is due, and look again. Leases of worker ``mine`` (the caller: its
+        next renewal is due, and look again. A lease unchanged since ``previous`` is not
+        read again. Leases of worker ``mine`` (the caller: its
         jobs still running or being settled) are neither waited for nor left."""
         now = self.store.now()
         due: dict[str, float] = {}
@@ -210,7 +212,8 @@ class Queue:
                 own.add(lease.name)
             elif lease.intent is Intent.RETRY:
                 due[lease.name] = max(0.0, lease.not_before + 1.0 - now)
-            elif lease.name in seen and seen[lease.name][1].etag != info.etag and lease.worker:
+            elif (lease.name in seen and seen[lease.name][1].etag != info.etag
+                  and lease.worker and now - info.last_modified <= renewal):
                 left.append((lease.name, f"in flight on {lease.worker}"))
             elif not lease.worker or now - info.last_modified > renewal:
                 # nobody renews it: expired (the scan takes it over) or about to be
@@ -233,7 +236,7 @@ class Queue:
         for info in list_all(self.store, layout.LEASES):
             name = layout.name_of(layout.LEASES, info.key)
             if name in seen and seen[name][1].etag == info.etag:
-                yield seen[name][0], info
+                yield seen[name]  # (as read then: the same object)
                 continue
             found = leases.read(self.ctx, name)
             if found is not None:

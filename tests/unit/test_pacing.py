@@ -4,17 +4,19 @@ queue (claim again soon), not an idle one (back off), within a bound."""
 from __future__ import annotations
 
 import random
-import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import pytest
 
 from s3q import Queue, layout
 from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
 from s3q.job import Job
 from s3q.pacing import RACE_PAUSE, RACE_RETRIES, Pacer
+from s3q.records import CLOCK_MARGIN
 from s3q.worker import Worker, WorkerOptions
 
 
@@ -117,11 +119,13 @@ def test_a_burst_does_not_wait_for_the_leases_of_its_own_jobs() -> None:
 
 @dataclass
 class Listing(DelegatingStore):
-    """Counts the LISTs of wait/ and the reads of leases; runs ``during`` once, inside the
-    first LIST of wait/ (before it is answered)."""
+    """Counts the LISTs of wait/ and the reads of leases. ``during`` runs once, inside the
+    first LIST of wait/, once the store has taken its snapshot (before it is answered);
+    ``before_get`` (key: hook) runs once before the first GET of that key."""
 
     inner: MemoryStore
     during: Any = None
+    before_get: dict[str, Any] = field(default_factory=dict)
     lists: int = 0
     lease_reads: int = 0
 
@@ -129,49 +133,64 @@ class Listing(DelegatingStore):
         DelegatingStore.__init__(self, self.inner)
 
     def _call(self, op: str, args: dict[str, Any], fn: Any) -> Any:
-        if op == "get" and args["key"].startswith(layout.LEASES):
-            self.lease_reads += 1
-        if op == "list" and args["prefix"] == "wait/":
-            self.lists += 1
-            if self.during is not None:
-                hook, self.during = self.during, None
+        if op == "get":
+            self.lease_reads += args["key"].startswith(layout.LEASES)
+            hook = self.before_get.pop(args["key"], None)
+            if hook is not None:
                 hook()
-        return fn()
+        if op != "list" or args["prefix"] != "wait/":
+            return fn()
+        self.lists += 1
+        answer = fn()
+        if self.during is not None:
+            hook, self.during = self.during, None
+            hook()
+        return answer
 
 
-def test_claims_that_wait_for_a_listing_that_finds_wait_empty_share_it() -> None:
-    """Slot B's claim begins while slot A's LIST is in flight (B waits for the claimer's
-    lock). That LIST finds wait/ empty: B ends without a LIST of its own. A claim begun
-    after that listing lists again, and finds what was submitted since."""
-    clock = [0.0]
-    b_began = threading.Event()
-
-    def monotonic() -> float:
-        now = clock[0]
-        if (threading.current_thread().name == "slot-b"
-                and sys._getframe(1).f_code.co_name == "_claim"):
-            b_began.set()  # (B's claim took its start time: now, before the LIST ends)
-        return now
-
+def test_claims_waiting_for_the_lock_share_a_list_sent_after_they_began() -> None:
+    """Slot B's claim has begun (it looks up a name offered to it) when slot A's LIST is
+    sent and finds wait/ empty: B ends without a LIST of its own. A claim begun after that
+    LIST lists again, and finds what was submitted since."""
     store = Listing(MemoryStore())
-    queue = Queue(store, monotonic=monotonic)
+    queue = Queue(store)
+    queue.offer(["ghost.json"])  # no lease, not in wait/: B's claim looks it up first
     got: dict[str, Job | None] = {}
-    b = threading.Thread(target=lambda: got.update(b=queue.claim("me")), name="slot-b")
 
-    def b_begins() -> None:
-        b.start()
-        b_began.wait(10)  # (B's claim takes its start time first thing)
-        clock[0] = 1.0  # A's LIST ends after B began
+    def a_claims() -> None:
+        a = threading.Thread(target=lambda: got.update(a=queue.claim("me")))
+        a.start()
+        a.join(10)
 
-    store.during = b_begins
-    assert queue.claim("me") is None  # A: wait/ is empty
-    b.join(10)
-    assert not b.is_alive() and got == {"b": None}
+    store.before_get[layout.key(layout.LEASES, "ghost.json")] = a_claims
+    assert queue.claim("me") is None  # B
+    assert got == {"a": None}  # A listed while B's claim was under way
     assert store.lists == 1 and not queue.lost_race()
     queue.submit("late.json", b"{}")
-    clock[0] = 2.0
-    job = queue.claim("me")  # begun after the empty listing: lists again
+    job = queue.claim("me")  # begun after that LIST: lists again
     assert job is not None and job.name == "late.json" and store.lists == 2
+
+
+def test_a_claim_begun_after_a_list_was_sent_does_not_take_its_answer() -> None:
+    """A's LIST has taken its snapshot of wait/ (empty) when a request is submitted and
+    slot B's claim begins, while A still holds the claimer: B lists for itself, and claims
+    the request (a LIST's answer may be older than its end)."""
+    store = Listing(MemoryStore())
+    queue = Queue(store)
+    got: dict[str, Job | None] = {}
+    b = threading.Thread(target=lambda: got.update(b=queue.claim("me")))
+
+    def submitted_then_b_begins() -> None:
+        queue.submit("x.json", b"{}")
+        b.start()
+        time.sleep(0.2)  # (B waits for the claimer A holds; whenever it begins, the same is due)
+
+    store.during = submitted_then_b_begins
+    assert queue.claim("me") is None  # A: its LIST saw wait/ empty
+    b.join(10)
+    assert not b.is_alive()
+    job = got["b"]
+    assert job is not None and job.name == "x.json" and store.lists == 2
 
 
 def test_a_burst_looking_again_reads_only_the_leases_that_changed() -> None:
@@ -199,3 +218,25 @@ def test_a_burst_looking_again_reads_only_the_leases_that_changed() -> None:
     assert store.lease_reads == reads + 4  # the renewed one, read again
     assert third.left == [(renewed.name, "in flight on other")]
     assert renewed.name not in third.waiting and len(third.waiting) == 2
+
+
+def test_a_lease_renewed_since_an_old_look_but_not_lately_is_waited_for() -> None:
+    """The burst's last look was long ago; the lease changed since (a renewal), but not
+    within a renewal interval: its holder may have died after that renewal. The burst waits
+    for the lease to expire (its request then comes back) instead of leaving it."""
+    clock = [1000.0]
+    q = Queue(MemoryStore(clock=lambda: clock[0]))
+    q.submit("r.json", b"{}")
+    job = q.claim("other")
+    assert job is not None
+    first = q.outlook(mine="me")
+    assert first.waiting == ["r.json"] and first.left == []
+    clock[0] += 5
+    job.renew()  # its last renewal
+    renewal = q.config.renew_interval + 2 * CLOCK_MARGIN
+    clock[0] += renewal + 1
+    later = q.outlook(first, mine="me")
+    assert later.left == [] and later.waiting == ["r.json"]
+    assert later.next_due == pytest.approx(q.config.lease_ttl + CLOCK_MARGIN - renewal - 1)
+    job.renew()  # renewed lately: left to its holder
+    assert q.outlook(later, mine="me").left == [("r.json", "in flight on other")]
