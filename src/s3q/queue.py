@@ -197,8 +197,8 @@ class Queue:
         be old: a holder that renewed since may have died since); until then, a lease
         written recently may be a live worker's or one that just died: wait until its
         next renewal is due, and look again. A lease unchanged since ``previous`` is not
-        read again. Leases of worker ``mine`` (the caller: its
-        jobs still running or being settled) are neither waited for nor left."""
+        read again. Leases of worker ``mine`` (the caller: its jobs still running or being
+        settled) are neither waited for nor left."""
         now = self.store.now()
         due: dict[str, float] = {}
         left: list[tuple[str, str]] = []
