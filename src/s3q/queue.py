@@ -162,10 +162,7 @@ class Queue:
         return leases.read(self.ctx, name)
 
     def leases(self) -> Iterator[tuple[Lease, ObjectInfo]]:
-        for info in list_all(self.store, layout.LEASES):
-            found = leases.read(self.ctx, layout.name_of(layout.LEASES, info.key))
-            if found is not None:
-                yield found
+        return self._leases_since({})
 
     def error_record(self, name: str) -> ErrorRecord | None:
         try:
@@ -231,8 +228,9 @@ class Queue:
 
     def _leases_since(self, seen: dict[str, tuple[Lease, ObjectInfo]]
                       ) -> Iterator[tuple[Lease, ObjectInfo]]:
-        """:meth:`leases`, reading only those whose ETag changed since ``seen`` (an earlier
-        look): a burst that waits looks again every fraction of a second."""
+        """Every lease (LIST, then a GET each), but those whose ETag is the one in
+        ``seen`` (an earlier look) are taken as read then: a burst that waits looks again
+        every fraction of a second."""
         for info in list_all(self.store, layout.LEASES):
             name = layout.name_of(layout.LEASES, info.key)
             if name in seen and seen[name][1].etag == info.etag:
