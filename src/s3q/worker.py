@@ -42,6 +42,10 @@ __all__ = ["Worker", "WorkerOptions", "WorkerStats"]
 
 log = logging.getLogger("s3q.worker")
 
+#: Seconds between the main thread's looks at stop requests made by signal handlers (which
+#: may not take a lock, so cannot wake it); a stop() or the slots' end wakes it at once.
+SIGNAL_POLL = 0.2
+
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
     worker_id: str
@@ -90,6 +94,8 @@ class Worker:
         #: Asked before each claim (e.g. s3q.breaker); False: wait (it blocks briefly).
         self._claim_gate = claim_gate
         self._stopping = threading.Event()  # no more claims
+        self._woken = threading.Event()  # the main thread's wake-up: a stop, the slots ended
+        self._slots_left = 0  # slot threads of this run not ended yet
         self._abort = threading.Event()  # give running jobs back now
         #: appended to by signal handlers (even before run() starts), read by run()
         self._signals: list[str] = stop_requests if stop_requests is not None else []
@@ -120,10 +126,11 @@ class Worker:
         if self._stopping.is_set():
             self._abort.set()
         self._stopping.set()
+        self._woken.set()
 
     def request_stop(self, why: str) -> None:
         """Ask for a stop from a signal handler: no lock, no I/O (a handler can interrupt
-        any of them in the main thread); :meth:`run` acts on it within 0.2 s. Requests
+        any of them in the main thread); :meth:`run` acts on it within SIGNAL_POLL. Requests
         made before :meth:`run` starts count too."""
         self._signals.append(why)
 
@@ -158,6 +165,8 @@ class Worker:
         self._burst_slots, self._outlook = self.options.concurrency, None
         self._burst_look = 0.1  # half the last slot's first wait before it looks again
         self._ended.clear()
+        self._woken.clear()
+        self._slots_left = self.options.concurrency
         self._runner.start()
         if self.options.recover_on_start and not self._stopping.is_set():
             recovered = self.queue.recover_own(wid)
@@ -165,7 +174,7 @@ class Worker:
                 log.warning("recovered %d request(s) this worker held before it stopped",
                             len(recovered), extra={"event": "recovered_own",
                                                    "worker": wid, "count": len(recovered)})
-        threads = [threading.Thread(target=self._slot, name=f"s3q-slot-{i}", daemon=True)
+        threads = [threading.Thread(target=self._slot_thread, name=f"s3q-slot-{i}", daemon=True)
                    for i in range(self.options.concurrency)]
         scanner = threading.Thread(target=self._scan, name="s3q-scanner", daemon=True)
         log.info("worker %s started: %d slot(s) on %s", wid, len(threads), self.queue.store.url,
@@ -176,11 +185,16 @@ class Worker:
             scanner.start()
         if self._events is not None:
             self._events.start(capacity=self._free_slots, wake=self.wake)
-        while any(t.is_alive() for t in threads) and not self._stopping.wait(0.2):
+        while self._slots_left and not self._stopping.is_set():
+            self._woken.wait(SIGNAL_POLL)
+            self._woken.clear()  # (both flags are set before the wake: checked again above)
             self._notice_signals()
         self._notice_signals()
-        if any(t.is_alive() for t in threads):
+        if self._slots_left:
             self._drain(threads)
+        else:
+            for t in threads:  # (ended: their last moments)
+                t.join(timeout=10)
         self._ended.set()  # (a burst that ended by itself) the scanner stops too
         if self._events is not None:
             self._events.stop()
@@ -244,6 +258,15 @@ class Worker:
             self.stats.released += 1
 
     # ------------------------------------------------------------------ one slot
+    def _slot_thread(self) -> None:
+        try:
+            self._slot()
+        finally:
+            with self._lock:
+                self._slots_left -= 1
+                if not self._slots_left:
+                    self._woken.set()
+
     def _slot(self) -> None:
         again: Turn | None = None  # claim again at once: the last claim lost races
         while not self._stopping.is_set():

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+import s3q.worker as worker_module
 from s3q import ConfigError, LeaseLost, Queue, QueueConfig, State
 from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
@@ -497,3 +498,35 @@ def test_a_job_settling_when_the_worker_stops_is_completed_not_given_back() -> N
     assert not runner.is_alive()
     assert worker.stats.completed == 1 and worker.stats.released == 0
     assert q.counts() == {"wait": 0, "processing": 0, "finish": 1, "failed": 0}
+
+
+def test_the_run_ends_when_its_slots_end_not_at_the_next_poll(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The main thread is woken by the last slot's end and by stop(): `s3q worker --burst`
+    returns as soon as the queue is drained. (Signals are still polled: with a poll of a
+    minute, a run that waited for it would take a minute.)"""
+    monkeypatch.setattr(worker_module, "SIGNAL_POLL", 60.0)
+    q = make_queue()
+    fill(q, 3)
+    t0 = time.monotonic()
+    stats = Worker(q, lambda job: None, WorkerOptions("w", concurrency=2, burst=True)).run()
+    assert stats.completed == 3
+    assert time.monotonic() - t0 < 30
+
+    started = threading.Event()
+    q.submit("late.json", b"{}")
+
+    def slow(job: Job) -> None:
+        started.set()
+        while not job.interrupted:
+            time.sleep(0.02)
+
+    worker = Worker(q, slow, WorkerOptions("w", concurrency=1, grace=0.1))
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    assert started.wait(10)
+    t0 = time.monotonic()
+    worker.stop()
+    runner.join(30)
+    assert not runner.is_alive() and time.monotonic() - t0 < 30
+    assert worker.stats.released == 1
