@@ -14,6 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -43,6 +44,9 @@ __all__ = ["Outlook", "Queue", "QueueConfig", "Recovered", "RecoveryCandidate",
            "RecoveryMode", "error_info"]
 
 Data = bytes | str | PathLike[str] | BinaryIO
+
+#: Leases read at once by a look at every lease (:meth:`Queue.leases`, the outlook).
+READERS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,15 +232,28 @@ class Queue:
 
     def _leases_since(self, seen: dict[str, tuple[Lease, ObjectInfo]]
                       ) -> Iterator[tuple[Lease, ObjectInfo]]:
-        """Every lease (LIST, then a GET each), but those whose ETag is the one in
-        ``seen`` (an earlier look) are taken as read then: a burst that waits looks again
-        every fraction of a second."""
-        for info in list_all(self.store, layout.LEASES):
-            name = layout.name_of(layout.LEASES, info.key)
-            if name in seen and seen[name][1].etag == info.etag:
-                yield seen[name]  # (as read then: the same object)
-                continue
-            found = leases.read(self.ctx, name)
+        """Every lease (LIST, then a GET each, :data:`READERS` at once), but those whose ETag
+        is the one in ``seen`` (an earlier look) are taken as read then: a burst that waits
+        looks again every fraction of a second."""
+        with ThreadPoolExecutor(READERS, "s3q-read") as pool:
+            page: list[ObjectInfo] = []
+            for info in list_all(self.store, layout.LEASES):
+                page.append(info)
+                if len(page) == 100:
+                    yield from self._read_leases(pool, page, seen)
+                    page = []
+            yield from self._read_leases(pool, page, seen)
+
+    def _read_leases(self, pool: ThreadPoolExecutor, page: list[ObjectInfo],
+                     seen: dict[str, tuple[Lease, ObjectInfo]]
+                     ) -> Iterator[tuple[Lease, ObjectInfo]]:
+        names = [layout.name_of(layout.LEASES, info.key) for info in page]
+        todo = [name for name, info in zip(names, page, strict=True)
+                if name not in seen or seen[name][1].etag != info.etag]
+        read = dict(zip(todo, pool.map(lambda name: leases.read(self.ctx, name), todo),
+                        strict=True))
+        for name in names:
+            found = read[name] if name in read else seen[name]  # (seen: as read then)
             if found is not None:
                 yield found
 

@@ -16,6 +16,7 @@ from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
 from s3q.job import Job
 from s3q.pacing import RACE_PAUSE, RACE_RETRIES, Pacer
+from s3q.queue import READERS
 from s3q.records import CLOCK_MARGIN
 from s3q.worker import Worker, WorkerOptions
 
@@ -128,13 +129,15 @@ class Listing(DelegatingStore):
     before_get: dict[str, Any] = field(default_factory=dict)
     lists: int = 0
     lease_reads: int = 0
+    _counting: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         DelegatingStore.__init__(self, self.inner)
 
     def _call(self, op: str, args: dict[str, Any], fn: Any) -> Any:
         if op == "get":
-            self.lease_reads += args["key"].startswith(layout.LEASES)
+            with self._counting:  # (a look reads leases from several threads)
+                self.lease_reads += args["key"].startswith(layout.LEASES)
             hook = self.before_get.pop(args["key"], None)
             if hook is not None:
                 hook()
@@ -240,3 +243,20 @@ def test_a_lease_renewed_since_an_old_look_but_not_lately_is_waited_for() -> Non
     assert later.next_due == pytest.approx(q.config.lease_ttl + CLOCK_MARGIN - renewal - 1)
     job.renew()  # renewed lately: left to its holder
     assert q.outlook(later, mine="me").left == [("r.json", "in flight on other")]
+
+
+def test_a_look_reads_the_leases_it_has_not_seen_at_once() -> None:
+    """A burst's first look (or `s3q status`) with many jobs in flight reads their leases
+    READERS at a time, not one round trip after another: here each read waits until all
+    of them have begun (a look that read them one by one would fail after 10 s)."""
+    store = Listing(MemoryStore())
+    q = Queue(store)
+    names = [f"r{i}.json" for i in range(READERS)]
+    for name in names:
+        q.submit(name, b"{}")
+    assert all(q.claim("other") is not None for _ in names)
+    together = threading.Barrier(READERS, timeout=10)
+    store.before_get = {layout.key(layout.LEASES, name): together.wait for name in names}
+    first = q.outlook(mine="me")
+    assert first.waiting == names and store.before_get == {}
+    assert sorted(first.leases) == names

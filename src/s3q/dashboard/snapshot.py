@@ -20,11 +20,11 @@ Prometheus scrapes cost one snapshot per ``ttl``.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from s3q import layout
@@ -125,26 +125,11 @@ def count_state(queue: Queue, state: State, limit: int) -> tuple[StateCount, flo
         start = resume_after(page.items[-1].key)
 
 
-def read_leases(queue: Queue, limit: int, threads: int = 8
-                ) -> tuple[list[tuple[Lease, ObjectInfo]], bool]:
-    """Up to ``limit`` leases, read in parallel; and whether that was all of them."""
-    names: list[str] = []
-    start: str | None = None
-    while len(names) < limit:
-        page = queue.store.list_page(layout.LEASES, start_after=start,
-                                     limit=min(1000, limit - len(names)))
-        names += [layout.name_of(layout.LEASES, i.key) for i in page.items]
-        if not page.truncated or not page.items:
-            complete = True
-            break
-        start = resume_after(page.items[-1].key)
-    else:
-        complete = False
-    if not names:
-        return [], complete
-    with ThreadPoolExecutor(min(threads, len(names))) as pool:
-        found = [f for f in pool.map(queue.lease, names) if f is not None]
-    return list(found), complete
+def read_leases(queue: Queue, limit: int) -> tuple[list[tuple[Lease, ObjectInfo]], bool]:
+    """Up to ``limit`` leases (read in parallel: :meth:`Queue.leases`); and whether that was
+    all of them."""
+    found = list(itertools.islice(queue.leases(), limit + 1))
+    return found[:limit], len(found) <= limit
 
 
 def take_snapshot(queue: Queue, registry: Registry | None = None, *,
