@@ -46,6 +46,7 @@ log = logging.getLogger("s3q.worker")
 #: may not take a lock, so cannot wake it); a stop() or the slots' end wakes it at once.
 SIGNAL_POLL = 0.2
 
+
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
     worker_id: str

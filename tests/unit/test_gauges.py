@@ -60,3 +60,14 @@ def test_every_exported_metric_is_documented() -> None:
     names |= {"s3q_store_requests_total", "s3q_store_errors_total"}
     documented = set(re.findall(r"^\| `(s3q_[a-z_]+)` \|", DOC, re.M))
     assert names <= documented, names - documented
+
+
+def test_a_snapshot_reads_leases_up_to_its_limit_and_says_when_there_are_more() -> None:
+    q = busy_queue()  # two leases
+    assert q.claim("w-b") is not None  # three
+    capped = take_snapshot(q, lease_limit=2)
+    assert len(capped.in_flight) == 2 and not capped.leases_complete
+    whole = take_snapshot(q, lease_limit=3)
+    assert len(whole.in_flight) == 3 and whole.leases_complete
+    assert sorted(r.worker for r in whole.in_flight) == ["w-a", "w-a", "w-b"]
+    assert len({r.name for r in whole.in_flight}) == 3

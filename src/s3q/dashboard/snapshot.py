@@ -9,7 +9,8 @@ One :class:`Snapshot` is built from, at most:
   request forever and is never listed whole. How many requests finish is known instead from
   the worker registry: each worker's record carries its completions per heartbeat for the
   last hour (summed: the throughput chart), and its counters;
-* ``.s3q/lease/`` listed up to ``lease_limit`` leases, each read (GET, 8 in parallel);
+* ``.s3q/lease/`` listed and each lease read (GET, 8 in parallel, 100 at a time) until
+  ``lease_limit`` + 1 are found (one more: are there more than the limit?);
 * the registry: one LIST, plus a GET of each record that changed since the last snapshot
   (records change once a minute);
 * the pause flag: one GET.
