@@ -165,8 +165,9 @@ class Queue:
         """The current lease of a request, if any (for status and inspection)."""
         return leases.read(self.ctx, name)
 
-    def leases(self) -> Iterator[tuple[Lease, ObjectInfo]]:
-        return self._leases_since({})
+    def leases(self, limit: int | None = None) -> Iterator[tuple[Lease, ObjectInfo]]:
+        """Every lease (or the first ``limit`` listed), read :data:`READERS` at a time."""
+        return self._leases_since({}, limit)
 
     def error_record(self, name: str) -> ErrorRecord | None:
         try:
@@ -230,29 +231,34 @@ class Queue:
                 due.setdefault(info.key, 0.0)
         return Outlook(min(due.values()) if due else None, sorted(due), left, looked)
 
-    def _leases_since(self, seen: dict[str, tuple[Lease, ObjectInfo]]
-                      ) -> Iterator[tuple[Lease, ObjectInfo]]:
-        """Every lease (LIST, then a GET each, :data:`READERS` at once), but those whose ETag
-        is the one in ``seen`` (an earlier look) are taken as read then: a burst that waits
-        looks again every fraction of a second."""
+    def _leases_since(self, seen: dict[str, tuple[Lease, ObjectInfo]],
+                      limit: int | None = None) -> Iterator[tuple[Lease, ObjectInfo]]:
+        """Every lease (or the first ``limit`` listed): LIST, then a GET each, :data:`READERS`
+        at once (no more are asked for until those are answered: a stop or an exit waits for
+        those at most). Those whose ETag is the one in ``seen`` (an earlier look) are taken
+        as read then: a burst that waits looks again every fraction of a second."""
         with ThreadPoolExecutor(READERS, "s3q-read") as pool:
-            page: list[ObjectInfo] = []
-            for info in list_all(self.store, layout.LEASES):
-                page.append(info)
-                if len(page) == 100:
-                    yield from self._read_leases(pool, page, seen)
-                    page = []
-            yield from self._read_leases(pool, page, seen)
+            listed: list[tuple[str, ObjectInfo]] = []
+            reads = 0
+            for i, info in enumerate(list_all(self.store, layout.LEASES)):
+                if i == limit:
+                    break
+                name = layout.name_of(layout.LEASES, info.key)
+                listed.append((name, info))
+                reads += name not in seen or seen[name][1].etag != info.etag
+                if reads == READERS:
+                    yield from self._read_leases(pool, listed, seen)
+                    listed, reads = [], 0
+            yield from self._read_leases(pool, listed, seen)
 
-    def _read_leases(self, pool: ThreadPoolExecutor, page: list[ObjectInfo],
+    def _read_leases(self, pool: ThreadPoolExecutor, listed: list[tuple[str, ObjectInfo]],
                      seen: dict[str, tuple[Lease, ObjectInfo]]
                      ) -> Iterator[tuple[Lease, ObjectInfo]]:
-        names = [layout.name_of(layout.LEASES, info.key) for info in page]
-        todo = [name for name, info in zip(names, page, strict=True)
+        todo = [name for name, info in listed
                 if name not in seen or seen[name][1].etag != info.etag]
         read = dict(zip(todo, pool.map(lambda name: leases.read(self.ctx, name), todo),
                         strict=True))
-        for name in names:
+        for name, _ in listed:
             found = read[name] if name in read else seen[name]  # (seen: as read then)
             if found is not None:
                 yield found

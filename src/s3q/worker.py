@@ -47,6 +47,22 @@ log = logging.getLogger("s3q.worker")
 SIGNAL_POLL = 0.2
 
 
+class _Slots:
+    """The slot threads of one run that have not ended; the last to end wakes the main
+    thread. (One per run: a slot left over from an earlier run counts down its own.)"""
+
+    def __init__(self, count: int, woken: threading.Event) -> None:
+        self.left = count
+        self._woken = woken
+        self._lock = threading.Lock()
+
+    def ended(self) -> None:
+        with self._lock:
+            self.left -= 1
+            if not self.left:
+                self._woken.set()
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
     worker_id: str
@@ -96,7 +112,6 @@ class Worker:
         self._claim_gate = claim_gate
         self._stopping = threading.Event()  # no more claims
         self._woken = threading.Event()  # the main thread's wake-up: a stop, the slots ended
-        self._slots_left = 0  # slot threads of this run not ended yet
         self._abort = threading.Event()  # give running jobs back now
         #: appended to by signal handlers (even before run() starts), read by run()
         self._signals: list[str] = stop_requests if stop_requests is not None else []
@@ -167,7 +182,7 @@ class Worker:
         self._burst_look = 0.1  # half the last slot's first wait before it looks again
         self._ended.clear()
         self._woken.clear()
-        self._slots_left = self.options.concurrency
+        slots = _Slots(self.options.concurrency, self._woken)
         self._runner.start()
         if self.options.recover_on_start and not self._stopping.is_set():
             recovered = self.queue.recover_own(wid)
@@ -175,7 +190,8 @@ class Worker:
                 log.warning("recovered %d request(s) this worker held before it stopped",
                             len(recovered), extra={"event": "recovered_own",
                                                    "worker": wid, "count": len(recovered)})
-        threads = [threading.Thread(target=self._slot_thread, name=f"s3q-slot-{i}", daemon=True)
+        threads = [threading.Thread(target=self._slot_thread, args=(slots,),
+                                    name=f"s3q-slot-{i}", daemon=True)
                    for i in range(self.options.concurrency)]
         scanner = threading.Thread(target=self._scan, name="s3q-scanner", daemon=True)
         log.info("worker %s started: %d slot(s) on %s", wid, len(threads), self.queue.store.url,
@@ -186,12 +202,12 @@ class Worker:
             scanner.start()
         if self._events is not None:
             self._events.start(capacity=self._free_slots, wake=self.wake)
-        while self._slots_left and not self._stopping.is_set():
+        while slots.left and not self._stopping.is_set():
             self._woken.wait(SIGNAL_POLL)
             self._woken.clear()  # (both flags are set before the wake: checked again above)
             self._notice_signals()
         self._notice_signals()
-        if self._slots_left:
+        if slots.left:
             self._drain(threads)
         else:
             for t in threads:  # (ended: their last moments)
@@ -259,14 +275,11 @@ class Worker:
             self.stats.released += 1
 
     # ------------------------------------------------------------------ one slot
-    def _slot_thread(self) -> None:
+    def _slot_thread(self, slots: _Slots) -> None:
         try:
             self._slot()
         finally:
-            with self._lock:
-                self._slots_left -= 1
-                if not self._slots_left:
-                    self._woken.set()
+            slots.ended()
 
     def _slot(self) -> None:
         again: Turn | None = None  # claim again at once: the last claim lost races

@@ -9,8 +9,8 @@ One :class:`Snapshot` is built from, at most:
   request forever and is never listed whole. How many requests finish is known instead from
   the worker registry: each worker's record carries its completions per heartbeat for the
   last hour (summed: the throughput chart), and its counters;
-* ``.s3q/lease/`` listed and each lease read (GET, 8 in parallel, 100 at a time) until
-  ``lease_limit`` + 1 are found (one more: are there more than the limit?);
+* ``.s3q/lease/`` listed up to ``lease_limit`` + 1 leases (one more: are there more?),
+  each read (GET, 8 in parallel);
 * the registry: one LIST, plus a GET of each record that changed since the last snapshot
   (records change once a minute);
 * the pause flag: one GET.
@@ -21,7 +21,6 @@ Prometheus scrapes cost one snapshot per ``ttl``.
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections import Counter
@@ -129,7 +128,7 @@ def count_state(queue: Queue, state: State, limit: int) -> tuple[StateCount, flo
 def read_leases(queue: Queue, limit: int) -> tuple[list[tuple[Lease, ObjectInfo]], bool]:
     """Up to ``limit`` leases (read in parallel: :meth:`Queue.leases`); and whether that was
     all of them."""
-    found = list(itertools.islice(queue.leases(), limit + 1))
+    found = list(queue.leases(limit + 1))  # (one more: are there more?)
     return found[:limit], len(found) <= limit
 
 
