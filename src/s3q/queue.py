@@ -239,27 +239,28 @@ class Queue:
         as read then: a burst that waits looks again every fraction of a second."""
         with ThreadPoolExecutor(READERS, "s3q-read") as pool:
             listed: list[tuple[str, ObjectInfo]] = []
-            reads = 0
+            todo: list[str] = []  # (of listed: not in seen as it is now)
             for i, info in enumerate(list_all(self.store, layout.LEASES)):
                 if i == limit:
                     break
                 name = layout.name_of(layout.LEASES, info.key)
                 listed.append((name, info))
-                reads += name not in seen or seen[name][1].etag != info.etag
-                if reads == READERS:
-                    yield from self._read_leases(pool, listed, seen)
-                    listed, reads = [], 0
-            yield from self._read_leases(pool, listed, seen)
+                if name not in seen or seen[name][1].etag != info.etag:
+                    todo.append(name)
+                if len(todo) == READERS:
+                    yield from self._read_leases(pool, listed, todo, seen)
+                    listed, todo = [], []
+            yield from self._read_leases(pool, listed, todo, seen)
 
     def _read_leases(self, pool: ThreadPoolExecutor, listed: list[tuple[str, ObjectInfo]],
-                     seen: dict[str, tuple[Lease, ObjectInfo]]
+                     todo: list[str], seen: dict[str, tuple[Lease, ObjectInfo]]
                      ) -> Iterator[tuple[Lease, ObjectInfo]]:
-        todo = [name for name, info in listed
-                if name not in seen or seen[name][1].etag != info.etag]
+        """The ``listed`` leases in order: those in ``todo`` read now (at once), the others
+        as read in ``seen``."""
         read = dict(zip(todo, pool.map(lambda name: leases.read(self.ctx, name), todo),
                         strict=True))
         for name, _ in listed:
-            found = read[name] if name in read else seen[name]  # (seen: as read then)
+            found = read[name] if name in read else seen[name]
             if found is not None:
                 yield found
 
