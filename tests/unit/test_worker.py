@@ -84,9 +84,10 @@ def test_max_jobs_stops_after_n() -> None:
     assert q.counts()["wait"] == 6
 
 
-def test_graceful_stop_gives_running_jobs_back() -> None:
-    q = make_queue()
-    fill(q, 2)
+def run_stuck(q: Queue, options: WorkerOptions, within: float = 5.0
+              ) -> tuple[Worker, threading.Thread]:
+    """A worker whose handler runs until it is interrupted, started on a thread of its own;
+    returns once a handler has started (else stops it and fails)."""
     started = threading.Event()
 
     def slow(job: Job) -> None:
@@ -94,10 +95,20 @@ def test_graceful_stop_gives_running_jobs_back() -> None:
         while not job.interrupted:
             time.sleep(0.02)
 
-    worker = Worker(q, slow, WorkerOptions("w", concurrency=2, grace=0.3))
+    worker = Worker(q, slow, options)
     runner = threading.Thread(target=worker.run)
     runner.start()
-    assert started.wait(5)
+    if not started.wait(within):
+        worker.stop()
+        runner.join(10)
+        raise AssertionError(f"no handler started within {within:g} s")
+    return worker, runner
+
+
+def test_graceful_stop_gives_running_jobs_back() -> None:
+    q = make_queue()
+    fill(q, 2)
+    worker, runner = run_stuck(q, WorkerOptions("w", concurrency=2, grace=0.3))
     time.sleep(0.2)
     t0 = time.monotonic()
     worker.stop()
@@ -249,19 +260,9 @@ def test_process_pool_handler_runs_python_in_a_child(tmp_path: Path,
 def test_two_workers_with_one_id_cannot_run_on_one_host() -> None:
     q = make_queue()
     fill(q, 1)
-    started = threading.Event()
-
-    def slow(job: Job) -> None:
-        started.set()
-        while not job.interrupted:
-            time.sleep(0.02)
-
-    first = Worker(q, slow, WorkerOptions("twin", grace=0))
-    runner = threading.Thread(target=first.run)
-    runner.start()
-    assert started.wait(5)
+    first, runner = run_stuck(q, WorkerOptions("twin", grace=0))
     with pytest.raises(ConfigError, match="another worker with id 'twin'"):
-        Worker(q, slow, WorkerOptions("twin", burst=True)).run()
+        Worker(q, lambda job: None, WorkerOptions("twin", burst=True)).run()
     first.stop()
     runner.join(10)
     assert not runner.is_alive()
@@ -411,18 +412,8 @@ def test_one_worker_id_on_two_queues_runs_twice() -> None:
     qa, qb = Queue(MemoryStore("queue-a")), Queue(MemoryStore("queue-b"))
     fill(qa, 1)
     fill(qb, 1)
-    started = threading.Event()
-
-    def slow(job: Job) -> None:
-        started.set()
-        while not job.interrupted:
-            time.sleep(0.02)
-
-    first = Worker(qa, slow, WorkerOptions("twin", grace=0))
-    runner = threading.Thread(target=first.run)
-    runner.start()
+    first, runner = run_stuck(qa, WorkerOptions("twin", grace=0))
     try:
-        assert started.wait(5)
         assert Worker(qb, lambda job: None, WorkerOptions("twin", burst=True)).run().completed == 1
     finally:
         first.stop()
@@ -513,18 +504,8 @@ def test_the_run_ends_when_its_slots_end_not_at_the_next_poll(
     assert stats.completed == 3
     assert time.monotonic() - t0 < 30
 
-    started = threading.Event()
     q.submit("late.json", b"{}")
-
-    def slow(job: Job) -> None:
-        started.set()
-        while not job.interrupted:
-            time.sleep(0.02)
-
-    worker = Worker(q, slow, WorkerOptions("w", concurrency=1, grace=0.1))
-    runner = threading.Thread(target=worker.run)
-    runner.start()
-    assert started.wait(10)
+    worker, runner = run_stuck(q, WorkerOptions("w", concurrency=1, grace=0.1), within=10)
     t0 = time.monotonic()
     worker.stop()
     runner.join(30)
