@@ -240,7 +240,7 @@ class CountingStore(DelegatingStore):
     OPERATIONS: ClassVar[dict[str, str]] = {
                   "get": "GetObject", "open": "GetObject", "head": "HeadObject",
                   "put": "PutObject", "copy": "CopyObject", "delete": "DeleteObject",
-                  "list": "ListObjectsV2"}
+                  "delete_batch": "DeleteObjects", "list": "ListObjectsV2"}
 
     def __init__(self, inner: Store) -> None:
         super().__init__(inner)

@@ -98,6 +98,9 @@ def ceiling_section(ctx: Context, shared: Shared) -> Section:
         f"threads sharing one store object (s3q's client settings), ~{seconds:g} s each, "
         "measured in the same run right after that store's throughput runs. PUTs are "
         "conditional (`If-None-Match: *`, as c1), DELETEs conditional (`If-Match`, as c3/d5), "
+        "a batch delete is one DeleteObjects of 2 conditional deletes (a one-slot worker's "
+        "c2 with its previous job's commit; on a store that does not honour their ETags, "
+        "the 2 DeleteObject s3q sends there instead), "
         "LIST pages are 100 keys (s3q's `page_size`). HEAD requests are bounded by the HEAD "
         "rate. Bound = 1 / Σ_op (requests of op per job ÷ rate of op), with the request mix "
         "each throughput run actually made.",

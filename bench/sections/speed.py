@@ -2,7 +2,9 @@
 side in one run, at 4 and 16 threads, on plain moto and behind a proxy that adds 25 ms to
 every request (S3's round trips; a client that waits for ``100 Continue`` waits twice):
 jobs/s and their ratio, requests per job by kind, the round trips a thread waits for per
-job, the CPU each process spends per job, and every duplicate counted. Each shape runs
+job, the CPU each process spends per job, and every duplicate counted; then moto's own rate
+per operation, and the least server time a job of the seed and of a one-slot s3q worker can
+cost (what bounds one-slot workers where the server is the limit). Each shape runs
 ``--rounds`` times (default 3); ratios are medians of each round's."""
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from bench import seed
+from bench import ceiling, seed
 from bench.common import Context, CpuMeter
 from bench.runs import Location, RunResult, run_s3q
 from bench.s3env import S3Env
@@ -25,6 +27,12 @@ from tests.s3server import S3Endpoint
 
 LATENCY = 0.025
 SERVER = "S3 server"
+#: The least a small job can cost the server, by request (listing wait/ left out: every
+#: worker of either kind pays it): the seed's claim, read and finish by copy + delete, and a
+#: worker of one slot (c0 GET, c1 PUT, c2 sent with its previous job's commit d5 in one
+#: DeleteObjects, the finish/ PUT).
+FLOORS = {"seed": {"CopyObject": 2, "DeleteObject": 2, "GetObject": 1},
+          "s3q, one slot": {"GetObject": 1, "PutObject": 2, "DeleteObjects": 1}}
 
 
 @contextmanager
@@ -136,7 +144,8 @@ def speed_section(ctx: Context, s3: S3Env, shared: Shared) -> Section:
                         "median": ratio, "rounds": each}
                     ctx.figure("speed", f"ratio s3q {key} / seed spread ({where})",
                                ratio or 0.0, "x", rounds=each)
-    sec.data = {"rows": rows, "ratios": ratios, "latency_s": LATENCY, "rounds": ctx.rounds}
+    sec.data = {"rows": rows, "ratios": ratios, "latency_s": LATENCY, "rounds": ctx.rounds,
+                "capacity": _capacity(ctx, s3)}
     sec.md += [
         "One moto server, one run: each row a fresh bucket, the same N small requests, the "
         "seed's copy + delete written plainly with boto3 (each thread its own client; "
@@ -175,8 +184,47 @@ def speed_section(ctx: Context, s3: S3Env, shared: Shared) -> Section:
         *(f"- {k}: **{_fmt(v['median'], 2) if v['median'] is not None else '-'}x** "
           f"(rounds: {', '.join(_fmt(x, 2) if x is not None else '-' for x in v['rounds'])})"
           for k, v in ratios.items()),
+        "",
+        *_capacity_md(sec.data["capacity"]),
     ]
     return sec
+
+
+def _capacity(ctx: Context, s3: S3Env) -> dict[str, Any]:
+    """moto's own rate per operation (bench/ceiling.py), measured after the runs, and the
+    least a job of each kind (FLOORS) can cost it."""
+    seconds = 0.5 if ctx.quick else 2.0
+    endpoint, prefix = s3.fresh("speed-capacity")
+    rates = ceiling.measure(s3.store(endpoint, prefix), seconds)
+    floors = {k: round(ceiling.bound(mix, rates)[0] * 1000, 1) for k, mix in FLOORS.items()}
+    ratio = round(floors["seed"] / floors["s3q, one slot"], 2)
+    ctx.figure("speed", "seed floor / one-slot floor (server time per job)", ratio, "x",
+               floors_ms=floors)
+    return {"seconds_per_op": seconds, "threads": ceiling.THREADS,
+            "ops_per_s": {op: r.per_s for op, r in rates.items()},
+            "floor_ms_per_job": floors, "floor_ratio": ratio}
+
+
+def _capacity_md(cap: dict[str, Any]) -> list[str]:
+    seed_ms, one_ms = cap["floor_ms_per_job"]["seed"], cap["floor_ms_per_job"]["s3q, one slot"]
+    ops = ", ".join(f"{op} {_fmt(v)}/s" for op, v in cap["ops_per_s"].items())
+    return [
+        f"**What the server allows.** moto's own rates, measured after the runs "
+        f"({cap['threads']} threads, ~{cap['seconds_per_op']:g} s an operation, "
+        f"bench/ceiling.py): {ops}. At 16 threads moto's server is busy in every row, with "
+        "or without the proxy (cores used: S3 server near its one core), so a row's jobs/s "
+        "follow the server time its requests cost more than its round trips. The least a "
+        f"job can cost the server at these rates: the seed's 5 requests {seed_ms} ms; the 4 "
+        f"of an s3q worker of one slot {one_ms} ms (c0 GET, c1 PUT, c2 with the previous "
+        "job's commit in one DeleteObjects, the finish/ PUT); listing wait/ left out (every "
+        "worker of either kind lists it, and a LIST costs the server by the keys it "
+        "returns). Workers of one slot that list as much as the seed's can thus run at "
+        f"most **{cap['floor_ratio']}x** the seed on this server, less what their "
+        "collisions and each worker's start and end cost beyond the seed's (a worker "
+        "registers, recovers its own work, takes part in the scanner role, and a burst "
+        "looks at the leases before it ends). A worker of many slots shares one listing "
+        "and its deletes among them.",
+    ]
 
 
 def _cpu(ms: dict[str, float]) -> str:
