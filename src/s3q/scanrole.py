@@ -133,8 +133,10 @@ class ScannerRole:
                 got = store.put(ROLE_KEY, new.to_bytes(), if_none_match=True)
             else:
                 got = store.put(ROLE_KEY, new.to_bytes(), if_match=info.etag)
-        except (PreconditionFailed, NotFound):
-            return self._settle(new, "take")
+        except (PreconditionFailed, NotFound) as exc:
+            # its claim id is new: only a retry of this request could have put it there, so
+            # a first try's 412 or 404 is certain (another write came first): no read-back
+            return self._settle(new, "take") if exc.retried else False
         self._mine = (new, got.etag)
         log.info("scanner role taken by %s (gen %d)", worker_id, new.gen,
                  extra={"event": "scanner_role", "worker": worker_id, "gen": new.gen,

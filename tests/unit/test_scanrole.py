@@ -136,6 +136,20 @@ def test_an_ambiguous_role_write_that_took_effect_is_recognised() -> None:
     assert role(world).gen == 1
 
 
+def test_a_worker_that_loses_the_race_for_a_vacant_role_does_not_read_it_back() -> None:
+    world = World()
+    (q0, s0), (q1, _) = fleet(world, 2)
+
+    def w1_takes_the_role() -> None:
+        assert q1.scan("w1") is not None
+
+    s0.before[2] = w1_takes_the_role  # between w0's GET and its PUT!
+    assert q0.scan("w0") is None
+    assert role(world).worker == "w1"
+    # a 412 to a first try is certain: no GET of the role after it
+    assert s0.ops == [f"get {ROLE_KEY}", f"put! {ROLE_KEY}"], s0.ops
+
+
 def test_a_restarted_worker_carries_on_with_its_own_role() -> None:
     world = World()
     q, _ = world.queue()
