@@ -95,7 +95,8 @@ def ceiling_section(ctx: Context, shared: Shared) -> Section:
     seconds = 0.5 if ctx.quick else 3.0
     sec.md += [
         f"Raw rates of each store operation s3q uses, on 1 KB objects, {ceiling.THREADS} "
-        f"threads sharing one store object (s3q's client settings), ~{seconds:g} s each, "
+        f"threads sharing one store object (s3q's client settings), ~{seconds:g} s each "
+        "(deletes: until their objects ran out), "
         "measured in the same run right after that store's throughput runs. PUTs are "
         "conditional (`If-None-Match: *`, as c1), DELETEs conditional (`If-Match`, as c3/d5), "
         "a batch delete is one DeleteObjects of 2 conditional deletes (a one-slot worker's "

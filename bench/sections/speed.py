@@ -191,39 +191,49 @@ def speed_section(ctx: Context, s3: S3Env, shared: Shared) -> Section:
 
 
 def _capacity(ctx: Context, s3: S3Env) -> dict[str, Any]:
-    """moto's own rate per operation (bench/ceiling.py), measured after the runs, and the
-    least a job of each kind (FLOORS) can cost it."""
+    """moto's rate per operation (bench/ceiling.py), measured after the runs, and the least
+    a job of each kind (FLOORS) can cost at those rates (None when an operation it needs
+    measured nothing)."""
     seconds = 0.5 if ctx.quick else 2.0
     endpoint, prefix = s3.fresh("speed-capacity")
     rates = ceiling.measure(s3.store(endpoint, prefix), seconds)
-    floors = {k: round(ceiling.bound(mix, rates)[0] * 1000, 1) for k, mix in FLOORS.items()}
-    ratio = round(floors["seed"] / floors["s3q, one slot"], 2)
-    ctx.figure("speed", "seed floor / one-slot floor (server time per job)", ratio, "x",
-               floors_ms=floors)
+    measured = all(rates[ceiling.OP_OF_REQUEST[r]].per_s > 0
+                   for mix in FLOORS.values() for r in mix)
+    floors = {k: ceiling.bound(mix, rates)[0] for k, mix in FLOORS.items()}
+    ratio = round(floors["seed"] / floors["s3q, one slot"], 2) if measured else None
+    ctx.figure("speed", "seed floor / one-slot floor (server time per job)", ratio or 0.0,
+               "x", floors_ms={k: round(v * 1000, 1) for k, v in floors.items()})
     return {"seconds_per_op": seconds, "threads": ceiling.THREADS,
             "ops_per_s": {op: r.per_s for op, r in rates.items()},
-            "floor_ms_per_job": floors, "floor_ratio": ratio}
+            "floor_ms_per_job": {k: round(v * 1000, 1) if measured else None
+                                 for k, v in floors.items()},
+            "floor_ratio": ratio}
 
 
 def _capacity_md(cap: dict[str, Any]) -> list[str]:
-    seed_ms, one_ms = cap["floor_ms_per_job"]["seed"], cap["floor_ms_per_job"]["s3q, one slot"]
     ops = ", ".join(f"{op} {_fmt(v)}/s" for op, v in cap["ops_per_s"].items())
+    text = (f"**What the server allows.** moto's rates, measured after the runs "
+            f"({cap['threads']} threads of this process, one operation at a time, "
+            f"~{cap['seconds_per_op']:g} s each, deletes until their objects ran out; "
+            f"bench/ceiling.py): {ops}. ")
+    if cap["floor_ratio"] is None:
+        return [text + "An operation measured nothing: no floor this run."]
+    seed_ms, one_ms = cap["floor_ms_per_job"]["seed"], cap["floor_ms_per_job"]["s3q, one slot"]
     return [
-        f"**What the server allows.** moto's own rates, measured after the runs "
-        f"({cap['threads']} threads, ~{cap['seconds_per_op']:g} s an operation, "
-        f"bench/ceiling.py): {ops}. At 16 threads moto's server is busy in every row, with "
-        "or without the proxy (cores used: S3 server near its one core), so a row's jobs/s "
-        "follow the server time its requests cost more than its round trips. The least a "
-        f"job can cost the server at these rates: the seed's 5 requests {seed_ms} ms; the 4 "
-        f"of an s3q worker of one slot {one_ms} ms (c0 GET, c1 PUT, c2 with the previous "
-        "job's commit in one DeleteObjects, the finish/ PUT); listing wait/ left out (every "
-        "worker of either kind lists it, and a LIST costs the server by the keys it "
-        "returns). Workers of one slot that list as much as the seed's can thus run at "
-        f"most **{cap['floor_ratio']}x** the seed on this server, less what their "
-        "collisions and each worker's start and end cost beyond the seed's (a worker "
-        "registers, recovers its own work, takes part in the scanner role, and a burst "
-        "looks at the leases before it ends). A worker of many slots shares one listing "
-        "and its deletes among them.",
+        text + "Where moto's server is the limit (its cores used near one, as the table "
+        "shows for the 16-thread rows here), a row's jobs/s follow what its requests cost the "
+        "server more than its round trips. Counting each operation at what it costs alone, "
+        f"the least a job can cost: the seed's 5 requests {seed_ms} ms, the 4 of an s3q "
+        f"worker of one slot {one_ms} ms (c0 GET, c1 PUT, c2 with the previous job's "
+        "commit in one DeleteObjects, the finish/ PUT); listing wait/ left out (every worker "
+        "of either kind lists it, and a LIST costs the server by the keys it returns). "
+        "There, workers of one slot that list as much as the seed's run at most "
+        f"**{cap['floor_ratio']}x** the seed, less what their collisions and each worker's "
+        "start and end cost beyond the seed's (a worker registers, recovers its own work, "
+        "takes part in the scanner role, and a burst looks at the leases before it ends). "
+        "Where the server is not the limit (round trips or the clients' CPU are), they can "
+        "do better; so can a worker of many slots, which shares one listing and its deletes "
+        "among them.",
     ]
 
 
