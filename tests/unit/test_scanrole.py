@@ -150,6 +150,18 @@ def test_a_worker_that_loses_the_race_for_a_vacant_role_does_not_read_it_back() 
     assert s0.ops == [f"get {ROLE_KEY}", f"put! {ROLE_KEY}"], s0.ops
 
 
+def test_a_worker_whose_takeover_of_an_expired_role_finds_it_gone_does_not_read_it() -> None:
+    world = World()
+    (q0, s0), (q1, _) = fleet(world, 2)
+    assert q1.scan("w1") is not None
+    world.clock.advance(ScannerRole(q1.ctx).ttl + CLOCK_MARGIN + 1)  # w1 died: expired
+    s0.before[2] = lambda: world.mem.delete(ROLE_KEY)  # between w0's GET and its PUT=e
+    assert q0.scan("w0") is None  # a 404 to a first try: certain, nothing to read back
+    assert s0.ops == [f"get {ROLE_KEY}", f"put= {ROLE_KEY}"], s0.ops
+    world.clock.advance(q0.config.effective_scan_interval)
+    assert q0.scan("w0") is not None and role(world).worker == "w0"  # vacant: taken
+
+
 def test_a_restarted_worker_carries_on_with_its_own_role() -> None:
     world = World()
     q, _ = world.queue()
