@@ -220,9 +220,9 @@ def _capacity_md(cap: dict[str, Any]) -> list[str]:
         return [text + "An operation measured nothing: no floor this run."]
     seed_ms, one_ms = cap["floor_ms_per_job"]["seed"], cap["floor_ms_per_job"]["s3q, one slot"]
     return [
-        text + "Where moto's server is the limit (its cores used near one, as the table "
-        "shows for the 16-thread rows here), a row's jobs/s follow what its requests cost the "
-        "server more than its round trips. Counting each operation at what it costs alone, "
+        text + "Where moto's server is the limit (its cores used near one in the table "
+        "above), a row's jobs/s follow what its requests cost the server more than its "
+        "round trips. Counting each operation at what it costs alone, "
         f"the least a job can cost: the seed's 5 requests {seed_ms} ms, the 4 of an s3q "
         f"worker of one slot {one_ms} ms (c0 GET, c1 PUT, c2 with the previous job's "
         "commit in one DeleteObjects, the finish/ PUT); listing wait/ left out (every worker "
