@@ -4,8 +4,8 @@ every request (S3's round trips; a client that waits for ``100 Continue`` waits 
 jobs/s and their ratio, requests per job by kind, the round trips a thread waits for per
 job, the CPU each process spends per job, and every duplicate counted; then moto's own rate
 per operation, and the least server time a job of the seed and of a one-slot s3q worker can
-cost (what bounds one-slot workers where the server is the limit). Each shape runs
-``--rounds`` times (default 3); ratios are medians of each round's."""
+cost (an estimate of how far one-slot workers can go where the server is the limit). Each
+shape runs ``--rounds`` times (default 3); ratios are medians of each round's."""
 
 from __future__ import annotations
 
@@ -222,15 +222,17 @@ def _capacity_md(cap: dict[str, Any]) -> list[str]:
     return [
         text + "Where moto's server is the limit (its cores used near one in the table "
         "above), a row's jobs/s follow what its requests cost the server more than its "
-        "round trips. Counting each operation at what it costs alone, "
+        "round trips. Counting each operation at what it costs alone (an estimate: "
+        "in a mix, and from more clients, an operation may cost the server more or less), "
         f"the least a job can cost: the seed's 5 requests {seed_ms} ms, the 4 of an s3q "
         f"worker of one slot {one_ms} ms (c0 GET, c1 PUT, c2 with the previous job's "
         "commit in one DeleteObjects, the finish/ PUT); listing wait/ left out (every worker "
         "of either kind lists it, and a LIST costs the server by the keys it returns). "
-        "There, workers of one slot that list as much as the seed's run at most "
-        f"**{cap['floor_ratio']}x** the seed, less what their collisions and each worker's "
-        "start and end cost beyond the seed's (a worker registers, recovers its own work, "
-        "takes part in the scanner role, and a burst looks at the leases before it ends). "
+        "There, workers of one slot that list as much as the seed's can be expected to run "
+        f"about **{cap['floor_ratio']}x** the seed at best, less what their collisions and "
+        "each worker's start and end cost beyond the seed's (a worker registers, recovers "
+        "its own work, takes part in the scanner role, and a burst looks at the leases "
+        "before it ends). "
         "Where the server is not the limit (round trips or the clients' CPU are), they can "
         "do better; so can a worker of many slots, which shares one listing and its deletes "
         "among them.",
