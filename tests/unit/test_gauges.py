@@ -4,25 +4,19 @@ every metric the code exports."""
 from __future__ import annotations
 
 import re
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 from prometheus_client import generate_latest
 
 from s3q import Queue, QueueConfig
-from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
 from s3q.dashboard.snapshot import Snapshots, take_snapshot, throughput
 from s3q.gauges import gauges, queue_registry
 from s3q.metrics import Metrics
 from s3q.pause import pause
 from s3q.registry import PREFIX, Registry, WorkerRecord
-from s3q.store import Store
-
-T = TypeVar("T")
+from tests.unit.test_pacing import Listing
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "METRICS.md").read_text()
 
@@ -80,26 +74,13 @@ def test_a_snapshot_reads_leases_up_to_its_limit_and_says_when_there_are_more() 
     assert len({r.name for r in whole.in_flight}) == 3
 
 
-class LeaseReads(DelegatingStore):
-    def __init__(self, inner: Store) -> None:
-        super().__init__(inner)
-        self.reads = 0
-        self._lock = threading.Lock()
-
-    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
-        if op == "get" and args["key"].startswith(".s3q/lease/"):
-            with self._lock:
-                self.reads += 1
-        return fn()
-
-
 def test_a_snapshot_reads_no_more_leases_than_its_limit_and_one() -> None:
-    store = LeaseReads(MemoryStore("many"))
+    store = Listing(MemoryStore("many"))  # (counts the GETs of leases)
     q = Queue(store)
     for i in range(30):
         q.submit(f"{i:02d}.json", b"{}")
         assert q.claim("w") is not None
-    store.reads = 0
+    store.lease_reads = 0
     snap = take_snapshot(q, lease_limit=2)
     assert len(snap.in_flight) == 2 and not snap.leases_complete
-    assert store.reads == 3
+    assert store.lease_reads == 3
