@@ -257,6 +257,8 @@ def test_generated_config_loads_and_picks_the_profile_by_host_name(
         ("*request.json", 60.0, attempts, "move", 30.0)
     assert cfg.access_key_id is None and cfg.secret_access_key is None  # instance profile
     assert sources["queue"] == f"profile {profile} ({path})"
+    # the knob to turn before running more workers on a server (OPERATIONS.md, "Sizing")
+    assert cfg.concurrency == 4 and sources["concurrency"] == f"profile {profile} ({path})"
 
 
 # --------------------------------------------------------------------------- the scripts
