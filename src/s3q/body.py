@@ -21,8 +21,8 @@ from s3q.errors import LeaseLost
 from s3q.records import Lease
 from s3q.store import Guard, NotFound, ObjectInfo, PreconditionFailed
 
-__all__ = ["BodyGone", "delete_view", "is_ours", "open_body", "processing_view", "read_body",
-           "write_copy", "write_view"]
+__all__ = ["BodyGone", "create_view", "delete_view", "is_ours", "open_body", "processing_view",
+           "read_body", "write_copy", "write_view"]
 
 
 class BodyGone(LeaseLost):
@@ -54,15 +54,24 @@ def open_body(ctx: Context, lease: Lease) -> BinaryIO:
 def write_view(ctx: Context, lease: Lease, key: str, guard: Guard) -> str | None:
     """Create the view ``key`` of the request (create-if-absent). Returns its ETag, or None
     when the key holds another object, which is left alone."""
+    return create_view(ctx, lease, key, guard)[0]
+
+
+def create_view(ctx: Context, lease: Lease, key: str,
+                guard: Guard) -> tuple[str | None, bool]:
+    """:func:`write_view`, and whether this write created the view. An object of the
+    request's bytes already at ``key`` (an earlier try of ours, or a producer's
+    re-submission of the same bytes) is adopted, not created: it is not this holder's to
+    undo (:func:`s3q.settle.undoing_view`)."""
     try:
-        return write_copy(ctx, lease, key, guard, if_none_match=True).etag
+        return write_copy(ctx, lease, key, guard, if_none_match=True).etag, True
     except PreconditionFailed:
         pass
     try:
         info = ctx.store.head(key)
     except NotFound:
-        return None  # deleted right after our condition failed: try again next time
-    return info.etag if is_ours(ctx, lease, key, info) else None
+        return None, False  # deleted right after our condition failed: try again next time
+    return (info.etag if is_ours(ctx, lease, key, info) else None), False
 
 
 def processing_view(ctx: Context, lease: Lease, guard: Deadline) -> str | None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from s3q import layout, leases
-from s3q.body import write_view
+from s3q.body import create_view
 from s3q.context import Context, Deadline
 from s3q.leases import LeaseTaken
 from s3q.records import INLINE_MAX, Intent, Lease, new_claim_id
@@ -58,8 +58,9 @@ def forward(h: Holder) -> None:
     ``retry`` lease with no attempts made (a claim takes it at once)."""
     ctx, lease, guard = h.ctx, h.lease, h.deadline.check
     name = lease.name
-    view = write_view(ctx, lease, layout.key(layout.WAIT, name), guard)  # r2
-    with undoing_view(ctx, layout.key(layout.WAIT, name), view):
+    view, created = create_view(ctx, lease, layout.key(layout.WAIT, name), guard)  # r2
+    with undoing_view(ctx, layout.key(layout.WAIT, name), view if created else None,
+                      h.deadline):
         with contextlib.suppress(NotFound, PreconditionFailed):  # r3
             record = ctx.store.head(layout.key(layout.ERRORS, name))
             ctx.store.delete(record.key, if_match=record.etag, guard=guard)

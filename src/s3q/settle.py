@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from s3q import layout, leases
-from s3q.body import BodyGone, delete_view, is_ours, write_copy, write_view
+from s3q.body import BodyGone, create_view, delete_view, is_ours, write_copy
 from s3q.context import Context, Deadline
 from s3q.errors import LeaseLost
 from s3q.records import ErrorRecord, Intent, Lease
@@ -92,9 +92,11 @@ def back_to_wait(h: Holder, *, attempts: int, not_before: float,
     """w1 (the view in wait/, created first so that the commit records its ETag), w2 (the
     commit: the lease rests as ``retry`` with the body), w3."""
     ctx, name = h.ctx, h.lease.name
-    view = write_view(ctx, h.lease, layout.key(layout.WAIT, name), h.deadline.check)  # w1
+    view, created = create_view(ctx, h.lease, layout.key(layout.WAIT, name),
+                                h.deadline.check)  # w1
     proc = h.lease.proc
-    with undoing_view(ctx, layout.key(layout.WAIT, name), view):
+    with undoing_view(ctx, layout.key(layout.WAIT, name), view if created else None,
+                      h.deadline):
         h.write(h.lease.next(intent=Intent.RETRY, attempts=attempts, not_before=not_before,
                              error=error, view=view, proc=None, written_at=time.time()))  # w2
     delete_view(ctx, layout.key(layout.PROCESSING, name), proc, h.deadline.check)  # w3
@@ -106,14 +108,24 @@ def back_to_wait(h: Holder, *, attempts: int, not_before: float,
 
 
 @contextlib.contextmanager
-def undoing_view(ctx: Context, key: str, view: str | None) -> Iterator[None]:
-    """A commit that records the view just created: if the lease was taken over meanwhile
-    (this holder stalled), the view is this stale holder's and is deleted again, so that
-    it cannot outlive the request and run it a second time."""
+def undoing_view(ctx: Context, key: str, created: str | None,
+                 deadline: Deadline) -> Iterator[None]:
+    """A commit that records the view this holder just ``created`` (its ETag; None: not
+    created by this write): if the commit finds the lease taken over meanwhile (this
+    holder stalled, or an operator recovered it), the view is deleted again, so that it
+    cannot outlive the request and run it a second time. An adopted view (an object of
+    the request's bytes was there: a re-submission, or an earlier holder's view) is
+    never deleted: it is not this holder's. Where ETags are the MD5 of the bytes, the
+    delete is sent only before the deadline: after it, the request may have been settled
+    and re-submitted with the same bytes, whose ETag is the view's; the view is left to
+    whoever took the lease over (its c2 deletes it, its w1 adopts it), or else to run the
+    request once more (docs/PROTOCOL.md §7)."""
     try:
         yield
     except LeaseLost:
-        delete_view(ctx, key, view, lambda: None)
+        exact = ctx.store.capabilities.etags == "opaque"  # DEL=e names this object only
+        with contextlib.suppress(LeaseLost):
+            delete_view(ctx, key, created, (lambda: None) if exact else deadline.check)
         raise
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from s3q import layout, leases, requeue, settle
-from s3q.body import is_ours, write_view
+from s3q.body import create_view, is_ours
 from s3q.claim import Claimer, finish_claim
 from s3q.context import Context, Deadline, error_info
 from s3q.errors import LeaseLost
@@ -152,9 +152,9 @@ def restore_view(ctx: Context, name: str, worker_id: str, *, make_job: MakeJob,
         return "raced"
     job = make_job(lease, etag, ctx.deadline(sent, name))
     try:
-        view = there.etag if there is not None else write_view(
+        view, created = (there.etag, False) if there is not None else create_view(
             ctx, job.lease, key, job.deadline.check)  # v2 (as w1)
-        with settle.undoing_view(ctx, key, view):
+        with settle.undoing_view(ctx, key, view if created else None, job.deadline):
             job.write(job.lease.next(view=view, written_at=time.time()))  # v3 (as w2)
     except LeaseLost:
         return "raced"
