@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from s3q import layout, leases
-from s3q.body import create_view
+from s3q.body import create_view, is_ours
 from s3q.context import Context, Deadline
 from s3q.leases import LeaseTaken
 from s3q.records import INLINE_MAX, Intent, Lease, new_claim_id
@@ -88,6 +88,7 @@ def purge(ctx: Context, state: PurgeState, info: ObjectInfo) -> bool:
             lease, linfo = found
             if lease.intent is not Intent.RETRY:
                 return False  # claimed meanwhile, or in flight
+            _drop_leftover_view(ctx, lease)
             try:  # the retry lineage first: fails if a claim takes it now
                 ctx.store.delete(layout.key(layout.LEASES, name), if_match=linfo.etag)
             except PreconditionFailed:
@@ -112,3 +113,15 @@ def purge(ctx: Context, state: PurgeState, info: ObjectInfo) -> bool:
             ctx.store.delete(record.key, if_match=record.etag)
     ctx.emit("purged", name, state=state)
     return True
+
+
+def _drop_leftover_view(ctx: Context, lease: Lease) -> None:
+    """The processing/ view a retry's holder left when its w3 never ran (a crash, a store
+    error): no lease records it, so once the retry lease is purged the scan would adopt it
+    as an orphan and run the purged request again. Deleted if it holds this request's
+    bytes (before the lease goes: the body of a large request is compared with it)."""
+    key = layout.key(layout.PROCESSING, lease.name)
+    with contextlib.suppress(NotFound, PreconditionFailed):
+        info = ctx.store.head(key)
+        if is_ours(ctx, lease, key, info):
+            ctx.store.delete(key, if_match=info.etag)

@@ -1,6 +1,7 @@
-"""A holder's view in wait/ and a producer's re-submission of the same bytes (PROTOCOL §4
-w1/w2, §7): a view the holder adopted is never its to delete, and with MD5 ETags it deletes
-nothing after its deadline. ``World.missing`` knows a request by its bytes, so a lost
+"""Views a holder finds or leaves behind (PROTOCOL §4 w1/w2 and purge, §7): a view it
+adopted (a re-submission of the same bytes) is never its to delete, with MD5 ETags it
+deletes nothing in wait/ after its deadline, and a purged retry takes the processing/ view
+its last holder left with it. ``World.missing`` knows a request by its bytes, so a lost
 re-submission of bytes that already ran once would pass ``check_never_lost``: these tests
 count the handler's runs instead."""
 
@@ -79,3 +80,31 @@ def test_a_view_it_made_in_time_is_not_deleted_after_the_deadline_with_md5_etags
     world.drain()
     assert world.runs(NAME) == 3, (world.handled, world.state())
     world.check_never_lost()
+
+
+@pytest.mark.parametrize("etags", ETAG_MODES)
+def test_a_purged_retry_does_not_run_again_from_its_leftover_processing_view(
+        etags: EtagMode) -> None:
+    """A's handler fails; fail() commits the retry (w2) and dies before w3, so
+    processing/NAME is left, recorded by no lease. The operator cancels the waiting request
+    with `s3q purge wait`: the leftover view goes with it, and once the fleet has drained
+    (its scans adopt orphans a lease_ttl old) the request has not run again."""
+    from s3q.layout import State
+    from tests.unit.adversaries import purge
+    from tests.unit.harness import Crash
+
+    world = World(etags=etags)
+    job = claimed_by_a(world)  # its processing/ view is written at the claim (c3)
+    q, _ = world.queue(crash_after=2)  # w1, w2, then death before w3
+    job.ctx = q.ctx
+    with pytest.raises(Crash):
+        job.fail("boom")
+    lease = world.lease(NAME)
+    assert lease is not None and lease.intent.value == "retry"
+    assert NAME in world.keys(layout.PROCESSING)
+    purge(State.WAIT)(world, NAME)  # the operator cancels it
+    assert world.lease(NAME) is None and NAME not in world.keys(layout.WAIT)
+    assert NAME not in world.keys(layout.PROCESSING), world.state()
+    world.expire()
+    world.drain()
+    assert world.runs(NAME) == 1, world.handled
