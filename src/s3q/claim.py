@@ -56,7 +56,7 @@ def finish_claim(ctx: Context, lease: Lease, guard: Deadline, *,
             raise ClaimStalled(str(exc)) from exc
         try:
             # (urgent: it carries the commits of this worker's completions waiting then)
-            ctx.deletes.delete(layout.key(layout.WAIT, name), target, guard=guard.check,
+            ctx.deletes.delete(layout.key(layout.WAIT, name), target, guard=_c2_guard(guard),
                                urgent=True)
             removed = True
         except (NotFound, PreconditionFailed) as exc:
@@ -71,6 +71,25 @@ def finish_claim(ctx: Context, lease: Lease, guard: Deadline, *,
     if not view:
         guard.check()  # the claim took longer than its lease: leave it to a takeover
     return replace(lease, proc=proc, view=None), removed
+
+
+def _c2_guard(deadline: Deadline) -> Callable[[], None]:
+    """The deadline, checked before each try of c2: one that stops the first try stops a
+    c2 never sent (:class:`ClaimStalled`: the lease can be given up); one that stops a
+    retry stops a c2 that may have been applied (LeaseLost: the lease holds the request)."""
+    tries = 0
+
+    def check() -> None:
+        nonlocal tries
+        try:
+            deadline.check()
+        except LeaseLost as exc:
+            if tries == 0:
+                raise ClaimStalled(str(exc)) from exc
+            raise
+        tries += 1
+
+    return check
 
 
 def _sweep_view(ctx: Context, lease: Lease, guard: Deadline) -> None:
