@@ -8,6 +8,8 @@ moto is not: one behaviour at a time, chosen by :class:`Behaviour` flags.
     translates the ETags clients send in conditions (``If-Match``, ``If-None-Match``,
     ``x-amz-copy-source-if-match``) back to moto's, so that conditions keep their meaning.
 ``ignore_delete_if_match``: DeleteObject ignores ``If-Match`` (MinIO, minio issue 21677).
+``missing_delete_204``: a DeleteObject with ``If-Match`` of a missing key is answered 204, not
+    404 NoSuchKey (radosgw 16).
 ``ignore_put_if_match``: PutObject ignores ``If-Match`` (reported of Garage).
 ``ignore_copy_conditions``: CopyObject ignores source and destination conditions
     (radosgw 16; moto ignores most of them already).
@@ -60,6 +62,7 @@ _KEY_XML = re.compile(rb"<Key>(.*?)</Key>")
 class Behaviour:
     opaque_etags: bool = False
     ignore_delete_if_match: bool = False
+    missing_delete_204: bool = False
     ignore_put_if_match: bool = False
     ignore_copy_conditions: bool = False
     conflicts: float = 0.0
@@ -148,6 +151,12 @@ class StoreProxy:
             self._bend(req.command, headers, bucket, key, copy_source)
             status, reason, out_headers, data = self._forward(req.command, req.path, body,
                                                               headers)
+            if (self.behaviour.missing_delete_204 and req.command == "DELETE"
+                    and status == 404 and any(h.lower() == "if-match" for h in headers)):
+                self.counts["404 as 204"] += 1
+                status, reason, data = 204, "No Content", b""
+                out_headers = [(k, v) for k, v in out_headers
+                               if k.lower() in ("date", "x-amz-request-id")]
             if (self.behaviour.delete_errors and req.command == "POST" and status == 200
                     and "delete" in parse_qs(path.query, keep_blank_values=True)):
                 self.counts["delete errors"] += 1

@@ -78,8 +78,9 @@ ROWS: dict[str, Row] = {
         "ignore it", required=True),
     "conditional_delete": Row(
         "conditional delete", REQUIRED["conditional_delete"],
-        "use a store that honours DeleteObject If-Match (AWS S3); MinIO (minio issue 21677) "
-        "and radosgw 16 ignore it and delete whatever is there", required=True),
+        "use a store that honours DeleteObject If-Match (AWS S3) and answers 404 to it on a "
+        "missing key; MinIO (minio issue 21677) and radosgw 16 ignore it and delete whatever "
+        "is there, and radosgw 16 answers 204 for a missing key", required=True),
     "ordered_listing": Row(
         "listing order", REQUIRED["ordered_listing"] + " (and every scan)",
         "use a general purpose bucket: S3 Express directory buckets list in no order",

@@ -98,11 +98,14 @@ def test_moto_without_atomic_conditional_writes_is_caught(racy_moto: S3Endpoint)
 @pytest.mark.parametrize(("behaviour", "missing", "seen"), [
     (Behaviour(ignore_delete_if_match=True), "conditional_delete",
      "DELETE If-Match with a stale ETag deleted the object (If-Match ignored)"),
+    (Behaviour(missing_delete_204=True), "conditional_delete",
+     "DELETE If-Match of a missing key was accepted (204), not 404 NotFound"),
     (Behaviour(ignore_put_if_match=True), "compare_and_swap",
      "PUT If-Match with a stale ETag was accepted: the object was overwritten"),
     (Behaviour(deny=frozenset({"DeleteObject"})), "permission.delete", "AccessDenied"),
     (Behaviour(deny=frozenset({"CopyObject"})), "permission.copy", "AccessDenied"),
-], ids=["ignored-delete-if-match", "ignored-put-if-match", "denied-delete", "denied-copy"])
+], ids=["ignored-delete-if-match", "missing-delete-204", "ignored-put-if-match",
+        "denied-delete", "denied-copy"])
 def test_a_broken_guarantee_is_missing(moto: S3Endpoint, behaviour: Behaviour, missing: str,
                                        seen: str) -> None:
     report = probe_through(moto, behaviour)

@@ -4,6 +4,7 @@ a real S3 server: tests/integration/test_store_probe.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -24,7 +25,16 @@ from s3q.backends.memory import MemoryStore
 from s3q.capabilities import NATIVE, Capabilities
 from s3q.doctor import PROBE, RESULT, SCHEMA, STALE_PROBE, Report, probe
 from s3q.guarantees import MISSING, OK, ROWS
-from s3q.store import Body, Guard, ObjectInfo, Page, PreconditionFailed, StoreError, list_all
+from s3q.store import (
+    Body,
+    Guard,
+    NotFound,
+    ObjectInfo,
+    Page,
+    PreconditionFailed,
+    StoreError,
+    list_all,
+)
 from s3q.storecheck import check_store
 
 T = TypeVar("T")
@@ -55,6 +65,15 @@ class IgnoresDeleteIfMatch(Unprobed):
     def delete(self, key: str, *, if_match: str | None = None,
                guard: Guard | None = None) -> None:
         super().delete(key, guard=guard)
+
+
+class SilentMissingDelete(Unprobed):
+    """radosgw 16: DeleteObject If-Match of a missing key answers 204, not 404."""
+
+    def delete(self, key: str, *, if_match: str | None = None,
+               guard: Guard | None = None) -> None:
+        with contextlib.suppress(NotFound):
+            super().delete(key, if_match=if_match, guard=guard)
 
 
 class IgnoresPutIfMatch(Unprobed):
@@ -160,6 +179,7 @@ def test_opaque_etags_are_reported_and_still_ok() -> None:
 
 @pytest.mark.parametrize(("store", "missing", "seen"), [
     (IgnoresDeleteIfMatch, "conditional_delete", "stale ETag deleted the object"),
+    (SilentMissingDelete, "conditional_delete", "missing key was accepted (204)"),
     (IgnoresPutIfMatch, "compare_and_swap", "stale ETag was accepted"),
     (ComparesIfMatchVerbatim, "compare_and_swap", "without its quotes"),
     (CheckThenWrite, "create_if_absent", "concurrent writes won in round 1"),
