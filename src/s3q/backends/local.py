@@ -31,9 +31,12 @@ atomic guarantees as S3 across threads *and* processes on one machine:
   (:data:`~s3q.backends.localfs.STAMP_DELTA_NS`), which no other writer gives a file by
   chance (where the file system cannot keep those timestamps, its own files too wait
   ``settle`` seconds before they are listed). ``get``/``head`` are not
-  held back. Producers should still write elsewhere on the same file system and ``mv``
-  into wait/: a writer that pauses for longer than ``settle`` cannot be told from a
-  finished one.
+  held back, but a conditional delete under wait/ (a claim's c2, which takes the request)
+  refuses a file that is not settled, so a claim whose read fell between two blocks of a
+  ``cp`` over a waiting request (the same inode, truncated and rewritten) gives up instead
+  of running part of it. Producers should still write elsewhere on the same file system
+  and ``mv`` into wait/: a writer that pauses for longer than ``settle`` cannot be told
+  from a finished one.
 * **Unreadable entries** (another user's file under umask 077, a directory without
   permission) are left out of listings and reported once (a warning naming the path): they
   never make a listing fail.
@@ -81,7 +84,7 @@ from s3q.store import (
     delete_each,
 )
 
-__all__ = ["SETTLE_SECONDS", "LocalStore"]
+__all__ = ["PRODUCED", "SETTLE_SECONDS", "LocalStore"]
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +92,9 @@ log = logging.getLogger(__name__)
 ETAG_CACHE_SIZE = 200_000
 #: A file this store did not write is listed only once nobody wrote to it for this long.
 SETTLE_SECONDS = 2.0
-
+#: Where programs that take no lock write (a producer's ``cp``/``mv``): a conditional delete
+#: there refuses a file that is not settled, as a listing leaves it out.
+PRODUCED = "wait/"
 
 
 class LocalStore(Store):
@@ -260,15 +265,26 @@ class LocalStore(Store):
         re-submitting the request) a check and an unlink would be two steps, and a file
         it put there in between would be deleted by a condition naming the one it
         replaced; so the file is moved aside in one step and what was moved is the one
-        removed if it is the one checked (else it is put back: PreconditionFailed). False
-        when it checked out but cannot be moved aside (a key on another file system than
-        the store's tmp directory): the caller unlinks it in place."""
+        removed if it is the one checked (else it is put back: PreconditionFailed). Under
+        wait/ (:data:`PRODUCED`) the file removed must also be settled (:meth:`_settled`):
+        a producer's ``cp`` over a waiting request truncates and rewrites *the same inode*
+        with the file open, and the bytes a claim read between two of its blocks have an
+        ETag of their own; deleting that file would let ``cp`` finish into an unlinked
+        inode (the re-submission lost, the handler run on part of it). Such a file is
+        refused (PreconditionFailed) and put back, as a replaced one is; it is claimed
+        once it settled. The check is made on the file moved aside, which no program can
+        open any more by its name. False when it checked out but cannot be moved aside (a
+        key on another file system than the store's tmp directory): the caller unlinks it
+        in place."""
         found = self._stat_etag(path)
         if found is None:
             raise NotFound(f"{self.url}/{key} not found (conditional delete)")
         st, current = found
         if current != if_match:
             raise PreconditionFailed(f"{self.url}/{key}: ETag is not {if_match}")
+        written = key.startswith(PRODUCED)  # where programs that take no lock write
+        if written and not self._settled(st):
+            raise PreconditionFailed(self._unsettled(key, st))
         with fs.errors("delete", path, writing=True):
             try:
                 aside = fs.take_aside(path, self._tmp_dir)
@@ -287,6 +303,9 @@ class LocalStore(Store):
             if not same:  # replaced between the check and the move
                 fs.put_back(aside, path)
                 raise PreconditionFailed(f"{self.url}/{key}: ETag is not {if_match}")
+            if written and not self._settled(moved):  # a writer had it open: cp, O_TRUNC
+                fs.put_back(aside, path)
+                raise PreconditionFailed(self._unsettled(key, moved))
             os.unlink(aside)
         return True
 
@@ -383,6 +402,11 @@ class LocalStore(Store):
     def _settled(self, st: os.stat_result) -> bool:
         """Written by this store (its stamp), or left alone for ``settle`` seconds."""
         return fs.stamped(st) or abs(time.time() - st.st_mtime) >= self.settle
+
+    def _unsettled(self, key: str, st: os.stat_result) -> str:
+        return (f"{self.url}/{key}: another program wrote to it {time.time() - st.st_mtime:.3f}"
+                f" s ago (less than {self.settle} s): not deleted while it may still be "
+                "written")
 
     def _report_unreadable(self, path: str, e: OSError) -> None:
         if path not in self._unreadable:

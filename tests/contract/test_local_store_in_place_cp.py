@@ -1,0 +1,127 @@
+"""The local store's "a file another program writes is listed only once settled" protects
+the *listing*; a claim must not take a file that is being written either. A producer's
+``cp NEW wait/NAME`` over a request that waits there (settled, already listed: the
+claimer's page is shared and reused) truncates the same inode and writes it block by block.
+A claim whose c0 falls between two blocks reads the partial file; its c2 (``DEL=`` the ETag
+of that partial content) must be refused, else ``cp`` writes the rest into an unlinked
+inode: the re-submission lost, the handler run on a truncated request. The window is c0..c2,
+milliseconds: no pause of the writer is needed.
+
+Real parts: LocalStore, Queue, real file operations of a "cp" (O_TRUNC on the existing
+file, then chunked writes). A DelegatingStore only orders them: cp's first block lands right
+before the claim's c0 (GET of wait/NAME); its last block after the claim returned."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from s3q.backends.delegating import DelegatingStore
+from s3q.backends.local import LocalStore
+from s3q.context import QueueConfig
+from s3q.queue import Queue
+from s3q.store import PreconditionFailed
+
+NAME = "x_request.json"
+OLD = b'{"old": true}'
+NEW = b'{"new": "' + b"n" * 100_000 + b'"}'  # a re-submission of other bytes
+FIRST_BLOCK = 32 * 1024
+
+
+class _Cp:
+    """``cp NEW wait/NAME`` onto an existing file: open it O_TRUNC, write block by block."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def start(self) -> None:
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_TRUNC)
+        os.write(self.fd, NEW[:FIRST_BLOCK])
+
+    def finish(self) -> None:
+        assert self.fd is not None
+        os.write(self.fd, NEW[FIRST_BLOCK:])
+        os.close(self.fd)
+
+
+class _Ordering(DelegatingStore):
+    def __init__(self, inner: LocalStore, cp: _Cp) -> None:
+        super().__init__(inner)
+        self.cp: _Cp | None = cp
+
+    def _call(self, op: str, args: dict[str, Any], fn: Any) -> Any:
+        if op == "get" and args["key"] == f"wait/{NAME}" and self.cp is not None:
+            cp, self.cp = self.cp, None
+            cp.start()  # cp's first block lands just before c0
+        return fn()
+
+
+def _settled_long_ago(path: Path) -> None:
+    past = time.time() - 60
+    os.utime(path, (past, past))
+
+
+def test_a_cp_resubmission_landing_during_a_claim_is_not_lost(tmp_path: Path) -> None:
+    root = tmp_path / "q"
+    local = LocalStore(root)
+    wait = root / "wait"
+    wait.mkdir(parents=True, exist_ok=True)
+    target = wait / NAME
+    target.write_bytes(OLD)  # a producer's file, settled long ago
+    _settled_long_ago(target)
+    cp = _Cp(target)
+    q = Queue(_Ordering(local, cp), QueueConfig(lease_ttl=30))
+    try:
+        job = q.claim("w")
+        ran = None
+        if job is not None:
+            ran = job.read()
+        cp.finish()  # cp writes its remaining blocks (it never paused for long)
+        if job is not None:
+            job.complete()
+        # every file of the store (a listing would leave out the one cp just wrote)
+        everything = {str(f.relative_to(root)): f.read_bytes() for f in root.rglob("*")
+                      if f.is_file() and ".s3qlocal" not in f.parts}
+        holders = [k for k, v in everything.items() if v == NEW]
+        assert ran in (None, OLD, NEW) and (holders or ran == NEW), (
+            f"handler ran on {len(ran or b'')} of {len(NEW)} bytes; the full re-submission "
+            f"is held by {holders}; the store holds "
+            f"{ {k: len(v) for k, v in everything.items()} }")
+        assert ran is None, "the claim took a file that was being written"
+        assert target.read_bytes() == NEW
+        # once cp is done and the file settled, the re-submission is claimed, whole
+        _settled_long_ago(target)
+        again = q.claim("w")
+        assert again is not None and again.read() == NEW
+        again.complete()
+    finally:
+        q.close()
+
+
+def test_a_conditional_delete_refuses_a_file_being_written_in_wait(tmp_path: Path) -> None:
+    """``DEL=e`` of a wait/ file another program wrote to less than ``settle`` ago is
+    refused, and the file kept; settled, or outside wait/, it is deleted."""
+    root = tmp_path / "q"
+    store = LocalStore(root)
+    (root / "wait").mkdir(parents=True, exist_ok=True)
+    (root / "finish").mkdir(parents=True, exist_ok=True)
+    fresh, other = root / "wait" / "a", root / "finish" / "a"
+    fresh.write_bytes(b"partial")  # just written, not by this store: no stamp
+    other.write_bytes(b"partial")
+    etag = store.head("wait/a").etag
+    with pytest.raises(PreconditionFailed, match="another program wrote to it"):
+        store.delete("wait/a", if_match=etag)
+    assert fresh.read_bytes() == b"partial"
+    assert list((root / ".s3qlocal" / "tmp").iterdir()) == []
+    store.delete("finish/a", if_match=store.head("finish/a").etag)
+    assert not other.exists()
+    _settled_long_ago(fresh)
+    store.delete("wait/a", if_match=etag)
+    assert not fresh.exists()
+    own = store.put("wait/b", b"written by the store")  # stamped: deleted at once
+    store.delete("wait/b", if_match=own.etag)
