@@ -128,7 +128,11 @@ class LocalStore(Store):
         self._etags: dict[tuple[int, ...], str] = {}
         self._etags_lock = threading.Lock()
         self._unreadable: set[str] = set()  # reported already
-        fs.remove_stale_temps(self._tmp_dir)
+        for left in fs.remove_stale_temps(self._tmp_dir):
+            log.warning("%s: a file a conditional delete moved aside and never removed nor "
+                        "put back (the process stopped midway); it may be a request a "
+                        "producer re-submitted: look at it, then remove it", left,
+                        extra={"event": "local_aside_left", "path": left})
 
     # -- reads (no locks: os.replace is atomic, an open file keeps its content) ----------
 

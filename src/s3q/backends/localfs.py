@@ -29,7 +29,9 @@ STRIPES = 64
 CHUNK = 1024**2
 #: How often a write retries when a concurrent delete removes the directory it writes into.
 INSTALL_ATTEMPTS = 100
-#: Temp files older than this (left by crashed writers) are removed when a store opens.
+#: Temp files (``*.tmp``) older than this (left by crashed writers) are removed when a store
+#: opens; files a conditional delete moved aside (``*.del``) never are (see
+#: :func:`remove_stale_temps`).
 STALE_TEMP_SECONDS = 3600.0
 #: The files this store installs have an mtime in whole microseconds and an atime exactly
 #: this much later (31.415 ms, whole microseconds too, so that µs timestamps keep it).
@@ -157,24 +159,41 @@ def take_aside(path: str, tmp_dir: str) -> str | None:
 
 def put_back(aside: str, path: str) -> None:
     """Undo :func:`take_aside` (the file was not the one to delete), unless another file
-    took its place meanwhile: that one is newer and stays (as after an overwrite)."""
+    took its place meanwhile: that one is newer and stays (as after an overwrite). Raises
+    :class:`~s3q.store.StoreError` when the file moved aside is not there any more (someone
+    removed it from the store's tmp directory): a file that was not to be deleted is gone,
+    which must not pass in silence."""
     for _ in range(INSTALL_ATTEMPTS):
         try:
             os.link(aside, path)
             break
         except FileExistsError:
             break
-        except FileNotFoundError:  # its directory was pruned meanwhile
+        except FileNotFoundError:  # the file moved aside is gone, or its directory was pruned
+            if not os.path.lexists(aside):
+                raise _lost(aside, path) from None
             with suppress(FileNotFoundError):
                 makedirs(os.path.dirname(path))
         except OSError as e:
             if e.errno not in _NO_LINKS:
                 raise
             if not os.path.lexists(path):  # no hard links here: the best we can do
-                os.rename(aside, path)
+                try:
+                    os.rename(aside, path)
+                except FileNotFoundError:
+                    if not os.path.lexists(aside):
+                        raise _lost(aside, path) from None
+                    raise
             break
+    else:
+        raise StoreError(f"cannot put {aside} back at {path}: its directory keeps disappearing")
     with suppress(OSError):
         os.unlink(aside)
+
+
+def _lost(aside: str, path: str) -> StoreError:
+    return StoreError(f"cannot put back {path}: the file a conditional delete moved aside to "
+                      f"{aside} (not the one to delete) was removed meanwhile")
 
 
 def makedirs(directory: str) -> None:
@@ -231,14 +250,27 @@ def prune(directory: str, root: str) -> None:
         directory = os.path.dirname(directory)
 
 
-def remove_stale_temps(tmp_dir: str) -> None:
-    """Delete temp files that crashed writers left behind (best effort)."""
-    cutoff = time.time() - STALE_TEMP_SECONDS
+def remove_stale_temps(tmp_dir: str) -> list[str]:
+    """Delete the temp files (``*.tmp``, written by :func:`write_temp`) that crashed writers
+    left behind: not written to for :data:`STALE_TEMP_SECONDS` (best effort). Files a
+    conditional delete moved aside (``*.del``, :func:`take_aside`) are never deleted: their
+    mtime is the moved file's own (a rename keeps it), so a producer's file prepared long
+    ago and moved aside a moment ago looks old, and :func:`put_back` may still need it. One
+    whose move aside is :data:`STALE_TEMP_SECONDS` old by its ctime (which the rename set)
+    was left by a conditional delete that crashed midway: those are returned, for the
+    caller to report (it may be a request a producer re-submitted)."""
+    now = time.time()
+    cutoff = now - STALE_TEMP_SECONDS
+    left: list[str] = []
     with suppress(OSError), os.scandir(tmp_dir) as entries:
         for entry in entries:
             with suppress(OSError):
-                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                st = entry.stat(follow_symlinks=False)
+                if entry.name.endswith(".tmp") and st.st_mtime < cutoff:
                     os.unlink(entry.path)
+                elif entry.name.endswith(".del") and st.st_ctime < cutoff:
+                    left.append(entry.path)
+    return sorted(left)
 
 
 # -- listing ---------------------------------------------------------------------------------
