@@ -11,7 +11,7 @@ import base64
 import json
 import random
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any, Self
 
@@ -115,6 +115,10 @@ class Lease:
         version = data.pop("v")
         if version == 1:
             data = _from_version_1(data)
+        # fields a later s3q of the same record version added are left out, not taken for
+        # corruption: a fleet that is being upgraded reads each other's leases
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
         try:
             data["intent"] = Intent(data["intent"])
             return cls(**data, version=version)

@@ -69,3 +69,25 @@ def test_a_version_1_lease_whose_request_is_gone_is_dropped() -> None:
     world.expire()
     world.drain()
     assert not world.keys(layout.LEASES) and world.runs(NAME) == 0
+
+
+def test_a_lease_with_a_field_of_a_later_version_is_read_not_taken_for_corrupt() -> None:
+    """A fleet being upgraded: a later s3q adds a field to its version-2 leases. This one
+    reads such a lease as the lease it is (its holder, its body of record), where a record
+    it could not decode would be taken for corrupt and held by nobody."""
+    from s3q.records import Lease
+
+    world = World()
+    world.submit(NAME)
+    q, _ = world.queue()
+    job = q.claim("new-worker")
+    assert job is not None
+    key = layout.key(layout.LEASES, NAME)
+    data = json.loads(world.mem.get(key)[0])
+    data["ttl"] = 120.0  # a field this version does not know
+    world.mem.put(key, json.dumps(data).encode())
+    lease = Lease.from_bytes(world.mem.get(key)[0])
+    assert (lease.worker, lease.claim, lease.body) == ("new-worker", job.lease.claim,
+                                                      job.read())
+    found = q.lease(NAME)
+    assert found is not None and found[0].worker == "new-worker"
