@@ -12,28 +12,51 @@ from pathlib import Path
 
 from s3q.errors import ConfigError
 
-__all__ = ["one_per_host"]
+__all__ = ["HostLockHeld", "one_per_host"]
+
+
+class HostLockHeld(ConfigError):
+    """Another process on this host holds the lock of (queue, worker id)."""
+
+    def __init__(self, message: str, *, worker_id: str, queue_url: str, path: Path) -> None:
+        super().__init__(message)
+        self.worker_id = worker_id
+        self.queue_url = queue_url
+        self.path = path
 
 
 @contextlib.contextmanager
 def one_per_host(worker_id: str, queue_url: str) -> Iterator[None]:
     """Hold a host-wide lock on (queue, worker id): two live workers with one id on one
     queue would take each other's work back at start (own recovery); on two queues they do
-    not meet. Lock files live in $S3Q_LOCK_DIR (default: the temporary directory)."""
+    not meet. Lock files live in $S3Q_LOCK_DIR (default: the temporary directory). Raises
+    HostLockHeld (a ConfigError) when another process holds it. ``s3q recover --mine`` takes
+    it too, so that it never takes the live jobs of a running worker with its id."""
     lock_dir = Path(os.environ.get("S3Q_LOCK_DIR") or tempfile.gettempdir())
     digest = hashlib.sha256(f"{queue_url}\n{worker_id}".encode()).hexdigest()[:16]
     path = lock_dir / f"s3q-worker-{digest}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError:
+        try:  # another user's lock file (the unit's, to an operator): flock needs no write
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise ConfigError(f"worker_id: cannot open the lock file {path} ({e.strerror}); "
+                              "run as the worker's user, or set S3Q_LOCK_DIR") from None
+    except OSError as e:
+        raise ConfigError(f"worker_id: cannot open the lock file {path} ({e.strerror}); "
+                          "set S3Q_LOCK_DIR to a writable directory") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConfigError(
+            raise HostLockHeld(
                 f"worker_id: another worker with id {worker_id!r} is running on this host "
                 f"for {queue_url} (lock {path}); give each worker process its own "
-                "--worker-id") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {worker_id} {queue_url}\n".encode())
+                "--worker-id", worker_id=worker_id, queue_url=queue_url, path=path) from None
+        with contextlib.suppress(OSError):  # (read-only: the owner's note stays)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {worker_id} {queue_url}\n".encode())
         yield
     finally:
         os.close(fd)

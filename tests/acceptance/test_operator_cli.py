@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from rich.cells import cell_len
 
-from tests.acceptance.conftest import S3Q, Cli
+from tests.acceptance.conftest import S3Q, Cli, kill_tree, wait_for
 from tests.s3server import S3Endpoint
 
 PY = sys.executable
@@ -261,6 +261,43 @@ def test_purge_with_yes_deletes_in_rounds_as_it_lists(local: Cli) -> None:
 
 
 # ------------------------------------------------------------------------ failed, show, result
+
+def test_recover_mine_refuses_while_a_worker_with_that_id_runs_on_this_host(
+        local: Cli, procs: list[subprocess.Popen[str]]) -> None:
+    wid = local.env["S3Q_WORKER_ID"]  # the host's id: the one `recover --mine` defaults to
+    local.run("submit", "-", "--name", "a_request.json", input="{}")
+    worker = local.worker("--lease-ttl", "60", env={"S3Q_TEST_SLEEP": "60"})
+    procs.append(worker)
+    wait_for(lambda: local.runs("start")["a_request.json"] == 1, 60, "the job to start")
+
+    def lease() -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(
+            local.run("show", "a_request.json", "--json").stdout)["lease"]
+        return found
+
+    assert (lease()["worker"], lease()["attempt"]) == (wid, 1)
+    for args in (["recover", "--mine"], ["recover", "--mine", "--dry-run"],
+                 ["recover", "--mine", "--worker-id", wid, "--json"]):
+        out = local.run(*args, check=False, input="")
+        assert out.returncode == 2, out.stderr
+        [line] = errors(out)
+        assert f"a worker with id {wid!r} is running on this host" in line
+        assert "stop it first" in line and "Traceback" not in out.stderr
+        assert out.stdout == ""
+    # the running job was left alone: same lease, same attempt, one start
+    assert lease()["worker"] == wid and lease()["attempt"] == 1 and lease()["intent"] == "held"
+    assert worker.poll() is None and local.runs("start") == {"a_request.json": 1}
+
+    kill_tree(worker, signal.SIGKILL)  # the worker dies, and its lock with it
+    out = local.run("recover", "--mine", "--json")
+    assert [r["action"] for r in json.loads(out.stdout)["requests"]] == ["released"]
+    assert local.counts()["wait"] == 1
+    # recover let go of the lock: a worker with that id starts and runs the request
+    again = local.worker("--burst")
+    procs.append(again)
+    assert again.wait(60) == 0
+    assert local.runs("done") == {"a_request.json": 1}
+
 
 def test_ls_failed_shows_the_error_and_show_the_traceback(local: Cli, tmp_path: Path) -> None:
     (local.tmp / "work" / "jobs.py").write_text(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from s3q.cli.options import (
 )
 from s3q.cli.output import confirm, echo_json, progress, table
 from s3q.config import show_config
+from s3q.hostlock import HostLockHeld, one_per_host
 from s3q.layout import State
 from s3q.queue import Queue, RecoveryMode
 from s3q.records import Intent
@@ -124,7 +126,8 @@ class Planned:
     "s3q recover --all --dry-run",
     "s3q recover --all --include '*request.json' --yes   # the seed's reset, done safely"])
 @click.option("--mine", "mode", flag_value="mine", help="What this worker id (--worker-id) "
-              "held: back to wait/ at once.")
+              "held: back to wait/ at once. Refused while a worker with that id runs on "
+              "this host.")
 @click.option("--stale", "mode", flag_value="stale", help="Requests whose lease expired.")
 @click.option("--all", "mode", flag_value="all", help="Everything in processing/ matching "
               "--include, even what live workers hold (they are fenced and stop).")
@@ -148,20 +151,24 @@ def recover(mode: RecoveryMode | None, include: str | None, dry_run: bool, yes: 
     app = App()
     queue = app.open_queue()
     worker_id = app.config.effective_worker_id() if mode == "mine" else "s3q-recover"
-    plan = plan_recovery(queue, mode, include or "*", worker_id)
-    if dry_run:
-        actions = {p.name: p.action for p in plan}
-    else:
-        live = [p for p in plan if p.live and mode == "all"]
-        if live:
-            confirm_takeover(live, yes)
-        if mode == "mine":
-            done = queue.recover_own(worker_id)
-        elif mode == "stale":
-            done = queue.recover_stale()
+    # --mine: what a stopped worker of this id held. Its lock says whether one is running
+    # on this host (its jobs are live, not to be taken); held until the recovery is done,
+    # so that no worker of this id starts meanwhile.
+    with idle_worker_id(queue, worker_id) if mode == "mine" else contextlib.nullcontext():
+        plan = plan_recovery(queue, mode, include or "*", worker_id)
+        if dry_run:
+            actions = {p.name: p.action for p in plan}
         else:
-            done = queue.recover_all(include or "*")
-        actions = {n: a for n, a in done.actions.items() if a not in UNTOUCHED}
+            live = [p for p in plan if p.live and mode == "all"]
+            if live:
+                confirm_takeover(live, yes)
+            if mode == "mine":
+                done = queue.recover_own(worker_id)
+            elif mode == "stale":
+                done = queue.recover_stale()
+            else:
+                done = queue.recover_all(include or "*")
+            actions = {n: a for n, a in done.actions.items() if a not in UNTOUCHED}
     if as_json:
         echo_json("recover", {"dry_run": dry_run, "requests": [
             {"name": n, "action": a} for n, a in actions.items()]})
@@ -169,6 +176,22 @@ def recover(mode: RecoveryMode | None, include: str | None, dry_run: bool, yes: 
     if actions:
         click.echo(table(["REQUEST", "ACTION"], sorted(actions.items())))
     click.echo(f"{'would touch' if dry_run else 'recovered'} {len(actions)} request(s)")
+
+
+@contextlib.contextmanager
+def idle_worker_id(queue: Queue, worker_id: str) -> Iterator[None]:
+    """Hold the host lock of ``worker_id`` on this queue, as ``s3q worker`` does; a worker
+    with that id running on this host (it holds the lock) stops the command."""
+    lock = contextlib.ExitStack()
+    try:
+        lock.enter_context(one_per_host(worker_id, queue.store.url))
+    except HostLockHeld as e:
+        raise Failure(
+            f"a worker with id {worker_id!r} is running on this host (lock {e.path}); its "
+            "requests are live: stop it first (it gives its jobs back as it stops), or use "
+            "--stale for what dead workers held") from None
+    with lock:
+        yield
 
 
 def plan_recovery(queue: Queue, mode: RecoveryMode, include: str,

@@ -1,0 +1,43 @@
+"""The host lock of a worker id (s3q.hostlock): held by ``s3q worker`` and by
+``s3q recover --mine``, seen by another user's process too."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from s3q.errors import ConfigError
+from s3q.hostlock import HostLockHeld, one_per_host
+
+
+def test_a_held_lock_is_seen_through_a_lock_file_this_user_cannot_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S3Q_LOCK_DIR", str(tmp_path))
+    real_open = os.open
+
+    def no_write(path: Any, flags: int, *args: Any) -> int:
+        if flags & (os.O_RDWR | os.O_WRONLY):  # the unit's file, to an operator's shell
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    with one_per_host("w1", "file:///q"):
+        monkeypatch.setattr(os, "open", no_write)
+        with (pytest.raises(HostLockHeld, match="another worker with id 'w1'") as held,
+              one_per_host("w1", "file:///q")):
+            pass
+        assert held.value.path.parent == tmp_path and held.value.worker_id == "w1"
+        monkeypatch.setattr(os, "open", real_open)
+    monkeypatch.setattr(os, "open", no_write)
+    with one_per_host("w1", "file:///q"):  # free again: taken read-only
+        pass
+
+
+def test_a_lock_directory_that_cannot_be_used_is_one_clear_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S3Q_LOCK_DIR", str(tmp_path / "missing"))
+    with (pytest.raises(ConfigError, match=r"cannot open the lock file .*S3Q_LOCK_DIR"),
+          one_per_host("w1", "file:///q")):
+        pass
