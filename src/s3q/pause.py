@@ -2,7 +2,8 @@
 claims (``s3q pause`` / ``s3q resume`` / the dashboard's buttons).
 
 While the object exists, workers claim nothing — neither waiting requests nor the expired
-leases of dead workers — and the jobs already running finish normally. Submitting still
+leases of dead workers: their takeover scan does not run — and the jobs already running
+finish normally. Submitting still
 works. The object is JSON: ``{"v": 1, "by": WHO, "at": EPOCH, "reason": TEXT}``.
 
 Cost: :class:`PauseGate` asks the store with one HEAD (a class-B request, a tenth of a

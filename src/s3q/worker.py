@@ -225,12 +225,15 @@ class Worker:
     def _scan(self) -> None:
         """The takeover scan, on its own thread: dead workers' requests are fenced and
         released within the bound of docs/PROTOCOL.md (invariant 3) however busy the slots
-        are. The queue runs it at most once per scan interval (claims may run it too)."""
+        are. The queue runs it at most once per scan interval (claims may run it too).
+        While the queue is paused it runs no scan (no LIST, no takeover, no dead-lettering,
+        and nothing of the scanner role: neither taken nor renewed); it runs again as soon
+        as the pause flag (the slots' shared answer) is gone."""
         wid = self.options.worker_id
         pause = min(1.0, self.queue.config.effective_scan_interval / 4)
         while not self._stopping.is_set():
             try:
-                recovered = self.queue.scan(wid)
+                recovered = None if self.presence.paused() else self.queue.scan(wid)
                 if recovered is not None:
                     log.debug("takeover scan: %d request(s) recovered", len(recovered),
                               extra={"event": "scanned", "worker": wid,
