@@ -299,6 +299,28 @@ def test_recover_mine_refuses_while_a_worker_with_that_id_runs_on_this_host(
     assert local.runs("done") == {"a_request.json": 1}
 
 
+def test_dashboard_on_a_port_in_use_or_an_address_it_cannot_have_is_one_line(
+        local: Cli) -> None:
+    local.run("submit", "-", "--name", "a_request.json", input="{}")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = local.run("dashboard", "--port", str(port), check=False, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert errors(out) == [f"s3q: error: cannot serve the dashboard on 127.0.0.1:{port}: "
+                           "Address already in use"]
+    token = {"S3Q_DASHBOARD_TOKEN": "t0ken-for-a-test-only-0123456789"}
+    for host, why in (("no-such-host.invalid", "not an address or a name of this host"),
+                      ("192.0.2.1", "Cannot assign requested address")):  # TEST-NET-1
+        out = local.run("dashboard", "--host", host, "--port", "0", check=False,
+                        timeout=60, env=token)
+        assert out.returncode == 2, out.stderr
+        [line] = errors(out)
+        assert line.startswith(f"s3q: error: cannot serve the dashboard on {host}:0: ")
+        assert why in line and "Traceback" not in out.stderr
+
+
 def test_ls_failed_shows_the_error_and_show_the_traceback(local: Cli, tmp_path: Path) -> None:
     (local.tmp / "work" / "jobs.py").write_text(
         "def handle(req):\n    return check(req)\n\n"

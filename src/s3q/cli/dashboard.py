@@ -77,7 +77,14 @@ def dashboard(host: str, port: int, refresh: float, count_limit: int) -> None:
     snapshots = Snapshots(queue, ttl=refresh, count_limit=count_limit)  # pages and /metrics
     web = create_app(queue, credentials, refresh=refresh, count_limit=count_limit,
                      metrics=queue_registry(snapshots, queue.store), snapshots=snapshots)
-    server = create_server(web, host=host, port=port, threads=8, ident="s3q")
+    try:
+        server = create_server(web, host=host, port=port, threads=8, ident="s3q")
+    except OSError as e:  # the port in use, an address not of this host
+        raise Failure(f"cannot serve the dashboard on {host}:{port}: {e.strerror or e}"
+                      ) from None
+    except ValueError:  # waitress: a name that does not resolve, not an address
+        raise Failure(f"cannot serve the dashboard on {host}:{port}: --host is not an "
+                      "address or a name of this host") from None
     assert isinstance(server, BaseWSGIServer)  # one host and port: one socket
     url = f"http://{host if ':' not in host else f'[{host}]'}:{server.getsockname()[1]}/"
     log.info("dashboard on %s", url, extra={"event": "dashboard_serving", "url": url,
