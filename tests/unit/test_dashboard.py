@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import re
 import time
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,15 @@ def csrf_of(page: str) -> str:
     return match.group(1)
 
 
+def confirmation(page: str) -> dict[str, str]:
+    """The hidden fields of a confirmation page's form: what its "Yes" button posts."""
+    form = page[page.index('<form method="post" action="/failed/action">'):]
+    form = form[:form.index("</form>")]
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form))
+    assert fields.get("confirmed") == "yes" and fields.get("selection"), form
+    return {k: unescape(v) for k, v in fields.items()}
+
+
 def test_every_page_escapes_request_names_and_bodies(queue: Queue) -> None:
     fail(queue, EVIL, ValueError("<b>bad</b> input"))
     queue.submit("x_request.json", b"<img src=x onerror=alert(2)>")
@@ -82,15 +92,15 @@ def test_actions_need_the_csrf_token_and_a_confirmation_stating_the_count(
     assert "Requeue 3 failed requests?" in confirm
     assert sorted(i.key for i in queue.ls("failed")) == [  # nothing done yet
         "f0_request.json", "f1_request.json", "f2_request.json", "other_request.json"]
-    done = c.post("/failed/action", data={**form, "csrf": token, "confirmed": "yes"},
+    done = c.post("/failed/action", data=confirmation(confirm),
                   follow_redirects=True).get_data(as_text=True)
     assert "requeued 3 request(s)" in done
     assert [i.key for i in queue.ls("failed")] == ["other_request.json"]
     assert len(list(queue.ls("wait"))) == 3
     purge = {"do": "purge:one:other_request.json", "csrf": token}
-    assert "Purge 1 failed request?" in c.post("/failed/action", data=purge).get_data(
-        as_text=True)
-    c.post("/failed/action", data={**purge, "confirmed": "yes"})
+    confirm = c.post("/failed/action", data=purge).get_data(as_text=True)
+    assert "Purge 1 failed request?" in confirm
+    c.post("/failed/action", data=confirmation(confirm))
     assert list(queue.ls("failed")) == [] and queue.error_record("other_request.json") is None
     overview = c.get("/").get_data(as_text=True)
     assert "requeue 3 failed request(s) matching &#39;f*&#39;" in overview and "3 of 3" in overview
@@ -202,9 +212,9 @@ def test_a_large_selection_runs_in_the_background_with_its_progress_shown(
     c = client(queue)
     token = csrf_of(c.get("/failed").get_data(as_text=True))
     form = {"do": "requeue:matching", "glob": "bulk*", "type": "KeyError", "csrf": token}
-    assert f"Requeue {n} failed requests?" in c.post("/failed/action", data=form).get_data(
-        as_text=True)
-    page = c.post("/failed/action", data={**form, "confirmed": "yes"},
+    confirm = c.post("/failed/action", data=form).get_data(as_text=True)
+    assert f"Requeue {n} failed requests?" in confirm
+    page = c.post("/failed/action", data=confirmation(confirm),
                   follow_redirects=True).get_data(as_text=True)
     assert f"requeueing {n} request(s) in the background" in page
     wait_for(lambda: f"{n} of {n}</td>" in c.get("/").get_data(as_text=True)

@@ -57,6 +57,50 @@ PER_PAGE = 50
 SYNC_LIMIT = 100
 
 
+#: How long a confirmation page can be confirmed (then: look again), and how many unanswered
+#: ones are kept (the oldest are forgotten first).
+CONFIRM_TTL = 15 * 60.0
+CONFIRM_KEEP = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """What a confirmation page showed: the action acts on these items (name and the ETag
+    listed then) and on nothing else, whatever failed/ holds when it is confirmed."""
+
+    at: float  # time.monotonic() when shown
+    verb: str
+    scope: str
+    pattern: str
+    kind: str
+    items: tuple[FailedItem, ...]
+
+
+class Confirmations:
+    """The selections shown on confirmation pages, by a random token the page's form
+    carries; each can be confirmed once, within CONFIRM_TTL."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[str, Confirmation] = {}
+
+    def add(self, shown: Confirmation) -> str:
+        token = secrets.token_urlsafe(18)
+        with self._lock:
+            self._waiting[token] = shown
+            while len(self._waiting) > CONFIRM_KEEP:  # (dicts keep insertion order)
+                del self._waiting[next(iter(self._waiting))]
+        return token
+
+    def take(self, token: str) -> Confirmation | None:
+        """The selection of ``token`` (forgotten now), or None: unknown, used or too old."""
+        with self._lock:
+            shown = self._waiting.pop(token, None)
+        if shown is None or time.monotonic() - shown.at > CONFIRM_TTL:
+            return None
+        return shown
+
+
 @dataclass(slots=True)
 class Action:
     at: float
@@ -81,6 +125,7 @@ def create_app(queue: Queue, credentials: Credentials, *, refresh: float = 5.0,
     snapshots = snapshots or Snapshots(queue, ttl=refresh, count_limit=count_limit)
     failed = FailedIndex(queue, limit=count_limit)
     actions: deque[Action] = deque(maxlen=50)
+    confirmations = Confirmations()
     metered = queue.store if isinstance(queue.store, MeteredStore) else None
     app.jinja_env.filters.update(age=render.age, when=render.when)
 
@@ -178,21 +223,36 @@ def create_app(queue: Queue, credentials: Credentials, *, refresh: float = 5.0,
     @app.post("/failed/action")
     def failed_action() -> BaseResponse | str:
         form = request.form
-        # do = "requeue|purge" ":" "selected|matching", or ... ":one:" NAME (a row's button)
-        verb, _, rest = form.get("do", "").partition(":")
-        scope, _, single = rest.partition(":")
-        pattern, kind = form.get("glob", "*") or "*", form.get("type", "")
-        if verb not in ("requeue", "purge") or scope not in ("one", "selected", "matching"):
-            abort(400, "unknown action")
-        names = [single] if scope == "one" else form.getlist("name")
-        items = _chosen(failed, scope, names, pattern, kind)
-        back = url_for("failed_page", glob=pattern, type=kind)
-        if not items:
-            flash("nothing to do: no failed request matches (any more)", "info")
-            return redirect(back)
-        if form.get("confirmed") != "yes":
+        if form.get("confirmed") == "yes":
+            # exactly what the confirmation page listed: (name, ETag) as shown then
+            shown = confirmations.take(form.get("selection", ""))
+            if shown is None:
+                flash("this confirmation expired or was used already: nothing was done; "
+                      "look at the failed requests again", "error")
+                return redirect(url_for("failed_page", glob=form.get("glob", "*") or "*",
+                                        type=form.get("type", "")))
+            verb, scope, pattern, kind = shown.verb, shown.scope, shown.pattern, shown.kind
+            items = list(shown.items)
+            back = url_for("failed_page", glob=pattern, type=kind)
+        else:
+            # do = "requeue|purge" ":" "selected|matching", or ... ":one:" NAME (a row's
+            # button)
+            verb, _, rest = form.get("do", "").partition(":")
+            scope, _, single = rest.partition(":")
+            pattern, kind = form.get("glob", "*") or "*", form.get("type", "")
+            if verb not in ("requeue", "purge") or scope not in ("one", "selected",
+                                                                 "matching"):
+                abort(400, "unknown action")
+            names = [single] if scope == "one" else form.getlist("name")
+            items = _chosen(failed, scope, names, pattern, kind)
+            back = url_for("failed_page", glob=pattern, type=kind)
+            if not items:
+                flash("nothing to do: no failed request matches (any more)", "info")
+                return redirect(back)
+            selection = confirmations.add(Confirmation(
+                time.monotonic(), verb, scope, pattern, kind, tuple(items)))
             return render_template("confirm.html", verb=verb, scope=scope, items=items,
-                                   glob=pattern, kind=kind, do=form["do"], back=back)
+                                   glob=pattern, kind=kind, selection=selection, back=back)
         what = (f"{verb} {len(items)} failed request(s)"
                 + (f" matching {pattern!r}" if scope == "matching" else "")
                 + (f" of type {kind}" if scope == "matching" and kind else "") + ": "
