@@ -12,7 +12,7 @@ from pathlib import Path
 
 from s3q.errors import ConfigError
 
-__all__ = ["HostLockHeld", "one_per_host"]
+__all__ = ["RUN_DIR", "HostLockHeld", "default_lock_dir", "one_per_host"]
 
 
 class HostLockHeld(ConfigError):
@@ -25,14 +25,28 @@ class HostLockHeld(ConfigError):
         self.path = path
 
 
+#: The deployed unit's runtime directory (``RuntimeDirectory=s3q``, kept after it stops):
+#: where it exists, every process of the host locks there, the unit's worker (whose /tmp is
+#: private to it) and an operator's shell alike.
+RUN_DIR = "/run/s3q"
+
+
+def default_lock_dir() -> Path:
+    """$S3Q_LOCK_DIR; else :data:`RUN_DIR` if it exists; else the temporary directory."""
+    env = os.environ.get("S3Q_LOCK_DIR")
+    if env:
+        return Path(env)
+    return Path(RUN_DIR) if os.path.isdir(RUN_DIR) else Path(tempfile.gettempdir())
+
+
 @contextlib.contextmanager
 def one_per_host(worker_id: str, queue_url: str) -> Iterator[None]:
     """Hold a host-wide lock on (queue, worker id): two live workers with one id on one
     queue would take each other's work back at start (own recovery); on two queues they do
-    not meet. Lock files live in $S3Q_LOCK_DIR (default: the temporary directory). Raises
+    not meet. Lock files live in :func:`default_lock_dir`. Raises
     HostLockHeld (a ConfigError) when another process holds it. ``s3q recover --mine`` takes
     it too, so that it never takes the live jobs of a running worker with its id."""
-    lock_dir = Path(os.environ.get("S3Q_LOCK_DIR") or tempfile.gettempdir())
+    lock_dir = default_lock_dir()
     digest = hashlib.sha256(f"{queue_url}\n{worker_id}".encode()).hexdigest()[:16]
     path = lock_dir / f"s3q-worker-{digest}.lock"
     try:

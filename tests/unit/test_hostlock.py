@@ -41,3 +41,22 @@ def test_a_lock_directory_that_cannot_be_used_is_one_clear_error(
     with (pytest.raises(ConfigError, match=r"cannot open the lock file .*S3Q_LOCK_DIR"),
           one_per_host("w1", "file:///q")):
         pass
+
+
+def test_a_shell_without_s3q_lock_dir_sees_the_units_lock_in_its_runtime_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unit sets S3Q_LOCK_DIR=/run/s3q (its /tmp is private); an operator's shell does
+    not set it: where the runtime directory exists, both lock there."""
+    from s3q import hostlock
+
+    run = tmp_path / "run-s3q"
+    run.mkdir()
+    monkeypatch.setattr(hostlock, "RUN_DIR", str(run))
+    monkeypatch.setenv("S3Q_LOCK_DIR", str(run))  # the unit's worker
+    with one_per_host("host-1", "s3://b/q"):
+        monkeypatch.delenv("S3Q_LOCK_DIR")  # the operator's shell
+        with (pytest.raises(HostLockHeld) as held, one_per_host("host-1", "s3://b/q")):
+            pass
+        assert held.value.path.parent == run
+    monkeypatch.setattr(hostlock, "RUN_DIR", str(tmp_path / "absent"))
+    assert hostlock.default_lock_dir() != run  # no runtime directory: the temporary one
