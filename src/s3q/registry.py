@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 
     from s3q.worker import Worker
 
-__all__ = ["PREFIX", "STALE_FACTOR", "Entry", "Presence", "Registry", "WorkerRecord"]
+__all__ = ["PREFIX", "STALE_FACTOR", "Entry", "Presence", "Registry", "WorkerRecord",
+           "longer_leases", "longer_leases_problem"]
 
 log = logging.getLogger("s3q.registry")
 
@@ -80,13 +81,16 @@ class WorkerRecord:
     heartbeat: float
     counters: dict[str, int] = field(default_factory=dict)
     history: list[tuple[float, int]] = field(default_factory=list)
+    #: The worker's lease_ttl (0: not published, a worker of an earlier s3q): others judge
+    #: its leases by it (:func:`longer_leases`).
+    lease_ttl: float = 0.0
 
     def to_bytes(self) -> bytes:
         data = {"v": 1, "id": self.id, "host": self.host, "pid": self.pid,
                 "version": self.version, "slots": self.slots, "busy": self.busy,
                 "paused": self.paused, "interval": self.interval, "started": self.started,
                 "heartbeat": self.heartbeat, "counters": self.counters,
-                "history": [list(h) for h in self.history]}
+                "history": [list(h) for h in self.history], "lease_ttl": self.lease_ttl}
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
     @classmethod
@@ -103,7 +107,8 @@ class WorkerRecord:
                 interval=float(data["interval"]), started=float(data["started"]),
                 heartbeat=float(data["heartbeat"]),
                 counters={str(k): int(v) for k, v in dict(data.get("counters", {})).items()},
-                history=[(float(t), int(n)) for t, n in data.get("history", [])])
+                history=[(float(t), int(n)) for t, n in data.get("history", [])],
+                lease_ttl=float(data.get("lease_ttl", 0.0)))
         except (KeyError, TypeError) as exc:
             raise ValueError(f"incomplete worker record: {exc}") from exc
 
@@ -228,7 +233,8 @@ class Presence:
             version=s3q_version(), slots=w.options.concurrency, busy=len(w.running),
             paused=self.gate.last, interval=self.interval, started=self._started,
             heartbeat=now, counters={name: int(getattr(w.stats, name)) for name in COUNTERS},
-            history=[(m * 60.0, n) for m, n in sorted(self._minutes.items())])
+            history=[(m * 60.0, n) for m, n in sorted(self._minutes.items())],
+            lease_ttl=w.queue.config.lease_ttl)
 
     def beat(self) -> None:
         """Write the record now (errors are logged: the registry never stops a worker)."""
@@ -264,6 +270,23 @@ class Presence:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.beat()
+
+
+def longer_leases(store: Store, lease_ttl: float) -> dict[str, float]:
+    """The live workers whose lease_ttl is longer than ``lease_ttl`` (id -> theirs): judged
+    by ``lease_ttl``, their live jobs would look expired (an operator's command run without
+    the fleet's settings). One LIST of the registry and a GET of each record."""
+    return {e.id: e.record.lease_ttl for e in Registry(store).records()
+            if e.record is not None and not e.stale and e.record.lease_ttl > lease_ttl}
+
+
+def longer_leases_problem(longer: dict[str, float], lease_ttl: float) -> str:
+    """What an operator's command says of :func:`longer_leases`."""
+    ttl = max(longer.values())
+    ids = ", ".join(sorted(longer)[:3]) + (" ..." if len(longer) > 3 else "")
+    return (f"{len(longer)} live worker(s) ({ids}) run with lease_ttl {ttl:g}s, longer than "
+            f"this command's {lease_ttl:g}s: their live jobs would look expired here; use "
+            f"the fleet's settings (--lease-ttl {ttl:g}s, or S3Q_LEASE_TTL, or its config)")
 
 
 def fleet_status(store: Store) -> dict[str, Any]:

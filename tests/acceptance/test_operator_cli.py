@@ -299,6 +299,33 @@ def test_recover_mine_refuses_while_a_worker_with_that_id_runs_on_this_host(
     assert local.runs("done") == {"a_request.json": 1}
 
 
+def test_recover_and_status_with_a_shorter_lease_ttl_than_the_fleets_say_so(
+        local: Cli, procs: list[subprocess.Popen[str]]) -> None:
+    """A worker runs with lease_ttl 2m; an operator's shell has the default 30s: judged by
+    it, the worker's live job would look expired (recover --stale would take it, status
+    would mark it). The worker's registry record says its lease_ttl: recover refuses, and
+    status reports it, until they are given the fleet's."""
+    local.run("submit", "-", "--name", "a_request.json", input="{}")
+    worker = local.worker("--lease-ttl", "2m", env={"S3Q_TEST_SLEEP": "60"})
+    procs.append(worker)
+    wait_for(lambda: local.runs("start")["a_request.json"] == 1, 60, "the job to start")
+    for args in (["recover", "--stale"], ["recover", "--all", "--yes"],
+                 ["recover", "--stale", "--dry-run"]):
+        out = local.run(*args, check=False, input="")
+        assert out.returncode == 2, out.stderr
+        [line] = errors(out)
+        assert "live worker(s)" in line and "lease_ttl 120s" in line, line
+        assert "--lease-ttl 120s" in line and "Traceback" not in out.stderr
+    status = json.loads(local.run("status", "--json").stdout)
+    assert any("lease_ttl 120s, longer than this command's 30s" in p
+               for p in status["problems"]), status["problems"]
+    out = local.run("recover", "--stale", "--lease-ttl", "2m", "--json")
+    assert json.loads(out.stdout)["requests"] == []  # the fleet's settings: nothing to take
+    status = json.loads(local.run("status", "--json", "--lease-ttl", "2m").stdout)
+    assert not any("lease_ttl" in p for p in status["problems"]), status["problems"]
+    assert worker.poll() is None and local.runs("start") == {"a_request.json": 1}
+
+
 def test_dashboard_on_a_port_in_use_or_an_address_it_cannot_have_is_one_line(
         local: Cli) -> None:
     local.run("submit", "-", "--name", "a_request.json", input="{}")

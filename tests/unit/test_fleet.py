@@ -10,7 +10,14 @@ from s3q import Queue, QueueConfig
 from s3q.backends.memory import MemoryStore
 from s3q.job import Job
 from s3q.pause import PAUSE_KEY, PauseGate, pause, pause_state, resume
-from s3q.registry import PREFIX, Registry, WorkerRecord, fleet_status
+from s3q.registry import (
+    PREFIX,
+    Registry,
+    WorkerRecord,
+    fleet_status,
+    longer_leases,
+    longer_leases_problem,
+)
 from s3q.store import list_all
 from s3q.worker import Worker, WorkerOptions
 from tests.acceptance.conftest import wait_for
@@ -103,6 +110,34 @@ def test_a_record_not_rewritten_for_two_and_a_half_intervals_is_stale() -> None:
     assert fleet_status(store)["workers"] == {"live": [], "stale": ["dead"]}
     Registry(store).remove("dead", entry.info.etag)
     assert Registry(store).entries() == []
+
+
+def test_live_workers_with_longer_leases_are_found_by_their_records() -> None:
+    """Each record says its worker's lease_ttl; a record of an earlier s3q (none) and a
+    stale one are not counted."""
+    import json
+
+    clock = Clock()
+    store = MemoryStore("fleet", clock=clock)
+
+    def put(worker: str, ttl: float | None, at: float) -> None:
+        record = json.loads(WorkerRecord(
+            id=worker, host="h", pid=1, version="x", slots=1, busy=0, paused=False,
+            interval=10.0, started=at, heartbeat=at, lease_ttl=ttl or 0.0).to_bytes())
+        if ttl is None:
+            del record["lease_ttl"]  # as an earlier s3q wrote it
+        clock.now = at
+        store.put(PREFIX + worker, json.dumps(record).encode())
+
+    start = clock.now
+    put("short", 30.0, start)
+    put("long", 120.0, start)
+    put("old", None, start)
+    put("gone", 300.0, start - 100.0)  # not rewritten for 10 intervals: stale
+    clock.now = start + 5.0
+    assert longer_leases(store, 30.0) == {"long": 120.0}
+    assert longer_leases(store, 120.0) == {}
+    assert "--lease-ttl 120s" in longer_leases_problem({"long": 120.0}, 30.0)
 
 
 def test_records_are_read_again_only_when_they_change() -> None:

@@ -21,7 +21,7 @@ from s3q.durations import age
 from s3q.layout import State
 from s3q.queue import Queue
 from s3q.records import CLOCK_MARGIN, Intent
-from s3q.registry import fleet_status
+from s3q.registry import fleet_status, longer_leases, longer_leases_problem
 
 #: The window of ``status``'s recent throughput, seconds.
 THROUGHPUT_WINDOW = 300.0
@@ -113,6 +113,9 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
             f"{len(too_long)} request name(s) in wait/ too long for this store (a key derived "
             f"from each would exceed {queue.store.max_key_bytes} bytes): never claimed; "
             f"rename them: {', '.join(n[:60] + '…' for n in too_long[:3])}")
+    longer = longer_leases(queue.store, queue.config.lease_ttl)
+    if longer:  # its "expired" marks are judged by a shorter lease_ttl than theirs
+        problems.append(longer_leases_problem(longer, queue.config.lease_ttl))
     problems += [f"worker {b['worker']}: circuit breaker open since {age(now - b['since'])} "
                  f"({len(b['failed'])} request(s) failed in a row, trip {b['trips']}; last "
                  f"error: {one_line(b['last_error'], 200)}); it claims again at {b['until']}"
