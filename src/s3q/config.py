@@ -280,7 +280,26 @@ def _env_layer(env: Mapping[str, str]) -> Layer:
         if env.get(s.env_var, "").strip():
             source = f"env {s.env_var}"
             layer[s.name] = (coerce(s, env[s.env_var], source, text=True), source)
+    _warn_misspelled(env)
     return layer
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_misspelled(env: Mapping[str, str]) -> None:
+    """An ``S3Q_*`` variable that is no setting's but close to one's name (a typo in
+    /etc/s3q/s3q.env) is ignored: say so, once per process. Other ``S3Q_*`` names (the
+    handler's, the tests') are left alone."""
+    known = [s.env_var for s in SETTINGS]
+    for name in env:
+        if not name.startswith("S3Q_") or name in known or name in _WARNED:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if close:
+            _WARNED.add(name)
+            log.warning("%s is not an s3q setting and is ignored: did you mean %s?", name,
+                        close[0], extra={"event": "unknown_setting", "variable": name})
 
 
 def _flag_layer(flags: Mapping[str, object]) -> Layer:

@@ -94,6 +94,23 @@ def test_settings_table_matches_config_fields() -> None:
         "dashboard_password"}
 
 
+def test_a_misspelled_s3q_variable_is_named_with_the_setting_it_resembles(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A typo in /etc/s3q/s3q.env leaves the default in force: the log says which variable
+    is ignored and what it resembles (once per process); other S3Q_* names (the handler's
+    S3Q_REQUEST_NAME, S3Q_LOCK_DIR, the tests' own) are not mistaken for typos."""
+    monkeypatch.setattr(config_module, "_WARNED", set())
+    env = {"S3Q_CONCURENCY": "16", "S3Q_MAX_ATTEMPT": "1", "S3Q_REQUEST_NAME": "a.json",
+           "S3Q_LOCK_DIR": "/run/s3q", "S3Q_TEST_SLEEP": "1", "S3Q_LEASE_TTL": "60"}
+    with caplog.at_level(logging.WARNING, logger="s3q.config"):
+        cfg, _ = load(env=env)
+        load(env=env)
+    assert (cfg.concurrency, cfg.max_attempts, cfg.lease_ttl) == (4, 5, 60.0)
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        "S3Q_CONCURENCY is not an s3q setting and is ignored: did you mean S3Q_CONCURRENCY?",
+        "S3Q_MAX_ATTEMPT is not an s3q setting and is ignored: did you mean S3Q_MAX_ATTEMPTS?"]
+
+
 def test_defaults() -> None:
     cfg, sources = load()
     assert set(sources.values()) == {"default"}
