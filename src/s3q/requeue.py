@@ -59,8 +59,7 @@ def forward(h: Holder) -> None:
     ctx, lease, guard = h.ctx, h.lease, h.deadline.check
     name = lease.name
     view, created = create_view(ctx, lease, layout.key(layout.WAIT, name), guard)  # r2
-    with undoing_view(ctx, layout.key(layout.WAIT, name), view if created else None,
-                      h.deadline):
+    with undoing_view(ctx, layout.key(layout.WAIT, name), view if created else None):
         with contextlib.suppress(NotFound, PreconditionFailed):  # r3
             record = ctx.store.head(layout.key(layout.ERRORS, name))
             ctx.store.delete(record.key, if_match=record.etag, guard=guard)

@@ -95,8 +95,7 @@ def back_to_wait(h: Holder, *, attempts: int, not_before: float,
     view, created = create_view(ctx, h.lease, layout.key(layout.WAIT, name),
                                 h.deadline.check)  # w1
     proc = h.lease.proc
-    with undoing_view(ctx, layout.key(layout.WAIT, name), view if created else None,
-                      h.deadline):
+    with undoing_view(ctx, layout.key(layout.WAIT, name), view if created else None):
         h.write(h.lease.next(intent=Intent.RETRY, attempts=attempts, not_before=not_before,
                              error=error, view=view, proc=None, written_at=time.time()))  # w2
     delete_view(ctx, layout.key(layout.PROCESSING, name), proc, h.deadline.check)  # w3
@@ -108,24 +107,22 @@ def back_to_wait(h: Holder, *, attempts: int, not_before: float,
 
 
 @contextlib.contextmanager
-def undoing_view(ctx: Context, key: str, created: str | None,
-                 deadline: Deadline) -> Iterator[None]:
-    """A commit that records the view this holder just ``created`` (its ETag; None: not
-    created by this write): if the commit finds the lease taken over meanwhile (this
-    holder stalled, or an operator recovered it), the view is deleted again, so that it
-    cannot outlive the request and run it a second time. An adopted view (an object of
-    the request's bytes was there: a re-submission, or an earlier holder's view) is
-    never deleted: it is not this holder's. Where ETags are the MD5 of the bytes, the
-    delete is sent only before the deadline: after it, the request may have been settled
-    and re-submitted with the same bytes, whose ETag is the view's; the view is left to
-    whoever took the lease over (its c2 deletes it, its w1 adopts it), or else to run the
-    request once more (docs/PROTOCOL.md §7)."""
+def undoing_view(ctx: Context, key: str, created: str | None) -> Iterator[None]:
+    """A commit that records the view this holder just ``created`` in wait/ (its ETag;
+    None: not created by this write). If the commit finds the lease taken from it (this
+    holder stalled, an operator recovered it, a claim took a ``retry`` lease meanwhile),
+    the view would outlive the request and run it once more: where every write has its
+    own ETag, it is deleted again (``DEL=e`` names that object only). Where ETags are the
+    MD5 of the bytes it is left: by the time the commit fails the request may have been
+    completed and submitted again with the same bytes, whose ETag is the view's; whoever
+    took the lease deals with the view (its c2 or sweep deletes it, its w1 adopts it), or
+    the request runs once more (docs/PROTOCOL.md §7). A view this holder adopted (the
+    request's bytes were there: a re-submission) is never deleted: it is not its own."""
     try:
         yield
     except LeaseLost:
-        exact = ctx.store.capabilities.etags == "opaque"  # DEL=e names this object only
-        with contextlib.suppress(LeaseLost):
-            delete_view(ctx, key, created, (lambda: None) if exact else deadline.check)
+        if ctx.store.capabilities.etags == "opaque":
+            delete_view(ctx, key, created, lambda: None)
         raise
 
 

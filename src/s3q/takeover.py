@@ -154,7 +154,7 @@ def restore_view(ctx: Context, name: str, worker_id: str, *, make_job: MakeJob,
     try:
         view, created = (there.etag, False) if there is not None else create_view(
             ctx, job.lease, key, job.deadline.check)  # v2 (as w1)
-        with settle.undoing_view(ctx, key, view if created else None, job.deadline):
+        with settle.undoing_view(ctx, key, view if created else None):
             job.write(job.lease.next(view=view, written_at=time.time()))  # v3 (as w2)
     except LeaseLost:
         return "raced"

@@ -1,9 +1,9 @@
-"""Views a holder finds or leaves behind (PROTOCOL §4 w1/w2 and purge, §7): a view it
-adopted (a re-submission of the same bytes) is never its to delete, with MD5 ETags it
-deletes nothing in wait/ after its deadline, and a purged retry takes the processing/ view
-its last holder left with it. ``World.missing`` knows a request by its bytes, so a lost
-re-submission of bytes that already ran once would pass ``check_never_lost``: these tests
-count the handler's runs instead."""
+"""Views a holder finds or leaves behind (PROTOCOL §4 w1/w2, v2/v3 and purge, §7): a view
+it adopted (a re-submission of the same bytes) is never its to delete; with MD5 ETags it
+deletes no view it made in wait/ once its lease was taken, before its deadline or after;
+and a purged retry takes the processing/ view its last holder left with it.
+``World.missing`` knows a request by its bytes, so a lost re-submission of bytes that
+already ran once would pass ``check_never_lost``: these tests count the handler's runs."""
 
 from __future__ import annotations
 
@@ -77,6 +77,77 @@ def test_a_view_it_made_in_time_is_not_deleted_after_the_deadline_with_md5_etags
         job.fail("boom")
     assert store.ops[0].startswith(f"put! {layout.WAIT}"), store.ops  # w1 made the view
     assert NAME in world.keys(layout.WAIT), world.state()  # the re-submission is there
+    world.drain()
+    assert world.runs(NAME) == 3, (world.handled, world.state())
+    world.check_never_lost()
+
+
+@pytest.mark.parametrize("etags", ETAG_MODES)
+def test_a_fenced_holder_in_time_does_not_delete_a_later_resubmission(
+        etags: EtagMode) -> None:
+    """Well before A's deadline, an operator's `recover --all` fences A; another worker
+    claims, runs and completes the request, and the producer submits the same bytes again.
+    A's w2 is refused: the view it made is not undone with MD5 ETags (the re-submission has
+    its ETag); with opaque ETags its own ETag names it alone. The re-submission runs."""
+    from tests.unit.adversaries import recover_all
+
+    world = World(etags=etags)
+    job = claimed_by_a(world)
+    q, store = world.queue()
+    job.ctx = q.ctx
+
+    def operator_fleet_producer() -> None:
+        recover_all(world, NAME)
+        other, _ = world.queue(seed=3)
+        taken = other.claim("B")
+        assert taken is not None
+        world.ran(NAME, "B", taken.attempt, taken.read())
+        taken.complete()
+        world.submit(NAME, same=True)
+
+    store.before[2] = operator_fleet_producer  # A is about to send w2, in time
+    with pytest.raises(LeaseLost):
+        job.fail("boom")
+    world.drain()
+    assert world.runs(NAME) == 3, (world.handled, world.state())
+    world.check_never_lost()
+
+
+@pytest.mark.parametrize("etags", ETAG_MODES)
+def test_a_scanner_restoring_a_view_does_not_delete_a_later_resubmission(
+        etags: EtagMode) -> None:
+    """A due retry lost its view in wait/ (an `aws s3 rm`); the scanner fences the lease
+    (v1) and writes the view again (v2). Before its v3, well within its deadline, another
+    worker claims the retry (c1' needs no expiry), completes it, and the producer submits
+    the same bytes again. v3 is refused; the re-submission runs."""
+    world = World(etags=etags)
+    world.submit(NAME)
+    scanner_q, scanner = world.queue(worker=0, seed=0)
+    other, _ = world.queue(worker=1, seed=1)
+    job = scanner_q.claim("A")
+    assert job is not None
+    world.ran(NAME, "A", job.attempt, job.read())
+    job.fail("boom")  # a retry lease, its view in wait/
+    world.mem.delete(layout.key(layout.WAIT, NAME))  # the view goes
+    fired: list[bool] = []
+
+    def after_each_op() -> None:
+        world.observe()
+        if scanner.ops[-1] == f"put! {layout.key(layout.WAIT, NAME)}" and not fired:
+            fired.append(True)  # v2 just wrote the view: the scanner pauses here
+            taken = other.claim("B")
+            assert taken is not None and taken.name == NAME, world.state()
+            world.ran(NAME, "B", taken.attempt, taken.read())
+            taken.complete()
+            world.submit(NAME, same=True)
+
+    scanner.observe = after_each_op
+    for _ in range(100):  # until the retry is due and unclaimed long enough for v0…v3
+        world.clock.advance(1.0)
+        scanner_q.scan("A")
+        if fired:
+            break
+    assert fired, world.state()
     world.drain()
     assert world.runs(NAME) == 3, (world.handled, world.state())
     world.check_never_lost()
