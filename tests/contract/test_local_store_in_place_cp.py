@@ -125,3 +125,30 @@ def test_a_conditional_delete_refuses_a_file_being_written_in_wait(tmp_path: Pat
     assert not fresh.exists()
     own = store.put("wait/b", b"written by the store")  # stamped: deleted at once
     store.delete("wait/b", if_match=own.etag)
+
+
+def test_without_stamps_a_retry_claimed_at_once_does_not_run_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file system that cannot keep the store's stamp (coarse timestamps): s3q's own
+    fresh view in wait/ looks like another program's, so the store refuses nothing for being
+    fresh there. A release puts the view in wait/, a claim by name takes it at once (c2
+    deletes that view), and once completed the request is not in wait/ to run again."""
+    from s3q.backends import localfs
+
+    monkeypatch.setattr(localfs, "stamped", lambda st: False)
+    store = LocalStore(tmp_path / "q", settle=60.0)  # its own files: listed after 60 s
+    q = Queue(store, QueueConfig(lease_ttl=30))
+    try:
+        q.submit(NAME, OLD)
+        q.offer([NAME])  # (claimed by name: the listing would wait out the settle time)
+        job = q.claim("w")
+        assert job is not None
+        job.release()  # w1: the view in wait/, w2: a retry lease
+        q.offer([NAME])
+        job = q.claim("w")  # at once, as the scan offers a due retry
+        assert job is not None and job.name == NAME and job.attempt == 1
+        job.complete()
+        assert not (tmp_path / "q" / "wait" / NAME).exists()
+        assert q.lease(NAME) is None
+    finally:
+        q.close()

@@ -34,7 +34,9 @@ atomic guarantees as S3 across threads *and* processes on one machine:
   held back, but a conditional delete under wait/ (a claim's c2, which takes the request)
   refuses a file that is not settled, so a claim whose read fell between two blocks of a
   ``cp`` over a waiting request (the same inode, truncated and rewritten) gives up instead
-  of running part of it. Producers should still write elsewhere on the same file system
+  of running part of it (where the file system keeps the stamp, checked when the store
+  opens: elsewhere its own fresh views would be refused too, and nothing is). Producers
+  should still write elsewhere on the same file system
   and ``mv`` into wait/: a writer that pauses for longer than ``settle`` cannot be told
   from a finished one.
 * **Unreadable entries** (another user's file under umask 077, a directory without
@@ -128,6 +130,9 @@ class LocalStore(Store):
         self._etags: dict[tuple[int, ...], str] = {}
         self._etags_lock = threading.Lock()
         self._unreadable: set[str] = set()  # reported already
+        #: Can this store tell its own fresh files from another program's (its stamp)?
+        #: If not, its conditional deletes in wait/ cannot refuse a file being written.
+        self._keeps_stamps = fs.keeps_stamps(self._tmp_dir)
         for left in fs.remove_stale_temps(self._tmp_dir):
             log.warning("%s: a file a conditional delete moved aside and never removed nor "
                         "put back (the process stopped midway); it may be a request a "
@@ -286,7 +291,9 @@ class LocalStore(Store):
         st, current = found
         if current != if_match:
             raise PreconditionFailed(f"{self.url}/{key}: ETag is not {if_match}")
-        written = key.startswith(PRODUCED)  # where programs that take no lock write
+        # where programs that take no lock write (where the file system keeps no stamps,
+        # s3q's own fresh views would be refused too: then nothing is)
+        written = key.startswith(PRODUCED) and self._keeps_stamps
         if written and not self._settled(st):
             raise PreconditionFailed(self._unsettled(key, st))
         with fs.errors("delete", path, writing=True):

@@ -10,6 +10,7 @@ import fcntl
 import hashlib
 import os
 import stat
+import tempfile
 import threading
 import time
 import uuid
@@ -82,6 +83,30 @@ class Exists(Exception):
 
 #: ``link`` errors of file systems without hard links (FAT, some FUSE ones).
 _NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV)
+
+
+def keeps_stamps(tmp_dir: str) -> bool:
+    """Does the file system keep :func:`install`'s stamp on a file that is read? Coarse
+    timestamps (ext3, FAT, some network file systems) do not, nor does a ``strictatime``
+    mount after the first read. Checked once when a store opens: where it does not, the
+    store cannot tell its own fresh files from another program's."""
+    try:
+        fd, path = tempfile.mkstemp(dir=tmp_dir, suffix=".tmp")
+    except OSError:
+        return False
+    try:
+        os.write(fd, b"s3q")
+        mtime = time.time_ns() // 1000 * 1000
+        os.utime(fd, ns=(mtime + STAMP_DELTA_NS, mtime))
+        with open(path, "rb") as fh:
+            fh.read()
+        return stamped(os.stat(path))
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        with suppress(OSError):
+            os.unlink(path)
 
 
 def install(temp: Temp, path: str, conflict: Callable[[], StoreError], *,
