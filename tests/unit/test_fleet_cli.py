@@ -87,6 +87,27 @@ def test_pause_and_resume_show_in_status(tmp_path: Path) -> None:
     assert "PAUSED" not in run(qdir, "status").output
 
 
+def test_an_overdue_lease_is_no_problem_while_paused(tmp_path: Path) -> None:
+    """Paused, no worker takes a dead worker's lease over (deliberately): status lists it as
+    overdue but --check stays healthy; resumed, the same lease makes it unhealthy."""
+    from s3q.records import Lease
+
+    qdir = tmp_path / "q"
+    store = LocalStore(qdir)
+    lease = Lease(name="a_request.json", worker="dead-worker", claim="0" * 32, gen=1, seq=0,
+                  attempt=1, body_b64=Lease.encode(b"{}"), size=2)
+    store.put(".s3q/lease/a_request.json", lease.to_bytes())
+    long_ago = time.time() - 3600  # far past lease_ttl + 2 s + two scan intervals
+    os.utime(qdir / ".s3q" / "lease" / "a_request.json", (long_ago, long_ago))
+    run(qdir, "pause", "--reason", "maintenance")
+    paused = json.loads(run(qdir, "status", "--json").stdout)
+    assert paused["overdue"] == ["a_request.json"] and paused["healthy"], paused["problems"]
+    assert run(qdir, "status", "--check").exit_code == 0
+    run(qdir, "resume")
+    resumed = run(qdir, "status", "--check")
+    assert resumed.exit_code != 0 and "not taken over in time" in resumed.output
+
+
 def test_the_dashboard_refuses_a_public_address_without_credentials(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["dashboard", "--host", "0.0.0.0", "--queue",
                                       str(tmp_path / "q")])

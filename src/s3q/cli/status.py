@@ -106,8 +106,10 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
     oldest_age = None if oldest is None else max(0.0, now - oldest)
     overdue = [r for r in in_flight if r["overdue"]]
     breakers = _breakers(queue, now)
-    problems = _problems(queue, counts, oldest_age, overdue, max_age=max_age,
-                         max_failed=max_failed)
+    fleet = fleet_status(queue.store)
+    # paused, no worker takes anything over (deliberately): overdue leases are no problem
+    problems = _problems(queue, counts, oldest_age, [] if fleet["paused"] else overdue,
+                         max_age=max_age, max_failed=max_failed)
     if too_long:
         problems.append(
             f"{len(too_long)} request name(s) in wait/ too long for this store (a key derived "
@@ -136,7 +138,7 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
             "per_second": recent / THROUGHPUT_WINDOW},
         "healthy": not problems,
         "problems": problems,
-        **fleet_status(queue.store),  # "workers": live and stale ids, "paused"
+        **fleet,  # "workers": live and stale ids, "paused"
     }
 
 
