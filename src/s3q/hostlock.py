@@ -12,7 +12,7 @@ from pathlib import Path
 
 from s3q.errors import ConfigError
 
-__all__ = ["RUN_DIR", "HostLockHeld", "default_lock_dir", "one_per_host"]
+__all__ = ["RUN_DIR", "HostLockHeld", "lock_dirs", "one_per_host"]
 
 
 class HostLockHeld(ConfigError):
@@ -31,35 +31,52 @@ class HostLockHeld(ConfigError):
 RUN_DIR = "/run/s3q"
 
 
-def default_lock_dir() -> Path:
-    """$S3Q_LOCK_DIR; else :data:`RUN_DIR` if it exists; else the temporary directory."""
+def lock_dirs() -> list[Path]:
+    """Where lock files are: $S3Q_LOCK_DIR; else :data:`RUN_DIR` if it exists, then the
+    temporary directory (for a lock that cannot be made in the former: another user's)."""
     env = os.environ.get("S3Q_LOCK_DIR")
     if env:
-        return Path(env)
-    return Path(RUN_DIR) if os.path.isdir(RUN_DIR) else Path(tempfile.gettempdir())
+        return [Path(env)]
+    tmp = Path(tempfile.gettempdir())
+    return [Path(RUN_DIR), tmp] if os.path.isdir(RUN_DIR) else [tmp]
+
+
+def _open(name: str) -> tuple[int, Path]:
+    """The lock file ``name`` in the first of :func:`lock_dirs` that has or takes it: one
+    this user cannot write (the unit's, to an operator) is opened read-only (flock needs no
+    write); where none is and none can be made (the unit's directory, to another user), the
+    next directory."""
+    dirs = lock_dirs()
+    for i, lock_dir in enumerate(dirs):
+        path = lock_dir / name
+        last = i == len(dirs) - 1
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o644), path
+        except PermissionError:
+            try:
+                return os.open(path, os.O_RDONLY), path
+            except OSError as e:
+                if last:
+                    raise ConfigError(f"worker_id: cannot open the lock file {path} "
+                                      f"({e.strerror}); run as the worker's user, or set "
+                                      "S3Q_LOCK_DIR") from None
+        except OSError as e:
+            if last:
+                raise ConfigError(f"worker_id: cannot open the lock file {path} "
+                                  f"({e.strerror}); set S3Q_LOCK_DIR to a writable "
+                                  "directory") from None
+    raise AssertionError("unreachable: lock_dirs() is never empty")
 
 
 @contextlib.contextmanager
 def one_per_host(worker_id: str, queue_url: str) -> Iterator[None]:
     """Hold a host-wide lock on (queue, worker id): two live workers with one id on one
     queue would take each other's work back at start (own recovery); on two queues they do
-    not meet. Lock files live in :func:`default_lock_dir`. Raises
-    HostLockHeld (a ConfigError) when another process holds it. ``s3q recover --mine`` takes
-    it too, so that it never takes the live jobs of a running worker with its id."""
-    lock_dir = default_lock_dir()
+    not meet. Lock files live in :func:`lock_dirs`. Raises HostLockHeld (a ConfigError)
+    when another process holds it. ``s3q recover --mine`` takes it too, so that it never
+    takes the live jobs of a running worker with its id."""
     digest = hashlib.sha256(f"{queue_url}\n{worker_id}".encode()).hexdigest()[:16]
-    path = lock_dir / f"s3q-worker-{digest}.lock"
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except PermissionError:
-        try:  # another user's lock file (the unit's, to an operator): flock needs no write
-            fd = os.open(path, os.O_RDONLY)
-        except OSError as e:
-            raise ConfigError(f"worker_id: cannot open the lock file {path} ({e.strerror}); "
-                              "run as the worker's user, or set S3Q_LOCK_DIR") from None
-    except OSError as e:
-        raise ConfigError(f"worker_id: cannot open the lock file {path} ({e.strerror}); "
-                          "set S3Q_LOCK_DIR to a writable directory") from None
+    fd, path = _open(f"s3q-worker-{digest}.lock")
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -59,4 +60,37 @@ def test_a_shell_without_s3q_lock_dir_sees_the_units_lock_in_its_runtime_directo
             pass
         assert held.value.path.parent == run
     monkeypatch.setattr(hostlock, "RUN_DIR", str(tmp_path / "absent"))
-    assert hostlock.default_lock_dir() != run  # no runtime directory: the temporary one
+    assert run not in hostlock.lock_dirs()  # no runtime directory: the temporary one
+
+
+def test_another_users_id_without_a_lock_file_in_the_runtime_directory_locks_in_tmp(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/run/s3q belongs to the unit's user (0755): another user can open the lock file of
+    an id the unit ran (read-only), but cannot make one for another id or queue there; that
+    lock is taken in the temporary directory instead of failing."""
+    from s3q import hostlock
+
+    run, tmp = tmp_path / "run-s3q", tmp_path / "tmp"
+    run.mkdir()
+    tmp.mkdir()
+    monkeypatch.setattr(hostlock, "RUN_DIR", str(run))
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp))
+    monkeypatch.delenv("S3Q_LOCK_DIR", raising=False)
+    with one_per_host("unit-id", "s3://b/q"):  # the unit's lock file, made by its user
+        pass
+    real_open = os.open
+
+    def not_the_owner(path: Any, flags: int, *args: Any) -> int:
+        if str(path).startswith(str(run)) and flags & (os.O_RDWR | os.O_WRONLY):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", not_the_owner)
+    with one_per_host("other-id", "s3://b/q"):
+        assert [p.parent for p in tmp.iterdir()] == [tmp]  # taken in the temporary dir
+    with one_per_host("unit-id", "s3://b/q"):  # the unit's file there: read-only
+        assert len(list(tmp.iterdir())) == 1  # (other-id's): none made for unit-id
+        with pytest.raises(HostLockHeld) as held, one_per_host("unit-id", "s3://b/q"):
+            pass
+        assert held.value.path.parent == run
+    assert len(list(run.iterdir())) == 1
