@@ -321,16 +321,18 @@ class Queue:
         return recovery_candidates(self.ctx, mode, include, worker_id)
 
     # ------------------------------------------------------------------ operators
-    def requeue(self, name: str, worker_id: str = "s3q-requeue") -> bool:
+    def requeue(self, name: str, worker_id: str = "s3q-requeue", *,
+                etag: str | None = None) -> bool:
         """failed/NAME → wait/NAME with a fresh attempt count. False if it is not in failed/
-        (or a request of that name is in flight)."""
-        return requeue_op.requeue(self.ctx, name, worker_id, self._job)
+        (or a request of that name is in flight), or, with ``etag`` (as listed), it is
+        another dead letter by now."""
+        return requeue_op.requeue(self.ctx, name, worker_id, self._job, etag=etag)
 
     def requeue_all(self, include: str = "*") -> int:
         import fnmatch
 
-        names = [i.key for i in self.ls(State.FAILED)]
-        return sum(self.requeue(n) for n in names if fnmatch.fnmatchcase(n, include))
+        listed = [i for i in self.ls(State.FAILED) if fnmatch.fnmatchcase(i.key, include)]
+        return sum(self.requeue(i.key, etag=i.etag) for i in listed)
 
     def purge(self, state: State | str, info: ObjectInfo) -> bool:
         """Delete one listed request (``info`` as :meth:`ls` gives it) from ``state`` (wait,

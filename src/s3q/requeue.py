@@ -21,9 +21,11 @@ __all__ = ["forward", "purge", "requeue"]
 MakeHolder = Callable[[Lease, str, Deadline], Holder]
 
 
-def requeue(ctx: Context, name: str, worker_id: str, make_holder: MakeHolder) -> bool:
+def requeue(ctx: Context, name: str, worker_id: str, make_holder: MakeHolder, *,
+            etag: str | None = None) -> bool:
     """failed/NAME → wait/NAME with a fresh attempt count. False if it is not in failed/, or
-    NAME has a lease (a request of that name is in flight or waiting for a retry)."""
+    NAME has a lease (a request of that name is in flight or waiting for a retry), or (with
+    ``etag``, as a listing gave it) failed/NAME is another dead letter by now."""
     key = layout.key(layout.FAILED, name)
     try:
         info = ctx.store.head(key)
@@ -32,6 +34,8 @@ def requeue(ctx: Context, name: str, worker_id: str, make_holder: MakeHolder) ->
         return False
     if body is not None:
         data, info = body
+    if etag is not None and info.etag != etag:
+        return False  # failed again meanwhile: not the dead letter that was listed
     lease = Lease(name=name, worker=worker_id, claim=new_claim_id(), gen=1, seq=0, attempt=0,
                   intent=Intent.REQUEUE, body_b64=Lease.encode(data) if body else None,
                   body_key=None if body else layout.new_body_key(), size=info.size,

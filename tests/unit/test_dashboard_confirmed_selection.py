@@ -74,6 +74,30 @@ def test_purge_one_keeps_a_request_that_failed_again_after_it_was_shown(tmp_path
     assert record is not None and "another failure" in str(record.error)
 
 
+def test_requeue_one_leaves_a_request_that_failed_again_after_it_was_shown(
+        tmp_path: Path) -> None:
+    """As for purge: the dead letter confirmed is the one requeued, by its ETag; a newer
+    failure of that name (the listed one moved to .s3q/earlier/) is left in failed/."""
+    queue = make(tmp_path)
+    fail(queue, "a_request.json", KeyError("customer_id"))
+    c = client(queue)
+    token = csrf_of(c.get("/failed").get_data(as_text=True))
+    confirm = c.post("/failed/action", data={"do": "requeue:one:a_request.json",
+                                             "csrf": token}).get_data(as_text=True)
+    assert "Requeue 1 failed request?" in confirm
+    queue.submit("a_request.json", b'{"x": 2, "resubmitted": true}')
+    job = queue.claim("w")
+    assert job is not None and job.name == "a_request.json"
+    job.fail(RuntimeError("another failure"), retry=False)
+    done = c.post("/failed/action", data=confirmation(confirm),
+                  follow_redirects=True).get_data(as_text=True)
+    assert "requeued 0 request(s)" in done, done
+    assert [i.key for i in queue.ls("wait")] == [], "requeued the new failure"
+    assert failed_names(queue) == ["a_request.json"]
+    record = queue.error_record("a_request.json")
+    assert record is not None and "another failure" in str(record.error)
+
+
 def test_a_confirmation_acts_once_and_a_made_up_one_does_nothing(tmp_path: Path) -> None:
     queue = make(tmp_path)
     fail(queue, "a_request.json", KeyError("customer_id"))

@@ -111,9 +111,10 @@ class FailedIndex:
 
     def requeue(self, items: list[FailedItem],
                 progress: Callable[[bool], None] | None = None) -> int:
-        """failed/ -> wait/ (Queue.requeue), 8 at a time; ``progress(ok)`` after each."""
-        return self._each(items, lambda i: self.queue.requeue(i.name, "s3q-dashboard"),
-                          progress)
+        """failed/ -> wait/ (Queue.requeue, only the dead letter listed: its ETag), 8 at a time;
+        ``progress(ok)`` after each."""
+        return self._each(items, lambda i: self.queue.requeue(i.name, "s3q-dashboard",
+                                                              etag=i.etag), progress)
 
     def purge(self, items: list[FailedItem],
               progress: Callable[[bool], None] | None = None) -> int:
