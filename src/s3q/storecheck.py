@@ -96,6 +96,11 @@ def _declared(capabilities: Capabilities) -> bool:
     return None not in (getattr(capabilities, f.name) for f in fields(capabilities))
 
 
+#: The revision of the probes (raised when one asks more of a store, e.g. 2: a conditional
+#: delete of a missing key must answer 404): a result cached by earlier probes is not used.
+PROBES = 2
+
+
 def _cached(store: Store, max_age: float) -> Report | None:
     try:
         data, _ = store.get(RESULT)
@@ -109,7 +114,7 @@ def _cached(store: Store, max_age: float) -> Report | None:
         log.warning("%s/%s is unreadable (%s): probing the store again", store.url, RESULT, e)
         return None
     if (report.s3q_version != __version__ or report.store != store.url or not report.ok
-            or doc.get("endpoint") != _endpoint(store)):
+            or doc.get("endpoint") != _endpoint(store) or doc.get("probes") != PROBES):
         return None  # (the same bucket name on another server is another store)
     return report if -_FUTURE <= age <= max_age else None
 
@@ -121,7 +126,8 @@ def _endpoint(store: Store) -> str | None:
 
 
 def _save(store: Store, report: Report) -> None:
-    doc = {**report.to_json(), "probed_at": store.now(), "endpoint": _endpoint(store)}
+    doc = {**report.to_json(), "probed_at": store.now(), "endpoint": _endpoint(store),
+           "probes": PROBES}
     try:
         store.put(RESULT, json.dumps(doc, ensure_ascii=False, indent=1).encode())
     except StoreError as e:  # the next start probes again: no harm

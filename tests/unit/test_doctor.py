@@ -255,7 +255,7 @@ def test_the_check_probes_once_then_reads_its_cached_result() -> None:
     assert store.ops["put"] == puts  # nothing probed
 
 
-def test_the_cache_expires_by_the_stores_clock_and_with_another_version(
+def test_the_cache_expires_by_the_stores_clock_and_with_another_version_or_probes(
         monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1_000_000.0]
     store = Unprobed(MemoryStore("clock", clock=lambda: now[0]))
@@ -266,6 +266,9 @@ def test_the_cache_expires_by_the_stores_clock_and_with_another_version(
     assert not check_store(store, max_age=600).cached  # older than max_age: probed again
     assert check_store(store, max_age=600).cached
     assert not check_store(store, max_age=0).cached  # 0: probe at every start
+    monkeypatch.setattr(storecheck, "PROBES", storecheck.PROBES + 1)  # probes that ask more
+    assert not check_store(store, max_age=600).cached
+    assert check_store(store, max_age=600).cached
     monkeypatch.setattr(storecheck, "__version__", "9.9.9")
     assert not check_store(store, max_age=600).cached
 
