@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from s3q.backends import localfs as fs
+from s3q.backends import localwalk
 from s3q.backends._common import (
     check_conditions,
     check_key,
@@ -181,7 +182,7 @@ class LocalStore(Store):
             check_prefix(start_after)
         after = start_after
         while True:
-            keys = heapq.nsmallest(limit + 1, fs.walk(
+            keys = heapq.nsmallest(limit + 1, localwalk.walk(
                 self._root, prefix, after, inside=self._inside, unreadable=self._report_unreadable))
             items = [info for key in keys[:limit] if (info := self._listed(key)) is not None]
             truncated = len(keys) > limit

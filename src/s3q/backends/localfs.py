@@ -1,7 +1,7 @@
 """File-system primitives of the local store (:mod:`s3q.backends.local`): durable atomic
 writes (a fsynced temp file renamed into place, stamped), directories created and pruned
-under concurrent deletes, the walk of a tree in key order, per-key locks across threads
-and processes, and ``OSError`` translated into the store's errors."""
+under concurrent deletes, per-key locks across threads and processes, and ``OSError``
+translated into the store's errors. The walk of a tree is :mod:`s3q.backends.localwalk`."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import NamedTuple
 
-from s3q.backends._common import check_key
 from s3q.store import Body, InvalidKey, NotFound, ObjectInfo, StoreError
 
 #: The store's own directory under the root (temp and lock files); never a key.
@@ -296,87 +295,6 @@ def remove_stale_temps(tmp_dir: str) -> list[str]:
                 elif entry.name.endswith(".del") and st.st_ctime < cutoff:
                     left.append(entry.path)
     return sorted(left)
-
-
-# -- listing ---------------------------------------------------------------------------------
-
-class _Tree(NamedTuple):
-    root: str
-    inside: Callable[[str], bool]
-    unreadable: Callable[[str, OSError], None]
-
-
-def walk(root: str, prefix: str, after: str | None, *, inside: Callable[[str], bool],
-         unreadable: Callable[[str, OSError], None]) -> Iterator[str]:
-    """Valid keys of the tree at ``root`` starting with ``prefix`` and greater than
-    ``after``, in no order. ``inside(path)``: does a path resolve inside the root (symlinks);
-    ``unreadable(path, error)``: told of each directory it may not read (then skipped)."""
-    base, _, stem = prefix.rpartition("/")
-    if base.split("/", 1)[0] == RESERVED:
-        return
-    base = base + "/" if base else ""
-    if base and not inside(os.path.join(root, base)):
-        return
-    for key in _walk_dir(_Tree(root, inside, unreadable), base, stem, after):
-        try:
-            check_key(key)
-        except InvalidKey:  # e.g. a file name with a newline, or not UTF-8
-            continue
-        yield key
-
-
-def _walk_dir(tree: _Tree, base: str, stem: str, after: str | None) -> Iterator[str]:
-    """Keys in directory ``base`` ("" or ending in "/") whose name after ``base`` starts
-    with ``stem`` and that are greater than ``after``. Subtrees wholly before ``after``
-    are skipped without being read."""
-    if after is not None and not after.startswith(base):
-        if after > base:
-            return  # every key here starts with base, so is below after
-        after = None
-    for name in _entries(tree, base):
-        if not name.startswith(stem):
-            continue
-        key = base + name
-        if name.endswith("/"):
-            yield from _walk_dir(tree, key, "", after)
-        elif after is None or key > after:
-            yield key
-
-
-def _entries(tree: _Tree, base: str) -> Iterator[str]:
-    """Entry names of directory ``base``, directories with a trailing "/", read
-    lazily. Symlinks to directories are not followed; symlinks to files inside the root
-    are listed."""
-    path = os.path.join(tree.root, base)
-    try:
-        with os.scandir(path) as entries:
-            for entry in entries:
-                name = _entry_name(tree, entry, base)
-                if name is not None:
-                    yield name
-    except PermissionError as e:
-        tree.unreadable(path, e)
-    except OSError as e:
-        if e.errno in (errno.ENOENT, errno.ENOTDIR):
-            return
-        raise translate(e, "list", path) from e
-
-
-def _entry_name(tree: _Tree, entry: os.DirEntry[str], base: str) -> str | None:
-    """The name :func:`_entries` lists for ``entry``, or None. An entry that cannot be
-    examined (a symlink into a directory this user may not read, a symlink loop, a
-    symlink through a file) is reported and left out: it must not end the listing of the
-    directory, whose other entries would never be listed (nor claimed) again."""
-    try:
-        if entry.is_dir(follow_symlinks=False):
-            return entry.name + "/" if base or entry.name != RESERVED else None
-        if entry.is_file(follow_symlinks=False) or (
-            entry.is_symlink() and entry.is_file() and tree.inside(entry.path)
-        ):
-            return entry.name
-    except OSError as e:
-        tree.unreadable(entry.path, e)
-    return None
 
 
 class StripeLocks:
