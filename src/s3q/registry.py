@@ -272,11 +272,12 @@ class Presence:
             self.beat()
 
 
-def longer_leases(store: Store, lease_ttl: float) -> dict[str, float]:
+def longer_leases(registry: Registry, lease_ttl: float) -> dict[str, float]:
     """The live workers whose lease_ttl is longer than ``lease_ttl`` (id -> theirs): judged
     by ``lease_ttl``, their live jobs would look expired (an operator's command run without
-    the fleet's settings). One LIST of the registry and a GET of each record."""
-    return {e.id: e.record.lease_ttl for e in Registry(store).records()
+    the fleet's settings). One LIST of the registry and a GET of each record that changed
+    since ``registry`` last read it. (Workers of an earlier s3q publish none.)"""
+    return {e.id: e.record.lease_ttl for e in registry.records()
             if e.record is not None and not e.stale and e.record.lease_ttl > lease_ttl}
 
 

@@ -28,7 +28,7 @@ from s3q.hostlock import HostLockHeld, one_per_host
 from s3q.layout import State
 from s3q.queue import Queue, RecoveryMode
 from s3q.records import Intent
-from s3q.registry import longer_leases, longer_leases_problem
+from s3q.registry import Registry, longer_leases, longer_leases_problem
 from s3q.store import ObjectInfo, validate_key
 
 #: What Queue.recover_* report for requests they found nothing to do about.
@@ -153,7 +153,7 @@ def recover(mode: RecoveryMode | None, include: str | None, dry_run: bool, yes: 
     queue = app.open_queue()
     worker_id = app.config.effective_worker_id() if mode == "mine" else "s3q-recover"
     if mode != "mine":  # --stale and --all judge which jobs are live by lease_ttl
-        longer = longer_leases(queue.store, queue.config.lease_ttl)
+        longer = longer_leases(Registry(queue.store), queue.config.lease_ttl)
         if longer:
             raise Failure(longer_leases_problem(longer, queue.config.lease_ttl))
     # --mine: what a stopped worker of this id held. Its lock says whether one is running

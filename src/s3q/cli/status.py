@@ -21,7 +21,7 @@ from s3q.durations import age
 from s3q.layout import State
 from s3q.queue import Queue
 from s3q.records import CLOCK_MARGIN, Intent
-from s3q.registry import fleet_status, longer_leases, longer_leases_problem
+from s3q.registry import Registry, fleet_status, longer_leases, longer_leases_problem
 
 #: The window of ``status``'s recent throughput, seconds.
 THROUGHPUT_WINDOW = 300.0
@@ -79,9 +79,10 @@ def watch_status(queue: Queue, origin: dict[str, Any], every: float, *, as_json:
     (JSON: one line each)."""
     live = None if as_json or not sys.stdout.isatty() else Live(
         auto_refresh=False, console=Console(highlight=False), screen=False)
+    registry = Registry(queue.store)  # (reads again only the worker records that changed)
     with contextlib.suppress(KeyboardInterrupt), live or contextlib.nullcontext():
         while True:
-            data = {**queue_status(queue), **origin}
+            data = {**queue_status(queue, registry=registry), **origin}
             if as_json:
                 echo_json("status", data, compact=True)
             else:
@@ -95,7 +96,7 @@ def watch_status(queue: Queue, origin: dict[str, Any], every: float, *, as_json:
 
 
 def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | None = None,
-                 *, history: bool = True) -> dict[str, Any]:
+                 *, history: bool = True, registry: Registry | None = None) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (its ``--json``). Without ``history``
     finish/ is not listed (its count and the throughput are None): with on_finish=move it
     grows by one object per request forever, and a health check must not cost more each
@@ -115,7 +116,7 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
             f"{len(too_long)} request name(s) in wait/ too long for this store (a key derived "
             f"from each would exceed {queue.store.max_key_bytes} bytes): never claimed; "
             f"rename them: {', '.join(n[:60] + '…' for n in too_long[:3])}")
-    longer = longer_leases(queue.store, queue.config.lease_ttl)
+    longer = longer_leases(registry or Registry(queue.store), queue.config.lease_ttl)
     if longer:  # its "expired" marks are judged by a shorter lease_ttl than theirs
         problems.append(longer_leases_problem(longer, queue.config.lease_ttl))
     problems += [f"worker {b['worker']}: circuit breaker open since {age(now - b['since'])} "
