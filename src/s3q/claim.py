@@ -152,7 +152,7 @@ class Claimer:
         self._emptied = 0  # the number of the last that found wait/ empty
         self._skip: dict[str, tuple[str, float]] = {}  # name -> (etag, until store time)
         self._named: deque[str] = deque()  # due retry leases without a view (the scan)
-        self._too_long: set[str] = set()
+        self._refused: set[str] = set()  # names never claimed (too long, unusable): reported once
         self._raced = threading.local()  # per claiming thread: its last claim lost races
 
     def offer(self, names: list[str]) -> None:
@@ -308,9 +308,14 @@ class Claimer:
                  f"{self.ctx.config.max_attempts}", retry=False)
         return None
 
+    def _report_unusable(self, name: str, why: str) -> None:
+        self._refused.add(name)
+        log.error("wait/%r matches the filter but is never claimed: %s; rename it", name, why,
+                  extra={"event": "name_unusable", "request": name})
+
     def _report_too_long(self, name: str) -> None:
-        if name not in self._too_long:
-            self._too_long.add(name)
+        if name not in self._refused:
+            self._refused.add(name)
             log.error("wait/%s: name too long for this store (its keys under .s3q/ would "
                       "exceed %d bytes); it is never claimed: rename it", name,
                       self.ctx.store.max_key_bytes,
@@ -363,9 +368,11 @@ class Claimer:
         fresh = []
         for info in page.items:
             name = layout.name_of(layout.WAIT, info.key)
+            if name not in self._refused and (why := ctx.unusable(name)) is not None:
+                self._report_unusable(name, why)
             skip = self._skip.get(name)
             if (ctx.is_request(name) and not (skip and skip[0] == info.etag)
-                    and name not in self._too_long):
+                    and name not in self._refused):
                 fresh.append(info)
         start = ctx.rng.randrange(len(fresh)) if fresh else 0  # see _next_candidates
         self._candidates.extend(fresh[start:] + fresh[:start])

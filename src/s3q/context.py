@@ -159,6 +159,18 @@ class Context:
             return False
         return True
 
+    def unusable(self, name: str) -> str | None:
+        """Why ``name`` matches the filter but can never be a request (a key such as
+        ``a//b_request.json`` another S3 client wrote), or None: it is one, or it does not
+        match, or it is a "folder" marker."""
+        if name.endswith("/") or not fnmatch.fnmatchcase(name, self.config.filter):
+            return None
+        try:
+            validate_key(name)
+        except InvalidKey as e:
+            return str(e)
+        return None
+
     def fits(self, name: str) -> bool:
         """Do all keys derived from ``name`` fit the store's key limit?"""
         return len(layout.longest_key(name).encode()) <= self.store.max_key_bytes

@@ -149,13 +149,18 @@ class Queue:
         self.ctx.emit("submitted", name, size=info.size)
         return info
 
-    def ls(self, state: State | str) -> Iterator[ObjectInfo]:
-        """Requests in one state, as ObjectInfo with ``key`` = the request name."""
+    def ls(self, state: State | str, unusable: list[str] | None = None
+           ) -> Iterator[ObjectInfo]:
+        """Requests in one state, as ObjectInfo with ``key`` = the request name. Names that
+        match the filter but cannot be requests (:meth:`Context.unusable`) are appended to
+        ``unusable`` when given."""
         prefix = State(state).prefix
         for info in list_all(self.store, prefix):
             name = layout.name_of(prefix, info.key)
             if self.is_request(name):
                 yield ObjectInfo(name, info.etag, info.size, info.last_modified)
+            elif unusable is not None and self.ctx.unusable(name) is not None:
+                unusable.append(name)
 
     def counts(self) -> dict[str, int]:
         """Number of requests per state: {"wait": n, "processing": n, "finish": n, "failed": n}."""

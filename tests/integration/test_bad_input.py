@@ -223,6 +223,36 @@ def test_unusable_names_in_wait_do_not_stop_a_burst_worker(backend: Backend) -> 
         assert backend.raw(f"processing/{name}") is None
 
 
+def test_unusable_names_in_wait_are_reported_not_hidden(
+        backend: Backend, caplog: pytest.LogCaptureFixture) -> None:
+    """A name that matches the filter but is no usable key is never claimed: the worker
+    says so once per name (which name, why, "rename it"), and on S3 `s3q status` lists it
+    as a problem; a "folder" marker is no request and is not reported."""
+    import logging
+
+    from s3q.cli.status import queue_status
+
+    for name in UNUSABLE_DROPS[backend.kind]:
+        backend.drop(name, b"")
+    q = backend.queue(QueueConfig(page_size=1000))
+    with caplog.at_level(logging.WARNING, logger="s3q"):
+        assert q.claim("w") is None
+        assert q.claim("w") is None  # (reported once)
+    reported = [r for r in caplog.records
+                if getattr(r, "event", "") in ("name_unusable", "unusable_name")]
+    texts = [r.getMessage() for r in reported]
+    names = [n for n in UNUSABLE_DROPS[backend.kind] if not n.endswith("/")]
+    assert len(reported) == len(names), texts
+    for name in names:
+        assert any(repr(name)[1:-1] in t and "rename it" in t for t in texts), (name, texts)
+    if backend.kind == "s3":  # (the local store's listing leaves such files out)
+        unusable: list[str] = []
+        assert list(q.ls(State.WAIT, unusable)) == [] and sorted(unusable) == sorted(names)
+        problems = queue_status(q)["problems"]
+        assert any("not usable keys" in p and "a//b_request.json" in p for p in problems), (
+            problems)
+
+
 def test_local_symlinks_cannot_escape_the_root(tmp_path: Path) -> None:
     root, outside = tmp_path / "root", tmp_path / "outside"
     outside.mkdir()

@@ -427,6 +427,9 @@ class LocalStore(Store):
                 log.warning("%s: not listed, permission denied (%s): make it readable by "
                             "this worker's user", path, e.strerror,
                             extra={"event": "unreadable", "path": path})
+            elif e.errno == errno.EINVAL:  # (localwalk: a name that is no valid key)
+                log.warning("%s: not listed, its name is not a usable key (%s): rename it",
+                            path, e.strerror, extra={"event": "unusable_name", "path": path})
             else:
                 log.warning("%s: not listed, it cannot be read (%s): remove or fix it", path,
                             e.strerror, extra={"event": "unreadable", "path": path})

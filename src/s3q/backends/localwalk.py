@@ -26,7 +26,8 @@ def walk(root: str, prefix: str, after: str | None, *, inside: Callable[[str], b
          unreadable: Callable[[str, OSError], None]) -> Iterator[str]:
     """Valid keys of the tree at ``root`` starting with ``prefix`` and greater than
     ``after``, in no order. ``inside(path)``: does a path resolve inside the root (symlinks);
-    ``unreadable(path, error)``: told of each directory it may not read (then skipped)."""
+    ``unreadable(path, error)``: told of each directory it may not read and of each file
+    whose name is no valid key (``EINVAL``; the path shown escaped), then skipped."""
     base, _, stem = prefix.rpartition("/")
     if base.split("/", 1)[0] == RESERVED:
         return
@@ -36,7 +37,9 @@ def walk(root: str, prefix: str, after: str | None, *, inside: Callable[[str], b
     for key in _walk_dir(_Tree(root, inside, unreadable), base, stem, after):
         try:
             check_key(key)
-        except InvalidKey:  # e.g. a file name with a newline, or not UTF-8
+        except InvalidKey as e:  # e.g. a file name with a newline, or not UTF-8
+            shown = os.fsencode(os.path.join(root, key)).decode("utf-8", "backslashreplace")
+            unreadable(repr(shown)[1:-1], OSError(errno.EINVAL, str(e)))
             continue
         yield key
 
