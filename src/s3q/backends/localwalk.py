@@ -38,8 +38,9 @@ def walk(root: str, prefix: str, after: str | None, *, inside: Callable[[str], b
         try:
             check_key(key)
         except InvalidKey as e:  # e.g. a file name with a newline, or not UTF-8
-            shown = os.fsencode(os.path.join(root, key)).decode("utf-8", "backslashreplace")
-            unreadable(repr(shown)[1:-1], OSError(errno.EINVAL, str(e)))
+            shown = repr(os.fsencode(os.path.join(root, key)))[2:-1]  # (printable, ASCII)
+            why = str(e).encode("utf-8", "backslashreplace").decode()  # (lone surrogates)
+            unreadable(shown, OSError(errno.EINVAL, why))
             continue
         yield key
 
