@@ -28,8 +28,8 @@ from tests.acceptance.conftest import wait_for
 EVIL = "<script>alert(1)</script>_request.json"
 
 
-def fail(q: Queue, name: str, error: Exception) -> None:
-    q.submit(name, b'{"x": 1}')
+def fail(q: Queue, name: str, error: Exception, body: bytes = b'{"x": 1}') -> None:
+    q.submit(name, body)
     job = q.claim("w")
     assert job is not None and job.name == name
     job.fail(error, retry=False)

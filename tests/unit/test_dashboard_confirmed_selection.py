@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flask.testing import FlaskClient
+
 from s3q import Queue, QueueConfig
 from s3q.backends.local import LocalStore
 from s3q.dashboard.metered import MeteredStore
@@ -21,13 +23,28 @@ def failed_names(queue: Queue) -> list[str]:
     return sorted(i.key for i in queue.ls("failed"))
 
 
+def confirm_page(c: FlaskClient, form: dict[str, str]) -> str:
+    """The confirmation page an action button (``form``: its fields) leads to."""
+    token = csrf_of(c.get("/failed").get_data(as_text=True))
+    return c.post("/failed/action", data={**form, "csrf": token}).get_data(as_text=True)
+
+
+def fail_again(queue: Queue, name: str) -> None:
+    """A new request of ``name`` (other bytes) fails too: the dead letter shown moves to
+    .s3q/earlier/, and failed/NAME is the new one."""
+    fail(queue, name, RuntimeError("another failure"), body=b'{"x": 2, "resubmitted": true}')
+
+
+def the_new_failure_is_in_failed(queue: Queue, name: str) -> bool:
+    record = queue.error_record(name)
+    return record is not None and "another failure" in str(record.error)
+
+
 def test_purge_matching_deletes_only_what_the_operator_confirmed(tmp_path: Path) -> None:
     queue = make(tmp_path)
     fail(queue, "a_request.json", KeyError("customer_id"))
     c = client(queue)
-    token = csrf_of(c.get("/failed").get_data(as_text=True))
-    form = {"do": "purge:matching", "glob": "*", "type": "", "csrf": token}
-    confirm = c.post("/failed/action", data=form).get_data(as_text=True)
+    confirm = confirm_page(c, {"do": "purge:matching", "glob": "*", "type": ""})
     assert "Purge 1 failed request?" in confirm            # the operator reads "1"
     # meanwhile the workers dead-letter two more requests
     fail(queue, "b_request.json", ValueError("new bug"))
@@ -42,9 +59,7 @@ def test_requeue_matching_moves_only_what_the_operator_confirmed(tmp_path: Path)
     queue = make(tmp_path)
     fail(queue, "a_request.json", KeyError("customer_id"))
     c = client(queue)
-    token = csrf_of(c.get("/failed").get_data(as_text=True))
-    form = {"do": "requeue:matching", "glob": "*", "type": "KeyError", "csrf": token}
-    confirm = c.post("/failed/action", data=form).get_data(as_text=True)
+    confirm = confirm_page(c, {"do": "requeue:matching", "glob": "*", "type": "KeyError"})
     assert "Requeue 1 failed request?" in confirm
     fail(queue, "b_request.json", KeyError("customer_id"))
     c.post("/failed/action", data=confirmation(confirm))
@@ -56,22 +71,14 @@ def test_purge_one_keeps_a_request_that_failed_again_after_it_was_shown(tmp_path
     queue = make(tmp_path)
     fail(queue, "a_request.json", KeyError("customer_id"))
     c = client(queue)
-    token = csrf_of(c.get("/failed").get_data(as_text=True))
-    form = {"do": "purge:one:a_request.json", "csrf": token}
-    confirm = c.post("/failed/action", data=form).get_data(as_text=True)
+    confirm = confirm_page(c, {"do": "purge:one:a_request.json"})
     assert "Purge 1 failed request?" in confirm
-    # before the operator confirms, a new request of that name (other bytes) fails too:
-    # the earlier dead letter moves to .s3q/earlier/, failed/a_request.json is the new one
-    queue.submit("a_request.json", b'{"x": 2, "resubmitted": true}')
-    job = queue.claim("w")
-    assert job is not None and job.name == "a_request.json"
-    job.fail(RuntimeError("another failure"), retry=False)
+    fail_again(queue, "a_request.json")  # before the operator confirms
     done = c.post("/failed/action", data=confirmation(confirm),
                   follow_redirects=True).get_data(as_text=True)
     assert "purged 0 request(s); 1 changed meanwhile and were left alone" in done
     assert failed_names(queue) == ["a_request.json"], "purged the new failure"
-    record = queue.error_record("a_request.json")
-    assert record is not None and "another failure" in str(record.error)
+    assert the_new_failure_is_in_failed(queue, "a_request.json")
 
 
 def test_requeue_one_leaves_a_request_that_failed_again_after_it_was_shown(
@@ -81,21 +88,15 @@ def test_requeue_one_leaves_a_request_that_failed_again_after_it_was_shown(
     queue = make(tmp_path)
     fail(queue, "a_request.json", KeyError("customer_id"))
     c = client(queue)
-    token = csrf_of(c.get("/failed").get_data(as_text=True))
-    confirm = c.post("/failed/action", data={"do": "requeue:one:a_request.json",
-                                             "csrf": token}).get_data(as_text=True)
+    confirm = confirm_page(c, {"do": "requeue:one:a_request.json"})
     assert "Requeue 1 failed request?" in confirm
-    queue.submit("a_request.json", b'{"x": 2, "resubmitted": true}')
-    job = queue.claim("w")
-    assert job is not None and job.name == "a_request.json"
-    job.fail(RuntimeError("another failure"), retry=False)
+    fail_again(queue, "a_request.json")  # before the operator confirms
     done = c.post("/failed/action", data=confirmation(confirm),
                   follow_redirects=True).get_data(as_text=True)
     assert "requeued 0 request(s)" in done, done
     assert [i.key for i in queue.ls("wait")] == [], "requeued the new failure"
     assert failed_names(queue) == ["a_request.json"]
-    record = queue.error_record("a_request.json")
-    assert record is not None and "another failure" in str(record.error)
+    assert the_new_failure_is_in_failed(queue, "a_request.json")
 
 
 def test_a_confirmation_acts_once_and_a_made_up_one_does_nothing(tmp_path: Path) -> None:
@@ -109,8 +110,7 @@ def test_a_confirmation_acts_once_and_a_made_up_one_does_nothing(tmp_path: Path)
         as_text=True)
     assert "expired or was used already: nothing was done" in page
     assert failed_names(queue) == ["a_request.json"]
-    confirm = c.post("/failed/action", data={"do": "requeue:one:a_request.json",
-                                             "csrf": token}).get_data(as_text=True)
+    confirm = confirm_page(c, {"do": "requeue:one:a_request.json"})
     c.post("/failed/action", data=confirmation(confirm))
     fail(queue, "a_request.json", KeyError("customer_id"))  # it fails again
     page = c.post("/failed/action", data=confirmation(confirm),  # the same "Yes", again
