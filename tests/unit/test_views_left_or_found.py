@@ -11,8 +11,11 @@ import pytest
 
 from s3q import layout
 from s3q.errors import LeaseLost
+from s3q.job import Job
+from s3q.queue import Queue
 from tests.unit.adversaries import fleet_moves_on
-from tests.unit.scenarios import NAME, claimed_by_a
+from tests.unit.harness import Hook, StepStore
+from tests.unit.scenarios import NAME, _own, claimed_by_a
 from tests.unit.world import ETAG_MODES, EtagMode, World
 
 
@@ -20,6 +23,33 @@ def _fleet_completes_then_producer_resubmits(world: World) -> None:
     fleet_moves_on(world, jobs=1)  # takeover, release, another worker runs and completes it
     assert world.lease(NAME) is None and NAME not in world.keys(layout.WAIT)
     world.submit(NAME, same=True)  # a new request of the same bytes (invariant 5)
+
+
+def _completes(world: World, q: Queue, worker: str) -> None:
+    """``worker`` claims NAME at once, runs it and completes it."""
+    taken = q.claim(worker)
+    assert taken is not None and taken.name == NAME, world.state()
+    world.ran(NAME, worker, taken.attempt, taken.read())
+    taken.complete()
+
+
+def _a_fails_fenced(world: World, job: Job, *, stall: dict[int, Hook] | None = None,
+                    before: dict[int, Hook] | None = None) -> StepStore:
+    """A's fail() (w1, w2, …) on a store with these adversaries: its commit is refused,
+    the lease having been taken from it. Returns that store (its ops)."""
+    q, store = world.queue()
+    store.stall.update(stall or {})
+    store.before.update(before or {})
+    with pytest.raises(LeaseLost):
+        _own(job, q).fail("boom")
+    return store
+
+
+def _the_resubmission_runs(world: World) -> None:
+    """Once the fleet drained: A's run, the fleet's, and the re-submission's."""
+    world.drain()
+    assert world.runs(NAME) == 3, (world.handled, world.state())
+    world.check_never_lost()
 
 
 @pytest.mark.parametrize("etags", ETAG_MODES)
@@ -31,15 +61,9 @@ def test_a_late_w1_does_not_delete_a_later_resubmission_it_found(etags: EtagMode
     re-submission runs."""
     world = World(etags=etags)
     job = claimed_by_a(world)
-    q, store = world.queue()
-    job.ctx = q.ctx
-    store.stall[1] = lambda: _fleet_completes_then_producer_resubmits(world)
-    with pytest.raises(LeaseLost):
-        job.fail("boom")
-    world.drain()
-    # A's run, the fleet's run after the takeover, and the re-submission's
-    assert world.runs(NAME) == 3, (world.handled, world.state())
-    world.check_never_lost()
+    _a_fails_fenced(world, job,  # w1 held in the network
+                    stall={1: lambda: _fleet_completes_then_producer_resubmits(world)})
+    _the_resubmission_runs(world)
 
 
 @pytest.mark.parametrize("etags", ETAG_MODES)
@@ -52,15 +76,10 @@ def test_a_stalled_holder_does_not_delete_a_later_resubmission(etags: EtagMode) 
     world = World(etags=etags)
     job = claimed_by_a(world)
     world.submit(NAME, same=True)  # while A's handler runs
-    q, store = world.queue()
-    job.ctx = q.ctx
-    store.before[4] = lambda: _fleet_completes_then_producer_resubmits(world)  # before w2
-    with pytest.raises(LeaseLost):
-        job.fail("boom")
+    store = _a_fails_fenced(world, job,  # A stalls before w2
+                            before={4: lambda: _fleet_completes_then_producer_resubmits(world)})
     assert store.ops[3].startswith(f"put= {layout.LEASES}"), store.ops  # w2, refused
-    world.drain()
-    assert world.runs(NAME) == 3, (world.handled, world.state())
-    world.check_never_lost()
+    _the_resubmission_runs(world)
 
 
 def test_a_view_it_made_in_time_is_not_deleted_after_the_deadline_with_md5_etags() -> None:
@@ -70,16 +89,11 @@ def test_a_view_it_made_in_time_is_not_deleted_after_the_deadline_with_md5_etags
     deadline: w2 finds the lease gone, and A sends no delete: the re-submission runs."""
     world = World(etags="md5")
     job = claimed_by_a(world)
-    q, store = world.queue()
-    job.ctx = q.ctx
-    store.before[2] = lambda: _fleet_completes_then_producer_resubmits(world)  # before w2
-    with pytest.raises(LeaseLost):
-        job.fail("boom")
+    store = _a_fails_fenced(world, job,  # A stalls before w2
+                            before={2: lambda: _fleet_completes_then_producer_resubmits(world)})
     assert store.ops[0].startswith(f"put! {layout.WAIT}"), store.ops  # w1 made the view
     assert NAME in world.keys(layout.WAIT), world.state()  # the re-submission is there
-    world.drain()
-    assert world.runs(NAME) == 3, (world.handled, world.state())
-    world.check_never_lost()
+    _the_resubmission_runs(world)
 
 
 @pytest.mark.parametrize("etags", ETAG_MODES)
@@ -93,24 +107,15 @@ def test_a_fenced_holder_in_time_does_not_delete_a_later_resubmission(
 
     world = World(etags=etags)
     job = claimed_by_a(world)
-    q, store = world.queue()
-    job.ctx = q.ctx
 
     def operator_fleet_producer() -> None:
         recover_all(world, NAME)
-        other, _ = world.queue(seed=3)
-        taken = other.claim("B")
-        assert taken is not None
-        world.ran(NAME, "B", taken.attempt, taken.read())
-        taken.complete()
+        _completes(world, world.queue(seed=3)[0], "B")
         world.submit(NAME, same=True)
 
-    store.before[2] = operator_fleet_producer  # A is about to send w2, in time
-    with pytest.raises(LeaseLost):
-        job.fail("boom")
-    world.drain()
-    assert world.runs(NAME) == 3, (world.handled, world.state())
-    world.check_never_lost()
+    _a_fails_fenced(world, job,  # A is about to send w2, in time
+                    before={2: operator_fleet_producer})
+    _the_resubmission_runs(world)
 
 
 @pytest.mark.parametrize("etags", ETAG_MODES)
@@ -135,10 +140,7 @@ def test_a_scanner_restoring_a_view_does_not_delete_a_later_resubmission(
         world.observe()
         if scanner.ops[-1] == f"put! {layout.key(layout.WAIT, NAME)}" and not fired:
             fired.append(True)  # v2 just wrote the view: the scanner pauses here
-            taken = other.claim("B")
-            assert taken is not None and taken.name == NAME, world.state()
-            world.ran(NAME, "B", taken.attempt, taken.read())
-            taken.complete()
+            _completes(world, other, "B")
             world.submit(NAME, same=True)
 
     scanner.observe = after_each_op
@@ -148,9 +150,7 @@ def test_a_scanner_restoring_a_view_does_not_delete_a_later_resubmission(
         if fired:
             break
     assert fired, world.state()
-    world.drain()
-    assert world.runs(NAME) == 3, (world.handled, world.state())
-    world.check_never_lost()
+    _the_resubmission_runs(world)
 
 
 @pytest.mark.parametrize("etags", ETAG_MODES)
@@ -167,9 +167,8 @@ def test_a_purged_retry_does_not_run_again_from_its_leftover_processing_view(
     world = World(etags=etags)
     job = claimed_by_a(world)  # its processing/ view is written at the claim (c3)
     q, _ = world.queue(crash_after=2)  # w1, w2, then death before w3
-    job.ctx = q.ctx
     with pytest.raises(Crash):
-        job.fail("boom")
+        _own(job, q).fail("boom")
     lease = world.lease(NAME)
     assert lease is not None and lease.intent.value == "retry"
     assert NAME in world.keys(layout.PROCESSING)
