@@ -368,11 +368,12 @@ class Claimer:
         fresh = []
         for info in page.items:
             name = layout.name_of(layout.WAIT, info.key)
-            if name not in self._refused and (why := ctx.unusable(name)) is not None:
-                self._report_unusable(name, why)
+            if not ctx.is_request(name):
+                if name not in self._refused and (why := ctx.unusable(name)) is not None:
+                    self._report_unusable(name, why)
+                continue
             skip = self._skip.get(name)
-            if (ctx.is_request(name) and not (skip and skip[0] == info.etag)
-                    and name not in self._refused):
+            if not (skip and skip[0] == info.etag) and name not in self._refused:
                 fresh.append(info)
         start = ctx.rng.randrange(len(fresh)) if fresh else 0  # see _next_candidates
         self._candidates.extend(fresh[start:] + fresh[:start])
