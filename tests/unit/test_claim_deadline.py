@@ -12,24 +12,19 @@ from typing import Any
 from s3q import layout
 from s3q.backends.delegating import DelegatingStore
 from s3q.queue import Queue
-from tests.unit.scenarios import NAME
+from tests.unit.scenarios import NAME, SCENARIOS, dry_run
 from tests.unit.world import TTL, World, config
 
-
-def _c2(world: World) -> int:
-    probe = World(etags=world.etags)
-    probe.submit(NAME)
-    q, store = probe.queue()
-    assert q.claim("A") is not None
-    return next(i for i, op in enumerate(store.ops, 1) if op.startswith("delete= wait/"))
+#: The index of c2 among the store requests of a claim (the "claim" scenario's dry run).
+C2 = next(i for i, op in enumerate(dry_run(next(s for s in SCENARIOS if s.id == "claim")), 1)
+          if op.startswith(f"delete= {layout.WAIT}"))
 
 
 def test_a_c2_stopped_before_its_first_try_gives_the_lease_up() -> None:
     world = World()
     world.submit(NAME)
-    c2 = _c2(world)
     q, store = world.queue()
-    store.before[c2] = lambda: world.clock.advance(TTL)  # a stall
+    store.before[C2] = lambda: world.clock.advance(TTL)  # a stall
     job = q.claim("A")
     # the stalled claim gave its lease up, so the same call's next LIST found the request
     # still in wait/ and claimed it afresh (kept, the lease would have refused it: c1')
