@@ -149,13 +149,14 @@ class Queue:
         self.ctx.emit("submitted", name, size=info.size)
         return info
 
-    def ls(self, state: State | str, unusable: list[str] | None = None
-           ) -> Iterator[ObjectInfo]:
+    def ls(self, state: State | str, unusable: list[str] | None = None,
+           left_out: list[str] | None = None) -> Iterator[ObjectInfo]:
         """Requests in one state, as ObjectInfo with ``key`` = the request name. Names that
         match the filter but cannot be requests (:meth:`Context.unusable`) are appended to
-        ``unusable`` when given."""
+        ``unusable`` when given, and what the store could not list at all
+        (:attr:`~s3q.store.Page.left_out`) to ``left_out``."""
         prefix = State(state).prefix
-        for info in list_all(self.store, prefix):
+        for info in list_all(self.store, prefix, left_out=left_out):
             name = layout.name_of(prefix, info.key)
             if self.is_request(name):
                 yield ObjectInfo(name, info.etag, info.size, info.last_modified)

@@ -107,6 +107,10 @@ class Page:
     items: list[ObjectInfo]
     #: True when more keys follow the last item of this page.
     truncated: bool
+    #: What the store met in this page's range and could not list, each as ``"<path>:
+    #: <why>"``: the local store's unreadable files and directories, and its files whose
+    #: names no key can hold (S3 lists every key it has).
+    left_out: tuple[str, ...] = ()
 
 
 _BAD_SEGMENTS = {"", ".", ".."}
@@ -241,11 +245,15 @@ def delete_each(store: Store, items: Sequence[tuple[str, str]], *,
     return results
 
 
-def list_all(store: Store, prefix: str, *, page_size: int = 1000) -> Iterator[ObjectInfo]:
-    """Every object under ``prefix``, page by page (never holds more than one page)."""
+def list_all(store: Store, prefix: str, *, page_size: int = 1000,
+             left_out: list[str] | None = None) -> Iterator[ObjectInfo]:
+    """Every object under ``prefix``, page by page (never holds more than one page); what
+    the store could not list (:attr:`Page.left_out`) is added to ``left_out`` when given."""
     start: str | None = None
     while True:
         page = store.list_page(prefix, start_after=start, limit=page_size)
+        if left_out is not None:
+            left_out.extend(e for e in page.left_out if e not in left_out)
         yield from page.items
         if not page.truncated or not page.items:
             return

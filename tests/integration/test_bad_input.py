@@ -226,8 +226,9 @@ def test_unusable_names_in_wait_do_not_stop_a_burst_worker(backend: Backend) -> 
 def test_unusable_names_in_wait_are_reported_not_hidden(
         backend: Backend, caplog: pytest.LogCaptureFixture) -> None:
     """A name that matches the filter but is no usable key is never claimed: the worker
-    says so once per name (which name, why, "rename it"), and on S3 `s3q status` lists it
-    as a problem; a "folder" marker is no request and is not reported."""
+    says so once per name (which name, why, "rename it"), and `s3q status` lists it as a
+    problem (on S3 a key it lists; a file the local store's listing leaves out); a "folder"
+    marker is no request and is not reported."""
     import logging
 
     from s3q.cli.status import queue_status
@@ -245,12 +246,22 @@ def test_unusable_names_in_wait_are_reported_not_hidden(
     assert len(reported) == len(names), texts
     for name in names:
         assert any(repr(name)[1:-1] in t and "rename it" in t for t in texts), (name, texts)
-    if backend.kind == "s3":  # (the local store's listing leaves such files out)
-        unusable: list[str] = []
-        assert list(q.ls(State.WAIT, unusable)) == [] and sorted(unusable) == sorted(names)
-        problems = queue_status(q)["problems"]
-        assert any("not usable keys" in p and "a//b_request.json" in p for p in problems), (
-            problems)
+    unusable: list[str] = []
+    left_out: list[str] = []
+    assert list(q.ls(State.WAIT, unusable, left_out)) == []
+    status = queue_status(q)
+    if backend.kind == "s3":  # keys S3 lists, which s3q cannot use
+        assert sorted(unusable) == sorted(names) and left_out == []
+        assert any("not usable keys" in p and "a//b_request.json" in p
+                   for p in status["problems"]), status["problems"]
+    else:  # files the local store cannot list: the page says which
+        assert unusable == [] and len(left_out) == len(names), left_out
+        for name in names:
+            assert any(repr(name)[1:-1] in e and "not a usable key" in e for e in left_out)
+        assert [p for p in status["problems"] if "cannot list" in p] == [
+            f"2 file(s) or folder(s) in wait/ the store cannot list (unreadable, or a name no "
+            f"key can hold): never claimed; fix or rename them: {'; '.join(left_out)}"]
+    assert not status["healthy"]
 
 
 def test_local_symlinks_cannot_escape_the_root(tmp_path: Path) -> None:

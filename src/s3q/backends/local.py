@@ -60,7 +60,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -175,19 +175,25 @@ class LocalStore(Store):
         bounded heap while walking the tree unsorted: memory stays O(limit) however many
         files wait (no directory is read into a list); then stat and ETag only those. Files
         still being written by another program, and unreadable ones, are left out (see the
-        module docstring); a page they fill entirely is skipped for the next one."""
+        module docstring); a page they fill entirely is skipped for the next one. The
+        unreadable ones, and files whose names no key can hold, are named in the page's
+        ``left_out`` (and logged, once per path and process)."""
         check_prefix(prefix)
         check_limit(limit)
         if start_after is not None:
             check_prefix(start_after)
+        left: dict[str, None] = {}  # (what this page's walks left out, in order, once)
+
+        def report(path: str, e: OSError) -> None:
+            left[self._report_unreadable(path, e)] = None
         after = start_after
         while True:
             keys = heapq.nsmallest(limit + 1, localwalk.walk(
-                self._root, prefix, after, inside=self._inside, unreadable=self._report_unreadable))
-            items = [info for key in keys[:limit] if (info := self._listed(key)) is not None]
+                self._root, prefix, after, inside=self._inside, unreadable=report))
+            items = [info for key in keys[:limit] if (info := self._listed(key, report))]
             truncated = len(keys) > limit
             if items or not truncated:
-                return Page(items, truncated)
+                return Page(items, truncated, tuple(left))
             after = keys[limit - 1]
 
     def now(self) -> float:
@@ -389,9 +395,10 @@ class LocalStore(Store):
             raise fs.translate(e, "stat", path) from e
         return st, etag
 
-    def _listed(self, key: str) -> ObjectInfo | None:
+    def _listed(self, key: str, report: Callable[[str, OSError], None]) -> ObjectInfo | None:
         """The info of a key a listing found, or None: deleted since the directory was read,
-        not a regular file, still being written by another program, or unreadable."""
+        not a regular file, still being written by another program, or unreadable (then
+        told to ``report``)."""
         path = os.path.join(self._root, key)
         try:
             st = os.stat(path)
@@ -401,12 +408,12 @@ class LocalStore(Store):
         except StoreError as e:
             if not isinstance(e.__cause__, PermissionError):
                 raise
-            self._report_unreadable(path, e.__cause__)
+            report(path, e.__cause__)
         except PermissionError as e:
-            self._report_unreadable(path, e)
+            report(path, e)
         except OSError as e:
             if e.errno == errno.ELOOP:  # a symlink turned into a loop since the walk
-                self._report_unreadable(path, e)
+                report(path, e)
             elif e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
                 raise fs.translate(e, "stat", path) from e
         return None
@@ -420,19 +427,14 @@ class LocalStore(Store):
                 f" s ago (less than {self.settle} s): not deleted while it may still be "
                 "written")
 
-    def _report_unreadable(self, path: str, e: OSError) -> None:
+    def _report_unreadable(self, path: str, e: OSError) -> str:
+        """Log a path a listing leaves out (once per path), and say what it is."""
+        event, why, details, fix = localwalk.left_out(e)
         if path not in self._unreadable:
             self._unreadable.add(path)
-            if isinstance(e, PermissionError):
-                log.warning("%s: not listed, permission denied (%s): make it readable by "
-                            "this worker's user", path, e.strerror,
-                            extra={"event": "unreadable", "path": path})
-            elif e.errno == errno.EINVAL:  # (localwalk: a name that is no valid key)
-                log.warning("%s: not listed, its name is not a usable key (%s): rename it",
-                            path, e.strerror, extra={"event": "unusable_name", "path": path})
-            else:
-                log.warning("%s: not listed, it cannot be read (%s): remove or fix it", path,
-                            e.strerror, extra={"event": "unreadable", "path": path})
+            log.warning("%s: not listed, %s%s: %s", path, why, details, fix,
+                        extra={"event": event, "path": path})
+        return f"{path}: {why}"
 
     def _etag_at(self, key: str, path: str, why: str) -> str:
         """The current ETag of ``key`` (under its lock), or NotFound."""

@@ -13,7 +13,7 @@ from s3q.backends._common import check_key
 from s3q.backends.localfs import RESERVED, translate
 from s3q.store import InvalidKey
 
-__all__ = ["walk"]
+__all__ = ["left_out", "walk"]
 
 
 class _Tree(NamedTuple):
@@ -97,3 +97,13 @@ def _entry_name(tree: _Tree, entry: os.DirEntry[str], base: str) -> str | None:
     except OSError as e:
         tree.unreadable(entry.path, e)
     return None
+
+
+def left_out(e: OSError) -> tuple[str, str, str, str]:
+    """Why the walk (or a stat after it) left an entry out, as it was told ``e``: the log
+    event, the reason, its details and the fix."""
+    if isinstance(e, PermissionError):
+        return "unreadable", "permission denied", "", "make it readable by this worker's user"
+    if e.errno == errno.EINVAL:  # (a name that is no valid key: see walk)
+        return "unusable_name", "its name is not a usable key", f" ({e.strerror})", "rename it"
+    return "unreadable", f"it cannot be read ({e.strerror})", "", "remove or fix it"

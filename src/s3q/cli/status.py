@@ -101,7 +101,7 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
     finish/ is not listed (its count and the throughput are None): with on_finish=move it
     grows by one object per request forever, and a health check must not cost more each
     day."""
-    counts, oldest, recent, too_long, unusable = _scan_states(queue, history=history)
+    counts, oldest, recent, too_long, unusable, left_out = _scan_states(queue, history=history)
     now = queue.store.now()
     in_flight, retrying = _scan_leases(queue, now)
     oldest_age = None if oldest is None else max(0.0, now - oldest)
@@ -116,6 +116,11 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
             f"{len(unusable)} name(s) in wait/ match the filter but are not usable keys (an "
             f"empty, '.' or '..' segment, a control character, …): never claimed; rename "
             f"them: {', '.join(repr(n[:60]) for n in unusable[:3])}")
+    if left_out:
+        problems.append(
+            f"{len(left_out)} file(s) or folder(s) in wait/ the store cannot list (unreadable, "
+            f"or a name no key can hold): never claimed; fix or rename them: "
+            f"{'; '.join(one_line(e, 300) for e in left_out[:3])}")
     if too_long:
         problems.append(
             f"{len(too_long)} request name(s) in wait/ too long for this store (a key derived "
@@ -149,23 +154,26 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
 
 
 def _scan_states(queue: Queue, *, history: bool) -> tuple[
-        dict[str, int | None], float | None, int | None, list[str], list[str]]:
+        dict[str, int | None], float | None, int | None, list[str], list[str], list[str]]:
     """Counts per state (as ``Queue.counts()``), in the same listing the Last-Modified of
     the oldest waiting request, the number finished within THROUGHPUT_WINDOW (None, and
-    finish/ not listed, without ``history``), the waiting names too long to claim, and
-    those in wait/ that match the filter but are no usable keys."""
+    finish/ not listed, without ``history``), the waiting names too long to claim, those
+    in wait/ that match the filter but are no usable keys, and what the store could not
+    list in wait/ at all (a local store's unreadable files, names no key can hold)."""
     counts: dict[str, int | None] = {}
     oldest: float | None = None
     recent = 0
     too_long: list[str] = []
     unusable: list[str] = []
+    left_out: list[str] = []
     for state in State:
         if state is State.FINISH and not history:
             counts[state.value] = None
             continue
         since = queue.store.now() - THROUGHPUT_WINDOW if state is State.FINISH else 0.0
         n = 0
-        for info in queue.ls(state, unusable if state is State.WAIT else None):
+        wait = state is State.WAIT
+        for info in queue.ls(state, unusable if wait else None, left_out if wait else None):
             n += 1
             if state is State.WAIT and not queue.ctx.fits(info.key):
                 too_long.append(info.key)
@@ -174,7 +182,7 @@ def _scan_states(queue: Queue, *, history: bool) -> tuple[
             elif state is State.FINISH and info.last_modified >= since:
                 recent += 1
         counts[state.value] = n
-    return counts, oldest, recent if history else None, too_long, unusable
+    return counts, oldest, recent if history else None, too_long, unusable, left_out
 
 
 def _scan_leases(queue: Queue, now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
