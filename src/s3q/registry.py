@@ -272,12 +272,12 @@ class Presence:
             self.beat()
 
 
-def longer_leases(registry: Registry, lease_ttl: float) -> dict[str, float]:
-    """The live workers whose lease_ttl is longer than ``lease_ttl`` (id -> theirs): judged
-    by ``lease_ttl``, their live jobs would look expired (an operator's command run without
-    the fleet's settings). One LIST of the registry and a GET of each record that changed
-    since ``registry`` last read it. (Workers of an earlier s3q publish none.)"""
-    return {e.id: e.record.lease_ttl for e in registry.records()
+def longer_leases(records: list[Entry], lease_ttl: float) -> dict[str, float]:
+    """The live workers whose lease_ttl is longer than ``lease_ttl`` (id -> theirs), among
+    ``records`` (:meth:`Registry.records`): judged by ``lease_ttl``, their live jobs would
+    look expired (an operator's command run without the fleet's settings). (Workers of an
+    earlier s3q publish none.)"""
+    return {e.id: e.record.lease_ttl for e in records
             if e.record is not None and not e.stale and e.record.lease_ttl > lease_ttl}
 
 
@@ -290,12 +290,13 @@ def longer_leases_problem(longer: dict[str, float], lease_ttl: float) -> str:
             f"the fleet's settings (--lease-ttl {ttl:g}s, or S3Q_LEASE_TTL, or its config)")
 
 
-def fleet_status(store: Store) -> dict[str, Any]:
-    """What ``s3q status`` shows of the fleet, for one LIST of the registry and one GET of
-    the pause flag: {"workers": {"live": [ids], "stale": [ids]}, "paused": {...} | None}."""
+def fleet_status(store: Store, entries: list[Entry] | None = None) -> dict[str, Any]:
+    """What ``s3q status`` shows of the fleet, from ``entries`` (else one LIST of the
+    registry: staleness judged by the default interval) and one GET of the pause flag:
+    {"workers": {"live": [ids], "stale": [ids]}, "paused": {...} | None}."""
     from s3q.pause import pause_state
 
-    entries = Registry(store).entries()
+    entries = Registry(store).entries() if entries is None else entries
     state = pause_state(store)
     return {"workers": {"live": [e.id for e in entries if not e.stale],
                         "stale": [e.id for e in entries if e.stale]},

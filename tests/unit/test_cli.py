@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -260,14 +261,36 @@ def test_status_shows_retries(qdir: Path) -> None:
 
 
 class _ListRecordingStore(MemoryStore):
-    def __init__(self) -> None:
-        super().__init__("listed")
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        super().__init__("listed", clock=clock)
         self.listed: list[str] = []
 
     def list_page(self, prefix: str, *, start_after: str | None = None,
                   limit: int = 1000) -> Page:
         self.listed.append(prefix)
         return super().list_page(prefix, start_after=start_after, limit=limit)
+
+
+def test_status_reads_the_registry_once_and_judges_each_worker_by_its_interval() -> None:
+    """One LIST of .s3q/workers/ (its records read once, for both the fleet and the
+    lease_ttl check), and each worker stale after 2.5 of its own heartbeat intervals, as
+    `s3q workers` judges it, not the default's (60 s)."""
+    from s3q.registry import PREFIX, WorkerRecord
+
+    now = 1_764_000_000.0
+    at = [now]
+    store = _ListRecordingStore(clock=lambda: at[0])
+    for worker, interval, age in (("fast-dead", 10.0, 40.0), ("slow-live", 300.0, 200.0),
+                                  ("live", 60.0, 5.0)):
+        at[0] = now - age
+        record = WorkerRecord(id=worker, host="h", pid=1, version="x", slots=1, busy=0,
+                              paused=False, interval=interval, started=at[0],
+                              heartbeat=at[0], lease_ttl=30.0)
+        store.put(PREFIX + worker, record.to_bytes())
+    at[0] = now
+    status = queue_status(Queue(store, QueueConfig()))
+    assert status["workers"] == {"live": ["live", "slow-live"], "stale": ["fast-dead"]}
+    assert store.listed.count(PREFIX) == 1, store.listed
 
 
 def test_status_check_does_not_list_finish() -> None:

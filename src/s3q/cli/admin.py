@@ -153,7 +153,7 @@ def recover(mode: RecoveryMode | None, include: str | None, dry_run: bool, yes: 
     queue = app.open_queue()
     worker_id = app.config.effective_worker_id() if mode == "mine" else "s3q-recover"
     if mode != "mine":  # --stale and --all judge which jobs are live by lease_ttl
-        longer = longer_leases(Registry(queue.store), queue.config.lease_ttl)
+        longer = longer_leases(Registry(queue.store).records(), queue.config.lease_ttl)
         if longer:
             raise Failure(longer_leases_problem(longer, queue.config.lease_ttl))
     # --mine: what a stopped worker of this id held. Its lock says whether one is running

@@ -107,7 +107,9 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
     oldest_age = None if oldest is None else max(0.0, now - oldest)
     overdue = [r for r in in_flight if r["overdue"]]
     breakers = _breakers(queue, now)
-    fleet = fleet_status(queue.store)
+    # one reading of the registry: each worker judged stale by its own heartbeat interval
+    workers = (registry or Registry(queue.store)).records()
+    fleet = fleet_status(queue.store, workers)
     # paused, no worker takes anything over (deliberately): overdue leases are no problem
     problems = _problems(queue, counts, oldest_age, [] if fleet["paused"] else overdue,
                          max_age=max_age, max_failed=max_failed)
@@ -126,7 +128,7 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
             f"{len(too_long)} request name(s) in wait/ too long for this store (a key derived "
             f"from each would exceed {queue.store.max_key_bytes} bytes): never claimed; "
             f"rename them: {', '.join(n[:60] + '…' for n in too_long[:3])}")
-    longer = longer_leases(registry or Registry(queue.store), queue.config.lease_ttl)
+    longer = longer_leases(workers, queue.config.lease_ttl)
     if longer:  # its "expired" marks are judged by a shorter lease_ttl than theirs
         problems.append(longer_leases_problem(longer, queue.config.lease_ttl))
     problems += [f"worker {b['worker']}: circuit breaker open since {age(now - b['since'])} "
