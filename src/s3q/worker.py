@@ -378,7 +378,10 @@ class Worker:
         self._pacer.wake(claims)
 
     def _free_slots(self) -> int:
-        """Slots neither running a job, nor claiming, nor about to claim for a wake."""
+        """Slots neither running a job, nor claiming, nor about to claim for a wake; none
+        once stopping (a message taken then would wait, hidden, until the drain ends)."""
+        if self._stopping.is_set():
+            return 0
         wakes = self._pacer.wakes
         with self._lock:
             busy = len(self._running) + self._claiming

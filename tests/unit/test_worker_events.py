@@ -131,3 +131,36 @@ def test_a_notification_wakes_an_idle_slot_and_its_claim_lists_nothing(idle: Idl
         worker.stop()
         thread.join(10)
     assert sorted(done) == [f"r{i}_request.json" for i in range(5)]
+
+
+def test_a_stopping_worker_takes_no_more_notifications() -> None:
+    """While a stopping worker waits for its running jobs (up to ``grace``), its free slots
+    will never claim again: it must not receive SQS messages for them. Each one it took
+    would stay invisible to every other worker (offered to no slot, checked, given back
+    ~35 s later, or at the end of the drain), and its receive count would grow towards a
+    redrive policy's maxReceiveCount."""
+    queue = Queue(MemoryStore("events"), QueueConfig(lease_ttl=30.0))
+    feed = Feed(queue)
+    release, running = threading.Event(), threading.Event()
+
+    def handler(job: Job) -> None:
+        running.set()
+        release.wait(30)
+
+    worker = Worker(queue, handler, WorkerOptions("w", concurrency=2, grace=60,
+                                                  events_list_interval=3600),
+                    events=cast(EventSource, feed))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        queue.submit("long_request.json", b"{}")
+        feed.announce("long_request.json")
+        assert running.wait(10)
+        wait_for(lambda: feed.capacity() == 1, 10, "one slot free")
+        worker.stop()  # graceful: the running job may finish
+        assert thread.is_alive()  # still draining
+        assert feed.capacity() == 0
+    finally:
+        release.set()
+        worker.stop()
+        thread.join(10)
