@@ -121,3 +121,16 @@ def test_status_check_fails_while_nobody_takes_an_expired_lease_over(
     assert survivor.wait(60) == 0
     assert check() == 0
     assert cli.runs("done") == {name: 1}
+
+
+@pytest.mark.parametrize("url", ["s3//bucket/app", "S3//bucket", "file//srv/queue"])
+def test_a_mistyped_url_is_not_taken_for_a_local_directory(local: Cli, url: str) -> None:
+    """``s3//bucket/app`` (a lost colon) is no path anyone means: it must not become a local
+    queue ``./s3/bucket/app`` that submit fills and a worker drains, unnoticed."""
+    request = local.tmp / "a_request.json"
+    request.write_text("{}")
+    for args in (["submit", str(request)], ["worker", "--exec", "true", "--burst"]):
+        out = local.run(*args, check=False, env={"S3Q_QUEUE": url})
+        assert out.returncode == 2, (args, out.stdout, out.stderr)
+        assert url in out.stderr and "Traceback" not in out.stderr
+    assert list(Path.cwd().iterdir()) == []  # no directory made

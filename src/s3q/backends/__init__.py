@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -14,6 +15,9 @@ from urllib.parse import unquote, urlsplit
 from s3q.store import Store
 
 __all__ = ["S3Options", "open_store"]
+
+#: A URL that lost its colon (``s3//bucket/app``): never a path anyone means.
+_NO_COLON = re.compile(r"(?i)(?:s3[an]?|file|memory|https?)//")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,9 @@ def open_store(url: str, s3: S3Options | None = None, *, create: bool = True) ->
         from s3q.backends.local import LocalStore
 
         return LocalStore(Path(unquote(parts.path)), create=create)
+    if scheme == "" and _NO_COLON.match(url):
+        raise ValueError(f"queue URL {url!r}: not a path but a URL without its ':' "
+                         "(expected s3://bucket/prefix, file:///path or a path)")
     if scheme == "" or (len(scheme) == 1 and url[1:3] in (":\\", ":/")):
         from s3q.backends.local import LocalStore
 
