@@ -30,9 +30,11 @@ A message's life, in one worker:
   message is made visible at once, for any worker; after :data:`MAX_RECEIVES` deliveries it
   is deleted and left to the listing.
 
-SQS errors are logged and retried with backoff (1 s, doubling to 60 s), never fatal; while
-they last the source is not :attr:`~EventSource.healthy` and the slots list wait/ at the
-ordinary ``poll_interval``.
+A request the idle listing claims that no notification announced is logged
+(``events_missed``, :meth:`EventSource.missed`): notifications that never reach the queue
+must not go unnoticed. SQS errors are logged and retried with backoff (1 s, doubling to
+60 s), never fatal; while they last the source is not :attr:`~EventSource.healthy` and
+the slots list wait/ at the ordinary ``poll_interval``.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ LONG_POLL = 20
 MAX_HIDE = 43200
 #: Seconds an offered name counts as "announced by an event" (:meth:`EventSource.offered`).
 RECENT = 600.0
+#: Seconds between two warnings that the safety-net listing claimed an unannounced request.
+MISSED_EVERY = 600.0
 
 Outcome = Literal["settled", "again"] | int  # an int: hide the message for that many seconds
 
@@ -115,6 +119,7 @@ class EventSource:
         self._stop = threading.Event()
         self._healthy = False
         self._failures = 0
+        self._missed, self._missed_at = 0, -math.inf  # (monotonic) of the last warning
         self._thread: threading.Thread | None = None
         self._capacity: Callable[[], int] = lambda: 1
         self._wake: Callable[[int], None] = lambda n: None
@@ -130,6 +135,26 @@ class EventSource:
         """Was ``name`` announced by an event lately (a claim of it is not a backlog)?"""
         with self._lock:
             return name in self._recent
+
+    def missed(self, name: str) -> None:
+        """The idle listing of wait/ (the safety net) claimed ``name``, a first attempt no
+        notification announced. Now and then a notification is lost or late; a worker that
+        only ever finds its requests this way has a queue the bucket does not notify (its
+        rule missing, the queue's access policy, another region): warn (once per
+        :data:`MISSED_EVERY` seconds, with the count meanwhile)."""
+        now = self._monotonic()
+        with self._lock:
+            if not self._healthy:
+                return
+            self._missed += 1
+            if now - self._missed_at < MISSED_EVERY:
+                return
+            count, self._missed, self._missed_at = self._missed, 0, now
+        log.warning("events: the listing of wait/ found %s, which no notification of %s "
+                    "announced (%d since the last such warning); if it keeps happening, the "
+                    "bucket's notifications do not reach the queue: run 's3q events setup', "
+                    "check the queue's access policy and region", name, self.sqs.ref.name,
+                    count, extra={"event": "events_missed", "request": name, "count": count})
 
     def start(self, *, capacity: Callable[[], int], wake: Callable[[int], None]) -> None:
         """Run in a thread of its own: ``capacity()`` is the number of messages the worker

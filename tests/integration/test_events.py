@@ -105,3 +105,37 @@ def test_a_retry_waits_in_sqs_until_it_is_due(s3_endpoint: S3Endpoint,
     for operation in sqs.request_counts:
         assert allowed(policy, SQS_ACTIONS[operation], arn), operation
     sqs.close()
+
+
+def test_a_queue_no_notification_reaches_is_not_silent(s3_endpoint: S3Endpoint,
+                                                      records: Records) -> None:
+    """The SQS queue answers but the bucket never notifies it (``s3q events setup`` not run,
+    its rule removed, a policy refusing s3.amazonaws.com): the worker counts as listening and
+    lists wait/ only every events_list_interval, so every request waits minutes. The
+    safety-net listing that claims a request no notification announced must say so."""
+    if not s3_endpoint.is_moto:
+        pytest.skip("needs moto's SQS")
+    bucket, name = f"s3q-ev-{uuid4().hex[:12]}", f"s3q-ev-{uuid4().hex[:8]}"
+    s3_endpoint.client().create_bucket(Bucket=bucket)
+    sqs = sqs_queue(s3_endpoint, name)
+    sqs.create()  # a queue, but no bucket notification
+    queue = Queue(S3Store(bucket, "q", s3_endpoint.options()), QueueConfig())
+    done = threading.Event()
+    events = EventSource(queue, sqs, "w1")
+    worker = Worker(queue, lambda job: done.set(), WorkerOptions("w1", events_list_interval=2),
+                    events=events)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: any(e["event"] == "idle" and e["seconds"] >= 1  # type: ignore[operator]
+                             for e in records.events), 60, "the worker to rely on events")
+        queue.submit("a_request.json", b"{}")
+        assert done.wait(30)
+    finally:
+        worker.stop()
+        worker.stop()
+        thread.join(30)
+        sqs.close()
+    missed = [e for e in records.events if e["event"] == "events_missed"]
+    assert missed and missed[0]["levelno"] == logging.WARNING
+    assert missed[0]["request"] == "a_request.json"

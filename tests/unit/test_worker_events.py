@@ -57,6 +57,9 @@ class Feed:
     def offered(self, name: str) -> bool:
         return name in self.names
 
+    def missed(self, name: str) -> None:
+        pass
+
     def announce(self, name: str) -> None:
         self.names.add(name)
         self.queue.offer([name])
