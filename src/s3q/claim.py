@@ -259,7 +259,10 @@ class Claimer:
             ctx.emit("claim_overtaken", name, level=logging.DEBUG,
                      reason="claimed and finished by another worker between c0 and c1")
             return None
-        return self._started(lease, etag, guard, view_after)
+        job = self._started(lease, etag, guard, view_after)
+        if job is not None:
+            job.waited = max(0.0, ctx.store.now() - info.last_modified)
+        return job
 
     def _claim_retry(self, worker_id: str, name: str, found: tuple[Lease, ObjectInfo],
                      listed: ObjectInfo | None, view_after: float) -> Job | None:

@@ -77,6 +77,10 @@ MAX_HIDE = 43200
 RECENT = 600.0
 #: Seconds between two warnings that the safety-net listing claimed an unannounced request.
 MISSED_EVERY = 600.0
+#: Seconds a request must have waited in wait/ for the safety-net listing's claim of it,
+#: unannounced, to count as missed (a notification is usually there within seconds; a
+#: listing that comes first finds a fresh request now and then, which is no sign).
+MISSED_AGE = 60.0
 
 Outcome = Literal["settled", "again"] | int  # an int: hide the message for that many seconds
 
@@ -136,15 +140,17 @@ class EventSource:
         with self._lock:
             return name in self._recent
 
-    def missed(self, name: str) -> None:
+    def missed(self, name: str, waited: float) -> None:
         """The idle listing of wait/ (the safety net) claimed ``name``, a first attempt no
-        notification announced. Now and then a notification is lost or late; a worker that
-        only ever finds its requests this way has a queue the bucket does not notify (its
-        rule missing, the queue's access policy, another region): warn (once per
-        :data:`MISSED_EVERY` seconds, with the count meanwhile)."""
+        notification announced, after it had waited ``waited`` seconds in wait/. Now and
+        then a notification is lost or late; a worker that only ever finds its requests
+        this way has a queue the bucket does not notify (its rule missing, the queue's
+        access policy, another region): warn (once per :data:`MISSED_EVERY` seconds, with
+        the count meanwhile). A request that waited less than :data:`MISSED_AGE` is no sign:
+        its notification may be on its way."""
         now = self._monotonic()
         with self._lock:
-            if not self._healthy:
+            if not self._healthy or waited < MISSED_AGE:
                 return
             self._missed += 1
             if now - self._missed_at < MISSED_EVERY:

@@ -50,6 +50,9 @@ class Job:
         #: When (monotonic) the job writes its processing/ view if it still runs (c3
         #: deferred by the claim: most jobs end sooner and never need one); None: written.
         self.view_due: float | None = None
+        #: Seconds the request had waited in wait/ when it was claimed from there (by the
+        #: store's clock, from its Last-Modified); None for a retry's next attempt.
+        self.waited: float | None = None
         #: A deferred view write whose outcome is unknown (it raised a store error): it
         #: may exist in processing/ unrecorded; settled before the job's final write.
         self._view_unsure = False

@@ -322,8 +322,8 @@ class Worker:
             named = (job is not None and self._events is not None
                      and self._events.offered(job.name))
             if (job is not None and turn == "poll" and self._events is not None
-                    and not named and job.attempt == 1):
-                self._events.missed(job.name)  # found by the safety net, not announced
+                    and not named and job.waited is not None):
+                self._events.missed(job.name, job.waited)  # the safety net found it
             sleep = self._pacer.claimed(turn, found=job is not None, named=named)
             if sleep is not None:
                 log.debug("idle: next listing of wait/ in %.1fs", sleep,

@@ -4,6 +4,7 @@ SQS delivers it again; and a worker's SQS calls are exactly those its IAM policy
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterator
@@ -12,12 +13,14 @@ from uuid import uuid4
 import pytest
 
 from s3q import Queue, QueueConfig
+from s3q.backends.delegating import DelegatingStore
 from s3q.backends.s3 import S3Store
-from s3q.events import EventSource
+from s3q.events import MISSED_AGE, EventSource
 from s3q.eventsetup import setup_events
 from s3q.iam import iam_policy
 from s3q.job import Job
 from s3q.sqs import SqsQueue, parse_queue
+from s3q.store import Page
 from s3q.worker import Worker, WorkerOptions
 from tests.acceptance.conftest import wait_for
 from tests.s3server import S3Endpoint
@@ -107,35 +110,59 @@ def test_a_retry_waits_in_sqs_until_it_is_due(s3_endpoint: S3Endpoint,
     sqs.close()
 
 
+class Backdated(DelegatingStore):
+    """An S3 queue's store whose listings give the keys in ``old`` a Last-Modified two
+    MISSED_AGE back: requests that have waited that long (without the test waiting)."""
+
+    def __init__(self, inner: S3Store) -> None:
+        super().__init__(inner)
+        self.bucket, self.prefix = inner.bucket, inner.prefix  # (for the event source)
+        self.old: set[str] = set()
+
+    def list_page(self, prefix: str, *, start_after: str | None = None,
+                  limit: int = 1000) -> Page:
+        page = super().list_page(prefix, start_after=start_after, limit=limit)
+        return dataclasses.replace(page, items=[
+            dataclasses.replace(i, last_modified=i.last_modified - 2 * MISSED_AGE)
+            if i.key in self.old else i for i in page.items])
+
+
 def test_a_queue_no_notification_reaches_is_not_silent(s3_endpoint: S3Endpoint,
                                                       records: Records) -> None:
     """The SQS queue answers but the bucket never notifies it (``s3q events setup`` not run,
     its rule removed, a policy refusing s3.amazonaws.com): the worker counts as listening and
     lists wait/ only every events_list_interval, so every request waits minutes. The
-    safety-net listing that claims a request no notification announced must say so."""
+    safety-net listing that claims a request no notification announced, one that waited
+    MISSED_AGE or more, must say so; a fresh one is no sign (its notification may be on its
+    way)."""
     if not s3_endpoint.is_moto:
         pytest.skip("needs moto's SQS")
     bucket, name = f"s3q-ev-{uuid4().hex[:12]}", f"s3q-ev-{uuid4().hex[:8]}"
     s3_endpoint.client().create_bucket(Bucket=bucket)
     sqs = sqs_queue(s3_endpoint, name)
     sqs.create()  # a queue, but no bucket notification
-    queue = Queue(S3Store(bucket, "q", s3_endpoint.options()), QueueConfig())
-    done = threading.Event()
+    store = Backdated(S3Store(bucket, "q", s3_endpoint.options()))
+    queue = Queue(store, QueueConfig())
+    done: list[str] = []
     events = EventSource(queue, sqs, "w1")
-    worker = Worker(queue, lambda job: done.set(), WorkerOptions("w1", events_list_interval=2),
-                    events=events)
+    worker = Worker(queue, lambda job: done.append(job.name),
+                    WorkerOptions("w1", events_list_interval=2), events=events)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:
         wait_for(lambda: any(e["event"] == "idle" and e["seconds"] >= 1  # type: ignore[operator]
                              for e in records.events), 60, "the worker to rely on events")
-        queue.submit("a_request.json", b"{}")
-        assert done.wait(30)
+        queue.submit("fresh_request.json", b"{}")
+        wait_for(lambda: "fresh_request.json" in done, 30, "the fresh request")
+        assert not [e for e in records.events if e["event"] == "events_missed"]
+        store.old.add("wait/old_request.json")  # (waited two minutes when listed)
+        queue.submit("old_request.json", b"{}")
+        wait_for(lambda: "old_request.json" in done, 30, "the old request")
     finally:
         worker.stop()
         worker.stop()
         thread.join(30)
         sqs.close()
     missed = [e for e in records.events if e["event"] == "events_missed"]
-    assert missed and missed[0]["levelno"] == logging.WARNING
-    assert missed[0]["request"] == "a_request.json"
+    assert [(e["request"], e["levelno"], e["count"]) for e in missed] == [
+        ("old_request.json", logging.WARNING, 1)]

@@ -57,7 +57,7 @@ class Feed:
     def offered(self, name: str) -> bool:
         return name in self.names
 
-    def missed(self, name: str) -> None:
+    def missed(self, name: str, waited: float) -> None:
         pass
 
     def announce(self, name: str) -> None:
