@@ -72,12 +72,14 @@ class Runner:
                 raise LeaseLost(f"{job.name}: interrupted")
             data = result.encode() if isinstance(result, str) else result
             settle = functools.partial(job.complete, data)
-        except LeaseLost:
-            outcome = "lost" if job.lost else "released"
         except JobStateError:
             outcome = "released"  # given back by a stop while the handler ran
         except Exception as exc:
-            if job.interrupted:  # given back or lost while the handler ran: not its fault
+            # given back or lost while the handler ran: not its fault. (A LeaseLost of the
+            # handler's own, its deadline passed (job.check_deadline) while the job is still
+            # held, fails the attempt as any exception does: its work was not done, and
+            # the job must not be completed.)
+            if job.interrupted or job.lost or (isinstance(exc, LeaseLost) and job.finished):
                 outcome = "lost" if job.lost else "released"
             else:
                 outcome, settle = "failed", functools.partial(job.fail, exc)
