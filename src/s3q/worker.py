@@ -297,16 +297,18 @@ class Worker:
                 return
             with self._lock:
                 self._claiming += 1
-            paused, job, raced = False, None, False
+            paused, job, raced, failed = False, None, False, False
             try:
                 paused = self.presence.paused()  # paused: claim nothing, poll as if idle
                 job = None if paused else self.queue.claim(
                     self.options.worker_id, view_after=self.options.view_after)
                 raced = job is None and not paused and self.queue.lost_race()
             except StoreError as exc:
+                failed = True
                 log.warning("claim failed: %s", exc, extra={"event": "claim_failed"})
             except Exception as exc:  # never let a slot die: an idle poll turn it held
                 # would never be handed back, and the other slots would never claim again
+                failed = True
                 log.exception("claim failed: %s", one_line(exc),
                               extra={"event": "claim_failed"})
             finally:
@@ -330,8 +332,10 @@ class Worker:
                           extra={"event": "idle", "seconds": round(sleep, 1)})
             if job is None:
                 self._return_ticket()
-                if self.options.burst and (paused or not self._burst_waits()):
-                    return  # (paused: nothing it may claim: a burst ends, as documented)
+                # (paused: nothing it may claim: a burst ends, as documented; a claim that
+                # failed saw nothing: it is tried again, as the worker polls)
+                if self.options.burst and not failed and (paused or not self._burst_waits()):
+                    return
                 continue
             if not self._start(job):
                 self._give_back(job)  # claimed while the worker was stopping: not started
@@ -347,8 +351,15 @@ class Worker:
             if self._burst_slots > 1:
                 self._burst_slots -= 1
                 return False
-        outlook = self._outlook = self.queue.outlook(self._outlook,
-                                                      mine=self.options.worker_id)
+        try:
+            outlook = self._outlook = self.queue.outlook(self._outlook,
+                                                          mine=self.options.worker_id)
+        except Exception as exc:  # the last slot must not die: the burst would end early
+            self._burst_look = wait = min(self._burst_look * 2, 5.0)
+            log.warning("burst: cannot tell what is left (%s); looking again in %.1fs",
+                        one_line(exc), wait, extra={"event": "burst_look_failed"})
+            self._stopping.wait(wait)
+            return True
         if outlook.next_due is None:
             for name, why in outlook.left:
                 log.info("burst done; left %s: %s", name, why,

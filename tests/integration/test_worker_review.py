@@ -4,14 +4,19 @@ gives up on its lease deadline, a burst whose store blinks, a stop that must dra
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from s3q import Queue, QueueConfig
+from s3q.backends.delegating import DelegatingStore
 from s3q.context import Deadline
 from s3q.job import Job
-from s3q.store import Store
+from s3q.store import Store, StoreUnavailable
 from s3q.worker import Worker, WorkerOptions
 from tests.s3server import MakeS3Store
+
+T = TypeVar("T")
 
 
 def _queue(store: Store, **cfg: Any) -> Queue:
@@ -47,3 +52,43 @@ def test_a_handler_giving_up_at_its_deadline_does_not_complete_the_request(
     stats = worker.run()
     assert done == ["a_request.json"] and stats.completed == 1
     assert q.counts() == {"wait": 0, "processing": 0, "finish": 1, "failed": 0}
+
+
+class ListsFail(DelegatingStore):
+    """Every LIST fails while ``failing`` is set (a store that blinks); the test clears it
+    once ``failures`` LISTs failed."""
+
+    def __init__(self, inner: Store, failures: int) -> None:
+        super().__init__(inner)
+        self.left = failures
+        self.lock = threading.Lock()
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        if op == "list":
+            with self.lock:
+                if self.left > 0:
+                    self.left -= 1
+                    raise StoreUnavailable("list: injected")
+        return fn()
+
+
+def test_a_burst_outlasts_a_store_that_blinks(make_s3_store: MakeS3Store) -> None:
+    """A burst's claim and its look at what is left both fail once (a LIST refused): the
+    burst must carry on and process what waits, not end with its last slot dead."""
+    inner = make_s3_store()
+    q0 = _queue(inner)
+    q0.submit("a_request.json", b"{}")
+    store = ListsFail(inner, failures=2)
+    q = _queue(store)
+    errors: list[BaseException] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)  # type: ignore[assignment]
+    try:
+        stats = Worker(q, lambda job: None,
+                       WorkerOptions("w", concurrency=1, burst=True, scanner=False,
+                                     recover_on_start=False)).run()
+    finally:
+        threading.excepthook = previous
+    assert errors == [], f"a slot died: {errors!r}"
+    assert stats.completed == 1
+    assert q0.counts() == {"wait": 0, "processing": 0, "finish": 1, "failed": 0}
