@@ -45,6 +45,9 @@ log = logging.getLogger("s3q.worker")
 #: Seconds between the main thread's looks at stop requests made by signal handlers (which
 #: may not take a lock, so cannot wake it); a stop() or the slots' end wakes it at once.
 SIGNAL_POLL = 0.2
+#: Seconds a stopping worker waits, in all, for its slots to return once their jobs were
+#: given back (a handler in a thread cannot be stopped: its daemon thread is left).
+SLOTS_JOIN = 10.0
 
 
 class _Slots:
@@ -210,8 +213,7 @@ class Worker:
         if slots.left:
             self._drain(threads)
         else:
-            for t in threads:  # (ended: their last moments)
-                t.join(timeout=10)
+            _join(threads)  # (ended: their last moments)
         self._ended.set()  # (a burst that ended by itself) the scanner stops too
         if self._events is not None:
             self._events.stop()
@@ -259,8 +261,7 @@ class Worker:
             self._notice_signals()
         for job in self.running:
             self._give_back(job)
-        for t in threads:
-            t.join(timeout=10)
+        _join(threads)
 
     def _give_back(self, job: Job) -> None:
         """Release first, then stop the handler: its dying cannot count as a failure."""
@@ -427,3 +428,9 @@ class Worker:
         if self._on_job_done is not None:
             self._on_job_done(job, outcome, elapsed)
 
+
+def _join(threads: list[threading.Thread]) -> None:
+    """Wait for ``threads`` at most SLOTS_JOIN seconds in all (not each)."""
+    end = time.monotonic() + SLOTS_JOIN
+    for t in threads:
+        t.join(timeout=max(0.0, end - time.monotonic()))

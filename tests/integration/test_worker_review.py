@@ -5,6 +5,7 @@ gives up on its lease deadline, a burst whose store blinks, a stop that must dra
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -80,9 +81,9 @@ def test_a_burst_outlasts_a_store_that_blinks(make_s3_store: MakeS3Store) -> Non
     q0.submit("a_request.json", b"{}")
     store = ListsFail(inner, failures=2)
     q = _queue(store)
-    errors: list[BaseException] = []
+    errors: list[BaseException | None] = []
     previous = threading.excepthook
-    threading.excepthook = lambda args: errors.append(args.exc_value)  # type: ignore[assignment]
+    threading.excepthook = lambda args: errors.append(args.exc_value)
     try:
         stats = Worker(q, lambda job: None,
                        WorkerOptions("w", concurrency=1, burst=True, scanner=False,
@@ -92,3 +93,45 @@ def test_a_burst_outlasts_a_store_that_blinks(make_s3_store: MakeS3Store) -> Non
     assert errors == [], f"a slot died: {errors!r}"
     assert stats.completed == 1
     assert q0.counts() == {"wait": 0, "processing": 0, "finish": 1, "failed": 0}
+
+
+def test_a_stop_waits_for_stuck_slots_once_not_once_per_slot(
+        make_s3_store: MakeS3Store, monkeypatch: Any) -> None:
+    """After ``grace`` the jobs are given back, and the worker waits a little (the join
+    bound, SLOTS_JOIN) for their slots to return. Handlers in threads that ignore the
+    interruption never return: the worker must exit after one such wait, not one per slot
+    (16 slots, 10 s each, is well past the unit's TimeoutStopSec = grace + 60 s: a SIGKILL)."""
+    import s3q.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "SLOTS_JOIN", 1.0)
+    q = _queue(make_s3_store())
+    for i in range(4):
+        q.submit(f"r{i}_request.json", b"{}")
+    started = threading.Semaphore(0)
+    never = threading.Event()
+
+    def stuck(job: Job) -> None:
+        started.release()
+        never.wait(60)  # a thread handler that does not look at job.interrupted
+
+    worker = Worker(q, stuck, WorkerOptions("w", concurrency=4, grace=0.0, scanner=False))
+    done = threading.Event()
+
+    def run() -> None:
+        worker.run()
+        done.set()
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    try:
+        for _ in range(4):
+            assert started.acquire(timeout=20)
+        t0 = time.monotonic()
+        worker.stop()
+        assert done.wait(30)
+        elapsed = time.monotonic() - t0
+    finally:
+        never.set()
+    assert worker.stats.released == 4
+    # one bound of 1 s for all slots (the give-backs take a fraction); per slot it is >= 4 s
+    assert elapsed < 3.5, f"the stop took {elapsed:.1f}s"
