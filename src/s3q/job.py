@@ -274,9 +274,13 @@ class Job:
 
 
 class LeaseKeeper:
-    """One background thread renewing the leases of all registered jobs every
-    ``interval`` seconds, and writing the processing/ view of each job that runs past its
-    ``view_due``. A renewal that finds the lease taken over marks the job lost."""
+    """One background thread scheduling the renewal of the leases of all registered jobs
+    every ``interval`` seconds, and the writing of the processing/ view of each job that
+    runs past its ``view_due``. A renewal that finds the lease taken over marks the job
+    lost. Each renewal and view write runs on a short-lived thread of its own (a job has
+    at most one of each under way): one that hangs (a connection black-holed until its
+    read timeout, times the SDK's attempts) must not hold back the renewals of the other
+    jobs, whose leases would all expire and be taken over while they still run."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
@@ -321,10 +325,9 @@ class LeaseKeeper:
                 _, _, what, job = heapq.heappop(self._due)
                 if id(job) not in self._jobs:
                     continue
-            if what == "view":
-                self._view(job)
-            else:
-                self._renew(job)
+            task = self._view if what == "view" else self._renew
+            threading.Thread(target=task, args=(job,), name=f"s3q-lease-{what}",
+                             daemon=True).start()
 
     def _view(self, job: Job) -> None:
         try:
@@ -352,3 +355,4 @@ class LeaseKeeper:
         with self._cond:
             if id(job) in self._jobs and not job.finished:
                 self._push(time.monotonic() + retry_in, "renew", job)
+                self._cond.notify()  # (from a task's thread: the keeper may wait for ever)

@@ -135,3 +135,65 @@ def test_a_stop_waits_for_stuck_slots_once_not_once_per_slot(
     assert worker.stats.released == 4
     # one bound of 1 s for all slots (the give-backs take a fraction); per slot it is >= 4 s
     assert elapsed < 3.5, f"the stop took {elapsed:.1f}s"
+
+
+class RenewalHangs(DelegatingStore):
+    """The renewals (``PUT=e`` of a lease) of request ``name`` hang until ``release`` is
+    set (a black-holed connection: botocore waits up to read_timeout, for each attempt); counts
+    the lease writes that went through, by request."""
+
+    def __init__(self, inner: Store, name: str) -> None:
+        super().__init__(inner)
+        self.key = ".s3q/lease/" + name
+        self.hanging, self.release = threading.Event(), threading.Event()
+        self.renewed: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        if op == "put" and args.get("if_match") and args["key"].startswith(".s3q/lease/"):
+            if args["key"] == self.key and not self.release.is_set():
+                self.hanging.set()
+                assert self.release.wait(60)
+            result = fn()
+            with self.lock:
+                self.renewed[args["key"]] = self.renewed.get(args["key"], 0) + 1
+            return result
+        return fn()
+
+
+def test_one_hanging_renewal_does_not_hold_back_the_other_jobs_renewals(
+        make_s3_store: MakeS3Store) -> None:
+    """One renewal that hangs (one bad connection) must not stop the renewals of the
+    worker's other jobs: else all their leases expire together, are taken over, and every
+    job the worker runs runs twice."""
+    inner = make_s3_store()
+    store = RenewalHangs(inner, "a_request.json")
+    q = _queue(store, lease_ttl=6.0)  # renewed every 2 s
+    for name in ("a_request.json", "b_request.json"):
+        q.submit(name, b"{}")
+    running = threading.Semaphore(0)
+    finish = threading.Event()
+
+    def handler(job: Job) -> None:
+        running.release()
+        assert finish.wait(60)
+
+    worker = Worker(q, handler, WorkerOptions("w", concurrency=2, scanner=False, grace=30))
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    try:
+        assert running.acquire(timeout=20) and running.acquire(timeout=20)
+        assert store.hanging.wait(10)  # a's first renewal hangs
+        before = store.renewed.get(".s3q/lease/b_request.json", 0)
+        deadline = time.monotonic() + 6.0  # b's renewals are due every 2 s
+        while (time.monotonic() < deadline
+               and store.renewed.get(".s3q/lease/b_request.json", 0) == before):
+            time.sleep(0.05)
+        renewed_b = store.renewed.get(".s3q/lease/b_request.json", 0) - before
+    finally:
+        store.release.set()
+        finish.set()
+        worker.stop()
+        runner.join(30)
+    assert renewed_b >= 1, "b's lease was not renewed while a's renewal hung"
+    assert q.counts() == {"wait": 0, "processing": 0, "finish": 2, "failed": 0}
