@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -121,6 +122,8 @@ class Worker:
         self._noticed = 0  # signals acted upon
         self._lock = threading.Lock()
         self._running: dict[int, Job] = {}
+        #: Jobs the worker gave back itself (counted then, not again at their outcome)
+        self._given_back: weakref.WeakSet[Job] = weakref.WeakSet()
         #: Runs each claimed job's handler, then settles the job (in the background)
         self._runner = Runner(handler, options.concurrency, self._done,
                               background=options.settle_in_background)
@@ -265,10 +268,12 @@ class Worker:
 
     def _give_back(self, job: Job) -> None:
         """Release first, then stop the handler: its dying cannot count as a failure."""
+        with self._lock:  # (before: the job's own outcome may come first)
+            self._given_back.add(job)
         try:
             job.release()
         except (LeaseLost, JobStateError):
-            return  # finished or lost meanwhile
+            return  # finished or lost meanwhile (its outcome says which)
         except StoreError as exc:
             log.error("could not give back %s (%s): it returns after its lease expires",
                       job.name, exc, extra={"event": "release_failed", "request": job.name})
@@ -425,6 +430,8 @@ class Worker:
                 self.stats.failed += 1
             elif outcome == "lost":
                 self.stats.lost += 1
+            elif outcome == "released" and job not in self._given_back:
+                self.stats.released += 1  # (given back by the breaker, or by a handler)
         if self._on_job_done is not None:
             self._on_job_done(job, outcome, elapsed)
 

@@ -197,3 +197,24 @@ def test_one_hanging_renewal_does_not_hold_back_the_other_jobs_renewals(
         runner.join(30)
     assert renewed_b >= 1, "b's lease was not renewed while a's renewal hung"
     assert q.counts() == {"wait": 0, "processing": 0, "finish": 2, "failed": 0}
+
+
+def test_the_worker_counts_the_jobs_its_breaker_gave_back(make_s3_store: MakeS3Store) -> None:
+    """Jobs the circuit breaker gives back (uncharged) are released jobs: the worker's
+    counters (its registry record, the 'worker done' line) must say so."""
+    from s3q.breaker import Breaker
+
+    q = _queue(make_s3_store(), max_attempts=5)
+    for i in range(3):
+        q.submit(f"r{i}_request.json", b"{}")
+    breaker = Breaker(q, "w", threshold=2, pause=60.0)
+
+    def broken(job: Job) -> None:
+        raise RuntimeError("cannot reach the database")
+
+    worker = Worker(q, breaker.wrap(broken), WorkerOptions("w", concurrency=1, max_jobs=2,
+                                                           scanner=False))
+    stats = worker.run()
+    # the first failure is charged (a retry), the second trips the breaker: given back
+    assert stats.failed == 1
+    assert stats.released == 1, f"released={stats.released}"
