@@ -104,8 +104,13 @@ class Runner:
                 backlog: threading.BoundedSemaphore | None) -> None:
         try:
             settle()
-        except LeaseLost:
-            outcome = "lost" if job.lost else "released"
+        except LeaseLost as exc:
+            if job.lost:
+                outcome = "lost"
+            else:  # refused by its deadline: nothing written, it returns once expired
+                outcome = "store_error"
+                log.error("could not settle %s in time: %s", job.name, exc,
+                          extra={"event": "settle_failed", "request": job.name})
         except JobStateError:
             outcome = "released"
         except StoreError as exc:
