@@ -46,6 +46,8 @@ class Runner:
         self._slots, self._background = slots, background
         self._settler: ThreadPoolExecutor | None = None
         self._backlog = threading.BoundedSemaphore(SETTLING * slots)
+        self._lock = threading.Lock()
+        self._unsettled = 0  # settlements under way (their leases no longer renewed)
 
     def start(self) -> None:
         """(At a worker run's start.) Settle in the background from now on, if asked to."""
@@ -95,9 +97,11 @@ class Runner:
             job.__exit__(None, None, None)  # lost or given back: nothing left to write
             self._on_done(job, outcome, elapsed)
         elif settler is None:
+            self._begin()
             self._settle(job, settle, outcome, elapsed, None)
         else:
             self._backlog.acquire()
+            self._begin()
             settler.submit(self._settle, job, settle, outcome, elapsed, self._backlog)
 
     def _settle(self, job: Job, settle: Callable[[], None], outcome: str, elapsed: float,
@@ -123,7 +127,19 @@ class Runner:
         finally:
             if backlog is not None:
                 backlog.release()
+            with self._lock:
+                self._unsettled -= 1
         self._on_done(job, outcome, elapsed)
+
+    def _begin(self) -> None:
+        with self._lock:
+            self._unsettled += 1
+
+    @property
+    def settling(self) -> bool:
+        """Is a settlement under way?"""
+        with self._lock:
+            return self._unsettled > 0
 
 
 def one_line(exc: BaseException) -> str:

@@ -13,7 +13,8 @@
              give back what still runs (to wait/, for another worker at once); exit 0.
              A second signal gives everything back at once.
     burst:   exit once nothing is left that could become claimable: it waits for retries'
-             backoffs and for leases nobody renews (a dead worker's) to expire.
+             backoffs and for leases nobody renews (a dead worker's, or its own that a
+             failed settlement left) to expire.
 """
 
 from __future__ import annotations
@@ -357,9 +358,12 @@ class Worker:
             if self._burst_slots > 1:
                 self._burst_slots -= 1
                 return False
+        with self._lock:  # its own leases are its own business only while its jobs run
+            # or settle: one a failed settlement left is nobody's (it returns once expired)
+            busy = bool(self._running) or self._runner.settling
         try:
-            outlook = self._outlook = self.queue.outlook(self._outlook,
-                                                          mine=self.options.worker_id)
+            outlook = self._outlook = self.queue.outlook(
+                self._outlook, mine=self.options.worker_id if busy else None)
         except Exception as exc:  # the last slot must not die: the burst would end early
             self._burst_look = wait = min(self._burst_look * 2, 5.0)
             log.warning("burst: cannot tell what is left (%s); looking again in %.1fs",

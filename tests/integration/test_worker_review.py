@@ -43,15 +43,12 @@ def test_a_handler_giving_up_at_its_deadline_does_not_complete_the_request(
             job.check_deadline()  # raises LeaseLost: the work below is not done
         done.append(job.name)
 
-    worker = Worker(q, handler, WorkerOptions("w", concurrency=1, burst=True))
-    stats = worker.run()
+    stats = Worker(q, handler, WorkerOptions("w", concurrency=1, burst=True)).run()
     assert not (q.counts()["finish"] == 1 and done == []), \
         "the request is in finish/ although its handler never did its work"
-    assert stats.completed == 0 and stats.released == 0  # nothing was given back
-    # its lease (not renewable in time: the failure's w1 is refused) is left to recovery:
-    # here the next run's own recovery; the request runs again, and completes
-    stats = worker.run()
-    assert done == ["a_request.json"] and stats.completed == 1
+    # its lease (not renewable in time: the failure's w1 is refused) is left to expire: the
+    # burst waits for it, its scan takes it over, and the request runs again
+    assert done == ["a_request.json"] and stats.completed == 1 and stats.released == 0
     assert q.counts() == {"wait": 0, "processing": 0, "finish": 1, "failed": 0}
 
 
@@ -219,3 +216,30 @@ def test_the_worker_counts_the_jobs_its_breaker_gave_back(make_s3_store: MakeS3S
     assert stats.failed == 1
     assert stats.released == 1, f"released={stats.released}"
 
+
+class FinishFailsOnce(DelegatingStore):
+    """The first write to finish/ (d3) fails as an unreachable store's would."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner)
+        self.failed = False
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        if op in ("put", "copy") and not self.failed and \
+                str(args.get("key", args.get("dst"))).startswith("finish/"):
+            self.failed = True
+            raise StoreUnavailable("finish/: injected")
+        return fn()
+
+
+def test_a_burst_does_not_end_with_its_own_unsettled_lease(make_s3_store: MakeS3Store) -> None:
+    """A completion whose d3 fails leaves the lease, which nobody renews: the request comes
+    back once it expires. A burst "waits for leases nobody renews to expire": its own
+    unsettled one included, else it exits with the request neither done nor waiting."""
+    q = _queue(FinishFailsOnce(make_s3_store()), lease_ttl=5.0)
+    q.submit("a_request.json", b"{}")
+    ran: list[int] = []
+    stats = Worker(q, lambda job: ran.append(job.attempt),
+                   WorkerOptions("w", concurrency=1, burst=True)).run()
+    assert q.counts() == {"wait": 0, "processing": 0, "finish": 1, "failed": 0}, \
+        f"burst ended with {q.counts()} after runs {ran}, stats {stats}"
