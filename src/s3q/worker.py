@@ -27,12 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from s3q.burst import Burst
 from s3q.errors import JobStateError, LeaseLost
 from s3q.handlers import Handler
 from s3q.hostlock import one_per_host
 from s3q.job import Job
 from s3q.pacing import Pacer, Turn
-from s3q.queue import Outlook, Queue
+from s3q.queue import Queue
 from s3q.registry import Presence
 from s3q.running import Runner, one_line
 from s3q.store import StoreError
@@ -136,9 +137,7 @@ class Worker:
             events_list_interval=options.events_list_interval,
             events_healthy=None if source is None else lambda: source.healthy)
         self._claiming = 0  # slots inside a claim
-        self._burst_slots = options.concurrency  # slots a burst still runs (per run)
-        self._outlook: Outlook | None = None  # what the last slot of a burst saw last
-        self._burst_look = 0.1
+        self._burst = Burst(queue, options.worker_id, options.concurrency)  # (per run)
         #: Its .s3q/workers/ record while it runs, and the queue's pause flag (s3q.registry)
         self.presence = Presence(self)
 
@@ -185,8 +184,7 @@ class Worker:
     def _run(self) -> WorkerStats:
         wid = self.options.worker_id
         self._notice_signals()
-        self._burst_slots, self._outlook = self.options.concurrency, None
-        self._burst_look = 0.1  # half the last slot's first wait before it looks again
+        self._burst = Burst(self.queue, wid, self.options.concurrency)
         self._ended.clear()
         self._woken.clear()
         slots = _Slots(self.options.concurrency, self._woken)
@@ -349,42 +347,6 @@ class Worker:
                 return
             self._runner.run(job, self._handler_returned)
 
-    def _burst_waits(self) -> bool:
-        """Nothing to claim now: should a burst wait (something will become claimable: a
-        retry's backoff, or a lease nobody renews that will expire), or end? Every slot
-        but one ends at once; the last one waits until the queue is drained, looking again
-        after 0.2 s, doubling up to 5 s (or when the first is due, if sooner)."""
-        with self._lock:
-            if self._burst_slots > 1:
-                self._burst_slots -= 1
-                return False
-        with self._lock:  # its own leases are its own business only while its jobs run
-            # or settle: one a failed settlement left is nobody's (it returns once expired)
-            busy = bool(self._running) or self._runner.settling
-        try:
-            outlook = self._outlook = self.queue.outlook(
-                self._outlook, mine=self.options.worker_id if busy else None)
-        except Exception as exc:  # the last slot must not die: the burst would end early
-            self._burst_look = wait = min(self._burst_look * 2, 5.0)
-            log.warning("burst: cannot tell what is left (%s); looking again in %.1fs",
-                        one_line(exc), wait, extra={"event": "burst_look_failed"})
-            self._stopping.wait(wait)
-            return True
-        if outlook.next_due is None:
-            for name, why in outlook.left:
-                log.info("burst done; left %s: %s", name, why,
-                         extra={"event": "burst_left", "request": name, "reason": why})
-            return False
-        # look again when the first is due, or sooner: a lease just written is most often
-        # a job that ends within moments (its lease then goes), not one to wait out
-        self._burst_look = wait = min(max(outlook.next_due, 0.2), self._burst_look * 2, 5.0)
-        log.info("burst: %d request(s) due in %.1fs (%s); looking again in %.1fs",
-                 len(outlook.waiting), outlook.next_due, ", ".join(outlook.waiting[:3]), wait,
-                 extra={"event": "burst_waiting", "count": len(outlook.waiting),
-                        "seconds": round(wait, 2)})
-        self._stopping.wait(wait)
-        return True
-
     def _start(self, job: Job) -> bool:
         """Count the job as running, unless a stop came while it was being claimed: the
         drain gives back only the jobs it sees, under this same lock."""
@@ -393,8 +355,14 @@ class Worker:
             if self._stopping.is_set():
                 return False
             self._running[id(job)] = job
-            self._burst_look = 0.1
-            return True
+        self._burst.job_started()
+        return True
+
+    def _burst_waits(self) -> bool:
+        """Nothing to claim now: should the burst wait for more (s3q.burst)?"""
+        with self._lock:
+            busy = bool(self._running) or self._runner.settling
+        return self._burst.waits(busy=busy, stopping=self._stopping)
 
     def wake(self, claims: int = 1) -> None:
         """Let ``claims`` slots claim at once, idle or not (an event named requests, or a

@@ -1,0 +1,75 @@
+"""When a burst worker (``s3q worker --burst``) ends: once nothing is left that could become
+claimable. Every slot but one ends as soon as it finds nothing to claim; the last one waits
+for what will become claimable — retries' backoffs, and leases nobody renews (a dead
+worker's, or the worker's own that a failed settlement left) that will expire — looking
+again after 0.2 s, doubling up to 5 s (or when the first is due, if sooner)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from s3q.queue import Outlook, Queue
+from s3q.running import one_line
+
+__all__ = ["Burst"]
+
+log = logging.getLogger("s3q.worker")
+
+#: The longest wait (seconds) of the last slot before it looks at the queue again.
+LONGEST_LOOK = 5.0
+
+
+class Burst:
+    """The state of one burst run of a worker's ``slots``. Thread-safe."""
+
+    def __init__(self, queue: Queue, worker_id: str, slots: int) -> None:
+        self._queue, self._worker_id = queue, worker_id
+        self._lock = threading.Lock()
+        self._slots = slots  # slots still running
+        self._outlook: Outlook | None = None  # what the last slot saw last
+        self._look = 0.1  # half the last slot's first wait before it looks again
+
+    def job_started(self) -> None:
+        """A slot found a job: the next wait starts short again."""
+        with self._lock:
+            self._look = 0.1
+
+    def waits(self, *, busy: bool, stopping: threading.Event) -> bool:
+        """Nothing to claim now: should this slot wait (True, having waited) or end? The
+        worker's own leases are skipped while ``busy`` (one of its jobs runs or settles:
+        they are its business); otherwise one a failed settlement left is waited for, like
+        any lease nobody renews."""
+        with self._lock:
+            if self._slots > 1:
+                self._slots -= 1
+                return False
+        try:
+            outlook = self._outlook = self._queue.outlook(
+                self._outlook, mine=self._worker_id if busy else None)
+        except Exception as exc:  # the last slot must not die: the burst would end early
+            wait = self._longer(LONGEST_LOOK)
+            log.warning("burst: cannot tell what is left (%s); looking again in %.1fs",
+                        one_line(exc), wait, extra={"event": "burst_look_failed"})
+            stopping.wait(wait)
+            return True
+        if outlook.next_due is None:
+            for name, why in outlook.left:
+                log.info("burst done; left %s: %s", name, why,
+                         extra={"event": "burst_left", "request": name, "reason": why})
+            return False
+        # look again when the first is due, or sooner: a lease just written is most often
+        # a job that ends within moments (its lease then goes), not one to wait out
+        wait = self._longer(max(outlook.next_due, 0.2))
+        log.info("burst: %d request(s) due in %.1fs (%s); looking again in %.1fs",
+                 len(outlook.waiting), outlook.next_due, ", ".join(outlook.waiting[:3]), wait,
+                 extra={"event": "burst_waiting", "count": len(outlook.waiting),
+                        "seconds": round(wait, 2)})
+        stopping.wait(wait)
+        return True
+
+    def _longer(self, due: float) -> float:
+        """The next wait: twice the last one, at most ``due`` and LONGEST_LOOK."""
+        with self._lock:
+            self._look = min(due, self._look * 2, LONGEST_LOOK)
+            return self._look
