@@ -71,8 +71,11 @@ MAX_CHECKS = 3
 MAX_RECEIVES = 50
 #: The long poll (SQS's longest).
 LONG_POLL = 20
-#: SQS's longest visibility timeout (12 hours).
+#: SQS's longest visibility timeout (12 hours), counted from the message's receipt: SQS
+#: refuses a hide that would end later than that.
 MAX_HIDE = 43200
+#: Seconds a hide stops short of MAX_HIDE after the receipt (its clock is not ours).
+HIDE_MARGIN = 60
 #: Seconds an offered name counts as "announced by an event" (:meth:`EventSource.offered`).
 RECENT = 600.0
 #: Seconds between two warnings that the safety-net listing claimed an unannounced request.
@@ -93,8 +96,15 @@ class _Held:
     names: set[str]  # not settled yet
     receives: int
     check_at: float  # monotonic
+    received: float  # monotonic
     checks: int = 0
     hides: list[int] = field(default_factory=list)
+
+    def hide_for(self, now: float) -> int:
+        """The shortest of its hides, ending no later than SQS allows (MAX_HIDE after its
+        receipt, less HIDE_MARGIN)."""
+        latest = MAX_HIDE - HIDE_MARGIN - math.ceil(now - self.received)
+        return max(0, min(*self.hides, latest))
 
 
 def s3_location(queue: Queue) -> tuple[str, str]:
@@ -251,7 +261,7 @@ class EventSource:
         now = self._monotonic()
         with self._lock:
             self._held[message.receipt] = _Held(message.receipt, set(names), message.receives,
-                                                now + CHECK_AFTER)
+                                                now + CHECK_AFTER, received=now)
             self._recent = {n: t for n, t in self._recent.items() if t > now - RECENT}
             self._recent.update(dict.fromkeys(names, now))
         for name in names:
@@ -282,7 +292,8 @@ class EventSource:
             for h in done:
                 del self._held[h.receipt]
         self.sqs.delete([h.receipt for h in done if not h.hides])
-        self.sqs.hide([(h.receipt, min(h.hides)) for h in done if h.hides])
+        now = self._monotonic()
+        self.sqs.hide([(h.receipt, h.hide_for(now)) for h in done if h.hides])
 
     def _check(self, held: _Held) -> None:
         again = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from uuid import uuid4
 
@@ -15,11 +16,11 @@ import pytest
 from s3q import Queue, QueueConfig
 from s3q.backends.delegating import DelegatingStore
 from s3q.backends.s3 import S3Store
-from s3q.events import MISSED_AGE, EventSource
+from s3q.events import MAX_HIDE, MISSED_AGE, EventSource
 from s3q.eventsetup import setup_events
 from s3q.iam import iam_policy
 from s3q.job import Job
-from s3q.sqs import SqsQueue, parse_queue
+from s3q.sqs import Message, SqsError, SqsQueue, parse_queue
 from s3q.store import Page
 from s3q.worker import Worker, WorkerOptions
 from tests.acceptance.conftest import wait_for
@@ -108,6 +109,74 @@ def test_a_retry_waits_in_sqs_until_it_is_due(s3_endpoint: S3Endpoint,
     for operation in sqs.request_counts:
         assert allowed(policy, SQS_ACTIONS[operation], arn), operation
     sqs.close()
+
+
+class TwelveHours(SqsQueue):
+    """moto's SQS with AWS's limit on ChangeMessageVisibility, which moto does not check: a
+    visibility may not end more than MAX_HIDE seconds after the message was received (a
+    hide of MAX_HIDE a few seconds after the receipt is refused)."""
+
+    def __init__(self, queue: SqsQueue) -> None:
+        vars(self).update(vars(queue))
+        self.received: dict[str, float] = {}
+        self.refused: list[int] = []
+
+    def receive(self, most: int, *, wait: int, visibility: int) -> list[Message]:
+        messages = super().receive(most, wait=wait, visibility=visibility)
+        for m in messages:
+            self.received[m.receipt] = time.monotonic()
+        return messages
+
+    def hide(self, receipts: list[tuple[str, int]]) -> None:
+        now = time.monotonic()
+        over = [s for r, s in receipts if now - self.received.get(r, now) + s > MAX_HIDE]
+        if over:
+            self.refused += over
+            raise SqsError("SQS: could not change the visibility of 1 message(s): "
+                           "InvalidParameterValue: Total VisibilityTimeout for the message "
+                           "is beyond the limit [43200 seconds]")
+        super().hide(receipts)
+
+
+def test_a_retry_due_in_more_than_twelve_hours_hides_its_message_as_long_as_sqs_allows(
+        s3_endpoint: S3Endpoint, records: Records) -> None:
+    """A retry due in 13 to 26 hours: its notification is hidden until SQS's limit, 12 hours after
+    the message was received (then delivered again and hidden again), not refused by SQS
+    for asking 12 hours from now, which failed the event source (events_failed) and
+    brought the message back every minute."""
+    if not s3_endpoint.is_moto:
+        pytest.skip("needs moto's SQS")
+    bucket, name = f"s3q-ev-{uuid4().hex[:12]}", f"s3q-ev-{uuid4().hex[:8]}"
+    s3 = s3_endpoint.client()
+    s3.create_bucket(Bucket=bucket)
+    setup_events(s3, sqs_queue(s3_endpoint, name), bucket=bucket, wait_prefix="q/wait/")
+    backoff = 26 * 3600.0  # (drawn in [backoff/2, backoff]: beyond 12 hours)
+    queue = Queue(S3Store(bucket, "q", s3_endpoint.options()),
+                  QueueConfig(retry_base_delay=backoff, retry_max_delay=backoff))
+    sqs = TwelveHours(sqs_queue(s3_endpoint, name))
+
+    def handler(job: Job) -> None:
+        raise RuntimeError("fails: retried in 13 hours or more")
+
+    worker = Worker(queue, handler, WorkerOptions("w1", events_list_interval=3600),
+                    events=EventSource(queue, sqs, "w1"))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: any(e["event"] == "idle" and e["seconds"] >= 1800  # type: ignore[operator]
+                             for e in records.events), 60, "the worker to rely on events")
+        queue.submit("a_request.json", b"{}")
+        wait_for(lambda: sqs.request_counts["ChangeMessageVisibilityBatch"] >= 1 or sqs.refused,
+                 60, "the retry's notification to be hidden")
+    finally:
+        worker.stop()
+        worker.stop()
+        thread.join(30)
+        sqs.close()
+    assert sqs.refused == []
+    assert not [e for e in records.events if e["event"] == "events_failed"]
+    lease = queue.lease("a_request.json")
+    assert lease is not None and lease[0].attempts == 1  # waits for its retry
 
 
 class Backdated(DelegatingStore):
