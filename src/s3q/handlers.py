@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
+import logging
 import os
 import shlex
 import shutil
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +39,8 @@ __all__ = [
     "load_callable",
     "process_handler",
 ]
+
+log = logging.getLogger("s3q.handlers")
 
 #: The most of a program's stdout kept as its result, and of its stderr kept in errors.
 MAX_RESULT = 256 * 1024
@@ -180,6 +184,11 @@ class ExecHandler:
                 f"{argv[0]} timed out after {self.timeout:g}s and was killed; "
                 f"stderr: {_tail(err)}") from None
         finally:
+            if _end_group(proc.pid):
+                log.warning("%s: %s left processes running in its process group when it "
+                            "exited; stopped (SIGTERM, SIGKILL %gs later): a job's processes "
+                            "end with it", job.name, argv[0], KILL_GRACE,
+                            extra={"event": "handler_leftovers", "request": job.name})
             for reader in readers:
                 reader.join(timeout=5)
         if code != 0:
@@ -253,6 +262,48 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     timer = threading.Timer(KILL_GRACE, signal_group, args=(signal.SIGKILL,))
     timer.daemon = True
     timer.start()
+
+
+def _end_group(pgid: int) -> bool:
+    """(Its program has exited and was reaped.) Stop what it left running in its process
+    group: SIGTERM, then SIGKILL KILL_GRACE seconds later for what still runs, and wait
+    (as long again at most) until it is gone. Returns whether anything was left. (A
+    group's id names no other process while any member lives, so a signal to it reaches
+    only what the program left.)"""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return False
+    deadline, killed = time.monotonic() + KILL_GRACE, False
+    while _group_lives(pgid) and time.monotonic() < deadline + KILL_GRACE:
+        if not killed and time.monotonic() >= deadline:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+            killed = True
+        time.sleep(0.05)
+    return True
+
+
+def _group_lives(pgid: int) -> bool:
+    """Does a process of group ``pgid`` run (members that died but that no process reaped
+    yet, such as an init that reaps nothing, do not count)?"""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:
+        return True  # (no /proc: a member answers, so count it as running)
+    for pid in entries:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state, _ppid, pgrp = f.read().rsplit(b")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        if int(pgrp) == pgid and state != b"Z":
+            return True
+    return False
 
 
 def _drain(stream: IO[bytes] | None, into: deque[bytes], keep: int, total: list[int],

@@ -16,7 +16,13 @@ import s3q.worker as worker_module
 from s3q import ConfigError, LeaseLost, Queue, QueueConfig, State
 from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
-from s3q.handlers import ExecHandler, HandlerError, HandlerTimeout, process_handler
+from s3q.handlers import (
+    KILL_GRACE,
+    ExecHandler,
+    HandlerError,
+    HandlerTimeout,
+    process_handler,
+)
 from s3q.job import Job
 from s3q.records import Intent
 from s3q.store import Body, Guard, ObjectInfo
@@ -223,6 +229,47 @@ def test_exec_handler_timeout_kills_the_process_group() -> None:
     assert time.monotonic() - t0 < 15
     record = q.error_record("batch/000_request.json")
     assert record is not None and "timed out after 1s" in record.error["message"]
+
+
+def _running(pid: int) -> bool:
+    """Is ``pid`` a live process (not gone, nor a zombie waiting to be reaped)?"""
+    import psutil
+
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("sigterm", ["dies", "ignored"])
+def test_processes_an_exec_program_leaves_running_end_with_its_job(
+        tmp_path: Path, sigterm: str) -> None:
+    """A program that exits leaving a process of its own group running (``cmd &``): that
+    process is stopped (SIGTERM, SIGKILL KILL_GRACE later if it ignores it) before the job
+    is settled, as a unit's processes end with the unit; it neither outlives its job nor
+    holds its stdout (whose reader the job would wait for)."""
+    q = make_queue()
+    fill(q, 1)
+    pidfile = tmp_path / "leftover.pid"
+    ignore = "signal.signal(signal.SIGTERM, signal.SIG_IGN)" if sigterm == "ignored" else ""
+    child = tmp_path / "child.py"  # writes its pid once it is set up, then stays
+    child.write_text(f"import os, signal, time\n{ignore}\n"
+                     f"open({str(pidfile) + '.tmp'!r}, 'w').write(str(os.getpid()))\n"
+                     f"os.rename({str(pidfile) + '.tmp'!r}, {str(pidfile)!r})\n"
+                     "time.sleep(60)\n")
+    program = tmp_path / "program.py"  # starts it, and exits once it is set up
+    program.write_text(f"import os, subprocess, sys, time\n"
+                       f"subprocess.Popen([sys.executable, {str(child)!r}])\n"
+                       f"while not os.path.exists({str(pidfile)!r}):\n"
+                       "    time.sleep(0.01)\n"
+                       "print('done', end='')\n")
+    t0 = time.monotonic()
+    run_exec(q, [sys.executable, str(program)])
+    assert q.result("batch/000_request.json") == b"done"
+    pid = int(pidfile.read_text())
+    assert not _running(pid)  # stopped before the job was settled
+    if sigterm == "ignored":  # (SIGKILLed after the grace)
+        assert time.monotonic() - t0 >= KILL_GRACE
 
 
 def test_exec_handler_errors_are_clear() -> None:
