@@ -26,6 +26,7 @@ import math
 import os
 import re
 import shlex
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
@@ -58,6 +59,33 @@ VALIDATE_TIMEOUT = 120
 STOP_MARGIN = 60
 #: The stop/start hook timeouts exceed TimeoutStopSec by this much.
 HOOK_MARGIN = 60
+#: CodeDeploy's longest hook timeout (seconds): a longer one fails every deployment.
+MAX_HOOK_TIMEOUT = 3600
+#: The longest grace whose stop hooks fit in MAX_HOOK_TIMEOUT.
+MAX_GRACE = MAX_HOOK_TIMEOUT - HOOK_MARGIN - STOP_MARGIN
+
+#: The variable the unit sets to its TimeoutStopSec, for :func:`stop_timeout_problem`.
+UNIT_STOP_TIMEOUT = "S3Q_UNIT_STOP_TIMEOUT"
+
+
+def stop_timeout_problem(grace: float, env: Mapping[str, str]) -> str | None:
+    """Under the unit ``deploy init`` writes (which tells the worker its TimeoutStopSec in
+    :data:`UNIT_STOP_TIMEOUT`): what is wrong when ``grace`` leaves less than STOP_MARGIN of
+    it to give the remaining jobs back (a grace raised in s3q.toml alone, which deployments
+    keep), else None. systemd would SIGKILL such a worker in the middle of its drain."""
+    raw = env.get(UNIT_STOP_TIMEOUT, "").strip()
+    try:
+        timeout = float(raw)
+    except ValueError:
+        return None  # (not under that unit)
+    if grace + STOP_MARGIN <= timeout:
+        return None
+    return (f"grace {grace:g}s leaves too little of the unit's TimeoutStopSec={timeout:g}s "
+            f"({UNIT_STOP_TIMEOUT}) to give the remaining jobs back ({STOP_MARGIN} s): a stop "
+            f"would be SIGKILLed in the middle of its drain (its requests come back at the "
+            f"next start, or once their leases expire). Deploy a unit made with "
+            f"'s3q deploy init --grace {grace:g}', or lower grace")
+
 
 _PATH = re.compile(r"/[A-Za-z0-9._/-]*")
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,30}")
@@ -85,8 +113,10 @@ def render_bundle(
     if not _SERVICE.fullmatch(service_name) or service_name.endswith(".service"):
         raise ValueError(f"service_name {service_name!r}: expected letters, digits and ._- "
                          "(without .service)")
-    if not 0 <= grace < 86400:
-        raise ValueError(f"grace {grace!r}: expected a number of seconds >= 0")
+    if not 0 <= grace <= MAX_GRACE:
+        raise ValueError(f"grace {grace!r}: expected a number of seconds from 0 to {MAX_GRACE} "
+                         f"(a stop waits grace + {STOP_MARGIN} s, in a CodeDeploy hook of at "
+                         f"most {MAX_HOOK_TIMEOUT} s)")
     timeout_stop = math.ceil(grace) + STOP_MARGIN
     values = {
         "APP_DIR": app_dir,

@@ -271,6 +271,31 @@ class _ListRecordingStore(MemoryStore):
         return super().list_page(prefix, start_after=start_after, limit=limit)
 
 
+@pytest.mark.parametrize(("grace", "warned"), [("30", False), ("31", True)])
+def test_a_worker_warns_when_grace_outgrows_the_units_stop_timeout(
+        tmp_path: Path, qdir: Path, monkeypatch: pytest.MonkeyPatch, grace: str,
+        warned: bool) -> None:
+    """The unit `s3q deploy init --grace 30` writes stops the worker within TimeoutStopSec=90
+    and tells it so (S3Q_UNIT_STOP_TIMEOUT): grace raised to 31 s in s3q.toml alone (which
+    deployments keep) leaves less than 60 s to give jobs back, and the worker says so at
+    its start, as systemd would SIGKILL it mid-drain."""
+    from s3q.deploy import render_bundle, stop_timeout_problem
+
+    unit = render_bundle(grace=30)["deploy/s3q-worker.service"][0]
+    assert "Environment=S3Q_UNIT_STOP_TIMEOUT=90\n" in unit and "TimeoutStopSec=90\n" in unit
+    monkeypatch.setenv("S3Q_UNIT_STOP_TIMEOUT", "90")
+    run(qdir, "submit", str(requests_dir(tmp_path, 1)))
+    out = run(qdir, "worker", "--exec", UPPER, "--burst", "--grace", grace, "--log-json")
+    assert out.exit_code == 0, out.output
+    found = [json.loads(line) for line in out.stderr.splitlines()
+             if '"grace_exceeds_stop_timeout"' in line]
+    assert [r["level"] for r in found] == (["warning"] if warned else [])
+    if warned:
+        assert "TimeoutStopSec=90s" in found[0]["message"]
+        assert "s3q deploy init --grace 31" in found[0]["message"]
+    assert stop_timeout_problem(600.0, {}) is None  # not under the unit: nothing to judge
+
+
 def test_status_reads_the_registry_once_and_judges_each_worker_by_its_interval() -> None:
     """One LIST of .s3q/workers/ (its records read once, for both the fleet and the
     lease_ttl check), and each worker stale after 2.5 of its own heartbeat intervals, as

@@ -21,7 +21,9 @@ import yaml
 
 from s3q.config import load_config
 from s3q.deploy import (
+    DEFAULT_GRACE,
     DOC_IAM_EXAMPLE,
+    MAX_GRACE,
     VALIDATE_TIMEOUT,
     render_bundle,
     unit_exec_arg,
@@ -121,6 +123,7 @@ def test_options_reach_every_file(tmp_path: Path) -> None:
     {"service_name": "s3q.service"}, {"service_name": "a b"},
     {"handler_cmd": ""}, {"handler_cmd": "python a.py\nrm -rf /"},
     {"handler_cmd": "python 'a.py {path}"}, {"grace": -1.0},
+    {"grace": MAX_GRACE + 1},  # its stop hooks would exceed CodeDeploy's 3600 s
 ])
 def test_unusable_values_are_rejected(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
@@ -129,8 +132,9 @@ def test_unusable_values_are_rejected(kwargs: dict[str, object]) -> None:
 
 # --------------------------------------------------------------------------- appspec
 
-def test_appspec_has_the_documented_structure() -> None:
-    files = render_bundle()
+@pytest.mark.parametrize("grace", [DEFAULT_GRACE, MAX_GRACE])
+def test_appspec_has_the_documented_structure(grace: float) -> None:
+    files = render_bundle(grace=grace)
     spec = yaml.safe_load(files["appspec.yml"][0])
     assert spec["version"] == 0.0 and spec["os"] == "linux"
     assert spec["files"] == [{"source": "/", "destination": "/opt/s3q-app"}]

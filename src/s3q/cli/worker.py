@@ -19,6 +19,7 @@ from s3q.cli.doctor import require_store
 from s3q.cli.errors import EXIT_STORE, Failure
 from s3q.cli.options import App, S3qCommand, setting_options
 from s3q.config import show_config
+from s3q.deploy import stop_timeout_problem
 from s3q.handlers import ExecHandler, Handler, load_callable, process_handler
 from s3q.imds import InterruptionWatcher
 from s3q.job import Job
@@ -78,6 +79,8 @@ def run_worker(requests: list[str], *, exec_cmd: str | None, handler_spec: str |
     events = event_source(app, queue, worker_id) if not burst else None
     log.info("settings", extra={"event": "settings", "worker": worker_id, "settings": {
         name: value for name, value, _ in show_config(cfg, app.sources)}})
+    if (problem := stop_timeout_problem(cfg.grace, os.environ)) is not None:
+        log.warning(problem, extra={"event": "grace_exceeds_stop_timeout"})
     metrics = new_metrics() if cfg.metrics_port else None
     options = WorkerOptions(worker_id=worker_id, concurrency=cfg.concurrency, grace=cfg.grace,
                             burst=burst, max_jobs=max_jobs, poll_interval=cfg.poll_interval,
