@@ -25,7 +25,7 @@ from s3q.handlers import (
 )
 from s3q.job import Job
 from s3q.records import Intent
-from s3q.store import Body, Guard, ObjectInfo
+from s3q.store import Body, Guard, ObjectInfo, StoreUnavailable
 from s3q.worker import Worker, WorkerOptions
 
 T = TypeVar("T")
@@ -558,3 +558,48 @@ def test_the_run_ends_when_its_slots_end_not_at_the_next_poll(
     runner.join(30)
     assert not runner.is_alive() and time.monotonic() - t0 < 30
     assert worker.stats.released == 1
+
+
+class RefusingViews(DelegatingStore):
+    """Every write into wait/ fails (an outage), once ``refuse`` is set: a give-back (its
+    first write, w1, is the view in wait/) fails."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        super().__init__(inner)
+        self.refuse = False
+
+    def put(self, key: str, body: Body, *, if_none_match: bool = False,
+            if_match: str | None = None, guard: Guard | None = None) -> ObjectInfo:
+        if self.refuse and key.startswith("wait/"):
+            raise StoreUnavailable(f"{key}: refused (outage)")
+        return super().put(key, body, if_none_match=if_none_match, if_match=if_match,
+                           guard=guard)
+
+
+def test_a_job_whose_give_back_failed_is_not_completed() -> None:
+    """A stop gives back a job whose handler still runs, and the give-back fails (a store
+    error): the handler is interrupted all the same and gives up. That job must be left to
+    its lease's expiry (as the log says), never completed: its handler did not finish."""
+    store = RefusingViews(MemoryStore("give-back"))
+    q = Queue(store, QueueConfig(lease_ttl=6.0))
+    q.submit("a_request.json", b"{}")
+    started = threading.Event()
+
+    def handler(job: Job) -> None:
+        started.set()
+        while not job.interrupted:
+            time.sleep(0.01)
+        raise RuntimeError("interrupted before its work was done")
+
+    worker = Worker(q, handler, WorkerOptions("w", concurrency=1, grace=0.0))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    store.refuse = True
+    worker.stop()
+    thread.join(20)
+    assert not thread.is_alive()
+    assert q.counts()["finish"] == 0, "completed although its handler gave up"
+    found = q.lease("a_request.json")
+    assert found is not None and found[0].intent is Intent.HELD  # returns once expired
+    assert worker.stats.completed == 0
