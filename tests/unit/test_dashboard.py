@@ -246,3 +246,19 @@ def test_dead_workers_show_as_overdue_in_flight_and_stale(tmp_path: Path) -> Non
     problems = c.get("/").get_data(as_text=True)
     assert "expired lease(s) not taken over in time" in problems
     assert "stale worker record(s)" in problems
+
+
+@pytest.mark.parametrize("target", ["/\t/evil.test/", "/\n/evil.test/", "/\r/evil.test/",
+                                    "\t//evil.test/", "/\\evil.test/", "//evil.test/",
+                                    "https://evil.test/"])
+def test_sign_in_never_redirects_to_another_site(queue: Queue, target: str) -> None:
+    """A link to the sign-in form with ?next= may come from anybody: the browser drops the
+    tabs and newlines of a Location (WHATWG URL), so "/<TAB>/evil.test" is "//evil.test"."""
+    c = client(queue, Credentials(token=Secret("s3cret-token")))
+    csrf = csrf_of(c.get("/login").get_data(as_text=True))
+    signed_in = c.post("/login", query_string={"next": target},
+                       data={"csrf": csrf, "token": "s3cret-token"})
+    assert signed_in.status_code == 302
+    location = signed_in.headers["Location"]
+    cleaned = re.sub(r"[\t\n\r]", "", location)
+    assert cleaned.startswith("/") and not cleaned.startswith("//"), location

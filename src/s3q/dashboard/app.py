@@ -349,9 +349,12 @@ def _valid(name: str) -> str:
 
 
 def _back(target: str = "") -> str:
-    """Where to go after an action: the page it came from (this site only)."""
+    """Where to go after an action: the page it came from (this site only). Control
+    characters are refused: browsers drop tabs and newlines from a URL, so that
+    ``/<TAB>/evil.test`` (a sign-in link's ``?next=``) would lead to ``//evil.test``."""
     target = target or request.form.get("back", "") or "/"
-    local = target.startswith("/") and not target.startswith("//") and "\\" not in target
+    local = (target.startswith("/") and not target.startswith("//") and "\\" not in target
+             and not any(ord(c) < 0x20 or c == "\x7f" for c in target))
     return target if local else "/"
 
 
