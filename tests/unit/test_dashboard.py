@@ -197,10 +197,10 @@ def test_result_download_and_binary_preview(queue: Queue) -> None:
     c = client(queue)
     page = c.get("/request/bin_request.json").get_data(as_text=True)
     assert "binary, 256 bytes" in page and "00000000  00 01 02" in page
-    download = c.get("/request/bin_request.json/result")
+    download = c.get("/result/bin_request.json")
     assert download.data == b"the result"
     assert download.headers["Content-Disposition"].startswith("attachment")
-    assert c.get("/request/missing_request.json/result").status_code == 404
+    assert c.get("/result/missing_request.json").status_code == 404
     assert c.get("/request/a/../b").status_code == 404
 
 
@@ -262,3 +262,16 @@ def test_sign_in_never_redirects_to_another_site(queue: Queue, target: str) -> N
     location = signed_in.headers["Location"]
     cleaned = re.sub(r"[\t\n\r]", "", location)
     assert cleaned.startswith("/") and not cleaned.startswith("//"), location
+
+
+def test_a_request_named_like_a_result_download_has_its_page(queue: Queue) -> None:
+    """Names may contain "/": a request called ``batch/result`` must reach its own page
+    (its error, its requeue and purge buttons), not the result download of ``batch``."""
+    fail(queue, "batch/result", ValueError("the error to see"))
+    c = client(queue)
+    failed = c.get("/failed").get_data(as_text=True)
+    link = re.search(r'href="(/request/[^"]+)" class="request-link"', failed)
+    assert link is not None
+    page = c.get(link.group(1))
+    assert page.status_code == 200, page.get_data(as_text=True)
+    assert "the error to see" in page.get_data(as_text=True)

@@ -275,7 +275,7 @@ def create_app(queue: Queue, credentials: Credentials, *, refresh: float = 5.0,
         name = _valid(name)
         return render_template("request.html", **_describe(queue, name))
 
-    @app.get("/request/<path:name>/result")
+    @app.get("/result/<path:name>")  # not /request/NAME/result: a request may be so named
     def result_download(name: str) -> Response:
         name = _valid(name)
         try:
