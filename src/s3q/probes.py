@@ -4,7 +4,9 @@ on throwaway keys, and the atomicity of the first two under concurrent writers.
 
 Every request goes through the :class:`~s3q.store.Store` seam; :meth:`Prober.ask` turns its
 answer into an :class:`Answer` (accepted, 412, 404, denied, another error) and retries a 409
-ConditionalRequestConflict, which only says that another conditional request overlapped.
+ConditionalRequestConflict, which only says that another conditional request overlapped. A
+412 or 404 answered to the SDK's retry of a request is an error: the first try may have been
+applied (its answer lost), and the 412 or 404 be its doing.
 A check concludes MISSING only from an answer no transient failure can produce (a condition
 that should have refused and did not); anything else it cannot explain is UNKNOWN.
 
@@ -82,12 +84,15 @@ class Prober:
                 self._count(writes=1)
             try:
                 return Answer("ok", call())
-            except PreconditionFailed as e:
+            except (PreconditionFailed, NotFound) as e:
+                if e.retried:  # an earlier try may have been applied: 412/404 its doing
+                    return Answer("error", error=f"{_said(e)} to a retry (an earlier try "
+                                  "got no answer, and may have been applied)")
+                if isinstance(e, NotFound):
+                    return Answer("404", error=str(e))
                 if error_code(e) != "ConditionalRequestConflict":
                     return Answer("412", error=str(e))
                 self._count(conflicts=1)
-            except NotFound as e:
-                return Answer("404", error=str(e))
             except StoreUnavailable:
                 raise
             except StoreError as e:
