@@ -38,8 +38,8 @@ class Burst:
     def waits(self, *, busy: bool, stopping: threading.Event) -> bool:
         """Nothing to claim now: should this slot wait (True, having waited) or end? The
         worker's own leases are skipped while ``busy`` (one of its jobs runs or settles:
-        they are its business); otherwise one a failed settlement left is waited for, like
-        any lease nobody renews."""
+        they are its business, and it looks again once they are settled); otherwise one a
+        failed settlement left is waited for, like any lease nobody renews."""
         with self._lock:
             if self._slots > 1:
                 self._slots -= 1
@@ -51,6 +51,15 @@ class Burst:
             wait = self._longer(LONGEST_LOOK)
             log.warning("burst: cannot tell what is left (%s); looking again in %.1fs",
                         one_line(exc), wait, extra={"event": "burst_look_failed"})
+            stopping.wait(wait)
+            return True
+        if outlook.next_due is None and busy:
+            # a settlement of its own is under way: one that fails leaves its lease, which
+            # only a look made after it ended (not busy) waits for; it ends within moments
+            wait = self._longer(1.0)
+            log.debug("burst: waiting for this worker's settlements; looking again in %.1fs",
+                      wait, extra={"event": "burst_waiting", "count": 0,
+                                   "seconds": round(wait, 2)})
             stopping.wait(wait)
             return True
         if outlook.next_due is None:

@@ -1,0 +1,61 @@
+"""Further worker lifecycle defects found in review (on moto's S3 server)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from s3q import Queue, QueueConfig
+from s3q.backends.delegating import DelegatingStore
+from s3q.store import Store, StoreUnavailable
+from s3q.worker import Worker, WorkerOptions
+from tests.s3server import MakeS3Store
+
+T = TypeVar("T")
+
+
+def _queue(store: Store, **cfg: Any) -> Queue:
+    config = QueueConfig(**{"lease_ttl": 6.0, "retry_base_delay": 0.0,
+                            "retry_max_delay": 0.0, "max_attempts": 3, **cfg})
+    return Queue(store, config)
+
+
+class FirstFinishFailsSecondSlow(DelegatingStore):
+    """The first write to finish/ fails (its settlement leaves the lease); the second
+    takes ``slow`` seconds (a settlement still under way when the burst looks)."""
+
+    def __init__(self, inner: Store, slow: float) -> None:
+        super().__init__(inner)
+        self.writes = 0
+        self.slow = slow
+        self.lock = threading.Lock()
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        if op in ("put", "copy") and \
+                str(args.get("key", args.get("dst"))).startswith("finish/"):
+            with self.lock:
+                self.writes += 1
+                n = self.writes
+            if n == 1:
+                raise StoreUnavailable("finish/: injected")
+            if n == 2:
+                time.sleep(self.slow)
+        return fn()
+
+
+def test_a_burst_waits_for_its_own_unsettled_lease_while_another_job_settles(
+        make_s3_store: MakeS3Store) -> None:
+    """A completion whose d3 fails leaves the worker's own lease (nobody renews it; the
+    request comes back once it expires). If the burst's last look comes while another of
+    its settlements is under way, it must not skip that lease as 'its business': the
+    settlement that left it is over, and nothing else will ever handle it."""
+    q = _queue(FirstFinishFailsSecondSlow(make_s3_store(), slow=2.0), lease_ttl=12.0)
+    for name in ("a_request.json", "b_request.json"):
+        q.submit(name, b"{}")
+    ran: list[str] = []
+    stats = Worker(q, lambda job: ran.append(job.name),
+                   WorkerOptions("w", concurrency=1, burst=True)).run()
+    assert q.counts() == {"wait": 0, "processing": 0, "finish": 2, "failed": 0}, \
+        f"burst ended with {q.counts()} after runs {ran}, stats {stats}"
