@@ -280,7 +280,8 @@ class LeaseKeeper:
     lost. Each renewal and view write runs on a short-lived thread of its own (a job has
     at most one of each under way): one that hangs (a connection black-holed until its
     read timeout, times the SDK's attempts) must not hold back the renewals of the other
-    jobs, whose leases would all expire and be taken over while they still run."""
+    jobs, whose leases would all expire and be taken over while they still run. (When no
+    thread can be started, the keeper's own does the task, as a slow renewal.)"""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
@@ -326,8 +327,14 @@ class LeaseKeeper:
                 if id(job) not in self._jobs:
                     continue
             task = self._view if what == "view" else self._renew
-            threading.Thread(target=task, args=(job,), name=f"s3q-lease-{what}",
-                             daemon=True).start()
+            try:
+                threading.Thread(target=task, args=(job,), name=f"s3q-lease-{what}",
+                                 daemon=True).start()
+            except RuntimeError as exc:  # no thread to be had: do it here, as one hangs
+                log.warning("lease keeper: no thread for the %s of %s (%s); done in line",
+                            what, job.name, exc, extra={"event": "keeper_no_thread",
+                                                       "request": job.name})
+                task(job)
 
     def _view(self, job: Job) -> None:
         try:
