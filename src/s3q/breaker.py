@@ -39,7 +39,7 @@ from s3q.job import Job
 from s3q.queue import Queue
 from s3q.store import InvalidKey, NotFound, StoreError, list_all, validate_key
 
-__all__ = ["BREAKERS", "Breaker", "HeldBack", "breaker_records"]
+__all__ = ["BREAKERS", "Breaker", "GiveBackFailed", "HeldBack", "breaker_records"]
 
 log = logging.getLogger("s3q.breaker")
 
@@ -52,6 +52,11 @@ MAX_FACTOR = 8
 class HeldBack(LeaseLost):
     """The breaker gave the job back to wait/ without charging an attempt (the worker no
     longer holds it, as after any release)."""
+
+
+class GiveBackFailed(StoreError):
+    """The breaker's give-back of a job failed: nothing was written, the request returns
+    once its lease expires (the job's outcome is ``store_error``)."""
 
 
 class Breaker:
@@ -105,14 +110,18 @@ class Breaker:
     # ------------------------------------------------------------------ outcomes
     def wrap(self, handler: Handler) -> Handler:
         """``handler``, telling the breaker how each run ended; a failure the breaker
-        blames on the worker releases the job and raises :class:`HeldBack`."""
+        blames on the worker releases the job and raises :class:`HeldBack` (or
+        :class:`GiveBackFailed` if the release failed)."""
         def run(job: Job) -> bytes | str | None:
             try:
                 result = handler(job)
             except Exception as exc:
                 if job.interrupted or not self.blames_worker(job, exc):
                     raise
-                self._give_back(job, exc)
+                failed = self._give_back(job, exc)
+                if failed is not None:  # nothing given back: it returns once expired
+                    raise GiveBackFailed(f"{job.name}: the circuit breaker could not give "
+                                         f"it back ({failed})") from exc
                 raise HeldBack(f"{job.name}: given back by the circuit breaker") from exc
             self.succeeded()
             return result
@@ -167,20 +176,31 @@ class Breaker:
                          "pause": pause, "trips": self._trips, "failed": failed})
         return self._trips, pause, failed, message
 
-    def _give_back(self, job: Job, exc: BaseException) -> None:
+    def _give_back(self, job: Job, exc: BaseException) -> BaseException | None:
+        """Release ``job``; the error that left it unreleased (None: released, or lost or
+        settled meanwhile: nothing to give back)."""
+        failure: BaseException | None = None
         try:
             job.release()
-        except (LeaseLost, JobStateError):
-            return  # lost or settled meanwhile: nothing to give back
+        except JobStateError:
+            return None  # settled meanwhile
+        except LeaseLost as e:
+            if job.lost:
+                return None
+            failure = e  # refused by its deadline: nothing written
         except StoreError as e:
+            failure = e
+        if failure is not None:
             log.error("could not give back %s (%s): it returns after its lease expires",
-                      job.name, e, extra={"event": "release_failed", "request": job.name})
-            return
+                      job.name, failure, extra={"event": "release_failed",
+                                                "request": job.name})
+            return failure
         log.warning("handler failed on %s (attempt %d): %s; given back to wait/ without "
                     "charging the attempt (circuit breaker)", job.name, job.attempt,
                     _one_line(exc), extra={"event": "held_back", "request": job.name,
                                            "attempt": job.attempt})
         self._tell("held_back")
+        return None
 
     def _record_key(self) -> str | None:
         try:

@@ -83,6 +83,10 @@ class Runner:
             # the job must not be completed.)
             if job.interrupted or job.lost or (isinstance(exc, LeaseLost) and job.finished):
                 outcome = "lost" if job.lost else "released"
+            elif job.finished and isinstance(exc, StoreError):
+                # settled by the handler's own side (the breaker's give-back), which failed:
+                # nothing written, it returns once its lease expires
+                outcome = "store_error"
             else:
                 outcome, settle = "failed", functools.partial(job.fail, exc)
                 log.warning("handler failed on %s (attempt %d): %s", job.name, job.attempt,

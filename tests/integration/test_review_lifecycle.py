@@ -92,3 +92,42 @@ def test_a_burst_ends_when_its_store_keeps_failing(make_s3_store: MakeS3Store) -
         worker.stop()
         runner.join(30)
     assert ended, "the burst still runs after 15 s of a store refusing every LIST"
+
+
+class WaitWritesFail(DelegatingStore):
+    """Every write to wait/ fails once ``failing`` is set (the give-back's w1)."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner)
+        self.failing = False
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        if self.failing and op in ("put", "copy") and \
+                str(args.get("key", args.get("dst"))).startswith("wait/"):
+            raise StoreUnavailable("wait/: injected")
+        return fn()
+
+
+def test_a_breaker_give_back_that_failed_is_not_counted_released(
+        make_s3_store: MakeS3Store) -> None:
+    """The breaker's give-back (job.release) fails: nothing was given back (the request
+    returns once its lease expires). ad5ae36 counts the breaker's give-backs as released:
+    it must not count one that never happened."""
+    from s3q.breaker import Breaker
+
+    store = WaitWritesFail(make_s3_store())
+    q = _queue(store, max_attempts=5)
+    q.submit("a_request.json", b"{}")
+    store.failing = True
+    breaker = Breaker(q, "w", threshold=1, pause=60.0)
+
+    def broken(job: Any) -> None:
+        raise RuntimeError("cannot reach the database")
+
+    outcomes: list[str] = []
+    worker = Worker(q, breaker.wrap(broken),
+                    WorkerOptions("w", concurrency=1, max_jobs=1, scanner=False),
+                    on_job_done=lambda job, outcome, _: outcomes.append(outcome))
+    stats = worker.run()
+    assert stats.released == 0 and outcomes != ["released"], \
+        f"a give-back that failed counted as released: {stats}, outcomes {outcomes}"
