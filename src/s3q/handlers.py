@@ -269,7 +269,10 @@ def _end_group(pgid: int) -> bool:
     group: SIGTERM, then SIGKILL KILL_GRACE seconds later for what still runs, and wait
     (as long again at most) until it is gone. Returns whether anything was left. (A
     group's id names no other process while any member lives, so a signal to it reaches
-    only what the program left.)"""
+    only what the program left. Members that exited but nobody reaped yet, such as a
+    child that ended just before it, left nothing running: no signal, no warning.)"""
+    if not _group_lives(pgid):  # (most often one failed kill(2): the group is gone)
+        return False
     try:
         os.killpg(pgid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):

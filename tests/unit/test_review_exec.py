@@ -1,0 +1,53 @@
+"""The exec handler's end of a program's process group (found in review)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from s3q import Queue, QueueConfig
+from s3q.backends.memory import MemoryStore
+from s3q.handlers import ExecHandler
+from s3q.worker import Worker, WorkerOptions
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux: prctl")
+def test_a_child_that_exited_unreaped_is_no_leftover(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A program whose child exited before it (a zombie nobody reaped yet: its new parent,
+    as the worker running as a container's PID 1 is, reaps nothing) left nothing running:
+    no handler_leftovers warning, and no SIGTERM to a group that runs nothing."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    assert prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0  # orphans come to this process
+    pidfile = tmp_path / "child.pid"
+    program = tmp_path / "program.py"  # a child that exits at once, never waited for
+    program.write_text("import subprocess, sys, time\n"
+                       "p = subprocess.Popen(['true'])\n"
+                       f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+                       "while open(f'/proc/{p.pid}/stat').read().rsplit(')', 1)[1].split()[0]"
+                       " != 'Z':\n"
+                       "    time.sleep(0.01)  # (until it exited: a zombie, not reaped)\n"
+                       "p.returncode = 0  # (no wait at exit: it stays a zombie)\n"
+                       "print('done', end='')\n")
+    q = Queue(MemoryStore("exec-review"), QueueConfig(lease_ttl=6.0))
+    q.submit("a_request.json", b"{}")
+    try:
+        with caplog.at_level(logging.WARNING, logger="s3q.handlers"):
+            Worker(q, ExecHandler([sys.executable, str(program)]),
+                   WorkerOptions("w", burst=True)).run()
+    finally:
+        prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        if pidfile.exists():
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(pidfile.read_text()), 0)
+    assert q.result("a_request.json") == b"done"
+    leftovers = [r for r in caplog.records if getattr(r, "event", "") == "handler_leftovers"]
+    assert leftovers == [], "a zombie reported as a process left running"
