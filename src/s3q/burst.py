@@ -2,12 +2,16 @@
 claimable. Every slot but one ends as soon as it finds nothing to claim; the last one waits
 for what will become claimable — retries' backoffs, and leases nobody renews (a dead
 worker's, or the worker's own that a failed settlement left) that will expire — looking
-again after 0.2 s, doubling up to 5 s (or when the first is due, if sooner)."""
+again after 0.2 s, doubling up to 5 s (or when the first is due, if sooner). A store that
+fails is tried again, as the worker polls; one that has answered nothing but errors for
+``patience`` seconds ends the burst early (:attr:`Burst.gave_up` says why; the command
+exits non-zero: requests may still wait)."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from s3q.queue import Outlook, Queue
 from s3q.running import one_line
@@ -23,12 +27,35 @@ LONGEST_LOOK = 5.0
 class Burst:
     """The state of one burst run of a worker's ``slots``. Thread-safe."""
 
-    def __init__(self, queue: Queue, worker_id: str, slots: int) -> None:
-        self._queue, self._worker_id = queue, worker_id
+    def __init__(self, queue: Queue, worker_id: str, slots: int, patience: float) -> None:
+        self._queue, self._worker_id, self._patience = queue, worker_id, patience
         self._lock = threading.Lock()
         self._slots = slots  # slots still running
         self._outlook: Outlook | None = None  # what the last slot saw last
         self._look = 0.1  # half the last slot's first wait before it looks again
+        self._failing_since: float | None = None  # (monotonic) the store's first error
+        #: Why the burst ended early (its store kept failing), or None.
+        self.gave_up: str | None = None
+
+    def store_answered(self) -> None:
+        """A claim or look got its answers: the store works."""
+        with self._lock:
+            self._failing_since = None
+
+    def store_failed(self, exc: BaseException) -> bool:
+        """A claim or look failed: go on trying (True), or end the burst (False: its store
+        has answered nothing but errors for ``patience`` seconds)?"""
+        now = time.monotonic()
+        with self._lock:
+            if self._failing_since is None:
+                self._failing_since = now
+            if now - self._failing_since < self._patience:
+                return True
+            self.gave_up = (f"the store answered nothing but errors for "
+                            f"{self._patience:g}s (the last: {one_line(exc)})")
+        log.error("burst: %s; ending it (requests may still wait)", self.gave_up,
+                  extra={"event": "burst_gave_up"})
+        return False
 
     def job_started(self) -> None:
         """A slot found a job: the next wait starts short again."""
@@ -48,11 +75,14 @@ class Burst:
             outlook = self._outlook = self._queue.outlook(
                 self._outlook, mine=self._worker_id if busy else None)
         except Exception as exc:  # the last slot must not die: the burst would end early
+            if not self.store_failed(exc):
+                return False
             wait = self._longer(LONGEST_LOOK)
             log.warning("burst: cannot tell what is left (%s); looking again in %.1fs",
                         one_line(exc), wait, extra={"event": "burst_look_failed"})
             stopping.wait(wait)
             return True
+        self.store_answered()
         if outlook.next_due is None and busy:
             # a settlement of its own is under way: one that fails leaves its lease, which
             # only a look made after it ended (not busy) waits for; it ends within moments

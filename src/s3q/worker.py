@@ -91,6 +91,9 @@ class WorkerOptions:
     settle_in_background: bool = True
     #: With an event source: longest wait between listings of an empty wait/ (seconds).
     events_list_interval: float = 300.0
+    #: A burst whose store answers nothing but errors for this long (seconds) ends early
+    #: (WorkerStats.error says so): a batch job must not retry for ever.
+    burst_patience: float = 120.0
 
 
 @dataclass
@@ -101,6 +104,8 @@ class WorkerStats:
     released: int = 0
     lost: int = 0
     started_at: float = field(default_factory=time.monotonic)
+    #: Why a burst ended before its queue was drained (its store kept failing), or None.
+    error: str | None = None
 
 
 class Worker:
@@ -137,7 +142,8 @@ class Worker:
             events_list_interval=options.events_list_interval,
             events_healthy=None if source is None else lambda: source.healthy)
         self._claiming = 0  # slots inside a claim
-        self._burst = Burst(queue, options.worker_id, options.concurrency)  # (per run)
+        self._burst = Burst(queue, options.worker_id, options.concurrency,
+                            options.burst_patience)  # (one per run)
         #: Its .s3q/workers/ record while it runs, and the queue's pause flag (s3q.registry)
         self.presence = Presence(self)
 
@@ -184,7 +190,8 @@ class Worker:
     def _run(self) -> WorkerStats:
         wid = self.options.worker_id
         self._notice_signals()
-        self._burst = Burst(self.queue, wid, self.options.concurrency)
+        self._burst = Burst(self.queue, wid, self.options.concurrency,
+                            self.options.burst_patience)
         self._ended.clear()
         self._woken.clear()
         slots = _Slots(self.options.concurrency, self._woken)
@@ -220,6 +227,7 @@ class Worker:
         if self._events is not None:
             self._events.stop()
         self._runner.shutdown()  # decided jobs are settled, never given back
+        self.stats.error = self._burst.gave_up
         if scanner.is_alive():
             scanner.join(timeout=10)
         log.info("worker %s stopped", wid, extra={"event": "worker_stopped", "worker": wid,
@@ -302,18 +310,19 @@ class Worker:
                 return
             with self._lock:
                 self._claiming += 1
-            paused, job, raced, failed = False, None, False, False
+            paused, job, raced = False, None, False
+            failed: Exception | None = None
             try:
                 paused = self.presence.paused()  # paused: claim nothing, poll as if idle
                 job = None if paused else self.queue.claim(
                     self.options.worker_id, view_after=self.options.view_after)
                 raced = job is None and not paused and self.queue.lost_race()
             except StoreError as exc:
-                failed = True
+                failed = exc
                 log.warning("claim failed: %s", exc, extra={"event": "claim_failed"})
             except Exception as exc:  # never let a slot die: an idle poll turn it held
                 # would never be handed back, and the other slots would never claim again
-                failed = True
+                failed = exc
                 log.exception("claim failed: %s", one_line(exc),
                               extra={"event": "claim_failed"})
             finally:
@@ -335,11 +344,17 @@ class Worker:
             if sleep is not None:
                 log.debug("idle: next listing of wait/ in %.1fs", sleep,
                           extra={"event": "idle", "seconds": round(sleep, 1)})
+            if self.options.burst and failed is not None:  # tried again, as the worker
+                if not self._burst.store_failed(failed):  # polls, unless it kept failing
+                    self.stop()
+                    return
+            elif self.options.burst and not paused:
+                self._burst.store_answered()
             if job is None:
                 self._return_ticket()
-                # (paused: nothing it may claim: a burst ends, as documented; a claim that
-                # failed saw nothing: it is tried again, as the worker polls)
-                if self.options.burst and not failed and (paused or not self._burst_waits()):
+                # (paused: nothing it may claim: a burst ends, as documented)
+                if self.options.burst and failed is None and (
+                        paused or not self._burst_waits()):
                     return
                 continue
             if not self._start(job):

@@ -7,12 +7,10 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import pytest
-
 from s3q import Queue, QueueConfig
 from s3q.backends.delegating import DelegatingStore
 from s3q.store import Store, StoreError, StoreUnavailable
-from s3q.worker import Worker, WorkerOptions
+from s3q.worker import Worker, WorkerOptions, WorkerStats
 from tests.s3server import MakeS3Store
 
 T = TypeVar("T")
@@ -72,26 +70,29 @@ class ListsRefused(DelegatingStore):
         return fn()
 
 
-@pytest.mark.xfail(strict=True, reason="review: a burst never ends on a store that keeps "
-                   "failing (723bf08); a bound and a non-zero exit are a design decision")
 def test_a_burst_ends_when_its_store_keeps_failing(make_s3_store: MakeS3Store) -> None:
-    """A burst (cron, a batch job) whose store refuses every LIST for good must end (and
-    say so), not retry for ever: since 723bf08 a slot whose claim failed never reaches the
-    burst's end, and the last slot's failed look waits and looks again, with no bound."""
+    """A burst (cron, a batch job) whose store refuses every LIST for good ends once it has
+    answered nothing but errors for burst_patience, and says why (WorkerStats.error: the
+    command exits 3), instead of retrying for ever (or, before, ending as if drained)."""
     inner = make_s3_store()
     _queue(inner).submit("a_request.json", b"{}")
     q = _queue(ListsRefused(inner))
     worker = Worker(q, lambda job: None,
-                    WorkerOptions("w", concurrency=1, burst=True, scanner=False,
-                                  recover_on_start=False, poll_interval=0.5))
-    runner = threading.Thread(target=worker.run, daemon=True)
+                    WorkerOptions("w", concurrency=2, burst=True, scanner=False,
+                                  recover_on_start=False, poll_interval=0.5,
+                                  burst_patience=2.0))
+    stats: list[WorkerStats] = []
+    runner = threading.Thread(target=lambda: stats.append(worker.run()), daemon=True)
     runner.start()
-    runner.join(15)
+    runner.join(60)
     ended = not runner.is_alive()
     if not ended:
         worker.stop()
         runner.join(30)
-    assert ended, "the burst still runs after 15 s of a store refusing every LIST"
+    assert ended, "the burst still runs after 60 s of a store refusing every LIST"
+    [got] = stats
+    assert got.error is not None and "errors for 2s" in got.error, got.error
+    assert got.completed == 0 and _queue(inner).counts()["wait"] == 1  # still waiting
 
 
 class WaitWritesFail(DelegatingStore):

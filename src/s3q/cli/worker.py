@@ -47,7 +47,8 @@ log = logging.getLogger("s3q.cli")  # not __name__: the logger name is part of t
 @click.option("--pool", type=click.Choice(["thread", "process"]), default="thread",
               show_default=True, help="Where --handler runs: in a thread of the worker, or "
               "in a child process per request.")
-@click.option("--burst", is_flag=True, help="Process what is there, then exit.")
+@click.option("--burst", is_flag=True, help="Process what is there, then exit (exit 3 if "
+              "the store answered nothing but errors for 2 minutes: requests may wait).")
 @click.option("--max-jobs", type=click.IntRange(min=1), metavar="N",
               help="Exit after claiming N requests.")
 @setting_options("concurrency", "lease_ttl", "max_attempts", "grace", "worker_id",
@@ -110,6 +111,9 @@ def run_worker(requests: list[str], *, exec_cmd: str | None, handler_spec: str |
              stats.completed, stats.failed, stats.released, stats.lost,
              extra={"event": "worker_done", "worker": worker_id, "completed": stats.completed,
                     "failed": stats.failed, "released": stats.released, "lost": stats.lost})
+    if stats.error is not None:  # a burst that could not drain its queue
+        raise Failure(f"the burst ended early: {stats.error}; requests may still wait",
+                      EXIT_STORE)
 
 
 @contextlib.contextmanager
