@@ -106,7 +106,12 @@ class Runner:
         else:
             self._backlog.acquire()
             self._begin()
-            settler.submit(self._settle, job, settle, outcome, elapsed, self._backlog)
+            try:
+                settler.submit(self._settle, job, settle, outcome, elapsed, self._backlog)
+            except RuntimeError as exc:  # no thread to be had (at the process's limit)
+                log.warning("no settler thread for %s (%s): settled by its slot", job.name,
+                            exc, extra={"event": "settler_no_thread", "request": job.name})
+                self._settle(job, settle, outcome, elapsed, self._backlog)
 
     def _settle(self, job: Job, settle: Callable[[], None], outcome: str, elapsed: float,
                 backlog: threading.BoundedSemaphore | None) -> None:
