@@ -152,3 +152,31 @@ def test_without_stamps_a_retry_claimed_at_once_does_not_run_again(
         assert q.lease(NAME) is None
     finally:
         q.close()
+
+
+@pytest.mark.parametrize("exclusive", [True, False], ids=["create", "replace"])
+def test_the_stores_own_file_keeps_its_stamp_when_placed_late(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exclusive: bool) -> None:
+    """A write stamps its temp file, then links or renames it into place; that changes the
+    file's ctime. Placed more than the stamp's 31.4 ms later (directories recreated under a
+    concurrent delete, a loaded machine), the ctime passes the stamped atime, and on a
+    ``relatime`` mount the next read rewrites the atime: the stamp gone, the store's own
+    fresh file in wait/ looked like another program's, and a conditional delete (a claim's
+    c2) refused it for 2 s (seen in CI as a flaky churn test)."""
+    store = LocalStore(tmp_path / "q")
+    real = os.link if exclusive else os.replace
+
+    def late(src: Any, dst: Any, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.06)  # placed 60 ms after the stamp
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "link" if exclusive else "replace", late)
+    info = store.put("wait/a_request.json", b"{}", if_none_match=exclusive)
+    monkeypatch.undo()
+    time.sleep(0.01)
+    assert store.get("wait/a_request.json")[0] == b"{}"  # a read: relatime may touch atime
+    store.delete("wait/a_request.json", if_match=info.etag)  # no PreconditionFailed
+    with pytest.raises(PreconditionFailed):  # (another program's fresh file still is)
+        path = tmp_path / "q" / "wait" / "b_request.json"
+        path.write_bytes(b"{}")
+        store.delete("wait/b_request.json", if_match=store.head("wait/b_request.json").etag)

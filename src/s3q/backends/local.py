@@ -8,7 +8,7 @@ atomic guarantees as S3 across threads *and* processes on one machine:
   ``<root>/.s3qlocal/tmp`` (flushed and fsynced), which ``os.replace`` then moves onto the
   target; the directory is fsynced too. Readers take no lock and see the old or the new file.
 * **Conditional operations are serialized** by a striped lock
-  (:class:`~s3q.backends.localfs.StripeLocks`): every mutation of a key holds its stripe
+  (:class:`~s3q.backends.locallocks.StripeLocks`): every mutation of a key holds its stripe
   while it checks the condition and renames/unlinks. Programs that take no lock (a
   producer's ``cp``/``mv`` into wait/) are met too: a create-if-absent installs with a hard
   link (which fails if the name is taken), and a conditional delete moves the file aside
@@ -73,6 +73,7 @@ from s3q.backends._common import (
     check_prefix,
     etag_of,
 )
+from s3q.backends.locallocks import StripeLocks
 from s3q.capabilities import NATIVE
 from s3q.store import (
     Body,
@@ -124,7 +125,7 @@ class LocalStore(Store):
             self._real_root = os.path.realpath(self._root)
         except OSError as e:
             raise fs.translate(e, "open the store at", self._root, writing=True) from e
-        self._locks = fs.StripeLocks(os.path.join(internal, "locks"))
+        self._locks = StripeLocks(os.path.join(internal, "locks"))
         #: Keys live as paths under the root: the OS's path limit bounds them (each segment
         #: is further bounded by the file system's NAME_MAX, checked when written).
         self.max_key_bytes = fs.path_max(self._root) - len(self._root.encode()) - 1

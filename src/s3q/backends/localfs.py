@@ -6,15 +6,12 @@ translated into the store's errors. The walk of a tree is :mod:`s3q.backends.loc
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import os
 import stat
 import tempfile
-import threading
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import NamedTuple
@@ -23,8 +20,6 @@ from s3q.store import Body, InvalidKey, NotFound, ObjectInfo, StoreError
 
 #: The store's own directory under the root (temp and lock files); never a key.
 RESERVED = ".s3qlocal"
-#: Number of lock stripes (lock files) keys are hashed onto.
-STRIPES = 64
 #: Read/write chunk size when streaming bodies.
 CHUNK = 1024**2
 #: How often a write retries when a concurrent delete removes the directory it writes into.
@@ -118,8 +113,7 @@ def install(temp: Temp, path: str, conflict: Callable[[], StoreError], *,
     the caller's own check is never replaced."""
     parent = os.path.dirname(path)
     with errors("write", path, writing=True):
-        mtime = time.time_ns() // 1000 * 1000  # whole µs: see STAMP_DELTA_NS
-        os.utime(temp.fd, ns=(mtime + STAMP_DELTA_NS, mtime))
+        _stamp(temp.fd)  # (never in place without it)
         for _ in range(INSTALL_ATTEMPTS):
             try:
                 if exclusive and _link(temp.path, path):
@@ -147,8 +141,25 @@ def install(temp: Temp, path: str, conflict: Callable[[], StoreError], *,
                 raise conflict() from e
         else:
             raise StoreError(f"cannot write {path}: its directory keeps disappearing")
+        st = _stamp(temp.fd)  # again: placing it changed its ctime (see _stamp)
         fsync_dir(parent)
-        return os.fstat(temp.fd)
+        return st
+
+
+def _stamp(fd: int) -> os.stat_result:
+    """Give the file at ``fd`` the store's stamp (:data:`STAMP_DELTA_NS`), and its stat.
+    The stamped atime must stay later than the file's ctime, which every link, rename and
+    utime sets to the current time: on a ``relatime`` mount a read rewrites an atime
+    earlier than the ctime, and the stamp is gone. So stamp once the file is in place, and
+    again when the call itself came more than the stamp's delta after its mtime (a thread
+    descheduled on a loaded machine)."""
+    for _ in range(10):
+        mtime = time.time_ns() // 1000 * 1000  # whole µs: see STAMP_DELTA_NS
+        os.utime(fd, ns=(mtime + STAMP_DELTA_NS, mtime))
+        st = os.fstat(fd)
+        if st.st_ctime_ns < st.st_atime_ns:
+            break
+    return st
 
 
 def _link(src: str, dst: str) -> bool:
@@ -295,53 +306,6 @@ def remove_stale_temps(tmp_dir: str) -> list[str]:
                 elif entry.name.endswith(".del") and st.st_ctime < cutoff:
                     left.append(entry.path)
     return sorted(left)
-
-
-class StripeLocks:
-    """Mutual exclusion per key across threads and processes: key → one of
-    :data:`STRIPES` lock files, locked with ``flock``, plus a ``threading.Lock`` per stripe
-    (``flock`` does not exclude threads sharing one open file description). The stripe is
-    chosen by CRC-32 of the key, which (unlike ``hash``) is the same in every process."""
-
-    def __init__(self, directory: str) -> None:
-        self._dir = directory
-        self._reset()
-
-    def _reset(self) -> None:
-        self._pid = os.getpid()
-        self._mutex = threading.Lock()
-        self._threads = [threading.Lock() for _ in range(STRIPES)]
-        self._fds: list[int | None] = [None] * STRIPES
-
-    @contextmanager
-    def hold(self, key: str) -> Iterator[None]:
-        if os.getpid() != self._pid:
-            # a forked child: the inherited descriptors share the parent's locks
-            self._reset()
-        stripe = zlib.crc32(key.encode("utf-8")) % STRIPES
-        with self._threads[stripe]:
-            fd = self._fd(stripe)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-
-    def _fd(self, stripe: int) -> int:
-        fd = self._fds[stripe]
-        if fd is None:
-            path = os.path.join(self._dir, f"{stripe:02d}")
-            with errors("open the lock file", path, writing=True):
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-            self._fds[stripe] = fd
-        return fd
-
-    def close(self) -> None:
-        for stripe, fd in enumerate(self._fds):
-            if fd is not None and self._pid == os.getpid():
-                with self._threads[stripe], suppress(OSError):
-                    os.close(fd)
-                self._fds[stripe] = None
 
 
 # -- helpers --------------------------------------------------------------------------------
