@@ -10,6 +10,7 @@ in its own module, named in the doc; this class holds them together:
 
 from __future__ import annotations
 
+import fnmatch
 import random
 import threading
 import time
@@ -30,7 +31,7 @@ from s3q.job import Job, LeaseKeeper
 from s3q.layout import State
 from s3q.records import CLOCK_MARGIN, ErrorRecord, Intent, Lease
 from s3q.scanrole import ScannerRole
-from s3q.store import InvalidKey, NotFound, ObjectInfo, Store, list_all, validate_key
+from s3q.store import InvalidKey, LeftOut, NotFound, ObjectInfo, Store, list_all, validate_key
 from s3q.takeover import (
     Recovered,
     RecoveryCandidate,
@@ -150,18 +151,23 @@ class Queue:
         return info
 
     def ls(self, state: State | str, unusable: list[str] | None = None,
-           left_out: list[str] | None = None) -> Iterator[ObjectInfo]:
+           left_out: list[LeftOut] | None = None) -> Iterator[ObjectInfo]:
         """Requests in one state, as ObjectInfo with ``key`` = the request name. Names that
         match the filter but cannot be requests (:meth:`Context.unusable`) are appended to
-        ``unusable`` when given, and what the store could not list at all
-        (:attr:`~s3q.store.Page.left_out`) to ``left_out``."""
+        ``unusable`` when given, and to ``left_out`` what the store could not list at all
+        (:attr:`~s3q.store.Page.left_out`) that may be a request: a folder, or a file whose
+        name (as shown) matches the filter."""
         prefix = State(state).prefix
-        for info in list_all(self.store, prefix, left_out=left_out):
+        met: list[LeftOut] | None = [] if left_out is not None else None
+        for info in list_all(self.store, prefix, left_out=met):
             name = layout.name_of(prefix, info.key)
             if self.is_request(name):
                 yield ObjectInfo(name, info.etag, info.size, info.last_modified)
             elif unusable is not None and self.ctx.unusable(name) is not None:
                 unusable.append(name)
+        if left_out is not None and met:
+            left_out += [e for e in met if e.key.endswith("/") or fnmatch.fnmatchcase(
+                e.key[len(prefix):], self.config.filter)]
 
     def counts(self) -> dict[str, int]:
         """Number of requests per state: {"wait": n, "processing": n, "finish": n, "failed": n}."""

@@ -107,10 +107,23 @@ class Page:
     items: list[ObjectInfo]
     #: True when more keys follow the last item of this page.
     truncated: bool
-    #: What the store met in this page's range and could not list, each as ``"<path>:
-    #: <why>"``: the local store's unreadable files and directories, and its files whose
-    #: names no key can hold (S3 lists every key it has).
-    left_out: tuple[str, ...] = ()
+    #: What the store met in this page's range and could not list: the local store's
+    #: unreadable files and directories, and its files whose names no key can hold (S3
+    #: lists every key it has).
+    left_out: tuple[LeftOut, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LeftOut:
+    """Something a listing met and could not list: its key (below the store's root, as
+    near as it can be shown: escaped where no key can hold it; a folder's ends in "/"),
+    and why."""
+
+    key: str
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.why}"
 
 
 _BAD_SEGMENTS = {"", ".", ".."}
@@ -246,7 +259,7 @@ def delete_each(store: Store, items: Sequence[tuple[str, str]], *,
 
 
 def list_all(store: Store, prefix: str, *, page_size: int = 1000,
-             left_out: list[str] | None = None) -> Iterator[ObjectInfo]:
+             left_out: list[LeftOut] | None = None) -> Iterator[ObjectInfo]:
     """Every object under ``prefix``, page by page (never holds more than one page); what
     the store could not list (:attr:`Page.left_out`) is added to ``left_out`` when given."""
     start: str | None = None

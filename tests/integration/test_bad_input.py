@@ -17,7 +17,7 @@ import pytest
 
 from s3q import InvalidKey, Job, NotFound, Queue, QueueConfig, State
 from s3q.backends.local import LocalStore
-from s3q.store import list_all
+from s3q.store import LeftOut, list_all
 from s3q.worker import Worker, WorkerOptions
 from tests.s3server import MakeS3Store, S3Endpoint
 
@@ -247,7 +247,7 @@ def test_unusable_names_in_wait_are_reported_not_hidden(
     for name in names:
         assert any(repr(name)[1:-1] in t and "rename it" in t for t in texts), (name, texts)
     unusable: list[str] = []
-    left_out: list[str] = []
+    left_out: list[LeftOut] = []
     assert list(q.ls(State.WAIT, unusable, left_out)) == []
     status = queue_status(q)
     if backend.kind == "s3":  # keys S3 lists, which s3q cannot use
@@ -256,12 +256,29 @@ def test_unusable_names_in_wait_are_reported_not_hidden(
                    for p in status["problems"]), status["problems"]
     else:  # files the local store cannot list: the page says which
         assert unusable == [] and len(left_out) == len(names), left_out
-        for name in names:
-            assert any(repr(name)[1:-1] in e and "not a usable key" in e for e in left_out)
+        assert sorted(e.key for e in left_out) == sorted(
+            "wait/" + repr(name)[1:-1] for name in names)
         assert [p for p in status["problems"] if "cannot list" in p] == [
-            f"2 file(s) or folder(s) in wait/ the store cannot list (unreadable, or a name no "
-            f"key can hold): never claimed; fix or rename them: {'; '.join(left_out)}"]
+            "2 file(s) or folder(s) in wait/ the store cannot list (unreadable, or a name no "
+            "key can hold): never claimed; fix or rename them: "
+            + "; ".join(f"{e.key}: its name is not a usable key" for e in left_out)]
     assert not status["healthy"]
+
+
+def test_a_local_file_the_filter_refuses_is_no_problem_however_it_is_named(
+        tmp_path: Path) -> None:
+    """As on S3, a name in wait/ that no key can hold is a problem only when it matches
+    the queue's filter: another program's ``notes\nold.txt`` there is none of s3q's
+    business, and must not fail ``status --check``."""
+    from s3q.cli.status import queue_status
+
+    q = Queue(LocalStore(tmp_path / "q"), QueueConfig(filter="*request.json"))
+    (tmp_path / "q" / "wait").mkdir(parents=True, exist_ok=True)
+    for name in ("notes\nold.txt", "new\nline_request.json"):
+        (tmp_path / "q" / "wait" / name).write_bytes(b"{}")
+    status = queue_status(q)
+    [problem] = [p for p in status["problems"] if "cannot list" in p]
+    assert "new\\nline_request.json" in problem and "notes" not in problem, problem
 
 
 def test_local_symlinks_cannot_escape_the_root(tmp_path: Path) -> None:

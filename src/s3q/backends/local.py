@@ -79,6 +79,7 @@ from s3q.store import (
     Body,
     Guard,
     InvalidKey,
+    LeftOut,
     NotFound,
     ObjectInfo,
     Page,
@@ -183,10 +184,10 @@ class LocalStore(Store):
         check_limit(limit)
         if start_after is not None:
             check_prefix(start_after)
-        left: dict[str, None] = {}  # (what this page's walks left out, in order, once)
+        left: dict[LeftOut, None] = {}  # (what this page's walks left out, in order, once)
 
-        def report(path: str, e: OSError) -> None:
-            left[self._report_unreadable(path, e)] = None
+        def report(key: str, e: OSError) -> None:
+            left[self._report_unreadable(key, e)] = None
         after = start_after
         while True:
             keys = heapq.nsmallest(limit + 1, localwalk.walk(
@@ -399,7 +400,7 @@ class LocalStore(Store):
     def _listed(self, key: str, report: Callable[[str, OSError], None]) -> ObjectInfo | None:
         """The info of a key a listing found, or None: deleted since the directory was read,
         not a regular file, still being written by another program, or unreadable (then
-        told to ``report``)."""
+        told to ``report``, by its key)."""
         path = os.path.join(self._root, key)
         try:
             st = os.stat(path)
@@ -409,12 +410,12 @@ class LocalStore(Store):
         except StoreError as e:
             if not isinstance(e.__cause__, PermissionError):
                 raise
-            report(path, e.__cause__)
+            report(key, e.__cause__)
         except PermissionError as e:
-            report(path, e)
+            report(key, e)
         except OSError as e:
             if e.errno == errno.ELOOP:  # a symlink turned into a loop since the walk
-                report(path, e)
+                report(key, e)
             elif e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
                 raise fs.translate(e, "stat", path) from e
         return None
@@ -428,14 +429,15 @@ class LocalStore(Store):
                 f" s ago (less than {self.settle} s): not deleted while it may still be "
                 "written")
 
-    def _report_unreadable(self, path: str, e: OSError) -> str:
-        """Log a path a listing leaves out (once per path), and say what it is."""
+    def _report_unreadable(self, key: str, e: OSError) -> LeftOut:
+        """Log what a listing leaves out (once per path), and say what it is."""
         event, why, details, fix = localwalk.left_out(e)
+        path = os.path.join(self._root, key)
         if path not in self._unreadable:
             self._unreadable.add(path)
             log.warning("%s: not listed, %s%s: %s", path, why, details, fix,
                         extra={"event": event, "path": path})
-        return f"{path}: {why}"
+        return LeftOut(key, why)
 
     def _etag_at(self, key: str, path: str, why: str) -> str:
         """The current ETag of ``key`` (under its lock), or NotFound."""

@@ -26,8 +26,9 @@ def walk(root: str, prefix: str, after: str | None, *, inside: Callable[[str], b
          unreadable: Callable[[str, OSError], None]) -> Iterator[str]:
     """Valid keys of the tree at ``root`` starting with ``prefix`` and greater than
     ``after``, in no order. ``inside(path)``: does a path resolve inside the root (symlinks);
-    ``unreadable(path, error)``: told of each directory it may not read and of each file
-    whose name is no valid key (``EINVAL``; the path shown escaped), then skipped."""
+    ``unreadable(key, error)``: told of each directory it may not read (its key ending in
+    "/") and of each file whose name is no valid key (``EINVAL``; the key shown escaped),
+    then skipped."""
     base, _, stem = prefix.rpartition("/")
     if base.split("/", 1)[0] == RESERVED:
         return
@@ -38,7 +39,7 @@ def walk(root: str, prefix: str, after: str | None, *, inside: Callable[[str], b
         try:
             check_key(key)
         except InvalidKey as e:  # e.g. a file name with a newline, or not UTF-8
-            shown = repr(os.fsencode(os.path.join(root, key)))[2:-1]  # (printable, ASCII)
+            shown = repr(os.fsencode(key))[2:-1]  # (printable, ASCII)
             why = str(e).encode("utf-8", "backslashreplace").decode()  # (lone surrogates)
             unreadable(shown, OSError(errno.EINVAL, why))
             continue
@@ -75,7 +76,7 @@ def _entries(tree: _Tree, base: str) -> Iterator[str]:
                 if name is not None:
                     yield name
     except PermissionError as e:
-        tree.unreadable(path, e)
+        tree.unreadable(base, e)
     except OSError as e:
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
             return
@@ -95,7 +96,7 @@ def _entry_name(tree: _Tree, entry: os.DirEntry[str], base: str) -> str | None:
         ):
             return entry.name
     except OSError as e:
-        tree.unreadable(entry.path, e)
+        tree.unreadable(base + entry.name, e)
     return None
 
 

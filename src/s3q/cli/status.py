@@ -22,6 +22,7 @@ from s3q.layout import State
 from s3q.queue import Queue
 from s3q.records import CLOCK_MARGIN, Intent
 from s3q.registry import Registry, fleet_status, longer_leases, longer_leases_problem
+from s3q.store import LeftOut
 
 #: The window of ``status``'s recent throughput, seconds.
 THROUGHPUT_WINDOW = 300.0
@@ -122,7 +123,7 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
         problems.append(
             f"{len(left_out)} file(s) or folder(s) in wait/ the store cannot list (unreadable, "
             f"or a name no key can hold): never claimed; fix or rename them: "
-            f"{'; '.join(one_line(e, 300) for e in left_out[:3])}")
+            f"{'; '.join(one_line(str(e), 300) for e in left_out[:3])}")
     if too_long:
         problems.append(
             f"{len(too_long)} request name(s) in wait/ too long for this store (a key derived "
@@ -156,7 +157,7 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
 
 
 def _scan_states(queue: Queue, *, history: bool) -> tuple[
-        dict[str, int | None], float | None, int | None, list[str], list[str], list[str]]:
+        dict[str, int | None], float | None, int | None, list[str], list[str], list[LeftOut]]:
     """Counts per state (as ``Queue.counts()``), in the same listing the Last-Modified of
     the oldest waiting request, the number finished within THROUGHPUT_WINDOW (None, and
     finish/ not listed, without ``history``), the waiting names too long to claim, those
@@ -167,7 +168,7 @@ def _scan_states(queue: Queue, *, history: bool) -> tuple[
     recent = 0
     too_long: list[str] = []
     unusable: list[str] = []
-    left_out: list[str] = []
+    left_out: list[LeftOut] = []
     for state in State:
         if state is State.FINISH and not history:
             counts[state.value] = None
