@@ -252,9 +252,10 @@ def resolve_secrets(cfg: Config) -> Config:
 
 def default_worker_id(suffix: str | None = None, *, env: Mapping[str, str] | None = None,
                       hostname: str | None = None) -> str:
-    """``<hostname>[/<EC2 instance id>][/<suffix>]``. The instance id comes from IMDSv2
-    (``S3Q_IMDS_ENDPOINT``, default 169.254.169.254; 0.3 s timeout, asked once per process,
-    failures ignored); ``S3Q_IMDS=off`` skips it."""
+    """``<hostname>[/<EC2 instance id>][/<suffix>]``. The instance id comes from the DMI
+    asset tag of a Nitro instance, else from IMDSv2 (``S3Q_IMDS_ENDPOINT``, default
+    169.254.169.254; one 0.3 s try, up to four on an EC2 instance; asked once per process,
+    failures ignored: :func:`s3q.imds.instance_id`); ``S3Q_IMDS=off`` skips it."""
     env = os.environ if env is None else env
     parts = [hostname or socket.gethostname()]
     if env.get("S3Q_IMDS", "").strip().lower() != "off":

@@ -9,6 +9,7 @@ import http.server
 import logging
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
@@ -499,9 +500,12 @@ def test_ssm_references_are_resolved_and_never_logged(
 
 class _Imds(http.server.BaseHTTPRequestHandler):
     requests: list[str]
+    slow_first = 0.0  # seconds the first token request waits before its answer
 
     def do_PUT(self) -> None:
         self.requests.append("PUT " + self.path)
+        if self.requests.count("PUT " + self.path) == 1:
+            time.sleep(self.slow_first)
         ok = self.path == "/latest/api/token" and self.headers[
             "X-aws-ec2-metadata-token-ttl-seconds"]
         self._answer(200 if ok else 404, b"TOKEN")
@@ -552,6 +556,43 @@ def test_default_worker_id_without_imds(imds: tuple[str, list[str]]) -> None:
                              hostname="h") == "h/a"  # 404 on the token: silently none
     dead = "http://127.0.0.1:9"  # discard port: refused (or dropped within 0.3 s)
     assert default_worker_id(env={"S3Q_IMDS_ENDPOINT": dead}, hostname="h") == "h"
+
+
+@pytest.fixture
+def dmi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The machine's DMI data as the test writes it (imds.DMI_DIR)."""
+    import s3q.imds
+
+    monkeypatch.setattr(s3q.imds, "DMI_DIR", str(tmp_path))
+    instance_id.cache_clear()
+    return tmp_path
+
+
+def test_a_nitro_instance_id_is_read_from_dmi_without_asking_the_imds(dmi: Path) -> None:
+    (dmi / "sys_vendor").write_text("Amazon EC2\n")
+    (dmi / "board_asset_tag").write_text("i-0fedcba9876543210\n")
+    assert default_worker_id(env={}, hostname="web-1") == "web-1/i-0fedcba9876543210"
+    instance_id.cache_clear()
+
+
+@pytest.mark.parametrize("vendor", ["Amazon EC2", None])
+def test_an_imds_slow_at_boot_is_waited_for_on_ec2_only(
+        imds: tuple[str, list[str]], dmi: Path, vendor: str | None) -> None:
+    """On EC2 a slow IMDS (its first answer after 0.6 s: a boot) is asked again, with more
+    patience: a worker id without the instance id would not be the one the worker had at
+    its last start, and its own recovery would miss what it held. Off EC2 one short try
+    (every command that names a worker asks)."""
+    url, requests = imds
+    _Imds.slow_first = 0.6
+    try:
+        if vendor is not None:
+            (dmi / "sys_vendor").write_text(vendor + "\n")
+        found = default_worker_id(env={"S3Q_IMDS_ENDPOINT": url}, hostname="web-1")
+    finally:
+        _Imds.slow_first = 0.0
+        instance_id.cache_clear()
+    assert found == ("web-1/i-0123456789abcdef0" if vendor else "web-1")
+    assert requests.count("PUT /latest/api/token") == (2 if vendor else 1), requests
 
 
 def test_effective_worker_id() -> None:
