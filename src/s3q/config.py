@@ -155,6 +155,9 @@ class Config:
             return addr.strip("[]"), default_port  # a host alone (IPv6 included)
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(f"metrics_addr: {addr!r} is not HOST or HOST:PORT")
+        if not host.strip("[]"):  # ':9464', as Prometheus' own flags allow
+            raise ConfigError(f"metrics_addr: {addr!r} names no host: give 127.0.0.1 (this "
+                              f"machine only) or 0.0.0.0 (every interface) before the port")
         return host.strip("[]"), int(port)
 
     def _reveal(self, name: str) -> str | None:

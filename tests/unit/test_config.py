@@ -595,6 +595,20 @@ def test_an_imds_slow_at_boot_is_waited_for_on_ec2_only(
     assert requests.count("PUT /latest/api/token") == (2 if vendor else 1), requests
 
 
+@pytest.mark.parametrize(("addr", "endpoint"), [
+    ("127.0.0.1", ("127.0.0.1", 9464)), ("0.0.0.0:9100", ("0.0.0.0", 9100)),
+    ("[::1]:9100", ("::1", 9100)), ("::1", ("::1", 9464)),
+    (":9100", "names no host"), ("[]:9100", "names no host"), ("h:0", "is not HOST"),
+    ("h:x", "is not HOST")])
+def test_metrics_addr(addr: str, endpoint: tuple[str, int] | str) -> None:
+    cfg, _ = load({"metrics_addr": addr})
+    if isinstance(endpoint, tuple):
+        assert cfg.metrics_endpoint(9464) == endpoint
+    else:
+        with pytest.raises(ConfigError, match=endpoint):
+            cfg.metrics_endpoint(9464)
+
+
 def test_effective_worker_id() -> None:
     cfg, _ = load({"worker_id": "w-7"})
     assert cfg.effective_worker_id() == "w-7" and cfg.effective_worker_id("2") == "w-7/2"
