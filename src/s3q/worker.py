@@ -346,7 +346,9 @@ class Worker:
                           extra={"event": "idle", "seconds": round(sleep, 1)})
             if self.options.burst and failed is not None:  # tried again, as the worker
                 if not self._burst.store_failed(failed):  # polls, unless it kept failing
-                    self.stop()
+                    self._return_ticket()
+                    self._stopping.set()  # (graceful: its running jobs may finish)
+                    self._woken.set()
                     return
             elif self.options.burst and not paused:
                 self._burst.store_answered()

@@ -92,7 +92,8 @@ def test_a_burst_ends_when_its_store_keeps_failing(make_s3_store: MakeS3Store) -
     assert ended, "the burst still runs after 60 s of a store refusing every LIST"
     [got] = stats
     assert got.error is not None and "errors for 2s" in got.error, got.error
-    assert got.completed == 0 and _queue(inner).counts()["wait"] == 1  # still waiting
+    assert (got.claimed, got.completed) == (0, 0)
+    assert _queue(inner).counts()["wait"] == 1  # still waiting
 
 
 class WaitWritesFail(DelegatingStore):
