@@ -24,7 +24,7 @@ from s3q.backends.delegating import DelegatingStore
 from s3q.backends.local import LocalStore
 from s3q.context import QueueConfig
 from s3q.queue import Queue
-from s3q.store import PreconditionFailed
+from s3q.store import NotFound, PreconditionFailed
 
 NAME = "x_request.json"
 OLD = b'{"old": true}'
@@ -180,3 +180,31 @@ def test_the_stores_own_file_keeps_its_stamp_when_placed_late(
         path = tmp_path / "q" / "wait" / "b_request.json"
         path.write_bytes(b"{}")
         store.delete("wait/b_request.json", if_match=store.head("wait/b_request.json").etag)
+
+
+def test_a_read_during_a_conditional_delete_does_not_refuse_the_stores_own_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claim's c2 moves the file aside to check it, which sets its ctime to now. Another
+    claim's c0 that opened the file before the move and reads it after (a worker's slots
+    race for one candidate) then rewrites its atime on a ``relatime`` mount: the stamp
+    gone, c2 found the store's own file "written by another program less than 2 s ago",
+    put it back and gave up; a burst then ended with the request waiting (seen in CI as
+    test_every_json_output_has_a_schema_and_iso_times failing, about one run in 150)."""
+    from s3q.backends import localfs
+
+    store = LocalStore(tmp_path / "q")
+    info = store.put(f"wait/{NAME}", OLD, if_none_match=True)
+    time.sleep(0.05)  # (past the stamp's 31.4 ms: a read after the move rewrites the atime)
+    real = localfs.take_aside
+
+    def read_across_the_move(path: str, tmp_dir: str) -> str | None:
+        with open(path, "rb") as reader:  # another slot's c0, opened before the move
+            aside = real(path, tmp_dir)
+            assert reader.read() == OLD  # ... and read after it
+        return aside
+
+    monkeypatch.setattr(localfs, "take_aside", read_across_the_move)
+    store.delete(f"wait/{NAME}", if_match=info.etag)  # no PreconditionFailed
+    monkeypatch.undo()
+    with pytest.raises(NotFound):
+        store.head(f"wait/{NAME}")

@@ -314,7 +314,8 @@ class LocalStore(Store):
                 return False
             try:
                 moved = os.stat(aside)
-                same = fs.same_file(st, moved) or (
+                unchanged = fs.same_file(st, moved)
+                same = unchanged or (
                     stat.S_ISREG(moved.st_mode) and self._etag_at(key, aside, "moved")
                     == if_match)
             except BaseException:
@@ -323,7 +324,10 @@ class LocalStore(Store):
             if not same:  # replaced between the check and the move
                 fs.put_back(aside, path)
                 raise PreconditionFailed(f"{self.url}/{key}: ETag is not {if_match}")
-            if written and not self._settled(moved):  # a writer had it open: cp, O_TRUNC
+            # a writer had it open (cp, O_TRUNC) and wrote between the check and the move
+            # (a file unchanged since it was checked settled is settled: the move set its
+            # ctime to now, and a read since may have cost it its stamp)
+            if written and not unchanged and not self._settled(moved):
                 fs.put_back(aside, path)
                 raise PreconditionFailed(self._unsettled(key, moved))
             os.unlink(aside)
