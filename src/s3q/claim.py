@@ -232,7 +232,7 @@ class Claimer:
                       written_at=time.time())
         sent = ctx.monotonic()
         try:  # c1: the lock
-            etag = leases.create(ctx, lease)
+            lease, etag = leases.create(ctx, lease)
         except LeaseTaken as taken:
             if taken.current is None:
                 return None

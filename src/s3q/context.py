@@ -133,15 +133,20 @@ class Context:
         """The deadline of a lease whose last write was sent at ``sent`` (monotonic)."""
         return Deadline(sent + self.config.lease_ttl - 1.0, self.monotonic, name)
 
-    def is_expired(self, info: ObjectInfo, now: float) -> bool:
-        """Is a lease (or an object in processing/) last written at ``info.last_modified``
-        expired at store time ``now``: its worker stopped renewing it?"""
-        return now > info.last_modified + self.config.lease_ttl + CLOCK_MARGIN
+    def expires(self, info: ObjectInfo, ttl: float = 0.0) -> float:
+        """The store time after which a lease (or an object in processing/) last written at
+        ``info.last_modified`` is expired: its worker stopped renewing it. ``ttl``: the
+        lease_ttl its writer said (``Lease.ttl``); 0 (not known: no lease, a lease of an
+        earlier s3q, or not read) judges by this process's own."""
+        return info.last_modified + (ttl or self.config.lease_ttl) + CLOCK_MARGIN
 
-    def is_overdue(self, info: ObjectInfo, now: float) -> bool:
+    def is_expired(self, info: ObjectInfo, now: float, ttl: float = 0.0) -> bool:
+        return now > self.expires(info, ttl)
+
+    def is_overdue(self, info: ObjectInfo, now: float, ttl: float = 0.0) -> bool:
         """Is an expired lease still there longer than a takeover takes (the fleet's
         scanner runs every ``scan_interval``)? Then no worker is scanning this queue."""
-        return self.is_expired(info, now - 2 * self.config.effective_scan_interval)
+        return self.is_expired(info, now - 2 * self.config.effective_scan_interval, ttl)
 
     def backoff(self, attempt: int) -> float:
         c = self.config

@@ -44,15 +44,16 @@ def read(ctx: Context, name: str) -> tuple[Lease, ObjectInfo] | None:
     return _decode(name, body), info
 
 
-def create(ctx: Context, lease: Lease) -> str:
-    """``PUT!`` a new lease (c1, orphans, requeue); returns its ETag. Raises
-    :class:`LeaseTaken` with the lease found when one exists that is not this claim's."""
+def create(ctx: Context, lease: Lease) -> tuple[Lease, str]:
+    """``PUT!`` a new lease (c1, orphans, requeue); returns what was written and its ETag.
+    Raises :class:`LeaseTaken` with the lease found when one exists that is not this claim's."""
+    lease = _told(ctx, lease)
     try:
-        return ctx.store.put(_key(lease), lease.to_bytes(), if_none_match=True).etag
+        return lease, ctx.store.put(_key(lease), lease.to_bytes(), if_none_match=True).etag
     except PreconditionFailed:
         found = read(ctx, lease.name)
         if found is not None and found[0].claim == lease.claim:
-            return found[1].etag  # our own create took effect before a retry
+            return lease, found[1].etag  # our own create took effect before a retry
         raise LeaseTaken(lease.name, found) from None
 
 
@@ -61,6 +62,7 @@ def write(ctx: Context, lease: Lease, etag: str) -> tuple[Lease, str]:
     and its ETag. If the condition fails because one of our own earlier writes took effect,
     the write is redone on top of it (sequence number above it). Raises
     :class:`LeaseTaken` when the lease now belongs to another claim, or is gone."""
+    lease = _told(ctx, lease)
     for _ in range(_REBASES):
         try:
             return lease, ctx.store.put(_key(lease), lease.to_bytes(), if_match=etag).etag
@@ -107,6 +109,11 @@ def commit(ctx: Context, lease: Lease, etag: str) -> None:
                 return  # an earlier try of ours took effect; a later request's lease since
             raise LeaseTaken(lease.name, found) from None
     raise LeaseTaken(lease.name, read(ctx, lease.name))
+
+
+def _told(ctx: Context, lease: Lease) -> Lease:
+    """The lease as written: it tells the writer's lease_ttl, by which others judge it."""
+    return lease if lease.ttl == ctx.config.lease_ttl else replace(lease, ttl=ctx.config.lease_ttl)
 
 
 def _key(lease: Lease) -> str:

@@ -194,11 +194,14 @@ class Queue:
         except NotFound:
             return None
 
-    def is_expired(self, info: ObjectInfo, now: float) -> bool:
-        return self.ctx.is_expired(info, now)
+    def expires(self, info: ObjectInfo, ttl: float = 0.0) -> float:
+        return self.ctx.expires(info, ttl)
 
-    def is_overdue(self, info: ObjectInfo, now: float) -> bool:
-        return self.ctx.is_overdue(info, now)
+    def is_expired(self, info: ObjectInfo, now: float, ttl: float = 0.0) -> bool:
+        return self.ctx.is_expired(info, now, ttl)
+
+    def is_overdue(self, info: ObjectInfo, now: float, ttl: float = 0.0) -> bool:
+        return self.ctx.is_overdue(info, now, ttl)
 
     def backoff(self, attempt: int) -> float:
         return self.ctx.backoff(attempt)
@@ -218,10 +221,11 @@ class Queue:
         left: list[tuple[str, str]] = []
         looked: dict[str, tuple[Lease, ObjectInfo]] = {}
         seen = previous.leases if previous is not None else {}
-        renewal = self.config.renew_interval + 2 * CLOCK_MARGIN
         own: set[str] = set()
         for lease, info in self._leases_since(seen):
             looked[lease.name] = lease, info
+            # (its holder renews every third of its own lease_ttl, which the lease tells)
+            renewal = (lease.ttl or self.config.lease_ttl) / 3 + 2 * CLOCK_MARGIN
             if lease.intent is not Intent.RETRY and mine is not None and lease.worker == mine:
                 own.add(lease.name)
             elif lease.intent is Intent.RETRY:
@@ -231,8 +235,7 @@ class Queue:
                 left.append((lease.name, f"in flight on {lease.worker}"))
             elif not lease.worker or now - info.last_modified > renewal:
                 # nobody renews it: expired (the scan takes it over) or about to be
-                due[lease.name] = max(0.0, info.last_modified + self.config.lease_ttl
-                                      + CLOCK_MARGIN - now)
+                due[lease.name] = max(0.0, self.ctx.expires(info, lease.ttl) - now)
             else:  # renewed by now if its worker lives: look again then
                 due[lease.name] = info.last_modified + renewal - now
         held = own | {name for name, _ in left}

@@ -94,6 +94,9 @@ class Lease:
     failed: str | None = None  # REQUEUE: failed/NAME being redriven (r4)
     # Informational, by the writer's clock (never used for expiry decisions):
     written_at: float = 0.0
+    # The writer's lease_ttl (every write sets it; 0: written before protocol 2.2): whoever
+    # judges this lease's expiry uses it, not their own (docs/PROTOCOL.md §3, "Expiry")
+    ttl: float = 0.0
     # Intent details:
     on_finish: str = "move"  # DONE: "move" to finish/ or "delete"
     result_b64: str | None = None  # DONE: small result, written to .s3q/result/NAME

@@ -272,13 +272,16 @@ class Presence:
             self.beat()
 
 
-def longer_leases(records: list[Entry], lease_ttl: float) -> dict[str, float]:
+def longer_leases(records: list[Entry], lease_ttl: float,
+                  holders: set[str]) -> dict[str, float]:
     """The live workers whose lease_ttl is longer than ``lease_ttl`` (id -> theirs), among
-    ``records`` (:meth:`Registry.records`): judged by ``lease_ttl``, their live jobs would
-    look expired (an operator's command run without the fleet's settings). (Workers of an
-    earlier s3q publish none.)"""
+    ``records`` (:meth:`Registry.records`), that hold a lease of ``holders``: leases that do
+    not tell their lease_ttl (written by an s3q before protocol 2.2), which are judged by
+    ``lease_ttl``: those live jobs would look expired (an operator's command run without
+    the fleet's settings). (Workers of an earlier s3q publish none.)"""
     return {e.id: e.record.lease_ttl for e in records
-            if e.record is not None and not e.stale and e.record.lease_ttl > lease_ttl}
+            if e.record is not None and not e.stale and e.record.lease_ttl > lease_ttl
+            and e.id in holders}
 
 
 def longer_leases_problem(longer: dict[str, float], lease_ttl: float) -> str:

@@ -42,7 +42,7 @@ def requeue(ctx: Context, name: str, worker_id: str, make_holder: MakeHolder, *,
                   failed=info.etag, written_at=time.time())
     sent = ctx.monotonic()
     try:  # r1: the lease blocks claims of NAME until the move is complete
-        etag = leases.create(ctx, lease)
+        lease, etag = leases.create(ctx, lease)
     except LeaseTaken:
         return False
     deadline = ctx.deadline(sent, name)

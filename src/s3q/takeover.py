@@ -78,8 +78,8 @@ def take_over(ctx: Context, name: str, worker_id: str, mode: RecoveryMode, *,
         return "waiting for retry"
     if mode == "mine" and old.worker != worker_id:
         return "not mine"
-    if mode == "stale" and old.worker and not ctx.is_expired(info, ctx.store.now()):
-        return "alive"
+    if mode == "stale" and old.worker and not ctx.is_expired(info, ctx.store.now(), old.ttl):
+        return "alive"  # (judged by its writer's lease_ttl: a longer one than ours)
     sent = ctx.monotonic()
     try:  # t1: the fence; the previous owner's lease writes fail from now on
         lease, etag = leases.write(ctx, old.taken_over(worker_id, written_at=time.time()),
@@ -227,7 +227,7 @@ def _adopt_orphan(ctx: Context, info: ObjectInfo) -> bool:
                   size=info.size, proc=info.etag, written_at=time.time())
     sent = ctx.monotonic()
     try:
-        etag = leases.create(ctx, lease)
+        lease, etag = leases.create(ctx, lease)
     except LeaseTaken:
         return False
     try:
@@ -259,6 +259,9 @@ class Scanner:
         self._lock = threading.Lock()
         self._next = 0.0  # store time of the next scan
         self._retries: dict[str, tuple[str, float]] = {}  # name -> (lease etag, not_before)
+        #: the lease_ttl leases said, while unchanged: name -> (lease etag, ttl); a live
+        #: holder with a longer lease_ttl than ours is not read again until it renews
+        self._told: dict[str, tuple[str, float]] = {}
         #: due retries whose view was looked at: name -> (lease etag, store time)
         self._checked: dict[str, tuple[str, float]] = {}
 
@@ -289,15 +292,19 @@ class Scanner:
                 if now > seen[1] + 2 * interval:  # due, and still not claimed: no view?
                     due.append(name)
                 continue
-            if not ctx.is_expired(info, now):
+            told = self._told.get(name)
+            if not ctx.is_expired(info, now, told[1] if told and told[0] == info.etag else 0.0):
                 continue
             found = leases.read(ctx, name)
+            if found is not None:
+                self._told[name] = (found[1].etag, found[0].ttl)
             if found is not None and found[0].intent is Intent.RETRY and found[0].version == 2:
                 self._retries[name] = (found[1].etag, found[0].not_before)
                 continue
             done.actions[name] = take_over(ctx, name, worker_id, "stale",
                                            make_job=self.make_job, found=found)
         self._retries = {n: v for n, v in self._retries.items() if n in leased}
+        self._told = {n: v for n, v in self._told.items() if n in leased}
         for info in list_all(ctx.store, layout.PROCESSING):
             name = layout.name_of(layout.PROCESSING, info.key)
             if (name not in leased and ctx.is_request(name) and ctx.fits(name)
@@ -348,7 +355,8 @@ def recovery_candidates(ctx: Context, mode: RecoveryMode, include: str = "*",
         if current is None:
             found.append(RecoveryCandidate(name, None, expired=True))
         elif current[0].intent is not Intent.RETRY:
-            found.append(RecoveryCandidate(name, current[0], ctx.is_expired(current[1], now)))
+            found.append(RecoveryCandidate(name, current[0],
+                                           ctx.is_expired(current[1], now, current[0].ttl)))
     return found
 
 
@@ -369,7 +377,8 @@ def _selection(ctx: Context, mode: RecoveryMode, include: str, worker_id: str, *
             continue
         lease = found[0]
         if ((mode == "mine" and lease.worker == worker_id) or mode == "all"
-                or (mode == "stale" and (not lease.worker or ctx.is_expired(found[1], now)))):
+                or (mode == "stale" and (not lease.worker
+                                         or ctx.is_expired(found[1], now, lease.ttl)))):
             names.append(name)
     if mode == "mine":
         return names

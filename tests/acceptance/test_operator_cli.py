@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from rich.cells import cell_len
 
+from s3q.backends import open_store
 from tests.acceptance.conftest import S3Q, Cli, kill_tree, wait_for
 from tests.s3server import S3Endpoint
 
@@ -301,17 +302,35 @@ def test_recover_mine_refuses_while_a_worker_with_that_id_runs_on_this_host(
 
 def test_recover_and_status_with_a_shorter_lease_ttl_than_the_fleets_say_so(
         local: Cli, procs: list[subprocess.Popen[str]]) -> None:
-    """A worker runs with lease_ttl 2m; an operator's shell has the default 30s: judged by
-    it, the worker's live job would look expired (recover --stale would take it, status
-    would mark it). The worker's registry record says its lease_ttl: recover refuses, and
-    status reports it, until they are given the fleet's."""
+    """A worker runs with lease_ttl 2m; an operator's shell has the default 30s. The lease
+    tells its lease_ttl, so recover and status judge it by 2m (tests/unit/test_lease_ttl.py
+    shows the takeover). A lease of an earlier s3q tells none: judged by 30s, the worker's
+    live job would look expired (recover would take it, status would mark it); the
+    worker's registry record says its lease_ttl: recover refuses to act on what it would
+    judge wrongly, and status reports it, until they are given the fleet's."""
     local.run("submit", "-", "--name", "a_request.json", input="{}")
     worker = local.worker("--lease-ttl", "2m", env={"S3Q_TEST_SLEEP": "60"})
     procs.append(worker)
     wait_for(lambda: local.runs("start")["a_request.json"] == 1, 60, "the job to start")
-    for args in (["recover", "--stale"], ["recover", "--all", "--yes"],
-                 ["recover", "--stale", "--dry-run"]):
-        out = local.run(*args, check=False, input="")
+    status = json.loads(local.run("status", "--json").stdout)
+    assert [r["lease_ttl"] for r in status["in_flight"]] == [120]
+    assert not any("lease_ttl" in p for p in status["problems"]), status["problems"]
+    out = local.run("recover", "--stale", "--json")
+    assert json.loads(out.stdout)["requests"] == []
+    plan = json.loads(local.run("recover", "--all", "--dry-run", "--json").stdout)
+    assert [r["action"] for r in plan["requests"]] == [
+        f"back to wait/ (held by {local.env['S3Q_WORKER_ID']}, live)"]
+
+    store = open_store(local.queue, create=False)  # the lease as an earlier s3q wrote it
+    key = ".s3q/lease/a_request.json"
+    body, info = store.get(key)
+    record = json.loads(body)
+    del record["ttl"]
+    store.put(key, json.dumps(record).encode(), if_match=info.etag)
+    out = local.run("recover", "--stale", "--json")  # too fresh to look expired, even by 30s
+    assert json.loads(out.stdout)["requests"] == []
+    for args in (["recover", "--all", "--yes"], ["recover", "--all", "--dry-run"]):
+        out = local.run(*args, check=False, input="")  # it would be marked expired after 32 s
         assert out.returncode == 2, out.stderr
         [line] = errors(out)
         assert "live worker(s)" in line and "lease_ttl 120s" in line, line

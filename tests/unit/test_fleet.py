@@ -135,8 +135,9 @@ def test_live_workers_with_longer_leases_are_found_by_their_records() -> None:
     put("old", None, start)
     put("gone", 300.0, start - 100.0)  # not rewritten for 10 intervals: stale
     clock.now = start + 5.0
-    assert longer_leases(Registry(store).records(), 30.0) == {"long": 120.0}
-    assert longer_leases(Registry(store).records(), 120.0) == {}
+    everyone = {"short", "long", "old", "gone"}
+    assert longer_leases(Registry(store).records(), 30.0, everyone) == {"long": 120.0}
+    assert longer_leases(Registry(store).records(), 120.0, everyone) == {}
     assert "--lease-ttl 120s" in longer_leases_problem({"long": 120.0}, 30.0)
 
 

@@ -120,6 +120,7 @@ class Planned:
     intent: str
     live: bool  # held and not expired: a worker may be running it now
     action: str
+    told: bool = True  # its lease tells its lease_ttl (or there is none): judged exactly
 
 
 @click.command(cls=S3qCommand, examples=[
@@ -152,15 +153,16 @@ def recover(mode: RecoveryMode | None, include: str | None, dry_run: bool, yes: 
     app = App()
     queue = app.open_queue()
     worker_id = app.config.effective_worker_id() if mode == "mine" else "s3q-recover"
-    if mode != "mine":  # --stale and --all judge which jobs are live by lease_ttl
-        longer = longer_leases(Registry(queue.store).records(), queue.config.lease_ttl)
-        if longer:
-            raise Failure(longer_leases_problem(longer, queue.config.lease_ttl))
     # --mine: what a stopped worker of this id held. Its lock says whether one is running
     # on this host (its jobs are live, not to be taken); held until the recovery is done,
     # so that no worker of this id starts meanwhile.
     with idle_worker_id(queue, worker_id) if mode == "mine" else contextlib.nullcontext():
         plan = plan_recovery(queue, mode, include or "*", worker_id)
+        if mode != "mine":  # leases of an earlier s3q are judged live or not by our lease_ttl
+            longer = longer_leases(Registry(queue.store).records(), queue.config.lease_ttl,
+                                   {p.worker for p in plan if not p.told})
+            if longer:
+                raise Failure(longer_leases_problem(longer, queue.config.lease_ttl))
         if dry_run:
             actions = {p.name: p.action for p in plan}
         else:
@@ -213,7 +215,8 @@ def plan_recovery(queue: Queue, mode: RecoveryMode, include: str,
             action = f"back to wait/ (held by {lease.worker or 'nobody'}, {state})"
         else:
             action = f"finish the interrupted '{lease.intent.value}' transition"
-        plan.append(Planned(found.name, lease.worker, lease.intent.value, found.live, action))
+        plan.append(Planned(found.name, lease.worker, lease.intent.value, found.live, action,
+                            told=bool(lease.ttl)))
     return plan
 
 

@@ -129,8 +129,9 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
             f"{len(too_long)} request name(s) in wait/ too long for this store (a key derived "
             f"from each would exceed {queue.store.max_key_bytes} bytes): never claimed; "
             f"rename them: {', '.join(n[:60] + '…' for n in too_long[:3])}")
-    longer = longer_leases(workers, queue.config.lease_ttl)
-    if longer:  # its "expired" marks are judged by a shorter lease_ttl than theirs
+    longer = longer_leases(workers, queue.config.lease_ttl,
+                           {r["worker"] for r in in_flight if r["lease_ttl"] is None})
+    if longer:  # leases not telling their lease_ttl are judged by a shorter one than theirs
         problems.append(longer_leases_problem(longer, queue.config.lease_ttl))
     problems += [f"worker {b['worker']}: circuit breaker open since {age(now - b['since'])} "
                  f"({len(b['failed'])} request(s) failed in a row, trip {b['trips']}; last "
@@ -203,8 +204,9 @@ def _scan_leases(queue: Queue, now: float) -> tuple[list[dict[str, Any]], list[d
             in_flight.append({"name": lease.name, "worker": lease.worker,
                               "intent": lease.intent.value, "attempt": lease.attempt,
                               "gen": lease.gen, "lease_age": lease_age,
-                              "expired": queue.is_expired(info, now),
-                              "overdue": queue.is_overdue(info, now)})
+                              "lease_ttl": lease.ttl or None,
+                              "expired": queue.is_expired(info, now, lease.ttl),
+                              "overdue": queue.is_overdue(info, now, lease.ttl)})
     in_flight.sort(key=lambda r: (r["worker"], r["name"]))
     return in_flight, retrying
 
@@ -232,9 +234,9 @@ def _problems(queue: Queue, counts: dict[str, int | None], oldest_age: float | N
         cfg = queue.config
         problems.append(
             f"{len(overdue)} expired lease(s) not taken over in time: not renewed for more "
-            f"than lease_ttl={cfg.lease_ttl:g}s + {CLOCK_MARGIN:g}s + two scan intervals of "
-            f"{cfg.effective_scan_interval:g}s: no worker is scanning this queue (each running "
-            f"worker scans every scan interval, however busy; is any running?): "
+            f"than their lease_ttl (here {cfg.lease_ttl:g}s) + {CLOCK_MARGIN:g}s + two scan "
+            f"intervals of {cfg.effective_scan_interval:g}s: no worker is scanning this queue "
+            f"(each running worker scans every scan interval, however busy; is any running?): "
             f"{listed}{more}")
     if max_age is not None and oldest_age is not None and oldest_age > max_age:
         problems.append(f"the oldest waiting request is {age(oldest_age)} old "

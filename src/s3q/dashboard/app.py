@@ -373,9 +373,9 @@ def _describe(queue: Queue, name: str) -> dict[str, Any]:
         record_, info = lease
         lease_age = max(0.0, now - info.last_modified)
         lease_view = {"record": record_, "age": lease_age,
-                      "expires_in": queue.config.lease_ttl + CLOCK_MARGIN - lease_age,
-                      "expired": queue.is_expired(info, now),
-                      "overdue": queue.is_overdue(info, now),
+                      "expires_in": queue.expires(info, record_.ttl) - now,
+                      "expired": queue.is_expired(info, now, record_.ttl),
+                      "overdue": queue.is_overdue(info, now, record_.ttl),
                       "last_error": (getattr(record_, "error", None) or {}).get("message")}
     try:
         error = queue.error_record(name)

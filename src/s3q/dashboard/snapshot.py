@@ -150,15 +150,15 @@ def take_snapshot(queue: Queue, registry: Registry | None = None, *,
     now = queue.store.now()
     found, leases_complete = read_leases(queue, lease_limit)
     in_flight, retrying = [], 0
-    ttl = queue.config.lease_ttl + CLOCK_MARGIN
     for lease, info in found:
         if lease.intent is Intent.RETRY:
             retrying += 1
             continue
         age = max(0.0, now - info.last_modified)
         in_flight.append(InFlight(lease.name, lease.worker, lease.attempt, lease.gen,
-                                  lease.intent.value, age, ttl - age,
-                                  queue.is_expired(info, now), queue.is_overdue(info, now)))
+                                  lease.intent.value, age, queue.expires(info, lease.ttl) - now,
+                                  queue.is_expired(info, now, lease.ttl),
+                                  queue.is_overdue(info, now, lease.ttl)))
     in_flight.sort(key=lambda r: (r.worker, r.name))
     workers = registry.records()
     snap = Snapshot(
@@ -197,9 +197,9 @@ def problems(queue: Queue, snap: Snapshot) -> list[str]:
         more = f" and {len(overdue) - 5} more" if len(overdue) > 5 else ""
         found.append(
             f"{len(overdue)} expired lease(s) not taken over in time: not renewed for more "
-            f"than lease_ttl={cfg.lease_ttl:g}s + {CLOCK_MARGIN:g}s + two scan intervals of "
-            f"{cfg.effective_scan_interval:g}s (dead workers, and no worker running?): "
-            f"{listed}{more}")
+            f"than their lease_ttl (here {cfg.lease_ttl:g}s) + {CLOCK_MARGIN:g}s + two scan "
+            f"intervals of {cfg.effective_scan_interval:g}s (dead workers, and no worker "
+            f"running?): {listed}{more}")
     stale = [w.id for w in snap.workers if w.stale]
     if stale:
         found.append(f"{len(stale)} stale worker record(s) (killed, or the server is gone): "

@@ -1,0 +1,109 @@
+"""A fleet whose workers run with different lease_ttl (a rolling change of it, an operator's
+shell without the fleet's settings): each lease tells its writer's lease_ttl, and whoever
+judges its expiry (the takeover scan, recover, status, the dashboard) uses that one, not
+their own. A lease of an earlier s3q tells none and is judged by the reader's own."""
+
+from __future__ import annotations
+
+import json
+
+from s3q import Queue, QueueConfig, layout, leases
+from s3q.backends.memory import MemoryStore
+from s3q.job import Job
+from s3q.records import CLOCK_MARGIN, Lease
+from s3q.registry import PREFIX, Registry, WorkerRecord, longer_leases
+from tests.unit.harness import FakeClock
+
+LONG = QueueConfig(lease_ttl=120.0)
+SHORT = QueueConfig(lease_ttl=30.0, scan_interval=5.0)
+NAME = "a_request.json"
+
+
+class CountingStore(MemoryStore):
+    """Counts GETs of leases (the scan reads a lease only when it may have expired)."""
+
+    lease_gets = 0
+
+    def get(self, key: str) -> tuple[bytes, object]:  # type: ignore[override]
+        if key.startswith(layout.LEASES):
+            self.lease_gets += 1
+        return super().get(key)
+
+
+def held_by_a_long_lease_worker() -> tuple[CountingStore, FakeClock, Job]:
+    clock = FakeClock()
+    store = CountingStore("ttl", clock=clock)
+    long = Queue(store, LONG)
+    long.submit(NAME, b"{}")
+    job = long.claim("long-ttl")
+    assert job is not None
+    assert job.lease.ttl == 120.0
+    found = leases.read(long.ctx, NAME)
+    assert found is not None and found[0].ttl == 120.0  # written into the lease itself
+    return store, clock, job
+
+
+def scan(q: Queue, clock: FakeClock) -> dict[str, str]:
+    clock.advance(SHORT.effective_scan_interval)  # a scan is due
+    done = q.scan("short-ttl")
+    assert done is not None
+    return done.actions
+
+
+def test_a_live_job_of_a_longer_lease_ttl_is_not_taken_over_by_a_shorter_one() -> None:
+    store, clock, job = held_by_a_long_lease_worker()
+    short = Queue(store, SHORT)
+    clock.advance(60.0)  # past 30 s + margin, not past 120 s: its holder renews every 40 s
+    assert short.is_expired(store.head(layout.key(layout.LEASES, NAME)), clock())  # by ours
+    assert scan(short, clock) == {NAME: "alive"}
+    assert Queue(store, SHORT).recover_stale().actions == {NAME: "alive"}  # (as the CLI)
+    assert short.recovery_candidates("stale") == []
+    [candidate] = short.recovery_candidates("all")
+    assert candidate.live and not candidate.expired
+    job.renew()  # its holder still holds it: nothing was fenced
+    assert job.lease.ttl == 120.0
+    # once its own lease_ttl passed without a renewal, it is taken over
+    clock.advance(LONG.lease_ttl + CLOCK_MARGIN + 1.0)
+    assert scan(short, clock) == {NAME: "released"}
+    assert store.head(layout.key(layout.WAIT, NAME)).size == 2
+
+
+def test_an_unchanged_live_lease_is_read_once_not_at_every_scan() -> None:
+    store, clock, _ = held_by_a_long_lease_worker()
+    short = Queue(store, SHORT)
+    clock.advance(60.0)
+    assert scan(short, clock) == {NAME: "alive"}
+    reads = store.lease_gets
+    for _ in range(5):  # 25 s more, still within the holder's 120 s
+        assert scan(short, clock) == {}
+    assert store.lease_gets == reads
+    clock.advance(LONG.lease_ttl)
+    assert scan(short, clock) == {NAME: "released"}
+
+
+def test_a_lease_of_an_earlier_s3q_is_judged_by_the_readers_own_lease_ttl() -> None:
+    store, clock, job = held_by_a_long_lease_worker()
+    key = layout.key(layout.LEASES, NAME)
+    record = json.loads(store.get(key)[0])
+    del record["ttl"]  # as an s3q before 2.2 wrote it
+    store.put(key, json.dumps(record).encode(), if_match=job.lease_etag)
+    assert Lease.from_bytes(store.get(key)[0]).ttl == 0.0
+    short = Queue(store, SHORT)
+    clock.advance(SHORT.lease_ttl + CLOCK_MARGIN + 1.0)
+    [candidate] = short.recovery_candidates("stale")
+    assert candidate.expired and not candidate.live
+    assert scan(short, clock) == {NAME: "released"}
+
+
+def test_operators_are_told_only_of_longer_lease_workers_holding_leases_that_tell_none(
+        ) -> None:
+    clock = FakeClock()
+    store = MemoryStore("fleet", clock=clock)
+    record = WorkerRecord(id="long", host="h", pid=1, version="x", slots=1, busy=1,
+                          paused=False, interval=10.0, started=clock(), heartbeat=clock(),
+                          lease_ttl=120.0)
+    store.put(PREFIX + "long", record.to_bytes())
+    records = Registry(store).records()
+    assert longer_leases(records, 30.0, holders={"long"}) == {"long": 120.0}
+    assert longer_leases(records, 30.0, holders=set()) == {}  # its leases tell 120 s
+    assert longer_leases(records, 120.0, holders={"long"}) == {}
