@@ -24,7 +24,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from s3q.burst import Burst
@@ -37,6 +36,7 @@ from s3q.queue import Queue
 from s3q.registry import Presence
 from s3q.running import Runner, one_line
 from s3q.store import StoreError
+from s3q.workeropts import WorkerOptions, WorkerStats
 
 if TYPE_CHECKING:
     from s3q.events import EventSource
@@ -67,45 +67,6 @@ class _Slots:
             self.left -= 1
             if not self.left:
                 self._woken.set()
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerOptions:
-    worker_id: str
-    concurrency: int = 4
-    #: Seconds running jobs get to finish after a stop request before they are given back.
-    grace: float = 30.0
-    #: Process what is there, then exit.
-    burst: bool = False
-    #: Stop after claiming this many jobs (None: no limit).
-    max_jobs: int | None = None
-    #: Longest idle sleep between polls (seconds); idle sleeps start at 0.2 s and double.
-    poll_interval: float = 10.0
-    #: Re-queue this worker id's leftovers at start.
-    recover_on_start: bool = True
-    #: Run the takeover scan from a thread of its own (else only claims run it).
-    scanner: bool = True
-    #: A job writes its processing/ view only once it has run this long (0: at the claim).
-    view_after: float = 1.0
-    #: Complete or fail jobs on threads of their own, off the slots' critical path.
-    settle_in_background: bool = True
-    #: With an event source: longest wait between listings of an empty wait/ (seconds).
-    events_list_interval: float = 300.0
-    #: A burst whose store answers nothing but errors for this long (seconds) ends early
-    #: (WorkerStats.error says so): a batch job must not retry for ever.
-    burst_patience: float = 120.0
-
-
-@dataclass
-class WorkerStats:
-    claimed: int = 0
-    completed: int = 0
-    failed: int = 0
-    released: int = 0
-    lost: int = 0
-    started_at: float = field(default_factory=time.monotonic)
-    #: Why a burst ended before its queue was drained (its store kept failing), or None.
-    error: str | None = None
 
 
 class Worker:
