@@ -13,26 +13,16 @@ from s3q.job import Job
 from s3q.records import CLOCK_MARGIN, Lease
 from s3q.registry import PREFIX, Registry, WorkerRecord, longer_leases
 from tests.unit.harness import FakeClock
+from tests.unit.test_pacing import Listing
 
 LONG = QueueConfig(lease_ttl=120.0)
 SHORT = QueueConfig(lease_ttl=30.0, scan_interval=5.0)
 NAME = "a_request.json"
 
 
-class CountingStore(MemoryStore):
-    """Counts GETs of leases (the scan reads a lease only when it may have expired)."""
-
-    lease_gets = 0
-
-    def get(self, key: str) -> tuple[bytes, object]:  # type: ignore[override]
-        if key.startswith(layout.LEASES):
-            self.lease_gets += 1
-        return super().get(key)
-
-
-def held_by_a_long_lease_worker() -> tuple[CountingStore, FakeClock, Job]:
+def held_by_a_long_lease_worker() -> tuple[Listing, FakeClock, Job]:
     clock = FakeClock()
-    store = CountingStore("ttl", clock=clock)
+    store = Listing(MemoryStore("ttl", clock=clock))  # (counts the GETs of leases)
     long = Queue(store, LONG)
     long.submit(NAME, b"{}")
     job = long.claim("long-ttl")
@@ -73,10 +63,10 @@ def test_an_unchanged_live_lease_is_read_once_not_at_every_scan() -> None:
     short = Queue(store, SHORT)
     clock.advance(60.0)
     assert scan(short, clock) == {NAME: "alive"}
-    reads = store.lease_gets
+    reads = store.lease_reads
     for _ in range(5):  # 25 s more, still within the holder's 120 s
         assert scan(short, clock) == {}
-    assert store.lease_gets == reads
+    assert store.lease_reads == reads
     clock.advance(LONG.lease_ttl)
     assert scan(short, clock) == {NAME: "released"}
 
@@ -86,7 +76,7 @@ def test_a_lease_of_an_earlier_s3q_is_judged_by_the_readers_own_lease_ttl() -> N
     key = layout.key(layout.LEASES, NAME)
     record = json.loads(store.get(key)[0])
     del record["ttl"]  # as an s3q before 2.2 wrote it
-    store.put(key, json.dumps(record).encode(), if_match=job.lease_etag)
+    store.inner.put(key, json.dumps(record).encode(), if_match=job.lease_etag)
     assert Lease.from_bytes(store.get(key)[0]).ttl == 0.0
     short = Queue(store, SHORT)
     clock.advance(SHORT.lease_ttl + CLOCK_MARGIN + 1.0)
