@@ -6,7 +6,8 @@ time from a cursor that advances through the keyspace, starts each page at a ran
 Requests waiting for a retry whose view in wait/ is missing are handed to it by name
 (:meth:`Claimer.offer`). A claim that found candidates and lost every one to other workers
 says so (:meth:`Claimer.lost_race`): the queue is busy, not idle, and the slot claims again
-soon instead of backing off as if wait/ were empty.
+soon instead of backing off as if wait/ were empty. Pages with no request on them do not
+count as a turn: a claim walks past up to :data:`WALK_PAGES` of them.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ from s3q.store import NotFound, ObjectInfo, PreconditionFailed, resume_after
 __all__ = ["Claimer", "finish_claim"]
 
 log = logging.getLogger("s3q")
+
+#: Pages of wait/ one claim walks past while they hold no request (objects the filter leaves
+#: out: the seed's producers put other files next to their requests), before it gives up
+#: for this poll: a request behind thousands of them is found in one poll, not one page
+#: per poll. (Listing costs what it costs: an idle worker lists such pages at every poll.)
+WALK_PAGES = 100
 
 
 def finish_claim(ctx: Context, lease: Lease, guard: Deadline, *,
@@ -348,6 +355,13 @@ class Claimer:
                         return
                     self._refill()
                     refills += 1
+                    walked = 1
+                    # a page with no request on it (objects the filter leaves out, names
+                    # skipped for now) costs no turn: walk on, up to WALK_PAGES of them
+                    while (not self._candidates and self._cursor is not None
+                           and walked < WALK_PAGES):
+                        self._refill()
+                        walked += 1
                     if not self._candidates:
                         return
                 info = self._candidates.popleft()

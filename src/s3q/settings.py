@@ -83,7 +83,10 @@ SETTINGS: tuple[Setting, ...] = (
     _S("max_attempts", int, 5, "Attempts before a request goes to failed/.", minimum=1),
     _S("concurrency", int, 4, "Requests one worker processes at once.", minimum=1),
     _D("grace", 30.0, "How long running jobs get to finish at shutdown.", minimum=0),
-    _S("filter", str, "*", "Glob on request names: only matching objects are requests."),
+    _S("filter", str, "*", "Glob on request names: only matching objects are requests. "
+       "Other objects in wait/ are never touched, but listed: a claim walks past up to 100 "
+       "pages of them a poll, so many thousands cost LISTs at every poll (keep them "
+       "elsewhere)."),
     _S("on_finish", str, "move", "Completed requests: 'move' to finish/ or 'delete'.",
        choices=("move", "delete")),
     _S("commit_before_finish", bool, False, "Commit each completion in its lease before "

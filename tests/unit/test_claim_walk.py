@@ -1,0 +1,57 @@
+"""wait/ may hold objects that are not requests (the filter leaves them out: the seed's
+producers put other files next to their ``*request.json``). A page of them costs a claim
+no turn: it walks past up to WALK_PAGES pages in one poll, so a request behind thousands
+of them is claimed at once, not one page per (backed-off) poll."""
+
+from __future__ import annotations
+
+from s3q import Queue, QueueConfig
+from s3q.backends.memory import MemoryStore
+from s3q.claim import WALK_PAGES
+from tests.unit.test_pacing import Listing
+
+CONFIG = QueueConfig(filter="*request.json", page_size=100)
+
+
+def queue(junk: int, *requests: str) -> tuple[Queue, Listing]:
+    store = Listing(MemoryStore("walk"))
+    for i in range(junk):
+        store.inner.put(f"wait/a/data-{i:06d}.bin", b"x")
+    q = Queue(store, CONFIG)
+    for name in requests:
+        q.submit(name, b"{}")
+    return q, store
+
+
+def test_a_request_behind_a_thousand_other_objects_is_claimed_in_one_claim() -> None:
+    q, store = queue(1000, "b_request.json")
+    job = q.claim("w")
+    assert job is not None and job.name == "b_request.json"
+    assert store.lists == 11  # ten pages of other objects, then the request's
+
+
+def test_a_wait_prefix_of_other_objects_only_is_walked_once_per_claim() -> None:
+    q, store = queue(250)
+    assert q.claim("w") is None
+    assert store.lists == 3  # 100 + 100 + 50, to the end of wait/
+    assert q.claim("w") is None
+    assert store.lists == 6  # the next poll walks it again from its beginning
+
+
+def test_a_claim_walks_at_most_walk_pages_and_the_next_goes_on_from_there() -> None:
+    q, store = queue(WALK_PAGES * 100 * 2 + 50, "b_request.json")
+    assert q.claim("w") is None
+    assert store.lists == WALK_PAGES
+    assert q.claim("w") is None
+    assert store.lists == 2 * WALK_PAGES
+    job = q.claim("w")  # the last 50 and the request on the third claim's first page
+    assert job is not None and job.name == "b_request.json"
+    assert store.lists == 2 * WALK_PAGES + 1
+
+
+def test_requests_among_other_objects_are_claimed_page_by_page_as_before() -> None:
+    names = [f"b{i:03d}_request.json" for i in range(5)]
+    q, store = queue(0, *names)
+    claimed = {job.name for _ in names if (job := q.claim("w")) is not None}
+    assert claimed == set(names)
+    assert store.lists == 1
