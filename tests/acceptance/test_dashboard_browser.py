@@ -35,16 +35,21 @@ expect.set_options(timeout=WAIT_MS)
 
 @pytest.fixture
 def dashboard(cli: Cli, procs: list[subprocess.Popen[str]]) -> str:
+    return serve(cli, procs)
+
+
+def serve(cli: Cli, procs: list[subprocess.Popen[str]], env: dict[str, str] | None = None,
+          ) -> str:
     """``s3q dashboard`` on a free loopback port, refreshing every second; its URL."""
     port = free_port()
-    procs.append(cli.spawn("dashboard", "--port", str(port), "--refresh", "1"))
+    procs.append(cli.spawn("dashboard", "--port", str(port), "--refresh", "1", env=env))
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
         import urllib.request
         try:
             with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
-                    url + "/", timeout=5) as answer:
+                    url + "/login", timeout=5) as answer:
                 return bool(answer.status == 200)
         except OSError:
             return False
@@ -179,3 +184,24 @@ def test_pause_stops_claims_and_resume_starts_them_again(
     expect(count(page, "finish")).to_have_attribute("data-count", "3")
     shot(page, "11-resumed")
     assert "PAUSED" not in cli.run("status").stdout
+
+
+def test_sign_in_with_the_token_then_sign_out(
+        cli: Cli, procs: list[subprocess.Popen[str]], page: Page) -> None:
+    token = "t0ken-for-a-browser-test-0123456789"
+    url = serve(cli, procs, env={"S3Q_DASHBOARD_TOKEN": token})
+    page.goto(url + "/failed")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    page.get_by_label("dashboard token").fill("not the token")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator(".flash")).to_contain_text("wrong token")
+    page.get_by_label("dashboard token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(url + "/failed")  # back where the visit began
+    shot(page, "20-signed-in")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.locator(".flash")).to_contain_text("signed out")
+    expect(page.get_by_role("button", name="Sign out")).to_have_count(0)
+    page.goto(url + "/")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()  # no way back in

@@ -142,6 +142,33 @@ def test_credentials_bearer_basic_and_the_sign_in_form(queue: Queue) -> None:
     assert basic.get("/", headers={"Authorization": f"Basic {bad}"}).status_code == 401
 
 
+def test_signing_out_ends_the_session_and_its_cookie_replayed_is_refused(
+        queue: Queue) -> None:
+    c = client(queue, Credentials(token=Secret("s3cret-token")))
+    csrf = csrf_of(c.get("/login").get_data(as_text=True))
+    c.post("/login", data={"csrf": csrf, "token": "s3cret-token"})
+    page = c.get("/").get_data(as_text=True)
+    assert "Sign out" in page
+    cookie = c.get_cookie("session")
+    assert cookie is not None
+    kept = cookie.value  # a copy of the cookie, kept elsewhere
+    assert c.post("/logout", data={"csrf": "forged"}).status_code == 400  # CSRF checked
+    assert c.get("/").status_code == 200
+    out = c.post("/logout", data={"csrf": csrf_of(page)})
+    assert out.status_code == 302 and out.headers["Location"].endswith("/login")
+    assert "signed out" in c.get("/login").get_data(as_text=True)
+    assert c.get("/").status_code == 302  # to the sign-in form
+    c.set_cookie("session", kept)
+    assert c.get("/").status_code == 302  # the old session stays ended
+    csrf = csrf_of(c.get("/login").get_data(as_text=True))
+    c.post("/login", data={"csrf": csrf, "token": "s3cret-token"})  # a new one may begin
+    assert c.get("/").status_code == 200
+    # Bearer and basic authentication keep no session: nothing to sign out of
+    fresh = client(queue, Credentials(token=Secret("s3cret-token")))
+    answer = fresh.get("/", headers={"Authorization": "Bearer s3cret-token"})
+    assert answer.status_code == 200 and "Sign out" not in answer.get_data(as_text=True)
+
+
 def test_without_credentials_only_loopback_host_names_are_served(queue: Queue) -> None:
     c = client(queue)
     assert c.get("/", headers={"Host": "127.0.0.1:8080"}).status_code == 200

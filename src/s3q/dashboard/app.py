@@ -191,7 +191,8 @@ def create_app(queue: Queue, credentials: Credentials, *, refresh: float = 5.0,
     @app.context_processor
     def common() -> dict[str, Any]:
         return {"csrf": csrf_token, "refresh": refresh, "queue_url": queue.store.url,
-                "page_cost": _page_cost, "signed_in": credentials.required}
+                "page_cost": _page_cost, "signed_in": credentials.required,
+                "session_signed_in": "signed_in" in session}
 
     def _page_cost() -> str:
         used = (metered.total() - g.requests0) if metered else 0
@@ -324,6 +325,14 @@ def create_app(queue: Queue, credentials: Credentials, *, refresh: float = 5.0,
                         extra={"event": "dashboard_sign_in_failed"})
             flash("wrong token", "error")
         return render_template("login.html")
+
+    @app.post("/logout")
+    def logout() -> BaseResponse:
+        credentials.sign_out()
+        log.warning("dashboard sign-out from %s", request.remote_addr,
+                    extra={"event": "dashboard_sign_out"})
+        flash("signed out", "ok")
+        return redirect(url_for("login"))
 
     @app.get("/metrics")
     def metrics_page() -> Response:

@@ -9,6 +9,8 @@
 * **Authentication**: ``Authorization: Bearer <token>`` (scripts, Prometheus), HTTP basic
   authentication, or for a browser with a token a sign-in form that keeps the proof in the
   signed session cookie. Credentials are compared in constant time and never logged.
+  Signing out ends that session for good: its cookie, replayed (a copy kept elsewhere), is
+  refused by this process from then on.
 * **CSRF**: every action is a POST carrying the session's random token in a hidden field
   (compared in constant time); the session cookie is ``HttpOnly`` and ``SameSite=Strict``,
   and a POST whose ``Origin`` names another site is refused.
@@ -21,7 +23,7 @@ import binascii
 import hmac
 import ipaddress
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from flask import Request, session
@@ -59,6 +61,9 @@ class Credentials:
     token: Secret | None = None
     user: str | None = None
     password: Secret | None = None
+    #: Sessions signed out of (their ids). The cookie key is new at each start, so a
+    #: restart ends every session anyway.
+    ended: set[str] = field(default_factory=set, compare=False)
 
     @classmethod
     def from_config(cls, cfg: Config) -> Credentials:
@@ -94,7 +99,7 @@ class Credentials:
                 return f"{user} ({request.remote_addr})"
         signed_in = session.get("signed_in")
         if isinstance(signed_in, str) and self.token is not None and _eq(
-                signed_in, _proof(self.token)):
+                signed_in, _proof(self.token)) and session.get("sid") not in self.ended:
             return f"token ({request.remote_addr})"
         return None
 
@@ -103,7 +108,15 @@ class Credentials:
         if self.token is None or not _eq(token, self.token.reveal()):
             return False
         session["signed_in"] = _proof(self.token)
+        session["sid"] = secrets.token_urlsafe(16)
         return True
+
+    def sign_out(self) -> None:
+        """End this browser's session: its cookie is cleared, and refused if replayed."""
+        sid = session.get("sid")
+        if isinstance(sid, str):
+            self.ended.add(sid)
+        session.clear()
 
 
 def _proof(token: Secret) -> str:
