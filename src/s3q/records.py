@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import random
 import uuid
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -122,6 +123,9 @@ class Lease:
         # corruption: a fleet that is being upgraded reads each other's leases
         known = {f.name for f in fields(cls)}
         data = {k: v for k, v in data.items() if k in known}
+        ttl = data.get("ttl", 0.0)
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
+            data["ttl"] = 0.0  # (nothing any s3q writes: judged as not told, by the reader's)
         try:
             data["intent"] = Intent(data["intent"])
             return cls(**data, version=version)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from s3q import Queue, QueueConfig, layout, leases
 from s3q.backends.memory import MemoryStore
 from s3q.job import Job
@@ -71,11 +73,17 @@ def test_an_unchanged_live_lease_is_read_once_not_at_every_scan() -> None:
     assert scan(short, clock) == {NAME: "released"}
 
 
-def test_a_lease_of_an_earlier_s3q_is_judged_by_the_readers_own_lease_ttl() -> None:
+@pytest.mark.parametrize("ttl", [None, "120", float("nan"), -5, 0, True, [120]])
+def test_a_lease_of_an_earlier_s3q_is_judged_by_the_readers_own_lease_ttl(
+        ttl: object) -> None:
+    """(And one whose ttl is not a positive number: edited by hand, corrupt.)"""
     store, clock, job = held_by_a_long_lease_worker()
     key = layout.key(layout.LEASES, NAME)
     record = json.loads(store.get(key)[0])
-    del record["ttl"]  # as an s3q before 2.2 wrote it
+    if ttl is None:
+        del record["ttl"]  # as an s3q before protocol 2.2 wrote it
+    else:
+        record["ttl"] = ttl
     store.inner.put(key, json.dumps(record).encode(), if_match=job.lease_etag)
     assert Lease.from_bytes(store.get(key)[0]).ttl == 0.0
     short = Queue(store, SHORT)
