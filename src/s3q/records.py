@@ -128,9 +128,16 @@ class Lease:
             data["ttl"] = 0.0  # (nothing any s3q writes: judged as not told, by the reader's)
         try:
             data["intent"] = Intent(data["intent"])
-            return cls(**data, version=version)
+            lease = cls(**data, version=version)
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordError(f"corrupt lease record: {exc}") from exc
+        # a field of the wrong type (edited by hand) is a corrupt record, not an error in
+        # whoever reads it next: the takeover scan reads every lease in turn
+        for name, kinds in _LEASE_TYPES.items():
+            value = getattr(lease, name)
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                raise RecordError(f"corrupt lease record: {name} = {value!r}")
+        return lease
 
     def next(self, **changes: Any) -> Self:
         """The next write of the same claim (sequence + 1)."""
@@ -154,6 +161,16 @@ class Lease:
     @staticmethod
     def encode(data: bytes | None) -> str | None:
         return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+_STR, _OPT_STR, _INT, _NUM = (str,), (str, type(None)), (int,), (int, float)
+#: The type of each field of a lease record as read (Lease.from_bytes checks them).
+_LEASE_TYPES: dict[str, tuple[type, ...]] = {
+    "name": _STR, "worker": _STR, "claim": _STR, "gen": _INT, "seq": _INT, "attempt": _INT,
+    "body_b64": _OPT_STR, "body_key": _OPT_STR, "size": _INT, "src": _OPT_STR,
+    "proc": _OPT_STR, "view": _OPT_STR, "failed": _OPT_STR, "written_at": _NUM, "ttl": _NUM,
+    "on_finish": _STR, "result_b64": _OPT_STR, "attempts": _INT, "not_before": _NUM,
+    "error": (dict, type(None))}
 
 
 def _from_version_1(data: dict[str, Any]) -> dict[str, Any]:

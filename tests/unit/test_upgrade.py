@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from s3q import layout
 from s3q.records import Intent
 from tests.unit.world import World
@@ -84,10 +86,42 @@ def test_a_lease_with_a_field_of_a_later_version_is_read_not_taken_for_corrupt()
     assert job is not None
     key = layout.key(layout.LEASES, NAME)
     data = json.loads(world.mem.get(key)[0])
-    data["ttl"] = 120.0  # a field this version does not know
+    data["priority"] = 5  # a field this version does not know
     world.mem.put(key, json.dumps(data).encode())
     lease = Lease.from_bytes(world.mem.get(key)[0])
     assert (lease.worker, lease.claim, lease.body) == ("new-worker", job.lease.claim,
                                                       job.read())
     found = q.lease(NAME)
     assert found is not None and found[0].worker == "new-worker"
+
+
+def test_a_lease_with_a_field_of_the_wrong_type_is_corrupt_and_stops_no_scan() -> None:
+    """A lease edited by hand ("gen": "1") is a corrupt record, taken over as held by
+    nobody, where the takeover scan raised on it at every scan, and so took over nothing
+    else: every other dead worker's request stayed in flight."""
+    from s3q import Queue, QueueConfig
+    from s3q.backends.memory import MemoryStore
+    from s3q.records import _LEASE_TYPES, Lease, RecordError
+    from tests.unit.harness import FakeClock
+
+    assert set(_LEASE_TYPES) == {f for f in Lease.__dataclass_fields__} - {"intent", "version"}
+    clock = FakeClock()
+    store = MemoryStore("corrupt", clock=clock)
+    config = QueueConfig(lease_ttl=30.0, scan_interval=5.0)
+    q = Queue(store, config)
+    for name in ("a_request.json", "b_request.json"):
+        q.submit(name, b"{}")
+        assert q.claim("dead") is not None
+    key = layout.key(layout.LEASES, "a_request.json")  # listed first
+    data = json.loads(store.get(key)[0])
+    data["gen"] = "1"
+    store.put(key, json.dumps(data).encode())
+    with pytest.raises(RecordError, match="gen = '1'"):
+        Lease.from_bytes(store.get(key)[0])
+    clock.advance(config.lease_ttl + 10)
+    done = Queue(store, config).scan("survivor")
+    assert done is not None
+    assert done.actions == {"a_request.json": "released", "b_request.json": "released"}
+    assert {i.key for i in store.list_page("wait/").items} == {
+        "wait/a_request.json", "wait/b_request.json"}
+
