@@ -4,6 +4,7 @@ SQS delivers it again; and a worker's SQS calls are exactly those its IAM policy
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -58,14 +59,42 @@ def sqs_queue(endpoint: S3Endpoint, name: str) -> SqsQueue:
                     secret_access_key=endpoint.secret_access_key)
 
 
-def test_a_retry_waits_in_sqs_until_it_is_due(s3_endpoint: S3Endpoint,
-                                              records: Records) -> None:
-    if not s3_endpoint.is_moto:
+def bucket_with_sqs(endpoint: S3Endpoint, *, notifying: bool = True) -> tuple[str, str]:
+    """A new bucket and SQS queue on moto (bucket, queue name); ``notifying``: the bucket's
+    wait/ notifies the queue (``s3q events setup``), else the queue hears nothing."""
+    if not endpoint.is_moto:
         pytest.skip("needs moto's SQS")
     bucket, name = f"s3q-ev-{uuid4().hex[:12]}", f"s3q-ev-{uuid4().hex[:8]}"
-    s3 = s3_endpoint.client()
+    s3 = endpoint.client()
     s3.create_bucket(Bucket=bucket)
-    setup_events(s3, sqs_queue(s3_endpoint, name), bucket=bucket, wait_prefix="q/wait/")
+    sqs = sqs_queue(endpoint, name)
+    if notifying:
+        setup_events(s3, sqs, bucket=bucket, wait_prefix="q/wait/")
+    else:
+        sqs.create()
+    sqs.close()
+    return bucket, name
+
+
+@contextlib.contextmanager
+def listening(worker: Worker, records: Records, idle: float) -> Iterator[None]:
+    """Run ``worker`` until the block ends, from once it relies on events (its idle sleep
+    reached ``idle`` seconds)."""
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: any(e["event"] == "idle" and e["seconds"] >= idle  # type: ignore[operator]
+                             for e in records.events), 60, "the worker to rely on events")
+        yield
+    finally:
+        worker.stop()
+        worker.stop()
+        thread.join(30)
+
+
+def test_a_retry_waits_in_sqs_until_it_is_due(s3_endpoint: S3Endpoint,
+                                              records: Records) -> None:
+    bucket, name = bucket_with_sqs(s3_endpoint)
     # the backoff is uniform in [12 s, 24 s]: the message's first check, 5 s (CHECK_AFTER)
     # after the retry's view was notified, finds the retry well before it is due and hides
     # the message (with 12 s, a backoff drawn under 7 s was due by then: offered, not hidden)
@@ -79,14 +108,9 @@ def test_a_retry_waits_in_sqs_until_it_is_due(s3_endpoint: S3Endpoint,
         if job.attempt == 1:
             raise RuntimeError("first attempt fails")
 
-    events = EventSource(queue, sqs, "w1")
     worker = Worker(queue, handler, WorkerOptions("w1", events_list_interval=3600),
-                    events=events)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: any(e["event"] == "idle" and e["seconds"] >= 1800  # type: ignore[operator]
-                             for e in records.events), 60, "the worker to rely on events")
+                    events=EventSource(queue, sqs, "w1"))
+    with listening(worker, records, idle=1800):
         queue.submit("a_request.json", b"{}")
         wait_for(lambda: len(runs) == 1, 30, "the first attempt")
         lease = queue.lease("a_request.json")
@@ -94,10 +118,6 @@ def test_a_retry_waits_in_sqs_until_it_is_due(s3_endpoint: S3Endpoint,
         due = lease[0].not_before
         wait_for(lambda: len(runs) == 2, 60, "the retry")
         wait_for(lambda: queue.counts()["finish"] == 1, 30, "the retry to finish")
-    finally:
-        worker.stop()
-        worker.stop()
-        thread.join(30)
     assert runs[1][1] >= due - 1.0  # (the store's clock has 1 s resolution)
     assert sqs.request_counts["ChangeMessageVisibilityBatch"] >= 1  # hidden until due
     notified = [e for e in records.events if e["event"] == "notified"]
@@ -144,12 +164,7 @@ def test_a_retry_due_in_more_than_twelve_hours_hides_its_message_as_long_as_sqs_
     the message was received (then delivered again and hidden again), not refused by SQS
     for asking 12 hours from now, which failed the event source (events_failed) and
     brought the message back every minute."""
-    if not s3_endpoint.is_moto:
-        pytest.skip("needs moto's SQS")
-    bucket, name = f"s3q-ev-{uuid4().hex[:12]}", f"s3q-ev-{uuid4().hex[:8]}"
-    s3 = s3_endpoint.client()
-    s3.create_bucket(Bucket=bucket)
-    setup_events(s3, sqs_queue(s3_endpoint, name), bucket=bucket, wait_prefix="q/wait/")
+    bucket, name = bucket_with_sqs(s3_endpoint)
     backoff = 26 * 3600.0  # (drawn in [backoff/2, backoff]: beyond 12 hours)
     queue = Queue(S3Store(bucket, "q", s3_endpoint.options()),
                   QueueConfig(retry_base_delay=backoff, retry_max_delay=backoff))
@@ -160,19 +175,11 @@ def test_a_retry_due_in_more_than_twelve_hours_hides_its_message_as_long_as_sqs_
 
     worker = Worker(queue, handler, WorkerOptions("w1", events_list_interval=3600),
                     events=EventSource(queue, sqs, "w1"))
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: any(e["event"] == "idle" and e["seconds"] >= 1800  # type: ignore[operator]
-                             for e in records.events), 60, "the worker to rely on events")
+    with listening(worker, records, idle=1800):
         queue.submit("a_request.json", b"{}")
         wait_for(lambda: sqs.request_counts["ChangeMessageVisibilityBatch"] >= 1 or sqs.refused,
                  60, "the retry's notification to be hidden")
-    finally:
-        worker.stop()
-        worker.stop()
-        thread.join(30)
-        sqs.close()
+    sqs.close()
     assert sqs.refused == []
     assert not [e for e in records.events if e["event"] == "events_failed"]
     lease = queue.lease("a_request.json")
@@ -204,34 +211,22 @@ def test_a_queue_no_notification_reaches_is_not_silent(s3_endpoint: S3Endpoint,
     safety-net listing that claims a request no notification announced, one that waited
     MISSED_AGE or more, must say so; a fresh one is no sign (its notification may be on its
     way)."""
-    if not s3_endpoint.is_moto:
-        pytest.skip("needs moto's SQS")
-    bucket, name = f"s3q-ev-{uuid4().hex[:12]}", f"s3q-ev-{uuid4().hex[:8]}"
-    s3_endpoint.client().create_bucket(Bucket=bucket)
+    bucket, name = bucket_with_sqs(s3_endpoint, notifying=False)
     sqs = sqs_queue(s3_endpoint, name)
-    sqs.create()  # a queue, but no bucket notification
     store = Backdated(S3Store(bucket, "q", s3_endpoint.options()))
     queue = Queue(store, QueueConfig())
     done: list[str] = []
-    events = EventSource(queue, sqs, "w1")
     worker = Worker(queue, lambda job: done.append(job.name),
-                    WorkerOptions("w1", events_list_interval=2), events=events)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: any(e["event"] == "idle" and e["seconds"] >= 1  # type: ignore[operator]
-                             for e in records.events), 60, "the worker to rely on events")
+                    WorkerOptions("w1", events_list_interval=2),
+                    events=EventSource(queue, sqs, "w1"))
+    with listening(worker, records, idle=1):
         queue.submit("fresh_request.json", b"{}")
         wait_for(lambda: "fresh_request.json" in done, 30, "the fresh request")
         assert not [e for e in records.events if e["event"] == "events_missed"]
         store.old.add("wait/old_request.json")  # (waited two minutes when listed)
         queue.submit("old_request.json", b"{}")
         wait_for(lambda: "old_request.json" in done, 30, "the old request")
-    finally:
-        worker.stop()
-        worker.stop()
-        thread.join(30)
-        sqs.close()
+    sqs.close()
     missed = [e for e in records.events if e["event"] == "events_missed"]
     assert [(e["request"], e["levelno"], e["count"]) for e in missed] == [
         ("old_request.json", logging.WARNING, 1)]
