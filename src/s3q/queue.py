@@ -151,15 +151,18 @@ class Queue:
         return info
 
     def ls(self, state: State | str, unusable: list[str] | None = None,
-           left_out: list[LeftOut] | None = None) -> Iterator[ObjectInfo]:
+           left_out: list[LeftOut] | None = None,
+           settling: dict[str, float] | None = None) -> Iterator[ObjectInfo]:
         """Requests in one state, as ObjectInfo with ``key`` = the request name. Names that
         match the filter but cannot be requests (:meth:`Context.unusable`) are appended to
         ``unusable`` when given, and to ``left_out`` what the store could not list at all
         (:attr:`~s3q.store.Page.left_out`) that may be a request: a folder, or a file whose
-        name (as shown) matches the filter."""
+        name (as shown) matches the filter; and to ``settling`` the requests the store lists
+        once their writer is done (:attr:`~s3q.store.Page.settling`): name -> from when."""
         prefix = State(state).prefix
         met: list[LeftOut] | None = [] if left_out is not None else None
-        for info in list_all(self.store, prefix, left_out=met):
+        pending: list[tuple[str, float]] | None = [] if settling is not None else None
+        for info in list_all(self.store, prefix, left_out=met, settling=pending):
             name = layout.name_of(prefix, info.key)
             if self.is_request(name):
                 yield ObjectInfo(name, info.etag, info.size, info.last_modified)
@@ -168,6 +171,9 @@ class Queue:
         if left_out is not None and met:
             left_out += [e for e in met if e.key.endswith("/") or fnmatch.fnmatchcase(
                 e.key[len(prefix):], self.config.filter)]
+        if settling is not None and pending:
+            settling.update((name, at) for key, at in pending
+                            if self.is_request(name := layout.name_of(prefix, key)))
 
     def counts(self) -> dict[str, int]:
         """Number of requests per state: {"wait": n, "processing": n, "finish": n, "failed": n}."""
@@ -239,11 +245,14 @@ class Queue:
             else:  # renewed by now if its worker lives: look again then
                 due[lease.name] = info.last_modified + renewal - now
         held = own | {name for name, _ in left}
-        for info in self.ls(State.WAIT):
+        settling: dict[str, float] = {}  # (another program still writes them: a cp)
+        for info in self.ls(State.WAIT, settling=settling):
             if not self.ctx.fits(info.key):
                 left.append((info.key, "name too long for this store: never claimed"))
             elif info.key not in held:
                 due.setdefault(info.key, 0.0)
+        for name, at in settling.items():
+            due.setdefault(name, max(0.0, at - now))
         return Outlook(min(due.values()) if due else None, sorted(due), left, looked)
 
     def _leases_since(self, seen: dict[str, tuple[Lease, ObjectInfo]],

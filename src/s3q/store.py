@@ -111,6 +111,10 @@ class Page:
     #: unreadable files and directories, and its files whose names no key can hold (S3
     #: lists every key it has).
     left_out: tuple[LeftOut, ...] = ()
+    #: Keys in this page's range not listed yet because another program may still be writing
+    #: them, with the store time from which they will be (the local store's fresh files in
+    #: wait/: a ``cp`` under way): a burst waits for them.
+    settling: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,14 +263,18 @@ def delete_each(store: Store, items: Sequence[tuple[str, str]], *,
 
 
 def list_all(store: Store, prefix: str, *, page_size: int = 1000,
-             left_out: list[LeftOut] | None = None) -> Iterator[ObjectInfo]:
+             left_out: list[LeftOut] | None = None,
+             settling: list[tuple[str, float]] | None = None) -> Iterator[ObjectInfo]:
     """Every object under ``prefix``, page by page (never holds more than one page); what
-    the store could not list (:attr:`Page.left_out`) is added to ``left_out`` when given."""
+    the store could not list (:attr:`Page.left_out`) is added to ``left_out``, and what it
+    will list once written (:attr:`Page.settling`) to ``settling``, when given."""
     start: str | None = None
     while True:
         page = store.list_page(prefix, start_after=start, limit=page_size)
         if left_out is not None:
             left_out.extend(e for e in page.left_out if e not in left_out)
+        if settling is not None:
+            settling.extend(page.settling)
         yield from page.items
         if not page.truncated or not page.items:
             return

@@ -13,8 +13,9 @@
              give back what still runs (to wait/, for another worker at once); exit 0.
              A second signal gives everything back at once.
     burst:   exit once nothing is left that could become claimable: it waits for retries'
-             backoffs and for leases nobody renews (a dead worker's, or its own that a
-             failed settlement left) to expire.
+             backoffs, for leases nobody renews (a dead worker's, or its own that a
+             failed settlement left) to expire, and for requests another program is still
+             writing into a local queue's wait/ (a cp) to settle.
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ atomic guarantees as S3 across threads *and* processes on one machine:
   would run the handler on part of the request and delete the file under ``cp`` (which then
   writes into an unlinked inode: the request is gone). So a file is listed only once its
   mtime is at least ``settle`` seconds (:data:`SETTLE_SECONDS`) away from the current time:
-  nobody wrote to it for that long. The files this store writes itself are complete when
+  nobody wrote to it for that long (a listing names it in :attr:`~s3q.store.Page.settling`,
+  so that a burst waits for it). The files this store writes itself are complete when
   they appear (renamed into place) and are listed at once: it stamps them, an mtime in
   whole microseconds and an atime exactly 31.415 ms later
   (:data:`~s3q.backends.localfs.STAMP_DELTA_NS`), which no other writer gives a file by
@@ -185,6 +186,7 @@ class LocalStore(Store):
         if start_after is not None:
             check_prefix(start_after)
         left: dict[LeftOut, None] = {}  # (what this page's walks left out, in order, once)
+        settling: list[tuple[str, float]] = []  # (files still being written: listed when)
 
         def report(key: str, e: OSError) -> None:
             left[self._report_unreadable(key, e)] = None
@@ -192,10 +194,11 @@ class LocalStore(Store):
         while True:
             keys = heapq.nsmallest(limit + 1, localwalk.walk(
                 self._root, prefix, after, inside=self._inside, unreadable=report))
-            items = [info for key in keys[:limit] if (info := self._listed(key, report))]
+            items = [info for key in keys[:limit]
+                     if (info := self._listed(key, report, settling))]
             truncated = len(keys) > limit
             if items or not truncated:
-                return Page(items, truncated, tuple(left))
+                return Page(items, truncated, tuple(left), tuple(settling))
             after = keys[limit - 1]
 
     def now(self) -> float:
@@ -401,14 +404,19 @@ class LocalStore(Store):
             raise fs.translate(e, "stat", path) from e
         return st, etag
 
-    def _listed(self, key: str, report: Callable[[str, OSError], None]) -> ObjectInfo | None:
+    def _listed(self, key: str, report: Callable[[str, OSError], None],
+                settling: list[tuple[str, float]]) -> ObjectInfo | None:
         """The info of a key a listing found, or None: deleted since the directory was read,
-        not a regular file, still being written by another program, or unreadable (then
-        told to ``report``, by its key)."""
+        not a regular file, still being written by another program (then added to
+        ``settling``, with when it will be listed), or unreadable (then told to ``report``,
+        by its key)."""
         path = os.path.join(self._root, key)
         try:
             st = os.stat(path)
-            if not stat.S_ISREG(st.st_mode) or not self._settled(st):
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            if not self._settled(st):
+                settling.append((key, max(st.st_mtime, time.time()) + self.settle))
                 return None
             return self._info_at(key, path)
         except StoreError as e:

@@ -47,7 +47,8 @@ log = logging.getLogger("s3q.cli")  # not __name__: the logger name is part of t
 @click.option("--pool", type=click.Choice(["thread", "process"]), default="thread",
               show_default=True, help="Where --handler runs: in a thread of the worker, or "
               "in a child process per request.")
-@click.option("--burst", is_flag=True, help="Process what is there, then exit (exit 3 if "
+@click.option("--burst", is_flag=True, help="Process what is there (and what will be: due "
+              "retries, expired leases, files still being copied in), then exit (exit 3 if "
               "the store answered nothing but errors for 2 minutes: requests may wait).")
 @click.option("--max-jobs", type=click.IntRange(min=1), metavar="N",
               help="Exit after claiming N requests.")
