@@ -275,10 +275,12 @@ class Scanner:
             return None  # another worker scans for the fleet
         return self.scan(worker_id)
 
-    def scan(self, worker_id: str) -> Recovered:
+    def scan(self, worker_id: str, *, exact: bool = False) -> Recovered:
         """One scan: take over what expired (releasing it to wait/), adopt orphans, and give
         due retries left unclaimed their view in wait/ back if it is missing (and offer
-        them to this process's claimer too)."""
+        them to this process's claimer too). ``exact`` (``recover --stale``): read every
+        lease, also those that look live by this process's lease_ttl (a lease telling a
+        shorter one expired sooner), instead of only those that look expired by it."""
         ctx, done = self.ctx, Recovered()
         now = ctx.store.now()
         interval = ctx.config.effective_scan_interval
@@ -293,7 +295,8 @@ class Scanner:
                     due.append(name)
                 continue
             told = self._told.get(name)
-            if not ctx.is_expired(info, now, told[1] if told and told[0] == info.etag else 0.0):
+            if not exact and not ctx.is_expired(
+                    info, now, told[1] if told and told[0] == info.etag else 0.0):
                 continue
             found = leases.read(ctx, name)
             if found is not None:
@@ -301,6 +304,10 @@ class Scanner:
             if found is not None and found[0].intent is Intent.RETRY and found[0].version == 2:
                 self._retries[name] = (found[1].etag, found[0].not_before)
                 continue
+            if (exact and found is not None and found[0].worker
+                    and not ctx.is_expired(found[1], now, found[0].ttl)
+                    and not ctx.is_expired(info, now)):
+                continue  # live by its lease_ttl and by ours: as if not read
             done.actions[name] = take_over(ctx, name, worker_id, "stale",
                                            make_job=self.make_job, found=found)
         self._retries = {n: v for n, v in self._retries.items() if n in leased}
@@ -336,8 +343,8 @@ def recover(ctx: Context, mode: RecoveryMode, worker_id: str, *, make_job: MakeJ
     """``mine``: at a worker's start, what this worker id held goes back to wait/ at once
     (or to failed/ when that was its last attempt). ``stale``: one scan now. ``all``: every
     request in flight matching ``include``, live owners fenced too, back to wait/."""
-    if mode == "stale":
-        return scanner.scan(worker_id)
+    if mode == "stale":  # (every lease read: judged by the lease_ttl it tells, not ours)
+        return scanner.scan(worker_id, exact=True)
     done = Recovered()
     for name in _selection(ctx, mode, include, worker_id, dry_run=False):
         done.actions[name] = take_over(ctx, name, worker_id, mode, make_job=make_job)

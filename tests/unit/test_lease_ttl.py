@@ -105,3 +105,19 @@ def test_operators_are_told_only_of_longer_lease_workers_holding_leases_that_tel
     assert longer_leases(records, 30.0, holders={"long"}) == {"long": 120.0}
     assert longer_leases(records, 30.0, holders=set()) == {}  # its leases tell 120 s
     assert longer_leases(records, 120.0, holders={"long"}) == {}
+
+
+
+def test_recover_stale_takes_over_what_expired_by_a_shorter_lease_ttl_than_its_own() -> None:
+    """An operator's shell with a longer lease_ttl than the fleet's: what its plan (and
+    --dry-run) lists as expired, recover --stale recovers."""
+    clock = FakeClock()
+    store = MemoryStore("ttl", clock=clock)
+    short = Queue(store, SHORT)
+    short.submit(NAME, b"{}")
+    assert short.claim("short-ttl") is not None  # and its worker dies
+    clock.advance(SHORT.lease_ttl + CLOCK_MARGIN + 1.0)
+    operator = Queue(store, LONG)
+    [candidate] = operator.recovery_candidates("stale")
+    assert candidate.expired
+    assert operator.recover_stale().actions == {NAME: "released"}
