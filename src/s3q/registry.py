@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from s3q.worker import Worker
 
 __all__ = ["PREFIX", "STALE_FACTOR", "Entry", "Presence", "Registry", "WorkerRecord",
-           "longer_leases", "longer_leases_problem"]
+           "longer_leases", "longer_leases_problem", "published_lease_ttl"]
 
 log = logging.getLogger("s3q.registry")
 
@@ -270,6 +270,21 @@ class Presence:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.beat()
+
+
+def published_lease_ttl(store: Store, worker_id: str) -> float:
+    """The lease_ttl live worker ``worker_id`` publishes in its record (0: none, stale,
+    unreadable): the one its leases are judged by when they tell none (an s3q before
+    protocol 2.2 that publishes its record). One GET."""
+    try:
+        body, info = store.get(PREFIX + worker_id)
+        record = WorkerRecord.from_bytes(body)
+    except NotFound:
+        return 0.0
+    except (ValueError, UnicodeDecodeError):
+        return 0.0
+    age = max(0.0, store.now() - info.last_modified)
+    return 0.0 if Registry._stale(info, age, record) else max(0.0, record.lease_ttl)
 
 
 def longer_leases(records: list[Entry], lease_ttl: float,

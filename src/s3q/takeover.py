@@ -12,7 +12,7 @@ import fnmatch
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from s3q import layout, leases, requeue, settle
@@ -23,6 +23,7 @@ from s3q.errors import LeaseLost
 from s3q.job import Job
 from s3q.leases import LeaseTaken
 from s3q.records import INLINE_MAX, Intent, Lease, new_claim_id
+from s3q.registry import published_lease_ttl
 from s3q.store import NotFound, ObjectInfo, PreconditionFailed, list_all
 
 if TYPE_CHECKING:
@@ -299,6 +300,12 @@ class Scanner:
                     info, now, told[1] if told and told[0] == info.etag else 0.0):
                 continue
             found = leases.read(ctx, name)
+            if found is not None and not found[0].ttl and found[0].worker:
+                # an earlier s3q's lease tells none: its holder's record may, while it lives
+                # (recover refuses, status warns, for the same leases)
+                ttl = published_lease_ttl(ctx.store, found[0].worker)
+                if ttl > ctx.config.lease_ttl:
+                    found = (replace(found[0], ttl=ttl), found[1])
             if found is not None:
                 self._told[name] = (found[1].etag, found[0].ttl)
             if found is not None and found[0].intent is Intent.RETRY and found[0].version == 2:

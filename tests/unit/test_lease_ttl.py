@@ -121,3 +121,39 @@ def test_recover_stale_takes_over_what_expired_by_a_shorter_lease_ttl_than_its_o
     [candidate] = operator.recovery_candidates("stale")
     assert candidate.expired
     assert operator.recover_stale().actions == {NAME: "released"}
+
+
+
+def _as_an_earlier_s3q_wrote_it(store: Listing, job: Job) -> None:
+    key = layout.key(layout.LEASES, NAME)
+    record = json.loads(store.get(key)[0])
+    del record["ttl"]
+    job.lease_etag = store.inner.put(key, json.dumps(record).encode(),
+                                     if_match=job.lease_etag).etag
+
+
+
+def _registered(store: Listing, clock: FakeClock, worker: str, lease_ttl: float) -> None:
+    record = WorkerRecord(id=worker, host="h", pid=1, version="x", slots=1, busy=1,
+                          paused=False, interval=10.0, started=clock(), heartbeat=clock(),
+                          lease_ttl=lease_ttl)
+    store.inner.put(PREFIX + worker, record.to_bytes())
+
+
+
+def test_the_scan_judges_a_lease_telling_no_ttl_by_its_live_holders_published_one() -> None:
+    """An s3q before 2.2 publishes its lease_ttl in its registry record but not in its
+    leases: recover refuses and status warns while such a worker with a longer lease_ttl
+    holds one; the scan (which runs on its own) must not take its live job over either."""
+    store, clock, job = held_by_a_long_lease_worker()
+    _as_an_earlier_s3q_wrote_it(store, job)
+    short = Queue(store, SHORT)
+    clock.advance(60.0)  # past 30 s, not past its holder's 120 s
+    _registered(store, clock, "long-ttl", 120.0)  # alive: its record was just rewritten
+    assert scan(short, clock) == {NAME: "alive"}
+    reads = store.lease_reads
+    assert scan(short, clock) == {}  # not read again until it changes
+    assert store.lease_reads == reads
+    # its holder died: its record goes stale, and the lease is judged by ours again
+    clock.advance(LONG.lease_ttl + CLOCK_MARGIN + 1.0)
+    assert scan(short, clock) == {NAME: "released"}
