@@ -145,8 +145,11 @@ class Context:
 
     def is_overdue(self, info: ObjectInfo, now: float, ttl: float = 0.0) -> bool:
         """Is an expired lease still there longer than a takeover takes (the fleet's
-        scanner runs every ``scan_interval``)? Then no worker is scanning this queue."""
-        return self.is_expired(info, now - 2 * self.config.effective_scan_interval, ttl)
+        scanner runs every ``scan_interval``)? Then no worker is scanning this queue. A lease
+        telling a longer lease_ttl than ours was written in a fleet that scans every half of
+        it: that one counts (a shell without the fleet's settings raises no false alarm)."""
+        interval = max(self.config.effective_scan_interval, ttl / 2)
+        return self.is_expired(info, now - 2 * interval, ttl)
 
     def backoff(self, attempt: int) -> float:
         c = self.config

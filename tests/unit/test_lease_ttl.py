@@ -157,3 +157,17 @@ def test_the_scan_judges_a_lease_telling_no_ttl_by_its_live_holders_published_on
     # its holder died: its record goes stale, and the lease is judged by ours again
     clock.advance(LONG.lease_ttl + CLOCK_MARGIN + 1.0)
     assert scan(short, clock) == {NAME: "released"}
+
+
+
+def test_a_lease_is_overdue_only_after_its_writers_fleet_had_two_scans_to_take_it() -> None:
+    """OVERDUE means no worker is scanning: a fleet of lease_ttl 120 scans every 60 s,
+    so an operator's shell with 30 s (scan interval 15 s) must not call its expired
+    leases overdue 30 s after they expired."""
+    store, _, _ = held_by_a_long_lease_worker()
+    info = store.head(layout.key(layout.LEASES, NAME))
+    operator = Queue(store, QueueConfig())
+    expiry = info.last_modified + LONG.lease_ttl + CLOCK_MARGIN
+    assert not operator.is_overdue(info, expiry + 2 * 15.0 + 1.0, 120.0)
+    assert not operator.is_overdue(info, expiry + 2 * 60.0 - 1.0, 120.0)
+    assert operator.is_overdue(info, expiry + 2 * 60.0 + 1.0, 120.0)
