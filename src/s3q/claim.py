@@ -353,15 +353,27 @@ class Claimer:
                 if not self._candidates:
                     if refills == 2 or self._emptied > began:
                         return
+                    start = self._cursor
                     self._refill()
                     refills += 1
-                    walked = 1
+                    walked, wrapped = 1, start is None
                     # a page with no request on it (objects the filter leaves out, names
-                    # skipped for now) costs no turn: walk on, up to WALK_PAGES of them
-                    while (not self._candidates and self._cursor is not None
-                           and walked < WALK_PAGES):
+                    # skipped for now) costs no turn: walk on, up to WALK_PAGES of them,
+                    # wrapping at the end of wait/ once, up to where this walk began
+                    while not self._candidates and walked < WALK_PAGES:
+                        if self._emptied == self._lists:
+                            break  # wait/ is empty
+                        if self._cursor is None:
+                            if wrapped:
+                                break
+                            wrapped = True
+                        elif wrapped and start is not None and self._cursor >= start:
+                            break
+                        prev = self._cursor
                         self._refill()
                         walked += 1
+                        if prev is not None and self._cursor is not None and self._cursor < prev:
+                            wrapped = True  # (_refill wrapped: nothing was after prev)
                     if not self._candidates:
                         return
                 info = self._candidates.popleft()

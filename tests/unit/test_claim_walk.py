@@ -55,3 +55,23 @@ def test_requests_among_other_objects_are_claimed_page_by_page_as_before() -> No
     claimed = {job.name for _ in names if (job := q.claim("w")) is not None}
     assert claimed == set(names)
     assert store.lists == 1
+
+
+def test_a_walk_that_reaches_the_end_of_wait_goes_on_from_its_beginning() -> None:
+    """The cursor was left mid-way (a page with a request on it): a request that came
+    before it meanwhile is reached by wrapping, in the same claim, not a backed-off poll
+    later."""
+    store = Listing(MemoryStore("walk"))
+    for i in range(150):
+        store.inner.put(f"wait/a/data-{i:06d}.bin", b"x")
+    for i in range(150):
+        store.inner.put(f"wait/c/data-{i:06d}.bin", b"x")
+    q = Queue(store, CONFIG)
+    q.submit("b_request.json", b"{}")
+    job = q.claim("w")
+    assert job is not None and job.name == "b_request.json"  # on the second page
+    lists = store.lists
+    q.submit("0_request.json", b"{}")  # before the cursor
+    job = q.claim("w")
+    assert job is not None and job.name == "0_request.json"
+    assert store.lists == lists + 3  # the rest of c/, then wait/ from its beginning
