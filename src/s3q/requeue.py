@@ -102,20 +102,45 @@ def purge(ctx: Context, state: PurgeState, info: ObjectInfo) -> bool:
             if lease.body_key is not None:
                 ctx.store.delete(lease.body_key)
     key = layout.key(layout.State(state).prefix, name)
+    listed_at = info.last_modified
     try:
+        if state == "finish" and listed_at <= 0:  # not listed: when was it written?
+            head = ctx.store.head(key)
+            listed_at = head.last_modified if head.etag == info.etag else listed_at
         ctx.store.delete(key, if_match=info.etag)
         purged = True
     except (NotFound, PreconditionFailed):
         pass
     if not purged:
         return False
-    side = {"failed": layout.ERRORS, "finish": layout.RESULTS}.get(state)
-    if side is not None:
-        with contextlib.suppress(NotFound, PreconditionFailed):
-            record = ctx.store.head(layout.key(side, name))
-            ctx.store.delete(record.key, if_match=record.etag)
+    if state == "finish":
+        _drop_record(ctx, layout.RESULTS, name, lambda r: r.last_modified <= listed_at)
+    elif state == "failed":
+        _drop_record(ctx, layout.ERRORS, name, lambda r: not _exists(ctx, key))
     ctx.emit("purged", name, state=state)
     return True
+
+
+def _drop_record(ctx: Context, prefix: str, name: str,
+                 belongs: Callable[[ObjectInfo], bool]) -> None:
+    """Delete the result or error record of a purged request, if it is that request's: a
+    request of the same name may complete or fail while the purge runs, and write its own.
+    A result (d2) is written before its finish/NAME (d3): one written after the purged
+    finish/NAME is another completion's. An error record (x3) is written after its
+    failed/NAME (x2): while failed/ holds no NAME after the purge, the record read before
+    that was the purged request's (its ETag fences a later x3)."""
+    with contextlib.suppress(NotFound, PreconditionFailed):
+        record = ctx.store.head(layout.key(prefix, name))
+        if belongs(record):
+            ctx.store.delete(record.key, if_match=record.etag)
+
+
+def _exists(ctx: Context, key: str) -> bool:
+    try:
+        ctx.store.head(key)
+        return True
+    except NotFound:
+        return False
 
 
 def _drop_leftover_view(ctx: Context, lease: Lease) -> None:

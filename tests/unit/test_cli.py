@@ -491,6 +491,7 @@ def test_purge_older_than(tmp_path: Path, qdir: Path) -> None:
     run(qdir, "worker", "--burst", "--exec", UPPER)
     old, *recent = names(qdir, "finish")
     then = time.time() - 2 * 86400  # the local store's clock is the file's mtime
+    os.utime(qdir / ".s3q" / "result" / old, (then - 1, then - 1))  # (written before, d2)
     os.utime(qdir / "finish" / old, (then, then))
     out = run(qdir, "purge", "finish", "--older-than", "1d", "--json", "--yes")
     assert out.exit_code == 0 and json.loads(out.stdout)["purged"] == [old]
