@@ -14,7 +14,7 @@ import fnmatch
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from os import PathLike
@@ -333,11 +333,14 @@ class Queue:
         return recover(self.ctx, "stale", worker_id, make_job=self._job,
                        scanner=self._scanner)
 
-    def recover_all(self, include: str = "*", worker_id: str = "s3q-recover") -> Recovered:
+    def recover_all(self, include: str = "*", worker_id: str = "s3q-recover", *,
+                    only: Mapping[str, str | None] | None = None) -> Recovered:
         """The seed's reset: everything in processing/ whose name matches ``include`` back to
-        wait/, including work live workers hold (they are fenced and stop)."""
+        wait/, including work live workers hold (they are fenced and stop). ``only``: just
+        these requests, each while its lease is of the claim given ({name: claim id, None
+        for a request with no lease}: what :meth:`recovery_candidates` showed)."""
         return recover(self.ctx, "all", worker_id, make_job=self._job,
-                       scanner=self._scanner, include=include)
+                       scanner=self._scanner, include=include, only=only)
 
     def recovery_candidates(self, mode: RecoveryMode, include: str = "*",
                             worker_id: str = "s3q-recover") -> list[RecoveryCandidate]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
@@ -29,7 +29,7 @@ from s3q.store import NotFound, ObjectInfo, PreconditionFailed, list_all
 if TYPE_CHECKING:
     from s3q.scanrole import ScannerRole
 
-__all__ = ["Recovered", "RecoveryCandidate", "RecoveryMode", "Scanner", "recover",
+__all__ = ["CHANGED", "Recovered", "RecoveryCandidate", "RecoveryMode", "Scanner", "recover",
            "recovery_candidates", "restore_view", "take_over"]
 
 MakeJob = Callable[[Lease, str, Deadline], Job]
@@ -37,6 +37,8 @@ MakeJob = Callable[[Lease, str, Deadline], Job]
 RECHECK = 10
 #: ``mine``: what one worker id held; ``stale``: expired leases; ``all``: everything.
 RecoveryMode = Literal["mine", "stale", "all"]
+#: What a recovery limited to what was shown reports for a request claimed since.
+CHANGED = "left alone (changed since listed)"
 
 
 @dataclass(slots=True)
@@ -66,15 +68,19 @@ class RecoveryCandidate:
 
 # ---------------------------------------------------------------------- t1 … t3
 def take_over(ctx: Context, name: str, worker_id: str, mode: RecoveryMode, *,
-              make_job: MakeJob, found: tuple[Lease, ObjectInfo] | None = None) -> str:
+              make_job: MakeJob, found: tuple[Lease, ObjectInfo] | None = None,
+              claim: str | None = None) -> str:
     """Take over the lease of NAME (expired; this worker id's with ``mine``; any with
     ``all``) and settle the request: a decided intent is carried out, a held request goes
-    back to wait/ for any worker (or to failed/ when its last attempt died). Returns what
+    back to wait/ for any worker (or to failed/ when its last attempt died). With
+    ``claim``, only the lease of that claim (as an operator was shown it). Returns what
     was done, in a word or three."""
     found = found or leases.read(ctx, name)
     if found is None:
         return "gone"
     old, info = found
+    if claim is not None and old.claim != claim:
+        return CHANGED
     if old.intent is Intent.RETRY and old.version == 2:
         return "waiting for retry"
     if mode == "mine" and old.worker != worker_id:
@@ -346,15 +352,21 @@ class Scanner:
 
 # ---------------------------------------------------------------------- recovery
 def recover(ctx: Context, mode: RecoveryMode, worker_id: str, *, make_job: MakeJob,
-            scanner: Scanner, include: str = "*") -> Recovered:
+            scanner: Scanner, include: str = "*",
+            only: Mapping[str, str | None] | None = None) -> Recovered:
     """``mine``: at a worker's start, what this worker id held goes back to wait/ at once
     (or to failed/ when that was its last attempt). ``stale``: one scan now. ``all``: every
-    request in flight matching ``include``, live owners fenced too, back to wait/."""
+    request in flight matching ``include``, live owners fenced too, back to wait/; with
+    ``only`` ({name: the claim id of its lease, None: no lease}, as
+    :func:`recovery_candidates` found them and an operator confirmed), those requests
+    alone, and each only while its lease is still of that claim."""
     if mode == "stale":  # (every lease read: judged by the lease_ttl it tells, not ours)
         return scanner.scan(worker_id, exact=True)
     done = Recovered()
-    for name in _selection(ctx, mode, include, worker_id, dry_run=False):
-        done.actions[name] = take_over(ctx, name, worker_id, mode, make_job=make_job)
+    for name in _selection(ctx, mode, include, worker_id, dry_run=False, only=only):
+        claim = None if only is None else only[name]
+        done.actions[name] = take_over(ctx, name, worker_id, mode, make_job=make_job,
+                                       claim=claim)
     return done
 
 
@@ -375,9 +387,9 @@ def recovery_candidates(ctx: Context, mode: RecoveryMode, include: str = "*",
 
 
 def _selection(ctx: Context, mode: RecoveryMode, include: str, worker_id: str, *,
-               dry_run: bool) -> list[str]:
+               dry_run: bool, only: Mapping[str, str | None] | None = None) -> list[str]:
     """The one selection of what each recovery mode looks at (``dry_run``: orphans are
-    listed, not given a lease)."""
+    listed, not given a lease; ``only``: none but these names)."""
     now = ctx.store.now()
     names: list[str] = []
     leased: set[str] = set()
@@ -386,6 +398,8 @@ def _selection(ctx: Context, mode: RecoveryMode, include: str, worker_id: str, *
         leased.add(name)
         if mode == "all" and not fnmatch.fnmatchcase(name, include):
             continue
+        if only is not None and only.get(name) is None:
+            continue  # not listed, or listed without a lease: one was created since
         found = leases.read(ctx, name)
         if found is None or (found[0].intent is Intent.RETRY and found[0].version == 2):
             continue
@@ -398,7 +412,8 @@ def _selection(ctx: Context, mode: RecoveryMode, include: str, worker_id: str, *
         return names
     for info in list_all(ctx.store, layout.PROCESSING):
         name = layout.name_of(layout.PROCESSING, info.key)
-        if name in leased or not ctx.is_request(name) or not ctx.fits(name):
+        if (name in leased or not ctx.is_request(name) or not ctx.fits(name)
+                or (only is not None and name not in only)):
             continue
         if not (fnmatch.fnmatchcase(name, include) if mode == "all"
                 else ctx.is_expired(info, now)):

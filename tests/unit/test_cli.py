@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 from prometheus_client import generate_latest
@@ -664,3 +665,33 @@ def test_sigterm_gives_the_running_job_back_and_exits_0(qdir: Path) -> None:
     # Not asserted: that the attempt is not counted (no retry lease left). Worker._give_back
     # kills the handler before it releases the job, so the handler's own failure may win
     # the race and count the attempt (a library race, see Worker._give_back / Job.__exit__).
+
+
+def test_recover_all_takes_only_what_its_confirmation_listed(
+        tmp_path: Path, qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`s3q recover --all` asks before fencing live workers, naming how many requests they
+    hold. A worker that claims another request while the operator reads the question is
+    not in it, and keeps that job."""
+    run(qdir, "submit", str(requests_dir(tmp_path, 3)))
+    q = queue(qdir)
+    shown = q.claim("w-live")
+    assert shown is not None
+    later: list[str] = []
+
+    def operator_reads_then_says_yes(question: str, **_: object) -> bool:
+        assert "1 request(s) are held by live workers (w-live)" in question
+        job = q.claim("w-other")  # the fleet goes on meanwhile
+        assert job is not None
+        later.append(job.name)
+        return True
+
+    monkeypatch.setattr(cli_output, "is_interactive", lambda: True)
+    monkeypatch.setattr(click, "confirm", operator_reads_then_says_yes)
+    out = run(qdir, "recover", "--all", "--json")
+    assert out.exit_code == 0, out.stderr
+    acted = {r["name"]: r["action"] for r in json.loads(out.stdout)["requests"]}
+    assert acted[shown.name] == "released"
+    assert acted.get(later[0], "") != "released"
+    lease = q.lease(later[0])
+    assert lease is not None and lease[0].worker == "w-other"  # not fenced
+    assert names(qdir, "processing") == [later[0]]

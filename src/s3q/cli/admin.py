@@ -30,6 +30,7 @@ from s3q.queue import Queue, RecoveryMode
 from s3q.records import Intent
 from s3q.registry import Registry, longer_leases, longer_leases_problem
 from s3q.store import ObjectInfo, validate_key
+from s3q.takeover import CHANGED
 
 #: What Queue.recover_* report for requests they found nothing to do about.
 UNTOUCHED = frozenset({"waiting for retry", "gone"})
@@ -121,6 +122,7 @@ class Planned:
     live: bool  # held and not expired: a worker may be running it now
     action: str
     told: bool = True  # its lease tells its lease_ttl (or there is none): judged exactly
+    claim: str | None = None  # its lease's claim id (None: no lease)
 
 
 @click.command(cls=S3qCommand, examples=[
@@ -173,8 +175,9 @@ def recover(mode: RecoveryMode | None, include: str | None, dry_run: bool, yes: 
                 done = queue.recover_own(worker_id)
             elif mode == "stale":
                 done = queue.recover_stale()
-            else:
-                done = queue.recover_all(include or "*")
+            else:  # what the plan (and the question) showed, and nothing claimed since
+                done = queue.recover_all(include or "*",
+                                         only={p.name: p.claim for p in plan})
             actions = {n: a for n, a in done.actions.items() if a not in UNTOUCHED}
     if as_json:
         echo_json("recover", {"dry_run": dry_run, "requests": [
@@ -182,7 +185,10 @@ def recover(mode: RecoveryMode | None, include: str | None, dry_run: bool, yes: 
         return
     if actions:
         click.echo(table(["REQUEST", "ACTION"], sorted(actions.items())))
-    click.echo(f"{'would touch' if dry_run else 'recovered'} {len(actions)} request(s)")
+    changed = sum(1 for a in actions.values() if a == CHANGED)
+    click.echo(f"{'would touch' if dry_run else 'recovered'} {len(actions) - changed} "
+               "request(s)" + (f"; left {changed} alone: claimed again since they were "
+                               "listed" if changed else ""))
 
 
 @contextlib.contextmanager
@@ -216,7 +222,7 @@ def plan_recovery(queue: Queue, mode: RecoveryMode, include: str,
         else:
             action = f"finish the interrupted '{lease.intent.value}' transition"
         plan.append(Planned(found.name, lease.worker, lease.intent.value, found.live, action,
-                            told=bool(lease.ttl)))
+                            told=bool(lease.ttl), claim=lease.claim))
     return plan
 
 
