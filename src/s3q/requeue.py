@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -11,6 +12,7 @@ from typing import Literal
 from s3q import layout, leases
 from s3q.body import create_view, is_ours
 from s3q.context import Context, Deadline
+from s3q.errors import LeaseLost
 from s3q.leases import LeaseTaken
 from s3q.records import INLINE_MAX, Intent, Lease, new_claim_id
 from s3q.settle import Holder, undoing_view
@@ -19,6 +21,7 @@ from s3q.store import NotFound, ObjectInfo, PreconditionFailed
 __all__ = ["forward", "purge", "requeue"]
 
 MakeHolder = Callable[[Lease, str, Deadline], Holder]
+log = logging.getLogger("s3q")
 
 
 def requeue(ctx: Context, name: str, worker_id: str, make_holder: MakeHolder, *,
@@ -46,14 +49,21 @@ def requeue(ctx: Context, name: str, worker_id: str, make_holder: MakeHolder, *,
     except LeaseTaken:
         return False
     deadline = ctx.deadline(sent, name)
-    if lease.body_key is not None:
-        try:
-            ctx.store.copy(key, lease.body_key, if_source_match=info.etag,
-                           guard=deadline.check)
-        except (NotFound, PreconditionFailed):  # purged or replaced meanwhile
-            leases.delete(ctx, name, etag)
-            return False
-    forward(make_holder(lease, etag, deadline))
+    try:
+        if lease.body_key is not None:
+            try:
+                ctx.store.copy(key, lease.body_key, if_source_match=info.etag,
+                               guard=deadline.check)
+            except (NotFound, PreconditionFailed):  # purged or replaced meanwhile
+                leases.delete(ctx, name, etag)
+                return False
+        forward(make_holder(lease, etag, deadline))
+    except LeaseLost:
+        # a slow store outlasted the lease: the requeue lease (r1) is the decision, and
+        # whoever takes it over rolls it forward (the fleet's scan, once it expired)
+        log.warning("requeue of %s took longer than lease_ttl: the fleet's takeover scan "
+                    "finishes it", name, extra={"event": "requeue_interrupted",
+                                                "request": name})
     return True
 
 

@@ -101,3 +101,25 @@ def test_purge_failed_racing_a_new_dead_letter_keeps_its_error_record() -> None:
     assert store.get(f"failed/{NAME}")[0] == b"new"
     record = fleet.error_record(NAME)
     assert record is not None and record.error["type"] == "KeyError"
+
+
+def test_a_requeue_whose_lease_ran_out_midway_is_reported_and_finished_by_the_fleet() -> None:
+    """`s3q requeue` on a slow store (a large dead letter's server-side copy into wait/ that
+    outlasts lease_ttl): its requeue lease (r1) is the decision, and a taker rolls it
+    forward (PROTOCOL §4 requeue: "Crash after r1…r4"). The command must say so, not die
+    with a LeaseLost traceback halfway through a batch."""
+    store, clock = world()
+    fleet = Queue(store, CONFIG, monotonic=clock)
+    fleet.submit(NAME, b"x")
+    job = fleet.claim("w1")
+    assert job is not None
+    job.fail(ValueError("boom"), retry=False)
+    operator = Hooked(store)
+    op = Queue(operator, CONFIG, monotonic=clock)
+    operator.hooks[("put", f"wait/{NAME}")] = lambda: clock.advance(CONFIG.lease_ttl + 5)
+    assert op.requeue(NAME)
+    clock.advance(CONFIG.lease_ttl + 5)
+    assert fleet.recover_stale().actions == {NAME: "rolled forward requeue"}
+    assert list(store.snapshot()).count(f"failed/{NAME}") == 0
+    again = fleet.claim("w2")
+    assert again is not None and again.read() == b"x" and again.attempt == 1
