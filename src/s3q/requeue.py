@@ -101,6 +101,10 @@ def purge(ctx: Context, state: PurgeState, info: ObjectInfo) -> bool:
             lease, linfo = found
             if lease.intent is not Intent.RETRY:
                 return False  # claimed meanwhile, or in flight
+            if not _is_view(ctx, lease, info):
+                found = None  # another request waits in wait/NAME: only it was listed
+        if found is not None:
+            lease, linfo = found
             _drop_leftover_view(ctx, lease)
             try:  # the retry lineage first: fails if a claim takes it now
                 ctx.store.delete(layout.key(layout.LEASES, name), if_match=linfo.etag)
@@ -151,6 +155,15 @@ def _exists(ctx: Context, key: str) -> bool:
         return True
     except NotFound:
         return False
+
+
+def _is_view(ctx: Context, lease: Lease, info: ObjectInfo) -> bool:
+    """Is wait/NAME as listed (``info``) the view of this retry lease? Not when it is a
+    re-submission of other bytes, which a retry never overwrites (w1): the retry then
+    rests in its lease alone, which the listing did not show."""
+    if lease.version != 2 or info.etag == lease.view:
+        return True  # (a lease of s3q 0.1 holds no body: wait/NAME is its request)
+    return is_ours(ctx, lease, layout.key(layout.WAIT, lease.name), info)
 
 
 def _drop_leftover_view(ctx: Context, lease: Lease) -> None:

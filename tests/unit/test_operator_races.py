@@ -123,3 +123,23 @@ def test_a_requeue_whose_lease_ran_out_midway_is_reported_and_finished_by_the_fl
     assert list(store.snapshot()).count(f"failed/{NAME}") == 0
     again = fleet.claim("w2")
     assert again is not None and again.read() == b"x" and again.attempt == 1
+
+
+def test_purge_wait_deletes_no_retry_lease_whose_view_it_did_not_list() -> None:
+    """B failed and waits for its retry in its lease only: wait/NAME already held A, a
+    re-submission of the name with other bytes, which B's w1 never overwrites. `s3q ls
+    wait` shows NAME once (A's object); `s3q purge wait --include NAME` listed and
+    confirmed A. B, which nobody was shown, must not be deleted with it."""
+    store, _ = world()
+    fleet = Queue(store, CONFIG)
+    fleet.submit(NAME, b"B")
+    job = fleet.claim("w1")
+    assert job is not None
+    fleet.submit(NAME, b"A")
+    job.fail(ValueError("flaky"))  # retry; wait/NAME holds A: B rests in its lease
+    op = Queue(store, CONFIG)
+    [listed] = list(op.ls(State.WAIT))
+    assert store.get(f"wait/{NAME}")[0] == b"A"
+    assert op.purge(State.WAIT, listed)
+    lease = fleet.lease(NAME)
+    assert lease is not None and lease[0].body == b"B", "B was purged unlisted"
