@@ -695,3 +695,32 @@ def test_recover_all_takes_only_what_its_confirmation_listed(
     lease = q.lease(later[0])
     assert lease is not None and lease[0].worker == "w-other"  # not fenced
     assert names(qdir, "processing") == [later[0]]
+
+
+def test_requeue_glob_requeues_only_the_dead_letters_it_listed(
+        qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`s3q requeue --all` says how many it will requeue and asks; a request of a listed
+    name that is dead-lettered again while the operator reads the question (the listed
+    one moves to .s3q/earlier/) is another dead letter, not the one confirmed: it stays
+    in failed/, as the dashboard's confirmed requeue leaves it (by the ETag listed)."""
+    q = queue(qdir, max_attempts=1)
+
+    def dead_letter(body: bytes) -> None:
+        q.submit("x_request.json", body)
+        job = q.claim("w")
+        assert job is not None
+        job.fail("broken")
+
+    dead_letter(b"listed")
+
+    def fails_again_then_yes(question: str, **_: object) -> bool:
+        assert "Requeue 1 failed request(s)" in question
+        dead_letter(b"newer")
+        return True
+
+    monkeypatch.setattr(cli_output, "is_interactive", lambda: True)
+    monkeypatch.setattr(click, "confirm", fails_again_then_yes)
+    out = run(qdir, "requeue", "--all", "--json")
+    assert out.exit_code == 0, out.stderr
+    assert json.loads(out.stdout)["skipped"] == ["x_request.json"]
+    assert names(qdir, "failed") == ["x_request.json"] and names(qdir, "wait") == []

@@ -69,8 +69,10 @@ def requeue(*, names: tuple[str, ...], pattern: str | None, all_: bool, dry_run:
         raise click.UsageError("give NAME..., --glob GLOB or --all")
     app = App()
     queue = app.open_queue()
-    targets = [validate_key(n) for n in names] or [
-        i.key for i in matching(queue, State.FAILED, pattern or "*")]
+    # --glob/--all: the dead letters listed (by ETag), not later ones of those names
+    listed: dict[str, str | None] = {validate_key(n): None for n in names} or {
+        i.key: i.etag for i in matching(queue, State.FAILED, pattern or "*")}
+    targets = list(listed)
     if dry_run:
         _report_dry_run(as_json, "requeue", targets, "would requeue")
         return
@@ -79,7 +81,8 @@ def requeue(*, names: tuple[str, ...], pattern: str | None, all_: bool, dry_run:
         confirm(f"{what.capitalize()}?", yes=yes, refusal=f"refusing to {what} without "
                 "--yes (--dry-run lists them)")
     with progress("requeueing", len(targets)) as advance:
-        done = run_each(targets, queue.requeue, app.config.concurrency, advance)
+        done = run_each(targets, lambda n: queue.requeue(n, etag=listed[n]),
+                        app.config.concurrency, advance)
     requeued = [n for n in targets if done[n]]
     skipped = [n for n in targets if not done[n]]
     if as_json:
@@ -87,7 +90,8 @@ def requeue(*, names: tuple[str, ...], pattern: str | None, all_: bool, dry_run:
     else:
         click.echo(f"requeued {len(requeued)} request(s)")
         for n in skipped:
-            click.echo(f"not requeued: {n} (not in failed/, or busy)", err=True)
+            click.echo(f"not requeued: {n} (not in failed/, busy, or failed again since "
+                       "it was listed)", err=True)
     if skipped and names:
         click.get_current_context().exit(1)
 
