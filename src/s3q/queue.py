@@ -30,16 +30,10 @@ from s3q.errors import ConfigError
 from s3q.job import Job, LeaseKeeper
 from s3q.layout import State
 from s3q.records import CLOCK_MARGIN, ErrorRecord, Intent, Lease
+from s3q.recovery import RecoveryCandidate, recover, recovery_candidates
 from s3q.scanrole import ScannerRole
 from s3q.store import InvalidKey, LeftOut, NotFound, ObjectInfo, Store, list_all, validate_key
-from s3q.takeover import (
-    Recovered,
-    RecoveryCandidate,
-    RecoveryMode,
-    Scanner,
-    recover,
-    recovery_candidates,
-)
+from s3q.takeover import Recovered, RecoveryMode, Scanner
 
 __all__ = ["Outlook", "Queue", "QueueConfig", "Recovered", "RecoveryCandidate",
            "RecoveryMode", "error_info"]

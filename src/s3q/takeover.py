@@ -1,5 +1,5 @@
-"""takeover (t1-t3), the scan that finds what to take over, and recovery: own (at a
-worker's start), stale, and all (the seed's reset done safely). docs/PROTOCOL.md §4.
+"""takeover (t1-t3) and the scan that finds what to take over. docs/PROTOCOL.md §4.
+(Recovery, own, stale and all, is :mod:`s3q.recovery`.)
 
 A :class:`Scanner` runs the scan at most once per ``scan_interval`` per process, whichever
 thread asks first: a worker's scanner thread (so that a busy worker still takes over dead
@@ -8,10 +8,9 @@ workers' requests), or a claim (so that a library user's claim loop does too).
 
 from __future__ import annotations
 
-import fnmatch
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
@@ -29,8 +28,8 @@ from s3q.store import NotFound, ObjectInfo, PreconditionFailed, list_all
 if TYPE_CHECKING:
     from s3q.scanrole import ScannerRole
 
-__all__ = ["CHANGED", "Recovered", "RecoveryCandidate", "RecoveryMode", "Scanner", "recover",
-           "recovery_candidates", "restore_view", "take_over"]
+__all__ = ["CHANGED", "MakeJob", "Recovered", "RecoveryMode", "Scanner", "adopt_orphan",
+           "restore_view", "take_over"]
 
 MakeJob = Callable[[Lease, str, Deadline], Job]
 #: A due retry lease left unclaimed has its view looked at again after this many scans.
@@ -49,21 +48,6 @@ class Recovered:
 
     def __len__(self) -> int:
         return len(self.actions)
-
-
-@dataclass(frozen=True, slots=True)
-class RecoveryCandidate:
-    """A request a recovery would touch (see :func:`recovery_candidates`)."""
-
-    name: str
-    lease: Lease | None  # None: in processing/ with no lease (put there by something else)
-    expired: bool
-
-    @property
-    def live(self) -> bool:
-        """Held by a worker that still renews it: recovering it stops that job."""
-        return (self.lease is not None and self.lease.intent is Intent.HELD
-                and bool(self.lease.worker) and not self.expired)
 
 
 # ---------------------------------------------------------------------- t1 … t3
@@ -218,7 +202,7 @@ def _adopt_body(job: Job) -> bool:
     return False
 
 
-def _adopt_orphan(ctx: Context, info: ObjectInfo) -> bool:
+def adopt_orphan(ctx: Context, info: ObjectInfo) -> bool:
     """A request in processing/ with no lease (an old seed-style worker's, or put there by
     hand) gets a lease held by nobody, with its bytes as the body of record (as c0-c1b)."""
     name = layout.name_of(layout.PROCESSING, info.key)
@@ -328,7 +312,7 @@ class Scanner:
         for info in list_all(ctx.store, layout.PROCESSING):
             name = layout.name_of(layout.PROCESSING, info.key)
             if (name not in leased and ctx.is_request(name) and ctx.fits(name)
-                    and ctx.is_expired(info, now) and _adopt_orphan(ctx, info)):
+                    and ctx.is_expired(info, now) and adopt_orphan(ctx, info)):
                 done.actions[name] = take_over(ctx, name, worker_id, "stale",
                                                    make_job=self.make_job)
         # v0…v3 (PROTOCOL §4 takeover, step 0): the view of a due retry. Each lease is
@@ -348,76 +332,3 @@ class Scanner:
         self.claimer.offer(due + [n for n, a in done.actions.items()
                                   if a in ("released", "view restored")])
         return done
-
-
-# ---------------------------------------------------------------------- recovery
-def recover(ctx: Context, mode: RecoveryMode, worker_id: str, *, make_job: MakeJob,
-            scanner: Scanner, include: str = "*",
-            only: Mapping[str, str | None] | None = None) -> Recovered:
-    """``mine``: at a worker's start, what this worker id held goes back to wait/ at once
-    (or to failed/ when that was its last attempt). ``stale``: one scan now. ``all``: every
-    request in flight matching ``include``, live owners fenced too, back to wait/; with
-    ``only`` ({name: the claim id of its lease, None: no lease}, as
-    :func:`recovery_candidates` found them and an operator confirmed), those requests
-    alone, and each only while its lease is still of that claim."""
-    if mode == "stale":  # (every lease read: judged by the lease_ttl it tells, not ours)
-        return scanner.scan(worker_id, exact=True)
-    done = Recovered()
-    for name in _selection(ctx, mode, include, worker_id, dry_run=False, only=only):
-        claim = None if only is None else only[name]
-        done.actions[name] = take_over(ctx, name, worker_id, mode, make_job=make_job,
-                                       claim=claim)
-    return done
-
-
-def recovery_candidates(ctx: Context, mode: RecoveryMode, include: str = "*",
-                        worker_id: str = "s3q-recover") -> list[RecoveryCandidate]:
-    """What :func:`recover` would touch now, changing nothing (``recover --dry-run``, and
-    the question before taking live workers' requests). Waiting retries are left out."""
-    now = ctx.store.now()
-    found: list[RecoveryCandidate] = []
-    for name in _selection(ctx, mode, include, worker_id, dry_run=True):
-        current = leases.read(ctx, name)
-        if current is None:
-            found.append(RecoveryCandidate(name, None, expired=True))
-        elif current[0].intent is not Intent.RETRY:
-            found.append(RecoveryCandidate(name, current[0],
-                                           ctx.is_expired(current[1], now, current[0].ttl)))
-    return found
-
-
-def _selection(ctx: Context, mode: RecoveryMode, include: str, worker_id: str, *,
-               dry_run: bool, only: Mapping[str, str | None] | None = None) -> list[str]:
-    """The one selection of what each recovery mode looks at (``dry_run``: orphans are
-    listed, not given a lease; ``only``: none but these names)."""
-    now = ctx.store.now()
-    names: list[str] = []
-    leased: set[str] = set()
-    for info in list_all(ctx.store, layout.LEASES):
-        name = layout.name_of(layout.LEASES, info.key)
-        leased.add(name)
-        if mode == "all" and not fnmatch.fnmatchcase(name, include):
-            continue
-        if only is not None and only.get(name) is None:
-            continue  # not listed, or listed without a lease: one was created since
-        found = leases.read(ctx, name)
-        if found is None or (found[0].intent is Intent.RETRY and found[0].version == 2):
-            continue
-        lease = found[0]
-        if ((mode == "mine" and lease.worker == worker_id) or mode == "all"
-                or (mode == "stale" and (not lease.worker
-                                         or ctx.is_expired(found[1], now, lease.ttl)))):
-            names.append(name)
-    if mode == "mine":
-        return names
-    for info in list_all(ctx.store, layout.PROCESSING):
-        name = layout.name_of(layout.PROCESSING, info.key)
-        if (name in leased or not ctx.is_request(name) or not ctx.fits(name)
-                or (only is not None and name not in only)):
-            continue
-        if not (fnmatch.fnmatchcase(name, include) if mode == "all"
-                else ctx.is_expired(info, now)):
-            continue
-        if dry_run or _adopt_orphan(ctx, info):
-            names.append(name)
-    return names
