@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 from typing import BinaryIO
@@ -44,6 +44,11 @@ Data = bytes | str | PathLike[str] | BinaryIO
 READERS = 8
 
 
+#: A burst waits this long at most for a file another program writes into wait/ to settle
+#: (one still written to after that, a log file the filter matches, is left).
+SETTLING_WAIT = 60.0
+
+
 @dataclass(frozen=True, slots=True)
 class Outlook:
     """See :meth:`Queue.outlook`."""
@@ -56,6 +61,9 @@ class Outlook:
     #: Every lease seen, with its ETag (for the next look: a lease that changed is renewed;
     #: one that did not is not read again).
     leases: dict[str, tuple[Lease, ObjectInfo]]
+    #: Requests another program was still writing (:attr:`~s3q.store.Page.settling`):
+    #: name -> store time of the first look that found it so.
+    settling: dict[str, float] = field(default_factory=dict)
 
 
 class Queue:
@@ -245,9 +253,14 @@ class Queue:
                 left.append((info.key, "name too long for this store: never claimed"))
             elif info.key not in held:
                 due.setdefault(info.key, 0.0)
+        since = previous.settling if previous is not None else {}
+        since = {name: since.get(name, now) for name in settling}
         for name, at in settling.items():
-            due.setdefault(name, max(0.0, at - now))
-        return Outlook(min(due.values()) if due else None, sorted(due), left, looked)
+            if now - since[name] < SETTLING_WAIT:
+                due.setdefault(name, max(0.0, at - now))
+            else:
+                left.append((name, f"still being written after {SETTLING_WAIT:g} s"))
+        return Outlook(min(due.values()) if due else None, sorted(due), left, looked, since)
 
     def _leases_since(self, seen: dict[str, tuple[Lease, ObjectInfo]],
                       limit: int | None = None) -> Iterator[tuple[Lease, ObjectInfo]]:

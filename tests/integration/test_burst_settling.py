@@ -8,6 +8,9 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
+import s3q.queue as queue_module
 from s3q import Queue, QueueConfig
 from s3q.backends.local import LocalStore
 from s3q.job import Job
@@ -49,3 +52,26 @@ def test_what_is_settling_is_told_by_the_listing(tmp_path: Path) -> None:
     settling: dict[str, float] = {}
     assert [i.key for i in queue.ls("wait", settling=settling)] == ["own_request.json"]
     assert list(settling) == ["cp_request.json"]
+
+
+def test_a_burst_leaves_a_file_that_is_still_written_after_settling_wait(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file another program keeps writing (a log the filter matches) is waited for at
+    most SETTLING_WAIT: then the burst leaves it and ends, rather than wait for ever."""
+    monkeypatch.setattr(queue_module, "SETTLING_WAIT", 2.0)
+    store = LocalStore(tmp_path / "q", settle=30.0)
+    queue = Queue(store, QueueConfig())
+    (tmp_path / "q" / "wait").mkdir(parents=True, exist_ok=True)
+    log = tmp_path / "q" / "wait" / "app.log"
+    log.write_bytes(b"line\n")  # (not settled for 30 s: as if written all along)
+    first = queue.outlook()
+    assert first.waiting == ["app.log"] and first.next_due is not None
+    assert first.next_due > 20 and first.left == []
+    time.sleep(2.5)
+    later = queue.outlook(first)
+    assert later.waiting == [] and later.next_due is None
+    assert later.left == [("app.log", "still being written after 2 s")]
+    began = time.monotonic()
+    stats = Worker(queue, lambda job: None, WorkerOptions("w1", burst=True)).run()
+    assert stats.completed == 0 and 2.0 <= time.monotonic() - began < 30
+    assert log.exists()
