@@ -15,6 +15,8 @@ moto is not: one behaviour at a time, chosen by :class:`Behaviour` flags.
     (radosgw 16; moto ignores most of them already).
 ``conflicts``: this share of conditional writes is answered 409 ConditionalRequestConflict
     without being forwarded (AWS, for overlapping conditional writes).
+``slow_downs``: the next N requests are answered 503 SlowDown without being forwarded
+    (S3 throttling a prefix; botocore's adaptive retry mode then limits the client's rate).
 ``deny``: these S3 operations (``PutObject``, ``CopyObject``, ``DeleteObject``, ...) are
     answered 403 AccessDenied without being forwarded, as IAM refuses an action.
 ``delete_errors``: the first N keys of each DeleteObjects answer are turned into
@@ -50,6 +52,8 @@ from xml.etree import ElementTree
 _CONFLICT = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>"
              "ConditionalRequestConflict</Code><Message>A conflicting conditional operation "
              "is currently in progress against this resource.</Message></Error>")
+_SLOW_DOWN = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>"
+              "<Message>Please reduce your request rate.</Message></Error>")
 _DENIED = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code>"
            "<Message>Access Denied</Message></Error>")
 _NO_MATCH = '"00000000000000000000000000000000"'  # an ETag no object has
@@ -71,6 +75,8 @@ class Behaviour:
     #: The first N keys of each DeleteObjects answer come back as InternalError, after they
     #: took effect upstream (AWS may answer single keys so inside a 200).
     delete_errors: int = 0
+    #: The next N requests are answered 503 SlowDown, not forwarded.
+    slow_downs: int = 0
 
 
 class StoreProxy:
@@ -82,6 +88,8 @@ class StoreProxy:
         self.behaviour = behaviour
         self.rng = random.Random(seed)
         self.counts: Counter[str] = Counter()
+        #: when each request was received (time.monotonic()), its method and path
+        self.arrivals: list[tuple[float, str, str]] = []
         #: (bucket, key) -> (moto's ETag, the ETag clients were told)
         self._etags: dict[tuple[str, str], tuple[str, str]] = {}
         self._lock = threading.Lock()  # one request at a time: the mapping stays exact
@@ -123,6 +131,8 @@ class StoreProxy:
 
     # ------------------------------------------------------------------ one request
     def _handle(self, req: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            self.arrivals.append((time.monotonic(), req.command, req.path))
         length = int(req.headers.get("Content-Length") or 0)
         body = req.rfile.read(length) if length else b""
         path = urlsplit(req.path)
@@ -139,6 +149,12 @@ class StoreProxy:
         serial = self.behaviour.opaque_etags or not self.behaviour.latency
         with self._lock if serial else contextlib.nullcontext():
             self.counts["requests"] += 1
+            if self.behaviour.slow_downs > 0:
+                self.behaviour.slow_downs -= 1
+                self.counts["slow down"] += 1
+                self._reply(req, 503, {"Content-Type": "application/xml"},
+                            _SLOW_DOWN.encode())
+                return
             if _operation(req.command, key, path.query, copy_source) in self.behaviour.deny:
                 self.counts["denied"] += 1
                 self._reply(req, 403, {"Content-Type": "application/xml"}, _DENIED.encode())

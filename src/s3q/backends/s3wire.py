@@ -231,7 +231,11 @@ class Meter:
         self.clock = StoreClock()
         self._lock = threading.Lock()
         self._guards = threading.local()
-        client.meta.events.register("before-send.s3", self._on_send)
+        # last of every before-send handler: botocore's adaptive retry mode registers its
+        # rate limiter on "before-send" (called after the handlers of "before-send.s3"),
+        # which may hold a request for seconds once S3 throttled the client; the guard must
+        # be checked after that wait, immediately before the bytes leave
+        client.meta.events.register_last("before-send", self._on_send)
         client.meta.events.register("response-received.s3", self._on_response)
 
     @contextmanager

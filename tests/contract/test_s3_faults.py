@@ -1,0 +1,56 @@
+"""Faults of real S3 stores that moto never shows, injected by :mod:`tests.storeproxy`
+between :class:`S3Store` and moto: throttling (503 SlowDown), and what s3q's send-time
+guard must still hold under them."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from s3q.errors import LeaseLost
+from s3q.store import StoreUnavailable
+from tests.s3server import MakeS3Store, S3Endpoint
+from tests.storeproxy import Behaviour, StoreProxy
+
+
+def test_the_send_time_guard_runs_after_adaptive_throttling_waits(
+        make_s3_store: MakeS3Store, s3_endpoint: S3Endpoint) -> None:
+    """retry_mode = adaptive: once S3 has throttled the client, botocore's rate limiter
+    holds each request in ``before-send`` until its token bucket allows it (0.5 requests a
+    second at the least). The guard (a lease's deadline) must be checked after that wait,
+    immediately before the bytes leave: a request held there past its deadline must not be
+    sent (docs/PROTOCOL.md §3, "the send-time fence")."""
+    if not s3_endpoint.is_moto:
+        pytest.skip("the proxy answers in moto's stead")
+    assert s3_endpoint.endpoint_url
+    proxy = StoreProxy(s3_endpoint.endpoint_url, Behaviour())
+    try:
+        store = make_s3_store(endpoint_url=proxy.url, retry_mode="adaptive", max_attempts=2)
+        store.put("warm", b"x")  # (the clock's first Date, the connection)
+        proxy.behaviour.slow_downs = 4
+        for _ in range(2):
+            with pytest.raises(StoreUnavailable, match="SlowDown"):
+                store.put("throttled", b"x")
+        window = 0.5  # each write's deadline, from its call (the bucket: 2 s a write)
+        sent: list[tuple[float, float]] = []  # (deadline, arrival at the store)
+        refused = 0
+        for i in range(4):
+            deadline = time.monotonic() + window
+
+            def guard(deadline: float = deadline) -> None:
+                if time.monotonic() > deadline:
+                    raise LeaseLost("the lease's deadline passed")
+
+            before = len(proxy.arrivals)
+            try:
+                store.put(f"k{i}", b"x", guard=guard)
+            except LeaseLost:
+                refused += 1
+            sent += [(deadline, at) for at, method, _ in proxy.arrivals[before:]]
+        # (a write sent in time reaches the proxy a moment after its guard passed)
+        late = [round(at - deadline, 2) for deadline, at in sent if at > deadline + 0.4]
+        assert not late, f"writes sent after their deadline (seconds late): {late}"
+        assert refused, "the rate limiter held no write past its deadline: not throttled?"
+    finally:
+        proxy.close()
