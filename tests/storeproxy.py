@@ -17,6 +17,8 @@ moto is not: one behaviour at a time, chosen by :class:`Behaviour` flags.
     without being forwarded (AWS, for overlapping conditional writes).
 ``slow_downs``: the next N requests are answered 503 SlowDown without being forwarded
     (S3 throttling a prefix; botocore's adaptive retry mode then limits the client's rate).
+``conflict_next``: (method, key suffix) pairs: the next conditional request of that method
+    to a key ending so is answered 409 ConditionalRequestConflict, once each, not forwarded.
 ``deny``: these S3 operations (``PutObject``, ``CopyObject``, ``DeleteObject``, ...) are
     answered 403 AccessDenied without being forwarded, as IAM refuses an action.
 ``delete_errors``: the first N keys of each DeleteObjects answer are turned into
@@ -44,7 +46,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 from xml.etree import ElementTree
@@ -77,6 +79,8 @@ class Behaviour:
     delete_errors: int = 0
     #: The next N requests are answered 503 SlowDown, not forwarded.
     slow_downs: int = 0
+    #: (method, key suffix): the next conditional such request is answered 409, once each.
+    conflict_next: set[tuple[str, str]] = field(default_factory=set)
 
 
 class StoreProxy:
@@ -159,8 +163,13 @@ class StoreProxy:
                 self.counts["denied"] += 1
                 self._reply(req, 403, {"Content-Type": "application/xml"}, _DENIED.encode())
                 return
-            if (is_write and conditional and self.behaviour.conflicts
-                    and self.rng.random() < self.behaviour.conflicts):
+            aimed = next((t for t in self.behaviour.conflict_next
+                          if t[0] == req.command and key.endswith(t[1])), None)
+            if aimed is not None and conditional:
+                self.behaviour.conflict_next.discard(aimed)
+            if (is_write and conditional and (aimed is not None or (
+                    self.behaviour.conflicts
+                    and self.rng.random() < self.behaviour.conflicts))):
                 self.counts["conflict"] += 1
                 self._reply(req, 409, {"Content-Type": "application/xml"}, _CONFLICT.encode())
                 return

@@ -112,8 +112,8 @@ ROWS: dict[str, Row] = {
         "write as a noncurrent version", "grant s3:GetBucketVersioning to see it (workers do "
         "not need it)"),
     "conflict_409": Row(
-        "409 conflicts", "informational: a 409 ConditionalRequestConflict is a lost "
-        "condition, re-read and decided like a 412", ""),
+        "409 conflicts", "informational: a request answered 409 ConditionalRequestConflict "
+        "was not applied and is sent again (up to 5 tries; then decided like a 412)", ""),
 }
 
 

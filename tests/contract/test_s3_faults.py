@@ -8,10 +8,14 @@ import time
 
 import pytest
 
+from s3q.context import QueueConfig
 from s3q.errors import LeaseLost
-from s3q.store import StoreUnavailable
+from s3q.queue import Queue
+from s3q.store import NotFound, StoreUnavailable
 from tests.s3server import MakeS3Store, S3Endpoint
 from tests.storeproxy import Behaviour, StoreProxy
+
+NAME = "x_request.json"
 
 
 def test_the_send_time_guard_runs_after_adaptive_throttling_waits(
@@ -54,3 +58,32 @@ def test_the_send_time_guard_runs_after_adaptive_throttling_waits(
         assert refused, "the rate limiter held no write past its deadline: not throttled?"
     finally:
         proxy.close()
+
+
+def test_a_409_to_the_delete_of_a_view_does_not_leave_it_to_run_again(
+        make_s3_store: MakeS3Store, s3_endpoint: S3Endpoint) -> None:
+    """AWS answers 409 ConditionalRequestConflict to a conditional request that overlapped
+    another ("retry the request"): nothing was applied. A completion's d4 (``DEL=proc
+    processing/NAME``) answered so must not leave the view behind: once the lease is gone
+    the scan would adopt it as an orphan and run the completed request again."""
+    if not s3_endpoint.is_moto:
+        pytest.skip("the proxy answers in moto's stead")
+    assert s3_endpoint.endpoint_url
+    proxy = StoreProxy(s3_endpoint.endpoint_url, Behaviour())
+    try:
+        store = make_s3_store(endpoint_url=proxy.url)
+        q = Queue(store, QueueConfig(lease_ttl=30))
+        q.submit(NAME, b"{}")
+        job = q.claim("w")  # (its processing/ view at once)
+        assert job is not None
+        store.head(f"processing/{NAME}")
+        proxy.behaviour.conflict_next.add(("DELETE", f"processing/{NAME}"))
+        job.complete()
+        assert proxy.counts["conflict"] == 1
+        with pytest.raises(NotFound):
+            store.head(f"processing/{NAME}")
+        with pytest.raises(NotFound):
+            store.head(f".s3q/lease/{NAME}")
+    finally:
+        proxy.close()
+

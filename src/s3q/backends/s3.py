@@ -6,7 +6,8 @@ server under test by ``tests/contract/test_s3_canary.py``):
 * strong read-after-write consistency for GET, HEAD and LIST (AWS, since Dec 2020);
 * ``PutObject`` with ``If-None-Match: *`` / ``If-Match: <etag>`` is atomic: exactly one of
   several racing conditional writers wins, the others get 412 PreconditionFailed (or 409
-  ConditionalRequestConflict when they overlap; both become :class:`PreconditionFailed`);
+  ConditionalRequestConflict when they overlap: not applied, so sent again, up to
+  :data:`CONFLICT_TRIES` tries, then :class:`PreconditionFailed` like a 412);
 * ``DeleteObject`` with ``If-Match: <etag>`` likewise (412 on a stale ETag, 404 when the key
   is missing);
 * ``CopyObject`` with ``x-amz-copy-source-if-match`` checks the *source* atomically;
@@ -21,21 +22,22 @@ from __future__ import annotations
 
 import io
 import logging
+import random
 import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s3q.backends import S3Options
-from s3q.backends.s3wire import TRANSPORT, Meter, make_client, translate
+from s3q.backends.s3wire import TRANSPORT, Meter, error_code, make_client, translate
 from s3q.capabilities import Capabilities
 from s3q.store import (
     S3_MAX_KEY_BYTES,
@@ -73,6 +75,13 @@ SPOOL_IN_MEMORY = 8 * 1024**2
 MAX_BATCH = 1000
 #: Read size of the buffered stream :meth:`S3Store.open` returns.
 READ_BUFFER = 1024**2
+#: Tries of a conditional request answered 409 ConditionalRequestConflict (AWS: "a
+#: conflicting operation occurred ... retry the request"; botocore does not retry it),
+#: and the pause before the first retry (doubling, jittered).
+CONFLICT_TRIES = 5
+CONFLICT_PAUSE = 0.05
+
+T = TypeVar("T")
 
 
 class _S3Stream(io.RawIOBase):
@@ -176,10 +185,14 @@ class S3Store:
             request["IfNoneMatch"] = "*"
         elif if_match is not None:
             request["IfMatch"] = if_match
-        with (_rewindable(body) as (payload, size), self._meter.guarded(guard),
-              self._edge("PutObject", key)):
-            request["Body"] = payload
-            resp = self._client.put_object(**request)
+        with _rewindable(body) as (payload, size):
+            def send() -> Any:
+                if not isinstance(payload, bytes):
+                    payload.seek(0)  # (a try after a 409 sends the body again)
+                with self._meter.guarded(guard), self._edge("PutObject", key):
+                    request["Body"] = payload
+                    return self._client.put_object(**request)
+            resp = self._settling_conflicts(send) if if_none_match or if_match else send()
         return ObjectInfo(key, _quoted(resp["ETag"]), size,
                           self._response_time(resp["ResponseMetadata"]))
 
@@ -203,9 +216,11 @@ class S3Store:
             request["CopySourceIfMatch"] = if_source_match
         if if_none_match:
             request["IfNoneMatch"] = "*"
-        try:
+        def send() -> Any:
             with self._meter.guarded(guard), self._edge("CopyObject", src):
-                resp = self._client.copy_object(**request)
+                return self._client.copy_object(**request)
+        try:
+            resp = self._settling_conflicts(send)
         except StoreError as e:
             if "copy source is larger than the maximum" not in str(e.__cause__):
                 raise
@@ -250,8 +265,11 @@ class S3Store:
         request: DeleteObjectRequestTypeDef = {"Bucket": self.bucket, "Key": self._full(key)}
         if if_match is not None:
             request["IfMatch"] = if_match
-        with self._meter.guarded(guard), self._edge("DeleteObject", key):
-            self._client.delete_object(**request)
+
+        def send() -> None:
+            with self._meter.guarded(guard), self._edge("DeleteObject", key):
+                self._client.delete_object(**request)
+        self._settling_conflicts(send)
 
     def delete_batch(self, items: Sequence[tuple[str, str]], *,
                      guard: Guard | None = None) -> list[StoreError | None]:
@@ -384,6 +402,28 @@ class S3Store:
             except (TypeError, ValueError):
                 pass
         return self.now()
+
+    @staticmethod
+    def _settling_conflicts(send: Callable[[], T]) -> T:
+        """``send()`` (one request, translated), sent again while it is answered 409
+        ConditionalRequestConflict: another conditional request on the key overlapped it
+        and it was not applied; that says nothing about its condition, which callers would
+        take for lost (a view's delete then leaves the view to outlive its request). After
+        :data:`CONFLICT_TRIES` such answers it is :class:`PreconditionFailed`, as before.
+        An answer to a try that follows a retried one is ``retried`` too (an earlier try
+        of the first may have been applied); the guard is checked before each send."""
+        retried = False
+        for attempt in range(1, CONFLICT_TRIES + 1):
+            try:
+                return send()
+            except PreconditionFailed as exc:
+                exc.retried = exc.retried or retried
+                if (attempt == CONFLICT_TRIES or not isinstance(exc.__cause__, ClientError)
+                        or error_code(exc.__cause__) != "ConditionalRequestConflict"):
+                    raise
+                retried = exc.retried
+            time.sleep(CONFLICT_PAUSE * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
+        raise AssertionError("unreachable")
 
     @contextmanager
     def _edge(self, operation: str, key: str) -> Iterator[None]:
