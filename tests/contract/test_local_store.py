@@ -20,6 +20,7 @@ import pytest
 from s3q import Queue
 from s3q.backends import local, localfs, open_store
 from s3q.backends.local import LocalStore
+from s3q.context import QueueConfig
 from s3q.store import InvalidKey, NotFound, PreconditionFailed, StoreError, list_all
 
 
@@ -155,6 +156,34 @@ def test_symlink_inside_the_root_followed(store: LocalStore, root: Path) -> None
     (root / "wait" / "t_request.json").symlink_to(root / "templates" / "t.json")
     assert store.get("wait/t_request.json")[0] == b"template"
     assert all_keys(store, "wait/") == ["wait/t_request.json"]
+
+
+def test_a_relative_symlink_request_is_claimed(root: Path) -> None:
+    """``ln -s in/x.json wait/x_request.json``: a relative symlink, listed like an absolute
+    one. A conditional delete moved it aside into the store's tmp directory and then
+    followed it from there (to a file that is not there): every c2 failed with a
+    StoreError, the request was never run and each takeover scan stopped on it."""
+    store = LocalStore(root)
+    drop(root / "wait" / "in" / "x.json", b"template")
+    (root / "wait" / "x_request.json").symlink_to("in/x.json")
+    data, info = store.get("wait/x_request.json")
+    assert data == b"template"
+    store.delete("wait/x_request.json", if_match=info.etag)  # the link goes, not its target
+    assert not (root / "wait" / "x_request.json").is_symlink()
+    assert (root / "wait" / "in" / "x.json").read_bytes() == b"template"
+    (root / "wait" / "y_request.json").symlink_to("in/x.json")
+    with pytest.raises(PreconditionFailed):
+        store.delete("wait/y_request.json", if_match=md5_etag(b"other"))
+    assert (root / "wait" / "y_request.json").is_symlink()  # put back as it was
+    assert list((root / ".s3qlocal" / "tmp").iterdir()) == []
+    queue = Queue(store, QueueConfig(filter="*request.json"))
+    job = queue.claim("w")
+    assert job is not None
+    with job:
+        assert job.read() == b"template"
+    assert (root / "finish" / "y_request.json").read_bytes() == b"template"
+    assert not (root / "wait" / "y_request.json").is_symlink()
+    queue.close()
 
 
 # -- the store's own files ---------------------------------------------------------------------

@@ -46,7 +46,9 @@ atomic guarantees as S3 across threads *and* processes on one machine:
 
 Keys are validated (:func:`~s3q.store.validate_key`); keys under ``.s3qlocal/`` (the store's
 own files) and keys whose path resolves outside the root through a symlink are refused
-with :class:`~s3q.store.InvalidKey`. A file system cannot hold both ``a`` and ``a/b``: writing
+with :class:`~s3q.store.InvalidKey`. A symlink (absolute or relative) to a file inside the
+root is an object with that file's bytes; deleting it removes the link, not its target. A
+file system cannot hold both ``a`` and ``a/b``: writing
 one while the other exists raises :class:`~s3q.store.StoreError`.
 """
 
@@ -316,10 +318,11 @@ class LocalStore(Store):
             if aside is None:
                 return False
             try:
-                moved = os.stat(aside)
+                seen = fs.moved_file(aside, path)  # (a relative symlink: from where it was)
+                moved = os.stat(seen)
                 unchanged = fs.same_file(st, moved)
                 same = unchanged or (
-                    stat.S_ISREG(moved.st_mode) and self._etag_at(key, aside, "moved")
+                    stat.S_ISREG(moved.st_mode) and self._etag_at(key, seen, "moved")
                     == if_match)
             except BaseException:
                 fs.put_back(aside, path)

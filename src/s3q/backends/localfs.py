@@ -192,6 +192,19 @@ def take_aside(path: str, tmp_dir: str) -> str | None:
     return aside
 
 
+def moved_file(aside: str, path: str) -> str:
+    """Where to look at the file :func:`take_aside` moved from ``path`` to ``aside``: there,
+    unless it is a symlink with a relative target, which names a file relative to the
+    directory of ``path`` (from ``aside`` it would name another file, or none)."""
+    try:
+        target = os.readlink(aside)
+    except OSError as e:
+        if e.errno == errno.EINVAL:  # not a symlink
+            return aside
+        raise
+    return os.path.join(os.path.dirname(path), target)  # (an absolute target stays as is)
+
+
 def put_back(aside: str, path: str) -> None:
     """Undo :func:`take_aside` (the file was not the one to delete), unless another file
     took its place meanwhile: that one is newer and stays (as after an overwrite). Raises
