@@ -208,3 +208,32 @@ def test_a_read_during_a_conditional_delete_does_not_refuse_the_stores_own_file(
     monkeypatch.undo()
     with pytest.raises(NotFound):
         store.head(f"wait/{NAME}")
+
+
+def test_a_store_opened_on_a_loaded_machine_still_refuses_a_file_being_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When a store opens it checks that the file system keeps its stamp: it stamps a probe
+    file, reads it, and looks. The probe's ``utime`` landing more than the stamp's 31.4 ms
+    after its clock read (a thread descheduled on a loaded machine) set a ctime past the
+    stamped atime, the read then rewrote the atime on a ``relatime`` mount, and the store
+    concluded, for its whole life, that the file system keeps no stamps: its conditional
+    deletes in wait/ then took a file a ``cp`` was still writing."""
+    real = os.utime
+    late = [True]
+
+    def utime(*args: Any, **kwargs: Any) -> None:
+        if late:
+            late.pop()
+            time.sleep(0.06)  # the probe's stamp placed 60 ms after its clock read
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(os, "utime", utime)
+    store = LocalStore(tmp_path / "q")
+    monkeypatch.undo()
+    assert not late
+    path = tmp_path / "q" / "wait" / NAME
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"partial")  # another program's, just written
+    with pytest.raises(PreconditionFailed, match="another program wrote to it"):
+        store.delete(f"wait/{NAME}", if_match=store.head(f"wait/{NAME}").etag)
+    assert path.read_bytes() == b"partial"

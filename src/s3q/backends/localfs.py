@@ -90,8 +90,7 @@ def keeps_stamps(tmp_dir: str) -> bool:
         return False
     try:
         os.write(fd, b"s3q")
-        mtime = time.time_ns() // 1000 * 1000
-        os.utime(fd, ns=(mtime + STAMP_DELTA_NS, mtime))
+        _stamp(fd)  # (again if placed late, as every write's: else a read may rewrite it)
         with open(path, "rb") as fh:
             fh.read()
         return stamped(os.stat(path))
