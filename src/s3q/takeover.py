@@ -8,6 +8,7 @@ workers' requests), or a claim (so that a library user's claim loop does too).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,13 +24,22 @@ from s3q.job import Job
 from s3q.leases import LeaseTaken
 from s3q.records import INLINE_MAX, Intent, Lease, new_claim_id
 from s3q.registry import published_lease_ttl
-from s3q.store import NotFound, ObjectInfo, PreconditionFailed, list_all
+from s3q.store import (
+    NotFound,
+    ObjectInfo,
+    PreconditionFailed,
+    StoreError,
+    StoreUnavailable,
+    list_all,
+)
 
 if TYPE_CHECKING:
     from s3q.scanrole import ScannerRole
 
 __all__ = ["CHANGED", "MakeJob", "Recovered", "RecoveryMode", "Scanner", "adopt_orphan",
            "restore_view", "take_over"]
+
+log = logging.getLogger(__name__)
 
 MakeJob = Callable[[Lease, str, Deadline], Job]
 #: A due retry lease left unclaimed has its view looked at again after this many scans.
@@ -238,6 +248,12 @@ def adopt_orphan(ctx: Context, info: ObjectInfo) -> bool:
 
 
 # ---------------------------------------------------------------------- the scan
+
+def _not_taken_over(name: str, exc: StoreError) -> None:
+    log.warning("takeover of %s failed: %s", name, exc,
+                extra={"event": "scan_failed", "request": name})
+
+
 class Scanner:
     """Finds expired leases, orphans and due retries left unclaimed (whose view it
     restores); at most one scan per ``scan_interval`` in this process, and with a
@@ -305,16 +321,26 @@ class Scanner:
                     and not ctx.is_expired(found[1], now, found[0].ttl)
                     and not ctx.is_expired(info, now)):
                 continue  # live by its lease_ttl and by ours: as if not read
-            done.actions[name] = take_over(ctx, name, worker_id, "stale",
-                                           make_job=self.make_job, found=found)
+            try:
+                done.actions[name] = take_over(ctx, name, worker_id, "stale",
+                                               make_job=self.make_job, found=found)
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:  # this request's own (permission denied): the others'
+                _not_taken_over(name, exc)  # takeovers go on; the next scan tries it again
         self._retries = {n: v for n, v in self._retries.items() if n in leased}
         self._told = {n: v for n, v in self._told.items() if n in leased}
         for info in list_all(ctx.store, layout.PROCESSING):
             name = layout.name_of(layout.PROCESSING, info.key)
             if (name not in leased and ctx.is_request(name) and ctx.fits(name)
                     and ctx.is_expired(info, now) and adopt_orphan(ctx, info)):
-                done.actions[name] = take_over(ctx, name, worker_id, "stale",
+                try:
+                    done.actions[name] = take_over(ctx, name, worker_id, "stale",
                                                    make_job=self.make_job)
+                except StoreUnavailable:
+                    raise
+                except StoreError as exc:
+                    _not_taken_over(name, exc)
         # v0…v3 (PROTOCOL §4 takeover, step 0): the view of a due retry. Each lease is
         # looked at again only every RECHECK scans, and at most page_size of them per scan
         # (the least recently looked at first): a paused queue, or a deep backlog that

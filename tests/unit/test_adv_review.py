@@ -442,3 +442,54 @@ def test_a_deeply_nested_message_is_malformed_not_a_failure_of_the_event_source(
     source._round()
     assert "poison" in sqs.deleted
     assert source.offered("a")
+
+
+def test_a_request_s3q_may_not_delete_does_not_stop_the_takeover_of_the_others(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A producer of another user made wait/ (or a subdirectory) that the workers may read
+    but not write: a claim's c2 on a_request.json fails (permission denied), every time,
+    and its lease stays. When it expired, the takeover scan's release of it failed the same
+    way, and the scan stopped there: b_request.json, whose worker died, sorts after it and
+    was never taken over while a_request.json stayed (a request stuck in flight)."""
+    import time
+
+    from s3q.context import QueueConfig
+    from s3q.queue import Queue
+
+    root = tmp_path / "q"
+    for name in ("a_request.json", "b_request.json"):
+        path = root / "wait" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"{}")
+        old = time.time() - 600
+        os.utime(path, (old, old))
+    stuck = str(root / "wait" / "a_request.json")
+    real = os.rename
+
+    def rename(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if os.fspath(src) == stuck:  # (root ignores permissions: as a non-root worker sees)
+            raise PermissionError(13, "Permission denied", stuck)
+        real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", rename)
+    config = QueueConfig(filter="*request.json")
+    dead = Queue(LocalStore(root), config)
+    claimed, refused = [], 0
+    for _ in range(4):  # (a claim picks among the waiting at random)
+        try:
+            job = dead.claim("dead")
+        except StoreError as e:  # a_request.json: c1, then c2 refused
+            assert "permission denied" in str(e)
+            refused += 1
+            continue
+        if job is not None:
+            claimed.append(job.name)  # ... and the worker dies
+    assert (claimed, refused) == (["b_request.json"], 1)
+    for held in (root / ".s3q").rglob("*"):
+        old = time.time() - 3600
+        os.utime(held, (old, old))  # both leases (and the scanner role) expired long ago
+    q = Queue(LocalStore(root), config)
+    assert q.scan("w") is not None
+    assert (root / "wait" / "b_request.json").exists()  # released to wait/ ...
+    found = q.lease("b_request.json")
+    assert found is None or found[0].worker != "dead"  # ... and no longer held by the dead
