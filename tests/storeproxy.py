@@ -19,6 +19,10 @@ moto is not: one behaviour at a time, chosen by :class:`Behaviour` flags.
     (S3 throttling a prefix; botocore's adaptive retry mode then limits the client's rate).
 ``conflict_next``: (method, key suffix) pairs: the next conditional request of that method
     to a key ending so is answered 409 ConditionalRequestConflict, once each, not forwarded.
+``applied_then_500``: (method, key suffix) pairs: the next conditional request of that method
+    to a key ending so is forwarded (it takes effect) and then answered 500 InternalError,
+    once each: an ambiguous outcome that botocore retries (a ``conflict_next`` of the same
+    pair then answers that retry).
 ``deny``: these S3 operations (``PutObject``, ``CopyObject``, ``DeleteObject``, ...) are
     answered 403 AccessDenied without being forwarded, as IAM refuses an action.
 ``delete_errors``: the first N keys of each DeleteObjects answer are turned into
@@ -56,6 +60,8 @@ _CONFLICT = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>"
              "is currently in progress against this resource.</Message></Error>")
 _SLOW_DOWN = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>"
               "<Message>Please reduce your request rate.</Message></Error>")
+_INTERNAL = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code>"
+             "<Message>We encountered an internal error. Please try again.</Message></Error>")
 _DENIED = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code>"
            "<Message>Access Denied</Message></Error>")
 _NO_MATCH = '"00000000000000000000000000000000"'  # an ETag no object has
@@ -81,6 +87,9 @@ class Behaviour:
     slow_downs: int = 0
     #: (method, key suffix): the next conditional such request is answered 409, once each.
     conflict_next: set[tuple[str, str]] = field(default_factory=set)
+    #: (method, key suffix): the next conditional such request is applied, then answered
+    #: 500 InternalError, once each.
+    applied_then_500: set[tuple[str, str]] = field(default_factory=set)
 
 
 class StoreProxy:
@@ -162,6 +171,16 @@ class StoreProxy:
             if _operation(req.command, key, path.query, copy_source) in self.behaviour.deny:
                 self.counts["denied"] += 1
                 self._reply(req, 403, {"Content-Type": "application/xml"}, _DENIED.encode())
+                return
+            failing = next((t for t in self.behaviour.applied_then_500
+                            if t[0] == req.command and key.endswith(t[1])), None)
+            if failing is not None and conditional:
+                self.behaviour.applied_then_500.discard(failing)
+                self.counts["applied then 500"] += 1
+                self._bend(req.command, headers, bucket, key, copy_source)
+                self._forward(req.command, req.path, body, headers)
+                self._reply(req, 500, {"Content-Type": "application/xml"},
+                            _INTERNAL.encode())
                 return
             aimed = next((t for t in self.behaviour.conflict_next
                           if t[0] == req.command and key.endswith(t[1])), None)

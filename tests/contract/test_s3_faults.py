@@ -87,3 +87,39 @@ def test_a_409_to_the_delete_of_a_view_does_not_leave_it_to_run_again(
     finally:
         proxy.close()
 
+
+
+def test_a_404_after_a_409_to_a_retried_delete_is_a_retry_s_answer(
+        make_s3_store: MakeS3Store, s3_endpoint: S3Endpoint) -> None:
+    """A conditional DeleteObject whose first try took effect unseen (answered 500:
+    botocore sends it again), whose retry was answered 409 (it overlapped another
+    conditional request) and whose resend after the 409 is answered 404: that 404 is the
+    first try's doing and must say ``retried``. A fresh claim's c2 that took it for a
+    first try's 404 gave its lease up, with wait/NAME deleted by its own first try: the
+    request was gone (PROTOCOL §4 claim, c2; §2.3 and §2.6)."""
+    if not s3_endpoint.is_moto:
+        pytest.skip("the proxy answers in moto's stead")
+    assert s3_endpoint.endpoint_url
+    proxy = StoreProxy(s3_endpoint.endpoint_url, Behaviour())
+    try:
+        store = make_s3_store(endpoint_url=proxy.url)
+        info = store.put("k", b"x")
+        proxy.behaviour.applied_then_500.add(("DELETE", "/k"))
+        proxy.behaviour.conflict_next.add(("DELETE", "/k"))
+        with pytest.raises(NotFound) as caught:
+            store.delete("k", if_match=info.etag)
+        assert proxy.counts["applied then 500"] == 1 and proxy.counts["conflict"] == 1
+        assert caught.value.retried
+
+        q = Queue(store, QueueConfig(lease_ttl=30))
+        q.submit(NAME, b"{}")
+        proxy.behaviour.applied_then_500.add(("DELETE", f"wait/{NAME}"))
+        proxy.behaviour.conflict_next.add(("DELETE", f"wait/{NAME}"))
+        job = q.claim("w")
+        assert proxy.counts["applied then 500"] == 2 and proxy.counts["conflict"] == 2
+        assert job is not None, "the claim gave its lease up: the request is gone"
+        assert job.read() == b"{}"
+        job.complete()
+        assert store.get(f"finish/{NAME}")[0] == b"{}"
+    finally:
+        proxy.close()

@@ -410,15 +410,18 @@ class S3Store:
         and it was not applied; that says nothing about its condition, which callers would
         take for lost (a view's delete then leaves the view to outlive its request). After
         :data:`CONFLICT_TRIES` such answers it is :class:`PreconditionFailed`, as before.
-        An answer to a try that follows a retried one is ``retried`` too (an earlier try
-        of the first may have been applied); the guard is checked before each send."""
+        An answer to a try that follows a retried one is ``retried`` too, a 404 as well as
+        a 412 (an earlier try of the first may have been applied: a fresh claim's c2 that
+        took such a 404 for certain gave its lease up after its own first try had deleted
+        wait/NAME); the guard is checked before each send."""
         retried = False
         for attempt in range(1, CONFLICT_TRIES + 1):
             try:
                 return send()
-            except PreconditionFailed as exc:
+            except StoreError as exc:  # (a 404 too: a delete's first try may have applied)
                 exc.retried = exc.retried or retried
-                if (attempt == CONFLICT_TRIES or not isinstance(exc.__cause__, ClientError)
+                if (attempt == CONFLICT_TRIES or not isinstance(exc, PreconditionFailed)
+                        or not isinstance(exc.__cause__, ClientError)
                         or error_code(exc.__cause__) != "ConditionalRequestConflict"):
                     raise
                 retried = exc.retried
