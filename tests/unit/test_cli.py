@@ -724,3 +724,20 @@ def test_requeue_glob_requeues_only_the_dead_letters_it_listed(
     assert out.exit_code == 0, out.stderr
     assert json.loads(out.stdout)["skipped"] == ["x_request.json"]
     assert names(qdir, "failed") == ["x_request.json"] and names(qdir, "wait") == []
+
+
+def test_recover_stale_does_not_report_a_live_longer_lease_as_recovered(
+        tmp_path: Path, qdir: Path) -> None:
+    """An operator's shell with a shorter lease_ttl than the fleet's: recover --stale reads
+    the lease (it looks expired by the shell's own), finds it live by the lease_ttl it
+    tells and leaves it ("alive"). That is no recovery: it said 'recovered 1 request(s)'."""
+    run(qdir, "submit", str(requests_dir(tmp_path, 1)))
+    job = queue(qdir, lease_ttl=120).claim("w-long")
+    assert job is not None
+    lease = next((qdir / ".s3q" / "lease").rglob("*request.json"))
+    old = time.time() - 60  # expired by 30 s, not by its 120 s
+    os.utime(lease, (old, old))
+    out = run(qdir, "recover", "--stale", "--lease-ttl", "30")
+    assert out.exit_code == 0
+    assert out.stdout.strip() == "recovered 0 request(s)", out.stdout
+    job.renew()  # still its holder's

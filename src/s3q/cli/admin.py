@@ -33,7 +33,7 @@ from s3q.store import ObjectInfo, validate_key
 from s3q.takeover import CHANGED
 
 #: What Queue.recover_* report for requests they found nothing to do about.
-UNTOUCHED = frozenset({"waiting for retry", "gone"})
+UNTOUCHED = frozenset({"waiting for retry", "gone", "alive"})
 
 
 def matching(queue: Queue, state: State | str, pattern: str,
