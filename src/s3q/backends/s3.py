@@ -20,24 +20,21 @@ chained with ``from``); none leaves the backend.
 
 from __future__ import annotations
 
-import io
 import logging
-import random
-import shutil
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s3q.backends import S3Options
-from s3q.backends.s3wire import TRANSPORT, Meter, error_code, make_client, translate
+from s3q.backends.s3bodies import buffered, rewindable
+from s3q.backends.s3wire import TRANSPORT, Meter, make_client, resend_conflicts, translate
 from s3q.capabilities import Capabilities
 from s3q.store import (
     S3_MAX_KEY_BYTES,
@@ -54,7 +51,6 @@ from s3q.store import (
 )
 
 if TYPE_CHECKING:
-    from botocore.response import StreamingBody
     from mypy_boto3_s3.type_defs import (
         CopySourceTypeDef,
         DeleteObjectRequestTypeDef,
@@ -69,47 +65,8 @@ log = logging.getLogger(__name__)
 
 #: Part size of the managed (multipart, still server-side) copy of large objects.
 MULTIPART_COPY_CHUNK = 256 * 1024**2
-#: Non-seekable bodies are spooled to a temporary file, in memory up to this size.
-SPOOL_IN_MEMORY = 8 * 1024**2
 #: Keys in one DeleteObjects request (S3's limit).
 MAX_BATCH = 1000
-#: Read size of the buffered stream :meth:`S3Store.open` returns.
-READ_BUFFER = 1024**2
-#: Tries of a conditional request answered 409 ConditionalRequestConflict (AWS: "a
-#: conflicting operation occurred ... retry the request"; botocore does not retry it),
-#: and the pause before the first retry (doubling, jittered).
-CONFLICT_TRIES = 5
-CONFLICT_PAUSE = 0.05
-
-T = TypeVar("T")
-
-
-class _S3Stream(io.RawIOBase):
-    """A GetObject body as a raw binary stream, translating read errors."""
-
-    def __init__(self, body: StreamingBody, where: str) -> None:
-        super().__init__()
-        self._body = body
-        self._where = where
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        try:
-            data = self._body.read(len(view))
-        except TRANSPORT as e:
-            raise StoreUnavailable(f"S3 read of {self._where} failed: {e}") from e
-        except BotoCoreError as e:
-            raise StoreError(f"S3 read of {self._where} failed: {e}") from e
-        view[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            self._body.close()
-        super().close()
 
 
 class S3Store:
@@ -157,8 +114,7 @@ class S3Store:
     def open(self, key: str) -> tuple[BinaryIO, ObjectInfo]:
         with self._edge("GetObject", key):
             resp = self._client.get_object(Bucket=self.bucket, Key=self._full(key))
-        raw = _S3Stream(resp["Body"], self._where(key))
-        stream = cast(BinaryIO, io.BufferedReader(raw, buffer_size=READ_BUFFER))
+        stream = buffered(resp["Body"], self._where(key))
         return stream, _info(key, resp["ETag"], resp["ContentLength"], resp["LastModified"])
 
     def head(self, key: str) -> ObjectInfo:
@@ -185,14 +141,14 @@ class S3Store:
             request["IfNoneMatch"] = "*"
         elif if_match is not None:
             request["IfMatch"] = if_match
-        with _rewindable(body) as (payload, size):
+        with rewindable(body) as (payload, size):
             def send() -> Any:
                 if not isinstance(payload, bytes):
                     payload.seek(0)  # (a try after a 409 sends the body again)
                 with self._meter.guarded(guard), self._edge("PutObject", key):
                     request["Body"] = payload
                     return self._client.put_object(**request)
-            resp = self._settling_conflicts(send) if if_none_match or if_match else send()
+            resp = resend_conflicts(send) if if_none_match or if_match else send()
         return ObjectInfo(key, _quoted(resp["ETag"]), size,
                           self._response_time(resp["ResponseMetadata"]))
 
@@ -220,7 +176,7 @@ class S3Store:
             with self._meter.guarded(guard), self._edge("CopyObject", src):
                 return self._client.copy_object(**request)
         try:
-            resp = self._settling_conflicts(send)
+            resp = resend_conflicts(send)
         except StoreError as e:
             if "copy source is larger than the maximum" not in str(e.__cause__):
                 raise
@@ -269,7 +225,7 @@ class S3Store:
         def send() -> None:
             with self._meter.guarded(guard), self._edge("DeleteObject", key):
                 self._client.delete_object(**request)
-        self._settling_conflicts(send)
+        resend_conflicts(send)
 
     def delete_batch(self, items: Sequence[tuple[str, str]], *,
                      guard: Guard | None = None) -> list[StoreError | None]:
@@ -403,31 +359,6 @@ class S3Store:
                 pass
         return self.now()
 
-    @staticmethod
-    def _settling_conflicts(send: Callable[[], T]) -> T:
-        """``send()`` (one request, translated), sent again while it is answered 409
-        ConditionalRequestConflict: another conditional request on the key overlapped it
-        and it was not applied; that says nothing about its condition, which callers would
-        take for lost (a view's delete then leaves the view to outlive its request). After
-        :data:`CONFLICT_TRIES` such answers it is :class:`PreconditionFailed`, as before.
-        An answer to a try that follows a retried one is ``retried`` too, a 404 as well as
-        a 412 (an earlier try of the first may have been applied: a fresh claim's c2 that
-        took such a 404 for certain gave its lease up after its own first try had deleted
-        wait/NAME); the guard is checked before each send."""
-        retried = False
-        for attempt in range(1, CONFLICT_TRIES + 1):
-            try:
-                return send()
-            except StoreError as exc:  # (a 404 too: a delete's first try may have applied)
-                exc.retried = exc.retried or retried
-                if (attempt == CONFLICT_TRIES or not isinstance(exc, PreconditionFailed)
-                        or not isinstance(exc.__cause__, ClientError)
-                        or error_code(exc.__cause__) != "ConditionalRequestConflict"):
-                    raise
-                retried = exc.retried
-            time.sleep(CONFLICT_PAUSE * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
-        raise AssertionError("unreachable")
-
     @contextmanager
     def _edge(self, operation: str, key: str) -> Iterator[None]:
         """Translate botocore's exceptions into s3q's."""
@@ -461,23 +392,3 @@ def _loose(prefix: str) -> str:
     if prefix.startswith("/") or "\\" in prefix or ".." in prefix.split("/"):
         raise InvalidKey(f"invalid prefix {prefix!r}: must be relative, without '..'")
     return prefix
-
-
-@contextmanager
-def _rewindable(body: Body) -> Iterator[tuple[bytes | BinaryIO, int]]:
-    """``body`` as something botocore can send, rewind for a retry and measure: bytes, a
-    seekable file at position 0, or else a spooled copy of the rest of the stream."""
-    if isinstance(body, bytes | bytearray | memoryview):
-        data = bytes(body)
-        yield data, len(data)
-        return
-    if body.seekable() and body.tell() == 0:
-        size = body.seek(0, io.SEEK_END)
-        body.seek(0)
-        yield body, size
-        return
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
-        shutil.copyfileobj(body, spool, READ_BUFFER)
-        size = spool.tell()
-        spool.seek(0)
-        yield cast(BinaryIO, spool), size

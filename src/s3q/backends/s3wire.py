@@ -2,19 +2,21 @@
 parser, no wait for ``100 Continue`` before a small body, and botocore's model read once per
 process), the translation of its errors into s3q's (:func:`translate`), and the
 :class:`Meter` its event hooks feed (the requests sent and errors answered, the server's
-clock, a guard checked before each send). Only :mod:`s3q.backends.s3` uses it."""
+clock, a guard checked before each send), and the resending of a conditional request
+answered 409 (:func:`resend_conflicts`). Only :mod:`s3q.backends.s3` uses it."""
 
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import boto3
 import botocore.session
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 __all__ = ["CLOCK_STEP_BACK", "TRANSPORT", "Meter", "StoreClock", "error_code", "make_client",
-           "parse_timestamp", "translate"]
+           "parse_timestamp", "resend_conflicts", "translate"]
 
 #: A ``Date`` this far below the current clock estimate means the server clock was stepped
 #: back (NTP), not that the response was slow: the estimate follows it down.
@@ -285,3 +287,38 @@ class Meter:
         if error is not None:
             with self._lock:
                 self.error_counts[error] += 1
+
+
+#: Tries of a conditional request answered 409 ConditionalRequestConflict (AWS: "a
+#: conflicting operation occurred ... retry the request"; botocore does not retry it),
+#: and the pause before the first retry (doubling, jittered).
+CONFLICT_TRIES = 5
+CONFLICT_PAUSE = 0.05
+
+T = TypeVar("T")
+
+
+
+def resend_conflicts(send: Callable[[], T]) -> T:
+    """``send()`` (one request, translated), sent again while it is answered 409
+    ConditionalRequestConflict: another conditional request on the key overlapped it
+    and it was not applied; that says nothing about its condition, which callers would
+    take for lost (a view's delete then leaves the view to outlive its request). After
+    :data:`CONFLICT_TRIES` such answers it is :class:`PreconditionFailed`, as before.
+    An answer to a try that follows a retried one is ``retried`` too, a 404 as well as
+    a 412 (an earlier try of the first may have been applied: a fresh claim's c2 that
+    took such a 404 for certain gave its lease up after its own first try had deleted
+    wait/NAME); the guard is checked before each send."""
+    retried = False
+    for attempt in range(1, CONFLICT_TRIES + 1):
+        try:
+            return send()
+        except StoreError as exc:  # (a 404 too: a delete's first try may have applied)
+            exc.retried = exc.retried or retried
+            if (attempt == CONFLICT_TRIES or not isinstance(exc, PreconditionFailed)
+                    or not isinstance(exc.__cause__, ClientError)
+                    or error_code(exc.__cause__) != "ConditionalRequestConflict"):
+                raise
+            retried = exc.retried
+        time.sleep(CONFLICT_PAUSE * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
+    raise AssertionError("unreachable")
