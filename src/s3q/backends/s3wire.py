@@ -3,7 +3,8 @@ parser, no wait for ``100 Continue`` before a small body, and botocore's model r
 process), the translation of its errors into s3q's (:func:`translate`), and the
 :class:`Meter` its event hooks feed (the requests sent and errors answered, the server's
 clock, a guard checked before each send), and the resending of a conditional request
-answered 409 (:func:`resend_conflicts`). Only :mod:`s3q.backends.s3` uses it."""
+answered 409 (:func:`resend_conflicts`). Only :mod:`s3q.backends.s3` and
+:mod:`s3q.backends.s3bodies` use it."""
 
 from __future__ import annotations
 
