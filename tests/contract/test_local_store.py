@@ -260,6 +260,28 @@ def test_put_retries_when_a_delete_removes_its_directory(
     assert store.get("wait/a/b/x")[0] == b"x"
 
 
+def test_a_write_is_not_undone_by_a_prune_between_its_mkdir_and_its_link(
+        store: LocalStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under load, other threads' deletes pruned the directory a write had just created,
+    before its link, again and again: the write gave up after 100 tries ("its directory
+    keeps disappearing"; CI, test_puts_race_deletes_in_shared_directories). Here a prune
+    comes after every directory the write creates, as the worst schedule would have it:
+    a directory this process is writing into is not pruned."""
+    store.put("wait/x/y/other", b"0")
+    store.delete("wait/x/y/other")  # (x/y pruned: the write below creates it again)
+    made = localfs.makedirs
+
+    def made_then_pruned(directory: str) -> None:
+        made(directory)
+        localfs.prune(directory, str(store.root))  # another thread's delete, every time
+
+    monkeypatch.setattr(localfs, "makedirs", made_then_pruned)
+    info = store.put("wait/x/y/z/a", b"1", if_none_match=True)
+    assert store.get("wait/x/y/z/a")[0] == b"1"
+    store.delete("wait/x/y/z/a", if_match=info.etag)  # (its own prune goes through)
+    assert not (store.root / "wait" / "x").exists()
+
+
 def test_puts_race_deletes_in_shared_directories(store: LocalStore) -> None:
     """Stress: threads keep creating and deleting siblings, so directories keep being removed
     and recreated under each other's feet; no write may fail or be lost."""

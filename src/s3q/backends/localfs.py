@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import NamedTuple
 
+from s3q.backends.localdirs import FILLING
 from s3q.store import Body, InvalidKey, NotFound, ObjectInfo, StoreError
 
 #: The store's own directory under the root (temp and lock files); never a key.
@@ -111,7 +112,7 @@ def install(temp: Temp, path: str, conflict: Callable[[], StoreError], *,
     that a file another program (a producer's ``mv``, which takes no lock) put there after
     the caller's own check is never replaced."""
     parent = os.path.dirname(path)
-    with errors("write", path, writing=True):
+    with errors("write", path, writing=True), FILLING.into(parent):
         _stamp(temp.fd)  # (never in place without it)
         for _ in range(INSTALL_ATTEMPTS):
             try:
@@ -210,6 +211,13 @@ def put_back(aside: str, path: str) -> None:
     :class:`~s3q.store.StoreError` when the file moved aside is not there any more (someone
     removed it from the store's tmp directory): a file that was not to be deleted is gone,
     which must not pass in silence."""
+    with FILLING.into(os.path.dirname(path)):
+        _put_back(aside, path)
+    with suppress(OSError):
+        os.unlink(aside)
+
+
+def _put_back(aside: str, path: str) -> None:
     for _ in range(INSTALL_ATTEMPTS):
         try:
             os.link(aside, path)
@@ -234,8 +242,6 @@ def put_back(aside: str, path: str) -> None:
             break
     else:
         raise StoreError(f"cannot put {aside} back at {path}: its directory keeps disappearing")
-    with suppress(OSError):
-        os.unlink(aside)
 
 
 def _lost(aside: str, path: str) -> StoreError:
@@ -288,12 +294,16 @@ def fsync_nearest(directory: str, root: str) -> None:
 
 def prune(directory: str, root: str) -> None:
     """Remove now-empty directories from ``directory`` up, best effort. The top-level
-    directories (``wait/``, ``finish/``, …) stay, so ``cp x s3q-data/wait/`` works."""
+    directories (``wait/``, ``finish/``, …) stay, so ``cp x s3q-data/wait/`` works; so do
+    those this process is writing a file into (and their ancestors)."""
     while os.path.dirname(directory) != root and len(directory) > len(root):
-        try:
-            os.rmdir(directory)
-        except OSError:
-            return
+        with FILLING.idle(directory) as idle:
+            if not idle:
+                return
+            try:
+                os.rmdir(directory)
+            except OSError:
+                return
         directory = os.path.dirname(directory)
 
 
