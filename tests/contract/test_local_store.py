@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from s3q import Queue
-from s3q.backends import local, localfs, open_store
+from s3q.backends import local, localetags, localfs, open_store
 from s3q.backends.local import LocalStore
 from s3q.context import QueueConfig
 from s3q.store import InvalidKey, NotFound, PreconditionFailed, StoreError, list_all
@@ -437,7 +437,8 @@ def test_unreadable_entries_are_skipped_and_reported(
             raise PermissionError(errno.EACCES, "Permission denied", closed)
         return real_scandir(path)
 
-    monkeypatch.setattr(local, "open", guarded_open, raising=False)
+    for module in (local, localetags):  # (reads, and the hashing of listed files)
+        monkeypatch.setattr(module, "open", guarded_open, raising=False)
     monkeypatch.setattr(os, "scandir", guarded_scandir)
     with caplog.at_level("WARNING", logger="s3q.backends.local"):
         assert all_keys(store, "wait/") == ["wait/a_request.json", "wait/c_request.json"]

@@ -15,31 +15,20 @@ atomic guarantees as S3 across threads *and* processes on one machine:
   and removes it only if it is the one it checked.
 * **ETags** are the quoted MD5 of the content, as on S3 (single part) and in
   :class:`~s3q.backends.memory.MemoryStore`, so a copy keeps its ETag and files dropped in by
-  hand get the ETag S3 would give them. They are computed by reading the file and cached
-  per process by ``(dev, inode, size, mtime_ns, ctime_ns)``; every file this store writes is
-  a new inode with a microsecond mtime of its own, so the signature changes with every write.
+  hand get the ETag S3 would give them (cached per process: :mod:`s3q.backends.localetags`).
 * **Time**: ``last_modified`` is the file's mtime and ``now()`` is ``time.time()``; this
   machine's clock is the store's clock.
-* **Files other programs write are listed once they are complete**: a ``cp`` into wait/
-  creates the file and then writes it block by block, and a claim that read it midway
-  would run the handler on part of the request and delete the file under ``cp`` (which then
-  writes into an unlinked inode: the request is gone). So a file is listed only once its
-  mtime is at least ``settle`` seconds (:data:`SETTLE_SECONDS`) away from the current time:
-  nobody wrote to it for that long (a listing names it in :attr:`~s3q.store.Page.settling`,
-  so that a burst waits for it). The files this store writes itself are complete when
-  they appear (renamed into place) and are listed at once: it stamps them, an mtime in
-  whole microseconds and an atime exactly 31.415 ms later
-  (:data:`~s3q.backends.localfs.STAMP_DELTA_NS`), which no other writer gives a file by
-  chance (where the file system cannot keep those timestamps, its own files too wait
-  ``settle`` seconds before they are listed). ``get``/``head`` are not
-  held back, but a conditional delete under wait/ (a claim's c2, which takes the request)
-  refuses a file that is not settled, so a claim whose read fell between two blocks of a
-  ``cp`` over a waiting request (the same inode, truncated and rewritten) gives up instead
-  of running part of it (where the file system keeps the stamp, checked when the store
-  opens: elsewhere its own fresh views would be refused too, and nothing is). Producers
-  should still write elsewhere on the same file system
-  and ``mv`` into wait/: a writer that pauses for longer than ``settle`` cannot be told
-  from a finished one.
+* **Files other programs write are listed once they are complete** (docs/OPERATIONS.md, "The
+  local directory store"): a ``cp`` into wait/ creates the file, then writes it block by
+  block, and a claim that read it midway would run the handler on part of the request. So
+  such a file is listed only once nobody wrote to it for ``settle`` seconds
+  (:data:`SETTLE_SECONDS`; a listing names it in :attr:`~s3q.store.Page.settling`, so that
+  a burst waits for it), and a conditional delete under wait/ (a claim's c2) refuses it
+  until then (:meth:`LocalStore._delete_checked`). This store's own files are complete
+  when they appear (renamed into place) and are listed at once: it stamps them
+  (:func:`~s3q.backends.localfs.stamped`), where the file system keeps the stamp (checked
+  when the store opens). A writer that pauses for longer than ``settle`` cannot be told
+  from a finished one: producers should write elsewhere and ``mv`` into wait/.
 * **Unreadable entries** (another user's file under umask 077, a directory without
   permission) are left out of listings and reported once (a warning naming the path): they
   never make a listing fail.
@@ -55,20 +44,15 @@ one while the other exists raises :class:`~s3q.store.StoreError`.
 from __future__ import annotations
 
 import errno
-import hashlib
-import heapq
-import io
 import logging
 import os
 import stat
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from s3q.backends import localfs as fs
-from s3q.backends import localwalk
 from s3q.backends._common import (
     check_conditions,
     check_key,
@@ -76,13 +60,14 @@ from s3q.backends._common import (
     check_prefix,
     etag_of,
 )
+from s3q.backends.localetags import Etags
+from s3q.backends.locallist import Lister
 from s3q.backends.locallocks import StripeLocks
 from s3q.capabilities import NATIVE
 from s3q.store import (
     Body,
     Guard,
     InvalidKey,
-    LeftOut,
     NotFound,
     ObjectInfo,
     Page,
@@ -96,8 +81,6 @@ __all__ = ["PRODUCED", "SETTLE_SECONDS", "LocalStore"]
 
 log = logging.getLogger(__name__)
 
-#: How many ETags the per-process cache keeps (oldest evicted first).
-ETAG_CACHE_SIZE = 200_000
 #: A file this store did not write is listed only once nobody wrote to it for this long.
 SETTLE_SECONDS = 2.0
 #: Where programs that take no lock write (a producer's ``cp``/``mv``): a conditional delete
@@ -133,9 +116,9 @@ class LocalStore(Store):
         #: Keys live as paths under the root: the OS's path limit bounds them (each segment
         #: is further bounded by the file system's NAME_MAX, checked when written).
         self.max_key_bytes = fs.path_max(self._root) - len(self._root.encode()) - 1
-        self._etags: dict[tuple[int, ...], str] = {}
-        self._etags_lock = threading.Lock()
-        self._unreadable: set[str] = set()  # reported already
+        self._etags = Etags()
+        self._lister = Lister(self._root, inside=self._inside, info_at=self._info_at,
+                              settles=self._settles)
         #: Can this store tell its own fresh files from another program's (its stamp)?
         #: If not, its conditional deletes in wait/ cannot refuse a file being written.
         self._keeps_stamps = fs.keeps_stamps(self._tmp_dir)
@@ -152,7 +135,7 @@ class LocalStore(Store):
         with fs.errors("read", path), open(path, "rb") as f:
             st = os.fstat(f.fileno())
             data = f.read()
-        etag = self._cached(st) or self._remember(st, etag_of(data))
+        etag = self._etags.cached(st) or self._etags.remember(st, etag_of(data))
         return data, fs.info(key, etag, st)
 
     def open(self, key: str) -> tuple[BinaryIO, ObjectInfo]:
@@ -162,7 +145,7 @@ class LocalStore(Store):
         try:
             with fs.errors("read", path):
                 st = os.fstat(f.fileno())
-                etag = self._etag_of_file(f, st)
+                etag = self._etags.of_file(f, st)
                 f.seek(0)
         except BaseException:
             f.close()
@@ -187,21 +170,7 @@ class LocalStore(Store):
         check_limit(limit)
         if start_after is not None:
             check_prefix(start_after)
-        left: dict[LeftOut, None] = {}  # (what this page's walks left out, in order, once)
-        settling: list[tuple[str, float]] = []  # (files still being written: listed when)
-
-        def report(key: str, e: OSError) -> None:
-            left[self._report_unreadable(key, e)] = None
-        after = start_after
-        while True:
-            keys = heapq.nsmallest(limit + 1, localwalk.walk(
-                self._root, prefix, after, inside=self._inside, unreadable=report))
-            items = [info for key in keys[:limit]
-                     if (info := self._listed(key, report, settling))]
-            truncated = len(keys) > limit
-            if items or not truncated:
-                return Page(items, truncated, tuple(left), tuple(settling))
-            after = keys[limit - 1]
+        return self._lister.page(prefix, start_after, limit)
 
     def now(self) -> float:
         return time.time()
@@ -299,7 +268,7 @@ class LocalStore(Store):
         open any more by its name. False when it checked out but cannot be moved aside (a
         key on another file system than the store's tmp directory): the caller unlinks it
         in place."""
-        found = self._stat_etag(path)
+        found = self._etags.stat_etag(path)
         if found is None:
             raise NotFound(f"{self.url}/{key} not found (conditional delete)")
         st, current = found
@@ -365,94 +334,23 @@ class LocalStore(Store):
     def _inside(self, path: str) -> bool:
         return os.path.realpath(path).startswith(self._real_root + os.sep)
 
-    # -- ETags ---------------------------------------------------------------------------
-
-    def _cached(self, st: os.stat_result) -> str | None:
-        return self._etags.get(fs.signature(st))
-
-    def _remember(self, st: os.stat_result, etag: str) -> str:
-        with self._etags_lock:
-            if len(self._etags) >= ETAG_CACHE_SIZE:
-                del self._etags[next(iter(self._etags))]
-            self._etags[fs.signature(st)] = etag
-        return etag
-
-    def _etag_of_file(self, f: io.BufferedReader, st: os.stat_result) -> str:
-        """The ETag of open file ``f`` (whose fstat is ``st``): cached, or hashed."""
-        cached = self._cached(st)
-        if cached is not None:
-            return cached
-        return self._remember(st, fs.etag(hashlib.file_digest(f, fs.md5)))
-
     def _info_at(self, key: str, path: str) -> ObjectInfo | None:
         """The info of the regular file at ``path``, or None if there is none."""
-        found = self._stat_etag(path)
+        found = self._etags.stat_etag(path)
         return None if found is None else fs.info(key, found[1], found[0])
-
-    def _stat_etag(self, path: str) -> tuple[os.stat_result, str] | None:
-        """The stat and the ETag of one regular file at ``path``, or None if there is
-        none."""
-        try:
-            st = os.stat(path)
-            if not stat.S_ISREG(st.st_mode):
-                return None
-            etag = self._cached(st)
-            if etag is None:
-                with open(path, "rb") as f:  # hash what we fstat, even if replaced meanwhile
-                    st = os.fstat(f.fileno())
-                    etag = self._etag_of_file(f, st)
-        except OSError as e:
-            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
-                return None
-            raise fs.translate(e, "stat", path) from e
-        return st, etag
-
-    def _listed(self, key: str, report: Callable[[str, OSError], None],
-                settling: list[tuple[str, float]]) -> ObjectInfo | None:
-        """The info of a key a listing found, or None: deleted since the directory was read,
-        not a regular file, still being written by another program (then added to
-        ``settling``, with when it will be listed), or unreadable (then told to ``report``,
-        by its key)."""
-        path = os.path.join(self._root, key)
-        try:
-            st = os.stat(path)
-            if not stat.S_ISREG(st.st_mode):
-                return None
-            if not self._settled(st):
-                settling.append((key, max(st.st_mtime, time.time()) + self.settle))
-                return None
-            return self._info_at(key, path)
-        except StoreError as e:
-            if not isinstance(e.__cause__, PermissionError):
-                raise
-            report(key, e.__cause__)
-        except PermissionError as e:
-            report(key, e)
-        except OSError as e:
-            if e.errno == errno.ELOOP:  # a symlink turned into a loop since the walk
-                report(key, e)
-            elif e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
-                raise fs.translate(e, "stat", path) from e
-        return None
 
     def _settled(self, st: os.stat_result) -> bool:
         """Written by this store (its stamp), or left alone for ``settle`` seconds."""
         return fs.stamped(st) or abs(time.time() - st.st_mtime) >= self.settle
 
+    def _settles(self, st: os.stat_result) -> float | None:
+        """None if settled, else when it will be (the listings name it meanwhile)."""
+        return None if self._settled(st) else max(st.st_mtime, time.time()) + self.settle
+
     def _unsettled(self, key: str, st: os.stat_result) -> str:
         return (f"{self.url}/{key}: another program wrote to it {time.time() - st.st_mtime:.3f}"
                 f" s ago (less than {self.settle} s): not deleted while it may still be "
                 "written")
-
-    def _report_unreadable(self, key: str, e: OSError) -> LeftOut:
-        """Log what a listing leaves out (once per path), and say what it is."""
-        event, why, details, fix = localwalk.left_out(e)
-        path = os.path.join(self._root, key)
-        if path not in self._unreadable:
-            self._unreadable.add(path)
-            log.warning("%s: not listed, %s%s: %s", path, why, details, fix,
-                        extra={"event": event, "path": path})
-        return LeftOut(key, why)
 
     def _etag_at(self, key: str, path: str, why: str) -> str:
         """The current ETag of ``key`` (under its lock), or NotFound."""
@@ -480,7 +378,7 @@ class LocalStore(Store):
                             exclusive=exclusive)
         except fs.Exists:
             raise PreconditionFailed(f"{self.url}/{key}: exists (if_none_match)") from None
-        return fs.info(key, self._remember(st, temp.etag), st)
+        return fs.info(key, self._etags.remember(st, temp.etag), st)
 
     def _conflict(self, key: str, path: str) -> StoreError:
         return StoreError(
