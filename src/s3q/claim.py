@@ -219,7 +219,8 @@ class Claimer:
                        view_after: float) -> Job | None:
         ctx, name = self.ctx, layout.name_of(layout.WAIT, info.key)
         if not ctx.fits(name):
-            self._report_too_long(name)
+            self._refuse(name, "name too long for this store (its keys under .s3q/ would "
+                         f"exceed {ctx.store.max_key_bytes} bytes)", "name_too_long")
             return None
         body: bytes | None = None
         src = info.etag
@@ -318,18 +319,13 @@ class Claimer:
                  f"{self.ctx.config.max_attempts}", retry=False)
         return None
 
-    def _report_unusable(self, name: str, why: str) -> None:
-        self._refused.add(name)
-        log.error("wait/%r matches the filter but is never claimed: %s; rename it", name, why,
-                  extra={"event": "name_unusable", "request": name})
-
-    def _report_too_long(self, name: str) -> None:
+    def _refuse(self, name: str, why: str, event: str) -> None:
+        """A name in wait/ that matches the filter but is never claimed: reported once (the
+        name shown quoted and escaped: it may hold any character)."""
         if name not in self._refused:
             self._refused.add(name)
-            log.error("wait/%s: name too long for this store (its keys under .s3q/ would "
-                      "exceed %d bytes); it is never claimed: rename it", name,
-                      self.ctx.store.max_key_bytes,
-                      extra={"event": "name_too_long", "request": name})
+            log.error("wait/%r: %s; it is never claimed: rename it", name, why,
+                      extra={"event": event, "request": name})
 
     # ------------------------------------------------------------------ candidates
     def _next_candidates(self, began: int) -> Iterator[ObjectInfo]:
@@ -399,7 +395,7 @@ class Claimer:
             name = layout.name_of(layout.WAIT, info.key)
             if not ctx.is_request(name):
                 if name not in self._refused and (why := ctx.unusable(name)) is not None:
-                    self._report_unusable(name, why)
+                    self._refuse(name, f"matches the filter but {why}", "name_unusable")
                 continue
             skip = self._skip.get(name)
             if not (skip and skip[0] == info.etag) and name not in self._refused:
