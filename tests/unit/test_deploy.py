@@ -289,10 +289,18 @@ def test_hook_scripts_are_strict_bash() -> None:
 STANDINS = {
     # name: bash body; $CALLS is the log, $STATE a directory of state files
     "systemctl": """
+        # the main process (pid 4242) gets the unit's environment, as systemd gives it:
+        # its own variables, then the KEY=value lines of /etc/s3q/s3q.env (plain ones only)
+        environ="$S3Q_ROOT/proc/4242/environ"
         case "$1" in
           is-active) [ -e "$STATE/active" ] ;;
-          start|restart) touch "$STATE/active" ;;
-          stop) [ -n "${STANDIN_STUCK:-}" ] || rm -f "$STATE/active" ;;
+          start|restart)
+            touch "$STATE/active"
+            mkdir -p "${environ%/*}"
+            { printf '%s\\0' PATH=/opt/s3q-app/.venv/bin:/usr/bin NOTIFY_SOCKET=/run/notify
+              grep -E '^[A-Za-z_][A-Za-z0-9_]*=' "$S3Q_ROOT/etc/s3q/s3q.env" | tr '\\n' '\\0'
+            } > "$environ" ;;
+          stop) [ -n "${STANDIN_STUCK:-}" ] || rm -f "$STATE/active" "$environ" ;;
           show) echo 4242 ;;
         esac
     """,
@@ -318,6 +326,7 @@ STANDINS = {
     "venv-python": "",
     "s3q": """
         echo "  (cwd $PWD, S3Q_PROFILE=${S3Q_PROFILE:-})" >> "$CALLS"
+        env -0 > "$STATE/s3q.environ"
         exit "${STANDIN_S3Q_RC:-0}"
     """,
 }
@@ -451,8 +460,8 @@ def test_hooks_run_in_order_twice_each_on_a_fresh_instance(scratch: Scratch) -> 
         calls, out = scratch.hook("ValidateService")
         check = ["s3q status --check",
                  "  (cwd $TMP/root/opt/s3q-app, S3Q_PROFILE=prod)"]  # s3q.env was read
-        assert calls == [f"systemctl is-active --quiet {UNIT_CALL}", *check,
-                         f"systemctl show --property MainPID --value {UNIT_CALL}"] * 2
+        assert calls == [f"systemctl is-active --quiet {UNIT_CALL}",
+                         f"systemctl show --property MainPID --value {UNIT_CALL}", *check] * 2
         assert "healthy" in out
 
 
@@ -501,6 +510,47 @@ def test_validate_fails_when_the_unit_is_not_active(scratch: Scratch) -> None:
     calls, out = scratch.hook("ValidateService", ok=False, S3Q_VALIDATE_TIMEOUT="0")
     assert f"{UNIT_CALL} is not active" in out
     assert "s3q status --check" not in calls
+
+
+def test_validate_checks_with_the_environment_the_worker_really_has(scratch: Scratch) -> None:
+    """ValidateService must check the queue with the settings of the running worker. It
+    used to source /etc/s3q/s3q.env as shell code, which systemd's EnvironmentFile= is not
+    (no $ expansion, no quote removal inside a value, spaces kept) and which misses the
+    unit's own Environment= lines and drop-ins (`systemctl edit`): a '$' in a password made
+    the hook die on 'unbound variable' -- printing the rest of the password -- and a profile
+    forced in a drop-in was not seen, so the check ran against another queue."""
+    scratch.deploy(through="ApplicationStart")
+    (scratch.root / "etc" / "s3q" / "s3q.env").write_text(
+        "S3Q_DASHBOARD_USER=ops\n"
+        "S3Q_DASHBOARD_PASSWORD=hunter2$Xy9tail\n"
+        "S3Q_FILTER=*request.json\n")
+    # what systemd gave the worker: that file, read as systemd reads it, and a drop-in's
+    # Environment=S3Q_PROFILE=prod
+    environ = {
+        "PATH": "/opt/s3q-app/.venv/bin:/usr/bin", "NOTIFY_SOCKET": "/run/notify",
+        "S3Q_LOCK_DIR": "/run/s3q", "S3Q_PROFILE": "prod",
+        "S3Q_DASHBOARD_USER": "ops", "S3Q_DASHBOARD_PASSWORD": "hunter2$Xy9tail",
+        "S3Q_FILTER": "*request.json", "HTTPS_PROXY": "http://proxy:3128",
+    }
+    (scratch.root / "proc" / "4242" / "environ").write_bytes(
+        b"".join(f"{k}={v}".encode() + b"\0" for k, v in environ.items()))
+    calls, out = scratch.hook("ValidateService")
+    assert "unbound variable" not in out and "Xy9" not in out
+    assert "  (cwd $TMP/root/opt/s3q-app, S3Q_PROFILE=prod)" in calls
+    seen = dict(kv.split("=", 1) for kv in
+                (scratch.tmp / "state" / "s3q.environ").read_text().split("\0") if kv)
+    for name in ("S3Q_PROFILE", "S3Q_DASHBOARD_USER", "S3Q_DASHBOARD_PASSWORD", "S3Q_FILTER",
+                 "S3Q_LOCK_DIR", "HTTPS_PROXY"):
+        assert seen.get(name) == environ[name], name
+    # systemd's own variables of the service are not the check's
+    assert "NOTIFY_SOCKET" not in seen and seen["PATH"] != environ["PATH"]
+
+
+def test_validate_fails_when_the_main_process_is_gone(scratch: Scratch) -> None:
+    scratch.deploy(through="ApplicationStart")
+    (scratch.root / "proc" / "4242" / "environ").unlink()
+    calls, out = scratch.hook("ValidateService", ok=False, S3Q_VALIDATE_TIMEOUT="0")
+    assert "s3q status --check" not in calls and "not healthy" in out
 
 
 def test_before_install_reuses_an_existing_group(scratch: Scratch) -> None:

@@ -18,6 +18,7 @@ VENV="$APP/.venv"
 S3Q="${S3Q:-$VENV/bin/s3q}"
 UNIT_DIR="$ROOT/etc/systemd/system"
 CONF_DIR="$ROOT/etc/s3q"
+PROC="$ROOT/proc"                                    # the processes' environ files
 
 log() {
   echo "s3q $(basename "$0"): $*"
