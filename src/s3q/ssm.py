@@ -40,13 +40,22 @@ def read_parameters(refs: Mapping[str, str], *, region: str | None, endpoint_url
 def _get_parameter(client: SSMClient, name: str, parameter: str) -> str:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    log.debug("%s: reading SSM parameter %s", name, parameter)
+    region = client.meta.region_name
+    log.debug("%s: reading SSM parameter %s in %s", name, parameter, region)
     try:
         with _quiet_aws_logs():  # botocore logs response bodies, i.e. the secret, at DEBUG
             value = client.get_parameter(Name=parameter, WithDecryption=True)["Parameter"]["Value"]
     except ClientError as e:
-        code = e.response.get("Error", {}).get("Code", "error")
-        why = "no such parameter" if code == "ParameterNotFound" else code
+        # The request holds only the name, so AWS's reason cannot hold the value: it says
+        # which permission is missing (ssm:GetParameter, or kms:Decrypt for a SecureString)
+        error = e.response.get("Error", {})
+        code = error.get("Code", "error")
+        if code == "ParameterNotFound":  # SSM is regional: the console may show it elsewhere
+            why = (f"no such parameter in region {region} (the one asked: set region or "
+                   "AWS_DEFAULT_REGION to the parameter's)")
+        else:
+            reason = " ".join(str(error.get("Message") or "").split())[:400]
+            why = f"{code} in region {region}" + (f": {reason}" if reason else "")
         raise ConfigError(f"{name}: cannot read SSM parameter {parameter!r}: {why}") from None
     except BotoCoreError as e:
         raise ConfigError(f"{name}: cannot read SSM parameter {parameter!r}: {e}") from None

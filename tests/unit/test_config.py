@@ -491,7 +491,9 @@ def test_ssm_references_are_resolved_and_never_logged(
     with pytest.raises(ConfigError) as info:
         resolve_secrets(missing)
     assert str(info.value) == (f"secret_access_key: cannot read SSM parameter "
-                               f"'{prefix}/missing': no such parameter")
+                               f"'{prefix}/missing': no such parameter in region {ssm.region} "
+                               "(the one asked: set region or AWS_DEFAULT_REGION to the "
+                               "parameter's)")
     assert info.value.__cause__ is None and SECRET not in str(info.value)
     assert not [r for r in caplog.records if SECRET in r.getMessage() or SECRET in str(r.args)]
 

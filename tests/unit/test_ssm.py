@@ -1,0 +1,88 @@
+"""s3q.ssm: what an operator reads when an ``ssm:`` secret cannot be read (moto's SSM, and a
+local endpoint answering the errors moto cannot be made to give): the setting, the
+parameter, the region asked and AWS's reason, never the value."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from uuid import uuid4
+
+import boto3
+import pytest
+
+from s3q.errors import ConfigError
+from s3q.ssm import read_parameters
+from tests.s3server import S3Endpoint
+
+
+@pytest.fixture
+def ssm(s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> S3Endpoint:
+    """moto's SSM (on the S3 endpoint); the standard chain finds moto's credentials."""
+    if not s3_endpoint.is_moto:
+        pytest.skip("SSM parameters are only created on moto")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_endpoint.access_key_id or "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_endpoint.secret_access_key or "testing")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    return s3_endpoint
+
+
+def test_a_parameter_of_another_region_names_the_region_asked(ssm: S3Endpoint) -> None:
+    """The parameter exists (in eu-west-1, where the console shows it) but the instance asks
+    us-east-1 (AWS_DEFAULT_REGION or region): 'no such parameter' alone sends the operator
+    looking at a parameter that is plainly there."""
+    name = f"/s3q-test/{uuid4().hex}/secret"
+    boto3.client("ssm", endpoint_url=ssm.endpoint_url, region_name="eu-west-1").put_parameter(
+        Name=name, Value="never-shown", Type="SecureString")
+    with pytest.raises(ConfigError) as info:
+        read_parameters({"secret_access_key": name}, region="us-east-1",
+                        endpoint_url=ssm.endpoint_url, retry_mode="standard")
+    message = str(info.value)
+    assert message.startswith(f"secret_access_key: cannot read SSM parameter {name!r}")
+    assert "no such parameter" in message and "us-east-1" in message
+    assert "never-shown" not in message
+
+
+class _Denied(http.server.BaseHTTPRequestHandler):
+    """SSM answering every request as AWS does when the role lacks kms:Decrypt."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps({"__type": "AccessDeniedException", "message": (
+            "User: arn:aws:sts::123456789012:assumed-role/s3q/i-0abc is not authorized to "
+            "perform: kms:Decrypt on resource: arn:aws:kms:eu-west-1:123456789012:key/k1 "
+            "because no identity-based policy allows the kms:Decrypt action")}).encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "application/x-amz-json-1.1")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def denying_ssm(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Denied)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_access_denied_says_which_permission_is_missing(denying_ssm: str) -> None:
+    """'AccessDeniedException' alone does not tell ssm:GetParameter from kms:Decrypt (a
+    SecureString under a customer managed key): AWS's reason does, and holds no value."""
+    with pytest.raises(ConfigError) as info:
+        read_parameters({"access_key_id": "/app/prod/key"}, region="eu-west-1",
+                        endpoint_url=denying_ssm, retry_mode="standard")
+    message = str(info.value)
+    assert message.startswith("access_key_id: cannot read SSM parameter '/app/prod/key'")
+    assert "AccessDeniedException" in message and "kms:Decrypt" in message
+    assert "eu-west-1" in message and "\n" not in message
+    assert info.value.__cause__ is None
