@@ -29,6 +29,7 @@ from s3q.deploy import (
     unit_exec_arg,
     write_bundle,
 )
+from s3q.errors import ConfigError
 from s3q.iam import iam_policy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -263,6 +264,33 @@ def test_generated_config_loads_and_picks_the_profile_by_host_name(
     assert sources["queue"] == f"profile {profile} ({path})"
     # the knob to turn before running more workers on a server (OPERATIONS.md, "Sizing")
     assert cfg.concurrency == 4 and sources["concurrency"] == f"profile {profile} ({path})"
+
+
+def test_the_unit_reads_etc_s3q_and_never_a_stray_s3q_toml_of_the_revision(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker runs in the app dir (WorkingDirectory), and ./s3q.toml comes first in the
+    search path: a developer's s3q.toml shipped at the revision's root (queue = "./s3q-data")
+    replaced /etc/s3q/s3q.toml on every server, and a missing /etc/s3q/s3q.toml meant the
+    built-in ./s3q-data. Either way the worker ran on a local, empty queue, `s3q status
+    --check` (same config) passed, and the deployment went green while nothing took the real
+    queue's requests. The unit must name its file, so that a missing one stops the worker."""
+    if Path("/etc/s3q/s3q.toml").exists():
+        pytest.skip("this machine has an /etc/s3q/s3q.toml")
+    unit = unit_settings(render_bundle()[UNIT][0])
+    env = dict(v.split("=", 1) for k, v in unit["Service"] if k == "Environment")
+    app = tmp_path / "opt" / "s3q-app"
+    app.mkdir(parents=True)
+    (app / "s3q.toml").write_text('queue = "./s3q-data"\n')
+    monkeypatch.chdir(app)
+    with pytest.raises(ConfigError, match=r"config file /etc/s3q/s3q\.toml .*does not exist"):
+        load_config(env=env, hostname="api-prod-1")
+    # and the one the deployment installs is the one read
+    etc = tmp_path / "etc" / "s3q" / "s3q.toml"
+    etc.parent.mkdir(parents=True)
+    etc.write_text(render_bundle()["deploy/s3q.toml"][0])
+    env = {k: v.replace("/etc/s3q/", f"{etc.parent}/") for k, v in env.items()}
+    cfg, _ = load_config(env=env, hostname="api-prod-1")
+    assert cfg.queue == "s3://REPLACE-ME-prod-bucket/requests"
 
 
 # --------------------------------------------------------------------------- the scripts

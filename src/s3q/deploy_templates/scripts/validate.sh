@@ -30,7 +30,7 @@ with_worker_env() (
   "${@:2}"
 )
 
-cd "$APP"  # the unit's WorkingDirectory: an s3q.toml there would win, as for the unit
+cd "$APP"  # the unit's WorkingDirectory (relative paths in its settings)
 deadline=$((SECONDS + timeout))
 healthy_pid=""
 while :; do
