@@ -249,7 +249,8 @@ def test_systemd_analyze_verify_would_catch_a_bad_unit(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- config
 
 @pytest.mark.parametrize(("hostname", "profile", "attempts"),
-                         [("api-prod-3", "prod", 5), ("ip-10-0-0-7", "staging", 3)])
+                         [("api-prod-3", "prod", 5), ("api-staging-1", "staging", 3),
+                          ("API-PROD-3.eu-west-1.compute.internal", "prod", 5)])
 def test_generated_config_loads_and_picks_the_profile_by_host_name(
         tmp_path: Path, hostname: str, profile: str, attempts: int) -> None:
     path = tmp_path / "s3q.toml"
@@ -264,6 +265,29 @@ def test_generated_config_loads_and_picks_the_profile_by_host_name(
     assert sources["queue"] == f"profile {profile} ({path})"
     # the knob to turn before running more workers on a server (OPERATIONS.md, "Sizing")
     assert cfg.concurrency == 4 and sources["concurrency"] == f"profile {profile} ({path})"
+
+
+@pytest.mark.parametrize("hostname", ["ip-10-0-0-7", "ip-10-0-0-7.ec2.internal",
+                                      "i-0123456789abcdef0.eu-west-1.compute.internal"])
+def test_generated_config_refuses_a_host_name_of_neither_environment(
+        tmp_path: Path, hostname: str) -> None:
+    """EC2's default host names (ip-10-..., i-0...) contain neither -prod- nor -staging-.
+    The generated s3q.toml used to send every such host to [profiles.staging] (when_hostname
+    = "*"): a prod fleet launched without its naming scheme (or whose host name is set by
+    user data after the unit has started at boot) served the staging queue with the prod
+    handler, or failed on the staging bucket's AccessDenied, with nothing saying why. A host
+    of neither environment must stop with the host name and the patterns."""
+    path = tmp_path / "s3q.toml"
+    path.write_text(render_bundle()["deploy/s3q.toml"][0])
+    with pytest.raises(ConfigError) as info:
+        load_config(config_path=str(path), env={}, hostname=hostname)
+    message = str(info.value)
+    assert f"matches the host name {hostname!r}" in message
+    assert "prod '*-prod-*'" in message and "staging '*-staging-*'" in message
+    assert "S3Q_PROFILE" in message
+    cfg, sources = load_config(config_path=str(path), env={"S3Q_PROFILE": "staging"},
+                               hostname=hostname)
+    assert (cfg.profile, sources["profile"]) == ("staging", "env S3Q_PROFILE")
 
 
 def test_the_unit_reads_etc_s3q_and_never_a_stray_s3q_toml_of_the_revision(
