@@ -72,12 +72,18 @@ def stop_timeout_problem(grace: float, env: Mapping[str, str]) -> str | None:
     """Under the unit ``deploy init`` writes (which tells the worker its TimeoutStopSec in
     :data:`UNIT_STOP_TIMEOUT`): what is wrong when ``grace`` leaves less than STOP_MARGIN of
     it to give the remaining jobs back (a grace raised in s3q.toml alone, which deployments
-    keep), else None. systemd would SIGKILL such a worker in the middle of its drain."""
+    keep), or when the variable is no time span, else None. systemd would SIGKILL such a
+    worker in the middle of its drain. The value is read as systemd reads TimeoutStopSec=
+    (``90``, ``90s``, ``1min 30s``, ``infinity``), since a drop-in copies it from there."""
     raw = env.get(UNIT_STOP_TIMEOUT, "").strip()
+    if not raw:
+        return None  # not under that unit
     try:
-        timeout = float(raw)
+        timeout = _time_span(raw)
     except ValueError:
-        return None  # (not under that unit)
+        return (f"{UNIT_STOP_TIMEOUT}={raw!r} is not a time span (as TimeoutStopSec= takes "
+                f"them: 90, 90s, 1min 30s, infinity): grace {grace:g}s cannot be checked "
+                "against the unit's stop timeout")
     if grace + STOP_MARGIN <= timeout:
         return None
     return (f"grace {grace:g}s leaves too little of the unit's TimeoutStopSec={timeout:g}s "
@@ -85,6 +91,30 @@ def stop_timeout_problem(grace: float, env: Mapping[str, str]) -> str | None:
             f"would be SIGKILLed in the middle of its drain (its requests come back at the "
             f"next start, or once their leases expire). Deploy a unit made with "
             f"'s3q deploy init --grace {grace:g}', or lower grace")
+
+
+_SPAN_UNITS = {**dict.fromkeys(("us", "usec"), 1e-6), **dict.fromkeys(("ms", "msec"), 1e-3),
+               **dict.fromkeys(("", "s", "sec", "second", "seconds"), 1.0),
+               **dict.fromkeys(("m", "min", "minute", "minutes"), 60.0),
+               **dict.fromkeys(("h", "hr", "hour", "hours"), 3600.0),
+               **dict.fromkeys(("d", "day", "days"), 86400.0),
+               **dict.fromkeys(("w", "week", "weeks"), 604800.0)}
+_SPAN_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*")
+
+
+def _time_span(text: str) -> float:
+    """Seconds in a systemd time span (systemd.time(7)): ``90``, ``1min 30s``, ``infinity``
+    (math.inf). Raises ValueError."""
+    if text == "infinity":
+        return math.inf
+    if not re.fullmatch(f"(?:{_SPAN_PART.pattern})+", text):
+        raise ValueError(text)
+    total = 0.0
+    for number, unit in _SPAN_PART.findall(text):
+        if unit not in _SPAN_UNITS:
+            raise ValueError(text)
+        total += float(number) * _SPAN_UNITS[unit]
+    return total
 
 
 _PATH = re.compile(r"/[A-Za-z0-9._/-]*")

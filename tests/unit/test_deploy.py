@@ -26,6 +26,7 @@ from s3q.deploy import (
     MAX_GRACE,
     VALIDATE_TIMEOUT,
     render_bundle,
+    stop_timeout_problem,
     unit_exec_arg,
     write_bundle,
 )
@@ -244,6 +245,26 @@ def test_systemd_analyze_verify_would_catch_a_bad_unit(tmp_path: Path) -> None:
     result = _analyze_verify(tmp_path, text)
     # systemd ignores a bad setting with a warning (exit code 0): the complaints count
     assert any("kill mode" in line for line in _complaints(result)), result.stderr
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("90", None), ("90s", None), ("1min 30s", None), ("infinity", None),
+    ("80", "leaves too little of the unit's TimeoutStopSec=80s"),
+    # a drop-in copies its TimeoutStopSec= as systemd writes it: the check must still bite
+    ("1min", "leaves too little of the unit's TimeoutStopSec=60s"),
+    ("1min 10s", "leaves too little of the unit's TimeoutStopSec=70s"),
+    ("ninety", "S3Q_UNIT_STOP_TIMEOUT='ninety' is not a time span"),
+])
+def test_the_stop_timeout_check_reads_systemd_time_spans(value: str,
+                                                        problem: str | None) -> None:
+    """The unit's header tells a drop-in that changes TimeoutStopSec to set
+    S3Q_UNIT_STOP_TIMEOUT too; an operator copies the value as systemd takes it ("10min").
+    Anything but a plain number used to switch the check off without a word."""
+    found = stop_timeout_problem(30.0, {"S3Q_UNIT_STOP_TIMEOUT": value})
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found, found
 
 
 # --------------------------------------------------------------------------- config
