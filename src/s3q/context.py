@@ -148,8 +148,21 @@ class Context:
         scanner runs every ``scan_interval``)? Then no worker is scanning this queue. A lease
         telling a longer lease_ttl than ours was written in a fleet that scans every half of
         it: that one counts (a shell without the fleet's settings raises no false alarm)."""
-        interval = max(self.config.effective_scan_interval, ttl / 2)
+        _, interval = self.overdue_bound(ttl)
         return self.is_expired(info, now - 2 * interval, ttl)
+
+    def overdue_bound(self, ttl: float = 0.0) -> tuple[float, float]:
+        """(the lease_ttl, the scan interval) that :meth:`is_overdue` judges a lease telling
+        ``ttl`` by: overdue once not renewed for lease_ttl + CLOCK_MARGIN + 2 intervals."""
+        ttl = ttl or self.config.lease_ttl
+        return ttl, max(self.config.effective_scan_interval, ttl / 2)
+
+    def overdue_bounds(self, ttls: list[float | None]) -> str:
+        """What overdue leases whose writers told ``ttls`` (None or 0: none) were judged by,
+        for each lease_ttl among them: "their lease_ttl (T) + 2s + two scan intervals of I"."""
+        bounds = sorted({self.overdue_bound(t or 0.0) for t in ttls})
+        return " or ".join(f"their lease_ttl ({t:g}s) + {CLOCK_MARGIN:g}s + two scan "
+                           f"intervals of {i:g}s" for t, i in bounds)
 
     def backoff(self, attempt: int) -> float:
         c = self.config

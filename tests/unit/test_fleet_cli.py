@@ -108,6 +108,25 @@ def test_an_overdue_lease_is_no_problem_while_paused(tmp_path: Path) -> None:
     assert resumed.exit_code != 0 and "not taken over in time" in resumed.output
 
 
+def test_an_overdue_lease_is_reported_with_the_bound_it_was_judged_by(tmp_path: Path) -> None:
+    """A lease written by a worker of lease_ttl 120 s is overdue only after 120 + 2 + two
+    scan intervals of 60 s, whatever this shell's lease_ttl (30 s): the problem says those
+    figures, not this shell's (which would tell the operator it waited 30 + 2 + 2 x 15 s)."""
+    from s3q.records import Lease
+
+    qdir = tmp_path / "q"
+    store = LocalStore(qdir)
+    lease = Lease(name="a_request.json", worker="dead-worker", claim="0" * 32, gen=1, seq=0,
+                  attempt=1, body_b64=Lease.encode(b"{}"), size=2, ttl=120.0)
+    store.put(".s3q/lease/a_request.json", lease.to_bytes())
+    then = time.time() - (120 + 2 + 2 * 60 + 5)
+    os.utime(qdir / ".s3q" / "lease" / "a_request.json", (then, then))
+    out = run(qdir, "status", "--check")
+    assert out.exit_code == 1 and "not taken over in time" in out.stderr
+    assert "lease_ttl (120s) + 2s + two scan intervals of 60s" in out.stderr, out.stderr
+    assert "30s" not in out.stderr.split("not taken over in time", 1)[1]
+
+
 def test_the_dashboard_refuses_a_public_address_without_credentials(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["dashboard", "--host", "0.0.0.0", "--queue",
                                       str(tmp_path / "q")])

@@ -20,7 +20,7 @@ from s3q.cli.output import echo_json, iso, one_line, table
 from s3q.durations import age
 from s3q.layout import State
 from s3q.queue import Queue
-from s3q.records import CLOCK_MARGIN, Intent
+from s3q.records import Intent
 from s3q.registry import Registry, fleet_status, longer_leases, longer_leases_problem
 from s3q.store import LeftOut
 
@@ -231,11 +231,10 @@ def _problems(queue: Queue, counts: dict[str, int | None], oldest_age: float | N
         listed = ", ".join(f"{r['name']} ({r['worker'] or 'nobody'}, {age(r['lease_age'])})"
                            for r in overdue[:5])
         more = f" and {len(overdue) - 5} more" if len(overdue) > 5 else ""
-        cfg = queue.config
         problems.append(
             f"{len(overdue)} expired lease(s) not taken over in time: not renewed for more "
-            f"than their lease_ttl (here {cfg.lease_ttl:g}s) + {CLOCK_MARGIN:g}s + two scan "
-            f"intervals of {cfg.effective_scan_interval:g}s: no worker is scanning this queue "
+            f"than {queue.ctx.overdue_bounds([r['lease_ttl'] for r in overdue])}: no worker is "
+            f"scanning this queue "
             f"(each running worker scans every scan interval, however busy; is any running?): "
             f"{listed}{more}")
     if max_age is not None and oldest_age is not None and oldest_age > max_age:

@@ -31,7 +31,7 @@ from s3q import layout
 from s3q.layout import State
 from s3q.pause import PauseState, pause_state
 from s3q.queue import Queue
-from s3q.records import CLOCK_MARGIN, Intent, Lease
+from s3q.records import Intent, Lease
 from s3q.registry import Entry, Registry
 from s3q.store import ObjectInfo, resume_after
 
@@ -66,6 +66,7 @@ class InFlight:
     expires_in: float  # negative: expired that long ago
     expired: bool
     overdue: bool
+    lease_ttl: float = 0.0  # as the lease tells it (0: written by an s3q before 2.2)
 
 
 @dataclass
@@ -158,7 +159,7 @@ def take_snapshot(queue: Queue, registry: Registry | None = None, *,
         in_flight.append(InFlight(lease.name, lease.worker, lease.attempt, lease.gen,
                                   lease.intent.value, age, queue.expires(info, lease.ttl) - now,
                                   queue.is_expired(info, now, lease.ttl),
-                                  queue.is_overdue(info, now, lease.ttl)))
+                                  queue.is_overdue(info, now, lease.ttl), lease.ttl))
     in_flight.sort(key=lambda r: (r.worker, r.name))
     workers = registry.records()
     snap = Snapshot(
@@ -192,14 +193,12 @@ def problems(queue: Queue, snap: Snapshot) -> list[str]:
     found: list[str] = []
     overdue = [r for r in snap.in_flight if r.overdue]
     if overdue:
-        cfg = queue.config
         listed = ", ".join(f"{r.name} ({r.worker or 'nobody'})" for r in overdue[:5])
         more = f" and {len(overdue) - 5} more" if len(overdue) > 5 else ""
         found.append(
             f"{len(overdue)} expired lease(s) not taken over in time: not renewed for more "
-            f"than their lease_ttl (here {cfg.lease_ttl:g}s) + {CLOCK_MARGIN:g}s + two scan "
-            f"intervals of {cfg.effective_scan_interval:g}s (dead workers, and no worker "
-            f"running?): {listed}{more}")
+            f"than {queue.ctx.overdue_bounds([r.lease_ttl for r in overdue])} (dead workers, and "
+            f"no worker running?): {listed}{more}")
     stale = [w.id for w in snap.workers if w.stale]
     if stale:
         found.append(f"{len(stale)} stale worker record(s) (killed, or the server is gone): "
