@@ -6,11 +6,12 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from s3q.imds import ASG_PATH, SPOT_PATH, TOKEN_PATH
+from tests.quietserver import QuietServer
 
 
 @dataclass
@@ -82,7 +83,7 @@ def _handler(imds: FakeIMDS) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def imds() -> Iterator[FakeIMDS]:
     fake = FakeIMDS()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
+    server = QuietServer(("127.0.0.1", 0), _handler(fake))
     server.daemon_threads = True
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},

@@ -51,9 +51,11 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlsplit
 from xml.etree import ElementTree
+
+from tests.quietserver import QuietServer
 
 _CONFLICT = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>"
              "ConditionalRequestConflict</Code><Message>A conflicting conditional operation "
@@ -132,7 +134,7 @@ class StoreProxy:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any  # noqa: N815
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

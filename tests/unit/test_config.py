@@ -33,6 +33,7 @@ from s3q.durations import parse_duration
 from s3q.errors import ConfigError
 from s3q.imds import instance_id
 from s3q.queue import QueueConfig
+from tests.quietserver import QuietServer
 from tests.s3server import S3Endpoint
 
 NO_IMDS = {"S3Q_IMDS": "off"}
@@ -533,7 +534,7 @@ def imds() -> Iterator[tuple[str, list[str]]]:
     instance_id.cache_clear()  # a port may be reused by a later test
     requests: list[str] = []
     handler = type("Handler", (_Imds,), {"requests": requests})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = QuietServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}", requests

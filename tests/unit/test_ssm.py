@@ -15,6 +15,7 @@ import pytest
 
 from s3q.errors import ConfigError
 from s3q.ssm import read_parameters
+from tests.quietserver import QuietServer
 from tests.s3server import S3Endpoint
 
 
@@ -68,7 +69,7 @@ class _Denied(http.server.BaseHTTPRequestHandler):
 def denying_ssm(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Denied)
+    server = QuietServer(("127.0.0.1", 0), _Denied)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
