@@ -33,7 +33,7 @@ from s3q.records import CLOCK_MARGIN, ErrorRecord, Intent, Lease
 from s3q.recovery import RecoveryCandidate, recover, recovery_candidates
 from s3q.scanrole import ScannerRole
 from s3q.store import InvalidKey, LeftOut, NotFound, ObjectInfo, Store, list_all, validate_key
-from s3q.takeover import Recovered, RecoveryMode, Scanner
+from s3q.takeover import RECOVER_ALL, Recovered, RecoveryMode, Scanner
 
 __all__ = ["Outlook", "Queue", "QueueConfig", "Recovered", "RecoveryCandidate",
            "RecoveryMode", "error_info"]
@@ -340,7 +340,7 @@ class Queue:
         return recover(self.ctx, "stale", worker_id, make_job=self._job,
                        scanner=self._scanner)
 
-    def recover_all(self, include: str = "*", worker_id: str = "s3q-recover", *,
+    def recover_all(self, include: str = "*", worker_id: str = RECOVER_ALL, *,
                     only: Mapping[str, str | None] | None = None) -> Recovered:
         """The seed's reset: everything in processing/ whose name matches ``include`` back to
         wait/, including work live workers hold (they are fenced and stop). ``only``: just

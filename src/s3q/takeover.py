@@ -36,8 +36,8 @@ from s3q.store import (
 if TYPE_CHECKING:
     from s3q.scanrole import ScannerRole
 
-__all__ = ["CHANGED", "MakeJob", "Recovered", "RecoveryMode", "Scanner", "adopt_orphan",
-           "restore_view", "take_over"]
+__all__ = ["CHANGED", "RECOVER_ALL", "MakeJob", "Recovered", "RecoveryMode", "Scanner",
+           "adopt_orphan", "restore_view", "take_over"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,10 @@ RECHECK = 10
 RecoveryMode = Literal["mine", "stale", "all"]
 #: What a recovery limited to what was shown reports for a request claimed since.
 CHANGED = "left alone (changed since listed)"
+#: The worker id of ``recover all``. A lease it holds was taken from its owner to be put
+#: back uncounted: whoever takes it over (it died between t1 and the release) does not
+#: count that attempt either.
+RECOVER_ALL = "s3q-recover-all"
 
 
 @dataclass(slots=True)
@@ -114,7 +118,7 @@ def _settle(job: Job, old: Lease, mode: RecoveryMode) -> str:
     if lease.intent is not Intent.HELD:
         return f"rolled forward {old.intent.value}"
     job.lease, removed = finish_claim(ctx, job.lease, job.deadline)  # t2: the claim's steps
-    counted = not removed and mode != "all"
+    counted = not removed and mode != "all" and old.worker != RECOVER_ALL
     stopped = (f"worker {old.worker or '?'} stopped renewing its lease during attempt "
                f"{old.attempt} (crashed, killed or frozen)")
     if counted and old.attempt >= ctx.config.max_attempts:  # t3

@@ -4,13 +4,21 @@ request a queue can hold."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, TypeVar
+
 import pytest
 
 from s3q import Queue, QueueConfig, State, leases
+from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
 from s3q.job import Job
 from s3q.records import Intent
+from s3q.store import Store
 from tests.unit.harness import FakeClock
+
+T = TypeVar("T")
 
 CONFIG = QueueConfig(lease_ttl=30.0, retry_base_delay=1000.0, retry_max_delay=1000.0)
 #: What a recovery reports for requests it found nothing to do about.
@@ -89,3 +97,50 @@ def test_after_recovery_nothing_is_left_to_recover() -> None:
     assert sorted(waiting) == [f"{n}_request.json" for n in "ABDEF"]
     assert [n for n, lease in waiting.items() if lease.not_before] == ["D_request.json"]
     assert [i.key for i in q.ls(State.FINISH)] == ["C_request.json"]
+
+
+class Interrupted(BaseException):
+    """Ctrl-C (or a kill) of `s3q recover --all`, as KeyboardInterrupt comes."""
+
+
+class StopsAfterFence(DelegatingStore):
+    """Every store operation after the takeover's fence (t1: the write of ``lease``) is
+    interrupted: the recovery dies between t1 and the release."""
+
+    def __init__(self, inner: Store, lease: str) -> None:
+        super().__init__(inner)
+        self.lease, self.fenced = lease, False
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        if self.fenced:
+            raise Interrupted
+        result = fn()
+        self.fenced = op == "put" and args["key"] == self.lease
+        return result
+
+
+@pytest.mark.parametrize("max_attempts", [1, 5])
+def test_recover_all_interrupted_after_its_fence_does_not_count_the_attempt(
+        max_attempts: int) -> None:
+    """`recover --all` takes a request from a live worker (t1 fences it) and is killed
+    before it releases it. The lease it wrote expires and the fleet's scan takes it over:
+    the attempt it interrupted must not count, as it would not have had the recovery
+    finished. It counted: one attempt closer to failed/ for what the operator meant to
+    put back, and with its last attempt dead-lettered ("worker s3q-recover stopped
+    renewing its lease"), a request that was running fine."""
+    clock = FakeClock()
+    store = MemoryStore("interrupted", clock=clock)
+    config = replace(CONFIG, max_attempts=max_attempts)
+    q = Queue(store, config)
+    q.submit("x_request.json", b"x")
+    job = q.claim("w-live")
+    assert job is not None and job.attempt == 1
+    with pytest.raises(Interrupted):
+        Queue(StopsAfterFence(store, ".s3q/lease/x_request.json"), config).recover_all("*")
+    clock.advance(config.lease_ttl + 30)  # nobody renews the lease recover --all wrote
+    done = Queue(store, config).recover_stale()  # (the fleet's scan does the same)
+    assert done.actions == {"x_request.json": "released"}
+    assert q.counts()["wait"] == 1 and q.counts()["failed"] == 0
+    found = q.lease("x_request.json")
+    assert found is not None and found[0].intent is Intent.RETRY
+    assert found[0].attempts == 0 and found[0].error is None

@@ -30,7 +30,7 @@ from s3q.queue import Queue, RecoveryMode
 from s3q.records import Intent
 from s3q.registry import Registry, longer_leases, longer_leases_problem
 from s3q.store import ObjectInfo, validate_key
-from s3q.takeover import CHANGED
+from s3q.takeover import CHANGED, RECOVER_ALL
 
 #: What Queue.recover_* report for requests they found nothing to do about.
 UNTOUCHED = frozenset({"waiting for retry", "gone", "alive"})
@@ -158,7 +158,8 @@ def recover(mode: RecoveryMode | None, include: str | None, dry_run: bool, yes: 
         raise click.UsageError("--include goes with --all")
     app = App()
     queue = app.open_queue()
-    worker_id = app.config.effective_worker_id() if mode == "mine" else "s3q-recover"
+    worker_id = (app.config.effective_worker_id() if mode == "mine"
+                 else RECOVER_ALL if mode == "all" else "s3q-recover")
     # --mine: what a stopped worker of this id held. Its lock says whether one is running
     # on this host (its jobs are live, not to be taken); held until the recovery is done,
     # so that no worker of this id starts meanwhile.
