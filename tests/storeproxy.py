@@ -25,6 +25,10 @@ moto is not: one behaviour at a time, chosen by :class:`Behaviour` flags.
     pair then answers that retry).
 ``deny``: these S3 operations (``PutObject``, ``CopyObject``, ``DeleteObject``, ...) are
     answered 403 AccessDenied without being forwarded, as IAM refuses an action.
+``deny_keys``: (operation, key suffix) pairs: those operations on keys ending so are answered
+    403 AccessDenied, not forwarded, every time (IAM refusing one key, or a bucket policy).
+``down_keys``: (operation, key suffix) pairs: those operations on keys ending so are answered
+    503 SlowDown, not forwarded, every time (what the client sees as a store gone away).
 ``delete_errors``: the first N keys of each DeleteObjects answer are turned into
     ``<Error>`` InternalError after they took effect (AWS may answer single keys so).
 ``latency``: seconds added to every request before it is forwarded (S3's round trips are
@@ -81,6 +85,10 @@ class Behaviour:
     ignore_copy_conditions: bool = False
     conflicts: float = 0.0
     deny: frozenset[str] = frozenset()
+    #: (operation, key suffix): always answered 403 AccessDenied, not forwarded.
+    deny_keys: frozenset[tuple[str, str]] = frozenset()
+    #: (operation, key suffix): always answered 503 SlowDown, not forwarded.
+    down_keys: frozenset[tuple[str, str]] = frozenset()
     latency: float = 0.0
     #: The first N keys of each DeleteObjects answer come back as InternalError, after they
     #: took effect upstream (AWS may answer single keys so inside a 200).
@@ -170,7 +178,14 @@ class StoreProxy:
                 self._reply(req, 503, {"Content-Type": "application/xml"},
                             _SLOW_DOWN.encode())
                 return
-            if _operation(req.command, key, path.query, copy_source) in self.behaviour.deny:
+            operation = _operation(req.command, key, path.query, copy_source)
+            if any(operation == op and key.endswith(end) for op, end in self.behaviour.down_keys):
+                self.counts["down"] += 1
+                self._reply(req, 503, {"Content-Type": "application/xml"},
+                            _SLOW_DOWN.encode())
+                return
+            if operation in self.behaviour.deny or any(
+                    operation == op and key.endswith(end) for op, end in self.behaviour.deny_keys):
                 self.counts["denied"] += 1
                 self._reply(req, 403, {"Content-Type": "application/xml"}, _DENIED.encode())
                 return

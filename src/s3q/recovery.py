@@ -5,16 +5,42 @@ what each would touch (``s3q recover --dry-run``). docs/PROTOCOL.md §4, "recove
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from s3q import layout, leases
 from s3q.context import Context
 from s3q.records import Intent, Lease
-from s3q.store import list_all
+from s3q.store import ObjectInfo, StoreError, StoreUnavailable, list_all
 from s3q.takeover import MakeJob, Recovered, RecoveryMode, Scanner, adopt_orphan, take_over
 
-__all__ = ["RecoveryCandidate", "recover", "recovery_candidates"]
+__all__ = ["RecoveryCandidate", "RecoveryIncomplete", "RecoveryStopped", "recover",
+           "recovery_candidates"]
+
+log = logging.getLogger(__name__)
+
+
+class RecoveryIncomplete(StoreError):
+    """A recovery that store errors kept from doing all it set out to: ``done`` holds what
+    it did (``done.actions``) and the requests whose takeover failed with a store error of
+    their own (``done.failed``: it went on with the others); ``stopped``, the error of an
+    unavailable store that ended it (None: it went through), after which ``not_attempted``
+    were not touched (None: not known, the scan stopped in its listing), and ``at`` the
+    request it stopped at, if any (its outcome unknown: done or not)."""
+
+    def __init__(self, done: Recovered, stopped: StoreUnavailable | None = None,
+                 not_attempted: Sequence[str] | None = (), at: str | None = None) -> None:
+        self.done, self.stopped, self.at = done, stopped, at
+        self.not_attempted = None if not_attempted is None else list(not_attempted)
+        what = (f"stopped, the store unavailable: {stopped}" if stopped is not None
+                else f"{len(done.failed)} request(s) not recovered: store errors")
+        super().__init__(f"recovery {what}")
+
+
+class RecoveryStopped(RecoveryIncomplete, StoreUnavailable):
+    """A :class:`RecoveryIncomplete` that an unavailable store ended (``stopped``): caught
+    as the :class:`~s3q.store.StoreUnavailable` it was too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,15 +66,43 @@ def recover(ctx: Context, mode: RecoveryMode, worker_id: str, *, make_job: MakeJ
     request in flight matching ``include``, live owners fenced too, back to wait/; with
     ``only`` ({name: the claim id of its lease, None: no lease}, as
     :func:`recovery_candidates` found them and an operator confirmed), those requests
-    alone, and each only while its lease is still of that claim."""
-    if mode == "stale":  # (every lease read: judged by the lease_ttl it tells, not ours)
-        return scanner.scan(worker_id, exact=True)
+    alone, and each only while its lease is still of that claim.
+
+    A store error of one request's own (denied) is logged and the recovery goes on with
+    the others, as the takeover scan does; an unavailable store stops it. Either way it
+    then raises :class:`RecoveryIncomplete` (:class:`RecoveryStopped` when it stopped),
+    which tells what was done and what was not."""
     done = Recovered()
-    for name in _selection(ctx, mode, include, worker_id, dry_run=False, only=only):
-        claim = None if only is None else only[name]
-        done.actions[name] = take_over(ctx, name, worker_id, mode, make_job=make_job,
-                                       claim=claim)
+    if mode == "stale":  # (every lease read: judged by the lease_ttl it tells, not ours)
+        try:
+            scanner.scan(worker_id, exact=True, done=done)
+        except StoreUnavailable as e:
+            raise RecoveryStopped(done, e, not_attempted=None) from e
+    else:
+        try:
+            names = _selection(ctx, mode, include, worker_id, dry_run=False, only=only,
+                               done=done)
+        except StoreUnavailable as e:  # before any takeover (orphans may have a lease)
+            raise RecoveryStopped(done, e, not_attempted=None) from e
+        for i, name in enumerate(names):
+            claim = None if only is None else only[name]
+            try:
+                done.actions[name] = take_over(ctx, name, worker_id, mode, make_job=make_job,
+                                               claim=claim)
+            except StoreUnavailable as e:  # its outcome is unknown; the others would fail
+                done.failed[name] = str(e)
+                raise RecoveryStopped(done, e, names[i + 1:], at=name) from e
+            except StoreError as e:  # this request's own (denied): the others go on
+                _failed(done, name, e)
+    if done.failed:
+        raise RecoveryIncomplete(done)
     return done
+
+
+def _failed(done: Recovered, name: str, e: StoreError) -> None:
+    done.failed[name] = str(e)
+    log.warning("recovery of %s failed: %s", name, e,
+                extra={"event": "recover_failed", "request": name})
 
 
 def recovery_candidates(ctx: Context, mode: RecoveryMode, include: str = "*",
@@ -68,9 +122,11 @@ def recovery_candidates(ctx: Context, mode: RecoveryMode, include: str = "*",
 
 
 def _selection(ctx: Context, mode: RecoveryMode, include: str, worker_id: str, *,
-               dry_run: bool, only: Mapping[str, str | None] | None = None) -> list[str]:
+               dry_run: bool, only: Mapping[str, str | None] | None = None,
+               done: Recovered | None = None) -> list[str]:
     """The one selection of what each recovery mode looks at (``dry_run``: orphans are
-    listed, not given a lease; ``only``: none but these names)."""
+    listed, not given a lease; ``only``: none but these names). An orphan that a store
+    error of its own keeps from getting its lease is recorded in ``done.failed``."""
     now = ctx.store.now()
     names: list[str] = []
     leased: set[str] = set()
@@ -99,6 +155,18 @@ def _selection(ctx: Context, mode: RecoveryMode, include: str, worker_id: str, *
         if not (fnmatch.fnmatchcase(name, include) if mode == "all"
                 else ctx.is_expired(info, now)):
             continue
-        if dry_run or adopt_orphan(ctx, info):
+        if dry_run or _adopted(ctx, info, name, done):
             names.append(name)
     return names
+
+
+def _adopted(ctx: Context, info: ObjectInfo, name: str, done: Recovered | None) -> bool:
+    try:
+        return adopt_orphan(ctx, info)
+    except StoreUnavailable:
+        raise
+    except StoreError as e:
+        if done is None:
+            raise
+        _failed(done, name, e)
+        return False

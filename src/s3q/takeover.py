@@ -56,9 +56,11 @@ RECOVER_ALL = "s3q-recover-all"
 
 @dataclass(slots=True)
 class Recovered:
-    """What a recovery did, request by request: {name: action}."""
+    """What a recovery did, request by request: {name: action}; and the requests whose
+    takeover failed with a store error of their own: {name: the error}."""
 
     actions: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -253,7 +255,8 @@ def adopt_orphan(ctx: Context, info: ObjectInfo) -> bool:
 
 # ---------------------------------------------------------------------- the scan
 
-def _not_taken_over(name: str, exc: StoreError) -> None:
+def _not_taken_over(done: Recovered, name: str, exc: StoreError) -> None:
+    done.failed[name] = str(exc)
     log.warning("takeover of %s failed: %s", name, exc,
                 extra={"event": "scan_failed", "request": name})
 
@@ -286,13 +289,15 @@ class Scanner:
             return None  # another worker scans for the fleet
         return self.scan(worker_id)
 
-    def scan(self, worker_id: str, *, exact: bool = False) -> Recovered:
+    def scan(self, worker_id: str, *, exact: bool = False,
+             done: Recovered | None = None) -> Recovered:
         """One scan: take over what expired (releasing it to wait/), adopt orphans, and give
         due retries left unclaimed their view in wait/ back if it is missing (and offer
         them to this process's claimer too). ``exact`` (``recover --stale``): read every
         lease, also those that look live by this process's lease_ttl (a lease telling a
-        shorter one expired sooner), instead of only those that look expired by it."""
-        ctx, done = self.ctx, Recovered()
+        shorter one expired sooner), instead of only those that look expired by it.
+        ``done``: what it did is recorded there as it goes (kept if the scan stops)."""
+        ctx, done = self.ctx, Recovered() if done is None else done
         now = ctx.store.now()
         interval = ctx.config.effective_scan_interval
         leased: dict[str, ObjectInfo] = {}
@@ -331,7 +336,7 @@ class Scanner:
             except StoreUnavailable:
                 raise
             except StoreError as exc:  # this request's own (permission denied): the others'
-                _not_taken_over(name, exc)  # takeovers go on; the next scan tries it again
+                _not_taken_over(done, name, exc)  # takeovers go on; the next scan: again
         self._retries = {n: v for n, v in self._retries.items() if n in leased}
         self._told = {n: v for n, v in self._told.items() if n in leased}
         for info in list_all(ctx.store, layout.PROCESSING):
@@ -344,7 +349,7 @@ class Scanner:
                 except StoreUnavailable:
                     raise
                 except StoreError as exc:
-                    _not_taken_over(name, exc)
+                    _not_taken_over(done, name, exc)
         # v0…v3 (PROTOCOL §4 takeover, step 0): the view of a due retry. Each lease is
         # looked at again only every RECHECK scans, and at most page_size of them per scan
         # (the least recently looked at first): a paused queue, or a deep backlog that

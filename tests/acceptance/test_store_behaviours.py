@@ -4,6 +4,7 @@ promise of docs/PROTOCOL.md must hold there too."""
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,3 +82,51 @@ def test_workers_on_opaque_etags_finish_each_request_once(opaque: StoreProxy, cl
     assert shown["error"]["attempts"] == 3
     assert cli.counts() == {"wait": 0, "processing": 0, "finish": 40, "failed": 1}
     assert opaque.counts["etags issued"] > 100  # every write really got its own
+
+
+FAIL = f"{sys.executable} -c 'import sys; sys.exit(3)'"
+
+
+@pytest.fixture
+def refusing(s3_endpoint: S3Endpoint) -> Iterator[StoreProxy]:
+    """S3 refusing one request's key (403, as IAM does) and failing another's (503 every
+    time: what the client sees as a store gone away)."""
+    if not s3_endpoint.is_moto or not s3_endpoint.endpoint_url:
+        pytest.skip("needs a local S3 endpoint to put the proxy in front of")
+    proxy = StoreProxy(s3_endpoint.endpoint_url, Behaviour(
+        deny_keys=frozenset({("PutObject", ".s3q/lease/r1_request.json")}),
+        down_keys=frozenset({("PutObject", ".s3q/lease/r3_request.json")})))
+    yield proxy
+    proxy.close()
+
+
+def test_requeue_all_says_what_it_did_when_s3_refuses_one_request_or_goes_away(
+        refusing: StoreProxy, cli: Cli) -> None:
+    """`s3q requeue --all` on S3: r1's lease write is denied (reported, the others go on),
+    r3's keeps failing with 503 (the store is unavailable: it stops there). It prints what
+    it requeued, what failed and why, what it did not attempt, and exits 3; the denied
+    request stays in failed/, nothing is lost."""
+    names = [f"r{i}_request.json" for i in range(5)]
+    src = cli.tmp / "in"
+    src.mkdir()
+    for name in names:
+        (src / name).write_text("{}")
+    cli.run("submit", str(src))  # straight to S3: the proxy is for the requeue alone
+    cli.run("worker", "--exec", FAIL, "--burst", "--max-attempts", "1",
+            "--breaker-threshold", "0")
+    assert cli.counts()["failed"] == 5
+    via = {"AWS_ENDPOINT_URL": refusing.url, "S3Q_CONCURRENCY": "1"}
+    out = cli.run("requeue", "--all", "--yes", "--json", env=via, check=False)
+    assert out.returncode == 3, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["requeued"] == ["r0_request.json", "r2_request.json"]
+    failed = {f["name"]: f["error"] for f in doc["failed"]}
+    assert "access denied" in failed["r1_request.json"]
+    assert "SlowDown" in failed["r3_request.json"]
+    assert doc["not_attempted"] == ["r4_request.json"]
+    [line] = [x for x in out.stderr.splitlines() if x.startswith("s3q: error: ")]
+    assert "stopped, store unavailable" in line and "2 requeued, 2 failed, 1 not attempted" \
+        in line and "re-running is safe" in line
+    assert refusing.counts["denied"] >= 1 and refusing.counts["down"] >= 1
+    counts = cli.counts()
+    assert counts["wait"] == 2 and counts["failed"] == 3

@@ -398,7 +398,8 @@ def test_ls_show_and_requeue(tmp_path: Path, qdir: Path) -> None:
 
     out = run(qdir, "requeue", "r0_request.json", "--json")
     assert json.loads(out.stdout) == {"schema": "s3q.requeue/1", "dry_run": False,
-                                      "requeued": ["r0_request.json"], "skipped": []}
+                                      "requeued": ["r0_request.json"], "skipped": [],
+                                      "failed": [], "not_attempted": []}
     out = run(qdir, "requeue", "r0_request.json")  # not in failed/ any more
     assert out.exit_code == 1 and "not requeued" in out.stderr
     out = run(qdir, "requeue", "--glob", "r1*")  # not interactive: needs --yes

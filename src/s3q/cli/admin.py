@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import islice
 
 import click
 
@@ -23,11 +21,13 @@ from s3q.cli.options import (
     yes_option,
 )
 from s3q.cli.output import confirm, echo_json, progress, table
+from s3q.cli.partial import Undone, each, report
 from s3q.config import show_config
 from s3q.hostlock import HostLockHeld, one_per_host
 from s3q.layout import State
-from s3q.queue import Queue, RecoveryMode
+from s3q.queue import Queue, Recovered, RecoveryMode
 from s3q.records import Intent
+from s3q.recovery import RecoveryIncomplete
 from s3q.registry import Registry, longer_leases, longer_leases_problem
 from s3q.store import ObjectInfo, validate_key
 from s3q.takeover import CHANGED, RECOVER_ALL
@@ -64,7 +64,9 @@ def requeue(*, names: tuple[str, ...], pattern: str | None, all_: bool, dry_run:
 
     They start again with a fresh attempt count. --glob and --all say how many and ask
     first (on a terminal; elsewhere they need --yes). Exits 1 when a NAME given could not
-    be requeued (not in failed/, or busy)."""
+    be requeued (not in failed/, or busy). A store error of one request is reported and
+    the others go on; an unreachable store stops it: either way it says what it requeued,
+    what failed and what it did not attempt, and exits 3."""
     if sum([bool(names), pattern is not None, all_]) != 1:
         raise click.UsageError("give NAME..., --glob GLOB or --all")
     app = App()
@@ -80,31 +82,26 @@ def requeue(*, names: tuple[str, ...], pattern: str | None, all_: bool, dry_run:
         what = f"requeue {len(targets)} failed request(s) (fresh attempt counts)"
         confirm(f"{what.capitalize()}?", yes=yes, refusal=f"refusing to {what} without "
                 "--yes (--dry-run lists them)")
+    undone = Undone()
     with progress("requeueing", len(targets)) as advance:
-        done = run_each(targets, lambda n: queue.requeue(n, etag=listed[n]),
-                        app.config.concurrency, advance)
-    requeued = [n for n in targets if done[n]]
-    skipped = [n for n in targets if not done[n]]
+        done = dict(each(targets, str, lambda n: queue.requeue(n, etag=listed[n]),
+                         threads=app.config.concurrency, advance=advance, undone=undone))
+    requeued = [n for n in targets if done.get(n)]
+    skipped = [n for n in targets if done.get(n) is False]
     if as_json:
-        echo_json("requeue", {"dry_run": False, "requeued": requeued, "skipped": skipped})
+        echo_json("requeue", {"dry_run": False, "requeued": requeued, "skipped": skipped,
+                              **undone.json()})
     else:
         click.echo(f"requeued {len(requeued)} request(s)")
         for n in skipped:
             click.echo(f"not requeued: {n} (not in failed/, busy, or failed again since "
                        "it was listed)", err=True)
+    report(undone, command="requeue", verb="requeued", done=len(requeued), rerun=(
+        "it requeues what is still in failed/; a request whose requeue was cut short "
+        "is finished by the workers' takeover scan once its lease expires (lease_ttl; "
+        "without workers: 's3q recover --stale' then)"))
     if skipped and names:
         click.get_current_context().exit(1)
-
-
-def run_each(names: Sequence[str], action: Callable[[str], bool], threads: int,
-             advance: Callable[[int], None]) -> dict[str, bool]:
-    """``action(name)`` for every name, ``threads`` at a time, advancing a progress bar."""
-    results: dict[str, bool] = {}
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, 32))) as pool:
-        for name, ok in zip(names, pool.map(action, names), strict=True):
-            results[name] = ok
-            advance(1)
-    return results
 
 
 def _report_dry_run(as_json: bool, kind: str, names: Sequence[str], verb: str) -> None:
@@ -151,7 +148,9 @@ def recover(mode: RecoveryMode | None, include: str | None, dry_run: bool, yes: 
     """Put requests from processing/ back into wait/.
 
     A request whose last attempt died goes to failed/ instead (except with --all). The
-    seed's reset is: s3q recover --all --include '*request.json' --yes"""
+    seed's reset is: s3q recover --all --include '*request.json' --yes. A store error of
+    one request is reported and the others go on; an unreachable store stops it: either
+    way it says what it recovered, what failed and what it did not attempt, and exits 3."""
     if mode is None:
         raise click.UsageError("give one of --mine, --stale and --all")
     if include is not None and mode != "all":
@@ -170,30 +169,52 @@ def recover(mode: RecoveryMode | None, include: str | None, dry_run: bool, yes: 
                                    {p.worker for p in plan if not p.told})
             if longer:
                 raise Failure(longer_leases_problem(longer, queue.config.lease_ttl))
+        undone = Undone()
         if dry_run:
             actions = {p.name: p.action for p in plan}
         else:
             live = [p for p in plan if p.live and mode == "all"]
             if live:
                 confirm_takeover(live, yes)
-            if mode == "mine":
-                done = queue.recover_own(worker_id)
-            elif mode == "stale":
-                done = queue.recover_stale()
-            else:  # what the plan (and the question) showed, and nothing claimed since
-                done = queue.recover_all(include or "*",
-                                         only={p.name: p.claim for p in plan})
+            try:
+                done = run_recovery(queue, mode, include or "*", worker_id, plan)
+            except RecoveryIncomplete as e:
+                done, undone = e.done, undone_recovery(e, plan)
             actions = {n: a for n, a in done.actions.items() if a not in UNTOUCHED}
+    changed = sum(1 for a in actions.values() if a == CHANGED)
     if as_json:
         echo_json("recover", {"dry_run": dry_run, "requests": [
-            {"name": n, "action": a} for n, a in actions.items()]})
-        return
-    if actions:
-        click.echo(table(["REQUEST", "ACTION"], sorted(actions.items())))
-    changed = sum(1 for a in actions.values() if a == CHANGED)
-    click.echo(f"{'would touch' if dry_run else 'recovered'} {len(actions) - changed} "
-               "request(s)" + (f"; left {changed} alone: claimed again since they were "
-                               "listed" if changed else ""))
+            {"name": n, "action": a} for n, a in actions.items()], **undone.json()})
+    else:
+        if actions:
+            click.echo(table(["REQUEST", "ACTION"], sorted(actions.items())))
+        click.echo(f"{'would touch' if dry_run else 'recovered'} {len(actions) - changed} "
+                   "request(s)" + (f"; left {changed} alone: claimed again since they were "
+                                   "listed" if changed else ""))
+    report(undone, command="recover", verb="recovered", done=len(actions) - changed, rerun=(
+        "it takes over only what is still in processing/; one it took from its worker and "
+        "had not released yet is held by s3q-recover-all: re-run (with --yes), or the "
+        "workers' takeover scan releases it once its lease expires, its attempt not "
+        "counted either way"))
+
+
+def run_recovery(queue: Queue, mode: RecoveryMode, include: str, worker_id: str,
+                 plan: Sequence[Planned]) -> Recovered:
+    if mode == "mine":
+        return queue.recover_own(worker_id)
+    if mode == "stale":
+        return queue.recover_stale()
+    # what the plan (and the question) showed, and nothing claimed since
+    return queue.recover_all(include, only={p.name: p.claim for p in plan})
+
+
+def undone_recovery(e: RecoveryIncomplete, plan: Sequence[Planned]) -> Undone:
+    """What a recovery that store errors cut short did not do (not attempted: the rest of
+    what it took over, or when it stopped in its listing, of what it planned)."""
+    failed = {n: " ".join(error.split()) for n, error in e.done.failed.items()}
+    rest = e.not_attempted if e.not_attempted is not None else [
+        p.name for p in plan if p.name not in e.done.actions and p.name not in failed]
+    return Undone(failed=failed, not_attempted=rest, stopped=e.stopped, unknown=e.at)
 
 
 @contextlib.contextmanager
@@ -261,7 +282,10 @@ def purge(*, state: str, include: str | None, older_than: float | None, dry_run:
     asks first (on a terminal; elsewhere it needs --yes); with --yes it deletes as it lists,
     so a huge finish/ is never held in memory. Requests in processing/ are never purged:
     use recover. With on_finish=move, finish/ keeps one object per request forever: trim it
-    with --older-than from a timer (on S3, a lifecycle rule is cheaper; docs/OPERATIONS.md)."""
+    with --older-than from a timer (on S3, a lifecycle rule is cheaper; docs/OPERATIONS.md).
+    A store error of one request is reported and the others go on; an unreachable
+    store stops it: either way it says what it purged, what failed and what it did not
+    attempt, and exits 3."""
     if state == State.PROCESSING:
         raise Failure("requests in processing/ are held by workers and cannot be purged; "
                       "use 's3q recover' to put them back into wait/ first")
@@ -283,40 +307,39 @@ def purge(*, state: str, include: str | None, older_than: float | None, dry_run:
             what = f"delete {len(listed)} request(s) from {state}/{records}"
             confirm(f"{what.capitalize()}?", yes=yes,
                     refusal=f"refusing to {what} without --yes (--dry-run lists them)")
+    undone = Undone()
     with progress("purging", total) as advance:
-        purged, skipped = delete_requests(queue, State(state), infos,
-                                          app.config.concurrency, advance)
+        purged, skipped = delete_requests(queue, State(state), infos, undone,
+                                          threads=app.config.concurrency, advance=advance)
     if as_json:
         echo_json("purge", {"dry_run": False, "state": state, "purged": purged,
-                            "skipped": skipped})
+                            "skipped": skipped, **undone.json()})
     else:
         click.echo(f"purged {len(purged)} request(s) from {state}/")
         for name in skipped:
             click.echo(f"skipped {name}: changed or gone meanwhile", err=True)
+    report(undone, command="purge", verb="purged", done=len(purged), rerun=(
+        "it lists again and deletes what is still there, each only as listed"))
 
 
 #: Requests deleted per round of ``delete_requests`` (the most listed and not yet deleted).
 DELETE_ROUND = 1000
 
 
-def delete_requests(queue: Queue, state: State, infos: Iterable[ObjectInfo], threads: int,
-                    advance: Callable[[int], None]) -> tuple[list[str], list[str]]:
+def delete_requests(queue: Queue, state: State, infos: Iterable[ObjectInfo], undone: Undone,
+                    *, threads: int, advance: Callable[[int], None]
+                    ) -> tuple[list[str], list[str]]:
     """The deletion loop of ``purge``: :meth:`Queue.purge` per request (the protocol's
     purge: conditional on the listed ETag, so a request re-submitted meanwhile stays; a
     waiting request's retry lease goes with it), ``threads`` at a time, in rounds of
     DELETE_ROUND (memory stays bounded while ``infos`` streams). Returns (purged, skipped)
-    names."""
-    def delete(info: ObjectInfo) -> bool:
-        return queue.purge(state, info)
-
+    names; store errors go into ``undone`` (:func:`s3q.cli.partial.each`)."""
     purged: list[str] = []
     skipped: list[str] = []
-    items = iter(infos)
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, 32))) as pool:
-        while batch := list(islice(items, DELETE_ROUND)):
-            for info, ok in zip(batch, pool.map(delete, batch), strict=True):
-                (purged if ok else skipped).append(info.key)
-                advance(1)
+    for info, ok in each(infos, lambda i: i.key, lambda i: queue.purge(state, i),
+                         threads=threads, advance=advance, undone=undone,
+                         round_size=DELETE_ROUND):
+        (purged if ok else skipped).append(info.key)
     return purged, skipped
 
 

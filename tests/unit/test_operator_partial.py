@@ -1,0 +1,254 @@
+"""Operator commands stopped midway by the store (`s3q recover --all`, `requeue --all`,
+`purge`): the real CLI entry point, on a local queue whose store is wrapped to fail one
+request's operation. One request's own store error (denied) is reported and the command
+goes on with the others; an unavailable store stops it. Either way the command says what
+it did (as its normal summary does), what failed and why, what it did not attempt, that
+re-running is safe, and exits 3."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from click.testing import CliRunner, Result
+
+from s3q import Queue, QueueConfig
+from s3q import config as config_module
+from s3q.backends import open_store
+from s3q.backends.delegating import DelegatingStore
+from s3q.cli import cli
+from s3q.cli import options as cli_options
+from s3q.store import Store, StoreError, StoreUnavailable
+
+T = TypeVar("T")
+NAMES = [f"r{i}_request.json" for i in range(3)]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("S3Q_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("S3Q_IMDS", "off")
+    monkeypatch.setenv("S3Q_LOCK_DIR", str(tmp_path))
+    monkeypatch.setattr(config_module, "SEARCH_PATH", ("s3q.toml",))
+
+
+@pytest.fixture
+def qdir(tmp_path: Path) -> Path:
+    return tmp_path / "q"
+
+
+def run(qdir: Path, *args: str, input: str | None = None) -> Result:
+    """``s3q ARGS --queue QDIR`` (the CLI's entry point, in this process)."""
+    return CliRunner().invoke(cli, [*args, "--queue", str(qdir)], input=input,
+                              catch_exceptions=False)
+
+
+class FailsOn(DelegatingStore):
+    """``error`` for every ``op`` on ``key`` (``before``: run first, instead of failing)."""
+
+    def __init__(self, inner: Store, op: str, key: str, error: StoreError | None,
+                 before: Callable[[Store], None] | None = None) -> None:
+        super().__init__(inner)
+        self.op, self.key, self.error, self.before = op, key, error, before
+        self.hits = 0
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        if op == self.op and args.get("key", args.get("dst")) == self.key:
+            self.hits += 1
+            if self.before is not None:
+                self.before(self.inner)
+            if self.error is not None:
+                raise self.error
+        return fn()
+
+
+def failing(monkeypatch: pytest.MonkeyPatch, op: str, key: str, error: StoreError | None,
+            before: Callable[[Store], None] | None = None) -> list[FailsOn]:
+    """Every queue the CLI opens from now on is wrapped in a :class:`FailsOn`."""
+    made: list[FailsOn] = []
+
+    def wrapped(*args: Any, **kwargs: Any) -> Store:
+        made.append(FailsOn(open_store(*args, **kwargs), op, key, error, before))
+        return made[-1]
+
+    monkeypatch.setattr(cli_options, "open_store", wrapped)
+    return made
+
+
+DENIED = StoreError("AccessDenied: not allowed on this key")
+DOWN = StoreUnavailable("S3 PutObject: connection refused")
+
+
+def queue(qdir: Path, **config: float) -> Queue:
+    return Queue(str(qdir), QueueConfig(**config))  # type: ignore[arg-type]
+
+
+def names(qdir: Path, state: str) -> list[str]:
+    return sorted(i.key for i in queue(qdir).ls(state))
+
+
+def lines(text: str, start: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(start)]
+
+
+def error_line(out: Result) -> str:
+    [line] = lines(out.stderr, "s3q: error: ")
+    return line
+
+
+# ------------------------------------------------------------------------ recover --all
+
+def held_by_a_live_worker(qdir: Path) -> None:
+    q = queue(qdir)
+    for name in NAMES:
+        q.submit(name, b"{}")
+    for _ in NAMES:
+        assert q.claim("w-live") is not None
+    assert names(qdir, "processing") == NAMES
+
+
+def test_recover_all_goes_on_past_one_requests_store_error(
+        qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """t1 of r1 is denied: r0 and r2 are recovered all the same, the summary says so, r1
+    is named with its error, and the exit code says the command failed."""
+    held_by_a_live_worker(qdir)
+    failing(monkeypatch, "put", ".s3q/lease/r1_request.json", DENIED)
+    out = run(qdir, "recover", "--all", "--yes")
+    assert out.exit_code == 3, out.output
+    assert "recovered 2 request(s)" in out.stdout
+    assert [line.split()[0] for line in out.stdout.splitlines()[1:3]] == [NAMES[0], NAMES[2]]
+    assert lines(out.stderr, "not recovered: ") == [
+        "not recovered: r1_request.json: AccessDenied: not allowed on this key"]
+    assert "re-running" in error_line(out) and "safe" in error_line(out)
+    assert names(qdir, "wait") == [NAMES[0], NAMES[2]]
+    assert names(qdir, "processing") == [NAMES[1]]
+
+
+def test_recover_all_stops_when_the_store_is_unavailable(
+        qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store goes away at r1: the command stops there (every other request would fail
+    the same way), says what it recovered (r0), that r1's outcome is unknown, and that r2
+    was not attempted."""
+    held_by_a_live_worker(qdir)
+    failing(monkeypatch, "put", ".s3q/lease/r1_request.json", DOWN)
+    out = run(qdir, "recover", "--all", "--yes", "--json")
+    assert out.exit_code == 3, out.output
+    doc = json.loads(out.stdout)
+    assert [r["name"] for r in doc["requests"]] == [NAMES[0]]
+    assert [f["name"] for f in doc["failed"]] == [NAMES[1]]
+    assert "connection refused" in doc["failed"][0]["error"]
+    assert doc["not_attempted"] == [NAMES[2]]
+    line = error_line(out)
+    assert "store unavailable" in line and "1 not attempted" in line and "safe" in line
+    assert names(qdir, "wait") == [NAMES[0]]
+    assert names(qdir, "processing") == NAMES[1:]
+
+
+def test_recover_stale_says_what_it_could_not_take_over(
+        qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`recover --stale` is one takeover scan, which logs a request's own store error and
+    goes on: the command said 'recovered 2 request(s)' and exited 0, r1 still stuck."""
+    q = queue(qdir)
+    for name in NAMES:
+        q.submit(name, b"{}")
+        assert q.claim("w-dead") is not None
+    old = time.time() - 120  # the local store's clock is the file's mtime
+    for lease in (qdir / ".s3q" / "lease").iterdir():
+        os.utime(lease, (old, old))
+    failing(monkeypatch, "put", ".s3q/lease/r1_request.json", DENIED)
+    out = run(qdir, "recover", "--stale")
+    assert out.exit_code == 3, out.output
+    assert "recovered 2 request(s)" in out.stdout
+    assert lines(out.stderr, "not recovered: ") == [
+        "not recovered: r1_request.json: AccessDenied: not allowed on this key"]
+    assert names(qdir, "processing") == [NAMES[1]]
+
+
+# ------------------------------------------------------------------------ requeue --all
+
+def dead_letters(qdir: Path) -> None:
+    q = queue(qdir, max_attempts=1)
+    for name in NAMES:
+        q.submit(name, b"{}")
+        job = q.claim("w")
+        assert job is not None
+        job.fail("broken")
+    assert names(qdir, "failed") == NAMES
+
+
+@pytest.mark.parametrize("how", ["--all", "--glob=r*"])
+def test_requeue_all_goes_on_past_one_requests_store_error(
+        qdir: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    dead_letters(qdir)
+    failing(monkeypatch, "put", ".s3q/lease/r1_request.json", DENIED)
+    out = run(qdir, "requeue", how, "--yes")
+    assert out.exit_code == 3, out.output
+    assert out.stdout.strip() == "requeued 2 request(s)"
+    assert lines(out.stderr, "not requeued: ") == [
+        "not requeued: r1_request.json: AccessDenied: not allowed on this key"]
+    assert "safe" in error_line(out)
+    assert names(qdir, "wait") == [NAMES[0], NAMES[2]]
+    assert names(qdir, "failed") == [NAMES[1]]
+
+
+def test_requeue_all_stops_when_the_store_is_unavailable(
+        qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dead_letters(qdir)
+    failing(monkeypatch, "put", ".s3q/lease/r1_request.json", DOWN)
+    out = run(qdir, "requeue", "--all", "--yes", "--json", "--concurrency", "1")
+    assert out.exit_code == 3, out.output
+    doc = json.loads(out.stdout)
+    assert doc["requeued"] == [NAMES[0]] and doc["skipped"] == []
+    assert [f["name"] for f in doc["failed"]] == [NAMES[1]]
+    assert doc["not_attempted"] == [NAMES[2]]
+    assert "1 not attempted" in error_line(out)
+    assert names(qdir, "failed") == NAMES[1:]
+
+
+# ------------------------------------------------------------------------ purge
+
+def finished(qdir: Path) -> None:
+    q = queue(qdir)
+    for name in NAMES:
+        q.submit(name, b"{}")
+        job = q.claim("w")
+        assert job is not None
+        job.complete(b"result")
+    assert names(qdir, "finish") == NAMES
+
+
+@pytest.mark.parametrize("yes", [["--yes"], []])
+def test_purge_goes_on_past_one_requests_store_error(
+        qdir: Path, monkeypatch: pytest.MonkeyPatch, yes: list[str]) -> None:
+    finished(qdir)
+    monkeypatch.setattr("s3q.cli.output.is_interactive", lambda: True)
+    failing(monkeypatch, "delete", "finish/r1_request.json", DENIED)
+    out = run(qdir, "purge", "finish", *yes, input="y\n")
+    assert out.exit_code == 3, out.output
+    assert out.stdout.splitlines()[-1] == "purged 2 request(s) from finish/"
+    assert lines(out.stderr, "not purged: ") == [
+        "not purged: r1_request.json: AccessDenied: not allowed on this key"]
+    assert "safe" in error_line(out)
+    assert names(qdir, "finish") == [NAMES[1]]
+
+
+def test_purge_stops_when_the_store_is_unavailable(
+        qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    finished(qdir)
+    failing(monkeypatch, "delete", "finish/r1_request.json", DOWN)
+    out = run(qdir, "purge", "finish", "--yes", "--json", "--concurrency", "1")
+    assert out.exit_code == 3, out.output
+    doc = json.loads(out.stdout)
+    assert doc["purged"] == [NAMES[0]] and doc["skipped"] == []
+    assert [f["name"] for f in doc["failed"]] == [NAMES[1]]
+    assert doc["not_attempted"] == [NAMES[2]]
+    assert "store unavailable" in error_line(out)
+    assert names(qdir, "finish") == NAMES[1:]
+
