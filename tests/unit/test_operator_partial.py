@@ -252,3 +252,20 @@ def test_purge_stops_when_the_store_is_unavailable(
     assert "store unavailable" in error_line(out)
     assert names(qdir, "finish") == NAMES[1:]
 
+
+def test_purge_exits_1_when_it_skipped_requests(
+        qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """finish/r1 is written again (another completion of that name) between the listing
+    and its delete: it is not purged, and the exit code says the purge was not done."""
+    finished(qdir)
+
+    def completed_again(inner: Store) -> None:
+        inner.put("finish/r1_request.json", b"another completion")
+
+    failing(monkeypatch, "delete", "finish/r1_request.json", None, before=completed_again)
+    out = run(qdir, "purge", "finish", "--yes")
+    assert out.exit_code == 1, out.output
+    assert out.stdout.strip() == "purged 2 request(s) from finish/"
+    assert lines(out.stderr, "skipped ") == [
+        "skipped r1_request.json: changed or gone meanwhile"]
+    assert names(qdir, "finish") == [NAMES[1]]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import click
 
-from s3q.cli.errors import Failure
+from s3q.cli.errors import EXIT_UNHEALTHY, Failure
 from s3q.cli.options import (
     STATES,
     App,
@@ -283,7 +283,8 @@ def purge(*, state: str, include: str | None, older_than: float | None, dry_run:
     so a huge finish/ is never held in memory. Requests in processing/ are never purged:
     use recover. With on_finish=move, finish/ keeps one object per request forever: trim it
     with --older-than from a timer (on S3, a lifecycle rule is cheaper; docs/OPERATIONS.md).
-    A store error of one request is reported and the others go on; an unreachable
+    Exits 1 when it skipped requests (changed, claimed or gone since listed: named on
+    stderr). A store error of one request is reported and the others go on; an unreachable
     store stops it: either way it says what it purged, what failed and what it did not
     attempt, and exits 3."""
     if state == State.PROCESSING:
@@ -320,6 +321,8 @@ def purge(*, state: str, include: str | None, older_than: float | None, dry_run:
             click.echo(f"skipped {name}: changed or gone meanwhile", err=True)
     report(undone, command="purge", verb="purged", done=len(purged), rerun=(
         "it lists again and deletes what is still there, each only as listed"))
+    if skipped:  # not deleted: claimed, re-submitted, completed or failed again, or gone
+        click.get_current_context().exit(EXIT_UNHEALTHY)
 
 
 #: Requests deleted per round of ``delete_requests`` (the most listed and not yet deleted).
