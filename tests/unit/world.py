@@ -42,6 +42,10 @@ def _marking(commit: Callable[..., None]) -> Callable[..., None]:
 leases.commit = _marking(leases.commit)
 
 TTL = 10.0
+#: Every queue a world made, until :func:`stop_all_threads` (tests/unit/conftest.py, after
+#: each test) stops their lease keepers: the tests that make thousands of worlds left a
+#: keeper thread each, 15,000 threads by the end of the unit tests.
+_MADE: list[Queue] = []
 EtagMode = Literal["md5", "opaque"]
 ETAG_MODES: tuple[EtagMode, ...] = ("md5", "opaque")
 PLACES = (layout.WAIT, layout.PROCESSING, layout.FINISH, layout.FAILED)
@@ -102,14 +106,14 @@ class World:
                                 self.commit_before_finish),
                   rng=random.Random(seed), monotonic=self.clock)
         self._queues.append(q)
+        _MADE.append(q)
         return q, store
 
     def stop_threads(self) -> None:
         """Stop the lease keeper (a thread) of every queue made here, as the processes of a
         world that ends would (no close: nothing is written)."""
-        for q in self._queues:
-            if q._keeper is not None:
-                q._keeper.stop()
+        _stop(self._queues)
+
 
     def next_body(self, name: str, *, same: bool = False) -> bytes:
         """The bytes of the next submission of ``name``: new ones, or (``same``) those of
@@ -297,3 +301,15 @@ class World:
 
     def runs(self, name: str) -> int:
         return sum(1 for h in self.handled if h[0] == name)
+
+
+def stop_all_threads() -> None:
+    """:meth:`World.stop_threads` of every world made since the last call."""
+    _stop(_MADE)
+    _MADE.clear()
+
+
+def _stop(queues: list[Queue]) -> None:
+    for q in queues:
+        if q._keeper is not None:
+            q._keeper.stop()
