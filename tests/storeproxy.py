@@ -31,6 +31,15 @@ moto is not: one behaviour at a time, chosen by :class:`Behaviour` flags.
     503 SlowDown, not forwarded, every time (what the client sees as a store gone away).
 ``delete_errors``: the first N keys of each DeleteObjects answer are turned into
     ``<Error>`` InternalError after they took effect (AWS may answer single keys so).
+``size_limit``: S3's limits on one request, lowered to this many bytes (S3's are 5 GiB; 0:
+    off; moto enforces neither): a CopyObject whose source is larger is answered 400
+    InvalidRequest "The specified copy source is larger than the maximum allowable size for
+    a copy source: N", a PutObject (one part) whose body is larger, 400 EntityTooLarge
+    "Your proposed upload exceeds the maximum allowed size"; neither is forwarded. Multipart
+    uploads (UploadPart, UploadPartCopy) pass.
+``copy_source_if_match``: ``x-amz-copy-source-if-match`` is enforced on CopyObject and
+    UploadPartCopy as S3 does (moto ignores it): a source whose ETag differs is answered 412
+    PreconditionFailed, not forwarded.
 ``latency``: seconds added to every request before it is forwarded (S3's round trips are
     20-60 ms where moto's are well under one): the benchmarks' model of a real network.
     A request that asks for ``100 Continue`` before sending its body gets it after as long
@@ -70,6 +79,16 @@ _INTERNAL = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalErr
              "<Message>We encountered an internal error. Please try again.</Message></Error>")
 _DENIED = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code>"
            "<Message>Access Denied</Message></Error>")
+_PRECONDITION = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>PreconditionFailed"
+                 "</Code><Message>At least one of the pre-conditions you specified did not "
+                 "hold</Message><Condition>x-amz-copy-source-If-Match</Condition></Error>")
+_COPY_TOO_LARGE = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidRequest"
+                   "</Code><Message>The specified copy source is larger than the maximum "
+                   "allowable size for a copy source: {limit}</Message></Error>")
+_ENTITY_TOO_LARGE = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>EntityTooLarge"
+                     "</Code><Message>Your proposed upload exceeds the maximum allowed size"
+                     "</Message><ProposedSize>{size}</ProposedSize><MaxSizeAllowed>{limit}"
+                     "</MaxSizeAllowed></Error>")
 _NO_MATCH = '"00000000000000000000000000000000"'  # an ETag no object has
 _ETAG_XML = re.compile(rb"<ETag>(.*?)</ETag>")
 _CONTENTS_XML = re.compile(rb"<Contents>(.*?)</Contents>", re.S)
@@ -95,6 +114,10 @@ class Behaviour:
     delete_errors: int = 0
     #: The next N requests are answered 503 SlowDown, not forwarded.
     slow_downs: int = 0
+    #: S3's limits on a CopyObject source and a PutObject body, lowered (0: off).
+    size_limit: int = 0
+    #: Enforce x-amz-copy-source-if-match on CopyObject and UploadPartCopy (as S3 does).
+    copy_source_if_match: bool = False
     #: (method, key suffix): the next conditional such request is answered 409, once each.
     conflict_next: set[tuple[str, str]] = field(default_factory=set)
     #: (method, key suffix): the next conditional such request is applied, then answered
@@ -210,6 +233,12 @@ class StoreProxy:
                 self._reply(req, 409, {"Content-Type": "application/xml"}, _CONFLICT.encode())
                 return
             self._bend(req.command, headers, bucket, key, copy_source)
+            refused = self._refusal(req.command, path.query, headers, len(body), copy_source)
+            if refused is not None:
+                self.counts[refused[0]] += 1
+                self._reply(req, refused[1], {"Content-Type": "application/xml"},
+                            refused[2].encode())
+                return
             status, reason, out_headers, data = self._forward(req.command, req.path, body,
                                                               headers)
             if (self.behaviour.missing_delete_204 and req.command == "DELETE"
@@ -254,6 +283,48 @@ class StoreProxy:
                 src_bucket, _, src_key = unquote(copy_source.split("?")[0]).lstrip("/") \
                     .partition("/")
                 headers[h] = self._to_upstream(src_bucket, src_key, headers[h])
+
+    def _refusal(self, method: str, query: str, headers: dict[str, str], size: int,
+                 copy_source: str | None) -> tuple[str, int, str] | None:
+        """S3's answer to a request moto would accept: a single request over the size limit,
+        a copy whose source condition does not hold (``size_limit``,
+        ``copy_source_if_match``). Returns (what to count, status, body) or None."""
+        b = self.behaviour
+        if method != "PUT" or not (b.size_limit or b.copy_source_if_match):
+            return None
+        whole = "partNumber" not in parse_qs(query)
+        if copy_source is None:
+            if b.size_limit and whole and size > b.size_limit:
+                return ("entity too large", 400, _ENTITY_TOO_LARGE.format(
+                    size=size, limit=b.size_limit))
+            return None
+        wanted = next((v for h, v in headers.items()
+                       if h.lower() == "x-amz-copy-source-if-match"), None)
+        if not ((b.copy_source_if_match and wanted is not None) or (b.size_limit and whole)):
+            return None
+        auth = next((v for h, v in headers.items() if h.lower() == "authorization"), "")
+        found = self._head_upstream(copy_source, auth)
+        if found is None:
+            return None  # moto answers (404)
+        etag, length = found
+        if b.copy_source_if_match and wanted is not None and (
+                wanted.strip('"') != etag.strip('"')):
+            return ("copy source changed", 412, _PRECONDITION)
+        if b.size_limit and whole and length > b.size_limit:
+            return ("copy source too large", 400, _COPY_TOO_LARGE.format(limit=b.size_limit))
+        return None
+
+    def _head_upstream(self, copy_source: str, auth: str) -> tuple[str, int] | None:
+        """The upstream ETag and size of a copy source (``bucket/key``, URL-encoded), asked
+        with the client's credentials (moto reads the account from them; it checks no
+        signature)."""
+        status, _, headers, _ = self._forward(
+            "HEAD", "/" + copy_source.partition("?")[0].lstrip("/"), b"",
+            {"Authorization": auth} if auth else {})
+        if status != 200:
+            return None
+        found = {name.lower(): value for name, value in headers}
+        return found.get("etag", ""), int(found.get("content-length", "0"))
 
     def _to_upstream(self, bucket: str, key: str, etag: str) -> str:
         known = self._etags.get((bucket, key))
@@ -331,9 +402,10 @@ class StoreProxy:
         if req.command != "HEAD":
             req.send_header("Content-Length", str(len(data)))
         # headers and body in one write (send_header buffers; end_headers would send them
-        # apart from the body)
-        req.wfile.write(b"".join(req._headers_buffer) + b"\r\n"  # type: ignore[attr-defined]
-                        + (data if req.command != "HEAD" else b""))
+        # apart from the body); a client may hang up first (a GET it closes unread)
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            req.wfile.write(b"".join(req._headers_buffer)  # type: ignore[attr-defined]
+                            + b"\r\n" + (data if req.command != "HEAD" else b""))
         req._headers_buffer = []  # type: ignore[attr-defined]
 
 
