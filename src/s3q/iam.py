@@ -9,8 +9,9 @@ For a queue ``s3://BUCKET/PREFIX`` a worker (and every ``s3q`` command) needs ex
 * ``s3:GetObject``, ``s3:PutObject``, ``s3:DeleteObject`` on the objects under those
   prefixes. HeadObject is allowed by GetObject; CopyObject needs GetObject on the source and
   PutObject on the destination (both under the queue); conditional writes and deletes
-  (``If-None-Match``, ``If-Match``) need no other permission. ``s3:AbortMultipartUpload``
-  lets the managed multipart copy of a request over 5 GiB clean up after a failure;
+  (``If-None-Match``, ``If-Match``) need no other permission. The multipart requests of a
+  request over 5 GiB (copied or submitted in parts) need PutObject, and
+  ``s3:AbortMultipartUpload`` lets one that failed clean up after itself;
 * with ``ssm:`` secrets only: ``ssm:GetParameter`` on those parameters and ``kms:Decrypt``
   through SSM (condition ``kms:ViaService``) to decrypt the SecureStrings;
 * with ``events_queue`` only: on that SQS queue, ``sqs:ReceiveMessage``,

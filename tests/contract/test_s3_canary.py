@@ -29,6 +29,7 @@ from botocore.exceptions import ClientError
 from botocore.utils import parse_timestamp as botocores
 
 import s3q.backends.s3 as s3_backend
+from s3q.backends import s3multipart
 from s3q.backends.s3wire import CONTINUE_THRESHOLD, parse_timestamp
 from s3q.errors import LeaseLost
 from s3q.store import (
@@ -180,17 +181,20 @@ def test_multipart_copy_of_large_source(
     make_s3_store: MakeS3Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # S3 rejects CopyObject above 5 GiB and copy() then falls back to this path; moto does
-    # not enforce the limit, so the fallback is exercised directly, with 5 MiB parts.
-    monkeypatch.setattr(s3_backend, "MULTIPART_COPY_CHUNK", 5 * 1024**2)
+    # not enforce the limit, so the fallback is exercised directly, with 5 MiB parts (the
+    # whole way, with S3's limits modelled: tests/contract/test_s3_large.py)
+    monkeypatch.setattr(s3multipart, "PART_SIZE", 5 * 1024**2)
     store = make_s3_store()
     data = os.urandom(12 * 1024**2)
     src = store.put("big", data)
-    copied = store._copy_multipart("big", "copy", src.etag, None)
+    copied = store._copy_multipart("big", "copy", src.etag, False, None)
     assert copied.size == len(data) and copied.etag.endswith('-3"')
+    assert copied.etag == store.head("copy").etag
     assert store.request_counts["UploadPartCopy"] == 3
     assert store.get("copy")[0] == data
     with pytest.raises(PreconditionFailed):
-        store._copy_multipart("big", "copy", STALE, None)
+        store._copy_multipart("big", "copy", STALE, False, None)
+    assert s3multipart.part_size(5 * 1024**4) == -(-5 * 1024**4 // s3multipart.MAX_PARTS)
 
 
 # -- S3Store specifics ----------------------------------------------------------------------

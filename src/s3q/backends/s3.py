@@ -11,11 +11,15 @@ server under test by ``tests/contract/test_s3_canary.py``):
 * ``DeleteObject`` with ``If-Match: <etag>`` likewise (412 on a stale ETag, 404 when the key
   is missing);
 * ``CopyObject`` with ``x-amz-copy-source-if-match`` checks the *source* atomically;
+* above 5 GiB (S3's limit on one PutObject body or CopyObject source), a
+  ``CompleteMultipartUpload`` with ``If-None-Match: *`` is create-if-absent as PutObject's
+  is (AWS since Nov 2024; not probed: :mod:`s3q.backends.s3multipart`);
 * every response carries a ``Date`` header from the server's clock, and ``Last-Modified`` is
   stamped by the same clock (1 s resolution): :meth:`S3Store.now` is built on that.
 
 Every botocore exception is translated at this edge (here and in :mod:`s3q.backends.s3wire`,
-chained with ``from``); none leaves the backend.
+chained with ``from``; the multipart transfers of :mod:`s3q.backends.s3multipart` use this
+one's); none leaves the backend.
 """
 
 from __future__ import annotations
@@ -29,12 +33,18 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from s3q.backends import S3Options
+from s3q.backends import S3Options, s3multipart
 from s3q.backends.s3bodies import buffered, rewindable
-from s3q.backends.s3wire import TRANSPORT, Meter, make_client, resend_conflicts, translate
+from s3q.backends.s3wire import (
+    TRANSPORT,
+    Meter,
+    make_client,
+    quoted,
+    resend_conflicts,
+    translate,
+)
 from s3q.capabilities import Capabilities
 from s3q.store import (
     S3_MAX_KEY_BYTES,
@@ -63,8 +73,6 @@ __all__ = ["S3Store"]
 
 log = logging.getLogger(__name__)
 
-#: Part size of the managed (multipart, still server-side) copy of large objects.
-MULTIPART_COPY_CHUNK = 256 * 1024**2
 #: Keys in one DeleteObjects request (S3's limit).
 MAX_BATCH = 1000
 
@@ -133,7 +141,8 @@ class S3Store:
     ) -> ObjectInfo:
         """PutObject, with ``If-None-Match: *`` or ``If-Match``. Bodies are streamed; a
         non-seekable one is spooled first (botocore must be able to rewind for retries).
-        Single-part only, so at most 5 GiB."""
+        A body over S3's limit on one PutObject (5 GiB) is uploaded in parts, the condition
+        sent with CompleteMultipartUpload (:func:`s3multipart.put`)."""
         if if_none_match and if_match is not None:
             raise ValueError("put: use at most one of if_none_match and if_match")
         request: PutObjectRequestTypeDef = {"Bucket": self.bucket, "Key": self._full(key)}
@@ -142,6 +151,10 @@ class S3Store:
         elif if_match is not None:
             request["IfMatch"] = if_match
         with rewindable(body) as (payload, size):
+            if size > s3multipart.SINGLE_MAX:
+                return s3multipart.put(self, key, payload, size, if_none_match=if_none_match,
+                                       if_match=if_match, guard=guard)
+
             def send() -> Any:
                 if not isinstance(payload, bytes):
                     payload.seek(0)  # (a try after a 409 sends the body again)
@@ -149,7 +162,7 @@ class S3Store:
                     request["Body"] = payload
                     return self._client.put_object(**request)
             resp = resend_conflicts(send) if if_none_match or if_match else send()
-        return ObjectInfo(key, _quoted(resp["ETag"]), size,
+        return ObjectInfo(key, quoted(resp["ETag"]), size,
                           self._response_time(resp["ResponseMetadata"]))
 
     def copy(self, src: str, dst: str, *, if_source_match: str | None = None,
@@ -159,8 +172,10 @@ class S3Store:
         ``if_none_match`` is sent as CopyObject's ``If-None-Match: *`` only where the store
         is known to honour it (:attr:`capabilities`); elsewhere (moto and radosgw ignore it)
         the source is streamed through this process into a ``PutObject If-None-Match: *``.
-        Sources over 5 GiB (rejected by CopyObject) go through a managed multipart copy
-        (UploadPartCopy, each part conditional on the source's ETag). Note: moto 5.2 ignores
+        Sources over S3's limit on one request (5 GiB: CopyObject refuses them, and a
+        PutObject could not take them) are copied server-side in parts
+        (:func:`s3multipart.copy`: UploadPartCopy, each part conditional on the source's
+        ETag; ``if_none_match`` sent with CompleteMultipartUpload). Note: moto 5.2 ignores
         the source condition; the protocol never depends on it (the lease is the lock)."""
         validate_key(dst)
         if if_none_match and not self.capabilities.copy_if_none_match:
@@ -180,39 +195,31 @@ class S3Store:
         except StoreError as e:
             if "copy source is larger than the maximum" not in str(e.__cause__):
                 raise
-            if if_none_match:
-                return self._copy_through(src, dst, if_source_match, guard)
-            return self._copy_multipart(src, dst, if_source_match, guard)
+            return self._copy_multipart(src, dst, if_source_match, if_none_match, guard)
         result = resp["CopyObjectResult"]
         return _info(dst, result["ETag"], -1, result["LastModified"])
 
     def _copy_through(self, src: str, dst: str, if_source_match: str | None,
                       guard: Guard | None) -> ObjectInfo:
         """A create-if-absent copy on a store that ignores CopyObject's destination
-        condition: stream the source into ``PutObject If-None-Match: *``."""
+        condition: stream the source into ``PutObject If-None-Match: *``; or, over S3's
+        limit on one PutObject, copy it in parts (the stream is closed unread)."""
         stream, info = self.open(src)
         with stream:
             if if_source_match is not None and info.etag != if_source_match:
                 raise PreconditionFailed(f"S3 copy: {self._where(src)} has changed")
-            return self.put(dst, stream, if_none_match=True, guard=guard)
+            if info.size <= s3multipart.SINGLE_MAX:
+                return self.put(dst, stream, if_none_match=True, guard=guard)
+        return s3multipart.copy(self, src, dst, info, if_none_match=True, guard=guard)
 
     def _copy_multipart(self, src: str, dst: str, if_source_match: str | None,
-                        guard: Guard | None) -> ObjectInfo:
-        if guard is not None:
-            guard()  # the transfer's own threads send the parts: checked once, before
+                        if_none_match: bool, guard: Guard | None) -> ObjectInfo:
+        """A copy of a source CopyObject refused as too large: in parts."""
         source = self.head(src)
         if if_source_match is not None and source.etag != if_source_match:
             raise PreconditionFailed(f"S3 CopyObject: {self._where(src)} has changed")
-        config = TransferConfig(
-            multipart_threshold=MULTIPART_COPY_CHUNK,
-            multipart_chunksize=MULTIPART_COPY_CHUNK,
-            max_concurrency=self._pool_size,
-        )
-        copy_source: CopySourceTypeDef = {"Bucket": self.bucket, "Key": self._full(src)}
-        with self._edge("CopyObject(multipart)", src):
-            self._client.copy(copy_source, self.bucket, self._full(dst),
-                              ExtraArgs={"CopySourceIfMatch": source.etag}, Config=config)
-        return self.head(dst)
+        return s3multipart.copy(self, src, dst, source, if_none_match=if_none_match,
+                                guard=guard)
 
     def delete(self, key: str, *, if_match: str | None = None,
                guard: Guard | None = None) -> None:
@@ -375,13 +382,7 @@ class S3Store:
             raise StoreError(f"S3 {operation} {self._where(key)}: {e}") from e
 
 def _info(key: str, etag: str, size: int, last_modified: datetime) -> ObjectInfo:
-    return ObjectInfo(key, _quoted(etag), size, last_modified.timestamp())
-
-
-def _quoted(etag: str) -> str:
-    """ETags as S3 sends them, in double quotes (radosgw 16 leaves them off in
-    CopyObject's result, though its HEAD of the copy has them)."""
-    return etag if etag.startswith(('"', 'W/"')) else f'"{etag}"'
+    return ObjectInfo(key, quoted(etag), size, last_modified.timestamp())
 
 
 def _loose(prefix: str) -> str:

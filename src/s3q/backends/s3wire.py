@@ -3,8 +3,8 @@ parser, no wait for ``100 Continue`` before a small body, and botocore's model r
 process), the translation of its errors into s3q's (:func:`translate`), and the
 :class:`Meter` its event hooks feed (the requests sent and errors answered, the server's
 clock, a guard checked before each send), and the resending of a conditional request
-answered 409 (:func:`resend_conflicts`). Only :mod:`s3q.backends.s3` and
-:mod:`s3q.backends.s3bodies` use it."""
+answered 409 (:func:`resend_conflicts`). Only :mod:`s3q.backends.s3`,
+:mod:`s3q.backends.s3bodies` and :mod:`s3q.backends.s3multipart` use it."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 __all__ = ["CLOCK_STEP_BACK", "TRANSPORT", "Meter", "StoreClock", "error_code", "make_client",
-           "parse_timestamp", "resend_conflicts", "translate"]
+           "parse_timestamp", "quoted", "resend_conflicts", "translate"]
 
 #: A ``Date`` this far below the current clock estimate means the server clock was stepped
 #: back (NTP), not that the response was slow: the estimate follows it down.
@@ -183,6 +183,12 @@ def translate(e: ClientError, operation: str, where: str, *, bucket: str,
     if code in _BAD_CREDENTIALS:
         return StoreError(f"S3 rejected the credentials ({code}) for {operation} {where}")
     return StoreError(f"S3 {operation} {where} failed: {code} (HTTP {status}): {message}")
+
+
+def quoted(etag: str) -> str:
+    """ETags as S3 sends them, in double quotes (radosgw 16 leaves them off in
+    CopyObject's result, though its HEAD of the copy has them)."""
+    return etag if etag.startswith(('"', 'W/"')) else f'"{etag}"'
 
 
 def error_code(e: ClientError) -> str:
