@@ -40,6 +40,10 @@ moto is not: one behaviour at a time, chosen by :class:`Behaviour` flags.
 ``copy_source_if_match``: ``x-amz-copy-source-if-match`` is enforced on CopyObject and
     UploadPartCopy as S3 does (moto ignores it): a source whose ETag differs is answered 412
     PreconditionFailed, not forwarded.
+``delete_conflicts``: the first N keys of each DeleteObjects request are answered ``<Error>``
+    ConditionalRequestConflict inside its 200 *without* being applied (taken out of the
+    request before it is forwarded): AWS answers so a conditional delete that overlapped
+    another ("retry the request").
 ``latency``: seconds added to every request before it is forwarded (S3's round trips are
     20-60 ms where moto's are well under one): the benchmarks' model of a real network.
     A request that asks for ``100 Continue`` before sending its body gets it after as long
@@ -112,6 +116,9 @@ class Behaviour:
     #: The first N keys of each DeleteObjects answer come back as InternalError, after they
     #: took effect upstream (AWS may answer single keys so inside a 200).
     delete_errors: int = 0
+    #: The first N keys of each DeleteObjects request are answered ConditionalRequestConflict,
+    #: not applied (not forwarded).
+    delete_conflicts: int = 0
     #: The next N requests are answered 503 SlowDown, not forwarded.
     slow_downs: int = 0
     #: S3's limits on a CopyObject source and a PutObject body, lowered (0: off).
@@ -233,6 +240,14 @@ class StoreProxy:
                 self._reply(req, 409, {"Content-Type": "application/xml"}, _CONFLICT.encode())
                 return
             self._bend(req.command, headers, bucket, key, copy_source)
+            conflicted: list[str] = []
+            if (self.behaviour.delete_conflicts and req.command == "POST"
+                    and "delete" in parse_qs(path.query, keep_blank_values=True)):
+                body, conflicted = _take_out(body, self.behaviour.delete_conflicts)
+                headers = {k: v for k, v in headers.items() if not k.lower().startswith(
+                    ("content-md5", "x-amz-checksum-", "x-amz-sdk-checksum", "content-length"))}
+                headers["Content-Length"] = str(len(body))
+                self.counts["delete conflicts"] += len(conflicted)
             refused = self._refusal(req.command, path.query, headers, len(body), copy_source)
             if refused is not None:
                 self.counts[refused[0]] += 1
@@ -251,6 +266,10 @@ class StoreProxy:
                     and "delete" in parse_qs(path.query, keep_blank_values=True)):
                 self.counts["delete errors"] += 1
                 data = _internal_errors(data, self.behaviour.delete_errors)
+            if conflicted and status == 200:
+                data = _with_errors(data, conflicted, "ConditionalRequestConflict",
+                                    "A conflicting conditional operation is currently in "
+                                    "progress against this resource. Please try again.")
             if self.behaviour.opaque_etags:
                 out_headers, data = self._opaque(req.command, path.query, bucket, key,
                                                  status=status, headers=out_headers,
@@ -421,6 +440,35 @@ def _internal_errors(data: bytes, n: int) -> bytes:
         error = ElementTree.SubElement(root, f"{ns}Error")
         for tag, text in (("Key", key), ("Code", "InternalError"),
                           ("Message", "We encountered an internal error. Please try again.")):
+            ElementTree.SubElement(error, f"{ns}{tag}").text = text
+    answer: bytes = ElementTree.tostring(root, encoding="UTF-8", xml_declaration=True)
+    return answer
+
+
+def _take_out(body: bytes, n: int) -> tuple[bytes, list[str]]:
+    """A DeleteObjects request body without its first ``n`` objects (one is kept: S3 refuses
+    an empty request), and their keys."""
+    root = ElementTree.fromstring(body)
+    ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    if ns:
+        ElementTree.register_namespace("", ns[1:-1])
+    objects = root.findall(f"{ns}Object")
+    taken = objects[:min(n, len(objects) - 1)]
+    for obj in taken:
+        root.remove(obj)
+    rest: bytes = ElementTree.tostring(root, encoding="UTF-8", xml_declaration=True)
+    return rest, [obj.findtext(f"{ns}Key") or "" for obj in taken]
+
+
+def _with_errors(data: bytes, keys: list[str], code: str, message: str) -> bytes:
+    """A DeleteObjects answer with an ``<Error>`` ``code`` for each of ``keys`` added."""
+    root = ElementTree.fromstring(data)
+    ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    if ns:
+        ElementTree.register_namespace("", ns[1:-1])
+    for key in keys:
+        error = ElementTree.SubElement(root, f"{ns}Error")
+        for tag, text in (("Key", key), ("Code", code), ("Message", message)):
             ElementTree.SubElement(error, f"{ns}{tag}").text = text
     answer: bytes = ElementTree.tostring(root, encoding="UTF-8", xml_declaration=True)
     return answer

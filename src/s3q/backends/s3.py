@@ -242,9 +242,10 @@ class S3Store:
         :class:`NotFound`, PreconditionFailed :class:`PreconditionFailed`), with
         ``retried`` set when botocore sent the request more than once. A key answered
         InternalError or SlowDown (or not at all) is sent again alone, as botocore would
-        have retried it; but with a ``guard`` (checked before each HTTP request, retries
-        too), which may be one key's only, it is answered StoreUnavailable and left to
-        the caller."""
+        have retried it, and so is one answered ConditionalRequestConflict (409: not
+        applied, its condition unchecked; never a 412); but with a ``guard`` (checked
+        before each HTTP request, retries too), which may be one key's only, it is
+        answered StoreUnavailable and left to the caller."""
         if len(items) < 2 or not self.capabilities.batch_conditional_delete:
             return delete_each(self, items, guard=guard)
         if len(items) > MAX_BATCH:
@@ -260,7 +261,11 @@ class S3Store:
         failed = {e["Key"][cut:]: e for e in resp.get("Errors", []) if "Key" in e}
         results: list[StoreError | None] = []
         for key, _ in items:
-            if key in failed:
+            error: StoreError
+            if key in failed and failed[key].get("Code") == "ConditionalRequestConflict":
+                error = StoreUnavailable(f"S3 DeleteObjects {self._where(key)}: "
+                                         "ConditionalRequestConflict (not applied)")
+            elif key in failed:
                 answer = ClientError(cast(Any, {"Error": failed[key], "ResponseMetadata": meta}),
                                      "DeleteObjects")
                 error = translate(answer, "DeleteObjects", self._where(key),
@@ -279,10 +284,9 @@ class S3Store:
                 for (key, etag), r in zip(items, results, strict=True)]
 
     def _again(self, key: str, etag: str) -> StoreError | None:
-        """A key answered InternalError or SlowDown (or not at all) inside a DeleteObjects
-        that succeeded (botocore retries only whole requests): its own DeleteObject, as
-        botocore would have retried it, whose 404 or 412 may be the first try's doing
-        (``retried``)."""
+        """A key answered InternalError, SlowDown or 409 (or not at all) inside a
+        DeleteObjects that succeeded (botocore retries only whole requests): its own
+        DeleteObject, whose 404 or 412 may be the first try's doing (``retried``)."""
         try:
             self.delete(key, if_match=etag)
         except StoreError as exc:
