@@ -377,7 +377,15 @@ class Queue:
         return requeue_op.purge(self.ctx, value, info)  # type: ignore[arg-type]
 
 
+#: The ids s3q's own commands act as: a worker of one of them would be taken for them (an
+#: attempt interrupted under RECOVER_ALL is not counted).
+RESERVED_WORKER_IDS = frozenset({"s3q-recover", RECOVER_ALL, "s3q-requeue", "s3q-dashboard"})
+
+
 def _check_worker_id(worker_id: str) -> None:
     if not worker_id or any(c in worker_id for c in "\x00\n\r") or len(worker_id) > 200:
         raise ConfigError(f"worker_id: must be a non-empty single-line string (got "
                           f"{worker_id!r})")
+    if worker_id in RESERVED_WORKER_IDS:
+        raise ConfigError(f"worker_id: {worker_id!r} is the id s3q's own commands act as "
+                          "(recover, requeue, the dashboard): give the worker another")

@@ -155,6 +155,20 @@ def test_worker_burst_runs_the_program_on_everything(tmp_path: Path, qdir: Path)
     assert settings["settings"]["concurrency"] == "3"
 
 
+@pytest.mark.parametrize("worker_id", ["s3q-recover", "s3q-recover-all", "s3q-requeue",
+                                       "s3q-dashboard"])
+def test_a_worker_may_not_take_the_id_of_s3qs_own_commands(qdir: Path, worker_id: str) -> None:
+    """recover --all takes requests as s3q-recover-all, and an attempt interrupted under that
+    id is not counted: a worker of that id would have its crashed attempts uncounted, and
+    one of any of these ids would be taken for the operator's command. Refused at start,
+    before anything is claimed."""
+    run(qdir, "submit", "--name", "a_request.json", "-", input=b"{}")
+    out = run(qdir, "worker", "--exec", UPPER, "--burst", "--worker-id", worker_id)
+    assert out.exit_code == 2, out.output
+    assert f"{worker_id!r} is the id s3q's own commands act as" in one_error_line(out)
+    assert queue(qdir).counts()["wait"] == 1
+
+
 def test_worker_python_handler_in_a_thread_and_in_a_process(
         tmp_path: Path, qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "myjobs.py").write_text(
