@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
+from s3q import __version__ as s3q_version
+
 __all__ = ["BUNDLE_FILES", "fill_doc_sections", "ops_doc_blocks", "render_bundle",
            "unit_exec_arg", "write_bundle"]
 
@@ -158,6 +160,9 @@ def render_bundle(
         "STOP_HOOK_TIMEOUT": str(timeout_stop + HOOK_MARGIN),
         "VALIDATE_TIMEOUT": str(VALIDATE_TIMEOUT),
         "VALIDATE_HOOK_TIMEOUT": str(VALIDATE_TIMEOUT + HOOK_MARGIN),
+        # without a wheel in the revision: this very s3q (a rollback, or a server launched
+        # later, must not get whatever version the index has that day)
+        "PACKAGE_SPEC": f"s3q=={s3q_version}",
     }
     templates = resources.files("s3q") / "deploy_templates"
     files: dict[str, tuple[str, int]] = {}

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from s3q import __version__
 from s3q.config import load_config
 from s3q.deploy import (
     DEFAULT_GRACE,
@@ -478,6 +479,7 @@ def scratch(tmp_path: Path) -> Scratch:
 
 VENV = "$TMP/root/opt/s3q-app/.venv"
 PIP = "venv-python -m pip install --quiet --disable-pip-version-check"
+
 UNIT_CALL = "s3q-worker.service"
 
 
@@ -500,7 +502,7 @@ def test_hooks_run_in_order_twice_each_on_a_fresh_instance(scratch: Scratch) -> 
     calls, _ = scratch.hook("AfterInstall")
     assert calls == [
         f"python3 -m venv --clear {VENV}",
-        f"{PIP} --upgrade s3q",
+        f"{PIP} --upgrade s3q=={__version__}",  # this s3q: a rollback gets the same
         f"{PIP} --requirement $TMP/root/opt/s3q-app/requirements.txt",
         "systemctl daemon-reload",
         "chown root:s3q $TMP/root/etc/s3q/s3q.toml",
@@ -518,7 +520,7 @@ def test_hooks_run_in_order_twice_each_on_a_fresh_instance(scratch: Scratch) -> 
     calls, _ = scratch.hook("AfterInstall")
     assert calls == [
         "venv-python -c import sys",  # the virtualenv works: refreshed, not recreated
-        f"{PIP} --upgrade s3q",
+        f"{PIP} --upgrade s3q=={__version__}",  # this s3q: a rollback gets the same
         f"{PIP} --requirement $TMP/root/opt/s3q-app/requirements.txt",
         "systemctl daemon-reload",
     ]

@@ -2,7 +2,9 @@
 # AfterInstall: the virtualenv (s3q and the app's requirements.txt), the systemd unit and,
 # the first time only, the configuration in /etc/s3q.
 #   s3q comes from the newest wheels/s3q-*.whl of the revision if there is one, else from
-#   $S3Q_SPEC (default: the package index's "s3q"); pip honours PIP_INDEX_URL and the like.
+#   $S3Q_SPEC (default: the package index's s3q of the version that wrote this revision,
+#   so that a rollback or a server launched later runs the same s3q); pip honours
+#   PIP_INDEX_URL and the like.
 #   /etc/s3q/s3q.toml and s3q.env are never overwritten: they are the server's to edit.
 set -euo pipefail
 # shellcheck source=common.sh
@@ -26,8 +28,8 @@ if [ -n "$wheel" ]; then
   # the same version number may be a newer build: replace it (s3q only, not its deps)
   "${pip[@]}" --force-reinstall --no-deps "$wheel"
 else
-  log "installing ${S3Q_SPEC:-s3q}"
-  "${pip[@]}" --upgrade "${S3Q_SPEC:-s3q}"
+  log "installing ${S3Q_SPEC:-@@PACKAGE_SPEC@@}"
+  "${pip[@]}" --upgrade "${S3Q_SPEC:-@@PACKAGE_SPEC@@}"
 fi
 if [ -f "$APP/requirements.txt" ]; then
   log "installing requirements.txt"
