@@ -368,7 +368,12 @@ STANDINS = {
         environ="$S3Q_ROOT/proc/4242/environ"
         case "$1" in
           is-active) [ -e "$STATE/active" ] ;;
+          reset-failed) rm -f "$STATE/start-limit-hit" ;;
           start|restart)
+            if [ -e "$STATE/start-limit-hit" ]; then  # as systemd refuses until reset-failed
+              echo "Job for $2 failed because the start limit was hit" >&2
+              exit 1
+            fi
             touch "$STATE/active"
             mkdir -p "${environ%/*}"
             { printf '%s\\0' PATH=/opt/s3q-app/.venv/bin:/usr/bin NOTIFY_SOCKET=/run/notify
@@ -529,7 +534,8 @@ def test_hooks_run_in_order_twice_each_on_a_fresh_instance(scratch: Scratch) -> 
 
     for _ in range(2):
         calls, _ = scratch.hook("ApplicationStart")
-        assert calls == [f"systemctl enable {UNIT_CALL}", f"systemctl restart {UNIT_CALL}"]
+        assert calls == [f"systemctl enable {UNIT_CALL}", f"systemctl reset-failed {UNIT_CALL}",
+                         f"systemctl restart {UNIT_CALL}"]
 
     for _ in range(2):
         calls, out = scratch.hook("ValidateService")
@@ -653,3 +659,16 @@ def test_operations_doc_embeds_the_generated_files() -> None:
     for name, text in expected.items():
         assert embedded[name] == text, f"docs/OPERATIONS.md: {name} is stale: " \
                                        "run scripts/gen-ops-doc"
+
+
+def test_a_fix_deploys_over_a_worker_that_hit_the_start_limit(scratch: Scratch) -> None:
+    """The deployed worker crash-loops (a bad setting: exit 2, restarted every 5 s); one
+    restart more (an operator's, or the hook's own) within the minute and systemd refuses
+    every start ("start limit hit") until `systemctl reset-failed`: the revision that fixes
+    it would fail its ApplicationStart, and the deployment with it."""
+    scratch.deploy("ValidateService")
+    (scratch.tmp / "state" / "start-limit-hit").touch()
+    scratch.hook("ApplicationStop")
+    scratch.deploy("ApplicationStart")
+    calls, _ = scratch.hook("ValidateService")
+    assert f"systemctl is-active --quiet {UNIT_CALL}" in calls

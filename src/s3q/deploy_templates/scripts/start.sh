@@ -7,5 +7,8 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
 "$SYSTEMCTL" enable "$SERVICE"
+# a worker that crash-looped (a bad setting) may have hit the unit's start limit: then
+# systemd refuses every start, this revision's (the fix) too, until the count is reset
+"$SYSTEMCTL" reset-failed "$SERVICE" 2>/dev/null || true
 log "restarting $SERVICE"
 "$SYSTEMCTL" restart "$SERVICE"
