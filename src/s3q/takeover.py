@@ -341,15 +341,17 @@ class Scanner:
         self._told = {n: v for n, v in self._told.items() if n in leased}
         for info in list_all(ctx.store, layout.PROCESSING):
             name = layout.name_of(layout.PROCESSING, info.key)
-            if (name not in leased and ctx.is_request(name) and ctx.fits(name)
-                    and ctx.is_expired(info, now) and adopt_orphan(ctx, info)):
-                try:
+            if not (name not in leased and ctx.is_request(name) and ctx.fits(name)
+                    and ctx.is_expired(info, now)):
+                continue
+            try:  # its adoption too: a store error of its own must not end the scan
+                if adopt_orphan(ctx, info):
                     done.actions[name] = take_over(ctx, name, worker_id, "stale",
                                                    make_job=self.make_job)
-                except StoreUnavailable:
-                    raise
-                except StoreError as exc:
-                    _not_taken_over(done, name, exc)
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:
+                _not_taken_over(done, name, exc)
         # v0…v3 (PROTOCOL §4 takeover, step 0): the view of a due retry. Each lease is
         # looked at again only every RECHECK scans, and at most page_size of them per scan
         # (the least recently looked at first): a paused queue, or a deep backlog that

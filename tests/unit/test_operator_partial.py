@@ -269,3 +269,44 @@ def test_purge_exits_1_when_it_skipped_requests(
     assert lines(out.stderr, "skipped ") == [
         "skipped r1_request.json: changed or gone meanwhile"]
     assert names(qdir, "finish") == [NAMES[1]]
+
+
+def orphans_in_processing(qdir: Path) -> None:
+    """Requests in processing/ with no lease (an old seed-style worker's, or put there by
+    hand), long expired: each scan adopts them (a lease) and releases them to wait/."""
+    old = time.time() - 600
+    for name in NAMES:
+        path = qdir / "processing" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"{}")
+        os.utime(path, (old, old))
+
+
+def test_recover_stale_goes_on_past_an_orphan_it_may_not_adopt(
+        qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lease of the orphan r1 may not be written (denied): the scan stopped there, with
+    r1's StoreError, r2 (sorted after it) never looked at; the command printed no summary.
+    Now r0 and r2 are recovered, r1 is named with its error, and the exit code is 3."""
+    orphans_in_processing(qdir)
+    failing(monkeypatch, "put", ".s3q/lease/r1_request.json", DENIED)
+    out = run(qdir, "recover", "--stale")
+    assert out.exit_code == 3, out.output
+    assert "recovered 2 request(s)" in out.stdout
+    assert lines(out.stderr, "not recovered: ") == [
+        "not recovered: r1_request.json: AccessDenied: not allowed on this key"]
+    assert names(qdir, "wait") == [NAMES[0], NAMES[2]]
+    assert names(qdir, "processing") == [NAMES[1]]
+
+
+def test_the_takeover_scan_goes_on_past_an_orphan_it_may_not_adopt(qdir: Path) -> None:
+    """The workers' scan, the same: one orphan whose adoption is denied ended every scan
+    there, so that the orphans after it, and the due retries whose view in wait/ the scan
+    restores after the orphans (v0…v3), were never seen to: stuck while it stayed."""
+    orphans_in_processing(qdir)
+    q = Queue(FailsOn(open_store(str(qdir)), "put", ".s3q/lease/r1_request.json", DENIED),
+              QueueConfig())
+    done = q.scan("w")
+    assert done is not None
+    assert sorted(done.actions) == [NAMES[0], NAMES[2]]
+    assert list(done.failed) == [NAMES[1]]
+    assert names(qdir, "wait") == [NAMES[0], NAMES[2]]
