@@ -34,6 +34,7 @@ from s3q.hostlock import one_per_host
 from s3q.job import Job
 from s3q.pacing import Pacer, Turn
 from s3q.queue import Queue
+from s3q.recovery import RecoveryIncomplete, RecoveryStopped
 from s3q.registry import Presence
 from s3q.running import Runner, one_line
 from s3q.store import StoreError
@@ -159,11 +160,11 @@ class Worker:
         slots = _Slots(self.options.concurrency, self._woken)
         self._runner.start()
         if self.options.recover_on_start and not self._stopping.is_set():
-            recovered = self.queue.recover_own(wid)
+            recovered = self._recover_own(wid)
             if recovered:
                 log.warning("recovered %d request(s) this worker held before it stopped",
-                            len(recovered), extra={"event": "recovered_own",
-                                                   "worker": wid, "count": len(recovered)})
+                            recovered, extra={"event": "recovered_own",
+                                              "worker": wid, "count": recovered})
         threads = [threading.Thread(target=self._slot_thread, args=(slots,),
                                     name=f"s3q-slot-{i}", daemon=True)
                    for i in range(self.options.concurrency)]
@@ -195,6 +196,24 @@ class Worker:
         log.info("worker %s stopped", wid, extra={"event": "worker_stopped", "worker": wid,
                                                   "completed": self.stats.completed})
         return self.stats
+
+    def _recover_own(self, wid: str) -> int:
+        """Own recovery at start: how many requests it took back. A request it could not
+        take back for a store error of its own (denied) is logged and left held by this id,
+        as the takeover scan leaves such a request: its lease expires and the scan tries it
+        again. Raising would end the run, and each restart would take the same lease over
+        again (renewing it, so that no other worker's scan ever takes it over) and fail
+        again: the worker would never start. An unavailable store still ends the run."""
+        try:
+            return len(self.queue.recover_own(wid))
+        except RecoveryStopped:
+            raise
+        except RecoveryIncomplete as e:
+            for name, error in e.done.failed.items():
+                log.error("own recovery of %s failed: %s; the takeover scan tries it again "
+                          "once its lease expires", name, error,
+                          extra={"event": "recover_failed", "request": name, "worker": wid})
+            return len(e.done)
 
     def _scan(self) -> None:
         """The takeover scan, on its own thread: dead workers' requests are fenced and

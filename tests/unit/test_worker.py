@@ -25,7 +25,7 @@ from s3q.handlers import (
 )
 from s3q.job import Job
 from s3q.records import Intent
-from s3q.store import Body, Guard, ObjectInfo, StoreUnavailable
+from s3q.store import Body, Guard, ObjectInfo, StoreError, StoreUnavailable
 from s3q.worker import Worker, WorkerOptions
 
 T = TypeVar("T")
@@ -603,3 +603,44 @@ def test_a_job_whose_give_back_failed_is_not_completed() -> None:
     found = q.lease("a_request.json")
     assert found is not None and found[0].intent is Intent.HELD  # returns once expired
     assert worker.stats.completed == 0
+
+
+class DeniedDelete(DelegatingStore):
+    """Deletes of one key are refused (permission denied), every time: a producer of
+    another user made it, which the workers may read but not delete."""
+
+    def __init__(self, inner: MemoryStore, key: str) -> None:
+        super().__init__(inner)
+        self.key = key
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        if op in ("delete", "delete_batch") and (
+                args.get("key") == self.key
+                or any(k == self.key for k, _ in args.get("items", ()))):
+            raise StoreError(f"AccessDenied: DeleteObject {self.key}")
+        return fn()
+
+
+def test_a_request_its_own_recovery_cannot_release_does_not_keep_the_worker_from_starting(
+        ) -> None:
+    """Worker w claimed a_request.json, whose c2 is denied (every time): its lease stays
+    w's. At w's next start (a restart, a reboot, a deployment), its own recovery took that
+    lease over (t1, w's again) and failed at c2: the worker's run raised, systemd
+    restarted it, and the next start failed the same way, for good: the requests waiting
+    behind it were never run by it (by nobody, on a one-worker fleet: its own scan never
+    ran to take the lease over). Now the failure is logged, the worker starts, and the
+    takeover scan tries that request again later (as for any request's own store error)."""
+    denied = "wait/batch/a_request.json"
+    q = Queue(DeniedDelete(MemoryStore("denied"), denied),
+              QueueConfig(lease_ttl=6.0, retry_base_delay=0.0, retry_max_delay=0.0))
+    q.submit("batch/a_request.json", b"{}")
+    with pytest.raises(StoreError, match="AccessDenied"):
+        q.claim("w")  # c1, then c2 refused: the lease stays w's
+    names = fill(q, 3)
+    seen: list[str] = []
+    stats = Worker(q, lambda job: seen.append(job.name),
+                   WorkerOptions("w", concurrency=1, burst=True, max_jobs=3)).run()
+    assert sorted(seen) == names
+    assert stats.completed == 3
+    found = q.lease("batch/a_request.json")
+    assert found is not None  # the request is still held (its lease holds the body)
