@@ -27,7 +27,7 @@ from s3q.errors import LeaseLost
 from s3q.job import Job
 from s3q.leases import LeaseTaken
 from s3q.records import INLINE_MAX, Intent, Lease, new_claim_id
-from s3q.store import NotFound, ObjectInfo, PreconditionFailed, resume_after
+from s3q.store import NotFound, ObjectInfo, PreconditionFailed, StoreError, resume_after
 
 __all__ = ["Claimer", "finish_claim"]
 
@@ -115,6 +115,51 @@ class ClaimOvertaken(Exception):
     """c2 of a fresh claim found wait/NAME gone or replaced: the bytes c0 read were claimed
     by another worker in the meantime (and finished: its lease is gone, or ours could not
     have been created). This claim gives its lease up instead of running them again."""
+
+
+class _Held:
+    """The lease of a claim under way and its ETag, as its renewals (:func:`_renewed`)
+    leave them."""
+
+    __slots__ = ("etag", "lease")
+
+    def __init__(self, lease: Lease, etag: str) -> None:
+        self.lease, self.etag = lease, etag
+
+
+@contextlib.contextmanager
+def _renewed(ctx: Context, held: _Held, deadline: Deadline) -> Iterator[None]:
+    """c1b of a large request is a server-side copy that may take longer than the lease
+    lives (in parts over 5 GiB: tens of GiB take minutes): while it runs, the lease is
+    renewed every ``renew_interval`` (``PUT=e``, ``seq`` + 1, as a job's heartbeat) and
+    ``deadline`` moved with each renewal, so that the copy's parts, and c2 after it, are
+    still sent in time. A renewal that finds the lease taken over stops renewing: the
+    deadline then runs out and stops the copy (the taker makes the private copy itself);
+    one that fails otherwise is tried again at the next interval."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(ctx.config.renew_interval):
+            sent = ctx.monotonic()
+            try:
+                held.lease, held.etag = leases.write(
+                    ctx, held.lease.next(written_at=time.time()), held.etag)
+            except LeaseTaken:
+                return
+            except StoreError as exc:
+                log.warning("%s: the lease could not be renewed during its private copy: %s",
+                            held.lease.name, exc,
+                            extra={"event": "renew_failed", "request": held.lease.name})
+                continue
+            deadline.at = ctx.deadline(sent).at
+
+    thread = threading.Thread(target=renew, name="s3q-claim-renew", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 class ClaimStalled(LeaseLost):
@@ -246,27 +291,38 @@ class Claimer:
                 return None
             return self._claim_retry(worker_id, name, taken.current, info, view_after)
         guard = ctx.deadline(sent, name)
+        held = _Held(lease, etag)
+        gone = False
         try:
-            if lease.body_key is not None:
-                try:  # c1b: the private copy of a large request
-                    ctx.store.copy(info.key, lease.body_key, if_source_match=src,
-                                   guard=guard.check)
-                except (NotFound, PreconditionFailed):  # gone or replaced since the listing
-                    leases.delete(ctx, name, etag)
-                    self._contended = True
-                    return None
-                except LeaseLost as exc:  # not sent: nothing done yet
-                    raise ClaimStalled(str(exc)) from exc
-            lease, _ = finish_claim(ctx, lease, guard, fresh=True, view=not view_after)
+            # a large request's copies (c1b, then c3) may outlast the lease: renewed meanwhile
+            with (_renewed(ctx, held, guard) if lease.body_key is not None
+                  else contextlib.nullcontext()):
+                if lease.body_key is not None:
+                    try:  # c1b: the private copy of a large request
+                        ctx.store.copy(info.key, lease.body_key, if_source_match=src,
+                                       guard=guard.check)
+                    except (NotFound, PreconditionFailed):  # gone or replaced since listed
+                        gone = True
+                    except LeaseLost as exc:  # c2 not sent: wait/NAME untouched
+                        raise ClaimStalled(str(exc)) from exc
+                if not gone:
+                    claimed, _ = finish_claim(ctx, lease, guard, fresh=True,
+                                              view=not view_after)
         except LeaseLost as exc:
-            _stalled(ctx, lease, etag, exc)
+            _stalled(ctx, held.lease, held.etag, exc)
             return None
         except ClaimOvertaken:
-            _give_up(ctx, lease, etag)
+            _give_up(ctx, held.lease, held.etag)
             self._contended = True
             ctx.emit("claim_overtaken", name, level=logging.DEBUG,
                      reason="claimed and finished by another worker between c0 and c1")
             return None
+        if gone:
+            leases.delete(ctx, name, held.etag)
+            self._contended = True
+            return None
+        # (the lease as last written, by c1 or a renewal, with what c2/c3 found)
+        lease, etag = replace(held.lease, proc=claimed.proc, view=claimed.view), held.etag
         job = self._started(lease, etag, guard, view_after)
         if job is not None:
             job.waited = max(0.0, ctx.store.now() - info.last_modified)

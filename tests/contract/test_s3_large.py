@@ -345,3 +345,29 @@ def test_create_if_absent_copy_over_the_limit_resends_a_409_complete(
     with pytest.raises(NotFound):
         store.head("dst2")
     assert _open_uploads(s3_endpoint, store) == []
+
+
+def test_a_request_whose_private_copy_outlasts_the_lease_is_still_claimed(
+        limited: StoreProxy, s3_endpoint: S3Endpoint, make_s3_store: MakeS3Store,
+        data: bytes) -> None:
+    """c1b (the private copy of a large request) runs under the claim's deadline: the send
+    of c1 + lease_ttl - 1 s, never renewed. A copy that takes longer (here 0.8 s a round
+    trip and lease_ttl 5 s; on S3, a copy in parts of tens of GiB, 16 parts at a time, under
+    lease_ttl 60 s) was stopped by the deadline at its next part, aborted, and the claim
+    gave its lease up: the request stayed in wait/, and every later claim of it did the
+    same, for ever (never run, never dead-lettered), each one copying it in vain. The lease
+    is now renewed while the copy runs."""
+    store = make_s3_store(endpoint_url=limited.url)
+    _seed(s3_endpoint, store, f"wait/{NAME}", data)
+    limited.behaviour.latency = 0.8
+    q = Queue(store, QueueConfig(lease_ttl=5, on_finish="move"))
+    job = q.claim("w")
+    assert job is not None, "the claim gave up: the copy outlasted the lease"
+    limited.behaviour.latency = 0.0
+    with job.open() as body:
+        assert body.read() == data
+    job.complete()
+    assert q.counts()["wait"] == 0 and q.counts()["finish"] == 1
+    assert list(q.leases()) == []
+    assert [i.key for i in store.list_page(".s3q/body/").items] == []
+    assert _open_uploads(s3_endpoint, store) == []
