@@ -353,13 +353,18 @@ class Claimer:
         except LeaseTaken:
             return None
         guard = ctx.deadline(sent, name)
+        held = _Held(lease, etag)
         try:
             # c3 at once: a view the previous holder left (crashed before w3) is adopted
-            # here, so that it cannot outlive this lease as an orphan
-            lease, _ = finish_claim(ctx, lease, guard, sweep=True)
+            # here, so that it cannot outlive this lease as an orphan (a large request's
+            # copy may outlast the lease: renewed meanwhile, as for a fresh claim)
+            with (_renewed(ctx, held, guard) if lease.body_key is not None
+                  else contextlib.nullcontext()):
+                claimed, _ = finish_claim(ctx, lease, guard, sweep=True)
         except LeaseLost as exc:
-            _stalled(ctx, lease, etag, exc)
+            _stalled(ctx, held.lease, held.etag, exc)
             return None
+        lease, etag = replace(held.lease, proc=claimed.proc, view=claimed.view), held.etag
         return self._started(lease, etag, guard, 0.0)
 
     def _started(self, lease: Lease, etag: str, guard: Deadline,

@@ -371,3 +371,27 @@ def test_a_request_whose_private_copy_outlasts_the_lease_is_still_claimed(
     assert list(q.leases()) == []
     assert [i.key for i in store.list_page(".s3q/body/").items] == []
     assert _open_uploads(s3_endpoint, store) == []
+
+
+def test_a_retry_whose_view_copy_outlasts_the_lease_is_still_claimed(
+        limited: StoreProxy, s3_endpoint: S3Endpoint, make_s3_store: MakeS3Store,
+        data: bytes) -> None:
+    """A retry's claim (c1') writes its processing/ view at once (c3: ``COPY!`` of the
+    private copy), under the claim's deadline. A copy that outlasted it stopped the claim
+    after c2 (LeaseLost): the lease kept, left to a takeover, whose c3 ran under an
+    unrenewed deadline as well. The lease is now renewed while the claim copies."""
+    store = make_s3_store(endpoint_url=limited.url)
+    _seed(s3_endpoint, store, f"wait/{NAME}", data)
+    q = Queue(store, QueueConfig(lease_ttl=5, on_finish="move", retry_base_delay=0,
+                                 retry_max_delay=0))
+    first = q.claim("w")
+    assert first is not None
+    first.fail("the handler failed")  # w1…w3: a retry lease, its view in wait/
+    limited.behaviour.latency = 0.8
+    again = q.claim("w")
+    assert again is not None and again.attempt == 2, "the retry's claim stalled"
+    limited.behaviour.latency = 0.0
+    again.complete()
+    assert q.counts()["wait"] == 0 and q.counts()["finish"] == 1
+    assert list(q.leases()) == []
+    assert _open_uploads(s3_endpoint, store) == []
