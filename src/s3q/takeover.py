@@ -36,8 +36,8 @@ from s3q.store import (
 if TYPE_CHECKING:
     from s3q.scanrole import ScannerRole
 
-__all__ = ["CHANGED", "RECOVER_ALL", "MakeJob", "Recovered", "RecoveryMode", "Scanner",
-           "adopt_orphan", "restore_view", "take_over"]
+__all__ = ["CHANGED", "INTERRUPTED", "RECOVER_ALL", "MakeJob", "Recovered", "RecoveryMode",
+           "Scanner", "adopt_orphan", "restore_view", "take_over"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,9 @@ RECHECK = 10
 RecoveryMode = Literal["mine", "stale", "all"]
 #: What a recovery limited to what was shown reports for a request claimed since.
 CHANGED = "left alone (changed since listed)"
+#: What a takeover reports when this process outlasted the lease it took (a slow store, a
+#: long copy): it stopped there, and the next taker carries on. Not done.
+INTERRUPTED = "interrupted (lease expired)"
 #: The worker id of ``recover all``. A lease it holds was taken from its owner to be put
 #: back uncounted: whoever takes it over (it died between t1 and the release) does not
 #: count that attempt either.
@@ -99,7 +102,7 @@ def take_over(ctx: Context, name: str, worker_id: str, mode: RecoveryMode, *,
     try:
         return _settle(job, old, mode)
     except LeaseLost:  # this process stalled past the lease: the next taker carries on
-        return "interrupted (lease expired)"
+        return INTERRUPTED
 
 
 def _settle(job: Job, old: Lease, mode: RecoveryMode) -> str:

@@ -310,3 +310,28 @@ def test_the_takeover_scan_goes_on_past_an_orphan_it_may_not_adopt(qdir: Path) -
     assert sorted(done.actions) == [NAMES[0], NAMES[2]]
     assert list(done.failed) == [NAMES[1]]
     assert names(qdir, "wait") == [NAMES[0], NAMES[2]]
+
+
+def test_recover_does_not_count_a_takeover_its_lease_outlasted_as_recovered(
+        qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """r1's release (w1, its view in wait/) is held up past the takeover's deadline (a
+    slow store; on S3, a copy in parts of a large request): the takeover stops there
+    ('interrupted (lease expired)', left to the next taker). The command counted it as
+    recovered and exited 0; it is not done: named on stderr, not counted, exit 1."""
+    q = queue(qdir)
+    for name in NAMES:
+        q.submit(name, b"{}")
+        assert q.claim("w-dead") is not None
+    old = time.time() - 120
+    for lease in (qdir / ".s3q" / "lease").iterdir():
+        os.utime(lease, (old, old))
+    failing(monkeypatch, "put", "wait/r1_request.json", None,
+            before=lambda _: time.sleep(5.0))  # lease_ttl 5: its deadline is 4 s
+    out = run(qdir, "recover", "--stale", "--lease-ttl", "5")
+    assert out.exit_code == 1, out.output
+    assert "recovered 2 request(s)" in out.stdout
+    assert lines(out.stderr, "not recovered: ") == [
+        "not recovered: r1_request.json: interrupted (lease expired): its takeover took "
+        "longer than lease_ttl; the next takeover (the workers' scan, or 's3q recover "
+        "--stale' once its lease expired) carries on"]
+    assert names(qdir, "wait") == [NAMES[0], NAMES[2]]

@@ -13,9 +13,10 @@
 Every non-secret setting of :data:`s3q.settings.SETTINGS` is a ``--flag`` of every command
 (plus ``--config PATH``), before or after the command's name. Exit codes: 0 ok; 1 unhealthy
 (``status --check``), not found, not done (``requeue NAME``, or ``purge``, that skipped
-requests), or aborted; 2 usage or configuration error; 3 store error (unreachable, denied,
-no such queue; ``requeue``, ``recover`` and ``purge`` first say what they did and did not
-do). Errors are one line on stderr, ``s3q: error: <message>``.
+requests; ``recover`` whose takeover of one outlasted its lease), or aborted; 2 usage or
+configuration error; 3 store error (unreachable, denied, no such queue; ``requeue``,
+``recover`` and ``purge`` first say what they did and did not do). Errors are one line on
+stderr, ``s3q: error: <message>``.
 
 The modules: :mod:`~s3q.cli.errors` (exit codes, error → exit code), :mod:`~s3q.cli.options`
 (settings as flags, the config, the queue), :mod:`~s3q.cli.output` (JSON, tables, prompts),
@@ -76,9 +77,10 @@ def cli() -> None:
     Settings come from the config file, S3Q_* variables and flags, in that order; every
     setting is a flag of every command, before or after the command's name ('s3q COMMAND
     --help' for its own). Exit codes: 0 ok, 1 unhealthy / not found / not done (requeue
-    NAME or purge skipped requests) / aborted, 2 usage or configuration error, 3 store
-    error (unreachable, denied, no such queue; requeue, recover and purge first print what
-    they did, what failed and what they did not attempt).
+    NAME or purge skipped requests, a takeover of recover was interrupted) / aborted, 2
+    usage or configuration error, 3 store error (unreachable, denied, no such queue;
+    requeue, recover and purge first print what they did, what failed and what they did
+    not attempt).
     """
 
 

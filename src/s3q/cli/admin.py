@@ -30,7 +30,7 @@ from s3q.records import Intent
 from s3q.recovery import RecoveryIncomplete
 from s3q.registry import Registry, longer_leases, longer_leases_problem
 from s3q.store import ObjectInfo, validate_key
-from s3q.takeover import CHANGED, RECOVER_ALL
+from s3q.takeover import CHANGED, INTERRUPTED, RECOVER_ALL
 
 #: What Queue.recover_* report for requests they found nothing to do about.
 UNTOUCHED = frozenset({"waiting for retry", "gone", "alive"})
@@ -150,7 +150,9 @@ def recover(mode: RecoveryMode | None, include: str | None, dry_run: bool, yes: 
     A request whose last attempt died goes to failed/ instead (except with --all). The
     seed's reset is: s3q recover --all --include '*request.json' --yes. A store error of
     one request is reported and the others go on; an unreachable store stops it: either
-    way it says what it recovered, what failed and what it did not attempt, and exits 3."""
+    way it says what it recovered, what failed and what it did not attempt, and exits 3.
+    Exits 1 when a takeover outlasted its lease (interrupted: the next takeover carries
+    on), naming the request."""
     if mode is None:
         raise click.UsageError("give one of --mine, --stale and --all")
     if include is not None and mode != "all":
@@ -182,20 +184,30 @@ def recover(mode: RecoveryMode | None, include: str | None, dry_run: bool, yes: 
                 done, undone = e.done, undone_recovery(e, plan)
             actions = {n: a for n, a in done.actions.items() if a not in UNTOUCHED}
     changed = sum(1 for a in actions.values() if a == CHANGED)
+    # taken over, but this process outlasted the lease: stopped there, not done
+    interrupted = [] if dry_run else sorted(n for n, a in actions.items() if a == INTERRUPTED)
     if as_json:
         echo_json("recover", {"dry_run": dry_run, "requests": [
             {"name": n, "action": a} for n, a in actions.items()], **undone.json()})
     else:
         if actions:
             click.echo(table(["REQUEST", "ACTION"], sorted(actions.items())))
-        click.echo(f"{'would touch' if dry_run else 'recovered'} {len(actions) - changed} "
-                   "request(s)" + (f"; left {changed} alone: claimed again since they were "
-                                   "listed" if changed else ""))
-    report(undone, command="recover", verb="recovered", done=len(actions) - changed, rerun=(
+        click.echo(f"{'would touch' if dry_run else 'recovered'} "
+                   f"{len(actions) - changed - len(interrupted)} request(s)"
+                   + (f"; left {changed} alone: claimed again since they were listed"
+                      if changed else ""))
+    for name in interrupted:
+        click.echo(f"not recovered: {name}: {INTERRUPTED}: its takeover took longer than "
+                   "lease_ttl; the next takeover (the workers' scan, or 's3q recover "
+                   "--stale' once its lease expired) carries on", err=True)
+    report(undone, command="recover", verb="recovered",
+           done=len(actions) - changed - len(interrupted), rerun=(
         "it takes over only what is still in processing/; one it took from its worker and "
         "had not released yet is held by s3q-recover-all: re-run (with --yes), or the "
         "workers' takeover scan releases it once its lease expires, its attempt not "
         "counted either way"))
+    if interrupted:  # not done, as requeue NAME or purge that skipped some
+        click.get_current_context().exit(EXIT_UNHEALTHY)
 
 
 def run_recovery(queue: Queue, mode: RecoveryMode, include: str, worker_id: str,
