@@ -27,7 +27,8 @@ from s3q.errors import LeaseLost
 from s3q.job import Job
 from s3q.leases import LeaseTaken
 from s3q.records import INLINE_MAX, Intent, Lease, new_claim_id
-from s3q.store import NotFound, ObjectInfo, PreconditionFailed, StoreError, resume_after
+from s3q.renewing import Held, renewed_while
+from s3q.store import NotFound, ObjectInfo, PreconditionFailed, resume_after
 
 __all__ = ["Claimer", "finish_claim"]
 
@@ -115,51 +116,6 @@ class ClaimOvertaken(Exception):
     """c2 of a fresh claim found wait/NAME gone or replaced: the bytes c0 read were claimed
     by another worker in the meantime (and finished: its lease is gone, or ours could not
     have been created). This claim gives its lease up instead of running them again."""
-
-
-class _Held:
-    """The lease of a claim under way and its ETag, as its renewals (:func:`_renewed`)
-    leave them."""
-
-    __slots__ = ("etag", "lease")
-
-    def __init__(self, lease: Lease, etag: str) -> None:
-        self.lease, self.etag = lease, etag
-
-
-@contextlib.contextmanager
-def _renewed(ctx: Context, held: _Held, deadline: Deadline) -> Iterator[None]:
-    """c1b of a large request is a server-side copy that may take longer than the lease
-    lives (in parts over 5 GiB: tens of GiB take minutes): while it runs, the lease is
-    renewed every ``renew_interval`` (``PUT=e``, ``seq`` + 1, as a job's heartbeat) and
-    ``deadline`` moved with each renewal, so that the copy's parts, and c2 after it, are
-    still sent in time. A renewal that finds the lease taken over stops renewing: the
-    deadline then runs out and stops the copy (the taker makes the private copy itself);
-    one that fails otherwise is tried again at the next interval."""
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(ctx.config.renew_interval):
-            sent = ctx.monotonic()
-            try:
-                held.lease, held.etag = leases.write(
-                    ctx, held.lease.next(written_at=time.time()), held.etag)
-            except LeaseTaken:
-                return
-            except StoreError as exc:
-                log.warning("%s: the lease could not be renewed during its private copy: %s",
-                            held.lease.name, exc,
-                            extra={"event": "renew_failed", "request": held.lease.name})
-                continue
-            deadline.at = ctx.deadline(sent).at
-
-    thread = threading.Thread(target=renew, name="s3q-claim-renew", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 class ClaimStalled(LeaseLost):
@@ -291,11 +247,11 @@ class Claimer:
                 return None
             return self._claim_retry(worker_id, name, taken.current, info, view_after)
         guard = ctx.deadline(sent, name)
-        held = _Held(lease, etag)
+        held = Held(lease, etag)
         gone = False
         try:
             # a large request's copies (c1b, then c3) may outlast the lease: renewed meanwhile
-            with (_renewed(ctx, held, guard) if lease.body_key is not None
+            with (renewed_while(ctx, held, guard) if lease.body_key is not None
                   else contextlib.nullcontext()):
                 if lease.body_key is not None:
                     try:  # c1b: the private copy of a large request
@@ -353,12 +309,12 @@ class Claimer:
         except LeaseTaken:
             return None
         guard = ctx.deadline(sent, name)
-        held = _Held(lease, etag)
+        held = Held(lease, etag)
         try:
             # c3 at once: a view the previous holder left (crashed before w3) is adopted
             # here, so that it cannot outlive this lease as an orphan (a large request's
             # copy may outlast the lease: renewed meanwhile, as for a fresh claim)
-            with (_renewed(ctx, held, guard) if lease.body_key is not None
+            with (renewed_while(ctx, held, guard) if lease.body_key is not None
                   else contextlib.nullcontext()):
                 claimed, _ = finish_claim(ctx, lease, guard, sweep=True)
         except LeaseLost as exc:
