@@ -113,6 +113,9 @@ class Behaviour:
     #: (operation, key suffix): always answered 503 SlowDown, not forwarded.
     down_keys: frozenset[tuple[str, str]] = frozenset()
     latency: float = 0.0
+    #: Seconds added to each UploadPartCopy (a part of a server-side copy), on top of
+    #: ``latency``: a copy of tens of GiB takes minutes, longer than a lease lives.
+    copy_latency: float = 0.0
     #: The first N keys of each DeleteObjects answer come back as InternalError, after they
     #: took effect upstream (AWS may answer single keys so inside a 200).
     delete_errors: int = 0
@@ -197,6 +200,8 @@ class StoreProxy:
         conditional = any(h.lower() in ("if-match", "if-none-match") for h in headers)
         if self.behaviour.latency:
             time.sleep(self.behaviour.latency)
+        if copy_source and "partNumber=" in path.query and self.behaviour.copy_latency:
+            time.sleep(self.behaviour.copy_latency)
         # one request at a time (exact counts and ETag mapping), except for the benchmarks'
         # latency model, whose requests overlap as S3's do (unless ETags are mapped)
         serial = self.behaviour.opaque_etags or not self.behaviour.latency

@@ -25,6 +25,7 @@ from s3q.context import Context, Deadline, error_info
 from s3q.errors import JobStateError, LeaseLost
 from s3q.leases import LeaseTaken
 from s3q.records import Lease
+from s3q.renewing import copying
 from s3q.store import StoreError
 
 __all__ = ["Job", "LeaseKeeper"]
@@ -194,7 +195,8 @@ class Job:
         final write (:meth:`_finish`)."""
         self._view_unsure = True
         try:
-            proc = processing_view(self.ctx, self.lease, self.deadline)
+            with copying(self):  # (the heartbeat waits for the write lock meanwhile)
+                proc = processing_view(self.ctx, self.lease, self.deadline)
         except LeaseLost:  # not sent, or deleted again (the deadline passed): none left
             self._view_unsure = False
             raise

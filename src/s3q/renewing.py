@@ -1,7 +1,11 @@
-"""Renewing the lease of a claim under way (docs/PROTOCOL.md §4, c1): the copies of a large
-request (c1b, the private copy; c3, the processing/ view) are server-side copies that may take
-longer than the lease lives, and the job whose heartbeat renews leases exists only once the
-claim is done. :func:`renewed_while` renews it meanwhile (used by :mod:`s3q.claim`)."""
+"""Renewing a lease while a large request is copied (docs/PROTOCOL.md §4): every copy of a
+large request's bytes is a server-side copy that may take longer than the lease lives (in parts
+over 5 GiB: tens of GiB take minutes), and is sent under the holder's deadline, checked before
+each part. Nothing else renews the lease meanwhile: a claim's job and its heartbeat exist only
+once the claim is done (c1b, c3: :mod:`s3q.claim`), and a job's outcome (d3, w1, x2), its
+deferred view (c3) and a takeover's steps (t2) run under the job's write lock, which its
+heartbeat waits for. :func:`renewed_while` renews it meanwhile; :func:`copying` is that for a
+holder of the lease (a :class:`s3q.job.Job`)."""
 
 from __future__ import annotations
 
@@ -10,14 +14,15 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from typing import Protocol
 
 from s3q import leases
 from s3q.context import Context, Deadline
 from s3q.leases import LeaseTaken
-from s3q.records import Lease
+from s3q.records import INLINE_MAX, Lease
 from s3q.store import StoreError
 
-__all__ = ["Held", "renewed_while"]
+__all__ = ["Held", "Holding", "copying", "renewed_while"]
 
 log = logging.getLogger("s3q")
 
@@ -34,13 +39,12 @@ class Held:
 
 @contextlib.contextmanager
 def renewed_while(ctx: Context, held: Held, deadline: Deadline) -> Iterator[None]:
-    """c1b of a large request is a server-side copy that may take longer than the lease
-    lives (in parts over 5 GiB: tens of GiB take minutes): while it runs, the lease is
-    renewed every ``renew_interval`` (``PUT=e``, ``seq`` + 1, as a job's heartbeat) and
+    """While a copy of a large request runs (c1b, c3, …), the lease is renewed every
+    ``renew_interval`` (``PUT=e``, ``seq`` + 1, as a job's heartbeat) and
     ``deadline`` moved with each renewal, so that the copy's parts, and c2 after it, are
     still sent in time. A renewal that finds the lease taken over stops renewing: the
-    deadline then runs out and stops the copy (the taker makes the private copy itself);
-    one that fails otherwise is tried again at the next interval."""
+    deadline then runs out and stops the copy (the taker makes its own copy); one that
+    fails otherwise is tried again at the next interval."""
     stop = threading.Event()
 
     def renew() -> None:
@@ -52,16 +56,44 @@ def renewed_while(ctx: Context, held: Held, deadline: Deadline) -> Iterator[None
             except LeaseTaken:
                 return
             except StoreError as exc:
-                log.warning("%s: the lease could not be renewed during its private copy: %s",
+                log.warning("%s: the lease could not be renewed during a copy: %s",
                             held.lease.name, exc,
                             extra={"event": "renew_failed", "request": held.lease.name})
                 continue
             deadline.at = ctx.deadline(sent).at
 
-    thread = threading.Thread(target=renew, name="s3q-claim-renew", daemon=True)
+    thread = threading.Thread(target=renew, name="s3q-copy-renew", daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
         thread.join()
+
+
+class Holding(Protocol):
+    """A holder of a lease (:class:`s3q.job.Job`), as :func:`copying` renews it."""
+
+    ctx: Context
+    lease: Lease
+    lease_etag: str
+    deadline: Deadline
+
+
+@contextlib.contextmanager
+def copying(h: Holding, *, size: int | None = None) -> Iterator[None]:
+    """A copy of a large request's bytes by the holder ``h`` of its lease (d3, w1, x2, r2,
+    c3 deferred or of a takeover, t2's private copy), under ``h.deadline``: the lease is
+    renewed meanwhile (:func:`renewed_while`), and ``h.lease`` and ``h.lease_etag`` are
+    the last renewal's when it ends. ``h`` must not write its lease inside. Only for a
+    large request (one with a private copy, or ``size`` over ``INLINE_MAX``: another
+    object's copy): a small one is copied in one request, and pays for no thread."""
+    if (h.lease.body_key is None) if size is None else size <= INLINE_MAX:
+        yield
+        return
+    held = Held(h.lease, h.lease_etag)
+    try:
+        with renewed_while(h.ctx, held, h.deadline):
+            yield
+    finally:
+        h.lease, h.lease_etag = held.lease, held.etag

@@ -15,6 +15,7 @@ from s3q.context import Context, Deadline
 from s3q.errors import LeaseLost
 from s3q.leases import LeaseTaken
 from s3q.records import INLINE_MAX, Intent, Lease, new_claim_id
+from s3q.renewing import copying
 from s3q.settle import Holder, undoing_view
 from s3q.store import NotFound, ObjectInfo, PreconditionFailed
 
@@ -48,16 +49,17 @@ def requeue(ctx: Context, name: str, worker_id: str, make_holder: MakeHolder, *,
         lease, etag = leases.create(ctx, lease)
     except LeaseTaken:
         return False
-    deadline = ctx.deadline(sent, name)
+    h = make_holder(lease, etag, ctx.deadline(sent, name))
     try:
         if lease.body_key is not None:
             try:
-                ctx.store.copy(key, lease.body_key, if_source_match=info.etag,
-                               guard=deadline.check)
+                with copying(h):
+                    ctx.store.copy(key, lease.body_key, if_source_match=info.etag,
+                                   guard=h.deadline.check)
             except (NotFound, PreconditionFailed):  # purged or replaced meanwhile
-                leases.delete(ctx, name, etag)
+                leases.delete(ctx, name, h.lease_etag)
                 return False
-        forward(make_holder(lease, etag, deadline))
+        forward(h)
     except LeaseLost:
         # a slow store outlasted the lease: the requeue lease (r1) is the decision, and
         # whoever takes it over rolls it forward (the fleet's scan, once it expired)
@@ -72,7 +74,8 @@ def forward(h: Holder) -> None:
     ``retry`` lease with no attempts made (a claim takes it at once)."""
     ctx, lease, guard = h.ctx, h.lease, h.deadline.check
     name = lease.name
-    view, created = create_view(ctx, lease, layout.key(layout.WAIT, name), guard)  # r2
+    with copying(h):
+        view, created = create_view(ctx, lease, layout.key(layout.WAIT, name), guard)  # r2
     with undoing_view(ctx, layout.key(layout.WAIT, name), view if created else None):
         with contextlib.suppress(NotFound, PreconditionFailed):  # r3
             record = ctx.store.head(layout.key(layout.ERRORS, name))
@@ -81,8 +84,8 @@ def forward(h: Holder) -> None:
             with contextlib.suppress(NotFound, PreconditionFailed):
                 ctx.store.delete(layout.key(layout.FAILED, name), if_match=lease.failed,
                                  guard=guard)
-        h.write(lease.next(intent=Intent.RETRY, attempts=0, not_before=0.0, error=None,
-                           view=view, failed=None, written_at=time.time()))  # r5
+        h.write(h.lease.next(intent=Intent.RETRY, attempts=0, not_before=0.0, error=None,
+                             view=view, failed=None, written_at=time.time()))  # r5
     ctx.emit("requeued", name, worker=lease.worker)
 
 

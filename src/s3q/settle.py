@@ -19,6 +19,7 @@ from s3q.body import BodyGone, create_view, delete_view, is_ours, write_copy
 from s3q.context import Context, Deadline
 from s3q.errors import LeaseLost
 from s3q.records import ErrorRecord, Intent, Lease
+from s3q.renewing import copying
 from s3q.store import NotFound, ObjectInfo, PreconditionFailed, StoreError
 
 __all__ = ["Holder", "back_to_wait", "complete", "dead_letter", "finish_dead", "finish_done",
@@ -76,7 +77,7 @@ def finish_done(h: Holder, decided: Lease | None = None, *,
         ctx.store.put(layout.key(layout.RESULTS, name), lease.result or b"", guard=guard)
     if lease.on_finish == "move":  # d3: finish/ keeps the latest request of a name
         in_time()
-        with _unless_body_gone():
+        with copying(h), _unless_body_gone():
             write_copy(ctx, lease, layout.key(layout.FINISH, name), guard)
     if lease.proc is not None:
         in_time()
@@ -92,8 +93,9 @@ def back_to_wait(h: Holder, *, attempts: int, not_before: float,
     """w1 (the view in wait/, created first so that the commit records its ETag), w2 (the
     commit: the lease rests as ``retry`` with the body), w3."""
     ctx, name = h.ctx, h.lease.name
-    view, created = create_view(ctx, h.lease, layout.key(layout.WAIT, name),
-                                h.deadline.check)  # w1
+    with copying(h):
+        view, created = create_view(ctx, h.lease, layout.key(layout.WAIT, name),
+                                    h.deadline.check)  # w1
     proc = h.lease.proc
     with undoing_view(ctx, layout.key(layout.WAIT, name), view if created else None):
         h.write(h.lease.next(intent=Intent.RETRY, attempts=attempts, not_before=not_before,
@@ -155,7 +157,7 @@ def _place_dead_letter(h: Holder) -> None:
     key = layout.key(layout.FAILED, lease.name)
     for _ in range(5):
         try:
-            with _unless_body_gone():
+            with copying(h), _unless_body_gone():
                 write_copy(ctx, lease, key, guard, if_none_match=True)
             return
         except PreconditionFailed:
@@ -166,20 +168,22 @@ def _place_dead_letter(h: Holder) -> None:
             continue
         if is_ours(ctx, lease, key, found):
             return  # an earlier try of ours took effect
-        _displace(ctx, lease.name, found, h.deadline)
+        _displace(h, found)
     raise StoreError(f"{key}: could not place the dead letter (the key keeps changing)")
 
 
-def _displace(ctx: Context, name: str, found: ObjectInfo, deadline: Deadline) -> None:
+def _displace(h: Holder, found: ObjectInfo) -> None:
     """Move the earlier dead letter ``found`` at failed/NAME, and its error record, to
     ``.s3q/earlier/STAMP/`` (STAMP: when it failed, and a digest of its ETag, so that a
     repeated try lands at the same place)."""
-    guard = deadline.check
+    ctx, name, guard = h.ctx, h.lease.name, h.deadline.check
     stamp = layout.stamp(found.last_modified,
                          hashlib.sha256(found.etag.encode()).hexdigest())
     src, dst = layout.key(layout.FAILED, name), layout.earlier(stamp, name)
     try:
-        ctx.store.copy(src, dst, if_source_match=found.etag, if_none_match=True, guard=guard)
+        with copying(h, size=found.size):  # (of an earlier request: it may be large)
+            ctx.store.copy(src, dst, if_source_match=found.etag, if_none_match=True,
+                           guard=guard)
     except NotFound:
         return  # gone meanwhile (purged): nothing to keep
     except PreconditionFailed:

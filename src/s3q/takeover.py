@@ -24,6 +24,7 @@ from s3q.job import Job
 from s3q.leases import LeaseTaken
 from s3q.records import INLINE_MAX, Intent, Lease, new_claim_id
 from s3q.registry import published_lease_ttl
+from s3q.renewing import copying
 from s3q.store import (
     NotFound,
     ObjectInfo,
@@ -122,7 +123,9 @@ def _settle(job: Job, old: Lease, mode: RecoveryMode) -> str:
         requeue.forward(job)
     if lease.intent is not Intent.HELD:
         return f"rolled forward {old.intent.value}"
-    job.lease, removed = finish_claim(ctx, job.lease, job.deadline)  # t2: the claim's steps
+    with copying(job):  # t2: the claim's steps (c3 copies a large request)
+        claimed, removed = finish_claim(ctx, job.lease, job.deadline)
+    job.lease = replace(job.lease, proc=claimed.proc, view=None)  # (as last renewed)
     counted = not removed and mode != "all" and old.worker != RECOVER_ALL
     stopped = (f"worker {old.worker or '?'} stopped renewing its lease during attempt "
                f"{old.attempt} (crashed, killed or frozen)")
@@ -162,8 +165,9 @@ def restore_view(ctx: Context, name: str, worker_id: str, *, make_job: MakeJob,
         return "raced"
     job = make_job(lease, etag, ctx.deadline(sent, name))
     try:
-        view, created = (there.etag, False) if there is not None else create_view(
-            ctx, job.lease, key, job.deadline.check)  # v2 (as w1)
+        with copying(job):
+            view, created = (there.etag, False) if there is not None else create_view(
+                ctx, job.lease, key, job.deadline.check)  # v2 (as w1)
         with settle.undoing_view(ctx, key, view if created else None):
             job.write(job.lease.next(view=view, written_at=time.time()))  # v3 (as w2)
     except LeaseLost:
@@ -191,8 +195,9 @@ def _ensure_body(job: Job) -> bool:
                     else (layout.WAIT, lease.src) if lease.src is not None
                     else (layout.PROCESSING, lease.proc))
     try:
-        ctx.store.copy(layout.key(prefix, lease.name), lease.body_key, if_source_match=etag,
-                       guard=job.check_deadline)
+        with copying(job):
+            ctx.store.copy(layout.key(prefix, lease.name), lease.body_key,
+                           if_source_match=etag, guard=job.check_deadline)
         return True
     except (NotFound, PreconditionFailed):
         return False
@@ -213,7 +218,8 @@ def _adopt_body(job: Job) -> bool:
                 job.write(lease.next(body_b64=Lease.encode(body), size=len(body)))
             else:
                 body_key = layout.new_body_key()
-                ctx.store.copy(key, body_key, guard=job.check_deadline)
+                with copying(job, size=info.size):
+                    ctx.store.copy(key, body_key, guard=job.check_deadline)
                 job.write(lease.next(body_key=body_key, size=info.size))
             return True
         except NotFound:
@@ -241,7 +247,8 @@ def adopt_orphan(ctx: Context, info: ObjectInfo) -> bool:
     except LeaseTaken:
         return False
     try:
-        if lease.body_key is not None:
+        if lease.body_key is not None:  # (not renewed: a lease held by nobody is taken over
+            # at once by the scan, whose t2 makes the private copy if this one did not)
             ctx.store.copy(info.key, lease.body_key, if_source_match=info.etag,
                            guard=ctx.deadline(sent, name).check)
         elif ctx.store.head(info.key).etag != info.etag:  # (as c2 for a claim)

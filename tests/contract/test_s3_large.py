@@ -22,53 +22,28 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from s3q.backends import s3multipart
 from s3q.backends.s3 import S3Store
 from s3q.backends.s3wire import CONFLICT_TRIES
 from s3q.context import QueueConfig
 from s3q.errors import LeaseLost
 from s3q.queue import Queue
 from s3q.store import NotFound, PreconditionFailed
+from tests.contract.large import LIMIT, NAME, SIZE, limited_proxy, open_uploads, seed
 from tests.s3server import MakeS3Store, S3Endpoint
-from tests.storeproxy import Behaviour, StoreProxy
+from tests.storeproxy import StoreProxy
 
-MiB = 1024**2
-LIMIT = 12 * MiB
-SIZE = 13 * MiB
-NAME = "big/large_request.bin"
 WRITES = {"PutObject", "CopyObject", "CreateMultipartUpload", "UploadPart", "UploadPartCopy",
           "CompleteMultipartUpload", "DeleteObject", "DeleteObjects"}
 
 
 @pytest.fixture
 def limited(s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Iterator[StoreProxy]:
-    """The proxy with S3's limits (lowered), and the store's knowledge of them lowered too."""
-    if not s3_endpoint.is_moto or not s3_endpoint.endpoint_url:
-        pytest.skip("the proxy models S3's limits in front of moto")
-    monkeypatch.setattr(s3multipart, "SINGLE_MAX", LIMIT)
-    monkeypatch.setattr(s3multipart, "PART_SIZE", 5 * MiB)
-    proxy = StoreProxy(s3_endpoint.endpoint_url,
-                       Behaviour(size_limit=LIMIT, copy_source_if_match=True))
-    yield proxy
-    proxy.close()
+    yield from limited_proxy(s3_endpoint, monkeypatch)
 
 
 @pytest.fixture(scope="module")
 def data() -> bytes:
     return os.urandom(SIZE)
-
-
-def _seed(s3_endpoint: S3Endpoint, store: S3Store, key: str, body: bytes) -> None:
-    """Put ``body`` at ``key`` straight into moto, past the proxy (a producer's multipart
-    upload, which S3 accepts at any size)."""
-    s3_endpoint.client().put_object(Bucket=store.bucket, Key=f"{store.prefix}/{key}",
-                                    Body=body)
-
-
-def _open_uploads(s3_endpoint: S3Endpoint, store: S3Store) -> list[str]:
-    answer = s3_endpoint.client().list_multipart_uploads(Bucket=store.bucket,
-                                                         Prefix=f"{store.prefix}/")
-    return [u.get("Key", "") for u in answer.get("Uploads", [])]
 
 
 # -- the proxy answers as S3 does ---------------------------------------------------------
@@ -78,7 +53,7 @@ def test_the_proxy_refuses_what_s3_refuses_above_its_limits(
         limited: StoreProxy, s3_endpoint: S3Endpoint, make_s3_store: MakeS3Store,
         data: bytes) -> None:
     store = make_s3_store(endpoint_url=limited.url)
-    _seed(s3_endpoint, store, "big", data)
+    seed(s3_endpoint, store, "big", data)
     raw = s3_endpoint.client()
     proxied = S3Endpoint(limited.url, s3_endpoint.bucket, s3_endpoint.region,
                          s3_endpoint.access_key_id, s3_endpoint.secret_access_key,
@@ -129,7 +104,7 @@ def test_a_request_over_the_limit_is_claimed_processed_and_moved_to_finish(
     finish/): each over the copy limit."""
     store = make_s3_store(endpoint_url=limited.url)
     q = Queue(store, QueueConfig(lease_ttl=30, on_finish="move"))
-    _seed(s3_endpoint, store, f"wait/{NAME}", data)
+    seed(s3_endpoint, store, f"wait/{NAME}", data)
     job = q.claim("w")  # (its processing/ view at once)
     assert job is not None, "the claim failed"
     assert store.head(f"processing/{NAME}").size == SIZE
@@ -142,7 +117,7 @@ def test_a_request_over_the_limit_is_claimed_processed_and_moved_to_finish(
     assert [i.key for i in store.list_page(".s3q/body/").items] == []
     assert limited.counts["copy source too large"] >= 2  # (c1b, d3: CopyObject first)
     assert limited.counts["entity too large"] == 0
-    assert _open_uploads(s3_endpoint, store) == []
+    assert open_uploads(s3_endpoint, store) == []
 
 
 def test_a_request_over_the_limit_is_retried_dead_lettered_and_requeued(
@@ -153,7 +128,7 @@ def test_a_request_over_the_limit_is_retried_dead_lettered_and_requeued(
     store = make_s3_store(endpoint_url=limited.url)
     config = QueueConfig(lease_ttl=30, max_attempts=2, retry_base_delay=0, retry_max_delay=0)
     q = Queue(store, config)
-    _seed(s3_endpoint, store, f"wait/{NAME}", data)
+    seed(s3_endpoint, store, f"wait/{NAME}", data)
     job = q.claim("w")
     assert job is not None, "the claim failed"
     job.fail("the handler failed")  # w1…w3
@@ -177,7 +152,7 @@ def test_a_request_over_the_limit_is_retried_dead_lettered_and_requeued(
     assert store.get(f"finish/{NAME}")[0] == data
     assert q.counts() == {"wait": 0, "processing": 0, "finish": 1, "failed": 0}
     assert limited.counts["entity too large"] == 0
-    assert _open_uploads(s3_endpoint, store) == []
+    assert open_uploads(s3_endpoint, store) == []
 
 
 def test_a_second_dead_letter_over_the_limit_displaces_the_first(
@@ -188,15 +163,15 @@ def test_a_second_dead_letter_over_the_limit_displaces_the_first(
     store = make_s3_store(endpoint_url=limited.url)
     q = Queue(store, QueueConfig(lease_ttl=30, max_attempts=1))
     earlier = data[::-1]
-    _seed(s3_endpoint, store, f"failed/{NAME}", earlier)
-    _seed(s3_endpoint, store, f"wait/{NAME}", data)
+    seed(s3_endpoint, store, f"failed/{NAME}", earlier)
+    seed(s3_endpoint, store, f"wait/{NAME}", data)
     job = q.claim("w")
     assert job is not None
     job.fail("the handler failed", retry=False)
     assert store.get(f"failed/{NAME}")[0] == data
     kept = [i.key for i in store.list_page(".s3q/earlier/").items]
     assert len(kept) == 1 and store.get(kept[0])[0] == earlier
-    assert _open_uploads(s3_endpoint, store) == []
+    assert open_uploads(s3_endpoint, store) == []
 
 
 def test_a_file_over_the_limit_is_submitted_in_parts(
@@ -213,7 +188,7 @@ def test_a_file_over_the_limit_is_submitted_in_parts(
     with pytest.raises(PreconditionFailed):  # create-if-absent: If-None-Match at complete
         store.put(f"wait/{NAME}", data[::-1], if_none_match=True)
     assert store.get(f"wait/{NAME}")[0] == data
-    assert _open_uploads(s3_endpoint, store) == []
+    assert open_uploads(s3_endpoint, store) == []
     created = store.put("fresh", data, if_none_match=True)
     assert created.etag == store.head("fresh").etag
     assert limited.counts["entity too large"] == 0
@@ -231,7 +206,7 @@ def large_store(request: pytest.FixtureRequest, limited: StoreProxy, s3_endpoint
     store = make_s3_store(endpoint_url=limited.url)
     store.capabilities = replace(store.capabilities,
                                  copy_if_none_match=request.param == "native")
-    _seed(s3_endpoint, store, "src", data)
+    seed(s3_endpoint, store, "src", data)
     return store
 
 
@@ -244,7 +219,7 @@ def test_create_if_absent_copy_over_the_limit(large_store: S3Store, data: bytes,
     assert store.get("dst")[0] == data
     assert store.request_counts["UploadPartCopy"] == 3
     assert store.request_counts["PutObject"] == 0
-    assert _open_uploads(s3_endpoint, store) == []
+    assert open_uploads(s3_endpoint, store) == []
 
 
 def test_create_if_absent_copy_over_the_limit_onto_an_existing_key(
@@ -259,7 +234,7 @@ def test_create_if_absent_copy_over_the_limit_onto_an_existing_key(
     assert store.head("dst").etag == there.etag
     assert store.request_counts["CompleteMultipartUpload"] == 1
     assert store.request_counts["AbortMultipartUpload"] == 1
-    assert _open_uploads(s3_endpoint, store) == []
+    assert open_uploads(s3_endpoint, store) == []
 
 
 def test_create_if_absent_copy_over_the_limit_of_a_changed_source(
@@ -281,7 +256,7 @@ def test_create_if_absent_copy_over_the_limit_of_a_changed_source(
     def changing() -> None:
         calls[0] += 1
         if calls[0] == change_at:
-            _seed(s3_endpoint, store, "src", data[::-1])
+            seed(s3_endpoint, store, "src", data[::-1])
 
     with pytest.raises(PreconditionFailed):
         store.copy("src", "dst", if_none_match=True, guard=changing)
@@ -290,7 +265,7 @@ def test_create_if_absent_copy_over_the_limit_of_a_changed_source(
     assert store.request_counts["AbortMultipartUpload"] == 1
     with pytest.raises(NotFound):
         store.head("dst")
-    assert _open_uploads(s3_endpoint, store) == []
+    assert open_uploads(s3_endpoint, store) == []
 
 
 def test_create_if_absent_copy_over_the_limit_respects_the_guard(
@@ -321,7 +296,7 @@ def test_create_if_absent_copy_over_the_limit_respects_the_guard(
     assert store.request_counts["AbortMultipartUpload"] == 1
     with pytest.raises(NotFound):
         store.head("dst")
-    assert _open_uploads(s3_endpoint, store) == []
+    assert open_uploads(s3_endpoint, store) == []
 
 
 def test_create_if_absent_copy_over_the_limit_resends_a_409_complete(
@@ -344,54 +319,4 @@ def test_create_if_absent_copy_over_the_limit_resends_a_409_complete(
     assert store.request_counts["CompleteMultipartUpload"] == 2 + CONFLICT_TRIES
     with pytest.raises(NotFound):
         store.head("dst2")
-    assert _open_uploads(s3_endpoint, store) == []
-
-
-def test_a_request_whose_private_copy_outlasts_the_lease_is_still_claimed(
-        limited: StoreProxy, s3_endpoint: S3Endpoint, make_s3_store: MakeS3Store,
-        data: bytes) -> None:
-    """c1b (the private copy of a large request) runs under the claim's deadline: the send
-    of c1 + lease_ttl - 1 s, never renewed. A copy that takes longer (here 0.8 s a round
-    trip and lease_ttl 5 s; on S3, a copy in parts of tens of GiB, 16 parts at a time, under
-    lease_ttl 60 s) was stopped by the deadline at its next part, aborted, and the claim
-    gave its lease up: the request stayed in wait/, and every later claim of it did the
-    same, for ever (never run, never dead-lettered), each one copying it in vain. The lease
-    is now renewed while the copy runs."""
-    store = make_s3_store(endpoint_url=limited.url)
-    _seed(s3_endpoint, store, f"wait/{NAME}", data)
-    limited.behaviour.latency = 0.8
-    q = Queue(store, QueueConfig(lease_ttl=5, on_finish="move"))
-    job = q.claim("w")
-    assert job is not None, "the claim gave up: the copy outlasted the lease"
-    limited.behaviour.latency = 0.0
-    with job.open() as body:
-        assert body.read() == data
-    job.complete()
-    assert q.counts()["wait"] == 0 and q.counts()["finish"] == 1
-    assert list(q.leases()) == []
-    assert [i.key for i in store.list_page(".s3q/body/").items] == []
-    assert _open_uploads(s3_endpoint, store) == []
-
-
-def test_a_retry_whose_view_copy_outlasts_the_lease_is_still_claimed(
-        limited: StoreProxy, s3_endpoint: S3Endpoint, make_s3_store: MakeS3Store,
-        data: bytes) -> None:
-    """A retry's claim (c1') writes its processing/ view at once (c3: ``COPY!`` of the
-    private copy), under the claim's deadline. A copy that outlasted it stopped the claim
-    after c2 (LeaseLost): the lease kept, left to a takeover, whose c3 ran under an
-    unrenewed deadline as well. The lease is now renewed while the claim copies."""
-    store = make_s3_store(endpoint_url=limited.url)
-    _seed(s3_endpoint, store, f"wait/{NAME}", data)
-    q = Queue(store, QueueConfig(lease_ttl=5, on_finish="move", retry_base_delay=0,
-                                 retry_max_delay=0))
-    first = q.claim("w")
-    assert first is not None
-    first.fail("the handler failed")  # w1…w3: a retry lease, its view in wait/
-    limited.behaviour.latency = 0.8
-    again = q.claim("w")
-    assert again is not None and again.attempt == 2, "the retry's claim stalled"
-    limited.behaviour.latency = 0.0
-    again.complete()
-    assert q.counts()["wait"] == 0 and q.counts()["finish"] == 1
-    assert list(q.leases()) == []
-    assert _open_uploads(s3_endpoint, store) == []
+    assert open_uploads(s3_endpoint, store) == []
