@@ -13,6 +13,8 @@ moto is not: one behaviour at a time, chosen by :class:`Behaviour` flags.
 ``ignore_put_if_match``: PutObject ignores ``If-Match`` (reported of Garage).
 ``ignore_copy_conditions``: CopyObject ignores source and destination conditions
     (radosgw 16; moto ignores most of them already).
+``ignore_complete_if_none_match``: CompleteMultipartUpload ignores ``If-None-Match: *``
+    (forwarded without it): an existing key is overwritten (AWS before November 2024).
 ``conflicts``: this share of conditional writes is answered 409 ConditionalRequestConflict
     without being forwarded (AWS, for overlapping conditional writes).
 ``slow_downs``: the next N requests are answered 503 SlowDown without being forwarded
@@ -106,6 +108,7 @@ class Behaviour:
     missing_delete_204: bool = False
     ignore_put_if_match: bool = False
     ignore_copy_conditions: bool = False
+    ignore_complete_if_none_match: bool = False
     conflicts: float = 0.0
     deny: frozenset[str] = frozenset()
     #: (operation, key suffix): always answered 403 AccessDenied, not forwarded.
@@ -229,7 +232,7 @@ class StoreProxy:
             if failing is not None and conditional:
                 self.behaviour.applied_then_500.discard(failing)
                 self.counts["applied then 500"] += 1
-                self._bend(req.command, headers, bucket, key, copy_source)
+                self._bend(req.command, headers, bucket, key, copy_source, query=path.query)
                 self._forward(req.command, req.path, body, headers)
                 self._reply(req, 500, {"Content-Type": "application/xml"},
                             _INTERNAL.encode())
@@ -244,7 +247,7 @@ class StoreProxy:
                 self.counts["conflict"] += 1
                 self._reply(req, 409, {"Content-Type": "application/xml"}, _CONFLICT.encode())
                 return
-            self._bend(req.command, headers, bucket, key, copy_source)
+            self._bend(req.command, headers, bucket, key, copy_source, query=path.query)
             conflicted: list[str] = []
             if (self.behaviour.delete_conflicts and req.command == "POST"
                     and "delete" in parse_qs(path.query, keep_blank_values=True)):
@@ -282,7 +285,7 @@ class StoreProxy:
         self._reply(req, status, out_headers, data, reason)
 
     def _bend(self, method: str, headers: dict[str, str], bucket: str, key: str,
-              copy_source: str | None) -> None:
+              copy_source: str | None, *, query: str) -> None:
         """Drop the conditions this store ignores; translate the ETags clients send."""
         b = self.behaviour
 
@@ -297,6 +300,9 @@ class StoreProxy:
             drop("if-match")
         if method == "PUT" and copy_source is not None and b.ignore_copy_conditions:
             drop("x-amz-copy-source-if-match", "if-none-match", "if-match")
+        if method == "POST" and "uploadId" in parse_qs(query) \
+                and b.ignore_complete_if_none_match:
+            drop("if-none-match")
         if not b.opaque_etags:
             return
         for h in list(headers):

@@ -111,7 +111,7 @@ def probe(store: Store, *, full: bool = True, trust_declared: bool = True,
         else:
             for check in (p.create_if_absent, p.compare_and_swap, p.conditional_delete,
                           p.ordered_listing, p.copy_source_if_match, p.copy_if_none_match,
-                          p.batch_conditional_delete, p.etags):
+                          p.multipart_if_none_match, p.batch_conditional_delete, p.etags):
                 p.run(check)
         p.run(p.store_clock)
         p.run(p.key_headroom)

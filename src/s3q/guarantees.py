@@ -92,6 +92,13 @@ ROWS: dict[str, Row] = {
     "copy_if_none_match": Row(
         "copy create-if-absent", "a create-if-absent copy of a large request in one request",
         "nothing required: s3q copies through GET + PUT If-None-Match instead"),
+    "multipart_if_none_match": Row(
+        "multipart create-if-absent", "requests over 5 GiB only: their create-if-absent "
+        "copies are in parts, CompleteMultipartUpload If-None-Match: *; without it a dead "
+        "letter (x2) overwrites an earlier one in failed/, a view in wait/ (w1, v2, r2) a "
+        "re-submission",
+        "use AWS S3 (which honours it since November 2024), or keep requests under 5 GiB: "
+        "a worker starts without it"),
     "batch_conditional_delete": Row(
         "batched conditional delete", "the commits of completions settled together, and "
         "the claims' deletes from wait/, share DeleteObjects requests, each key with its "

@@ -1,8 +1,10 @@
 """Probing a store's conditional requests, for ``s3q doctor`` (:mod:`s3q.doctor`):
-create-if-absent, compare-and-swap, conditional delete and the two CopyObject conditions, each
-on throwaway keys, and the atomicity of the first two under concurrent writers.
+create-if-absent, compare-and-swap, conditional delete, the two CopyObject conditions and
+CompleteMultipartUpload's If-None-Match, each on throwaway keys, and the atomicity of the
+first two under concurrent writers.
 
-Every request goes through the :class:`~s3q.store.Store` seam; :meth:`Prober.ask` turns its
+Every request goes through the :class:`~s3q.store.Store` seam (but S3's multipart uploads,
+through :mod:`s3q.backends.s3multipart`, as s3q sends them); :meth:`Prober.ask` turns its
 answer into an :class:`Answer` (accepted, 412, 404, denied, another error) and retries a 409
 ConditionalRequestConflict, which only says that another conditional request overlapped. A
 412 or 404 answered to the SDK's retry of a request is an error: the first try may have been
@@ -228,6 +230,35 @@ class Prober:
             return row("copy_if_none_match", MISSING, f"refused over a missing key: {fresh}")
         return row("copy_if_none_match", OK, "refused (412) over an existing key, accepted "
                    "over a missing one")
+
+    def multipart_if_none_match(self) -> Check:
+        """A create-if-absent copy in parts (s3multipart), of one part: a last part may be
+        of any size, so its CompleteMultipartUpload is the very request of one over 5 GiB."""
+        from s3q.backends import s3multipart
+        from s3q.backends.s3 import S3Store
+
+        name, store = "multipart_if_none_match", self.store
+        if not isinstance(store, S3Store):
+            return row(name, OK, f"not applicable: {type(store).__name__} writes any size "
+                       "in one request")
+        src, dst, new = self.key("mpu-src"), self.key("mpu-exists"), self.key("mpu-new")
+        info, _ = self.write("mpu-src", b"m1"), self.write("mpu-exists", b"kept")
+
+        def copy(to: str) -> tuple[Answer, bool]:  # and: a 412 to the completion? (not
+            a = self.ask(lambda: s3multipart.copy(  # to a part's source condition)
+                store, src, to, info, if_none_match=True, guard=None))
+            return a, a.kind == "412" and a.error.startswith("S3 CompleteMultipartUpload")
+        (over, over_412), (fresh, fresh_412) = copy(dst), copy(new)
+        if over.kind == "ok":
+            return row(name, MISSING, "CompleteMultipartUpload If-None-Match: * over an "
+                       "existing key was accepted: the object was replaced")
+        if not over_412 or self.store.get(dst)[0] != b"kept":
+            return row(name, UNKNOWN, f"over an existing key: {over.error}")
+        if fresh.kind != "ok":
+            return row(name, MISSING if fresh_412 else UNKNOWN, f"over a missing key: "
+                       f"{fresh.error}")
+        return row(name, OK, "a copy in one part: refused (412) over an existing key, "
+                   "accepted over a missing one")
 
     def batch_conditional_delete(self) -> Check:
         name = "batch_conditional_delete"

@@ -156,6 +156,14 @@ def test_a_store_that_declares_its_guarantees_is_reported_without_probing_them()
     assert set(REQUIRED) <= set(by_name)
     assert "declared by MemoryStore" in by_name["create_if_absent"].observed
     assert all(c.status == OK for c in report.checks)
+    assert "multipart_if_none_match" not in by_name  # S3's multipart uploads: not probed
+
+
+def test_the_multipart_row_is_not_applicable_off_s3_and_never_required() -> None:
+    """(On S3, moto and a proxy ignoring it: tests/integration/test_store_probe.py.)"""
+    found = {c.name: c for c in probe(Unprobed()).checks}["multipart_if_none_match"]
+    assert (found.status, found.observed, found.required) == (
+        OK, "not applicable: Unprobed writes any size in one request", False)
 
 
 def test_a_store_that_keeps_every_guarantee_is_ok_and_the_probe_cleans_up() -> None:

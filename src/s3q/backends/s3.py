@@ -13,7 +13,8 @@ server under test by ``tests/contract/test_s3_canary.py``):
 * ``CopyObject`` with ``x-amz-copy-source-if-match`` checks the *source* atomically;
 * above 5 GiB (S3's limit on one PutObject body or CopyObject source), a
   ``CompleteMultipartUpload`` with ``If-None-Match: *`` is create-if-absent as PutObject's
-  is (AWS since Nov 2024; not probed: :mod:`s3q.backends.s3multipart`);
+  is (AWS since Nov 2024; :mod:`s3q.backends.s3multipart`; probed by ``s3q doctor`` with a
+  copy in one part, not required);
 * every response carries a ``Date`` header from the server's clock, and ``Last-Modified`` is
   stamped by the same clock (1 s resolution): :meth:`S3Store.now` is built on that.
 
