@@ -244,10 +244,14 @@ class Prober:
         src, dst, new = self.key("mpu-src"), self.key("mpu-exists"), self.key("mpu-new")
         info, _ = self.write("mpu-src", b"m1"), self.write("mpu-exists", b"kept")
 
-        def copy(to: str) -> tuple[Answer, bool]:  # and: a 412 to the completion? (not
-            a = self.ask(lambda: s3multipart.copy(  # to a part's source condition)
-                store, src, to, info, if_none_match=True, guard=None))
-            return a, a.kind == "412" and a.error.startswith("S3 CompleteMultipartUpload")
+        def copy(to: str) -> tuple[Answer, bool]:
+            """The answer, and whether a 412 came from the completion (not from a part's
+            source condition, which says nothing of If-None-Match)."""
+            answer = self.ask(lambda: s3multipart.copy(store, src, to, info,
+                                                       if_none_match=True, guard=None))
+            return answer, (answer.kind == "412"
+                            and answer.error.startswith("S3 CompleteMultipartUpload"))
+
         (over, over_412), (fresh, fresh_412) = copy(dst), copy(new)
         if over.kind == "ok":
             return row(name, MISSING, "CompleteMultipartUpload If-None-Match: * over an "
