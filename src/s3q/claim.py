@@ -274,7 +274,7 @@ class Claimer:
                      reason="claimed and finished by another worker between c0 and c1")
             return None
         if gone:
-            leases.delete(ctx, name, held.etag)
+            leases.delete(ctx, name, held.etag, claim=held.lease.claim)
             self._contended = True
             return None
         # (the lease as last written, by c1 or a renewal, with what c2/c3 found)

@@ -10,7 +10,6 @@ read-back tells them apart by the claim id, which only this claim's writes carry
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import replace
 
@@ -77,11 +76,23 @@ def write(ctx: Context, lease: Lease, etag: str) -> tuple[Lease, str]:
     raise LeaseTaken(lease.name, read(ctx, lease.name))
 
 
-def delete(ctx: Context, name: str, etag: str) -> None:
+def delete(ctx: Context, name: str, etag: str, *, claim: str | None = None) -> None:
     """``DEL=etag`` a lease (the last step of an operation). A lease that changed meanwhile
-    belongs to somebody else now and stays; a missing one was deleted by our own earlier try."""
-    with contextlib.suppress(NotFound, PreconditionFailed):
-        ctx.store.delete(layout.key(layout.LEASES, name), if_match=etag)
+    belongs to somebody else now and stays; a missing one was deleted by our own earlier try.
+    With ``claim`` (the holder's claim id), a lease changed by a write of that claim which
+    took effect unseen (a renewal during a long copy answered as failed, §2.3) is still
+    ours: it is deleted at its current ETag."""
+    for _ in range(_REBASES):
+        try:
+            ctx.store.delete(layout.key(layout.LEASES, name), if_match=etag)
+            return
+        except NotFound:
+            return
+        except PreconditionFailed:
+            found = read(ctx, name) if claim is not None else None
+            if found is None or found[0].claim != claim:
+                return
+            etag = found[1].etag
 
 
 def commit(ctx: Context, lease: Lease, etag: str) -> None:

@@ -57,7 +57,7 @@ def requeue(ctx: Context, name: str, worker_id: str, make_holder: MakeHolder, *,
                     ctx.store.copy(key, lease.body_key, if_source_match=info.etag,
                                    guard=h.deadline.check)
             except (NotFound, PreconditionFailed):  # purged or replaced meanwhile
-                leases.delete(ctx, name, h.lease_etag)
+                leases.delete(ctx, name, h.lease_etag, claim=lease.claim)
                 return False
         forward(h)
     except LeaseLost:

@@ -223,4 +223,4 @@ def _drop(h: Holder, *, commit: bool = False) -> None:
     if commit:
         h.commit()
     else:
-        leases.delete(h.ctx, lease.name, h.lease_etag)
+        leases.delete(h.ctx, lease.name, h.lease_etag, claim=lease.claim)

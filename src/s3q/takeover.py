@@ -111,7 +111,7 @@ def _settle(job: Job, old: Lease, mode: RecoveryMode) -> str:
     ctx, lease, name = job.ctx, job.lease, job.name
     has_body = _ensure_body(job)  # (a done/dead lease of 0.1 without one is past d3/x2)
     if lease.intent in (Intent.HELD, Intent.REQUEUE, Intent.RETRY) and not has_body:
-        leases.delete(ctx, name, job.lease_etag)
+        leases.delete(ctx, name, job.lease_etag, claim=job.lease.claim)
         return "dropped (its request is gone)"
     if lease.intent is Intent.RETRY:  # a version-1 retry lease, now holding its body
         return "migrated"

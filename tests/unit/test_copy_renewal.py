@@ -1,0 +1,80 @@
+"""A lease renewed while a large request's bytes are copied (docs/PROTOCOL.md §4, "Long
+copies"; :func:`s3q.renewing.copying`), when a renewal's outcome is unknown: the store
+applied it but answered with an error (PROTOCOL §2.3). The holder's next lease write is
+rebased on it (:func:`s3q.leases.write`); its last step, the lease's deletion, must be too."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from s3q import layout
+from s3q.backends.delegating import DelegatingStore
+from s3q.backends.memory import MemoryStore
+from s3q.queue import Queue, QueueConfig
+from s3q.records import INLINE_MAX
+from s3q.store import StoreError
+
+NAME = "big.bin"
+BODY = bytes(range(256)) * (INLINE_MAX // 256 + 1)  # large: a private copy
+
+
+class RenewalAppliedUnanswered(DelegatingStore):
+    """The first renewal sent during a copy to ``dst_prefix`` is applied but answered with an
+    error; the copy ends only once that renewal was sent (it outlasted one renewal)."""
+
+    def __init__(self, inner: MemoryStore, dst_prefix: str) -> None:
+        super().__init__(inner)
+        self.dst_prefix = dst_prefix
+        self.renewed = threading.Event()
+        self.copying = False
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], Any]) -> Any:
+        if (op == "put" and args["key"] == layout.key(layout.LEASES, NAME) and self.copying
+                and threading.current_thread().name == "s3q-copy-renew"
+                and not self.renewed.is_set()):
+            fn()  # applied …
+            self.renewed.set()
+            raise StoreError("InternalError (applied)")  # … and answered as failed
+        if op == "copy" and args["dst"].startswith(self.dst_prefix):
+            self.copying = True
+            assert self.renewed.wait(30), "no renewal during the copy"
+        return fn()
+
+
+def _queue(store: DelegatingStore, **config: Any) -> Queue:
+    settings: dict[str, Any] = {"lease_ttl": 5.0, "on_finish": "move", "retry_base_delay": 0,
+                                "retry_max_delay": 0, **config}
+    return Queue(store, QueueConfig(**settings))
+
+
+def _leases(mem: MemoryStore) -> list[str]:
+    return [i.key for i in mem.list_page(layout.LEASES).items]
+
+
+def test_a_completion_after_an_unanswered_renewal_during_d3_leaves_no_lease() -> None:
+    mem = MemoryStore("m")
+    mem.put(layout.key(layout.WAIT, NAME), BODY)
+    store = RenewalAppliedUnanswered(mem, layout.FINISH)
+    q = _queue(store)
+    job = q.claim("w")
+    assert job is not None and job.lease.body_key is not None
+    job.complete()  # d1, d2, d3 (renewed: applied, unanswered), d4, d5
+    assert store.renewed.is_set()
+    assert mem.get(layout.key(layout.FINISH, NAME))[0] == BODY
+    assert _leases(mem) == []  # not left for a takeover to settle again
+    assert mem.list_page(".s3q/body/").items == []
+
+
+def test_a_dead_letter_after_an_unanswered_renewal_during_x2_leaves_no_lease() -> None:
+    mem = MemoryStore("m")
+    mem.put(layout.key(layout.WAIT, NAME), BODY)
+    store = RenewalAppliedUnanswered(mem, layout.FAILED)
+    q = _queue(store, max_attempts=1)
+    job = q.claim("w")
+    assert job is not None
+    job.fail("the handler failed")  # x1, x2 (renewed: applied, unanswered), x3, x4, x5
+    assert store.renewed.is_set()
+    assert mem.get(layout.key(layout.FAILED, NAME))[0] == BODY
+    assert _leases(mem) == []
