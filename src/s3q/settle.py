@@ -156,18 +156,20 @@ def _place_dead_letter(h: Holder) -> None:
     ctx, lease, guard = h.ctx, h.lease, h.deadline.check
     key = layout.key(layout.FAILED, lease.name)
     for _ in range(5):
-        try:
-            with copying(h), _unless_body_gone():
-                write_copy(ctx, lease, key, guard, if_none_match=True)
-            return
-        except PreconditionFailed:
-            pass
-        try:
-            found = ctx.store.head(key)
-        except NotFound:
-            continue
-        if is_ours(ctx, lease, key, found):
-            return  # an earlier try of ours took effect
+        # (is_ours reads both copies of a large request whole: as long as a copy, renewed too)
+        with copying(h):
+            try:
+                with _unless_body_gone():
+                    write_copy(ctx, lease, key, guard, if_none_match=True)
+                return
+            except PreconditionFailed:
+                pass
+            try:
+                found = ctx.store.head(key)
+            except NotFound:
+                continue
+            if is_ours(ctx, lease, key, found):
+                return  # an earlier try of ours took effect
         _displace(h, found)
     raise StoreError(f"{key}: could not place the dead letter (the key keeps changing)")
 

@@ -6,6 +6,7 @@ rebased on it (:func:`s3q.leases.write`); its last step, the lease's deletion, m
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -78,3 +79,37 @@ def test_a_dead_letter_after_an_unanswered_renewal_during_x2_leaves_no_lease() -
     assert store.renewed.is_set()
     assert mem.get(layout.key(layout.FAILED, NAME))[0] == BODY
     assert _leases(mem) == []
+
+
+class SlowReads(DelegatingStore):
+    """Each streamed read (``open``) of a large object takes ``seconds``: reading a large
+    request's bytes whole, as is_ours does to compare two copies, takes minutes on S3."""
+
+    def __init__(self, inner: MemoryStore, seconds: float) -> None:
+        super().__init__(inner)
+        self.seconds = seconds
+        self.slow = False
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], Any]) -> Any:
+        if op == "open" and self.slow:
+            time.sleep(self.seconds)
+        return fn()
+
+
+def test_a_dead_letter_that_finds_its_own_copy_in_failed_compares_them_renewed() -> None:
+    """x2 finds failed/NAME taken (an earlier x2 of this request took effect, or a dead
+    letter of the same bytes): is_ours reads both large objects whole, which may take longer
+    than the lease lives. Unrenewed, x3 was refused by the deadline (LeaseLost), and so was
+    every taker's roll-forward, which compares them again: the dead lease stayed for good."""
+    mem = MemoryStore("m")
+    mem.put(layout.key(layout.WAIT, NAME), BODY)
+    mem.put(layout.key(layout.FAILED, NAME), BODY)  # x2 done before (its holder died)
+    store = SlowReads(mem, 2.5)  # two reads: 5 s, past the deadline (4 s after x1)
+    q = _queue(store, max_attempts=1)
+    job = q.claim("w")
+    assert job is not None and job.lease.body_key is not None
+    store.slow = True
+    job.fail("the handler failed")  # x1, x2 (found ours: compared), x3, x4, x5
+    assert q.error_record(NAME) is not None
+    assert _leases(mem) == []
+    assert mem.list_page(".s3q/body/").items == []
