@@ -259,6 +259,8 @@ def adopt_orphan(ctx: Context, info: ObjectInfo) -> bool:
         # bring a settled request back
         leases.delete(ctx, name, etag)
         return False
+    except LeaseLost:  # the copy outlasted the lease (a large request): the lease stands,
+        pass  # held by nobody, and the takeover that follows makes the copy, renewed (t2)
     ctx.emit("orphan_found", name)
     return True
 

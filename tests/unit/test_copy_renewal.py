@@ -16,6 +16,7 @@ from s3q.backends.memory import MemoryStore
 from s3q.queue import Queue, QueueConfig
 from s3q.records import INLINE_MAX
 from s3q.store import StoreError
+from tests.unit.harness import FakeClock
 
 NAME = "big.bin"
 BODY = bytes(range(256)) * (INLINE_MAX // 256 + 1)  # large: a private copy
@@ -113,3 +114,33 @@ def test_a_dead_letter_that_finds_its_own_copy_in_failed_compares_them_renewed()
     assert q.error_record(NAME) is not None
     assert _leases(mem) == []
     assert mem.list_page(".s3q/body/").items == []
+
+
+class SlowCopies(DelegatingStore):
+    """Each copy out of processing/ takes ``seconds`` before it is sent (a large request's
+    copy in parts: its guard is checked as its last part goes)."""
+
+    def __init__(self, inner: MemoryStore, seconds: float) -> None:
+        super().__init__(inner)
+        self.seconds = seconds
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], Any]) -> Any:
+        if op == "copy" and args["src"].startswith(layout.PROCESSING):
+            time.sleep(self.seconds)
+        return fn()
+
+
+def test_an_orphan_whose_adoption_copy_outlasts_the_lease_is_taken_over_at_once() -> None:
+    """adopt_orphan's private copy is not renewed: its lease is held by nobody, and the scan
+    takes it over at once, whose t2 makes the copy renewed. A copy that outlasted the lease
+    raised LeaseLost out of adopt_orphan, and so out of the scan (out of a library user's
+    claim(), which runs it), leaving the rest of the scan undone."""
+    clock = FakeClock()
+    mem = MemoryStore("m", clock=clock)
+    mem.put(layout.key(layout.PROCESSING, NAME), BODY)  # an orphan: no lease
+    clock.advance(60)
+    q = _queue(SlowCopies(mem, 4.5))  # past the deadline (4 s after the lease's creation)
+    done = q.recover_stale("s")
+    assert done.actions == {NAME: "released"} and done.failed == {}
+    assert mem.get(layout.key(layout.WAIT, NAME))[0] == BODY
+    assert mem.list_page(layout.PROCESSING).items == []
