@@ -220,7 +220,7 @@ def _adopt_body(job: Job) -> bool:
                 body_key = layout.new_body_key()
                 with copying(job, size=info.size):
                     ctx.store.copy(key, body_key, guard=job.check_deadline)
-                job.write(lease.next(body_key=body_key, size=info.size))
+                job.write(job.lease.next(body_key=body_key, size=info.size))  # (as renewed)
             return True
         except NotFound:
             continue
