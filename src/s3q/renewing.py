@@ -44,7 +44,9 @@ def renewed_while(ctx: Context, held: Held, deadline: Deadline) -> Iterator[None
     ``deadline`` moved with each renewal, so that the copy's parts, and c2 after it, are
     still sent in time. A renewal that finds the lease taken over stops renewing: the
     deadline then runs out and stops the copy (the taker makes its own copy); one that
-    fails otherwise is tried again at the next interval."""
+    fails otherwise is tried again at the next interval. When no thread can be started
+    (RuntimeError: the process is at its limit) the copy runs unrenewed, as a slow one
+    would, rather than failing the step outright."""
     stop = threading.Event()
 
     def renew() -> None:
@@ -63,7 +65,14 @@ def renewed_while(ctx: Context, held: Held, deadline: Deadline) -> Iterator[None
             deadline.at = ctx.deadline(sent).at
 
     thread = threading.Thread(target=renew, name="s3q-copy-renew", daemon=True)
-    thread.start()
+    try:
+        thread.start()
+    except RuntimeError as exc:  # no thread to be had (the process's limit): unrenewed
+        log.warning("%s: no thread to renew the lease during a copy (%s): a copy that "
+                    "outlasts the lease is left to a takeover", held.lease.name, exc,
+                    extra={"event": "renew_no_thread", "request": held.lease.name})
+        yield
+        return
     try:
         yield
     finally:

@@ -1,4 +1,5 @@
-"""The lease keeper when a thread cannot be started (found in review)."""
+"""The lease keeper, and the renewal of a lease during a long copy, when a thread cannot be
+started (found in review)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,35 @@ def test_the_lease_keeper_outlives_a_thread_it_cannot_start(
         q.close()
     assert alive, "the lease keeper's thread died"
     assert renewed, "the lease was never renewed again"
+
+
+def test_a_long_copy_without_a_thread_to_renew_its_lease_still_runs(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The copies of a large request renew its lease from a thread of their own
+    (:func:`s3q.renewing.renewed_while`). When none can be started, the RuntimeError
+    escaped the job's outcome (not a StoreError: the worker took it for a bug of its own);
+    the copy now runs unrenewed, as a slow one would, and says so."""
+    q = Queue(MemoryStore("renew-test"), QueueConfig(lease_ttl=5.0))
+    q.submit("a_large_request.bin", b"x" * 100_000)  # over INLINE_MAX: a private copy
+    job = q.claim("w")
+    assert job is not None and job.lease.body_key is not None
+    real = threading.Thread
+    refused: list[str] = []
+
+    class Thread(real):  # type: ignore[misc, valid-type]
+        def start(self) -> None:
+            if self.name == "s3q-copy-renew":
+                refused.append(self.name)
+                raise RuntimeError("can't start new thread")
+            super().start()
+
+    monkeypatch.setattr(threading, "Thread", Thread)  # (s3q.renewing looks it up at each use)
+    try:
+        job.complete()  # d3: a copy of the private copy to finish/
+    finally:
+        monkeypatch.undo()
+        q.close()
+    assert refused, "the copy asked for no renewal thread"
+    assert q.counts() == {"wait": 0, "processing": 0, "finish": 1, "failed": 0}
+    assert list(q.leases()) == []
+    assert [r for r in caplog.records if getattr(r, "event", "") == "renew_no_thread"]
