@@ -71,6 +71,10 @@ def renewed_while(ctx: Context, held: Held, deadline: Deadline) -> Iterator[None
         log.warning("%s: no thread to renew the lease during a copy (%s): a copy that "
                     "outlasts the lease is left to a takeover", held.lease.name, exc,
                     extra={"event": "renew_no_thread", "request": held.lease.name})
+        started = False
+    else:
+        started = True
+    if not started:  # (the copy runs outside the except: its errors chain to nothing)
         yield
         return
     try:
