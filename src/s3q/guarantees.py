@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from s3q.capabilities import REQUIRED
 
-__all__ = ["DENIED_CODES", "MISSING", "OK", "PERMISSIONS", "ROWS", "UNKNOWN", "Check", "Row",
-           "Status", "row"]
+__all__ = ["DENIED_CODES", "MISSING", "OK", "PERMISSIONS", "ROWS", "UNKNOWN", "WARN_IF_MISSING",
+           "Check", "Row", "Status", "row"]
 
 #: OK: shown to hold. MISSING: shown not to hold. UNKNOWN: could not be shown either way.
 Status = Literal["OK", "MISSING", "UNKNOWN"]
@@ -122,6 +122,10 @@ ROWS: dict[str, Row] = {
         "409 conflicts", "informational: a request answered 409 ConditionalRequestConflict "
         "was not applied and is sent again (up to 5 tries; then decided like a 412)", ""),
 }
+
+#: Rows not required, but with no fallback either: a worker starts where one is MISSING, and
+#: warns at its start (the others are worked around, or only informational).
+WARN_IF_MISSING = frozenset({"multipart_if_none_match"})
 
 
 def row(name: str, status: Status, observed: str, todo: str | None = None) -> Check:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields
 from s3q import __version__
 from s3q.capabilities import Capabilities
 from s3q.doctor import RESULT, Report, probe
-from s3q.guarantees import UNKNOWN, Check
+from s3q.guarantees import MISSING, UNKNOWN, WARN_IF_MISSING, Check
 from s3q.store import NotFound, Store, StoreError
 
 __all__ = ["StoreCheck", "check_store", "set_capabilities"]
@@ -57,6 +57,13 @@ class StoreCheck:
         """Required rows the probe could not decide (a worker starts, with a warning)."""
         return [c for c in self.report.checks if c.required and c.status == UNKNOWN] \
             if self.report else []
+
+    @property
+    def at_risk(self) -> list[Check]:
+        """Rows not required but without a fallback, MISSING (a worker starts, with a
+        warning: :data:`~s3q.guarantees.WARN_IF_MISSING`)."""
+        return [c for c in self.report.checks
+                if c.name in WARN_IF_MISSING and c.status == MISSING] if self.report else []
 
     def refusal(self) -> str:
         """One line naming each missing guarantee, what was seen and what to do."""
@@ -97,8 +104,9 @@ def _declared(capabilities: Capabilities) -> bool:
 
 
 #: The revision of the probes (raised when one asks more of a store, e.g. 2: a conditional
-#: delete of a missing key must answer 404): a result cached by earlier probes is not used.
-PROBES = 2
+#: delete of a missing key must answer 404; 3: CompleteMultipartUpload If-None-Match is
+#: probed): a result cached by earlier probes is not used.
+PROBES = 3
 
 
 def _cached(store: Store, max_age: float) -> Report | None:

@@ -5,14 +5,18 @@ tests/storeproxy.py breaking one guarantee at a time."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from uuid import uuid4
 
 import pytest
 
 from s3q.backends.s3 import S3Store
+from s3q.cli.doctor import require_store
+from s3q.context import QueueConfig
 from s3q.doctor import PROBE, RESULT, Report, probe
 from s3q.guarantees import MISSING, OK, ROWS
+from s3q.queue import Queue
 from s3q.store import PreconditionFailed, list_all
 from s3q.storecheck import check_store
 from tests.contract.large import open_uploads
@@ -142,6 +146,29 @@ def test_a_store_ignoring_if_none_match_on_completing_an_upload_is_told_yet_ok(
     finally:
         store.close()
         proxy.close()
+
+
+def test_a_worker_starts_on_such_a_store_with_a_warning(
+        moto: S3Endpoint, caplog: pytest.LogCaptureFixture) -> None:
+    """The row is not required, but unlike the other rows a worker does without, nothing
+    stands in for it: the worker's start-up check says so, once, at every start (a result
+    cached before the probe existed is probed again: ``storecheck.PROBES``). On a store
+    that honours it, nothing is said."""
+    assert moto.endpoint_url
+    proxy = StoreProxy(moto.endpoint_url, Behaviour(ignore_complete_if_none_match=True))
+    ignoring, honouring = s3_store(moto, proxy.url), s3_store(moto)
+    try:
+        for store in (ignoring, honouring):
+            with caplog.at_level(logging.WARNING, logger="s3q"):
+                require_store(Queue(store, QueueConfig()), max_age=0)
+    finally:
+        ignoring.close()
+        honouring.close()
+        proxy.close()
+    warned = [r for r in caplog.records if getattr(r, "event", "") == "store_check_at_risk"]
+    assert [getattr(r, "check", "") for r in warned] == ["multipart_if_none_match"]
+    assert "multipart create-if-absent is MISSING" in warned[0].getMessage()
+    assert "keep requests under 5 GiB" in warned[0].getMessage()
 
 
 def test_opaque_etags_are_reported_and_ok(moto: S3Endpoint) -> None:

@@ -66,8 +66,9 @@ def render(report: Report) -> str:
 
 def require_store(queue: Queue, max_age: float) -> None:
     """The worker's start-up check (:func:`s3q.storecheck.check_store`): refuse, exit 2, on
-    a store that lacks a required guarantee; warn about the ones that could not be decided;
-    else tell the store what it guarantees."""
+    a store that lacks a required guarantee; warn about the ones that could not be decided,
+    and about a missing one that is not required but has no fallback; else tell the store
+    what it guarantees."""
     try:
         found = check_store(queue.store, max_age=max_age)
     except StoreError as e:
@@ -79,5 +80,8 @@ def require_store(queue: Queue, max_age: float) -> None:
     for c in found.unknown:
         log.warning("store check: %s could not be decided: %s", c.title, c.observed,
                     extra={"event": "store_check_unknown", "check": c.name})
+    for c in found.at_risk:
+        log.warning("store check: %s is MISSING (%s): %s. To do: %s", c.title, c.observed,
+                    c.protects, c.todo, extra={"event": "store_check_at_risk", "check": c.name})
     log.info("store checked", extra={"event": "store_checked", "cached": found.cached,
                                      "capabilities": found.report.capabilities.to_dict()})
