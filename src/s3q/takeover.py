@@ -165,9 +165,12 @@ def restore_view(ctx: Context, name: str, worker_id: str, *, make_job: MakeJob,
         return "raced"
     job = make_job(lease, etag, ctx.deadline(sent, name))
     try:
-        with copying(job):
-            view, created = (there.etag, False) if there is not None else create_view(
-                ctx, job.lease, key, job.deadline.check)  # v2 (as w1)
+        view: str | None
+        if there is not None:
+            view, created = there.etag, False
+        else:
+            with copying(job):
+                view, created = create_view(ctx, job.lease, key, job.deadline.check)  # v2
         with settle.undoing_view(ctx, key, view if created else None):
             job.write(job.lease.next(view=view, written_at=time.time()))  # v3 (as w2)
     except LeaseLost:
