@@ -22,7 +22,6 @@ from click.testing import CliRunner, Result
 from prometheus_client import generate_latest
 
 from s3q import Queue, QueueConfig
-from s3q import config as config_module
 from s3q.backends.memory import MemoryStore
 from s3q.cli import cli
 from s3q.cli import output as cli_output
@@ -37,16 +36,7 @@ UPPER = f"{PY} -c 'import sys; sys.stdout.write(open(sys.argv[1]).read().upper()
 FAIL = f"{PY} -c 'import sys; sys.stderr.write(\"boom\"); sys.exit(3)'"
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An empty working directory, no S3Q_* variables, no config file of the host's, no
-    IMDS request."""
-    monkeypatch.chdir(tmp_path)
-    for name in [n for n in os.environ if n.startswith("S3Q_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("S3Q_IMDS", "off")
-    monkeypatch.setenv("S3Q_LOCK_DIR", str(tmp_path))  # not the host's /tmp (see _env)
-    monkeypatch.setattr(config_module, "SEARCH_PATH", ("s3q.toml",))
+pytestmark = pytest.mark.usefixtures("isolated_cli")
 
 
 @pytest.fixture

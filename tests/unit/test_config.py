@@ -449,16 +449,6 @@ def test_resolve_secrets_without_references_needs_no_aws() -> None:
     assert resolve_secrets(cfg) is cfg
 
 
-@pytest.fixture
-def ssm(s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> S3Endpoint:
-    """moto's SSM (on the S3 endpoint); the standard chain finds moto's credentials."""
-    if not s3_endpoint.is_moto:
-        pytest.skip("SSM parameters are only created on moto")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_endpoint.access_key_id or "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_endpoint.secret_access_key or "testing")
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    return s3_endpoint
-
 
 def test_ssm_references_are_resolved_and_never_logged(
         ssm: S3Endpoint, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -14,20 +14,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from s3q import config as config_module
 from s3q.backends.local import LocalStore
 from s3q.cli import cli
 from s3q.registry import PREFIX, WorkerRecord
 from tests.s3server import free_port
 
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in [n for n in os.environ if n.startswith("S3Q_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("S3Q_IMDS", "off")
-    monkeypatch.setattr(config_module, "SEARCH_PATH", ("s3q.toml",))
+pytestmark = pytest.mark.usefixtures("isolated_cli")
 
 
 def run(qdir: Path, *args: str, env: dict[str, str] | None = None) -> Result:

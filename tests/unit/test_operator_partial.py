@@ -18,7 +18,6 @@ import pytest
 from click.testing import CliRunner, Result
 
 from s3q import Queue, QueueConfig
-from s3q import config as config_module
 from s3q.backends import open_store
 from s3q.backends.delegating import DelegatingStore
 from s3q.cli import cli
@@ -29,14 +28,7 @@ T = TypeVar("T")
 NAMES = [f"r{i}_request.json" for i in range(3)]
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in [n for n in os.environ if n.startswith("S3Q_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("S3Q_IMDS", "off")
-    monkeypatch.setenv("S3Q_LOCK_DIR", str(tmp_path))
-    monkeypatch.setattr(config_module, "SEARCH_PATH", ("s3q.toml",))
+pytestmark = pytest.mark.usefixtures("isolated_cli")
 
 
 @pytest.fixture

@@ -19,17 +19,6 @@ from tests.quietserver import QuietServer
 from tests.s3server import S3Endpoint
 
 
-@pytest.fixture
-def ssm(s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> S3Endpoint:
-    """moto's SSM (on the S3 endpoint); the standard chain finds moto's credentials."""
-    if not s3_endpoint.is_moto:
-        pytest.skip("SSM parameters are only created on moto")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_endpoint.access_key_id or "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_endpoint.secret_access_key or "testing")
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    return s3_endpoint
-
-
 def test_a_parameter_of_another_region_names_the_region_asked(ssm: S3Endpoint) -> None:
     """The parameter exists (in eu-west-1, where the console shows it) but the instance asks
     us-east-1 (AWS_DEFAULT_REGION or region): 'no such parameter' alone sends the operator
