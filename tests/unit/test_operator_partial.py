@@ -95,6 +95,16 @@ def error_line(out: Result) -> str:
     return line
 
 
+def stopped_at_r1(out: Result) -> dict[str, Any]:
+    """The ``--json`` report of a command the store went away under at r1: exit 3, r1
+    failed, r2 not attempted."""
+    assert out.exit_code == 3, out.output
+    doc: dict[str, Any] = json.loads(out.stdout)
+    assert [f["name"] for f in doc["failed"]] == [NAMES[1]]
+    assert doc["not_attempted"] == [NAMES[2]]
+    return doc
+
+
 # ------------------------------------------------------------------------ recover --all
 
 def held_by_a_live_worker(qdir: Path) -> None:
@@ -131,12 +141,9 @@ def test_recover_all_stops_when_the_store_is_unavailable(
     held_by_a_live_worker(qdir)
     failing(monkeypatch, "put", ".s3q/lease/r1_request.json", DOWN)
     out = run(qdir, "recover", "--all", "--yes", "--json")
-    assert out.exit_code == 3, out.output
-    doc = json.loads(out.stdout)
+    doc = stopped_at_r1(out)
     assert [r["name"] for r in doc["requests"]] == [NAMES[0]]
-    assert [f["name"] for f in doc["failed"]] == [NAMES[1]]
     assert "connection refused" in doc["failed"][0]["error"]
-    assert doc["not_attempted"] == [NAMES[2]]
     line = error_line(out)
     assert "store unavailable" in line and "1 not attempted" in line and "safe" in line
     assert names(qdir, "wait") == [NAMES[0]]
@@ -195,11 +202,8 @@ def test_requeue_all_stops_when_the_store_is_unavailable(
     dead_letters(qdir)
     failing(monkeypatch, "put", ".s3q/lease/r1_request.json", DOWN)
     out = run(qdir, "requeue", "--all", "--yes", "--json", "--concurrency", "1")
-    assert out.exit_code == 3, out.output
-    doc = json.loads(out.stdout)
+    doc = stopped_at_r1(out)
     assert doc["requeued"] == [NAMES[0]] and doc["skipped"] == []
-    assert [f["name"] for f in doc["failed"]] == [NAMES[1]]
-    assert doc["not_attempted"] == [NAMES[2]]
     assert "1 not attempted" in error_line(out)
     assert names(qdir, "failed") == NAMES[1:]
 
@@ -236,11 +240,8 @@ def test_purge_stops_when_the_store_is_unavailable(
     finished(qdir)
     failing(monkeypatch, "delete", "finish/r1_request.json", DOWN)
     out = run(qdir, "purge", "finish", "--yes", "--json", "--concurrency", "1")
-    assert out.exit_code == 3, out.output
-    doc = json.loads(out.stdout)
+    doc = stopped_at_r1(out)
     assert doc["purged"] == [NAMES[0]] and doc["skipped"] == []
-    assert [f["name"] for f in doc["failed"]] == [NAMES[1]]
-    assert doc["not_attempted"] == [NAMES[2]]
     assert "store unavailable" in error_line(out)
     assert names(qdir, "finish") == NAMES[1:]
 
