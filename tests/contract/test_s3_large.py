@@ -14,8 +14,6 @@ carries ``If-None-Match: *``."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,22 +26,13 @@ from s3q.context import QueueConfig
 from s3q.errors import LeaseLost
 from s3q.queue import Queue
 from s3q.store import NotFound, PreconditionFailed
-from tests.contract.large import LIMIT, NAME, SIZE, limited_proxy, open_uploads, seed
+from tests.contract.large import LIMIT, NAME, SIZE, open_uploads, seed
 from tests.s3server import MakeS3Store, S3Endpoint
 from tests.storeproxy import StoreProxy
 
 WRITES = {"PutObject", "CopyObject", "CreateMultipartUpload", "UploadPart", "UploadPartCopy",
           "CompleteMultipartUpload", "DeleteObject", "DeleteObjects"}
 
-
-@pytest.fixture
-def limited(s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Iterator[StoreProxy]:
-    yield from limited_proxy(s3_endpoint, monkeypatch)
-
-
-@pytest.fixture(scope="module")
-def data() -> bytes:
-    return os.urandom(SIZE)
 
 
 # -- the proxy answers as S3 does ---------------------------------------------------------
