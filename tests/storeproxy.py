@@ -15,6 +15,9 @@ moto is not: one behaviour at a time, chosen by :class:`Behaviour` flags.
     (radosgw 16; moto ignores most of them already).
 ``ignore_complete_if_none_match``: CompleteMultipartUpload ignores ``If-None-Match: *``
     (forwarded without it): an existing key is overwritten (AWS before November 2024).
+``forget_completed_uploads``: a CompleteMultipartUpload of an upload completed already is
+    answered 404 NoSuchUpload, not forwarded (MinIO, minio issue 13318; AWS and moto answer
+    a repeated completion as the first).
 ``conflicts``: this share of conditional writes is answered 409 ConditionalRequestConflict
     without being forwarded (AWS, for overlapping conditional writes).
 ``slow_downs``: the next N requests are answered 503 SlowDown without being forwarded
@@ -22,9 +25,11 @@ moto is not: one behaviour at a time, chosen by :class:`Behaviour` flags.
 ``conflict_next``: (method, key suffix) pairs: the next conditional request of that method
     to a key ending so is answered 409 ConditionalRequestConflict, once each, not forwarded.
 ``applied_then_500``: (method, key suffix) pairs: the next conditional request of that method
-    to a key ending so is forwarded (it takes effect) and then answered 500 InternalError,
-    once each: an ambiguous outcome that botocore retries (a ``conflict_next`` of the same
-    pair then answers that retry).
+    (or CompleteMultipartUpload, conditional or not) to a key ending so is forwarded (it
+    takes effect) and then answered 500 InternalError, once each: an ambiguous outcome
+    that botocore retries (a ``conflict_next`` of the same pair then answers that retry).
+    ``after_applied(key)``, when set, runs between the forward and the 500 (straight on
+    moto, not through the proxy): a producer or an operator acting in that window.
 ``deny``: these S3 operations (``PutObject``, ``CopyObject``, ``DeleteObject``, ...) are
     answered 403 AccessDenied without being forwarded, as IAM refuses an action.
 ``deny_keys``: (operation, key suffix) pairs: those operations on keys ending so are answered
@@ -69,6 +74,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -95,6 +101,10 @@ _ENTITY_TOO_LARGE = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>Ent
                      "</Code><Message>Your proposed upload exceeds the maximum allowed size"
                      "</Message><ProposedSize>{size}</ProposedSize><MaxSizeAllowed>{limit}"
                      "</MaxSizeAllowed></Error>")
+_NO_SUCH_UPLOAD = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NoSuchUpload"
+                   "</Code><Message>The specified upload does not exist. The upload ID may be "
+                   "invalid, or the upload may have been aborted or completed.</Message>"
+                   "</Error>")
 _NO_MATCH = '"00000000000000000000000000000000"'  # an ETag no object has
 _ETAG_XML = re.compile(rb"<ETag>(.*?)</ETag>")
 _CONTENTS_XML = re.compile(rb"<Contents>(.*?)</Contents>", re.S)
@@ -109,6 +119,7 @@ class Behaviour:
     ignore_put_if_match: bool = False
     ignore_copy_conditions: bool = False
     ignore_complete_if_none_match: bool = False
+    forget_completed_uploads: bool = False
     conflicts: float = 0.0
     deny: frozenset[str] = frozenset()
     #: (operation, key suffix): always answered 403 AccessDenied, not forwarded.
@@ -133,9 +144,11 @@ class Behaviour:
     copy_source_if_match: bool = False
     #: (method, key suffix): the next conditional such request is answered 409, once each.
     conflict_next: set[tuple[str, str]] = field(default_factory=set)
-    #: (method, key suffix): the next conditional such request is applied, then answered
-    #: 500 InternalError, once each.
+    #: (method, key suffix): the next conditional such request (or completion of a multipart
+    #: upload) is applied, then answered 500 InternalError, once each.
     applied_then_500: set[tuple[str, str]] = field(default_factory=set)
+    #: Runs (with the key) after an ``applied_then_500`` request took effect, before its 500.
+    after_applied: Callable[[str], None] | None = None
 
 
 class StoreProxy:
@@ -151,6 +164,8 @@ class StoreProxy:
         self.arrivals: list[tuple[float, str, str]] = []
         #: (bucket, key) -> (moto's ETag, the ETag clients were told)
         self._etags: dict[tuple[str, str], tuple[str, str]] = {}
+        #: the ids of the multipart uploads completed through the proxy
+        self._completed: set[str] = set()
         self._lock = threading.Lock()  # one request at a time: the mapping stays exact
         proxy = self
 
@@ -229,13 +244,24 @@ class StoreProxy:
                 return
             failing = next((t for t in self.behaviour.applied_then_500
                             if t[0] == req.command and key.endswith(t[1])), None)
-            if failing is not None and conditional:
+            completing = req.command == "POST" and "uploadId" in parse_qs(path.query)
+            if failing is not None and (conditional or completing):
                 self.behaviour.applied_then_500.discard(failing)
                 self.counts["applied then 500"] += 1
                 self._bend(req.command, headers, bucket, key, copy_source, query=path.query)
-                self._forward(req.command, req.path, body, headers)
+                status = self._forward(req.command, req.path, body, headers)[0]
+                self._note_completed(req.command, path.query, status)
+                if self.behaviour.after_applied is not None:
+                    self.behaviour.after_applied(key)
                 self._reply(req, 500, {"Content-Type": "application/xml"},
                             _INTERNAL.encode())
+                return
+            upload = parse_qs(path.query).get("uploadId", [""])[0]
+            if (self.behaviour.forget_completed_uploads and req.command == "POST"
+                    and upload in self._completed):
+                self.counts["forgotten upload"] += 1
+                self._reply(req, 404, {"Content-Type": "application/xml"},
+                            _NO_SUCH_UPLOAD.encode())
                 return
             aimed = next((t for t in self.behaviour.conflict_next
                           if t[0] == req.command and key.endswith(t[1])), None)
@@ -264,6 +290,7 @@ class StoreProxy:
                 return
             status, reason, out_headers, data = self._forward(req.command, req.path, body,
                                                               headers)
+            self._note_completed(req.command, path.query, status)
             if (self.behaviour.missing_delete_204 and req.command == "DELETE"
                     and status == 404 and any(h.lower() == "if-match" for h in headers)):
                 self.counts["404 as 204"] += 1
@@ -283,6 +310,12 @@ class StoreProxy:
                                                  status=status, headers=out_headers,
                                                  data=data)
         self._reply(req, status, out_headers, data, reason)
+
+    def _note_completed(self, method: str, query: str, status: int) -> None:
+        """Remember an upload whose CompleteMultipartUpload was applied (moto answers 200)."""
+        upload = parse_qs(query).get("uploadId", [""])[0]
+        if method == "POST" and upload and status == 200:
+            self._completed.add(upload)
 
     def _bend(self, method: str, headers: dict[str, str], bucket: str, key: str,
               copy_source: str | None, *, query: str) -> None:

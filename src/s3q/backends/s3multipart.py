@@ -9,19 +9,28 @@ CompleteMultipartUpload: 412 when the key exists, as PutObject and CopyObject an
 a 409 ConditionalRequestConflict there is sent again, as every conditional request is).
 Every request is sent under the caller's guard, checked before it leaves, parts too; an
 upload that fails in any way (a 412 at its completion, a guard that refused) is aborted,
-past the guard (an abort only undoes). Only :mod:`s3q.backends.s3` uses it.
+past the guard (an abort only undoes).
+
+A completion may take effect and be answered as failed (a 500, a dropped connection);
+botocore sends it again, and some stores (MinIO) answer that NoSuchUpload where AWS answers
+as the first time. So every upload carries a token of its own (``x-amz-meta-s3q-upload``),
+and a completion answered NoSuchUpload reads the key back (:func:`_reconcile`): the object
+that carries the token is this upload's. Only :mod:`s3q.backends.s3` uses this module.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
-from s3q.backends.s3wire import quoted, resend_conflicts
-from s3q.store import Guard, ObjectInfo, StoreError
+from botocore.exceptions import ClientError
+
+from s3q.backends.s3wire import error_code, quoted, resend_conflicts
+from s3q.store import Guard, ObjectInfo, PreconditionFailed, StoreError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef, CopySourceTypeDef
@@ -41,6 +50,8 @@ PART_SIZE = 256 * 1024**2
 MAX_PARTS = 10_000
 #: The checksum of uploaded parts (boto3's managed upload's default).
 CHECKSUM: Literal["CRC32"] = "CRC32"
+#: The user metadata that names an upload (``x-amz-meta-s3q-upload``), on what it writes.
+TOKEN = "s3q-upload"
 
 
 def copy(store: S3Store, src: str, dst: str, source: ObjectInfo, *, if_none_match: bool,
@@ -115,14 +126,16 @@ def _upload(store: S3Store, key: str, guard: Guard | None, *,
             checksum: Literal["CRC32"] | None) -> Iterator[tuple[str, Complete]]:
     """A multipart upload to ``key`` (its parts with a ``checksum``): its id, and the
     function that completes it (``complete(parts, size, if_none_match=..., if_match=...)``).
-    Aborted on any failure."""
+    Aborted on any failure but NoSuchUpload (nothing left to abort)."""
+    token = uuid.uuid4().hex
     with store._meter.guarded(guard), store._edge("CreateMultipartUpload", key):
         if checksum is None:
             created = store._client.create_multipart_upload(
-                Bucket=store.bucket, Key=store._full(key))
+                Bucket=store.bucket, Key=store._full(key), Metadata={TOKEN: token})
         else:
             created = store._client.create_multipart_upload(
-                Bucket=store.bucket, Key=store._full(key), ChecksumAlgorithm=checksum)
+                Bucket=store.bucket, Key=store._full(key), Metadata={TOKEN: token},
+                ChecksumAlgorithm=checksum)
         upload_id = created["UploadId"]
 
     def complete(parts: list[CompletedPartTypeDef], size: int, *, if_none_match: bool,
@@ -138,15 +151,57 @@ def _upload(store: S3Store, key: str, guard: Guard | None, *,
         def send() -> Any:
             with store._meter.guarded(guard), store._edge("CompleteMultipartUpload", key):
                 return store._client.complete_multipart_upload(**request)
-        resp = resend_conflicts(send) if if_none_match or if_match else send()
+        try:
+            resp = resend_conflicts(send) if if_none_match or if_match else send()
+        except StoreError as exc:
+            if not _no_such_upload(exc):
+                raise
+            return _reconcile(store, key, token, size, exc, if_none_match=if_none_match)
         return ObjectInfo(key, quoted(resp["ETag"]), size,
                           store._response_time(resp["ResponseMetadata"]))
 
     try:
         yield upload_id, complete
-    except BaseException:
-        _abort(store, key, upload_id)
+    except BaseException as exc:
+        if not (isinstance(exc, StoreError) and _no_such_upload(exc)):
+            _abort(store, key, upload_id)
         raise
+
+
+def _reconcile(store: S3Store, key: str, token: str, size: int, answer: StoreError, *,
+               if_none_match: bool) -> ObjectInfo:
+    """A completion answered NoSuchUpload: the upload was completed (by an earlier try of
+    this request, whose answer was lost), or aborted. The object at ``key`` that carries
+    this upload's ``token`` is its write. Any other (a create-if-absent write's condition
+    then failed, as a 412 to a retried write says: the caller compares what is there) or
+    none (replaced or deleted since, or never written) is a store error: never success,
+    and never NotFound, which a copy's caller reads as "the source is gone"."""
+    with store._edge("HeadObject", key):
+        try:
+            head = store._client.head_object(Bucket=store.bucket, Key=store._full(key))
+        except ClientError as e:
+            if error_code(e) not in ("404", "NoSuchKey", "NotFound"):
+                raise
+            head = None
+    if head is not None and head.get("Metadata", {}).get(TOKEN) == token \
+            and head["ContentLength"] == size:
+        log.info("%s: the multipart upload was completed by an earlier try (its answer "
+                 "was lost)", store._where(key))
+        return ObjectInfo(key, quoted(head["ETag"]), size, head["LastModified"].timestamp())
+    if head is not None and if_none_match:
+        failed = PreconditionFailed(f"S3 CompleteMultipartUpload {store._where(key)}: "
+                                    "NoSuchUpload, and the key holds another object")
+        failed.retried = True
+        raise failed from answer
+    raise StoreError(f"S3 CompleteMultipartUpload {store._where(key)}: NoSuchUpload, and "
+                     "the key holds no object of this upload: the write may have taken "
+                     "effect and been replaced or deleted since, or the upload was "
+                     "aborted") from answer
+
+
+def _no_such_upload(exc: StoreError) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, ClientError) and error_code(cause) == "NoSuchUpload"
 
 
 def _abort(store: S3Store, key: str, upload_id: str) -> None:
