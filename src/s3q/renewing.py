@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -42,9 +43,10 @@ def renewed_while(ctx: Context, held: Held, deadline: Deadline) -> Iterator[None
     """While a copy of a large request runs (c1b, c3, …), the lease is renewed every
     ``renew_interval`` (``PUT=e``, ``seq`` + 1, as a job's heartbeat) and
     ``deadline`` moved with each renewal, so that the copy's parts, and c2 after it, are
-    still sent in time. A renewal that finds the lease taken over stops renewing: the
-    deadline then runs out and stops the copy (the taker makes its own copy); one that
-    fails otherwise is tried again at the next interval. When no thread can be started
+    still sent in time. A renewal that finds the lease taken over (or gone) ends the
+    deadline at once, which stops the copy before its next part (the taker makes its own
+    copy; this one's writes would be fenced anyway), and says so (``copy_lease_lost``);
+    one that fails otherwise is tried again at the next interval. When no thread can be started
     (RuntimeError: the process is at its limit) the copy runs unrenewed, as a slow one
     would, rather than failing the step outright."""
     stop = threading.Event()
@@ -55,7 +57,12 @@ def renewed_while(ctx: Context, held: Held, deadline: Deadline) -> Iterator[None
             try:
                 held.lease, held.etag = leases.write(
                     ctx, held.lease.next(written_at=time.time()), held.etag)
-            except LeaseTaken:
+            except LeaseTaken as exc:
+                deadline.at = -math.inf  # (the guard of the copy's next request refuses)
+                log.warning("%s: the lease was taken over during a copy (%s): the copy "
+                            "stops, its step left to the taker", held.lease.name, exc,
+                            extra={"event": "copy_lease_lost", "request": held.lease.name,
+                                   "gen": held.lease.gen})
                 return
             except StoreError as exc:
                 log.warning("%s: the lease could not be renewed during a copy: %s",

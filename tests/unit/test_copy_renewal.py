@@ -5,17 +5,22 @@ rebased on it (:func:`s3q.leases.write`); its last step, the lease's deletion, m
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
+
+import pytest
 
 from s3q import layout
 from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
+from s3q.errors import LeaseLost
 from s3q.queue import Queue, QueueConfig
-from s3q.records import INLINE_MAX
-from s3q.store import StoreError
+from s3q.records import INLINE_MAX, Lease
+from s3q.store import NotFound, StoreError
 from tests.unit.harness import FakeClock
 
 NAME = "big.bin"
@@ -144,3 +149,56 @@ def test_an_orphan_whose_adoption_copy_outlasts_the_lease_is_taken_over_at_once(
     assert done.actions == {NAME: "released"} and done.failed == {}
     assert mem.get(layout.key(layout.WAIT, NAME))[0] == BODY
     assert mem.list_page(layout.PROCESSING).items == []
+
+
+class TakenDuringCopy(DelegatingStore):
+    """While a copy to finish/ (d3) is under way, another worker takes the lease over
+    (``PUT`` of a lease of its own claim); the copy's next part waits for the holder's
+    renewal to have found that, then is sent under the holder's guard."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        super().__init__(inner)
+        self.refused = threading.Event()
+        self.parts = 0
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], Any]) -> Any:
+        key = layout.key(layout.LEASES, NAME)
+        if op == "put" and args["key"] == key and \
+                threading.current_thread().name == "s3q-copy-renew":
+            try:
+                return fn()
+            except StoreError:
+                self.refused.set()
+                raise
+        if op == "copy" and args["dst"].startswith(layout.FINISH):
+            body, _ = self.inner.get(key)
+            taken = replace(Lease.from_bytes(body), worker="other", claim="taker")
+            self.inner.put(key, taken.next(gen=taken.gen + 1).to_bytes())
+            assert self.refused.wait(30), "no renewal during the copy"
+            for _ in range(3):  # the copy's parts, each under the guard
+                args["guard"]()
+                self.parts += 1
+        return fn()
+
+
+def test_a_copy_whose_renewal_finds_the_lease_taken_over_stops_at_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The renewal that finds the lease another claim's ends the holder's deadline: the
+    copy's next part is refused (LeaseLost), not sent until the deadline a lease_ttl later
+    (here a fake clock that never moves: without it, d3 was written after the takeover)."""
+    clock = FakeClock()
+    mem = MemoryStore("m", clock=clock)
+    mem.put(layout.key(layout.WAIT, NAME), BODY)
+    store = TakenDuringCopy(mem)
+    q = Queue(store, QueueConfig(lease_ttl=5.0, on_finish="move"), monotonic=clock)
+    job = q.claim("w")
+    assert job is not None and job.lease.body_key is not None
+    with caplog.at_level(logging.WARNING, logger="s3q"), pytest.raises(LeaseLost):
+        job.complete()
+    assert store.parts == 0
+    with pytest.raises(NotFound):
+        mem.head(layout.key(layout.FINISH, NAME))
+    lost = [r for r in caplog.records if getattr(r, "event", "") == "copy_lease_lost"]
+    assert len(lost) == 1 and lost[0].request == NAME  # type: ignore[attr-defined]
+    held, _ = mem.get(layout.key(layout.LEASES, NAME))
+    assert Lease.from_bytes(held).claim == "taker"  # the taker's lease, untouched
