@@ -15,6 +15,8 @@ moto is not: one behaviour at a time, chosen by :class:`Behaviour` flags.
     (radosgw 16; moto ignores most of them already).
 ``ignore_complete_if_none_match``: CompleteMultipartUpload ignores ``If-None-Match: *``
     (forwarded without it): an existing key is overwritten (AWS before November 2024).
+``blank_complete_etag``: CompleteMultipartUpload's result says ``<ETag></ETag>`` (radosgw 16;
+    its HEAD of the object gives the ETag).
 ``forget_completed_uploads``: a CompleteMultipartUpload of an upload completed already is
     answered 404 NoSuchUpload, not forwarded (MinIO, minio issue 13318; AWS and moto answer
     a repeated completion as the first).
@@ -120,6 +122,7 @@ class Behaviour:
     ignore_copy_conditions: bool = False
     ignore_complete_if_none_match: bool = False
     forget_completed_uploads: bool = False
+    blank_complete_etag: bool = False
     conflicts: float = 0.0
     deny: frozenset[str] = frozenset()
     #: (operation, key suffix): always answered 403 AccessDenied, not forwarded.
@@ -309,6 +312,10 @@ class StoreProxy:
                 out_headers, data = self._opaque(req.command, path.query, bucket, key,
                                                  status=status, headers=out_headers,
                                                  data=data)
+            if (self.behaviour.blank_complete_etag and req.command == "POST" and status == 200
+                    and "uploadId" in parse_qs(path.query)):
+                self.counts["blank etag"] += 1
+                data = _ETAG_XML.sub(b"<ETag></ETag>", data)
         self._reply(req, status, out_headers, data, reason)
 
     def _note_completed(self, method: str, query: str, status: int) -> None:

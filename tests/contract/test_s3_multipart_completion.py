@@ -8,7 +8,11 @@ x2's failed/NAME, a submit over 5 GiB) failed although its object was there, and
 request waited a whole lease_ttl for a takeover. Now every upload is created with a token of
 its own in its metadata (``x-amz-meta-s3q-upload``), and a completion answered NoSuchUpload
 reads the key back: the object that carries the token is this upload's, and the write
-succeeded; any other object (or none) is not taken for it."""
+succeeded; any other object (or none) is not taken for it.
+
+A completion answered 200 without an ETag (radosgw 16: ``<ETag></ETag>``) is read back in
+the same way: the ETag kept of the object (a processing/ view's, which its delete names) was
+``""``, and the view was never deleted."""
 
 from __future__ import annotations
 
@@ -27,16 +31,17 @@ from tests.storeproxy import StoreProxy
 
 
 @pytest.fixture
-def minio_like(limited: StoreProxy) -> StoreProxy:
+def proxy(limited: StoreProxy) -> StoreProxy:
+    """The proxy of S3's limits, answering a repeated completion as MinIO does."""
     limited.behaviour.forget_completed_uploads = True
     return limited
 
 
 @pytest.fixture
-def store(minio_like: StoreProxy, s3_endpoint: S3Endpoint, make_s3_store: MakeS3Store,
+def store(proxy: StoreProxy, s3_endpoint: S3Endpoint, make_s3_store: MakeS3Store,
           data: bytes) -> S3Store:
-    """A store (behind ``minio_like``) holding ``src``, a request over the limit."""
-    made = make_s3_store(endpoint_url=minio_like.url)
+    """A store (behind ``proxy``) holding ``src``, a request over the limit."""
+    made = make_s3_store(endpoint_url=proxy.url)
     seed(s3_endpoint, made, "src", data)
     return made
 
@@ -65,12 +70,12 @@ def write(request: pytest.FixtureRequest, data: bytes,
 
 
 def test_a_completion_applied_then_answered_no_such_upload_succeeds(
-        write: Callable[[S3Store], ObjectInfo], store: S3Store, minio_like: StoreProxy,
+        write: Callable[[S3Store], ObjectInfo], store: S3Store, proxy: StoreProxy,
         s3_endpoint: S3Endpoint, data: bytes) -> None:
-    minio_like.behaviour.applied_then_500.add(("POST", DST))
+    proxy.behaviour.applied_then_500.add(("POST", DST))
     written = write(store)
-    assert minio_like.counts["applied then 500"] == 1
-    assert minio_like.counts["forgotten upload"] == 1  # botocore's retry, answered 404
+    assert proxy.counts["applied then 500"] == 1
+    assert proxy.counts["forgotten upload"] == 1  # botocore's retry, answered 404
     found = store.head(DST)
     assert written.etag == found.etag and written.size == found.size == SIZE
     assert store.get(DST)[0] == data
@@ -93,44 +98,44 @@ def _raw_delete(s3_endpoint: S3Endpoint, store: S3Store) -> Callable[[str], None
 
 
 def test_an_object_put_there_before_the_retry_is_not_taken_for_the_uploads(
-        store: S3Store, minio_like: StoreProxy, s3_endpoint: S3Endpoint) -> None:
+        store: S3Store, proxy: StoreProxy, s3_endpoint: S3Endpoint) -> None:
     """The key holds another object when the retry is answered NoSuchUpload: a
     create-if-absent write reports its condition failed, as a 412 to a retried write
     (``retried``: the caller reads the key back and compares it with what it wrote, as
     after any such 412); an unconditional one cannot tell whether its write took effect
     and was replaced, or never did: a store error, never success."""
-    minio_like.behaviour.after_applied = _raw_put(s3_endpoint, store, b"somebody else's")
-    minio_like.behaviour.applied_then_500.add(("POST", DST))
+    proxy.behaviour.after_applied = _raw_put(s3_endpoint, store, b"somebody else's")
+    proxy.behaviour.applied_then_500.add(("POST", DST))
     with pytest.raises(PreconditionFailed) as caught:
         store.copy("src", DST, if_none_match=True)
     assert caught.value.retried
     assert store.get(DST)[0] == b"somebody else's"
-    minio_like.behaviour.applied_then_500.add(("POST", "/dst2"))
+    proxy.behaviour.applied_then_500.add(("POST", "/dst2"))
     with pytest.raises(StoreError) as failed:
         store.copy("src", "dst2")
     assert type(failed.value) is StoreError
     assert "may have taken effect" in str(failed.value)
     assert store.get("dst2")[0] == b"somebody else's"
-    assert minio_like.counts["forgotten upload"] == 2
+    assert proxy.counts["forgotten upload"] == 2
     assert open_uploads(s3_endpoint, store) == []
 
 
 def test_a_key_deleted_before_the_retry_is_a_store_error_not_a_missing_source(
-        store: S3Store, minio_like: StoreProxy, s3_endpoint: S3Endpoint,
+        store: S3Store, proxy: StoreProxy, s3_endpoint: S3Endpoint,
         data: bytes) -> None:
     """Nothing at the key (an operator's ``purge`` or ``aws s3 rm`` came between): the
     outcome is unknown. Not NotFound, which callers of a copy read as "the source is gone"
     (a settled request's body), nor PreconditionFailed, which would claim an object is
     there: a store error, which the step's next try resolves."""
-    minio_like.behaviour.after_applied = _raw_delete(s3_endpoint, store)
+    proxy.behaviour.after_applied = _raw_delete(s3_endpoint, store)
     for write in ("copy if absent", "put if absent"):
-        minio_like.behaviour.applied_then_500.add(("POST", DST))
+        proxy.behaviour.applied_then_500.add(("POST", DST))
         with pytest.raises(StoreError) as caught:
             WRITES[write](store, data, Path())
         assert type(caught.value) is StoreError
         with pytest.raises(NotFound):
             store.head(DST)
-    assert minio_like.counts["forgotten upload"] == 2
+    assert proxy.counts["forgotten upload"] == 2
     assert store.head("src").size == SIZE
     assert open_uploads(s3_endpoint, store) == []
 
@@ -139,17 +144,17 @@ def test_a_key_deleted_before_the_retry_is_a_store_error_not_a_missing_source(
 
 
 def test_a_claim_whose_processing_view_completion_was_lost_runs_at_once(
-        store: S3Store, minio_like: StoreProxy, s3_endpoint: S3Endpoint,
+        store: S3Store, proxy: StoreProxy, s3_endpoint: S3Endpoint,
         data: bytes) -> None:
     """c3 (``COPY!`` to processing/, in parts) applied and answered 500, its retry
     NoSuchUpload: the claim goes on with its view, not after a takeover a lease_ttl
     later."""
     q = Queue(store, QueueConfig(lease_ttl=30, on_finish="move"))
     seed(s3_endpoint, store, f"wait/{NAME}", data)
-    minio_like.behaviour.applied_then_500.add(("POST", f"processing/{NAME}"))
+    proxy.behaviour.applied_then_500.add(("POST", f"processing/{NAME}"))
     job = q.claim("w")
     assert job is not None, "the claim failed"
-    assert minio_like.counts["forgotten upload"] == 1
+    assert proxy.counts["forgotten upload"] == 1
     assert store.get(f"processing/{NAME}")[0] == data
     job.complete()
     assert store.get(f"finish/{NAME}")[0] == data
@@ -159,7 +164,7 @@ def test_a_claim_whose_processing_view_completion_was_lost_runs_at_once(
 
 
 def test_a_dead_letter_whose_completion_was_lost_is_placed_once(
-        store: S3Store, minio_like: StoreProxy, s3_endpoint: S3Endpoint,
+        store: S3Store, proxy: StoreProxy, s3_endpoint: S3Endpoint,
         data: bytes) -> None:
     """x2 (``COPY!`` to failed/NAME, in parts) applied and answered 500, its retry
     NoSuchUpload: the request is dead-lettered at once, its one dead letter in place."""
@@ -167,11 +172,47 @@ def test_a_dead_letter_whose_completion_was_lost_is_placed_once(
     seed(s3_endpoint, store, f"wait/{NAME}", data)
     job = q.claim("w")
     assert job is not None
-    minio_like.behaviour.applied_then_500.add(("POST", f"failed/{NAME}"))
+    proxy.behaviour.applied_then_500.add(("POST", f"failed/{NAME}"))
     job.fail("the handler failed", retry=False)
-    assert minio_like.counts["forgotten upload"] == 1
+    assert proxy.counts["forgotten upload"] == 1
     assert store.get(f"failed/{NAME}")[0] == data
     assert [i.key for i in store.list_page(".s3q/earlier/").items] == []
     assert q.counts() == {"wait": 0, "processing": 0, "finish": 0, "failed": 1}
+    assert list(q.leases()) == []
+    assert open_uploads(s3_endpoint, store) == []
+
+
+# -- a completion answered without its ETag (radosgw 16) -----------------------------------
+
+
+@pytest.mark.parametrize("write", ["copy if absent", "copy", "put if absent"])
+def test_a_completion_answered_without_an_etag_is_read_back(
+        write: str, store: S3Store, proxy: StoreProxy, s3_endpoint: S3Endpoint,
+        data: bytes) -> None:
+    """radosgw 16 answers CompleteMultipartUpload ``<ETag></ETag>``: the ETag s3q keeps of
+    what it wrote (a view's, which its delete names) is read back, from the object that
+    carries the upload's token; it was ``""`` before, and a view's ``DEL=""`` would never
+    have deleted it."""
+    proxy.behaviour.blank_complete_etag = True
+    written = WRITES[write](store, data, Path())
+    assert proxy.counts["blank etag"] == 1
+    found = store.head(DST)
+    assert written.etag == found.etag != '""' and written.size == SIZE
+    assert store.get(DST)[0] == data
+    assert open_uploads(s3_endpoint, store) == []
+
+
+def test_a_claim_on_a_store_answering_completions_without_an_etag_leaves_no_view(
+        store: S3Store, proxy: StoreProxy, s3_endpoint: S3Endpoint,
+        data: bytes) -> None:
+    """c3's view, written in parts, is deleted at d4 by its ETag: the ETag read back."""
+    proxy.behaviour.blank_complete_etag = True
+    q = Queue(store, QueueConfig(lease_ttl=30, on_finish="move"))
+    seed(s3_endpoint, store, f"wait/{NAME}", data)
+    job = q.claim("w")
+    assert job is not None, "the claim failed"
+    job.complete()
+    assert store.get(f"finish/{NAME}")[0] == data
+    assert q.counts() == {"wait": 0, "processing": 0, "finish": 1, "failed": 0}
     assert list(q.leases()) == []
     assert open_uploads(s3_endpoint, store) == []

@@ -15,7 +15,9 @@ A completion may take effect and be answered as failed (a 500, a dropped connect
 botocore sends it again, and some stores (MinIO) answer that NoSuchUpload where AWS answers
 as the first time. So every upload carries a token of its own (``x-amz-meta-s3q-upload``),
 and a completion answered NoSuchUpload reads the key back (:func:`_reconcile`): the object
-that carries the token is this upload's. Only :mod:`s3q.backends.s3` uses this module.
+that carries the token is this upload's. So does one answered without an ETag (radosgw 16
+answers ``<ETag></ETag>``): the ETag is what later conditions name (a view's delete).
+Only :mod:`s3q.backends.s3` uses this module.
 """
 
 from __future__ import annotations
@@ -157,6 +159,8 @@ def _upload(store: S3Store, key: str, guard: Guard | None, *,
             if not _no_such_upload(exc):
                 raise
             return _reconcile(store, key, token, size, exc, if_none_match=if_none_match)
+        if not resp.get("ETag"):
+            return _reconcile(store, key, token, size, None, if_none_match=if_none_match)
         return ObjectInfo(key, quoted(resp["ETag"]), size,
                           store._response_time(resp["ResponseMetadata"]))
 
@@ -168,14 +172,16 @@ def _upload(store: S3Store, key: str, guard: Guard | None, *,
         raise
 
 
-def _reconcile(store: S3Store, key: str, token: str, size: int, answer: StoreError, *,
-               if_none_match: bool) -> ObjectInfo:
-    """A completion answered NoSuchUpload: the upload was completed (by an earlier try of
-    this request, whose answer was lost), or aborted. The object at ``key`` that carries
-    this upload's ``token`` is its write. Any other (a create-if-absent write's condition
-    then failed, as a 412 to a retried write says: the caller compares what is there) or
-    none (replaced or deleted since, or never written) is a store error: never success,
-    and never NotFound, which a copy's caller reads as "the source is gone"."""
+def _reconcile(store: S3Store, key: str, token: str, size: int, answer: StoreError | None,
+               *, if_none_match: bool) -> ObjectInfo:
+    """A completion ``answer``-ed NoSuchUpload (the upload was completed by an earlier try
+    of this request, whose answer was lost, or aborted), or (None) answered 200 without an
+    ETag. The object at ``key`` that carries this upload's ``token`` is its write. Any other
+    (a create-if-absent write's condition then failed, as a 412 to a retried write says:
+    the caller compares what is there) or none (replaced or deleted since, or never
+    written) is a store error: never success, and never NotFound, which a copy's caller
+    reads as "the source is gone"."""
+    what = "NoSuchUpload" if answer is not None else "no ETag in its answer"
     with store._edge("HeadObject", key):
         try:
             head = store._client.head_object(Bucket=store.bucket, Key=store._full(key))
@@ -185,18 +191,18 @@ def _reconcile(store: S3Store, key: str, token: str, size: int, answer: StoreErr
             head = None
     if head is not None and head.get("Metadata", {}).get(TOKEN) == token \
             and head["ContentLength"] == size:
-        log.info("%s: the multipart upload was completed by an earlier try (its answer "
-                 "was lost)", store._where(key))
+        if answer is not None:
+            log.info("%s: the multipart upload was completed by an earlier try (its answer "
+                     "was lost)", store._where(key))
         return ObjectInfo(key, quoted(head["ETag"]), size, head["LastModified"].timestamp())
     if head is not None and if_none_match:
         failed = PreconditionFailed(f"S3 CompleteMultipartUpload {store._where(key)}: "
-                                    "NoSuchUpload, and the key holds another object")
+                                    f"{what}, and the key holds another object")
         failed.retried = True
         raise failed from answer
-    raise StoreError(f"S3 CompleteMultipartUpload {store._where(key)}: NoSuchUpload, and "
-                     "the key holds no object of this upload: the write may have taken "
-                     "effect and been replaced or deleted since, or the upload was "
-                     "aborted") from answer
+    raise StoreError(f"S3 CompleteMultipartUpload {store._where(key)}: {what}, and the key "
+                     "holds no object of this upload: the write may have taken effect and "
+                     "been replaced or deleted since, or the upload was aborted") from answer
 
 
 def _no_such_upload(exc: StoreError) -> bool:
