@@ -28,8 +28,9 @@ from typing import Any
 
 from s3q import __version__, layout
 from s3q.capabilities import Capabilities, EtagKind
+from s3q.copyprobes import CopyProber
 from s3q.guarantees import MISSING, OK, ROWS, UNKNOWN, Check, row
-from s3q.probes import PROBE, Prober, is_denied
+from s3q.probes import PROBE, is_denied
 from s3q.store import Store, StoreError, StoreUnavailable, list_all
 
 __all__ = ["PROBE", "RACERS", "RESULT", "ROUNDS", "SCHEMA", "Report", "probe"]
@@ -128,7 +129,7 @@ def probe(store: Store, *, full: bool = True, trust_declared: bool = True,
 
 
 @dataclass
-class _Probe(Prober):
+class _Probe(CopyProber):
     """The probes of :mod:`s3q.probes`, and the rest of the rows."""
 
     etag_kind: EtagKind = "unknown"
