@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from s3q import Queue
-from s3q.backends import local, localetags, localfs, open_store
+from s3q.backends import local, localdirs, localetags, localfs, open_store
 from s3q.backends.local import LocalStore
 from s3q.context import QueueConfig
 from s3q.store import InvalidKey, NotFound, PreconditionFailed, StoreError, list_all
@@ -269,13 +269,13 @@ def test_a_write_is_not_undone_by_a_prune_between_its_mkdir_and_its_link(
     a directory this process is writing into is not pruned."""
     store.put("wait/x/y/other", b"0")
     store.delete("wait/x/y/other")  # (x/y pruned: the write below creates it again)
-    made = localfs.makedirs
+    made = localdirs.makedirs
 
     def made_then_pruned(directory: str) -> None:
         made(directory)
-        localfs.prune(directory, str(store.root))  # another thread's delete, every time
+        localdirs.prune(directory, str(store.root))  # another thread's delete, every time
 
-    monkeypatch.setattr(localfs, "makedirs", made_then_pruned)
+    monkeypatch.setattr(localdirs, "makedirs", made_then_pruned)
     info = store.put("wait/x/y/z/a", b"1", if_none_match=True)
     assert store.get("wait/x/y/z/a")[0] == b"1"
     store.delete("wait/x/y/z/a", if_match=info.etag)  # (its own prune goes through)

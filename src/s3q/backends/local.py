@@ -52,6 +52,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from s3q.backends import localdirs as dirs
 from s3q.backends import localfs as fs
 from s3q.backends._common import (
     check_conditions,
@@ -243,8 +244,8 @@ class LocalStore(Store):
                     return
             parent = os.path.dirname(path)
             with fs.errors("delete", path, writing=True):
-                fs.fsync_nearest(parent, self._root)
-        fs.prune(parent, self._root)
+                dirs.fsync_nearest(parent, self._root)
+        dirs.prune(parent, self._root)
 
     def delete_batch(self, items: Sequence[tuple[str, str]], *,
                      guard: Guard | None = None) -> list[StoreError | None]:

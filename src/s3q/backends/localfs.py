@@ -1,14 +1,14 @@
 """File-system primitives of the local store (:mod:`s3q.backends.local`): durable atomic
-writes (a fsynced temp file renamed into place, stamped), directories created and pruned
-under concurrent deletes, per-key locks across threads and processes, and ``OSError``
-translated into the store's errors. The walk of a tree is :mod:`s3q.backends.localwalk`."""
+writes (a fsynced temp file renamed into place, stamped), files moved aside and put back,
+and ``OSError`` translated into the store's errors. Directories created and pruned under
+concurrent deletes are :mod:`s3q.backends.localdirs`; the walk of a tree is
+:mod:`s3q.backends.localwalk`."""
 
 from __future__ import annotations
 
 import errno
 import hashlib
 import os
-import stat
 import tempfile
 import time
 import uuid
@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import NamedTuple
 
+from s3q.backends import localdirs as dirs
 from s3q.backends.localdirs import FILLING
 from s3q.store import Body, InvalidKey, NotFound, ObjectInfo, StoreError
 
@@ -134,7 +135,7 @@ def install(temp: Temp, path: str, conflict: Callable[[], StoreError], *,
             except (IsADirectoryError, NotADirectoryError) as e:
                 raise conflict() from e
             try:
-                makedirs(parent)
+                dirs.makedirs(parent)
             except FileNotFoundError:
                 continue  # a concurrent delete removed an ancestor meanwhile: again
             except (NotADirectoryError, FileExistsError) as e:
@@ -142,7 +143,7 @@ def install(temp: Temp, path: str, conflict: Callable[[], StoreError], *,
         else:
             raise StoreError(f"cannot write {path}: its directory keeps disappearing")
         st = _stamp(temp.fd)  # again: placing it changed its ctime (see _stamp)
-        fsync_dir(parent)
+        dirs.fsync_dir(parent)
         return st
 
 
@@ -228,7 +229,7 @@ def _put_back(aside: str, path: str) -> None:
             if not os.path.lexists(aside):
                 raise _lost(aside, path) from None
             with suppress(FileNotFoundError):
-                makedirs(os.path.dirname(path))
+                dirs.makedirs(os.path.dirname(path))
         except OSError as e:
             if e.errno not in _NO_LINKS:
                 raise
@@ -249,62 +250,11 @@ def _lost(aside: str, path: str) -> StoreError:
                       f"{aside} (not the one to delete) was removed meanwhile")
 
 
-def makedirs(directory: str) -> None:
-    """Create ``directory`` and missing ancestors, fsyncing each new entry's parent.
-    Raises ``FileNotFoundError`` when a concurrent delete removes a directory meanwhile
-    (the caller retries), ``NotADirectoryError`` when a file is in the way."""
-    missing: list[str] = []
-    d = directory
-    while not os.path.isdir(d):
-        missing.append(d)
-        d = os.path.dirname(d)
-    for d in reversed(missing):
-        try:
-            os.mkdir(d)
-        except FileExistsError:
-            try:  # one look (two, isdir then lexists, race a pruning writer: rmdir, mkdir)
-                found = os.stat(d)
-            except (FileNotFoundError, NotADirectoryError):
-                raise FileNotFoundError(errno.ENOENT, "vanished while created", d) from None
-            if stat.S_ISDIR(found.st_mode):
-                continue  # made by a concurrent writer
-            raise NotADirectoryError(errno.ENOTDIR, "a file is in the way", d) from None
-        fsync_dir(os.path.dirname(d))
-
-
 def discard(temp: Temp) -> None:
     with suppress(OSError):
         os.close(temp.fd)
     with suppress(OSError):
         os.unlink(temp.path)
-
-
-def fsync_nearest(directory: str, root: str) -> None:
-    """fsync ``directory``, or, when a concurrent delete already removed it, the nearest
-    ancestor that still exists (where the removal is recorded)."""
-    while True:
-        try:
-            fsync_dir(directory)
-            return
-        except FileNotFoundError:
-            if len(directory) <= len(root):
-                raise
-            directory = os.path.dirname(directory)
-
-
-def prune(directory: str, root: str) -> None:
-    """Remove now-empty directories from ``directory`` up, best effort. The top-level
-    directories (``wait/``, ``finish/``, …) stay, so ``cp x s3q-data/wait/`` works; so do
-    those this process is writing a file into (and their ancestors)."""
-    while os.path.dirname(directory) != root and len(directory) > len(root):
-        with FILLING.idle(directory) as idle:
-            if not idle:
-                return
-            try:
-                os.rmdir(directory)
-            except OSError:
-                return
-        directory = os.path.dirname(directory)
 
 
 def remove_stale_temps(tmp_dir: str) -> list[str]:
@@ -371,14 +321,6 @@ def info(key: str, etag: str, st: os.stat_result) -> ObjectInfo:
 def write_all(fd: int, data: memoryview) -> None:
     while data:
         data = data[os.write(fd, data) :]
-
-
-def fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextmanager
