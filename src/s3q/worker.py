@@ -37,6 +37,7 @@ from s3q.queue import Queue
 from s3q.recovery import RecoveryIncomplete, RecoveryStopped
 from s3q.registry import Presence
 from s3q.running import Runner, one_line
+from s3q.slots import Slots, join_slots
 from s3q.store import StoreError
 from s3q.workeropts import WorkerOptions, WorkerStats
 
@@ -50,27 +51,6 @@ log = logging.getLogger("s3q.worker")
 #: Seconds between the main thread's looks at stop requests made by signal handlers (which
 #: may not take a lock, so cannot wake it); a stop() or the slots' end wakes it at once.
 SIGNAL_POLL = 0.2
-#: Seconds a stopping worker waits, in all, for its slots to return once their jobs were
-#: given back (a handler in a thread cannot be stopped: its daemon thread is left).
-SLOTS_JOIN = 10.0
-
-
-class _Slots:
-    """The slot threads of one run that have not ended; the last to end wakes the main
-    thread. (One per run: a slot left over from an earlier run counts down its own.)"""
-
-    def __init__(self, count: int, woken: threading.Event) -> None:
-        self.left = count
-        self._woken = woken
-        self._lock = threading.Lock()
-
-    def ended(self) -> None:
-        with self._lock:
-            self.left -= 1
-            if not self.left:
-                self._woken.set()
-
-
 class Worker:
     def __init__(self, queue: Queue, handler: Handler, options: WorkerOptions,
                  *, on_job_done: Callable[[Job, str, float], None] | None = None,
@@ -157,7 +137,7 @@ class Worker:
                             self.options.burst_patience)
         self._ended.clear()
         self._woken.clear()
-        slots = _Slots(self.options.concurrency, self._woken)
+        slots = Slots(self.options.concurrency, self._woken)
         self._runner.start()
         if self.options.recover_on_start and not self._stopping.is_set():
             recovered = self._recover_own(wid)
@@ -185,7 +165,7 @@ class Worker:
         if slots.left:
             self._drain(threads)
         else:
-            _join(threads)  # (ended: their last moments)
+            join_slots(threads)  # (ended: their last moments)
         self._ended.set()  # (a burst that ended by itself) the scanner stops too
         if self._events is not None:
             self._events.stop()
@@ -252,7 +232,7 @@ class Worker:
             self._notice_signals()
         for job in self.running:
             self._give_back(job)
-        _join(threads)
+        join_slots(threads)
 
     def _give_back(self, job: Job) -> None:
         """Release first, then stop the handler: its dying cannot count as a failure."""
@@ -272,7 +252,7 @@ class Worker:
             self.stats.released += 1
 
     # ------------------------------------------------------------------ one slot
-    def _slot_thread(self, slots: _Slots) -> None:
+    def _slot_thread(self, slots: Slots) -> None:
         try:
             self._slot()
         finally:
@@ -404,10 +384,3 @@ class Worker:
                 self.stats.released += 1  # (given back by the breaker, or by a handler)
         if self._on_job_done is not None:
             self._on_job_done(job, outcome, elapsed)
-
-
-def _join(threads: list[threading.Thread]) -> None:
-    """Wait for ``threads`` at most SLOTS_JOIN seconds in all (not each)."""
-    end = time.monotonic() + SLOTS_JOIN
-    for t in threads:
-        t.join(timeout=max(0.0, end - time.monotonic()))

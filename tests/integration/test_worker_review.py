@@ -98,9 +98,9 @@ def test_a_stop_waits_for_stuck_slots_once_not_once_per_slot(
     bound, SLOTS_JOIN) for their slots to return. Handlers in threads that ignore the
     interruption never return: the worker must exit after one such wait, not one per slot
     (16 slots, 10 s each, is well past the unit's TimeoutStopSec = grace + 60 s: a SIGKILL)."""
-    import s3q.worker as worker_module
+    import s3q.slots as slots_module
 
-    monkeypatch.setattr(worker_module, "SLOTS_JOIN", 4.0)
+    monkeypatch.setattr(slots_module, "SLOTS_JOIN", 4.0)
     q = _queue(make_s3_store())
     for i in range(4):
         q.submit(f"r{i}_request.json", b"{}")
