@@ -7,6 +7,12 @@ expired (not written for ``role TTL + 2 s``, store clock). Its TTL is
 ``max(lease_ttl - lease_ttl/3, scan_interval)``: a dead holder's last role write is at most
 one lease renewal interval after the last renewal of any lease it held, so the role
 expires no later than those leases do, and the takeover bound of invariant 3 still holds.
+Every role write says its writer's role TTL (``ttl``), and whoever judges the role's expiry
+uses that one, as a request's lease is judged by its own ``ttl``: in a fleet whose workers
+run with different lease_ttl, a dead scanner of a short one is replaced within its own TTL
+(judged by a longer one, its leases' takeovers waited for the longer), and a live scanner
+of a long one is not taken over early. A record of an earlier s3q says none: the reader's
+own TTL judges it.
 
 The role is an economy, not a lock: two scanners at once (a holder that stalled past its
 TTL, and its successor) are as safe as every worker scanning was, because every takeover
@@ -18,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -44,10 +51,12 @@ class RoleRecord:
     gen: int
     seq: int
     written_at: float
+    #: The writer's role TTL (0: a record of an earlier s3q, judged by the reader's own).
+    ttl: float = 0.0
 
     def to_bytes(self) -> bytes:
         return json.dumps({"v": 1, "worker": self.worker, "claim": self.claim, "gen": self.gen,
-                           "seq": self.seq, "written_at": self.written_at},
+                           "seq": self.seq, "written_at": self.written_at, "ttl": self.ttl},
                           sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -57,8 +66,10 @@ class RoleRecord:
             data = json.loads(body)
             if data.get("v") != 1:
                 return None
+            ttl = float(data.get("ttl", 0.0))
             return cls(str(data["worker"]), str(data["claim"]), int(data["gen"]),
-                       int(data["seq"]), float(data["written_at"]))
+                       int(data["seq"]), float(data["written_at"]),
+                       ttl if math.isfinite(ttl) and ttl > 0 else 0.0)
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
 
@@ -106,7 +117,7 @@ class ScannerRole:
 
     # ------------------------------------------------------------------ s1, s2
     def _renew(self, record: RoleRecord, etag: str) -> bool:
-        new = replace(record, seq=record.seq + 1, written_at=time.time())
+        new = replace(record, seq=record.seq + 1, written_at=time.time(), ttl=self.ttl)
         try:  # s2
             self._mine = (new, self.ctx.store.put(ROLE_KEY, new.to_bytes(), if_match=etag).etag)
             return True
@@ -120,14 +131,14 @@ class ScannerRole:
         except NotFound:
             body, info = b"", None
         current = RoleRecord.from_bytes(body) if info is not None else None
-        if info is not None and not self._expired(info):
+        if info is not None and not self._expired(info, current):
             if current is None or current.worker != worker_id:
                 return False
             # our own record (this worker id restarted, or a write of ours whose answer was
             # lost): carry on with it
             return self._renew(current, info.etag)
         new = RoleRecord(worker_id, new_claim_id(), (current.gen if current else 0) + 1, 0,
-                         time.time())
+                         time.time(), self.ttl)
         try:  # s1: PUT! when vacant, PUT=e when expired
             if info is None:
                 got = store.put(ROLE_KEY, new.to_bytes(), if_none_match=True)
@@ -166,5 +177,7 @@ class ScannerRole:
         record = RoleRecord.from_bytes(body)
         return None if record is None else (record, info)
 
-    def _expired(self, info: ObjectInfo) -> bool:
-        return self.ctx.store.now() > info.last_modified + self.ttl + CLOCK_MARGIN
+    def _expired(self, info: ObjectInfo, record: RoleRecord | None) -> bool:
+        """Judged by the TTL the record says (its writer's), else by this worker's own."""
+        ttl = record.ttl if record is not None and record.ttl > 0 else self.ttl
+        return self.ctx.store.now() > info.last_modified + ttl + CLOCK_MARGIN

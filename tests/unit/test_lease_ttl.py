@@ -25,6 +25,9 @@ NAME = "a_request.json"
 def held_by_a_long_lease_worker() -> tuple[Listing, FakeClock, Job]:
     clock = FakeClock()
     store = Listing(MemoryStore("ttl", clock=clock))  # (counts the GETs of leases)
+    # the fleet's scanner is the worker of the shorter lease_ttl (the scanner role's own
+    # ttl is judged by what it says too: a long-ttl scanner would be live for 82 s)
+    assert Queue(store, SHORT).scan("short-ttl") is not None
     long = Queue(store, LONG)
     long.submit(NAME, b"{}")
     job = long.claim("long-ttl")

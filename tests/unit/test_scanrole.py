@@ -4,13 +4,16 @@ invariant 3 holds when the scanner itself dies with a request in flight."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from s3q import Queue
+from s3q import Queue, QueueConfig
+from s3q.backends.memory import MemoryStore
 from s3q.records import CLOCK_MARGIN
 from s3q.scanrole import ROLE_KEY, RoleRecord, ScannerRole
 from s3q.store import StoreUnavailable
-from tests.unit.harness import StepStore
+from tests.unit.harness import FakeClock, StepStore
 from tests.unit.world import TTL, World
 
 STEP = 0.25  # seconds between two rounds of every live worker asking for its scan
@@ -180,3 +183,62 @@ def test_a_corrupt_role_object_is_taken_over_once_expired() -> None:
     assert q.scan("w0") is None  # not expired yet: somebody may be writing it
     world.clock.advance(ScannerRole(q.ctx).ttl + CLOCK_MARGIN + 1)
     assert q.scan("w0") is not None and role(world).gen == 1
+
+
+# -- a fleet whose workers run with different lease_ttl ------------------------------------
+
+LONG = QueueConfig(lease_ttl=120.0, scan_interval=5.0)  # role TTL 80 s
+SHORT = QueueConfig(lease_ttl=30.0, scan_interval=5.0)  # role TTL 20 s
+
+
+def test_the_role_says_its_ttl_and_a_longer_one_is_judged_by_it() -> None:
+    """A live scanner of lease_ttl 120 s (role TTL 80 s) renews the role every 5 s; if it
+    stalls 40 s (under its TTL), a worker of lease_ttl 30 s (role TTL 20 s) must not take
+    it: judged by its own TTL it did, at 22 s."""
+    clock = FakeClock()
+    mem = MemoryStore("role", clock=clock)
+    long, short = Queue(mem, LONG, monotonic=clock), Queue(mem, SHORT, monotonic=clock)
+    assert long.scan("long") is not None
+    written = RoleRecord.from_bytes(mem.get(ROLE_KEY)[0])
+    assert written is not None and written.ttl == ScannerRole(long.ctx).ttl == 80.0
+    clock.advance(40.0)
+    assert short.scan("short") is None  # not the scanner: the role is live by its own TTL
+    assert RoleRecord.from_bytes(mem.get(ROLE_KEY)[0]) == written
+    clock.advance(80.0 + CLOCK_MARGIN + 1.0 - 40.0)
+    assert short.scan("short") is not None  # past its own TTL: taken
+    taken = RoleRecord.from_bytes(mem.get(ROLE_KEY)[0])
+    assert taken is not None and (taken.worker, taken.gen, taken.ttl) == ("short", 2, 20.0)
+
+
+def test_a_dead_scanner_of_a_shorter_lease_ttl_is_replaced_within_its_own_ttl() -> None:
+    """The scanner of lease_ttl 30 s dies; the rest of the fleet runs 120 s. Judged by their
+    own role TTL (80 s) the role was taken over only after 82 s, and so were the dead
+    worker's leases (30 s each): invariant 3's bound missed by a minute. Judged by the role's
+    own (20 s), it is taken within 22 s and a scan."""
+    clock = FakeClock()
+    mem = MemoryStore("role", clock=clock)
+    short, long = Queue(mem, SHORT, monotonic=clock), Queue(mem, LONG, monotonic=clock)
+    assert short.scan("short") is not None  # then it dies
+    died = clock()
+    while True:
+        clock.advance(1.0)
+        assert clock() - died <= 20.0 + CLOCK_MARGIN + 5.0 + 1.0, "not replaced in time"
+        if long.scan("long") is not None:
+            break
+    taken = RoleRecord.from_bytes(mem.get(ROLE_KEY)[0])
+    assert taken is not None and (taken.worker, taken.ttl) == ("long", 80.0)
+
+
+def test_a_role_of_an_earlier_s3q_that_says_no_ttl_is_judged_by_the_readers_own() -> None:
+    clock = FakeClock()
+    mem = MemoryStore("role", clock=clock)
+    mem.put(ROLE_KEY, json.dumps({"v": 1, "worker": "old", "claim": "c", "gen": 3, "seq": 0,
+                                  "written_at": 0.0}).encode())
+    record = RoleRecord.from_bytes(mem.get(ROLE_KEY)[0])
+    assert record is not None and record.ttl == 0.0
+    short = Queue(mem, SHORT, monotonic=clock)
+    clock.advance(20.0 + CLOCK_MARGIN - 1.0)  # within the reader's own role TTL (20 s)
+    assert short.scan("short") is None
+    clock.advance(SHORT.effective_scan_interval)  # (the next scan due) past it
+    assert short.scan("short") is not None
+    assert RoleRecord.from_bytes(mem.get(ROLE_KEY)[0]).gen == 4  # type: ignore[union-attr]
