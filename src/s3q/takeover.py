@@ -294,6 +294,16 @@ class Scanner:
         #: due retries whose view was looked at: name -> (lease etag, store time)
         self._checked: dict[str, tuple[str, float]] = {}
 
+    def _ttl(self, told: tuple[str, float] | None, info: ObjectInfo) -> float:
+        """The lease_ttl to judge a listed lease by before reading it: the one it said when
+        last read, while unchanged; once renewed (or taken over), the shorter of that and
+        ours (0: ours), so that a lease of a shorter lease_ttl is read in time."""
+        if told is None:
+            return 0.0
+        if told[0] == info.etag:
+            return told[1]
+        return min(told[1] or self.ctx.config.lease_ttl, self.ctx.config.lease_ttl)
+
     def run_if_due(self, worker_id: str) -> Recovered | None:
         now = self.ctx.store.now()
         with self._lock:
@@ -326,8 +336,8 @@ class Scanner:
                     due.append(name)
                 continue
             told = self._told.get(name)
-            if not exact and not ctx.is_expired(
-                    info, now, told[1] if told and told[0] == info.etag else 0.0):
+            first = told is None  # never read: read once, to learn the lease_ttl it says
+            if not exact and not first and not ctx.is_expired(info, now, self._ttl(told, info)):
                 continue
             found = leases.read(ctx, name)
             if found is not None and not found[0].ttl and found[0].worker:
@@ -338,6 +348,10 @@ class Scanner:
                     found = (replace(found[0], ttl=ttl), found[1])
             if found is not None:
                 self._told[name] = (found[1].etag, found[0].ttl)
+            if first and not exact and (found is None or (
+                    not ctx.is_expired(found[1], now, found[0].ttl)
+                    and not ctx.is_expired(info, now))):
+                continue  # gone since listed, or live by what it says and by ours
             if found is not None and found[0].intent is Intent.RETRY and found[0].version == 2:
                 self._retries[name] = (found[1].etag, found[0].not_before)
                 continue

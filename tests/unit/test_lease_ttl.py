@@ -174,3 +174,71 @@ def test_a_lease_is_overdue_only_after_its_writers_fleet_had_two_scans_to_take_i
     assert not operator.is_overdue(info, expiry + 2 * 15.0 + 1.0, 120.0)
     assert not operator.is_overdue(info, expiry + 2 * 60.0 - 1.0, 120.0)
     assert operator.is_overdue(info, expiry + 2 * 60.0 + 1.0, 120.0)
+
+
+def test_a_dead_workers_lease_of_a_shorter_lease_ttl_is_taken_over_within_its_own() -> None:
+    """The scanner runs lease_ttl 120 s; a worker of 30 s dies holding a request. Its lease
+    says 30 s, but the scan read only leases that looked expired by its own 120 s: the
+    request waited 122 s, not 32 s and a scan (invariant 3's bound). Now the scan reads a
+    lease it has not read before once, and judges it by what it says from then on."""
+    clock = FakeClock()
+    store = Listing(MemoryStore("ttl", clock=clock))
+    scanner = Queue(store, LONG)
+    assert scanner.scan("long-ttl") is not None  # the fleet's scanner
+    short = Queue(store, SHORT)
+    short.submit(NAME, b"{}")
+    assert short.claim("short-ttl") is not None  # and its worker dies
+    died = clock()
+    released = None
+    while released is None:
+        clock.advance(1.0)
+        assert clock() - died <= SHORT.lease_ttl + CLOCK_MARGIN + \
+            LONG.effective_scan_interval + 1.0, "not taken over within its own lease_ttl"
+        done = scanner.scan("long-ttl")
+        if done is not None and done.actions.get(NAME) == "released":
+            released = clock()
+    assert store.head(layout.key(layout.WAIT, NAME)).size == 2
+
+
+def test_a_live_lease_is_read_once_at_first_sight_and_then_judged_by_what_it_said() -> None:
+    """The cost of that: one GET per lease a scan sees for the first time (a job shorter
+    than a scan interval is never seen), and one per renewal only while it looks expired
+    by what it said before."""
+    clock = FakeClock()
+    store = Listing(MemoryStore("ttl", clock=clock))
+    scanner = Queue(store, LONG)
+    assert scanner.scan("long-ttl") is not None
+    worker = Queue(store, LONG)
+    worker.submit(NAME, b"{}")
+    job = worker.claim("other")
+    assert job is not None
+    reads = store.lease_reads
+    clock.advance(LONG.effective_scan_interval)
+    done = scanner.scan("long-ttl")
+    assert done is not None and done.actions == {}  # live: nothing to report
+    assert store.lease_reads == reads + 1  # first sight
+    for _ in range(3):
+        clock.advance(LONG.effective_scan_interval / 2)
+        job.renew()
+        clock.advance(LONG.effective_scan_interval / 2)
+        done = scanner.scan("long-ttl")
+        assert done is not None and done.actions == {}
+    assert store.lease_reads == reads + 1  # renewed, never looked expired: not read again
+
+
+def test_a_lease_gone_between_the_listing_and_its_first_read_is_not_reported() -> None:
+    """A job that ends between the scan's LIST and its first read of the lease (most jobs
+    seen by a scan are short): nothing to take over, and nothing in the scan's report."""
+    clock = FakeClock()
+    store = Listing(MemoryStore("ttl", clock=clock))
+    scanner = Queue(store, LONG)
+    assert scanner.scan("long-ttl") is not None
+    worker = Queue(store, LONG)
+    worker.submit(NAME, b"{}")
+    job = worker.claim("other")
+    assert job is not None
+    store.before_get[layout.key(layout.LEASES, NAME)] = job.complete
+    clock.advance(LONG.effective_scan_interval)
+    done = scanner.scan("long-ttl")
+    assert done is not None and done.actions == {}
+    assert store.head(layout.key(layout.FINISH, NAME)).size == 2
