@@ -20,6 +20,9 @@ moto is not: one behaviour at a time, chosen by :class:`Behaviour` flags.
 ``forget_completed_uploads``: a CompleteMultipartUpload of an upload completed already is
     answered 404 NoSuchUpload, not forwarded (MinIO, minio issue 13318; AWS and moto answer
     a repeated completion as the first).
+``canonical_metadata``: user metadata headers are answered in Go's canonical case
+    (``X-Amz-Meta-S3q-Upload``, MinIO: minio issues 5594, 6471; AWS and moto answer them in
+    lower case), which botocore keeps in the keys of ``Metadata`` (botocore issue 1963).
 ``conflicts``: this share of conditional writes is answered 409 ConditionalRequestConflict
     without being forwarded (AWS, for overlapping conditional writes).
 ``slow_downs``: the next N requests are answered 503 SlowDown without being forwarded
@@ -122,6 +125,7 @@ class Behaviour:
     ignore_copy_conditions: bool = False
     ignore_complete_if_none_match: bool = False
     forget_completed_uploads: bool = False
+    canonical_metadata: bool = False
     blank_complete_etag: bool = False
     conflicts: float = 0.0
     deny: frozenset[str] = frozenset()
@@ -294,6 +298,9 @@ class StoreProxy:
             status, reason, out_headers, data = self._forward(req.command, req.path, body,
                                                               headers)
             self._note_completed(req.command, path.query, status)
+            if self.behaviour.canonical_metadata:
+                out_headers = [(_canonical(k) if k.lower().startswith("x-amz-meta-") else k,
+                                v) for k, v in out_headers]
             if (self.behaviour.missing_delete_204 and req.command == "DELETE"
                     and status == 404 and any(h.lower() == "if-match" for h in headers)):
                 self.counts["404 as 204"] += 1
@@ -534,6 +541,11 @@ def _operation(method: str, key: str, query: str, copy_source: str | None) -> st
         return "CopyObject" if copy_source else "PutObject"
     return {"GET": "GetObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}.get(
         method, method)
+
+
+def _canonical(header: str) -> str:
+    """A header name as Go's net/http writes it (``X-Amz-Meta-S3q-Upload``)."""
+    return "-".join(part[:1].upper() + part[1:].lower() for part in header.split("-"))
 
 
 def _xml_text(raw: bytes) -> str:

@@ -83,6 +83,24 @@ def test_a_completion_applied_then_answered_no_such_upload_succeeds(
     assert open_uploads(s3_endpoint, store) == []
 
 
+def test_the_token_is_found_in_metadata_answered_in_any_case(
+        write: Callable[[S3Store], ObjectInfo], store: S3Store, proxy: StoreProxy,
+        s3_endpoint: S3Endpoint, data: bytes) -> None:
+    """MinIO, which answers the repeated completion NoSuchUpload, answers user metadata in
+    Go's canonical case (``X-Amz-Meta-S3q-Upload``), and botocore keeps that case in the
+    keys of ``Metadata`` (``S3q-Upload``): the token is looked up in any case. Before, the
+    upload's own object was taken for another one: a copy or a submit failed with a store
+    error, and a create-if-absent write with a 412 (its view adopted, not its own)."""
+    proxy.behaviour.canonical_metadata = True
+    proxy.behaviour.applied_then_500.add(("POST", DST))
+    written = write(store)
+    assert proxy.counts["forgotten upload"] == 1
+    found = store.head(DST)
+    assert written.etag == found.etag and written.size == found.size == SIZE
+    assert store.get(DST)[0] == data
+    assert open_uploads(s3_endpoint, store) == []
+
+
 def _raw_put(s3_endpoint: S3Endpoint, store: S3Store, body: bytes) -> Callable[[str], None]:
     """Between the completion and its retry: somebody puts ``body`` at the key (a
     producer's re-submission, an ``aws s3 cp``), straight on moto."""

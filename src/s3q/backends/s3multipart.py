@@ -189,8 +189,7 @@ def _reconcile(store: S3Store, key: str, token: str, size: int, answer: StoreErr
             if error_code(e) not in ("404", "NoSuchKey", "NotFound"):
                 raise
             head = None
-    if head is not None and head.get("Metadata", {}).get(TOKEN) == token \
-            and head["ContentLength"] == size:
+    if head is not None and _token(head) == token and head["ContentLength"] == size:
         if answer is not None:
             log.info("%s: the multipart upload was completed by an earlier try (its answer "
                      "was lost)", store._where(key))
@@ -203,6 +202,14 @@ def _reconcile(store: S3Store, key: str, token: str, size: int, answer: StoreErr
     raise StoreError(f"S3 CompleteMultipartUpload {store._where(key)}: {what}, and the key "
                      "holds no object of this upload: the write may have taken effect and "
                      "been replaced or deleted since, or the upload was aborted") from answer
+
+
+def _token(head: Any) -> str | None:
+    """The upload token an object carries. Looked up in any case: MinIO answers user
+    metadata in Go's canonical case (``X-Amz-Meta-S3q-Upload``), where AWS answers it in
+    lower case, and botocore keeps the case it was answered in (``S3q-Upload``)."""
+    metadata: dict[str, str] = head.get("Metadata", {})
+    return next((v for k, v in metadata.items() if k.lower() == TOKEN), None)
 
 
 def _no_such_upload(exc: StoreError) -> bool:
