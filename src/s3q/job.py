@@ -169,6 +169,12 @@ class Job:
                                        "run does not count (the taker runs the request "
                                        "again, or has settled it)") from exc
 
+    def taken_over(self, consequence: str) -> LeaseLost:
+        """The lease was found taken over by a write other than the job's own (a renewal
+        during a copy, :func:`s3q.renewing.copying`): :meth:`_taken_over`."""
+        with self._write_lock:
+            return self._taken_over(consequence)
+
     def _taken_over(self, consequence: str) -> LeaseLost:
         """(Under the write lock.) The lease is another claim's now: log it, stop the
         handler, and return the LeaseLost to raise."""

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from s3q import leases
 from s3q.context import Context, Deadline
+from s3q.errors import LeaseLost
 from s3q.leases import LeaseTaken
 from s3q.records import INLINE_MAX, Lease
 from s3q.store import StoreError
@@ -30,12 +31,13 @@ log = logging.getLogger("s3q")
 
 class Held:
     """The lease of a claim under way and its ETag, as its renewals (:func:`renewed_while`)
-    leave them."""
+    leave them; ``taken``: the answer of the renewal that found it taken over (or gone)."""
 
-    __slots__ = ("etag", "lease")
+    __slots__ = ("etag", "lease", "taken")
 
     def __init__(self, lease: Lease, etag: str) -> None:
         self.lease, self.etag = lease, etag
+        self.taken: LeaseTaken | None = None
 
 
 @contextlib.contextmanager
@@ -58,6 +60,7 @@ def renewed_while(ctx: Context, held: Held, deadline: Deadline) -> Iterator[None
                 held.lease, held.etag = leases.write(
                     ctx, held.lease.next(written_at=time.time()), held.etag)
             except LeaseTaken as exc:
+                held.taken = exc
                 deadline.at = -math.inf  # (the guard of the copy's next request refuses)
                 log.warning("%s: the lease was taken over during a copy (%s): the copy "
                             "stops, its step left to the taker", held.lease.name, exc,
@@ -99,6 +102,8 @@ class Holding(Protocol):
     lease_etag: str
     deadline: Deadline
 
+    def taken_over(self, consequence: str) -> LeaseLost: ...
+
 
 @contextlib.contextmanager
 def copying(h: Holding, *, size: int | None = None) -> Iterator[None]:
@@ -107,7 +112,11 @@ def copying(h: Holding, *, size: int | None = None) -> Iterator[None]:
     renewed meanwhile (:func:`renewed_while`), and ``h.lease`` and ``h.lease_etag`` are
     the last renewal's when it ends. ``h`` must not write its lease inside. Only for a
     large request (one with a private copy, or ``size`` over ``INLINE_MAX``: another
-    object's copy): a small one is copied in one request, and pays for no thread."""
+    object's copy): a small one is copied in one request, and pays for no thread. A
+    renewal that found the lease taken over makes ``h`` lost (``h.taken_over``: its
+    handler stopped, ``lease_lost`` said), and LeaseLost is raised, whether or not the copy
+    was stopped: not a deadline that passed by itself, which would leave the holder to
+    think the lease still its own until it expires."""
     if (h.lease.body_key is None) if size is None else size <= INLINE_MAX:
         yield
         return
@@ -117,3 +126,6 @@ def copying(h: Holding, *, size: int | None = None) -> Iterator[None]:
             yield
     finally:
         h.lease, h.lease_etag = held.lease, held.etag
+        if held.taken is not None:  # (replaces the LeaseLost of the guard that stopped it)
+            raise h.taken_over("its copy was stopped; the taker settles the request") \
+                from held.taken

@@ -38,6 +38,8 @@ class Holder(Protocol):
 
     def commit(self) -> None: ...
 
+    def taken_over(self, consequence: str) -> LeaseLost: ...
+
 
 # ---------------------------------------------------------------------- complete
 def complete(h: Holder, result: bytes | None) -> None:

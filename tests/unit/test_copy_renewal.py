@@ -20,6 +20,7 @@ from s3q.backends.memory import MemoryStore
 from s3q.errors import LeaseLost
 from s3q.queue import Queue, QueueConfig
 from s3q.records import INLINE_MAX, Lease
+from s3q.running import Runner
 from s3q.store import NotFound, StoreError
 from tests.unit.harness import FakeClock
 
@@ -202,3 +203,35 @@ def test_a_copy_whose_renewal_finds_the_lease_taken_over_stops_at_once(
     assert len(lost) == 1 and lost[0].request == NAME  # type: ignore[attr-defined]
     held, _ = mem.get(layout.key(layout.LEASES, NAME))
     assert Lease.from_bytes(held).claim == "taker"  # the taker's lease, untouched
+
+
+def test_a_job_whose_copy_finds_its_lease_taken_over_is_lost_not_a_store_error(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The renewal during d3 that finds the lease another claim's knows the job is lost:
+    the job is marked lost (its handler interrupted, ``lease_lost`` said and counted) and
+    its outcome is ``lost``. Before, the copy stopped on its deadline, ended at once, and
+    the settlement's LeaseLost read as a deadline that passed by itself: the outcome was
+    ``store_error``, logged as "could not settle in time ... it returns once expired" (it
+    was the taker's already), and no lease_lost was said or counted."""
+    clock = FakeClock()
+    mem = MemoryStore("m", clock=clock)
+    mem.put(layout.key(layout.WAIT, NAME), BODY)
+    store = TakenDuringCopy(mem)
+    q = Queue(store, QueueConfig(lease_ttl=5.0, on_finish="move"), monotonic=clock)
+    events: list[str] = []
+    q.listeners.append(lambda event, fields: events.append(event))
+    job = q.claim("w")
+    assert job is not None and job.lease.body_key is not None
+    outcomes: list[str] = []
+    runner = Runner(lambda j: None, 1, lambda j, outcome, _: outcomes.append(outcome),
+                    background=False)
+    with caplog.at_level(logging.WARNING, logger="s3q"):
+        runner.run(job, lambda j: None)
+    q.close()
+    assert store.parts == 0
+    assert outcomes == ["lost"]
+    assert job.lost and job.interrupted
+    assert events.count("lease_lost") == 1
+    assert not [r for r in caplog.records if getattr(r, "event", "") == "settle_failed"]
+    held, _ = mem.get(layout.key(layout.LEASES, NAME))
+    assert Lease.from_bytes(held).claim == "taker"
