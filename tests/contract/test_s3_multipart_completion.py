@@ -158,6 +158,31 @@ def test_a_key_deleted_before_the_retry_is_a_store_error_not_a_missing_source(
     assert open_uploads(s3_endpoint, store) == []
 
 
+@pytest.mark.parametrize("answer", ["NoSuchUpload", "no ETag"])
+def test_a_completed_upload_read_back_as_failed_is_not_aborted(
+        answer: str, store: S3Store, proxy: StoreProxy, s3_endpoint: S3Endpoint,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A completion answered NoSuchUpload or 200 (without an ETag) ended the upload: when
+    the read-back fails it (another object there, the HEAD answered 503), nothing is left to
+    abort. Before, an AbortMultipartUpload was sent all the same, answered NoSuchUpload, and
+    logged as a warning that the failed upload "was not aborted" (its parts left for a
+    lifecycle rule), of an upload that was completed."""
+    if answer == "NoSuchUpload":
+        proxy.behaviour.after_applied = _raw_put(s3_endpoint, store, b"somebody else's")
+        proxy.behaviour.applied_then_500.add(("POST", DST))
+        with pytest.raises(PreconditionFailed):
+            store.copy("src", DST, if_none_match=True)
+    else:
+        proxy.behaviour.blank_complete_etag = True
+        proxy.behaviour.down_keys = frozenset({("HeadObject", DST)})
+        with pytest.raises(StoreError):
+            store.copy("src", DST, if_none_match=True)
+        assert proxy.counts["down"] >= 1
+    assert store.request_counts["AbortMultipartUpload"] == 0
+    assert "was not aborted" not in caplog.text
+    assert open_uploads(s3_endpoint, store) == []
+
+
 # -- end to end: the claim's c3 and the dead letter's x2 ---------------------------------
 
 

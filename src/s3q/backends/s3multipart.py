@@ -9,7 +9,8 @@ CompleteMultipartUpload: 412 when the key exists, as PutObject and CopyObject an
 a 409 ConditionalRequestConflict there is sent again, as every conditional request is).
 Every request is sent under the caller's guard, checked before it leaves, parts too; an
 upload that fails in any way (a 412 at its completion, a guard that refused) is aborted,
-past the guard (an abort only undoes).
+past the guard (an abort only undoes); not one whose completion was answered NoSuchUpload
+or 200, which ended it, when its read-back fails it.
 
 A completion may take effect and be answered as failed (a 500, a dropped connection);
 botocore sends it again, and some stores (MinIO) answer that NoSuchUpload where AWS answers
@@ -128,8 +129,10 @@ def _upload(store: S3Store, key: str, guard: Guard | None, *,
             checksum: Literal["CRC32"] | None) -> Iterator[tuple[str, Complete]]:
     """A multipart upload to ``key`` (its parts with a ``checksum``): its id, and the
     function that completes it (``complete(parts, size, if_none_match=..., if_match=...)``).
-    Aborted on any failure but NoSuchUpload (nothing left to abort)."""
+    Aborted on any failure but NoSuchUpload (nothing left to abort), and but one after its
+    completion was answered NoSuchUpload or 200 (ended: the read-back failed it)."""
     token = uuid.uuid4().hex
+    ended = False
     with store._meter.guarded(guard), store._edge("CreateMultipartUpload", key):
         if checksum is None:
             created = store._client.create_multipart_upload(
@@ -153,12 +156,15 @@ def _upload(store: S3Store, key: str, guard: Guard | None, *,
         def send() -> Any:
             with store._meter.guarded(guard), store._edge("CompleteMultipartUpload", key):
                 return store._client.complete_multipart_upload(**request)
+        nonlocal ended
         try:
             resp = resend_conflicts(send) if if_none_match or if_match else send()
         except StoreError as exc:
             if not _no_such_upload(exc):
                 raise
+            ended = True
             return _reconcile(store, key, token, size, exc, if_none_match=if_none_match)
+        ended = True
         if not resp.get("ETag"):
             return _reconcile(store, key, token, size, None, if_none_match=if_none_match)
         return ObjectInfo(key, quoted(resp["ETag"]), size,
@@ -167,7 +173,7 @@ def _upload(store: S3Store, key: str, guard: Guard | None, *,
     try:
         yield upload_id, complete
     except BaseException as exc:
-        if not (isinstance(exc, StoreError) and _no_such_upload(exc)):
+        if not ended and not (isinstance(exc, StoreError) and _no_such_upload(exc)):
             _abort(store, key, upload_id)
         raise
 
