@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
@@ -36,6 +34,13 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from s3q import layout
 from s3q.dashboard import render
+from s3q.dashboard.actions import (
+    SYNC_LIMIT,
+    Action,
+    Confirmation,
+    Confirmations,
+    in_background,
+)
 from s3q.dashboard.failed import FailedIndex, FailedItem
 from s3q.dashboard.metered import MeteredStore
 from s3q.dashboard.security import Credentials, csrf_ok, csrf_token, host_is_loopback
@@ -46,70 +51,10 @@ from s3q.queue import Queue
 from s3q.records import CLOCK_MARGIN, RecordError
 from s3q.store import NotFound, validate_key
 
-__all__ = ["Action", "create_app"]
+__all__ = ["SYNC_LIMIT", "Action", "create_app"]
 
 log = logging.getLogger("s3q.dashboard")
 PER_PAGE = 50
-
-
-#: Larger selections are requeued / purged in the background, with their progress shown
-#: under "Recent actions" (a request's requeue is ~7 store requests: 10,000 take minutes).
-SYNC_LIMIT = 100
-
-
-#: How long a confirmation page can be confirmed (then: look again), and how many unanswered
-#: ones are kept (the oldest are forgotten first).
-CONFIRM_TTL = 15 * 60.0
-CONFIRM_KEEP = 64
-
-
-@dataclass(frozen=True, slots=True)
-class Confirmation:
-    """What a confirmation page showed: the action acts on these items (name and the ETag
-    listed then) and on nothing else, whatever failed/ holds when it is confirmed."""
-
-    at: float  # time.monotonic() when shown
-    verb: str
-    scope: str
-    pattern: str
-    kind: str
-    items: tuple[FailedItem, ...]
-
-
-class Confirmations:
-    """The selections shown on confirmation pages, by a random token the page's form
-    carries; each can be confirmed once, within CONFIRM_TTL."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiting: dict[str, Confirmation] = {}
-
-    def add(self, shown: Confirmation) -> str:
-        token = secrets.token_urlsafe(18)
-        with self._lock:
-            self._waiting[token] = shown
-            while len(self._waiting) > CONFIRM_KEEP:  # (dicts keep insertion order)
-                del self._waiting[next(iter(self._waiting))]
-        return token
-
-    def take(self, token: str) -> Confirmation | None:
-        """The selection of ``token`` (forgotten now), or None: unknown, used or too old."""
-        with self._lock:
-            shown = self._waiting.pop(token, None)
-        if shown is None or time.monotonic() - shown.at > CONFIRM_TTL:
-            return None
-        return shown
-
-
-@dataclass(slots=True)
-class Action:
-    at: float
-    who: str
-    what: str
-    total: int = 0
-    done: int = 0  # succeeded so far
-    handled: int = 0  # attempted so far
-    running: bool = False
 
 
 def create_app(queue: Queue, credentials: Credentials, *, refresh: float = 5.0,
@@ -135,26 +80,6 @@ def create_app(queue: Queue, credentials: Credentials, *, refresh: float = 5.0,
         log.warning("dashboard action by %s: %s", g.who, what,
                     extra={"event": "dashboard_action", "who": g.who, "action": what})
         return action
-
-    def in_background(action: Action, verb: str, items: list[FailedItem]) -> None:
-        def step(ok: bool) -> None:
-            action.handled += 1
-            action.done += ok
-
-        def run() -> None:
-            try:
-                (failed.requeue if verb == "requeue" else failed.purge)(items, step)
-            except Exception:
-                log.exception("dashboard action failed: %s", action.what)
-            finally:
-                action.running = False
-                snapshots.invalidate()
-                log.warning("dashboard action by %s finished: %s: %d of %d done", action.who,
-                            action.what, action.done, action.total,
-                            extra={"event": "dashboard_action_done", "who": action.who,
-                                   "action": action.what, "done": action.done})
-
-        threading.Thread(target=run, name="s3q-dashboard-action", daemon=True).start()
 
     @app.before_request
     def authenticate() -> BaseResponse | None:
@@ -259,7 +184,10 @@ def create_app(queue: Queue, credentials: Credentials, *, refresh: float = 5.0,
                 + (f" of type {kind}" if scope == "matching" and kind else "") + ": "
                 + ", ".join(i.name for i in items[:10]) + (" ..." if len(items) > 10 else ""))
         if len(items) > SYNC_LIMIT:
-            in_background(record(what, total=len(items), running=True), verb, items)
+            in_background(record(what, total=len(items), running=True),
+                          lambda step: (failed.requeue if verb == "requeue"
+                                        else failed.purge)(items, step),
+                          snapshots.invalidate)
             flash(f"{verb}ing {len(items)} request(s) in the background: its progress is "
                   "under Recent actions on the overview", "ok")
             return redirect(back)
