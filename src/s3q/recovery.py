@@ -13,7 +13,15 @@ from s3q import layout, leases
 from s3q.context import Context
 from s3q.records import Intent, Lease
 from s3q.store import ObjectInfo, StoreError, StoreUnavailable, list_all
-from s3q.takeover import MakeJob, Recovered, RecoveryMode, Scanner, adopt_orphan, take_over
+from s3q.takeover import (
+    MakeJob,
+    Recovered,
+    RecoveryMode,
+    Scanner,
+    adopt_orphan,
+    take_over,
+    went_away,
+)
 
 __all__ = ["RecoveryCandidate", "RecoveryIncomplete", "RecoveryStopped", "recover",
            "recovery_candidates"]
@@ -27,7 +35,8 @@ class RecoveryIncomplete(StoreError):
     their own (``done.failed``: it went on with the others); ``stopped``, the error of an
     unavailable store that ended it (None: it went through), after which ``not_attempted``
     were not touched (None: not known, the scan stopped in its listing), and ``at`` the
-    request it stopped at, if any (its outcome unknown: done or not)."""
+    request it stopped at, if any (its outcome unknown: done or not; every request whose
+    outcome is unknown is in ``done.unknown``)."""
 
     def __init__(self, done: Recovered, stopped: StoreUnavailable | None = None,
                  not_attempted: Sequence[str] | None = (), at: str | None = None) -> None:
@@ -90,7 +99,7 @@ def recover(ctx: Context, mode: RecoveryMode, worker_id: str, *, make_job: MakeJ
                 done.actions[name] = take_over(ctx, name, worker_id, mode, make_job=make_job,
                                                claim=claim)
             except StoreUnavailable as e:  # its outcome is unknown; the others would fail
-                done.failed[name] = str(e)
+                went_away(done, name, e)
                 raise RecoveryStopped(done, e, names[i + 1:], at=name) from e
             except StoreError as e:  # this request's own (denied): the others go on
                 _failed(done, name, e)
@@ -163,7 +172,9 @@ def _selection(ctx: Context, mode: RecoveryMode, include: str, worker_id: str, *
 def _adopted(ctx: Context, info: ObjectInfo, name: str, done: Recovered | None) -> bool:
     try:
         return adopt_orphan(ctx, info)
-    except StoreUnavailable:
+    except StoreUnavailable as e:
+        if done is not None:  # its lease may have been created
+            went_away(done, name, e)
         raise
     except StoreError as e:
         if done is None:

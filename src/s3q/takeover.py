@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from s3q.scanrole import ScannerRole
 
 __all__ = ["CHANGED", "INTERRUPTED", "RECOVER_ALL", "MakeJob", "Recovered", "RecoveryMode",
-           "Scanner", "adopt_orphan", "restore_view", "take_over"]
+           "Scanner", "adopt_orphan", "restore_view", "take_over", "went_away"]
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,13 @@ RECOVER_ALL = "s3q-recover-all"
 
 @dataclass(slots=True)
 class Recovered:
-    """What a recovery did, request by request: {name: action}; and the requests whose
-    takeover failed with a store error of their own: {name: the error}."""
+    """What a recovery did, request by request: {name: action}; the requests whose
+    takeover failed with a store error: {name: the error}; and of those, the ones the store
+    went away under (unavailable): their outcome is unknown (taken over or not)."""
 
     actions: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    unknown: set[str] = field(default_factory=set)
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -270,6 +272,13 @@ def adopt_orphan(ctx: Context, info: ObjectInfo) -> bool:
 
 # ---------------------------------------------------------------------- the scan
 
+def went_away(done: Recovered, name: str, exc: StoreUnavailable) -> None:
+    """The store went away under the takeover (or adoption) of ``name``: it may or may not
+    have taken effect."""
+    done.failed[name] = str(exc)
+    done.unknown.add(name)
+
+
 def _not_taken_over(done: Recovered, name: str, exc: StoreError) -> None:
     done.failed[name] = str(exc)
     log.warning("takeover of %s failed: %s", name, exc,
@@ -362,7 +371,8 @@ class Scanner:
             try:
                 done.actions[name] = take_over(ctx, name, worker_id, "stale",
                                                make_job=self.make_job, found=found)
-            except StoreUnavailable:
+            except StoreUnavailable as exc:
+                went_away(done, name, exc)
                 raise
             except StoreError as exc:  # this request's own (permission denied): the others'
                 _not_taken_over(done, name, exc)  # takeovers go on; the next scan: again
@@ -377,7 +387,8 @@ class Scanner:
                 if adopt_orphan(ctx, info):
                     done.actions[name] = take_over(ctx, name, worker_id, "stale",
                                                    make_job=self.make_job)
-            except StoreUnavailable:
+            except StoreUnavailable as exc:
+                went_away(done, name, exc)
                 raise
             except StoreError as exc:
                 _not_taken_over(done, name, exc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -328,3 +329,78 @@ def test_recover_does_not_count_a_takeover_its_lease_outlasted_as_recovered(
         "longer than lease_ttl; the next takeover (the workers' scan, or 's3q recover "
         "--stale' once its lease expired) carries on"]
     assert names(qdir, "wait") == [NAMES[0], NAMES[2]]
+
+
+# ------------------------------------------------------------------------ outcome unknown
+
+class GoesAway(DelegatingStore):
+    """Every ``op`` on a key under ``prefix`` waits until ``together`` of them are in flight
+    at once, then fails: the store went away under all of them."""
+
+    def __init__(self, inner: Store, op: str, prefix: str, together: int) -> None:
+        super().__init__(inner)
+        self.op, self.prefix = op, prefix
+        self.barrier = threading.Barrier(together, timeout=30)
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        if op == self.op and str(args.get("key", "")).startswith(self.prefix):
+            self.barrier.wait()
+            raise DOWN
+        return fn()
+
+
+def unknown_lines(out: Result, verb: str) -> list[str]:
+    """The requests named "not VERB (outcome unknown: ...)" on stderr."""
+    start = f"not {verb} (outcome unknown: the store went away): "
+    return [line[len(start):].split(": ")[0] for line in lines(out.stderr, start)]
+
+
+def test_every_request_in_flight_when_the_store_went_away_is_marked_unknown(
+        qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`purge --concurrency 3`: the store goes away under the three deletes in flight at
+    once. Each may have taken effect: all three are "outcome unknown" (on stderr and in
+    the --json report); only the first one to be reported was marked so, the others read
+    as plainly not purged."""
+    finished(qdir)
+    monkeypatch.setattr(cli_options, "open_store",
+                        lambda *a, **k: GoesAway(open_store(*a, **k), "delete", "finish/", 3))
+    out = run(qdir, "purge", "finish", "--yes", "--concurrency", "3")
+    assert out.exit_code == 3, out.output
+    assert sorted(unknown_lines(out, "purged")) == NAMES, out.stderr
+    assert lines(out.stderr, "not purged: ") == []
+    out = run(qdir, "purge", "finish", "--yes", "--concurrency", "3", "--json")
+    doc = json.loads(out.stdout)
+    assert sorted(f["name"] for f in doc["failed"] if f["outcome_unknown"]) == NAMES
+
+
+def test_recover_stale_names_the_request_whose_takeover_the_store_went_away_under(
+        qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`recover --stale` is one scan; the store goes away at r1's takeover (t1, its lease
+    written: taken effect or not). r1 was reported "not attempted", as r2 is: its outcome
+    is unknown, and it is said so."""
+    q = queue(qdir)
+    for name in NAMES:
+        q.submit(name, b"{}")
+        assert q.claim("w-dead") is not None
+    old = time.time() - 120
+    for lease in (qdir / ".s3q" / "lease").iterdir():
+        os.utime(lease, (old, old))
+    failing(monkeypatch, "put", ".s3q/lease/r1_request.json", DOWN)
+    out = run(qdir, "recover", "--stale")
+    assert out.exit_code == 3, out.output
+    assert unknown_lines(out, "recovered") == [NAMES[1]], out.stderr
+    assert lines(out.stderr, "not attempted: ") == [f"not attempted: {NAMES[2]}"]
+    assert "1 recovered, 1 failed, 1 not attempted" in error_line(out)
+
+
+def test_recover_all_names_the_orphan_whose_adoption_the_store_went_away_under(
+        qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`recover --all` gives each orphan in processing/ a lease before it takes them over;
+    the store goes away as r1's is created. r1 was reported "not attempted": its outcome
+    is unknown (the lease may be there)."""
+    orphans_in_processing(qdir)
+    failing(monkeypatch, "put", ".s3q/lease/r1_request.json", DOWN)
+    out = run(qdir, "recover", "--all", "--yes")
+    assert out.exit_code == 3, out.output
+    assert unknown_lines(out, "recovered") == [NAMES[1]], out.stderr
+    assert NAMES[1] not in out.stderr.split("not attempted: ", 1)[-1].split()

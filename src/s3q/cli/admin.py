@@ -226,7 +226,8 @@ def undone_recovery(e: RecoveryIncomplete, plan: Sequence[Planned]) -> Undone:
     failed = {n: " ".join(error.split()) for n, error in e.done.failed.items()}
     rest = e.not_attempted if e.not_attempted is not None else [
         p.name for p in plan if p.name not in e.done.actions and p.name not in failed]
-    return Undone(failed=failed, not_attempted=rest, stopped=e.stopped, unknown=e.at)
+    return Undone(failed=failed, not_attempted=rest, stopped=e.stopped,
+                  unknown=set(e.done.unknown))
 
 
 @contextlib.contextmanager

@@ -32,7 +32,9 @@ class Undone:
     failed: dict[str, str] = field(default_factory=dict)  # name -> its store error
     not_attempted: list[str] = field(default_factory=list)
     stopped: StoreError | None = None  # the unavailable store that ended the run
-    unknown: str | None = None  # the request it stopped at: its outcome is unknown
+    #: of ``failed``: those the store went away under (every one in flight then): each may
+    #: or may not have taken effect
+    unknown: set[str] = field(default_factory=set)
     unlisted: bool = False  # stopped in its listing: requests after it were not looked at
 
     def __bool__(self) -> bool:
@@ -40,7 +42,8 @@ class Undone:
 
     def json(self) -> dict[str, object]:
         """The ``--json`` fields (always there, empty when all was done)."""
-        return {"failed": [{"name": n, "error": e} for n, e in self.failed.items()],
+        return {"failed": [{"name": n, "error": e, "outcome_unknown": n in self.unknown}
+                           for n, e in self.failed.items()],
                 "not_attempted": list(self.not_attempted)}
 
 
@@ -52,7 +55,8 @@ def each(items: Iterable[T], key: Callable[[T], str], action: Callable[[T], bool
     result) in order. A store error of an item's own goes into ``undone.failed`` and the
     run goes on; an unavailable store ends it: what was not started yet is cancelled and
     goes into ``undone.not_attempted``, with the rest of ``items`` if it is a list (else
-    ``undone.unlisted``). An error of the listing itself ends it too."""
+    ``undone.unlisted``), and every item the store went away under (those in flight then)
+    into ``undone.unknown``. An error of the listing itself ends it too."""
     it = iter(items)
     stop = threading.Event()
 
@@ -88,8 +92,11 @@ def each(items: Iterable[T], key: Callable[[T], str], action: Callable[[T], bool
                     raise error  # a bug: let it show
                 undone.failed[key(item)] = " ".join(str(error).split())
                 advance(1)
-                if isinstance(error, StoreUnavailable) and undone.stopped is None:
-                    undone.stopped, undone.unknown = error, key(item)
+                if not isinstance(error, StoreUnavailable):
+                    continue
+                undone.unknown.add(key(item))  # (and each other one it went away under)
+                if undone.stopped is None:
+                    undone.stopped = error
                     for f in futures:
                         f.cancel()  # (those already running finish, and are reported)
         if isinstance(items, list):
@@ -118,7 +125,7 @@ def report(undone: Undone, *, command: str, verb: str, done: int, rerun: str) ->
     if not undone:
         return
     for name, error in undone.failed.items():
-        unknown = " (outcome unknown: the store went away)" if name == undone.unknown else ""
+        unknown = " (outcome unknown: the store went away)" if name in undone.unknown else ""
         click.echo(f"not {verb}{unknown}: {name}: {error}", err=True)
     for name in undone.not_attempted:
         click.echo(f"not attempted: {name}", err=True)
