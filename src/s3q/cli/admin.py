@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import click
 
+from s3q.bulk import Undone, each
 from s3q.cli.errors import EXIT_UNHEALTHY, Failure
 from s3q.cli.options import (
     STATES,
@@ -21,7 +22,7 @@ from s3q.cli.options import (
     yes_option,
 )
 from s3q.cli.output import confirm, echo_json, progress, table
-from s3q.cli.partial import Undone, each, report
+from s3q.cli.partial import report
 from s3q.config import show_config
 from s3q.hostlock import HostLockHeld, one_per_host
 from s3q.layout import State
