@@ -7,6 +7,7 @@ docs/PROTOCOL.md.
 """
 
 from s3q.backends import S3Options, open_store
+from s3q.bulk import BulkIncomplete, BulkStopped
 from s3q.errors import ConfigError, JobStateError, LeaseLost, S3QError
 from s3q.job import Job
 from s3q.layout import State
@@ -24,6 +25,8 @@ from s3q.store import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BulkIncomplete",
+    "BulkStopped",
     "ConfigError",
     "InvalidKey",
     "Job",

@@ -24,6 +24,7 @@ from typing import BinaryIO
 from s3q import layout, leases
 from s3q import requeue as requeue_op
 from s3q.backends import S3Options, open_store
+from s3q.bulk import Undone, each, incomplete
 from s3q.claim import Claimer
 from s3q.context import Context, Deadline, Listener, QueueConfig, error_info
 from s3q.errors import ConfigError
@@ -363,10 +364,18 @@ class Queue:
         return requeue_op.requeue(self.ctx, name, worker_id, self._job, etag=etag)
 
     def requeue_all(self, include: str = "*") -> int:
-        import fnmatch
-
+        """Every failed request matching ``include`` (as listed: by ETag) back to wait/;
+        how many were requeued. A request's own store error (denied) is passed over, an
+        unavailable store stops it: either way it then raises
+        :class:`~s3q.bulk.BulkIncomplete` (``BulkStopped``, a StoreUnavailable too, when
+        it stopped), with what it requeued (``done``) and what not (``undone``)."""
         listed = [i for i in self.ls(State.FAILED) if fnmatch.fnmatchcase(i.key, include)]
-        return sum(self.requeue(i.key, etag=i.etag) for i in listed)
+        undone = Undone()
+        done = [i.key for i, ok in each(listed, lambda i: i.key, lambda i: self.requeue(
+            i.key, etag=i.etag), threads=1, undone=undone) if ok]
+        if undone:
+            raise incomplete("requeue_all", "requeued", done, undone)
+        return len(done)
 
     def purge(self, state: State | str, info: ObjectInfo) -> bool:
         """Delete one listed request (``info`` as :meth:`ls` gives it) from ``state`` (wait,

@@ -21,6 +21,7 @@ from click.testing import CliRunner, Result
 from s3q import Queue, QueueConfig
 from s3q.backends import open_store
 from s3q.backends.delegating import DelegatingStore
+from s3q.bulk import BulkIncomplete, BulkStopped
 from s3q.cli import cli
 from s3q.cli import options as cli_options
 from s3q.store import Store, StoreError, StoreUnavailable
@@ -404,3 +405,38 @@ def test_recover_all_names_the_orphan_whose_adoption_the_store_went_away_under(
     assert out.exit_code == 3, out.output
     assert unknown_lines(out, "recovered") == [NAMES[1]], out.stderr
     assert NAMES[1] not in out.stderr.split("not attempted: ", 1)[-1].split()
+
+
+# ------------------------------------------------------------------------ Queue.requeue_all
+
+def test_queue_requeue_all_says_what_it_requeued_before_the_store_went_away(
+        qdir: Path) -> None:
+    """The library's requeue_all, as `s3q requeue --all`: the store goes away at r1. It
+    raised the bare store error: r0's requeue, done, was not told (a caller could not know
+    what to check), nor that r2 was never attempted."""
+    dead_letters(qdir)
+    q = Queue(FailsOn(open_store(str(qdir)), "put", ".s3q/lease/r1_request.json", DOWN),
+              QueueConfig())
+    with pytest.raises(BulkStopped) as stopped:
+        q.requeue_all()
+    e = stopped.value
+    assert isinstance(e, StoreUnavailable)  # (as the store error it raised before)
+    assert e.done == [NAMES[0]]
+    assert list(e.undone.failed) == [NAMES[1]] and e.undone.unknown == {NAMES[1]}
+    assert e.undone.not_attempted == [NAMES[2]]
+    assert "1 requeued, 1 failed, 1 not attempted" in str(e)
+    assert names(qdir, "wait") == [NAMES[0]]
+
+
+def test_queue_requeue_all_goes_on_past_one_requests_store_error(qdir: Path) -> None:
+    dead_letters(qdir)
+    q = Queue(FailsOn(open_store(str(qdir)), "put", ".s3q/lease/r1_request.json", DENIED),
+              QueueConfig())
+    with pytest.raises(BulkIncomplete) as incomplete:
+        q.requeue_all()
+    e = incomplete.value
+    assert not isinstance(e, StoreUnavailable)
+    assert e.done == [NAMES[0], NAMES[2]] and list(e.undone.failed) == [NAMES[1]]
+    assert e.undone.unknown == set() and e.undone.not_attempted == []
+    assert names(qdir, "wait") == [NAMES[0], NAMES[2]]
+    assert Queue(str(qdir)).requeue_all() == 1  # the store lets it now: the rest
