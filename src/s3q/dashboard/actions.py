@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from s3q.dashboard.failed import FailedItem
+from s3q.dashboard.failed import FailedItem, Outcome, Progress
 
 __all__ = ["CONFIRM_KEEP", "CONFIRM_TTL", "SYNC_LIMIT", "Action", "Confirmation",
-           "Confirmations", "in_background"]
+           "Confirmations", "in_background", "problem"]
 
 log = logging.getLogger("s3q.dashboard")
 
@@ -27,6 +27,9 @@ SYNC_LIMIT = 100
 #: ones are kept (the oldest are forgotten first).
 CONFIRM_TTL = 15 * 60.0
 CONFIRM_KEEP = 64
+
+#: Requests named in what an action that store errors cut short says it did not do.
+NAMED = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,27 +79,50 @@ class Action:
     done: int = 0  # succeeded so far
     handled: int = 0  # attempted so far
     running: bool = False
+    changed: int = 0  # left alone: changed or gone since listed
+    problem: str = ""  # what store errors kept it from doing (:func:`problem`)
+
+    def ended(self, outcome: Outcome, past: str) -> None:
+        """Record how it ended (``past``: "requeued")."""
+        self.done, self.changed = outcome.done, outcome.changed
+        self.problem = problem(outcome, past)
 
 
-def in_background(action: Action, work: Callable[[Callable[[bool], None]], object],
+def problem(outcome: Outcome, past: str) -> str:
+    """What store errors kept an action from doing, as ``s3q requeue`` and ``s3q purge``
+    say it: why and the counts, then the requests not done (outcome unknown where the store
+    went away under them) and not attempted, the first NAMED of them. "" if nothing."""
+    undone = outcome.undone
+    if not undone:
+        return ""
+    lines = undone.lines(past)
+    more = f"; and {len(lines) - NAMED} more" if len(lines) > NAMED else ""
+    return (f"{undone.summary(past, outcome.done)}; " + "; ".join(lines[:NAMED]) + more
+            + "; doing it again is safe: what is still in failed/ can be selected again (a "
+            "requeue cut short is finished by the workers' takeover scan)")
+
+
+def in_background(action: Action, past: str, work: Callable[[Progress], Outcome],
                   finished: Callable[[], None]) -> None:
-    """Run ``work(step)`` in a thread, ``step(ok)`` counting each request it handled into
-    ``action``; then ``finished()``, and log how it ended."""
-    def step(ok: bool) -> None:
-        action.handled += 1
-        action.done += ok
+    """Run ``work(progress)`` in a thread, its progress shown in ``action``; then
+    ``finished()``, and log how it ended (``past``: "requeued")."""
+    def progress(handled: int, done: int) -> None:
+        action.handled, action.done = handled, done
 
     def run() -> None:
         try:
-            work(step)
+            action.ended(work(progress), past)
         except Exception:
             log.exception("dashboard action failed: %s", action.what)
+            action.problem = action.problem or "failed (see the dashboard's log)"
         finally:
             action.running = False
             finished()
-            log.warning("dashboard action by %s finished: %s: %d of %d done", action.who,
+            log.warning("dashboard action by %s finished: %s: %d of %d done%s", action.who,
                         action.what, action.done, action.total,
+                        f"; {action.problem}" if action.problem else "",
                         extra={"event": "dashboard_action_done", "who": action.who,
-                               "action": action.what, "done": action.done})
+                               "action": action.what, "done": action.done,
+                               "problem": action.problem})
 
     threading.Thread(target=run, name="s3q-dashboard-action", daemon=True).start()

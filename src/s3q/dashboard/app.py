@@ -179,24 +179,32 @@ def create_app(queue: Queue, credentials: Credentials, *, refresh: float = 5.0,
                 time.monotonic(), verb, scope, pattern, kind, tuple(items)))
             return render_template("confirm.html", verb=verb, scope=scope, items=items,
                                    glob=pattern, kind=kind, selection=selection, back=back)
+        run = failed.requeue if verb == "requeue" else failed.purge
+        past = "requeued" if verb == "requeue" else "purged"
         what = (f"{verb} {len(items)} failed request(s)"
                 + (f" matching {pattern!r}" if scope == "matching" else "")
                 + (f" of type {kind}" if scope == "matching" and kind else "") + ": "
                 + ", ".join(i.name for i in items[:10]) + (" ..." if len(items) > 10 else ""))
         if len(items) > SYNC_LIMIT:
-            in_background(record(what, total=len(items), running=True),
-                          lambda step: (failed.requeue if verb == "requeue"
-                                        else failed.purge)(items, step),
-                          snapshots.invalidate)
+            in_background(record(what, total=len(items), running=True), past,
+                          lambda progress: run(items, progress), snapshots.invalidate)
             flash(f"{verb}ing {len(items)} request(s) in the background: its progress is "
                   "under Recent actions on the overview", "ok")
             return redirect(back)
-        done = failed.requeue(items) if verb == "requeue" else failed.purge(items)
+        outcome = run(items)
         snapshots.invalidate()
-        record(what, total=len(items), done=done, handled=len(items))
-        flash(f"{'requeued' if verb == 'requeue' else 'purged'} {done} request(s)"
-              + (f"; {len(items) - done} changed meanwhile and were left alone"
-                 if done < len(items) else ""), "ok")
+        action = record(what, total=len(items),
+                        handled=len(items) - len(outcome.undone.not_attempted))
+        action.ended(outcome, past)
+        flash(f"{past} {outcome.done} request(s)"
+              + (f"; {outcome.changed} changed meanwhile and were left alone"
+                 if outcome.changed else "")
+              + (f"; {action.problem}" if action.problem else ""),
+              "error" if action.problem else "ok")
+        if action.problem:
+            log.warning("dashboard action by %s: %s: %s", g.who, what, action.problem,
+                        extra={"event": "dashboard_action_incomplete", "who": g.who,
+                               "action": what, "problem": action.problem})
         return redirect(back)
 
     @app.get("/request/<path:name>")

@@ -17,16 +17,17 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 
 from s3q import layout
+from s3q.bulk import Undone, each
 from s3q.layout import State
 from s3q.queue import Queue
 from s3q.records import RecordError
 from s3q.store import NotFound, ObjectInfo
 
-__all__ = ["FailedIndex", "FailedItem", "FailedView", "purge_failed"]
+__all__ = ["FailedIndex", "FailedItem", "FailedView", "Outcome", "purge_failed"]
 
 NOT_READ = "(not read yet)"
 NO_RECORD = "(no error record)"
@@ -52,6 +53,23 @@ class FailedView:
     unread: int  # matching requests whose error record is not read yet
     page: int
     pages: int
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a requeue or purge of a selection did: ``done`` requests requeued / purged,
+    ``changed`` left alone (failed again, or gone, since they were listed), and what store
+    errors kept it from doing (``undone``: failed, of those the ones whose outcome is
+    unknown, and not attempted; as ``s3q requeue`` and ``s3q purge`` report it)."""
+
+    done: int = 0
+    changed: int = 0
+    undone: Undone = field(default_factory=Undone)
+
+
+#: ``progress(handled, done)``: the requests handled (done, left alone or failed) and done
+#: so far, after each.
+Progress = Callable[[int, int], None]
 
 
 def purge_failed(queue: Queue, name: str, etag: str) -> bool:
@@ -109,31 +127,40 @@ class FailedIndex:
                                                    info.last_modified)))
         return found
 
-    def requeue(self, items: list[FailedItem],
-                progress: Callable[[bool], None] | None = None) -> int:
-        """failed/ -> wait/ (Queue.requeue, only the dead letter listed: its ETag), 8 at a time;
-        ``progress(ok)`` after each."""
+    def requeue(self, items: list[FailedItem], progress: Progress | None = None) -> Outcome:
+        """failed/ -> wait/ (Queue.requeue, only the dead letter listed: its ETag), 8 at a
+        time. A request's own store error is passed over, an unavailable store stops it
+        (:func:`s3q.bulk.each`)."""
         return self._each(items, lambda i: self.queue.requeue(i.name, "s3q-dashboard",
                                                               etag=i.etag), progress)
 
-    def purge(self, items: list[FailedItem],
-              progress: Callable[[bool], None] | None = None) -> int:
+    def purge(self, items: list[FailedItem], progress: Progress | None = None) -> Outcome:
+        """Delete each listed dead letter (:func:`purge_failed`), as :meth:`requeue` does."""
         return self._each(items, lambda i: purge_failed(self.queue, i.name, i.etag), progress)
 
     def _each(self, items: list[FailedItem], action: Callable[[FailedItem], bool],
-              progress: Callable[[bool], None] | None) -> int:
-        if not items:
-            return 0
-        done = 0
-        with ThreadPoolExecutor(min(self.threads, len(items))) as pool:
-            for ok in pool.map(action, items):
-                done += ok
+              progress: Progress | None) -> Outcome:
+        outcome = Outcome()
+        handled = 0
+
+        def advance(n: int) -> None:
+            nonlocal handled
+            handled += n
+            if progress is not None:
+                progress(handled, outcome.done)
+
+        try:
+            for _, ok in each(items, lambda i: i.name, action, threads=self.threads,
+                              undone=outcome.undone, advance=advance):
+                outcome.done += ok
+                outcome.changed += not ok
                 if progress is not None:
-                    progress(ok)
-        with self._lock:
-            for i in items:
-                self._errors.pop(i.name, None)
-        return done
+                    progress(handled, outcome.done)
+        finally:
+            with self._lock:
+                for i in items:
+                    self._errors.pop(i.name, None)
+        return outcome
 
     def _item(self, info: ObjectInfo) -> FailedItem:
         with self._lock:
