@@ -37,7 +37,7 @@ from s3q.store import (
 if TYPE_CHECKING:
     from s3q.scanrole import ScannerRole
 
-__all__ = ["CHANGED", "INTERRUPTED", "RECOVER_ALL", "MakeJob", "Recovered", "RecoveryMode",
+__all__ = ["CHANGED", "INTERRUPTED", "RACED", "RECOVER_ALL", "MakeJob", "Recovered", "RecoveryMode",
            "Scanner", "adopt_orphan", "restore_view", "take_over", "went_away"]
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,9 @@ CHANGED = "left alone (changed since listed)"
 #: What a takeover reports when this process outlasted the lease it took (a slow store, a
 #: long copy): it stopped there, and the next taker carries on. Not done.
 INTERRUPTED = "interrupted (lease expired)"
+#: What a takeover reports when the lease changed between its read and the fence (t1): its
+#: holder renewed it, or another taker took it. Not taken over.
+RACED = "raced"
 #: The worker id of ``recover all``. A lease it holds was taken from its owner to be put
 #: back uncounted: whoever takes it over (it died between t1 and the release) does not
 #: count that attempt either.
@@ -98,7 +101,7 @@ def take_over(ctx: Context, name: str, worker_id: str, mode: RecoveryMode, *,
         lease, etag = leases.write(ctx, old.taken_over(worker_id, written_at=time.time()),
                                    info.etag)
     except LeaseTaken:
-        return "raced"
+        return RACED
     job = make_job(lease, etag, ctx.deadline(sent, name))
     ctx.emit("took_over", name, worker=worker_id, previous=old.worker, gen=lease.gen,
              intent=old.intent.value)

@@ -29,6 +29,7 @@ from s3q.cli.status import queue_status, render_status
 from s3q.logs import HumanFormatter, JsonFormatter
 from s3q.metrics import Metrics, StoreCollector
 from s3q.store import Page
+from tests.unit.test_operator_partial import failing
 
 PY = shlex.quote(sys.executable)
 #: An exec handler that upper-cases its request into its result.
@@ -403,7 +404,7 @@ def test_ls_show_and_requeue(tmp_path: Path, qdir: Path) -> None:
     out = run(qdir, "requeue", "r0_request.json", "--json")
     assert json.loads(out.stdout) == {"schema": "s3q.requeue/1", "dry_run": False,
                                       "requeued": ["r0_request.json"], "skipped": [],
-                                      "failed": [], "not_attempted": []}
+                                      "complete": True, "failed": [], "not_attempted": []}
     out = run(qdir, "requeue", "r0_request.json")  # not in failed/ any more
     assert out.exit_code == 1 and "not requeued" in out.stderr
     out = run(qdir, "requeue", "--glob", "r1*")  # not interactive: needs --yes
@@ -726,9 +727,79 @@ def test_requeue_glob_requeues_only_the_dead_letters_it_listed(
     monkeypatch.setattr(cli_output, "is_interactive", lambda: True)
     monkeypatch.setattr(click, "confirm", fails_again_then_yes)
     out = run(qdir, "requeue", "--all", "--json")
-    assert out.exit_code == 0, out.stderr
-    assert json.loads(out.stdout)["skipped"] == ["x_request.json"]
+    # not all it listed was requeued: exit 1 (it was 0), as purge that skipped requests
+    assert out.exit_code == 1, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["skipped"] == ["x_request.json"] and doc["complete"] is False
+    assert "not requeued: x_request.json" in out.stderr  # (named there too, as by recover)
     assert names(qdir, "failed") == ["x_request.json"] and names(qdir, "wait") == []
+
+
+def test_recover_all_exits_1_when_it_left_a_listed_request_alone(
+        tmp_path: Path, qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request `s3q recover --all` listed (held by a live worker) is given back and
+    claimed by another worker while the operator reads the question: it is left alone
+    (another claim than the one listed). The command said so and exited 0: a script could
+    not tell it from a recovery that did all it listed."""
+    run(qdir, "submit", str(requests_dir(tmp_path, 2)))
+    q = queue(qdir)
+    jobs = [q.claim("w-live"), q.claim("w-live")]
+    assert jobs[0] is not None and jobs[1] is not None
+    moved = jobs[1].name
+
+    def claimed_again_then_yes(question: str, **_: object) -> bool:
+        assert "2 request(s) are held by live workers (w-live)" in question
+        assert jobs[1] is not None
+        jobs[1].release()
+        again = q.claim("w-other")
+        assert again is not None and again.name == moved
+        return True
+
+    monkeypatch.setattr(cli_output, "is_interactive", lambda: True)
+    monkeypatch.setattr(click, "confirm", claimed_again_then_yes)
+    out = run(qdir, "recover", "--all", "--json")
+    assert out.exit_code == 1, out.stderr
+    doc = json.loads(out.stdout)
+    acted = {r["name"]: r["action"] for r in doc["requests"]}
+    assert acted == {jobs[0].name: "released", moved: "left alone (changed since listed)"}
+    assert doc["complete"] is False
+    lease = q.lease(moved)
+    assert lease is not None and lease[0].worker == "w-other"  # not fenced
+    human = run(qdir, "recover", "--all", "--dry-run")
+    assert human.exit_code == 0  # (a dry run: nothing left alone)
+
+
+def test_recover_all_does_not_count_a_takeover_its_owner_raced_as_recovered(
+        tmp_path: Path, qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live owner of r1 renews its lease between recover --all's read of it and its
+    fence (t1, conditional on the lease read): the fence loses ("raced"), and r1 stays
+    with its worker. It was counted as recovered, and the command exited 0."""
+    run(qdir, "submit", str(requests_dir(tmp_path, 3)))
+    q = queue(qdir)
+    jobs = {}
+    for _ in range(3):
+        job = q.claim("w-live")
+        assert job is not None
+        jobs[job.name] = job
+    renewed: list[str] = []
+
+    def renewed_by_its_worker(_: object) -> None:  # (once: the next run is not raced)
+        if not renewed:
+            jobs["r1_request.json"].renew()
+            renewed.append("r1_request.json")
+
+    failing(monkeypatch, "put", ".s3q/lease/r1_request.json", None,
+            before=renewed_by_its_worker)
+    out = run(qdir, "recover", "--all", "--yes", "--json")
+    assert out.exit_code == 1, out.stderr
+    doc = json.loads(out.stdout)
+    acted = {r["name"]: r["action"] for r in doc["requests"]}
+    assert acted["r1_request.json"] == "raced" and doc["complete"] is False
+    lease = q.lease("r1_request.json")
+    assert lease is not None and lease[0].worker == "w-live"
+    assert names(qdir, "wait") == ["r0_request.json", "r2_request.json"]
+    human = run(qdir, "recover", "--all", "--yes")  # r1, taken now: all done
+    assert human.exit_code == 0 and "recovered 1 request(s)" in human.stdout, human.output
 
 
 def test_recover_stale_does_not_report_a_live_longer_lease_as_recovered(

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import click
 
 from s3q.bulk import Undone, each
-from s3q.cli.errors import EXIT_UNHEALTHY, Failure
+from s3q.cli.errors import EXIT_INCOMPLETE, Failure
 from s3q.cli.options import (
     STATES,
     App,
@@ -31,7 +31,7 @@ from s3q.records import Intent
 from s3q.recovery import RecoveryIncomplete
 from s3q.registry import Registry, longer_leases, longer_leases_problem
 from s3q.store import ObjectInfo, validate_key
-from s3q.takeover import CHANGED, INTERRUPTED, RECOVER_ALL
+from s3q.takeover import CHANGED, INTERRUPTED, RACED, RECOVER_ALL
 
 #: What Queue.recover_* report for requests they found nothing to do about.
 UNTOUCHED = frozenset({"waiting for retry", "gone", "alive"})
@@ -64,10 +64,11 @@ def requeue(*, names: tuple[str, ...], pattern: str | None, all_: bool, dry_run:
     """Move failed requests back to wait/.
 
     They start again with a fresh attempt count. --glob and --all say how many and ask
-    first (on a terminal; elsewhere they need --yes). Exits 1 when a NAME given could not
-    be requeued (not in failed/, or busy). A store error of one request is reported and
-    the others go on; an unreachable store stops it: either way it says what it requeued,
-    what failed and what it did not attempt, and exits 3."""
+    first (on a terminal; elsewhere they need --yes). Exits 1 when a request given or
+    listed was not requeued (not in failed/, busy, or failed again since it was listed:
+    named on stderr). A store error of one request is reported and the others go on; an
+    unreachable store stops it: either way it says what it requeued, what failed and what
+    it did not attempt, and exits 3."""
     if sum([bool(names), pattern is not None, all_]) != 1:
         raise click.UsageError("give NAME..., --glob GLOB or --all")
     app = App()
@@ -91,18 +92,18 @@ def requeue(*, names: tuple[str, ...], pattern: str | None, all_: bool, dry_run:
     skipped = [n for n in targets if done.get(n) is False]
     if as_json:
         echo_json("requeue", {"dry_run": False, "requeued": requeued, "skipped": skipped,
-                              **undone.json()})
+                              "complete": not (skipped or undone), **undone.json()})
     else:
         click.echo(f"requeued {len(requeued)} request(s)")
-        for n in skipped:
-            click.echo(f"not requeued: {n} (not in failed/, busy, or failed again since "
-                       "it was listed)", err=True)
+    for n in skipped:
+        click.echo(f"not requeued: {n} (not in failed/, busy, or failed again since it was "
+                   "listed)", err=True)
     report(undone, command="requeue", verb="requeued", done=len(requeued), rerun=(
         "it requeues what is still in failed/; a request whose requeue was cut short "
         "is finished by the workers' takeover scan once its lease expires (lease_ttl; "
         "without workers: 's3q recover --stale' then)"))
-    if skipped and names:
-        click.get_current_context().exit(1)
+    if skipped:  # named or listed, and not requeued: gone, busy or failed again since
+        click.get_current_context().exit(EXIT_INCOMPLETE)
 
 
 def _report_dry_run(as_json: bool, kind: str, names: Sequence[str], verb: str) -> None:
@@ -152,8 +153,9 @@ def recover(mode: RecoveryMode | None, include: str | None, dry_run: bool, yes: 
     seed's reset is: s3q recover --all --include '*request.json' --yes. A store error of
     one request is reported and the others go on; an unreachable store stops it: either
     way it says what it recovered, what failed and what it did not attempt, and exits 3.
-    Exits 1 when a takeover outlasted its lease (interrupted: the next takeover carries
-    on), naming the request."""
+    Exits 1, naming the request, when a takeover outlasted its lease (interrupted: the next
+    takeover carries on), and with --all when a request listed was left alone (claimed
+    again, or its lease renewed, since it was listed)."""
     if mode is None:
         raise click.UsageError("give one of --mine, --stale and --all")
     if include is not None and mode != "all":
@@ -184,31 +186,38 @@ def recover(mode: RecoveryMode | None, include: str | None, dry_run: bool, yes: 
             except RecoveryIncomplete as e:
                 done, undone = e.done, undone_recovery(e, plan)
             actions = {n: a for n, a in done.actions.items() if a not in UNTOUCHED}
-    changed = sum(1 for a in actions.values() if a == CHANGED)
+    # --all: what it listed and did not take, its lease another claim's by then, or
+    # renewed (or taken over) between its read and the fence
+    left = sorted(n for n, a in actions.items() if a == CHANGED
+                  or (mode == "all" and a == RACED))
     # taken over, but this process outlasted the lease: stopped there, not done
     interrupted = [] if dry_run else sorted(n for n, a in actions.items() if a == INTERRUPTED)
+    recovered = len(actions) - len(left) - len(interrupted)
     if as_json:
         echo_json("recover", {"dry_run": dry_run, "requests": [
-            {"name": n, "action": a} for n, a in actions.items()], **undone.json()})
+            {"name": n, "action": a} for n, a in actions.items()], **({} if dry_run else {
+                "complete": not (left or interrupted or undone)}), **undone.json()})
     else:
         if actions:
             click.echo(table(["REQUEST", "ACTION"], sorted(actions.items())))
-        click.echo(f"{'would touch' if dry_run else 'recovered'} "
-                   f"{len(actions) - changed - len(interrupted)} request(s)"
-                   + (f"; left {changed} alone: claimed again since they were listed"
-                      if changed else ""))
+        click.echo(f"{'would touch' if dry_run else 'recovered'} {recovered} request(s)"
+                   + (f"; left {len(left)} alone: claimed again or renewed since they were "
+                      "listed" if left else ""))
+    for name in left:
+        click.echo(f"not recovered: {name}: {actions[name]}: its lease changed since it was "
+                   "listed (claimed again, renewed by its worker or taken over): 's3q "
+                   "recover --all' lists it again", err=True)
     for name in interrupted:
         click.echo(f"not recovered: {name}: {INTERRUPTED}: its takeover took longer than "
                    "lease_ttl; the next takeover (the workers' scan, or 's3q recover "
                    "--stale' once its lease expired) carries on", err=True)
-    report(undone, command="recover", verb="recovered",
-           done=len(actions) - changed - len(interrupted), rerun=(
+    report(undone, command="recover", verb="recovered", done=recovered, rerun=(
         "it takes over only what is still in processing/; one it took from its worker and "
         "had not released yet is held by s3q-recover-all: re-run (with --yes), or the "
         "workers' takeover scan releases it once its lease expires, its attempt not "
         "counted either way"))
-    if interrupted:  # not done, as requeue NAME or purge that skipped some
-        click.get_current_context().exit(EXIT_UNHEALTHY)
+    if left or interrupted:  # not done, as requeue or purge that skipped some
+        click.get_current_context().exit(EXIT_INCOMPLETE)
 
 
 def run_recovery(queue: Queue, mode: RecoveryMode, include: str, worker_id: str,
@@ -328,15 +337,16 @@ def purge(*, state: str, include: str | None, older_than: float | None, dry_run:
                                           threads=app.config.concurrency, advance=advance)
     if as_json:
         echo_json("purge", {"dry_run": False, "state": state, "purged": purged,
-                            "skipped": skipped, **undone.json()})
+                            "skipped": skipped, "complete": not (skipped or undone),
+                            **undone.json()})
     else:
         click.echo(f"purged {len(purged)} request(s) from {state}/")
-        for name in skipped:
-            click.echo(f"skipped {name}: changed or gone meanwhile", err=True)
+    for name in skipped:
+        click.echo(f"skipped {name}: changed or gone meanwhile", err=True)
     report(undone, command="purge", verb="purged", done=len(purged), rerun=(
         "it lists again and deletes what is still there, each only as listed"))
     if skipped:  # not deleted: claimed, re-submitted, completed or failed again, or gone
-        click.get_current_context().exit(EXIT_UNHEALTHY)
+        click.get_current_context().exit(EXIT_INCOMPLETE)
 
 
 #: Requests deleted per round of ``delete_requests`` (the most listed and not yet deleted).

@@ -14,6 +14,11 @@ from s3q.logs import teardown_logging
 from s3q.store import InvalidKey, StoreError
 
 EXIT_UNHEALTHY = 1
+#: An operator command over many requests (requeue, recover, purge) did not do all it
+#: listed, and lost nothing: each request it left alone (changed since it was listed) or
+#: could not finish is named on stderr; its ``--json`` says ``"complete": false``. The
+#: code of "not all is well" (status --check), never that of a store error (3).
+EXIT_INCOMPLETE = EXIT_UNHEALTHY
 EXIT_USAGE = 2
 EXIT_STORE = 3
 
