@@ -4,7 +4,7 @@ in its own module, named in the doc; this class holds them together:
     submit, ls, counts, lease, …    here (reads, and submit: one PUT)
     claim                          :mod:`s3q.claim`     (c0-c3, c1')
     complete, fail, release        :mod:`s3q.settle`    (d, w, x steps), via :class:`Job`
-    takeover, recover_*            :mod:`s3q.takeover`  (t1-t3, the scan)
+    takeover, recover_*            :mod:`s3q.takeover`, :mod:`s3q.scan`, :mod:`s3q.recovery`
     requeue, purge                 :mod:`s3q.requeue`   (r steps)
 """
 
@@ -32,9 +32,10 @@ from s3q.job import Job, LeaseKeeper
 from s3q.layout import State
 from s3q.records import CLOCK_MARGIN, ErrorRecord, Intent, Lease
 from s3q.recovery import RecoveryCandidate, recover, recovery_candidates
+from s3q.scan import Scanner
 from s3q.scanrole import ScannerRole
 from s3q.store import InvalidKey, LeftOut, NotFound, ObjectInfo, Store, list_all, validate_key
-from s3q.takeover import RECOVER_ALL, Recovered, RecoveryMode, Scanner
+from s3q.takeover import RECOVER_ALL, Recovered, RecoveryMode
 
 __all__ = ["Outlook", "Queue", "QueueConfig", "Recovered", "RecoveryCandidate",
            "RecoveryMode", "error_info"]

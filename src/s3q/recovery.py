@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from s3q import layout, leases
 from s3q.context import Context
 from s3q.records import Intent, Lease
+from s3q.scan import Scanner
 from s3q.store import ObjectInfo, StoreError, StoreUnavailable, list_all
 from s3q.takeover import (
     MakeJob,
     Recovered,
     RecoveryMode,
-    Scanner,
     adopt_orphan,
     take_over,
     went_away,

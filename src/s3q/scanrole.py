@@ -76,7 +76,7 @@ class RoleRecord:
 
 class ScannerRole:
     """This process's view of the scanner role of one queue. :meth:`held` is asked when a
-    scan is due (:class:`s3q.takeover.Scanner`); thread-safe."""
+    scan is due (:class:`s3q.scan.Scanner`); thread-safe."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx

@@ -346,7 +346,7 @@ def test_due_retries_left_waiting_cost_the_scan_a_bounded_number_of_requests() -
     """(The fix above.) Due retries whose view is in wait/ but which nobody claims (a
     paused queue, a deep backlog) are looked at once per RECHECK scans, at most page_size
     per scan: not a GET and a HEAD per retry per scan."""
-    from s3q.takeover import RECHECK
+    from s3q.scan import RECHECK
 
     w = World()
     names = [f"r{i:02d}" for i in range(25)]

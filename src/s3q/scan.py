@@ -1,0 +1,164 @@
+"""The scan (docs/PROTOCOL.md §4, takeover, step 0): it finds what to take over (expired
+leases, orphans in processing/) and due retries left unclaimed whose view it restores;
+:mod:`s3q.takeover` does each. A :class:`Scanner` runs it at most once per
+``scan_interval`` per process, whichever thread asks first: a worker's scanner thread (so
+that a busy worker still takes over dead workers' requests), or a claim (so that a library
+user's claim loop does too); with a scanner role, only in the process holding it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from s3q import layout, leases
+from s3q.claim import Claimer
+from s3q.context import Context
+from s3q.records import Intent
+from s3q.registry import published_lease_ttl
+from s3q.store import ObjectInfo, StoreError, StoreUnavailable, list_all
+from s3q.takeover import MakeJob, Recovered, adopt_orphan, restore_view, take_over, went_away
+
+if TYPE_CHECKING:
+    from s3q.scanrole import ScannerRole
+
+__all__ = ["RECHECK", "Scanner"]
+
+log = logging.getLogger(__name__)
+
+#: A due retry lease left unclaimed has its view looked at again after this many scans.
+RECHECK = 10
+
+
+def _not_taken_over(done: Recovered, name: str, exc: StoreError) -> None:
+    done.failed[name] = str(exc)
+    log.warning("takeover of %s failed: %s", name, exc,
+                extra={"event": "scan_failed", "request": name})
+
+
+class Scanner:
+    """Finds expired leases, orphans and due retries left unclaimed (whose view it
+    restores); at most one scan per ``scan_interval`` in this process, and with a
+    ``role``, only while this process holds the fleet's scanner role (:mod:`s3q.scanrole`)."""
+
+    def __init__(self, ctx: Context, claimer: Claimer, make_job: MakeJob,
+                 role: ScannerRole | None = None) -> None:
+        self.ctx, self.claimer, self.make_job = ctx, claimer, make_job
+        self.role = role
+        self._lock = threading.Lock()
+        self._next = 0.0  # store time of the next scan
+        self._retries: dict[str, tuple[str, float]] = {}  # name -> (lease etag, not_before)
+        #: the lease_ttl leases said, while unchanged: name -> (lease etag, ttl); a live
+        #: holder with a longer lease_ttl than ours is not read again until it renews
+        self._told: dict[str, tuple[str, float]] = {}
+        #: due retries whose view was looked at: name -> (lease etag, store time)
+        self._checked: dict[str, tuple[str, float]] = {}
+
+    def _ttl(self, told: tuple[str, float] | None, info: ObjectInfo) -> float:
+        """The lease_ttl to judge a listed lease by before reading it: the one it said when
+        last read, while unchanged; once renewed (or taken over), the shorter of that and
+        ours (0: ours), so that a lease of a shorter lease_ttl is read in time."""
+        if told is None:
+            return 0.0
+        if told[0] == info.etag:
+            return told[1]
+        return min(told[1] or self.ctx.config.lease_ttl, self.ctx.config.lease_ttl)
+
+    def run_if_due(self, worker_id: str) -> Recovered | None:
+        now = self.ctx.store.now()
+        with self._lock:
+            if now < self._next:
+                return None
+            self._next = now + self.ctx.config.effective_scan_interval
+        if self.role is not None and not self.role.held(worker_id):
+            return None  # another worker scans for the fleet
+        return self.scan(worker_id)
+
+    def scan(self, worker_id: str, *, exact: bool = False,
+             done: Recovered | None = None) -> Recovered:
+        """One scan: take over what expired (releasing it to wait/), adopt orphans, and give
+        due retries left unclaimed their view in wait/ back if it is missing (and offer
+        them to this process's claimer too). ``exact`` (``recover --stale``): read every
+        lease, also those that look live by this process's lease_ttl (a lease telling a
+        shorter one expired sooner), instead of only those that look expired by it.
+        ``done``: what it did is recorded there as it goes (kept if the scan stops)."""
+        ctx, done = self.ctx, Recovered() if done is None else done
+        now = ctx.store.now()
+        interval = ctx.config.effective_scan_interval
+        leased: dict[str, ObjectInfo] = {}
+        due: list[str] = []
+        for info in list_all(ctx.store, layout.LEASES):
+            name = layout.name_of(layout.LEASES, info.key)
+            leased[name] = info
+            seen = self._retries.get(name)
+            if seen is not None and seen[0] == info.etag:  # a retry lease, unchanged
+                if now > seen[1] + 2 * interval:  # due, and still not claimed: no view?
+                    due.append(name)
+                continue
+            told = self._told.get(name)
+            first = told is None  # never read: read once, to learn the lease_ttl it says
+            if not exact and not first and not ctx.is_expired(info, now, self._ttl(told, info)):
+                continue
+            found = leases.read(ctx, name)
+            if found is not None and not found[0].ttl and found[0].worker:
+                # an earlier s3q's lease tells none: its holder's record may, while it lives
+                # (recover refuses, status warns, for the same leases)
+                ttl = published_lease_ttl(ctx.store, found[0].worker)
+                if ttl > ctx.config.lease_ttl:
+                    found = (replace(found[0], ttl=ttl), found[1])
+            if found is not None:
+                self._told[name] = (found[1].etag, found[0].ttl)
+            if first and not exact and (found is None or (
+                    not ctx.is_expired(found[1], now, found[0].ttl)
+                    and not ctx.is_expired(info, now))):
+                continue  # gone since listed, or live by what it says and by ours
+            if found is not None and found[0].intent is Intent.RETRY and found[0].version == 2:
+                self._retries[name] = (found[1].etag, found[0].not_before)
+                continue
+            if (exact and found is not None and found[0].worker
+                    and not ctx.is_expired(found[1], now, found[0].ttl)
+                    and not ctx.is_expired(info, now)):
+                continue  # live by its lease_ttl and by ours: as if not read
+            try:
+                done.actions[name] = take_over(ctx, name, worker_id, "stale",
+                                               make_job=self.make_job, found=found)
+            except StoreUnavailable as exc:
+                went_away(done, name, exc)
+                raise
+            except StoreError as exc:  # this request's own (permission denied): the others'
+                _not_taken_over(done, name, exc)  # takeovers go on; the next scan: again
+        self._retries = {n: v for n, v in self._retries.items() if n in leased}
+        self._told = {n: v for n, v in self._told.items() if n in leased}
+        for info in list_all(ctx.store, layout.PROCESSING):
+            name = layout.name_of(layout.PROCESSING, info.key)
+            if not (name not in leased and ctx.is_request(name) and ctx.fits(name)
+                    and ctx.is_expired(info, now)):
+                continue
+            try:  # its adoption too: a store error of its own must not end the scan
+                if adopt_orphan(ctx, info):
+                    done.actions[name] = take_over(ctx, name, worker_id, "stale",
+                                                   make_job=self.make_job)
+            except StoreUnavailable as exc:
+                went_away(done, name, exc)
+                raise
+            except StoreError as exc:
+                _not_taken_over(done, name, exc)
+        # the view of a due retry (restore_view: PROTOCOL §4 takeover, step 0). Each lease is
+        # looked at again only every RECHECK scans, and at most page_size of them per scan
+        # (the least recently looked at first): a paused queue, or a deep backlog that
+        # claims reach late, must not cost a GET and a HEAD per waiting retry per scan.
+        self._checked = {n: c for n, c in self._checked.items() if n in leased}
+        todo = [n for n in due if (c := self._checked.get(n)) is None
+                or c[0] != leased[n].etag or now >= c[1] + RECHECK * interval]
+        todo.sort(key=lambda n: self._checked.get(n, ("", 0.0))[1])
+        for name in todo[:ctx.config.page_size]:
+            self._checked[name] = (leased[name].etag, now)
+            found = leases.read(ctx, name)
+            if found is not None and restore_view(ctx, name, worker_id, make_job=self.make_job,
+                                                  found=found) == "view restored":
+                done.actions[name] = "view restored"
+        self.claimer.offer(due + [n for n, a in done.actions.items()
+                                  if a in ("released", "view restored")])
+        return done
