@@ -364,7 +364,8 @@ STANDINS = {
     # name: bash body; $CALLS is the log, $STATE a directory of state files
     "systemctl": """
         # the main process (pid 4242) gets the unit's environment, as systemd gives it:
-        # its own variables, then the KEY=value lines of /etc/s3q/s3q.env (plain ones only)
+        # its own variables, then the KEY=value lines of /etc/s3q/s3q.env (one-line ones
+        # only), the value without its surrounding blanks and without the quotes around it
         environ="$S3Q_ROOT/proc/4242/environ"
         case "$1" in
           is-active) [ -e "$STATE/active" ] ;;
@@ -377,7 +378,10 @@ STANDINS = {
             touch "$STATE/active"
             mkdir -p "${environ%/*}"
             { printf '%s\\0' PATH=/opt/s3q-app/.venv/bin:/usr/bin NOTIFY_SOCKET=/run/notify
-              grep -E '^[A-Za-z_][A-Za-z0-9_]*=' "$S3Q_ROOT/etc/s3q/s3q.env" | tr '\\n' '\\0'
+              grep -E '^[A-Za-z_][A-Za-z0-9_]*=' "$S3Q_ROOT/etc/s3q/s3q.env" \\
+                | sed -E -e 's/^([^=]*)=[[:space:]]*(.*[^[:space:]])?[[:space:]]*$/\\1=\\2/' \\
+                         -e 's/^([^=]*)="(.*)"$/\\1=\\2/' -e "s/^([^=]*)='(.*)'$/\\1=\\2/" \\
+                | tr '\\n' '\\0'
             } > "$environ" ;;
           stop) [ -n "${STANDIN_STUCK:-}" ] || rm -f "$STATE/active" "$environ" ;;
           show) echo 4242 ;;
@@ -625,6 +629,31 @@ def test_validate_checks_with_the_environment_the_worker_really_has(scratch: Scr
         assert seen.get(name) == environ[name], name
     # systemd's own variables of the service are not the check's
     assert "NOTIFY_SOCKET" not in seen and seen["PATH"] != environ["PATH"]
+
+
+def test_validate_checks_with_s3q_env_values_unquoted_as_systemd_gives_them(
+        scratch: Scratch) -> None:
+    """systemd's EnvironmentFile= removes the quotes around a whole value ("..." or '...')
+    and the blanks around it, and keeps quotes and spaces inside one (systemd.exec(5)); the
+    hook's comment said it kept them. The check runs with what the worker got, so
+    S3Q_PROFILE="prod" in s3q.env is profile prod there, as in the worker."""
+    scratch.deploy(through="AfterInstall")
+    (scratch.root / "etc" / "s3q" / "s3q.env").write_text(
+        'S3Q_PROFILE="prod"\n'
+        "S3Q_DASHBOARD_USER= 'ops team' \n"
+        "S3Q_FILTER=*request.json\n"
+        'S3Q_DASHBOARD_PASSWORD=say "hi"\n')
+    scratch.hook("ApplicationStart")
+    calls, _ = scratch.hook("ValidateService")
+    assert "  (cwd $TMP/root/opt/s3q-app, S3Q_PROFILE=prod)" in calls
+    seen = dict(kv.split("=", 1) for kv in
+                (scratch.tmp / "state" / "s3q.environ").read_text().split("\0") if kv)
+    assert (seen["S3Q_PROFILE"], seen["S3Q_DASHBOARD_USER"], seen["S3Q_FILTER"],
+            seen["S3Q_DASHBOARD_PASSWORD"]) == ("prod", "ops team", "*request.json",
+                                                'say "hi"')
+    script = (scratch.revision / "scripts" / "validate.sh").read_text()
+    assert "quotes and spaces kept" not in script
+    assert "quotes around a whole value removed" in script
 
 
 def test_validate_fails_when_the_main_process_is_gone(scratch: Scratch) -> None:

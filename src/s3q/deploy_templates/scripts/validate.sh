@@ -5,7 +5,8 @@
 # S3Q_VALIDATE_TIMEOUT seconds, which fails the deployment (CodeDeploy rolls back if
 # rollback is enabled). The check runs with the environment of the worker process itself
 # (/proc/PID/environ): /etc/s3q/s3q.env as systemd read it (not as a shell would: no $
-# expansion, quotes and spaces kept), the unit's Environment= lines and its drop-ins.
+# expansion, spaces inside a value kept; quotes around a whole value removed, others kept),
+# the unit's Environment= lines and its drop-ins.
 set -euo pipefail
 # shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
