@@ -41,10 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from s3q import imds
 from s3q.errors import ConfigError
 from s3q.running import SETTLING
 from s3q.settings import BY_NAME, SETTINGS, Secret, Setting, coerce, display, ssm_ref
+from s3q.workerids import check_worker_id, default_worker_id
 
 if TYPE_CHECKING:
     from s3q.backends import S3Options
@@ -201,6 +201,11 @@ def load_config(
         raise ConfigError("access_key_id, secret_access_key: give both or neither (and "
                           "session_token only with them); sources: " + ", ".join(
                               f"{n} {sources[n]}" for n in BY_NAME if BY_NAME[n].secret))
+    if cfg.worker_id is not None:  # a worker of a reserved id fails at start, not later
+        try:
+            check_worker_id(cfg.worker_id)
+        except ConfigError as e:
+            raise ConfigError(f"{e} ({sources['worker_id']})") from None
     if cfg.events_queue is not None:
         from s3q.sqs import parse_queue
 
@@ -251,20 +256,6 @@ def resolve_secrets(cfg: Config) -> Config:
                              retry_mode=cfg.retry_mode)
     resolved: dict[str, Any] = {name: Secret(value) for name, value in values.items()}
     return dataclasses.replace(cfg, **resolved)
-
-
-def default_worker_id(suffix: str | None = None, *, env: Mapping[str, str] | None = None,
-                      hostname: str | None = None) -> str:
-    """``<hostname>[/<EC2 instance id>][/<suffix>]``. The instance id comes from the DMI
-    asset tag of a Nitro instance, else from IMDSv2 (``S3Q_IMDS_ENDPOINT``, default
-    169.254.169.254; one 0.3 s try, up to four on an EC2 instance; asked once per process,
-    failures ignored: :func:`s3q.imds.instance_id`); ``S3Q_IMDS=off`` skips it."""
-    env = os.environ if env is None else env
-    parts = [hostname or socket.gethostname()]
-    if env.get("S3Q_IMDS", "").strip().lower() != "off":
-        instance = imds.instance_id(env.get("S3Q_IMDS_ENDPOINT") or imds.DEFAULT_ENDPOINT)
-        parts += [instance] if instance else []
-    return "/".join(parts + ([suffix] if suffix else []))
 
 
 # --- layers -------------------------------------------------------------------------------

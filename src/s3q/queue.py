@@ -27,7 +27,6 @@ from s3q.backends import S3Options, open_store
 from s3q.bulk import Undone, each, incomplete
 from s3q.claim import Claimer
 from s3q.context import Context, Deadline, Listener, QueueConfig, error_info
-from s3q.errors import ConfigError
 from s3q.job import Job, LeaseKeeper
 from s3q.layout import State
 from s3q.records import CLOCK_MARGIN, ErrorRecord, Intent, Lease
@@ -35,7 +34,8 @@ from s3q.recovery import RecoveryCandidate, recover, recovery_candidates
 from s3q.scan import Scanner
 from s3q.scanrole import ScannerRole
 from s3q.store import InvalidKey, LeftOut, NotFound, ObjectInfo, Store, list_all, validate_key
-from s3q.takeover import RECOVER_ALL, Recovered, RecoveryMode
+from s3q.takeover import Recovered, RecoveryMode
+from s3q.workerids import RECOVER_ALL, check_worker_id
 
 __all__ = ["Outlook", "Queue", "QueueConfig", "Recovered", "RecoveryCandidate",
            "RecoveryMode", "error_info"]
@@ -304,7 +304,7 @@ class Queue:
         ``view_after``: write the request's processing/ view only if the job still runs after
         this many seconds (its lease keeper does it: use the job as a context manager); 0:
         at once."""
-        _check_worker_id(worker_id)
+        check_worker_id(worker_id)
         self._scanner.run_if_due(worker_id)
         return self._claimer.claim(worker_id, view_after)
 
@@ -326,14 +326,14 @@ class Queue:
         requests released to wait/ (or dead-lettered after their last attempt). None when
         no scan ran. A worker runs it from its own thread, so that it happens however busy
         the worker's slots are."""
-        _check_worker_id(worker_id)
+        check_worker_id(worker_id)
         return self._scanner.run_if_due(worker_id)
 
     # ------------------------------------------------------------------ recovery
     def recover_own(self, worker_id: str) -> Recovered:
         """What ``worker_id`` held before it died goes back to wait/ at once (or to failed/
         when that was its last attempt). A worker runs this when it starts."""
-        _check_worker_id(worker_id)
+        check_worker_id(worker_id)
         return recover(self.ctx, "mine", worker_id, make_job=self._job,
                        scanner=self._scanner)
 
@@ -385,17 +385,3 @@ class Queue:
         if value == "processing":
             raise ValueError("purge: requests in processing/ are in flight; use recover")
         return requeue_op.purge(self.ctx, value, info)  # type: ignore[arg-type]
-
-
-#: The ids s3q's own commands act as: a worker of one of them would be taken for them (an
-#: attempt interrupted under RECOVER_ALL is not counted).
-RESERVED_WORKER_IDS = frozenset({"s3q-recover", RECOVER_ALL, "s3q-requeue", "s3q-dashboard"})
-
-
-def _check_worker_id(worker_id: str) -> None:
-    if not worker_id or any(c in worker_id for c in "\x00\n\r") or len(worker_id) > 200:
-        raise ConfigError(f"worker_id: must be a non-empty single-line string (got "
-                          f"{worker_id!r})")
-    if worker_id in RESERVED_WORKER_IDS:
-        raise ConfigError(f"worker_id: {worker_id!r} is the id s3q's own commands act as "
-                          "(recover, requeue, the dashboard): give the worker another")

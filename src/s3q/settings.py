@@ -96,7 +96,7 @@ SETTINGS: tuple[Setting, ...] = (
        "while the request runs again, or is dead-lettered if that was its last attempt."),
     _S("worker_id", str, None, "Unique, stable worker id; unset = host name[/EC2 instance "
        "id]. Not one of the ids s3q's own commands act as: s3q-recover, s3q-recover-all, "
-       "s3q-requeue, s3q-dashboard."),
+       "s3q-requeue, s3q-dashboard (refused with the config: every command stops at once)."),
     _D("retry_base_delay", 5.0, "Backoff before the first retry.", minimum=0),
     _D("retry_max_delay", 300.0, "Longest retry backoff.", minimum=0),
     _D("job_timeout", 0.0, "How long a handler may run before its process is killed "

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from s3q import layout, leases, requeue, settle
 from s3q.body import create_view, is_ours
@@ -26,9 +26,7 @@ from s3q.store import (
     PreconditionFailed,
     StoreUnavailable,
 )
-
-if TYPE_CHECKING:
-    pass
+from s3q.workerids import RECOVER_ALL
 
 __all__ = ["CHANGED", "INTERRUPTED", "RACED", "RECOVER_ALL", "MakeJob", "Recovered",
            "RecoveryMode", "adopt_orphan", "restore_view", "take_over", "went_away"]
@@ -46,10 +44,6 @@ INTERRUPTED = "interrupted (lease expired)"
 #: What a takeover reports when the lease changed between its read and the fence (t1): its
 #: holder renewed it, or another taker took it. Not taken over.
 RACED = "raced"
-#: The worker id of ``recover all``. A lease it holds was taken from its owner to be put
-#: back uncounted: whoever takes it over (it died between t1 and the release) does not
-#: count that attempt either.
-RECOVER_ALL = "s3q-recover-all"
 
 
 @dataclass(slots=True)

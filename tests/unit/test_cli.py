@@ -158,6 +158,11 @@ def test_a_worker_may_not_take_the_id_of_s3qs_own_commands(qdir: Path, worker_id
     assert out.exit_code == 2, out.output
     assert f"{worker_id!r} is the id s3q's own commands act as" in one_error_line(out)
     assert queue(qdir).counts()["wait"] == 1
+    # refused with the config, before the queue is opened: a new one is not even created
+    fresh = qdir.parent / "fresh"
+    out = run(fresh, "worker", "--exec", UPPER, "--burst", "--worker-id", worker_id)
+    assert out.exit_code == 2 and "(flag --worker-id)" in one_error_line(out)
+    assert not fresh.exists()
 
 
 def test_worker_python_handler_in_a_thread_and_in_a_process(

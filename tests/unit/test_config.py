@@ -609,6 +609,28 @@ def test_effective_worker_id() -> None:
     assert auto.effective_worker_id("x").endswith("/x")  # S3Q_IMDS=off in os.environ
 
 
+@pytest.mark.parametrize("reserved", ["s3q-recover", "s3q-recover-all", "s3q-requeue",
+                                      "s3q-dashboard"])
+def test_a_reserved_worker_id_is_refused_at_load_naming_the_setting_and_the_ids(
+        tmp_path: Path, reserved: str) -> None:
+    """The Queue methods a worker calls refused these ids, but the config took them: `s3q
+    worker` read SSM, opened (or created) the queue and probed the store before its first
+    claim failed. Now the config refuses them, wherever they are set."""
+    ids = "s3q-dashboard, s3q-recover, s3q-recover-all, s3q-requeue"
+    for flags, env, toml, source in (
+            ({"worker_id": reserved}, {}, "", "flag --worker-id"),
+            ({}, {"S3Q_WORKER_ID": reserved}, "", "env S3Q_WORKER_ID"),
+            ({}, {}, f'worker_id = "{reserved}"', "file {path}")):
+        path = write(tmp_path / "s3q.toml", toml + "\n")
+        message = error(flags, env=env)
+        assert message.startswith(f"worker_id: {reserved!r} is the id s3q's own commands act "
+                                  f"as (reserved: {ids}, "), message
+        assert message.endswith(f"({source.format(path=path)})"), message
+    assert error({"worker_id": "w" * 201}).startswith("worker_id: must be a non-empty single-line")
+    cfg, _ = load({"worker_id": "s3q-recover-2"})  # only the ids themselves
+    assert cfg.worker_id == "s3q-recover-2"
+
+
 def test_setting_is_a_plain_record() -> None:
     s = Setting("x", int, 1, "help")
     assert (s.secret, s.flag, s.env_var) == (False, "--x", "S3Q_X")
