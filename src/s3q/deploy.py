@@ -8,7 +8,8 @@
     scripts/before_install.sh       BeforeInstall: the service user, idempotently
     scripts/after_install.sh        AfterInstall: virtualenv, systemd unit, /etc/s3q config
     scripts/start.sh                ApplicationStart: systemctl enable + restart
-    scripts/validate.sh             ValidateService: unit active and `s3q status --check`
+    scripts/validate.sh             ValidateService: the handler loads, unit active and
+                                    `s3q status --check`
     deploy/<service_name>.service   the systemd unit: runs the worker at every boot
     deploy/s3q.toml                 -> /etc/s3q/s3q.toml (prod/staging by host name)
     deploy/s3q.env                  -> /etc/s3q/s3q.env (the unit's EnvironmentFile)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, BinaryIO, Protocol
 
+from s3q.handlercheck import check_script
 from s3q.job import Job
 
 __all__ = [
@@ -123,7 +124,8 @@ class ExecHandler:
     def check(self) -> str:
         """Can the program run at all? Its path (resolved on PATH, as exec would), else
         ValueError saying why: a worker refuses to start rather than fail every request.
-        A script's ``#!`` interpreter is checked too."""
+        A script's ``#!`` interpreter is checked too, and so is the script or module an
+        interpreter is given (``python process.py``: :func:`s3q.handlercheck.check_script`)."""
         program = self.argv[0]
         if "{path}" in program or "{name}" in program:
             return program  # known only per request
@@ -144,6 +146,7 @@ class ExecHandler:
                                             and os.access(interpreter, os.X_OK)):
             raise ValueError(f"--exec: cannot run {program!r}: its interpreter "
                              f"{interpreter!r} (#! line) does not exist or is not executable")
+        check_script(self.argv, found)
         return found
 
     def __call__(self, job: Job) -> bytes | None:

@@ -382,7 +382,13 @@ STANDINS = {
                 | sed -E -e 's/^([^=]*)=[[:space:]]*(.*[^[:space:]])?[[:space:]]*$/\\1=\\2/' \\
                          -e 's/^([^=]*)="(.*)"$/\\1=\\2/' -e "s/^([^=]*)='(.*)'$/\\1=\\2/" \\
                 | tr '\\n' '\\0'
-            } > "$environ" ;;
+            } > "$environ"
+            # its command line: the unit's ExecStart, the venv's python running s3q
+            handler="${STANDIN_HANDLER:-}"
+            [ -n "$handler" ] || handler="python process.py {path}"
+            printf '%s\\0' /opt/s3q-app/.venv/bin/python3 /opt/s3q-app/.venv/bin/s3q worker \\
+              --exec "$handler" > "${environ%/*}/cmdline"
+            [ -z "${STANDIN_ACTIVATING:-}" ] || rm "$STATE/active" ;;  # starting, not ready
           stop) [ -n "${STANDIN_STUCK:-}" ] || rm -f "$STATE/active" "$environ" ;;
           show) echo 4242 ;;
         esac
@@ -396,6 +402,12 @@ STANDINS = {
         grep -qx "$1:$2" "$STATE/db" 2>/dev/null
     """,
     "chown": "",
+    # runs the command after -- (as the user it is given, on a real machine)
+    "setpriv": """
+        while [ "$1" != -- ]; do shift; done
+        shift
+        exec "$@"
+    """,
     "journalctl": "",
     # python3 for `-m venv DIR`: the new venv's python and s3q are stand-ins too
     "python3": """
@@ -409,6 +421,15 @@ STANDINS = {
     "venv-python": "",
     "s3q": """
         echo "  (cwd $PWD, S3Q_PROFILE=${S3Q_PROFILE:-})" >> "$CALLS"
+        if [ "${!#}" = --check-handler ]; then
+          env -0 > "$STATE/s3q-check.environ"
+          if [ -n "${STANDIN_CHECK_ERROR:-}" ]; then
+            echo "s3q: error: $STANDIN_CHECK_ERROR" >&2
+            exit 2
+          fi
+          echo "the handler can run: --exec 'python process.py {path}'"
+          exit 0
+        fi
         env -0 > "$STATE/s3q.environ"
         exit "${STANDIN_S3Q_RC:-0}"
     """,
@@ -480,6 +501,7 @@ def scratch(tmp_path: Path) -> Scratch:
         "S3Q_ROOT": str(root),
         "SYSTEMCTL": str(bindir / "systemctl"), "USERADD": str(bindir / "useradd"),
         "GETENT": str(bindir / "getent"), "CHOWN": str(bindir / "chown"),
+        "SETPRIV": str(bindir / "setpriv"),
         "JOURNALCTL": str(bindir / "journalctl"), "PYTHON": str(bindir / "python3"),
         "S3Q_VALIDATE_INTERVAL": "0",
     }
@@ -490,6 +512,7 @@ VENV = "$TMP/root/opt/s3q-app/.venv"
 PIP = "venv-python -m pip install --quiet --disable-pip-version-check"
 
 UNIT_CALL = "s3q-worker.service"
+WORKER_ARGS = "worker --exec python process.py {path}"
 
 
 def test_hooks_run_in_order_twice_each_on_a_fresh_instance(scratch: Scratch) -> None:
@@ -543,10 +566,16 @@ def test_hooks_run_in_order_twice_each_on_a_fresh_instance(scratch: Scratch) -> 
 
     for _ in range(2):
         calls, out = scratch.hook("ValidateService")
-        check = ["s3q status --check",
-                 "  (cwd $TMP/root/opt/s3q-app, S3Q_PROFILE=prod)"]  # s3q.env was read
-        assert calls == [f"systemctl is-active --quiet {UNIT_CALL}",
-                         f"systemctl show --property MainPID --value {UNIT_CALL}", *check] * 2
+        in_app = "  (cwd $TMP/root/opt/s3q-app, S3Q_PROFILE=prod)"  # s3q.env was read
+        pid = f"systemctl show --property MainPID --value {UNIT_CALL}"
+        check = ["s3q status --check", in_app]
+        # the worker's own arguments, as the service user: its handler must load
+        handler = [f"setpriv --reuid=s3q --regid=s3q --init-groups -- {VENV}/bin/s3q "
+                   f"{WORKER_ARGS} --check-handler", f"s3q {WORKER_ARGS} --check-handler",
+                   in_app]
+        active = f"systemctl is-active --quiet {UNIT_CALL}"
+        assert calls == [pid, *handler, active, *check, pid, active, *check]
+        assert "the handler can run: --exec 'python process.py {path}'" in out
         assert "healthy" in out
 
 
@@ -654,6 +683,47 @@ def test_validate_checks_with_s3q_env_values_unquoted_as_systemd_gives_them(
     script = (scratch.revision / "scripts" / "validate.sh").read_text()
     assert "quotes and spaces kept" not in script
     assert "quotes around a whole value removed" in script
+
+
+MISSING_SCRIPT = ("--exec: python cannot load its script 'process.py': no such file (relative "
+                  "paths are from the working directory, /opt/s3q-app)")
+
+
+@pytest.mark.parametrize("starting", [False, True])
+def test_validate_fails_at_once_when_the_workers_handler_cannot_run(
+        scratch: Scratch, starting: bool) -> None:
+    """It checked the unit and the queue, and the worker only that `python` ran: a revision
+    without process.py went green. The hook runs the worker's own command line with
+    --check-handler, as the service user with the worker's environment (its PATH finds the
+    venv's python), as soon as there is a worker process, also one still starting; s3q's
+    refusal fails the deployment there and then, with the reason, not after the timeout."""
+    scratch.deploy(through="AfterInstall")
+    scratch.hook("ApplicationStart", STANDIN_ACTIVATING="1" if starting else "",
+                 STANDIN_HANDLER="python process.py {path}")
+    calls, out = scratch.hook("ValidateService", ok=False, STANDIN_CHECK_ERROR=MISSING_SCRIPT,
+                              S3Q_VALIDATE_TIMEOUT="600", S3Q_VALIDATE_INTERVAL="600")
+    assert f"the worker cannot run its handler: s3q: error: {MISSING_SCRIPT}" in out
+    assert calls[1] == ("setpriv --reuid=s3q --regid=s3q --init-groups -- "
+                        f"{VENV}/bin/s3q {WORKER_ARGS} --check-handler")
+    assert "s3q status --check" not in calls
+    assert calls[-1] == f"journalctl --unit {UNIT_CALL} --lines 30 --no-pager"
+    seen = dict(kv.split("=", 1) for kv in
+                (scratch.tmp / "state" / "s3q-check.environ").read_text().split("\0") if kv)
+    assert seen["PATH"] == "/opt/s3q-app/.venv/bin:/usr/bin"  # the worker's
+    assert "NOTIFY_SOCKET" not in seen  # the check is not the service
+
+
+def test_validate_checks_the_handler_the_worker_really_runs(scratch: Scratch) -> None:
+    """A drop-in's ExecStart counts, not the revision's unit; and a worker that is no
+    `s3q ... worker` (a wrapper script) is not second-guessed."""
+    scratch.deploy(through="AfterInstall")
+    scratch.hook("ApplicationStart", STANDIN_HANDLER="python /srv/app/run.py {path} --fast")
+    calls, _ = scratch.hook("ValidateService")
+    assert "s3q worker --exec python /srv/app/run.py {path} --fast --check-handler" in calls
+    (scratch.root / "proc" / "4242" / "cmdline").write_bytes(b"/opt/run-worker.sh\0")
+    calls, out = scratch.hook("ValidateService", STANDIN_CHECK_ERROR="not to be called")
+    assert not any("--check-handler" in c for c in calls)
+    assert "no 's3q ... worker' command line: its handler is not checked" in out
 
 
 def test_validate_fails_when_the_main_process_is_gone(scratch: Scratch) -> None:

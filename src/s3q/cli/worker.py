@@ -52,17 +52,29 @@ log = logging.getLogger("s3q.cli")  # not __name__: the logger name is part of t
               "the store answered nothing but errors for 2 minutes: requests may wait).")
 @click.option("--max-jobs", type=click.IntRange(min=1), metavar="N",
               help="Exit after claiming N requests.")
+@click.option("--check-handler", is_flag=True, help="Only check that the settings load and "
+              "the handler can run (the program and the script or module it is given, or "
+              "the Python function), say so and exit (2 if not): no queue is opened, "
+              "nothing is claimed or run. The ValidateService hook runs it.")
 @setting_options("concurrency", "lease_ttl", "max_attempts", "grace", "worker_id",
                  "job_timeout", "breaker_threshold", "breaker_pause", "metrics_port",
                  "metrics_addr")
 def worker(*, exec_cmd: str | None, handler_spec: str | None, pool: str, burst: bool,
-           max_jobs: int | None) -> None:
+           max_jobs: int | None, check_handler: bool) -> None:
     """Claim requests and run a handler on each, CONCURRENCY at a time.
 
-    Refuses to start (exit 2) if the handler cannot run at all. After breaker_threshold
-    different requests fail in a row it pauses claiming and gives failures back uncharged.
-    SIGTERM: stop claiming, let jobs finish within grace, give the rest back, exit 0; a
-    second signal gives them back at once."""
+    Refuses to start (exit 2) if the handler cannot run at all (a program not found, the
+    script it is given missing or not compiling, a module that does not import). After
+    breaker_threshold different requests fail in a row it pauses claiming and gives
+    failures back uncharged. SIGTERM: stop claiming, let jobs finish within grace, give
+    the rest back, exit 0; a second signal gives them back at once."""
+    if check_handler:
+        cfg = App(quiet=True).config
+        build_handler(exec_cmd, handler_spec, pool, cfg.job_timeout)
+        what = (f"--exec {exec_cmd!r} (in {os.getcwd()})" if exec_cmd is not None
+                else f"--handler {handler_spec} (--pool {pool})")
+        click.echo(f"the handler can run: {what}")
+        return
     requests: list[str] = []  # SIGTERM/SIGINT from now on are stop requests, never lost
     with stop_on_signals(requests):
         run_worker(requests, exec_cmd=exec_cmd, handler_spec=handler_spec, pool=pool,

@@ -12,6 +12,7 @@ JOURNALCTL="${JOURNALCTL:-journalctl}"
 USERADD="${USERADD:-useradd}"
 GETENT="${GETENT:-getent}"
 CHOWN="${CHOWN:-chown}"
+SETPRIV="${SETPRIV:-setpriv}"                        # runs a check as the service user
 PYTHON="${PYTHON:-python3}"                          # creates the virtualenv
 APP="$ROOT$APP_DIR"
 VENV="$APP/.venv"

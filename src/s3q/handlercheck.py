@@ -1,0 +1,131 @@
+"""Can a handler program load what it runs? :func:`check_script` looks past the program of
+an ``--exec`` command to what an interpreter is told to run: ``python process.py {path}``
+needs ``process.py`` as much as ``python``, and a worker that checked only ``python``
+started, said it was ready, and failed every request.
+
+For an interpreter (Python, a POSIX shell, node, perl, ruby, php) given a script, the
+script must be a readable file (relative paths from the working directory, where the
+program runs); Python compiles it and a shell parses it (``sh -n``), with the handler's
+own interpreter, without running it; ``python -m MODULE`` must find the module. Commands
+that are not an interpreter, inline code (``python -c``, ``sh -c``) and a script named by
+``{path}`` or ``{name}`` (known per request) are not looked into.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+
+__all__ = ["check_script"]
+
+log = logging.getLogger("s3q.handlers")
+
+#: Seconds a syntax check may take; a slower one is skipped with a warning (a worker does
+#: not refuse to start because its host is slow).
+CHECK_TIMEOUT = 60.0
+
+_PYTHON = re.compile(r"(python|pypy)[0-9.]*")
+_SHELL = re.compile(r"(ba|da|z|k|mk)?sh")
+_OTHER = re.compile(r"node(js)?|perl[0-9.]*|ruby[0-9.]*|php[0-9.]*")
+#: Per kind: options whose value is the next argument; options after which no script file
+#: follows (inline code, a module, standard input), alone or ending a cluster of flags
+#: (``python -uc``, ``sh -ec``). An option not known here is taken for a flag: at worst a
+#: script goes unchecked, never is a good one refused.
+_OPTIONS = {
+    "python": ({"-W", "-X", "--check-hash-based-pycs"},
+               re.compile(r"-[bBdEhiIOqsSuvVxPR]*[cm]|-")),
+    "shell": ({"-o", "+o", "-O", "+O", "--rcfile", "--init-file"},
+              re.compile(r"-[a-zA-Z]*[cs][a-zA-Z]*|-")),
+    "other": ({"--require"}, re.compile(r"-[a-zA-Z]*[eEpr]|--eval|--print|-")),
+}
+_COMPILE = """\
+import sys
+path = sys.argv[1]
+try:
+    with open(path, "rb") as f:
+        compile(f.read(), path, "exec", dont_inherit=True)
+except SyntaxError as e:
+    sys.exit("%s: %s (line %s)" % (type(e).__name__, e.msg, e.lineno))
+except Exception as e:
+    sys.exit("%s: %s" % (type(e).__name__, e))
+"""
+_FIND_MODULE = """\
+import importlib.util, sys
+try:
+    found = importlib.util.find_spec(sys.argv[1]) is not None
+except Exception as e:
+    sys.exit("%s: %s" % (type(e).__name__, e))
+if not found:
+    sys.exit("No module named %r" % sys.argv[1])
+"""
+
+
+def check_script(argv: list[str], program: str) -> None:
+    """``argv`` runs ``program`` (its resolved path): raise ValueError saying why the script
+    or module an interpreter is given cannot be loaded; return quietly for anything else."""
+    kind = _kind(os.path.basename(argv[0]))
+    if kind is None:
+        return
+    with_value, inline = _OPTIONS[kind]
+    args = iter(argv[1:])
+    for arg in args:
+        if inline.fullmatch(arg):
+            if kind == "python" and arg.endswith("m"):
+                _check_module(argv, program, next(args, ""))
+            return
+        if arg in with_value:
+            next(args, None)
+        elif not arg.startswith(("-", "+")):
+            _check_file(argv, program, kind, arg)
+            return
+
+
+def _kind(name: str) -> str | None:
+    if _PYTHON.fullmatch(name):
+        return "python"
+    if _SHELL.fullmatch(name):
+        return "shell"
+    return "other" if _OTHER.fullmatch(name) else None
+
+
+def _check_file(argv: list[str], program: str, kind: str, script: str) -> None:
+    if "{path}" in script or "{name}" in script:
+        return  # known only per request
+    where = f"--exec: {argv[0]} cannot load its script {script!r}"
+    if not os.path.exists(script):
+        raise ValueError(f"{where}: no such file (relative paths are from the working "
+                         f"directory, {os.getcwd()})")
+    if not os.path.isfile(script):
+        raise ValueError(f"{where}: not a file")
+    if not os.access(script, os.R_OK):
+        raise ValueError(f"{where}: not readable by this user (uid {os.getuid()})")
+    if kind == "python":
+        _run_check(where, [program, "-c", _COMPILE, script], "does not compile")
+    elif kind == "shell":
+        _run_check(where, [program, "-n", script], "does not parse")
+
+
+def _check_module(argv: list[str], program: str, module: str) -> None:
+    if not module or "{path}" in module or "{name}" in module:
+        return
+    _run_check(f"--exec: {argv[0]} -m {module}", [program, "-c", _FIND_MODULE, module],
+               "cannot find it")
+
+
+def _run_check(where: str, command: list[str], what: str) -> None:
+    """Run ``command`` (a check that runs none of the handler's code); raise ValueError
+    with the last line of its stderr when it fails."""
+    try:
+        proc = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=CHECK_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        log.warning("%s: the check took more than %gs; not checked", where, CHECK_TIMEOUT,
+                    extra={"event": "handler_check_slow"})
+        return
+    except OSError as e:
+        raise ValueError(f"{where}: cannot run {command[0]!r}: {e.strerror or e}") from None
+    if proc.returncode != 0:
+        lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise ValueError(f"{where}: {what}: {lines[-1] if lines else f'exit {proc.returncode}'}")

@@ -1,0 +1,112 @@
+"""A worker's start check of its ``--exec`` handler looks at what the program is told to
+run: ``python process.py {path}`` needed only ``python`` to pass, so a revision without
+(or with a broken) process.py started, said it was ready, passed ValidateService and failed
+every request. The check loads the script (compiles or parses it) and runs none of it."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from s3q import Queue
+from s3q.cli import cli
+from s3q.handlers import ExecHandler
+
+PY = shlex.quote(sys.executable)
+
+pytestmark = pytest.mark.usefixtures("isolated_cli")
+
+
+@pytest.fixture(autouse=True)
+def _in_app_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The worker's working directory (the unit's WorkingDirectory), with a good script,
+    one that runs when loaded (it must never be), and broken ones."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ok.py").write_text("import sys\nprint(open(sys.argv[1]).read())\n")
+    (tmp_path / "loud.py").write_text("open('ran', 'w').write('x')\n")
+    (tmp_path / "broken.py").write_text("def handle(:\n    pass\n")
+    (tmp_path / "ok.sh").write_text("cat \"$1\"\n")
+    (tmp_path / "broken.sh").write_text("if true; then\n  echo x\n")
+    (tmp_path / "pkg").mkdir()
+    return tmp_path
+
+
+def check(command: str) -> str:
+    return ExecHandler(command).check()
+
+
+@pytest.mark.parametrize("command", [
+    f"{PY} ok.py {{path}}",
+    f"{PY} -u -W ignore -X dev ok.py {{path}}",
+    f"{PY} loud.py {{path}}",                   # loaded, not run (see below)
+    f"{PY} {{path}}",                           # the script is known per request
+    f"{PY} -c 'import sys; print(sys.argv)' {{path}}",
+    f"{PY} -uc 'print(1)' {{path}}",
+    f"{PY} -m json.tool {{path}}",
+    "sh ok.sh {path}",
+    "sh -e ok.sh {path}",
+    "sh -ec 'cat \"$1\"' {path}",
+    "bash -c 'cat \"$0\"' {path}",
+    "cat {path}",                               # not an interpreter: nothing to look into
+])
+def test_a_handler_whose_script_loads_passes(_in_app_dir: Path, command: str) -> None:
+    check(command)
+    assert not (_in_app_dir / "ran").exists(), "the check ran the script"
+
+
+@pytest.mark.parametrize(("command", "message"), [
+    (f"{PY} process.py {{path}}", "cannot load its script 'process.py': no such file "
+                                  "(relative paths are from the working directory, {cwd})"),
+    (f"{PY} -u pkg {{path}}", "cannot load its script 'pkg': not a file"),
+    (f"{PY} broken.py {{path}}", "cannot load its script 'broken.py': does not compile: "
+                                 "SyntaxError: "),
+    (f"{PY} -W error -m no_such_module_s3q.handler {{path}}",
+     "-m no_such_module_s3q.handler: cannot find it: ModuleNotFoundError: No module named "
+     "'no_such_module_s3q'"),
+    (f"{PY} -m json.no_such_tool_s3q {{path}}",
+     "-m json.no_such_tool_s3q: cannot find it: No module named 'json.no_such_tool_s3q'"),
+    ("sh broken.sh {path}", "cannot load its script 'broken.sh': does not parse: "),
+    ("bash -e missing.sh {path}", "cannot load its script 'missing.sh': no such file"),
+])
+def test_a_handler_whose_script_cannot_load_is_refused_with_the_reason(
+        _in_app_dir: Path, command: str, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        check(command)
+    text = str(info.value)
+    assert text.startswith("--exec: "), text
+    assert message.format(cwd=_in_app_dir) in text, text
+    assert "\n" not in text
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_script_is_refused(_in_app_dir: Path) -> None:
+    (_in_app_dir / "ok.py").chmod(0o200)
+    with pytest.raises(ValueError, match=r"'ok.py': not readable by this user \(uid \d+\)"):
+        check(f"{PY} ok.py {{path}}")
+
+
+def test_the_worker_refuses_to_start_and_check_handler_says_why(_in_app_dir: Path) -> None:
+    """At start (exit 2, one line, nothing claimed) and with --check-handler, which opens no
+    queue: it does not even create a local one."""
+    qdir = _in_app_dir / "q"
+    Queue(str(qdir)).submit("a_request.json", b"{}")
+    for extra in (["--burst"], ["--check-handler"]):
+        out = CliRunner().invoke(cli, ["worker", "--exec", f"{PY} process.py {{path}}",
+                                       *extra, "--queue", str(qdir)], catch_exceptions=False)
+        assert out.exit_code == 2, out.output
+        [line] = [ln for ln in out.stderr.splitlines() if ln.startswith("s3q: ")]
+        assert line.startswith("s3q: error: --exec: ") and "'process.py': no such file" in line
+    assert Queue(str(qdir)).counts() == {"wait": 1, "processing": 0, "finish": 0, "failed": 0}
+
+    fresh = _in_app_dir / "fresh"
+    for args in (["--exec", f"{PY} loud.py {{path}}"], ["--handler", "json:dumps"]):
+        out = CliRunner().invoke(cli, ["worker", *args, "--check-handler", "--queue",
+                                       str(fresh)], catch_exceptions=False)
+        assert out.exit_code == 0, out.output
+        assert out.stdout.startswith("the handler can run: "), out.stdout
+    assert not fresh.exists() and not (_in_app_dir / "ran").exists()
