@@ -117,6 +117,8 @@ def test_options_reach_every_file(tmp_path: Path) -> None:
                   '"${S3Q_SERVICE_NAME:-req-worker}.service"'):
         assert value in common
     assert "grace = 100\n" in files["deploy/s3q.toml"][0]
+    assert ("Environment", "S3Q_START_BACKOFF=/run/s3q/req-worker.start-backoff") \
+        in unit["Service"]
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -191,6 +193,14 @@ def test_unit_runs_at_every_boot_and_stops_gracefully() -> None:
         in unit["Service"]
     # the worker-id lock is visible to every unit on the host (PrivateTmp hides /tmp)
     assert ("Environment", "S3Q_LOCK_DIR=/run/s3q") in unit["Service"]
+    # a crash loop backs off (s3q's start backoff, kept in the runtime directory, which
+    # restarts keep and a reboot empties): systemd's own RestartSteps= and
+    # RestartMaxDelaySec= need systemd 254, and 252 (Amazon Linux 2023, Debian 12) warns
+    # about them at every daemon-reload
+    assert ("Environment", "S3Q_START_BACKOFF=/run/s3q/s3q-worker.start-backoff") \
+        in unit["Service"]
+    assert not {"RestartSteps", "RestartMaxDelaySec"} & {k for k, _ in unit["Service"]}
+    assert "systemd 236 or newer" in text.split("[Unit]")[0]
     assert unit["Install"] == [("WantedBy", "multi-user.target")]
 
 
@@ -767,7 +777,14 @@ def test_a_fix_deploys_over_a_worker_that_hit_the_start_limit(scratch: Scratch) 
     it would fail its ApplicationStart, and the deployment with it."""
     scratch.deploy("ValidateService")
     (scratch.tmp / "state" / "start-limit-hit").touch()
+    # ... and its start backoff would make the fix wait first (up to 5 min, longer than
+    # the hook's timeout): the hook forgets the failed starts of the revision it replaces
+    backoff = scratch.root / "run" / "s3q" / "s3q-worker.start-backoff"
+    assert f"S3Q_START_BACKOFF=/run/s3q/{backoff.name}\n" in (scratch.revision / UNIT).read_text()
+    backoff.parent.mkdir(parents=True)
+    backoff.write_text('{"failures": 9, "started": 1800000000.0}\n')
     scratch.hook("ApplicationStop")
     scratch.deploy("ApplicationStart")
+    assert not backoff.exists()
     calls, _ = scratch.hook("ValidateService")
     assert f"systemctl is-active --quiet {UNIT_CALL}" in calls

@@ -23,8 +23,10 @@ from s3q.deploy import stop_timeout_problem
 from s3q.handlers import ExecHandler, Handler, load_callable, process_handler
 from s3q.imds import InterruptionWatcher
 from s3q.job import Job
+from s3q.logs import setup_logging
 from s3q.queue import Queue
 from s3q.sdnotify import Watchdog, notify, watchdog_interval
+from s3q.startbackoff import StartBackoff
 from s3q.store import StoreError
 from s3q.worker import Worker, WorkerOptions
 
@@ -67,7 +69,9 @@ def worker(*, exec_cmd: str | None, handler_spec: str | None, pool: str, burst: 
     script it is given missing or not compiling, a module that does not import). After
     breaker_threshold different requests fail in a row it pauses claiming and gives
     failures back uncharged. SIGTERM: stop claiming, let jobs finish within grace, give
-    the rest back, exit 0; a second signal gives them back at once."""
+    the rest back, exit 0; a second signal gives them back at once. With
+    S3Q_START_BACKOFF (the systemd unit sets it), a start that follows failed ones first
+    waits, longer after each (2.5 s up to 5 min)."""
     if check_handler:
         cfg = App(quiet=True).config
         build_handler(exec_cmd, handler_spec, pool, cfg.job_timeout)
@@ -77,12 +81,26 @@ def worker(*, exec_cmd: str | None, handler_spec: str | None, pool: str, burst: 
         return
     requests: list[str] = []  # SIGTERM/SIGINT from now on are stop requests, never lost
     with stop_on_signals(requests):
-        run_worker(requests, exec_cmd=exec_cmd, handler_spec=handler_spec, pool=pool,
-                   burst=burst, max_jobs=max_jobs)
+        backoff = StartBackoff.from_env()  # under the unit: S3Q_START_BACKOFF
+        if backoff is not None:
+            setup_logging("info")  # until the config's settings apply
+            if not backoff.wait(backoff.begin(), lambda: bool(requests)):
+                backoff.reset("stopped while waiting")  # a stop, not a failed start
+                return
+        try:
+            run_worker(requests, exec_cmd=exec_cmd, handler_spec=handler_spec, pool=pool,
+                       burst=burst, max_jobs=max_jobs, backoff=backoff)
+        except BaseException:
+            if backoff is not None and requests:
+                backoff.reset("stopped")
+            raise
+        if backoff is not None:
+            backoff.reset("exited")
 
 
 def run_worker(requests: list[str], *, exec_cmd: str | None, handler_spec: str | None,
-               pool: str, burst: bool, max_jobs: int | None) -> None:
+               pool: str, burst: bool, max_jobs: int | None,
+               backoff: StartBackoff | None = None) -> None:
     app = App(quiet=False)
     cfg = app.config
     handler = build_handler(exec_cmd, handler_spec, pool, cfg.job_timeout)
@@ -115,7 +133,7 @@ def run_worker(requests: list[str], *, exec_cmd: str | None, handler_spec: str |
     if cfg.drain_on_interruption:
         watcher = InterruptionWatcher(on_notice=lambda reason: drain(runner, reason)).start()
         app.ctx.call_on_close(watcher.stop)
-    with systemd_service(worker_id, queue.store.url):
+    with systemd_service(worker_id, queue.store.url, backoff):
         try:
             stats = runner.run()
         finally:
@@ -130,16 +148,21 @@ def run_worker(requests: list[str], *, exec_cmd: str | None, handler_spec: str |
 
 
 @contextlib.contextmanager
-def systemd_service(worker_id: str, url: str) -> Iterator[None]:
+def systemd_service(worker_id: str, url: str,
+                    backoff: StartBackoff | None = None) -> Iterator[None]:
     """READY=1 (the queue is reachable, the handler can run) and a watchdog while the
-    worker runs, STOPPING=1 after; nothing outside a Type=notify unit."""
+    worker runs, STOPPING=1 after; nothing outside a Type=notify unit. A worker that stays
+    up long enough forgets the failed starts before it (``backoff``)."""
     notify(f"READY=1\nSTATUS=worker {worker_id} on {url}")
     interval = watchdog_interval()
     watchdog = Watchdog(interval).start() if interval else None
+    cancel = backoff.reset_when_healthy() if backoff is not None else None
     try:
         yield
     finally:
         notify("STOPPING=1")
+        if cancel is not None:
+            cancel()
         if watchdog is not None:
             watchdog.stop()
 

@@ -20,6 +20,7 @@ S3Q="${S3Q:-$VENV/bin/s3q}"
 UNIT_DIR="$ROOT/etc/systemd/system"
 CONF_DIR="$ROOT/etc/s3q"
 PROC="$ROOT/proc"                                    # the processes' environ files
+BACKOFF="$ROOT/run/s3q/${SERVICE%.service}.start-backoff"  # the unit's S3Q_START_BACKOFF
 
 log() {
   echo "s3q $(basename "$0"): $*"

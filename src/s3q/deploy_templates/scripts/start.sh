@@ -10,5 +10,8 @@ set -euo pipefail
 # a worker that crash-looped (a bad setting) may have hit the unit's start limit: then
 # systemd refuses every start, this revision's (the fix) too, until the count is reset
 "$SYSTEMCTL" reset-failed "$SERVICE" 2>/dev/null || true
+# ... and its start backoff (the failed starts of a crash loop) would make this start, the
+# new revision's, wait first: forget them
+rm -f "$BACKOFF"
 log "restarting $SERVICE"
 "$SYSTEMCTL" restart "$SERVICE"
