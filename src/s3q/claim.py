@@ -1,13 +1,11 @@
 """claim: taking a request from wait/ (docs/PROTOCOL.md §4, steps c0-c3 and c1').
 
-A :class:`Claimer` serves the claiming threads of one process: it lists wait/ a page at a
-time from a cursor that advances through the keyspace, starts each page at a random key
-(so racing workers rarely want the same key) and hands candidates out one by one.
-Requests waiting for a retry whose view in wait/ is missing are handed to it by name
-(:meth:`Claimer.offer`). A claim that found candidates and lost every one to other workers
-says so (:meth:`Claimer.lost_race`): the queue is busy, not idle, and the slot claims again
-soon instead of backing off as if wait/ were empty. Pages with no request on them do not
-count as a turn: a claim walks past up to :data:`WALK_PAGES` of them.
+A :class:`Claimer` serves the claiming threads of one process: it takes the candidates
+its walk of wait/ (:mod:`s3q.waitwalk`) hands out, one by one. Requests waiting for a
+retry whose view in wait/ is missing are handed to it by name (:meth:`Claimer.offer`). A
+claim that found candidates and lost every one to other workers says so
+(:meth:`Claimer.lost_race`): the queue is busy, not idle, and the slot claims again soon
+instead of backing off as if wait/ were empty.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 
 from s3q import layout, leases
@@ -28,17 +26,13 @@ from s3q.job import Job
 from s3q.leases import LeaseTaken
 from s3q.records import INLINE_MAX, Intent, Lease, new_claim_id
 from s3q.renewing import Held, renewed_while
-from s3q.store import NotFound, ObjectInfo, PreconditionFailed, resume_after
+from s3q.store import NotFound, ObjectInfo, PreconditionFailed
+from s3q.waitwalk import WaitWalk
 
 __all__ = ["Claimer", "finish_claim"]
 
 log = logging.getLogger("s3q")
 
-#: Pages of wait/ one claim walks past while they hold no request (objects the filter leaves
-#: out: the seed's producers put other files next to their requests), before it gives up
-#: for this poll: a request behind thousands of them is found in one poll, not one page
-#: per poll. (Listing costs what it costs: an idle worker lists such pages at every poll.)
-WALK_PAGES = 100
 
 
 def finish_claim(ctx: Context, lease: Lease, guard: Deadline, *,
@@ -152,15 +146,9 @@ class Claimer:
     def __init__(self, ctx: Context, make_job: Callable[[Lease, str, Deadline], Job]) -> None:
         self.ctx = ctx
         self._make_job = make_job
-        self._lock = threading.Lock()
-        self._candidates: deque[ObjectInfo] = deque()
-        self._contended = False  # a candidate was found taken: the page is stale
-        self._cursor: str | None = None
-        self._lists = 0  # LISTs of wait/ sent (each one's number)
-        self._emptied = 0  # the number of the last that found wait/ empty
-        self._skip: dict[str, tuple[str, float]] = {}  # name -> (etag, until store time)
+        self._lock = threading.Lock()  # (of _named: the walk of wait/ has its own)
         self._named: deque[str] = deque()  # due retry leases without a view (the scan)
-        self._refused: set[str] = set()  # names never claimed (too long, unusable): reported once
+        self._walk = WaitWalk(ctx)
         self._raced = threading.local()  # per claiming thread: its last claim lost races
 
     def offer(self, names: list[str]) -> None:
@@ -178,7 +166,7 @@ class Claimer:
             return self._claim(worker_id, view_after)
 
     def _claim(self, worker_id: str, view_after: float) -> Job | None:
-        began = self._lists  # (read before waiting for the lock: see _next_candidates)
+        began = self._walk.began()  # (read before waiting for it: see WaitWalk.candidates)
         while True:
             with self._lock:
                 name = self._named.popleft() if self._named else None
@@ -188,7 +176,7 @@ class Claimer:
             if job is not None:
                 return job
         self._raced.lost = False
-        for info in self._next_candidates(began):
+        for info in self._walk.candidates(began):
             job = self._claim_waiting(worker_id, info, view_after)
             if job is not None:
                 return job
@@ -220,7 +208,7 @@ class Claimer:
                        view_after: float) -> Job | None:
         ctx, name = self.ctx, layout.name_of(layout.WAIT, info.key)
         if not ctx.fits(name):
-            self._refuse(name, "name too long for this store (its keys under .s3q/ would "
+            self._walk.refuse(name, "name too long for this store (its keys under .s3q/ would "
                          f"exceed {ctx.store.max_key_bytes} bytes)", "name_too_long")
             return None
         body: bytes | None = None
@@ -229,7 +217,7 @@ class Claimer:
             try:  # c0
                 body, got = ctx.store.get(info.key)
             except NotFound:  # claimed (or purged) since the listing
-                self._contended = True
+                self._walk.contended()
                 return None
             src = got.etag
             if len(body) > INLINE_MAX:  # replaced by a larger one since the listing
@@ -269,13 +257,13 @@ class Claimer:
             return None
         except ClaimOvertaken:
             _give_up(ctx, held.lease, held.etag)
-            self._contended = True
+            self._walk.contended()
             ctx.emit("claim_overtaken", name, level=logging.DEBUG,
                      reason="claimed and finished by another worker between c0 and c1")
             return None
         if gone:
             leases.delete(ctx, name, held.etag, claim=held.lease.claim)
-            self._contended = True
+            self._walk.contended()
             return None
         # (the lease as last written, by c1 or a renewal, with what c2/c3 found)
         lease, etag = replace(held.lease, proc=claimed.proc, view=claimed.view), held.etag
@@ -293,12 +281,12 @@ class Claimer:
         now = ctx.store.now()
         if old.intent is not Intent.RETRY or old.version == 1:  # (0.1's: the scan migrates it)
             if listed is not None:
-                self._skip[name] = (listed.etag, now + ctx.config.renew_interval)
-            self._contended = True
+                self._walk.skip(name, listed.etag, now + ctx.config.renew_interval)
+            self._walk.contended()
             return None
         if old.not_before > now + 1.0:  # 1 s: the resolution of Date
             if listed is not None:
-                self._skip[name] = (listed.etag, old.not_before)
+                self._walk.skip(name, listed.etag, old.not_before)
             return None
         lease = old.taken_over(worker_id, intent=Intent.HELD, attempt=old.attempts + 1,
                                attempts=0, not_before=0.0, error=None, src=None,
@@ -335,87 +323,3 @@ class Claimer:
         job.fail(f"attempt {job.attempt} exceeds max_attempts="
                  f"{self.ctx.config.max_attempts}", retry=False)
         return None
-
-    def _refuse(self, name: str, why: str, event: str) -> None:
-        """A name in wait/ that matches the filter but is never claimed: reported once (the
-        name shown quoted and escaped: it may hold any character)."""
-        if name not in self._refused:
-            self._refused.add(name)
-            log.error("wait/%r: %s; it is never claimed: rename it", name, why,
-                      extra={"event": event, "request": name})
-
-    # ------------------------------------------------------------------ candidates
-    def _next_candidates(self, began: int) -> Iterator[ObjectInfo]:
-        """Candidates from wait/, a page at a time; each page is shared by the threads of
-        this process. A page is walked in order from a random key, wrapping (a rotation, not
-        a shuffle: two workers on one page meet only once one reaches where the other
-        started, ~page/workers claims in, where shuffled pages collide after ~√(2·page/
-        workers)). A claim that finds its candidate taken drops the rest of the page: the
-        next ones come from a fresh LIST. Nor does a claim list wait/ when a LIST *sent*
-        after it began (numbered above ``began``, the count it read first) found wait/
-        empty: that LIST saw every request submitted before the claim began, as its own
-        would have. The threads of a process that find nothing at once (the end of a burst,
-        a queue emptied), waiting in turn for the lock, share it instead of each making
-        one."""
-        refills = 0
-        while True:
-            with self._lock:
-                if self._contended:
-                    self._contended = False
-                    self._candidates.clear()
-                if not self._candidates:
-                    if refills == 2 or self._emptied > began:
-                        return
-                    start = self._cursor
-                    self._refill()
-                    refills += 1
-                    walked, wrapped = 1, start is None
-                    # a page with no request on it (objects the filter leaves out, names
-                    # skipped for now) costs no turn: walk on, up to WALK_PAGES of them,
-                    # wrapping at the end of wait/ once, up to where this walk began
-                    while not self._candidates and walked < WALK_PAGES:
-                        if self._emptied == self._lists:
-                            break  # wait/ is empty
-                        if self._cursor is None:
-                            if wrapped:
-                                break
-                            wrapped = True
-                        elif wrapped and start is not None and self._cursor >= start:
-                            break
-                        prev = self._cursor
-                        self._refill()
-                        walked += 1
-                        if prev is not None and self._cursor is not None and self._cursor < prev:
-                            wrapped = True  # (_refill wrapped: nothing was after prev)
-                    if not self._candidates:
-                        return
-                info = self._candidates.popleft()
-            yield info
-
-    def _refill(self) -> None:
-        """(Under self._lock.) Fetch the next page of wait/ into the candidate buffer."""
-        ctx = self.ctx
-        self._lists += 1
-        number = self._lists
-        page = ctx.store.list_page(layout.WAIT, start_after=self._cursor,
-                                   limit=ctx.config.page_size)
-        if not page.items and self._cursor is not None:  # wrapped around
-            page = ctx.store.list_page(layout.WAIT, limit=ctx.config.page_size)
-        if not page.items:
-            self._emptied = number
-        self._cursor = (resume_after(page.items[-1].key) if page.truncated and page.items
-                        else None)
-        now = ctx.store.now()
-        self._skip = {k: v for k, v in self._skip.items() if v[1] > now}
-        fresh = []
-        for info in page.items:
-            name = layout.name_of(layout.WAIT, info.key)
-            if not ctx.is_request(name):
-                if name not in self._refused and (why := ctx.unusable(name)) is not None:
-                    self._refuse(name, f"matches the filter but {why}", "name_unusable")
-                continue
-            skip = self._skip.get(name)
-            if not (skip and skip[0] == info.etag) and name not in self._refused:
-                fresh.append(info)
-        start = ctx.rng.randrange(len(fresh)) if fresh else 0  # see _next_candidates
-        self._candidates.extend(fresh[start:] + fresh[:start])

@@ -5,9 +5,11 @@ of them is claimed at once, not one page per (backed-off) poll."""
 
 from __future__ import annotations
 
+import threading
+
 from s3q import Queue, QueueConfig
 from s3q.backends.memory import MemoryStore
-from s3q.claim import WALK_PAGES
+from s3q.waitwalk import WALK_PAGES
 from tests.unit.test_pacing import Listing
 
 CONFIG = QueueConfig(filter="*request.json", page_size=100)
@@ -75,3 +77,26 @@ def test_a_walk_that_reaches_the_end_of_wait_goes_on_from_its_beginning() -> Non
     job = q.claim("w")
     assert job is not None and job.name == "0_request.json"
     assert store.lists == lists + 3  # the rest of c/, then wait/ from its beginning
+
+
+def test_names_offered_while_a_claim_lists_wait_do_not_wait_for_its_walk() -> None:
+    """An event (or the scan) offers names while a claim of the same process is listing
+    wait/ (up to WALK_PAGES LISTs, each a round trip): the offer returns at once. It used to
+    wait for the walk, which held the one lock of the claimer; so did the scan that offers
+    due retries, and the event consumer."""
+    q, store = queue(0, "b_request.json")
+    offered: list[bool] = []
+
+    def offer_meanwhile() -> None:  # inside the LIST, before it is answered
+        t = threading.Thread(target=lambda: (q.offer(["c_request.json"]), offered.append(True)))
+        t.start()
+        t.join(10)
+        offered.append(not t.is_alive())
+
+    store.during = offer_meanwhile
+    job = q.claim("w")
+    assert job is not None and job.name == "b_request.json"
+    assert offered[-1], "offer() waited for the claim's listing of wait/"
+    q.submit("c_request.json", b"{}")
+    job = q.claim("w")  # the offered name first, without a listing
+    assert job is not None and job.name == "c_request.json"

@@ -1,0 +1,141 @@
+"""The walk of wait/ for one process's claims (:mod:`s3q.claim`): it lists wait/ a page at
+a time from a cursor that advances through the keyspace, starts each page at a random key
+(so racing workers rarely want the same key) and hands the requests on it out one by one,
+to every claiming thread of the process. Pages with no request on them do not count as a
+turn: a claim walks past up to :data:`WALK_PAGES` of them. It has a lock of its own, which
+it holds while it lists: the names offered to the claimer (by events, by the scan) do not
+wait for a walk.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterator
+
+from s3q import layout
+from s3q.context import Context
+from s3q.store import ObjectInfo, resume_after
+
+__all__ = ["WALK_PAGES", "WaitWalk"]
+
+log = logging.getLogger("s3q")
+
+#: Pages of wait/ one claim walks past while they hold no request (objects the filter leaves
+#: out: the seed's producers put other files next to their requests), before it gives up
+#: for this poll: a request behind thousands of them is found in one poll, not one page
+#: per poll. (Listing costs what it costs: an idle worker lists such pages at every poll.)
+WALK_PAGES = 100
+
+
+class WaitWalk:
+    """The listing of wait/ shared by the claiming threads of one process."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._lock = threading.Lock()
+        self._candidates: deque[ObjectInfo] = deque()
+        self._contended = False  # a candidate was found taken: the page is stale
+        self._cursor: str | None = None
+        self._lists = 0  # LISTs of wait/ sent (each one's number)
+        self._emptied = 0  # the number of the last that found wait/ empty
+        self._skip: dict[str, tuple[str, float]] = {}  # name -> (etag, until store time)
+        self._refused: set[str] = set()  # names never claimed (too long, unusable): reported once
+
+    def began(self) -> int:
+        """The number of LISTs sent so far: a claim reads it when it begins."""
+        return self._lists
+
+    def contended(self) -> None:
+        """A candidate was found taken (claimed, changed or gone): the rest of the page is
+        stale; the next candidates come from a fresh LIST."""
+        self._contended = True
+
+    def skip(self, name: str, etag: str, until: float) -> None:
+        """Leave wait/NAME as listed (``etag``) out of the listings until store time
+        ``until`` (held by another worker, or a retry not due yet)."""
+        self._skip[name] = (etag, until)
+
+    def refuse(self, name: str, why: str, event: str) -> None:
+        """A name in wait/ that matches the filter but is never claimed: reported once (the
+        name shown quoted and escaped: it may hold any character)."""
+        if name not in self._refused:
+            self._refused.add(name)
+            log.error("wait/%r: %s; it is never claimed: rename it", name, why,
+                      extra={"event": event, "request": name})
+
+    def candidates(self, began: int) -> Iterator[ObjectInfo]:
+        """Candidates from wait/, a page at a time; each page is shared by the threads of
+        this process. A page is walked in order from a random key, wrapping (a rotation, not
+        a shuffle: two workers on one page meet only once one reaches where the other
+        started, ~page/workers claims in, where shuffled pages collide after ~√(2·page/
+        workers)). A claim that finds its candidate taken drops the rest of the page: the
+        next ones come from a fresh LIST. Nor does a claim list wait/ when a LIST *sent*
+        after it began (numbered above ``began``, the count it read first) found wait/
+        empty: that LIST saw every request submitted before the claim began, as its own
+        would have. The threads of a process that find nothing at once (the end of a burst,
+        a queue emptied), waiting in turn for the lock, share it instead of each making
+        one."""
+        refills = 0
+        while True:
+            with self._lock:
+                if self._contended:
+                    self._contended = False
+                    self._candidates.clear()
+                if not self._candidates:
+                    if refills == 2 or self._emptied > began:
+                        return
+                    start = self._cursor
+                    self._refill()
+                    refills += 1
+                    walked, wrapped = 1, start is None
+                    # a page with no request on it (objects the filter leaves out, names
+                    # skipped for now) costs no turn: walk on, up to WALK_PAGES of them,
+                    # wrapping at the end of wait/ once, up to where this walk began
+                    while not self._candidates and walked < WALK_PAGES:
+                        if self._emptied == self._lists:
+                            break  # wait/ is empty
+                        if self._cursor is None:
+                            if wrapped:
+                                break
+                            wrapped = True
+                        elif wrapped and start is not None and self._cursor >= start:
+                            break
+                        prev = self._cursor
+                        self._refill()
+                        walked += 1
+                        if prev is not None and self._cursor is not None and self._cursor < prev:
+                            wrapped = True  # (_refill wrapped: nothing was after prev)
+                    if not self._candidates:
+                        return
+                info = self._candidates.popleft()
+            yield info
+
+    def _refill(self) -> None:
+        """(Under self._lock.) Fetch the next page of wait/ into the candidate buffer."""
+        ctx = self.ctx
+        self._lists += 1
+        number = self._lists
+        page = ctx.store.list_page(layout.WAIT, start_after=self._cursor,
+                                   limit=ctx.config.page_size)
+        if not page.items and self._cursor is not None:  # wrapped around
+            page = ctx.store.list_page(layout.WAIT, limit=ctx.config.page_size)
+        if not page.items:
+            self._emptied = number
+        self._cursor = (resume_after(page.items[-1].key) if page.truncated and page.items
+                        else None)
+        now = ctx.store.now()
+        self._skip = {k: v for k, v in self._skip.items() if v[1] > now}
+        fresh = []
+        for info in page.items:
+            name = layout.name_of(layout.WAIT, info.key)
+            if not ctx.is_request(name):
+                if name not in self._refused and (why := ctx.unusable(name)) is not None:
+                    self.refuse(name, f"matches the filter but {why}", "name_unusable")
+                continue
+            skip = self._skip.get(name)
+            if not (skip and skip[0] == info.etag) and name not in self._refused:
+                fresh.append(info)
+        start = ctx.rng.randrange(len(fresh)) if fresh else 0  # see candidates
+        self._candidates.extend(fresh[start:] + fresh[:start])
