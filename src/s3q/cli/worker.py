@@ -207,7 +207,8 @@ def build_handler(exec_cmd: str | None, spec: str | None, pool: str,
             sys.path.insert(0, cwd)
         if pool == "process":
             paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-            if cwd not in paths:  # the child runs in a temporary directory
+            if cwd not in paths:  # (the child, `python -m`, runs in this directory and has
+                # it on its path already; PYTHONPATH says so explicitly)
                 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [cwd, *paths] if p)
             return process_handler(spec, timeout or None)
         if timeout:
