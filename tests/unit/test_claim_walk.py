@@ -88,7 +88,10 @@ def test_names_offered_while_a_claim_lists_wait_do_not_wait_for_its_walk() -> No
     offered: list[bool] = []
 
     def offer_meanwhile() -> None:  # inside the LIST, before it is answered
-        t = threading.Thread(target=lambda: (q.offer(["c_request.json"]), offered.append(True)))
+        def offer() -> None:
+            q.offer(["c_request.json"])
+
+        t = threading.Thread(target=offer)
         t.start()
         t.join(10)
         offered.append(not t.is_alive())
