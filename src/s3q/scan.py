@@ -110,13 +110,14 @@ class Scanner:
                     found = (replace(found[0], ttl=ttl), found[1])
             if found is not None:
                 self._told[name] = (found[1].etag, found[0].ttl)
+            if found is not None and found[0].intent is Intent.RETRY and found[0].version == 2:
+                # nobody's job: no lease_ttl judges it, it waits to come due (first sight too)
+                self._retries[name] = (found[1].etag, found[0].not_before)
+                continue
             if first and not exact and (found is None or (
                     not ctx.is_expired(found[1], now, found[0].ttl)
                     and not ctx.is_expired(info, now))):
                 continue  # gone since listed, or live by what it says and by ours
-            if found is not None and found[0].intent is Intent.RETRY and found[0].version == 2:
-                self._retries[name] = (found[1].etag, found[0].not_before)
-                continue
             if (exact and found is not None and found[0].worker
                     and not ctx.is_expired(found[1], now, found[0].ttl)
                     and not ctx.is_expired(info, now)):

@@ -12,7 +12,7 @@ import pytest
 from s3q import Queue, QueueConfig, layout, leases
 from s3q.backends.memory import MemoryStore
 from s3q.job import Job
-from s3q.records import CLOCK_MARGIN, Lease
+from s3q.records import CLOCK_MARGIN, Intent, Lease
 from s3q.registry import PREFIX, Registry, WorkerRecord, longer_leases
 from tests.unit.harness import FakeClock
 from tests.unit.test_pacing import Listing
@@ -242,3 +242,26 @@ def test_a_lease_gone_between_the_listing_and_its_first_read_is_not_reported() -
     done = scanner.scan("long-ttl")
     assert done is not None and done.actions == {}
     assert store.head(layout.key(layout.FINISH, NAME)).size == 2
+
+
+def test_a_due_retry_of_a_longer_lease_ttl_gets_its_view_back_in_time() -> None:
+    """A worker of lease_ttl 120 s fails a request (a retry lease telling 120 s) and its
+    view in wait/ is deleted (aws s3 rm, a stale c2). The scan gives a due retry its view
+    back 2 scan intervals after it came due (PROTOCOL §4 takeover, step 0): a retry lease is
+    nobody's job, its lease_ttl judges nothing. The first-sight read skipped it as 'live' and
+    it was registered only once it looked expired by its 120 s: its view came back 2 min
+    late (before the first-sight read, by the scanner's own 30 s)."""
+    store, clock, job = held_by_a_long_lease_worker()
+    short = Queue(store, SHORT)
+    job.fail("boom")
+    found = leases.read(short.ctx, NAME)
+    assert found is not None and found[0].intent is Intent.RETRY and found[0].ttl == 120.0
+    store.inner.delete(layout.key(layout.WAIT, NAME))  # its view: gone
+    interval = SHORT.effective_scan_interval
+    while True:
+        actions = scan(short, clock)
+        if actions.get(NAME) == "view restored":
+            break
+        assert clock() <= found[0].not_before + 2 * interval + 2 * interval, \
+            "a due retry's view not restored in time"
+    assert store.head(layout.key(layout.WAIT, NAME)).size == 2
