@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from s3q import layout, leases
 from s3q.claim import Claimer
 from s3q.context import Context
-from s3q.records import Intent
+from s3q.records import CLOCK_MARGIN, Intent
 from s3q.registry import published_lease_ttl
 from s3q.store import ObjectInfo, StoreError, StoreUnavailable, list_all
 from s3q.takeover import MakeJob, Recovered, adopt_orphan, restore_view, take_over, went_away
@@ -58,13 +58,20 @@ class Scanner:
 
     def _ttl(self, told: tuple[str, float] | None, info: ObjectInfo) -> float:
         """The lease_ttl to judge a listed lease by before reading it: the one it said when
-        last read, while unchanged; once renewed (or taken over), the shorter of that and
-        ours (0: ours), so that a lease of a shorter lease_ttl is read in time."""
+        last read, while unchanged (0: ours). Once changed (renewed; or claimed again, or
+        taken over, by a worker whose lease_ttl may be shorter than what it said), the
+        shorter of what it said and ours, or the renewal interval of the longer of those two
+        + CLOCK_MARGIN if that is shorter still: so a dead holder's lease is read soon after
+        it stopped, whatever lease_ttl it says now, and a live one is not read while its
+        holder renews it at least that often (a lease_ttl up to the longer of the two, unless
+        that is over 3 x ours: such a lease is read once per renewal)."""
         if told is None:
             return 0.0
         if told[0] == info.etag:
             return told[1]
-        return min(told[1] or self.ctx.config.lease_ttl, self.ctx.config.lease_ttl)
+        ours = self.ctx.config.lease_ttl
+        said = told[1] or ours
+        return min(said, ours, max(said, ours) / 3 + CLOCK_MARGIN)
 
     def run_if_due(self, worker_id: str) -> Recovered | None:
         now = self.ctx.store.now()

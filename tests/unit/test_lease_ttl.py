@@ -202,8 +202,8 @@ def test_a_dead_workers_lease_of_a_shorter_lease_ttl_is_taken_over_within_its_ow
 
 def test_a_live_lease_is_read_once_at_first_sight_and_then_judged_by_what_it_said() -> None:
     """The cost of that: one GET per lease a scan sees for the first time (a job shorter
-    than a scan interval is never seen), and one per renewal only while it looks expired
-    by what it said before."""
+    than a scan interval is seen only if a scan lists it while it runs), and one per
+    renewal only while its holder renews less often than the scanner."""
     clock = FakeClock()
     store = Listing(MemoryStore("ttl", clock=clock))
     scanner = Queue(store, LONG)
@@ -265,3 +265,66 @@ def test_a_due_retry_of_a_longer_lease_ttl_gets_its_view_back_in_time() -> None:
         assert clock() <= found[0].not_before + 2 * interval + 2 * interval, \
             "a due retry's view not restored in time"
     assert store.head(layout.key(layout.WAIT, NAME)).size == 2
+
+
+def test_a_lease_claimed_again_by_a_worker_of_a_shorter_lease_ttl_is_judged_by_its_own() -> None:
+    """The scanner runs lease_ttl 120 s and read a retry lease a worker of 120 s wrote (it
+    said 120 s). A worker of 30 s claims that retry (c1': the same lease, changed) and dies.
+    Judged by the shorter of what it said before (120 s) and the scanner's own (120 s), it
+    was not read again until 122 s after the claim, and taken over at the scan after that
+    (180 s), not within its own 30 s, the scanner's renewal interval and a scan."""
+    clock = FakeClock()
+    store = Listing(MemoryStore("ttl", clock=clock))
+    scanner = Queue(store, LONG)
+    assert scanner.scan("long-ttl") is not None  # the fleet's scanner
+    long = Queue(store, LONG)
+    long.submit(NAME, b"{}")
+    job = long.claim("long-w")
+    assert job is not None
+    job.fail("boom")  # a retry lease telling 120 s
+    clock.advance(LONG.effective_scan_interval)
+    assert scanner.scan("long-ttl") is not None  # it reads the retry lease
+    claimed = Queue(store, SHORT).claim("short-ttl")  # c1', and its worker dies
+    assert claimed is not None and claimed.lease.ttl == SHORT.lease_ttl
+    died = clock()
+    bound = max(SHORT.lease_ttl + CLOCK_MARGIN, LONG.renew_interval + 2 * CLOCK_MARGIN) \
+        + LONG.effective_scan_interval
+    while True:
+        clock.advance(1.0)
+        assert clock() - died <= bound + 1.0, "not taken over in time"
+        done = scanner.scan("long-ttl")
+        if done is not None and done.actions.get(NAME) == "released":
+            break
+    assert store.head(layout.key(layout.WAIT, NAME)).size == 2
+
+
+@pytest.mark.parametrize(("ours", "theirs"), [
+    (QueueConfig(), QueueConfig()), (SHORT, SHORT), (QueueConfig(), QueueConfig(lease_ttl=60.0)),
+    (QueueConfig(), QueueConfig(lease_ttl=80.0)), (LONG, QueueConfig())],
+    ids=["30-30", "30-30-scan-5s", "30-60", "30-80", "120-30"])
+def test_live_leases_are_read_only_at_first_sight_while_renewed(
+        ours: QueueConfig, theirs: QueueConfig) -> None:
+    """What reading a changed lease again costs: nothing while its holder renews it (every
+    lease_ttl/3), even where scans are more frequent than renewals, and for holders of a
+    shorter lease_ttl than the scanner's or a longer one up to 3 times it."""
+    clock = FakeClock()
+    store = Listing(MemoryStore("ttl", clock=clock))
+    scanner = Queue(store, ours)
+    assert scanner.scan("scanner") is not None
+    worker = Queue(store, theirs)
+    jobs = []
+    for i in range(20):
+        worker.submit(f"{i}_{NAME}", b"{}")
+        job = worker.claim("other")
+        assert job is not None
+        jobs.append(job)
+    reads, renewed = store.lease_reads, clock()
+    for _ in range(int(10 * max(ours.lease_ttl, theirs.lease_ttl))):
+        clock.advance(1.0)
+        if clock() - renewed >= theirs.renew_interval:
+            for job in jobs:
+                job.renew()
+            renewed = clock()
+        done = scanner.scan("scanner")
+        assert done is None or done.actions == {}
+    assert store.lease_reads == reads + len(jobs)  # each read once: at first sight
