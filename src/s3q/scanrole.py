@@ -8,11 +8,12 @@ expired (not written for ``role TTL + 2 s``, store clock). Its TTL is
 one lease renewal interval after the last renewal of any lease it held, so the role
 expires no later than those leases do, and the takeover bound of invariant 3 still holds.
 Every role write says its writer's role TTL (``ttl``), and whoever judges the role's expiry
-uses that one, as a request's lease is judged by its own ``ttl``: in a fleet whose workers
-run with different lease_ttl, a dead scanner of a short one is replaced within its own TTL
-(judged by a longer one, its leases' takeovers waited for the longer), and a live scanner
-of a long one is not taken over early. A record of an earlier s3q says none: the reader's
-own TTL judges it.
+uses the shorter of that and its own: in a fleet whose workers run with different
+lease_ttl, a dead scanner of a short one is replaced within its own TTL (judged by a longer
+one, its leases' takeovers waited for the longer), and a live scanner of a long one, which
+scans less often than the workers of a short one need (invariant 3), gives way to one of
+them, which keeps it (judged by its TTL, it is live). A record of an earlier s3q says none:
+the reader's own TTL judges it.
 
 The role is an economy, not a lock: two scanners at once (a holder that stalled past its
 TTL, and its successor) are as safe as every worker scanning was, because every takeover
@@ -178,6 +179,7 @@ class ScannerRole:
         return None if record is None else (record, info)
 
     def _expired(self, info: ObjectInfo, record: RoleRecord | None) -> bool:
-        """Judged by the TTL the record says (its writer's), else by this worker's own."""
-        ttl = record.ttl if record is not None and record.ttl > 0 else self.ttl
+        """Judged by the shorter of the TTL the record says (its writer's) and this
+        worker's own (a record that says none: by ours)."""
+        ttl = min(record.ttl, self.ttl) if record is not None and record.ttl > 0 else self.ttl
         return self.ctx.store.now() > info.last_modified + ttl + CLOCK_MARGIN

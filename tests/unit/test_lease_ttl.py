@@ -25,8 +25,8 @@ NAME = "a_request.json"
 def held_by_a_long_lease_worker() -> tuple[Listing, FakeClock, Job]:
     clock = FakeClock()
     store = Listing(MemoryStore("ttl", clock=clock))  # (counts the GETs of leases)
-    # the fleet's scanner is the worker of the shorter lease_ttl (the scanner role's own
-    # ttl is judged by what it says too: a long-ttl scanner would be live for 82 s)
+    # the fleet's scanner is the worker of the shorter lease_ttl (it would take the role
+    # from a long-ttl one anyway, 22 s after that one's last scan)
     assert Queue(store, SHORT).scan("short-ttl") is not None
     long = Queue(store, LONG)
     long.submit(NAME, b"{}")

@@ -12,7 +12,7 @@ from s3q import Queue, QueueConfig
 from s3q.backends.memory import MemoryStore
 from s3q.records import CLOCK_MARGIN
 from s3q.scanrole import ROLE_KEY, RoleRecord, ScannerRole
-from s3q.store import StoreUnavailable
+from s3q.store import StoreUnavailable, list_all
 from tests.unit.harness import FakeClock, StepStore
 from tests.unit.world import TTL, World
 
@@ -191,23 +191,29 @@ LONG = QueueConfig(lease_ttl=120.0, scan_interval=5.0)  # role TTL 80 s
 SHORT = QueueConfig(lease_ttl=30.0, scan_interval=5.0)  # role TTL 20 s
 
 
-def test_the_role_says_its_ttl_and_a_longer_one_is_judged_by_it() -> None:
-    """A live scanner of lease_ttl 120 s (role TTL 80 s) renews the role every 5 s; if it
-    stalls 40 s (under its TTL), a worker of lease_ttl 30 s (role TTL 20 s) must not take
-    it: judged by its own TTL it did, at 22 s."""
+def test_the_role_says_its_ttl_and_is_judged_by_the_shorter_of_it_and_the_readers() -> None:
+    """A scanner of lease_ttl 120 s (role TTL 80 s) that stalls 40 s is live by the TTL it
+    says, but a worker of lease_ttl 30 s (role TTL 20 s) needs a scan every 5 s for its own
+    leases (invariant 3): it judges the role by its own TTL, takes it at 22 s, and the worker
+    of 120 s, judging it by the 20 s it says now, leaves it to it while it is renewed."""
     clock = FakeClock()
     mem = MemoryStore("role", clock=clock)
     long, short = Queue(mem, LONG, monotonic=clock), Queue(mem, SHORT, monotonic=clock)
     assert long.scan("long") is not None
     written = RoleRecord.from_bytes(mem.get(ROLE_KEY)[0])
     assert written is not None and written.ttl == ScannerRole(long.ctx).ttl == 80.0
-    clock.advance(40.0)
-    assert short.scan("short") is None  # not the scanner: the role is live by its own TTL
-    assert RoleRecord.from_bytes(mem.get(ROLE_KEY)[0]) == written
-    clock.advance(80.0 + CLOCK_MARGIN + 1.0 - 40.0)
+    clock.advance(20.0 + CLOCK_MARGIN - 1.0)
+    assert short.scan("short") is None  # live by the shorter TTL (its own) too
+    clock.advance(SHORT.effective_scan_interval)
     assert short.scan("short") is not None  # past its own TTL: taken
     taken = RoleRecord.from_bytes(mem.get(ROLE_KEY)[0])
     assert taken is not None and (taken.worker, taken.gen, taken.ttl) == ("short", 2, 20.0)
+    for _ in range(20):  # both ask every scan interval: the short one keeps it
+        clock.advance(SHORT.effective_scan_interval)
+        assert short.scan("short") is not None
+        assert long.scan("long") is None
+    kept = RoleRecord.from_bytes(mem.get(ROLE_KEY)[0])
+    assert kept is not None and (kept.worker, kept.gen) == ("short", 2)
 
 
 def test_a_dead_scanner_of_a_shorter_lease_ttl_is_replaced_within_its_own_ttl() -> None:
@@ -242,3 +248,62 @@ def test_a_role_of_an_earlier_s3q_that_says_no_ttl_is_judged_by_the_readers_own(
     clock.advance(SHORT.effective_scan_interval)  # (the next scan due) past it
     assert short.scan("short") is not None
     assert RoleRecord.from_bytes(mem.get(ROLE_KEY)[0]).gen == 4  # type: ignore[union-attr]
+
+
+# the defaults: a worker of lease_ttl 120 s scans every 60 s (role TTL 80 s), one of 30 s
+# every 15 s (role TTL 20 s)
+LONG_DEFAULT = QueueConfig(lease_ttl=120.0)
+SHORT_DEFAULT = QueueConfig(lease_ttl=30.0)
+
+
+def _held_by_a_short_worker_under_a_long_scanner(
+        ) -> tuple[FakeClock, MemoryStore, Queue, Queue, float]:
+    """A worker of lease_ttl 120 s took the role; a worker of 30 s claims a request and
+    dies. Returns the clock, the store, the long worker, another worker of 30 s, and when
+    the request was claimed."""
+    clock = FakeClock()
+    mem = MemoryStore("role", clock=clock)
+    long = Queue(mem, LONG_DEFAULT, monotonic=clock)
+    assert long.scan("long") is not None
+    short = Queue(mem, SHORT_DEFAULT, monotonic=clock)
+    short.submit("x_request.json", b"{}")
+    assert short.claim("short-1") is not None  # and its worker dies
+    return clock, mem, long, Queue(mem, SHORT_DEFAULT, monotonic=clock), clock()
+
+
+def _released_within(clock: FakeClock, mem: MemoryStore, claimed: float,
+                     workers: list[tuple[str, Queue]]) -> None:
+    # invariant 3: lease_ttl + 2 s + the scan interval of the fleet of that lease_ttl
+    bound = SHORT_DEFAULT.lease_ttl + CLOCK_MARGIN + SHORT_DEFAULT.effective_scan_interval
+    while not any(i.key == "wait/x_request.json" for i in list_all(mem, "wait/")):
+        clock.advance(1.0)
+        assert clock() - claimed <= bound + 1.0, "not taken over within invariant 3's bound"
+        for wid, q in workers:
+            q.scan(wid)
+
+
+def test_a_live_scanner_of_a_longer_role_ttl_gives_way_to_a_worker_of_a_shorter_one() -> None:
+    """The role held by a worker of lease_ttl 120 s, which scans every 60 s: a dead worker's
+    lease of 30 s waited for its scan (60 s after the claim, where the fleet of 30 s scans
+    every 15 s: 47 s; s3q status called it OVERDUE meanwhile) for ever, as a worker of 30 s
+    judged the role by the 80 s it says. It judges it by the shorter of that and its own
+    (20 s), takes it, and keeps it: the long worker judges the role by the 20 s it says."""
+    clock, mem, long, short, claimed = _held_by_a_short_worker_under_a_long_scanner()
+    workers = [("long", long), ("short-2", short)]
+    _released_within(clock, mem, claimed, workers)
+    taken = RoleRecord.from_bytes(mem.get(ROLE_KEY)[0])
+    assert taken is not None and (taken.worker, taken.gen) == ("short-2", 2)
+    for _ in range(600):  # and it does not flap back
+        clock.advance(1.0)
+        for wid, q in workers:
+            q.scan(wid)
+    kept = RoleRecord.from_bytes(mem.get(ROLE_KEY)[0])
+    assert kept is not None and (kept.worker, kept.gen) == ("short-2", 2)
+
+
+def test_a_dead_scanner_of_a_longer_role_ttl_is_replaced_within_a_shorter_workers_own() -> None:
+    """The scanner of lease_ttl 120 s dies with a worker of 30 s holding a request: the
+    worker of 30 s left waited for the role's 80 s (+ 2 s and a scan: 91 s) before it
+    scanned, and the request with it, not its lease_ttl + 2 s + its scan interval (47 s)."""
+    clock, mem, _, short, claimed = _held_by_a_short_worker_under_a_long_scanner()
+    _released_within(clock, mem, claimed, [("short-2", short)])  # (the long one is dead)
