@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from s3q import layout, leases
 from s3q.claim import Claimer
 from s3q.context import Context
-from s3q.records import CLOCK_MARGIN, Intent
+from s3q.records import CLOCK_MARGIN, Intent, Lease
 from s3q.registry import published_lease_ttl
 from s3q.store import ObjectInfo, StoreError, StoreUnavailable, list_all
 from s3q.takeover import MakeJob, Recovered, adopt_orphan, restore_view, take_over, went_away
@@ -73,6 +73,16 @@ class Scanner:
         said = told[1] or ours
         return min(said, ours, max(said, ours) / 3 + CLOCK_MARGIN)
 
+    def _read(self, name: str) -> tuple[Lease, ObjectInfo] | None:
+        found = leases.read(self.ctx, name)
+        if found is not None and not found[0].ttl and found[0].worker:
+            # an earlier s3q's lease tells none: its holder's record may, while it lives
+            # (recover refuses, status warns, for the same leases)
+            ttl = published_lease_ttl(self.ctx.store, found[0].worker)
+            if ttl > self.ctx.config.lease_ttl:
+                found = (replace(found[0], ttl=ttl), found[1])
+        return found
+
     def run_if_due(self, worker_id: str) -> Recovered | None:
         now = self.ctx.store.now()
         with self._lock:
@@ -108,13 +118,13 @@ class Scanner:
             first = told is None  # never read: read once, to learn the lease_ttl it says
             if not exact and not first and not ctx.is_expired(info, now, self._ttl(told, info)):
                 continue
-            found = leases.read(ctx, name)
-            if found is not None and not found[0].ttl and found[0].worker:
-                # an earlier s3q's lease tells none: its holder's record may, while it lives
-                # (recover refuses, status warns, for the same leases)
-                ttl = published_lease_ttl(ctx.store, found[0].worker)
-                if ttl > ctx.config.lease_ttl:
-                    found = (replace(found[0], ttl=ttl), found[1])
+            try:  # (t1's GET; at first sight of a live lease too)
+                found = self._read(name)
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:  # this lease's own (denied): the others go on
+                _not_taken_over(done, name, exc)
+                continue
             if found is not None:
                 self._told[name] = (found[1].etag, found[0].ttl)
             if found is not None and found[0].intent is Intent.RETRY and found[0].version == 2:

@@ -6,14 +6,18 @@ their own. A lease of an earlier s3q tells none and is judged by the reader's ow
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from s3q import Queue, QueueConfig, layout, leases
+from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
 from s3q.job import Job
 from s3q.records import CLOCK_MARGIN, Intent, Lease
 from s3q.registry import PREFIX, Registry, WorkerRecord, longer_leases
+from s3q.store import StoreError
 from tests.unit.harness import FakeClock
 from tests.unit.test_pacing import Listing
 
@@ -328,3 +332,52 @@ def test_live_leases_are_read_only_at_first_sight_while_renewed(
         done = scanner.scan("scanner")
         assert done is None or done.actions == {}
     assert store.lease_reads == reads + len(jobs)  # each read once: at first sight
+
+
+@dataclass
+class DeniesReading(DelegatingStore):
+    """Every GET of one key is denied (an object the scanner may not read: another account's
+    upload, a KMS key it has no use of, an archived object): a store error of its own."""
+
+    inner: MemoryStore
+    key: str
+
+    def __post_init__(self) -> None:
+        DelegatingStore.__init__(self, self.inner)
+
+    def _call(self, op: str, args: dict[str, Any], fn: Any) -> Any:
+        if op == "get" and args["key"] == self.key:
+            raise StoreError(f"AccessDenied: GetObject {self.key}")
+        return fn()
+
+
+def test_a_lease_the_scan_may_not_read_does_not_stop_it() -> None:
+    """A GET of a lease that fails with an error of its own (denied) ended every scan
+    there, and a dead worker's lease listed after it was never taken over (nor orphans
+    adopted, nor due retries' views restored); since the scan reads every lease at first
+    sight, a live one did too. It is reported (scan_failed), as a takeover that fails so
+    is, and the scan goes on."""
+    clock = FakeClock()
+    mem = MemoryStore("ttl", clock=clock)
+    unreadable = layout.key(layout.LEASES, "a_" + NAME)
+    scanner = Queue(DeniesReading(mem, unreadable), SHORT)
+    assert scanner.scan("scanner") is not None
+    workers = Queue(mem, SHORT)
+    for name in ("a_" + NAME, "b_" + NAME):
+        workers.submit(name, b"{}")
+        assert workers.claim(f"dead-{name[0]}") is not None  # and both workers die
+    died = clock()
+    failed: set[str] = set()
+    while True:
+        clock.advance(1.0)
+        assert clock() - died <= SHORT.lease_ttl + CLOCK_MARGIN + \
+            SHORT.effective_scan_interval + 1.0, "not taken over in time"
+        done = scanner.scan("scanner")
+        if done is not None:
+            failed |= set(done.failed)
+            if done.actions.get("b_" + NAME) == "released":
+                break
+    assert failed == {"a_" + NAME}
+    found = leases.read(workers.ctx, "a_" + NAME)
+    assert found is not None and found[0].worker == "dead-a"  # left: it could not be read
+
