@@ -50,27 +50,25 @@ class Scanner:
         self._lock = threading.Lock()
         self._next = 0.0  # store time of the next scan
         self._retries: dict[str, tuple[str, float]] = {}  # name -> (lease etag, not_before)
-        #: the lease_ttl leases said, while unchanged: name -> (lease etag, ttl); a live
-        #: holder with a longer lease_ttl than ours is not read again until it renews
+        #: the lease_ttl leases said when read: name -> (lease etag, ttl); judged by it while
+        #: unchanged (:meth:`_ttl`)
         self._told: dict[str, tuple[str, float]] = {}
         #: due retries whose view was looked at: name -> (lease etag, store time)
         self._checked: dict[str, tuple[str, float]] = {}
 
     def _ttl(self, told: tuple[str, float] | None, info: ObjectInfo) -> float:
         """The lease_ttl to judge a listed lease by before reading it: the one it said when
-        last read, while unchanged (0: ours). Once changed (renewed; or claimed again, or
-        taken over, by a worker whose lease_ttl may be shorter than what it said), the
-        shorter of what it said and ours, or the renewal interval of the longer of those two
-        + CLOCK_MARGIN if that is shorter still: so a dead holder's lease is read soon after
-        it stopped, whatever lease_ttl it says now, and a live one is not read while its
-        holder renews it at least that often (a lease_ttl up to the longer of the two, unless
-        that is over 3 x ours: such a lease is read once per renewal)."""
-        if told is None:
-            return 0.0
-        if told[0] == info.etag:
+        last read, while unchanged (0: ours). Never read, or changed since (renewed; or
+        claimed again, or taken over, by a worker whose lease_ttl may be shorter than what
+        it said), the shortest of what it said (never read: ours), ours, and the renewal
+        interval of the longer of those two + CLOCK_MARGIN: so a dead holder's lease is read
+        soon after it stopped, whatever lease_ttl it says, and a live one (a short job's
+        too) is not read while its holder rewrites it at least that often (a lease_ttl up
+        to the longer of the two, unless that is over 3 x ours: read once per renewal)."""
+        if told is not None and told[0] == info.etag:
             return told[1]
         ours = self.ctx.config.lease_ttl
-        said = told[1] or ours
+        said = (told[1] if told is not None else 0.0) or ours
         return min(said, ours, max(said, ours) / 3 + CLOCK_MARGIN)
 
     def _read(self, name: str) -> tuple[Lease, ObjectInfo] | None:
@@ -115,10 +113,10 @@ class Scanner:
                     due.append(name)
                 continue
             told = self._told.get(name)
-            first = told is None  # never read: read once, to learn the lease_ttl it says
-            if not exact and not first and not ctx.is_expired(info, now, self._ttl(told, info)):
+            first = told is None  # never read: to learn the lease_ttl it says
+            if not exact and not ctx.is_expired(info, now, self._ttl(told, info)):
                 continue
-            try:  # (t1's GET; at first sight of a live lease too)
+            try:  # (t1's GET; a live lease's too, first read or changed)
                 found = self._read(name)
             except StoreUnavailable:
                 raise
@@ -128,7 +126,7 @@ class Scanner:
             if found is not None:
                 self._told[name] = (found[1].etag, found[0].ttl)
             if found is not None and found[0].intent is Intent.RETRY and found[0].version == 2:
-                # nobody's job: no lease_ttl judges it, it waits to come due (first sight too)
+                # nobody's job: no lease_ttl judges it, it waits to come due (first read too)
                 self._retries[name] = (found[1].etag, found[0].not_before)
                 continue
             if first and not exact and (found is None or (
