@@ -55,9 +55,8 @@ log = logging.getLogger("s3q.cli")  # not __name__: the logger name is part of t
 @click.option("--max-jobs", type=click.IntRange(min=1), metavar="N",
               help="Exit after claiming N requests.")
 @click.option("--check-handler", is_flag=True, help="Only check that the settings load and "
-              "the handler can run (the program and the script or module it is given, or "
-              "the Python function), say so and exit (2 if not): no queue is opened, "
-              "nothing is claimed or run. The ValidateService hook runs it.")
+              "the handler can run, say so and exit (2 if not); no queue is opened. "
+              "The ValidateService hook runs it.")
 @setting_options("concurrency", "lease_ttl", "max_attempts", "grace", "worker_id",
                  "job_timeout", "breaker_threshold", "breaker_pause", "metrics_port",
                  "metrics_addr")
@@ -65,13 +64,12 @@ def worker(*, exec_cmd: str | None, handler_spec: str | None, pool: str, burst: 
            max_jobs: int | None, check_handler: bool) -> None:
     """Claim requests and run a handler on each, CONCURRENCY at a time.
 
-    Refuses to start (exit 2) if the handler cannot run at all (a program not found, the
-    script it is given missing or not compiling, a module that does not import). After
+    Refuses to start (exit 2) if the handler cannot run (a program not found, its script
+    missing or not compiling, a module that does not import). After
     breaker_threshold different requests fail in a row it pauses claiming and gives
     failures back uncharged. SIGTERM: stop claiming, let jobs finish within grace, give
     the rest back, exit 0; a second signal gives them back at once. With
-    S3Q_START_BACKOFF (the systemd unit sets it), a start that follows failed ones first
-    waits, longer after each (2.5 s up to 5 min)."""
+    S3Q_START_BACKOFF (the systemd unit sets it), a start after failed ones waits first."""
     if check_handler:
         cfg = App(quiet=True).config
         build_handler(exec_cmd, handler_spec, pool, cfg.job_timeout)
