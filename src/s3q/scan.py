@@ -32,9 +32,10 @@ log = logging.getLogger(__name__)
 RECHECK = 10
 
 
-def _not_taken_over(done: Recovered, name: str, exc: StoreError) -> None:
+def _not_taken_over(done: Recovered, name: str, exc: StoreError,
+                    what: str = "takeover") -> None:
     done.failed[name] = str(exc)
-    log.warning("takeover of %s failed: %s", name, exc,
+    log.warning("%s of %s failed: %s", what, name, exc,
                 extra={"event": "scan_failed", "request": name})
 
 
@@ -171,10 +172,17 @@ class Scanner:
         todo.sort(key=lambda n: self._checked.get(n, ("", 0.0))[1])
         for name in todo[:ctx.config.page_size]:
             self._checked[name] = (leased[name].etag, now)
-            found = leases.read(ctx, name)
-            if found is not None and restore_view(ctx, name, worker_id, make_job=self.make_job,
-                                                  found=found) == "view restored":
-                done.actions[name] = "view restored"
+            try:  # a store error of this request's own (denied) must not end the scan
+                found = leases.read(ctx, name)
+                if found is not None and restore_view(
+                        ctx, name, worker_id, make_job=self.make_job,
+                        found=found) == "view restored":
+                    done.actions[name] = "view restored"
+            except StoreUnavailable as exc:
+                went_away(done, name, exc)
+                raise
+            except StoreError as exc:
+                _not_taken_over(done, name, exc, "restoring the view of the due retry")
         self.claimer.offer(due + [n for n, a in done.actions.items()
                                   if a in ("released", "view restored")])
         return done

@@ -17,7 +17,7 @@ from s3q.backends.memory import MemoryStore
 from s3q.job import Job
 from s3q.records import CLOCK_MARGIN, Intent, Lease
 from s3q.registry import PREFIX, Registry, WorkerRecord, longer_leases
-from s3q.store import StoreError
+from s3q.store import NotFound, StoreError
 from tests.unit.harness import FakeClock
 from tests.unit.test_pacing import Listing
 
@@ -414,3 +414,58 @@ def test_the_scan_does_not_read_the_leases_of_short_jobs() -> None:
         done = scanner.scan("scanner")
         assert done is None or (done.actions == {} and not done.failed)
     assert store.lease_reads == reads
+
+
+@dataclass
+class DeniesLooking(DelegatingStore):
+    """Once ``key`` is set, every HEAD and GET of it is denied (a store error of its own)."""
+
+    inner: MemoryStore
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        DelegatingStore.__init__(self, self.inner)
+
+    def _call(self, op: str, args: dict[str, Any], fn: Any) -> Any:
+        if op in ("get", "head") and args["key"] == self.key:
+            raise StoreError(f"AccessDenied: {op} {self.key}")
+        return fn()
+
+
+def test_a_due_retry_whose_view_the_scan_may_not_look_at_does_not_stop_it() -> None:
+    """Restoring the view of a due retry (PROTOCOL §4 takeover, step 0) was outside the
+    scan's per-request error handling: one denied HEAD of wait/NAME ended every scan there,
+    and the due retries after it never got their views back (nor were the names the scan
+    released offered to the claimer). It is reported (scan_failed) and the scan goes on."""
+    clock = FakeClock()
+    mem = MemoryStore("ttl", clock=clock)
+    store = DeniesLooking(mem)
+    scanner = Queue(store, SHORT)
+    assert scanner.scan("scanner") is not None  # the fleet's scanner
+    workers = Queue(mem, SHORT)
+    names = ("a_" + NAME, "b_" + NAME)
+    for name in names:
+        workers.submit(name, b"{}")
+        job = workers.claim("worker")
+        assert job is not None and job.name == name
+        job.fail("boom")
+    for name in names:
+        mem.delete(layout.key(layout.WAIT, name))  # their views: gone (aws s3 rm)
+    store.key = layout.key(layout.WAIT, names[0])
+    found = leases.read(workers.ctx, names[1])
+    assert found is not None and found[0].intent is Intent.RETRY
+    interval = SHORT.effective_scan_interval
+    failed: set[str] = set()
+    while True:
+        clock.advance(1.0)
+        assert clock() <= found[0].not_before + 4 * interval + 1.0, \
+            "a due retry's view not restored in time"
+        done = scanner.scan("scanner")
+        if done is not None:
+            failed |= set(done.failed)
+            if done.actions.get(names[1]) == "view restored":
+                break
+    assert failed == {names[0]}
+    assert mem.head(layout.key(layout.WAIT, names[1])).size == 2
+    with pytest.raises(NotFound):
+        mem.head(layout.key(layout.WAIT, names[0]))  # left: it could not be looked at
