@@ -59,6 +59,7 @@ class RecoveryCandidate:
     name: str
     lease: Lease | None  # None: in processing/ with no lease (put there by something else)
     expired: bool
+    error: str | None = None  # its lease could not be read (a store error of its own)
 
     @property
     def live(self) -> bool:
@@ -117,25 +118,29 @@ def _failed(done: Recovered, name: str, e: StoreError) -> None:
 def recovery_candidates(ctx: Context, mode: RecoveryMode, include: str = "*",
                         worker_id: str = "s3q-recover") -> list[RecoveryCandidate]:
     """What :func:`recover` would touch now, changing nothing (``recover --dry-run``, and
-    the question before taking live workers' requests). Waiting retries are left out."""
+    the question before taking live workers' requests). Waiting retries are left out; a
+    request whose lease could not be read (denied) is one with ``error`` set."""
     now = ctx.store.now()
+    unreadable = Recovered()
     found: list[RecoveryCandidate] = []
-    for name in _selection(ctx, mode, include, worker_id, dry_run=True):
+    for name in _selection(ctx, mode, include, worker_id, dry_run=True, done=unreadable):
         current = leases.read(ctx, name)
         if current is None:
             found.append(RecoveryCandidate(name, None, expired=True))
         elif current[0].intent is not Intent.RETRY:
             found.append(RecoveryCandidate(name, current[0],
                                            ctx.is_expired(current[1], now, current[0].ttl)))
-    return found
+    return found + [RecoveryCandidate(name, None, expired=False, error=error)
+                    for name, error in unreadable.failed.items()]
 
 
 def _selection(ctx: Context, mode: RecoveryMode, include: str, worker_id: str, *,
                dry_run: bool, only: Mapping[str, str | None] | None = None,
                done: Recovered | None = None) -> list[str]:
     """The one selection of what each recovery mode looks at (``dry_run``: orphans are
-    listed, not given a lease; ``only``: none but these names). An orphan that a store
-    error of its own keeps from getting its lease is recorded in ``done.failed``."""
+    listed, not given a lease; ``only``: none but these names). A lease that a store error
+    of its own keeps from being read, and an orphan that one keeps from getting its lease,
+    are recorded in ``done.failed`` (raised without ``done``)."""
     now = ctx.store.now()
     names: list[str] = []
     leased: set[str] = set()
@@ -146,7 +151,15 @@ def _selection(ctx: Context, mode: RecoveryMode, include: str, worker_id: str, *
             continue
         if only is not None and only.get(name) is None:
             continue  # not listed, or listed without a lease: one was created since
-        found = leases.read(ctx, name)
+        try:
+            found = leases.read(ctx, name)
+        except StoreUnavailable:
+            raise
+        except StoreError as e:  # its own (denied): whose it is is not known; the others go on
+            if done is None:
+                raise
+            _failed(done, name, e)
+            continue
         if found is None or (found[0].intent is Intent.RETRY and found[0].version == 2):
             continue
         lease = found[0]

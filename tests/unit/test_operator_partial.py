@@ -135,6 +135,26 @@ def test_recover_all_goes_on_past_one_requests_store_error(
     assert names(qdir, "processing") == [NAMES[1]]
 
 
+def test_recover_goes_on_past_a_lease_it_may_not_read(
+        qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """r1's lease may not be read (another account's object, a KMS key not granted): the
+    plan's read of it raised, and `recover --all` (and its --dry-run) ended with nothing
+    recovered. Now r0 and r2 are recovered, r1 is named with its error, and it exits 3."""
+    held_by_a_live_worker(qdir)
+    failing(monkeypatch, "get", ".s3q/lease/r1_request.json", DENIED)
+    dry = run(qdir, "recover", "--all", "--dry-run")
+    assert dry.exit_code == 3, dry.output
+    assert [line.split()[0] for line in dry.stdout.splitlines()[1:3]] == [NAMES[0], NAMES[2]]
+    assert names(qdir, "processing") == NAMES
+    out = run(qdir, "recover", "--all", "--yes")
+    assert out.exit_code == 3, out.output
+    assert "recovered 2 request(s)" in out.stdout
+    assert lines(out.stderr, "not recovered: ") == [
+        "not recovered: r1_request.json: AccessDenied: not allowed on this key"]
+    assert names(qdir, "wait") == [NAMES[0], NAMES[2]]
+    assert names(qdir, "processing") == [NAMES[1]]
+
+
 def test_recover_all_stops_when_the_store_is_unavailable(
         qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The store goes away at r1: the command stops there (every other request would fail

@@ -644,3 +644,33 @@ def test_a_request_its_own_recovery_cannot_release_does_not_keep_the_worker_from
     assert stats.completed == 3
     found = q.lease("batch/a_request.json")
     assert found is not None  # the request is still held (its lease holds the body)
+
+
+class DeniedRead(DelegatingStore):
+    """GETs of one key are refused (permission denied), every time."""
+
+    def __init__(self, inner: MemoryStore, key: str) -> None:
+        super().__init__(inner)
+        self.key = key
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        if op == "get" and args.get("key") == self.key:
+            raise StoreError(f"AccessDenied: GetObject {self.key}")
+        return fn()
+
+
+def test_a_lease_its_own_recovery_may_not_read_does_not_keep_the_worker_from_starting(
+        ) -> None:
+    """Own recovery at start reads every lease to find this worker's: one it may not read
+    (another account's object, a KMS key not granted) raised out of it, and no worker of
+    the fleet started, at every restart. Now it is logged and the worker starts."""
+    mem = MemoryStore("denied-read")
+    q = Queue(DeniedRead(mem, ".s3q/lease/batch/a_request.json"), QueueConfig(lease_ttl=6.0))
+    Queue(mem, QueueConfig(lease_ttl=6.0)).submit("batch/a_request.json", b"{}")
+    assert Queue(mem, QueueConfig(lease_ttl=6.0)).claim("other") is not None
+    names = fill(q, 3)
+    seen: list[str] = []
+    stats = Worker(q, lambda job: seen.append(job.name),
+                   WorkerOptions("w", concurrency=1, burst=True, max_jobs=3)).run()
+    assert sorted(seen) == names
+    assert stats.completed == 3

@@ -126,6 +126,7 @@ class Planned:
     action: str
     told: bool = True  # its lease tells its lease_ttl (or there is none): judged exactly
     claim: str | None = None  # its lease's claim id (None: no lease)
+    error: str | None = None  # its lease could not be read: reported as failed, not touched
 
 
 @click.command(cls=S3qCommand, examples=[
@@ -174,7 +175,8 @@ def recover(mode: RecoveryMode | None, include: str | None, dry_run: bool, yes: 
                                    {p.worker for p in plan if not p.told})
             if longer:
                 raise Failure(longer_leases_problem(longer, queue.config.lease_ttl))
-        undone = Undone()
+        undone = Undone(failed={p.name: p.error for p in plan if p.error is not None})
+        plan = [p for p in plan if p.error is None]
         if dry_run:
             actions = {p.name: p.action for p in plan}
         else:
@@ -184,7 +186,7 @@ def recover(mode: RecoveryMode | None, include: str | None, dry_run: bool, yes: 
             try:
                 done = run_recovery(queue, mode, include or "*", worker_id, plan)
             except RecoveryIncomplete as e:
-                done, undone = e.done, undone_recovery(e, plan)
+                done, undone = e.done, undone_recovery(e, plan, undone.failed)
             actions = {n: a for n, a in done.actions.items() if a not in UNTOUCHED}
     # --all: what it listed and did not take, its lease another claim's by then, or
     # renewed (or taken over) between its read and the fence
@@ -230,10 +232,12 @@ def run_recovery(queue: Queue, mode: RecoveryMode, include: str, worker_id: str,
     return queue.recover_all(include, only={p.name: p.claim for p in plan})
 
 
-def undone_recovery(e: RecoveryIncomplete, plan: Sequence[Planned]) -> Undone:
+def undone_recovery(e: RecoveryIncomplete, plan: Sequence[Planned],
+                    unread: dict[str, str]) -> Undone:
     """What a recovery that store errors cut short did not do (not attempted: the rest of
-    what it took over, or when it stopped in its listing, of what it planned)."""
-    failed = {n: " ".join(error.split()) for n, error in e.done.failed.items()}
+    what it took over, or when it stopped in its listing, of what it planned; ``unread``:
+    the failures of the plan's reads)."""
+    failed = {n: " ".join(error.split()) for n, error in {**unread, **e.done.failed}.items()}
     rest = e.not_attempted if e.not_attempted is not None else [
         p.name for p in plan if p.name not in e.done.actions and p.name not in failed]
     return Undone(failed=failed, not_attempted=rest, stopped=e.stopped,
@@ -263,7 +267,8 @@ def plan_recovery(queue: Queue, mode: RecoveryMode, include: str,
     for found in queue.recovery_candidates(mode, include, worker_id):
         lease = found.lease
         if lease is None:
-            plan.append(Planned(found.name, "", "", False, "back to wait/ (no lease)"))
+            plan.append(Planned(found.name, "", "", False, "back to wait/ (no lease)",
+                                error=found.error))
             continue
         if lease.intent is Intent.HELD:
             state = "live" if found.live else "expired"
