@@ -28,7 +28,7 @@ from s3q.store import (
 )
 from s3q.workerids import RECOVER_ALL
 
-__all__ = ["CHANGED", "INTERRUPTED", "RACED", "RECOVER_ALL", "MakeJob", "Recovered",
+__all__ = ["CHANGED", "INTERRUPTED", "RACED", "RECOVER_ALL", "UNTOUCHED", "MakeJob", "Recovered",
            "RecoveryMode", "adopt_orphan", "restore_view", "take_over", "went_away"]
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ INTERRUPTED = "interrupted (lease expired)"
 #: What a takeover reports when the lease changed between its read and the fence (t1): its
 #: holder renewed it, or another taker took it. Not taken over.
 RACED = "raced"
+#: What a takeover reports for a request it found nothing to do about (not recovered).
+UNTOUCHED = frozenset({"waiting for retry", "gone", "alive", "not mine", CHANGED, RACED})
 
 
 @dataclass(slots=True)
@@ -57,7 +59,10 @@ class Recovered:
     unknown: set[str] = field(default_factory=set)
 
     def __len__(self) -> int:
-        return len(self.actions)
+        """How many requests it recovered (not those it found nothing to do about, nor
+        those it was interrupted at)."""
+        return sum(1 for a in self.actions.values()
+                   if a not in UNTOUCHED and a != INTERRUPTED)
 
 
 # ---------------------------------------------------------------------- t1 … t3

@@ -16,6 +16,7 @@ from s3q.backends.memory import MemoryStore
 from s3q.job import Job
 from s3q.records import Intent
 from s3q.store import Store
+from s3q.takeover import CHANGED, INTERRUPTED, RACED, Recovered
 from tests.unit.harness import FakeClock
 
 T = TypeVar("T")
@@ -144,3 +145,15 @@ def test_recover_all_interrupted_after_its_fence_does_not_count_the_attempt(
     found = q.lease("x_request.json")
     assert found is not None and found[0].intent is Intent.RETRY
     assert found[0].attempts == 0 and found[0].error is None
+
+
+def test_a_recovery_counts_the_requests_it_recovered_not_those_it_left_alone() -> None:
+    """The worker's 'takeover scan: N request(s) recovered' and its count of own recovery
+    at start counted every request looked at: those gone since listed, alive, raced,
+    changed since listed or waiting for their retry too, and those its takeover was
+    interrupted at (the lease outlasted: the next taker carries on)."""
+    done = Recovered(actions={
+        "a": "released", "b": "dead-lettered", "c": "rolled forward done", "d": INTERRUPTED,
+        "e": "gone", "f": "alive", "g": RACED, "h": CHANGED, "i": "waiting for retry",
+        "j": "not mine"})
+    assert len(done) == 3

@@ -31,10 +31,10 @@ from s3q.records import Intent
 from s3q.recovery import RecoveryIncomplete
 from s3q.registry import Registry, longer_leases, longer_leases_problem
 from s3q.store import ObjectInfo, validate_key
-from s3q.takeover import CHANGED, INTERRUPTED, RACED, RECOVER_ALL
+from s3q.takeover import CHANGED, INTERRUPTED, RACED, RECOVER_ALL, UNTOUCHED
 
-#: What Queue.recover_* report for requests they found nothing to do about.
-UNTOUCHED = frozenset({"waiting for retry", "gone", "alive"})
+#: Not shown: what Queue.recover_* found nothing to do about (but what changed since listed).
+UNSHOWN = UNTOUCHED - {CHANGED, RACED, "not mine"}
 
 
 def matching(queue: Queue, state: State | str, pattern: str,
@@ -187,7 +187,7 @@ def recover(mode: RecoveryMode | None, include: str | None, dry_run: bool, yes: 
                 done = run_recovery(queue, mode, include or "*", worker_id, plan)
             except RecoveryIncomplete as e:
                 done, undone = e.done, undone_recovery(e, plan, undone.failed)
-            actions = {n: a for n, a in done.actions.items() if a not in UNTOUCHED}
+            actions = {n: a for n, a in done.actions.items() if a not in UNSHOWN}
     # --all: what it listed and did not take, its lease another claim's by then, or
     # renewed (or taken over) between its read and the fence
     left = sorted(n for n, a in actions.items() if a == CHANGED
