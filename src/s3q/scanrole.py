@@ -67,10 +67,11 @@ class RoleRecord:
             data = json.loads(body)
             if data.get("v") != 1:
                 return None
-            ttl = float(data.get("ttl", 0.0))
+            ttl = data.get("ttl", 0.0)  # (as a lease's: not a positive number: not told)
+            told = not isinstance(ttl, bool) and isinstance(ttl, int | float) and 0 < ttl < math.inf
             return cls(str(data["worker"]), str(data["claim"]), int(data["gen"]),
                        int(data["seq"]), float(data["written_at"]),
-                       ttl if math.isfinite(ttl) and ttl > 0 else 0.0)
+                       float(ttl) if told else 0.0)
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
 

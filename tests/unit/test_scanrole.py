@@ -282,6 +282,17 @@ def _released_within(clock: FakeClock, mem: MemoryStore, claimed: float,
             q.scan(wid)
 
 
+@pytest.mark.parametrize("ttl", [True, "20", -5, 0, None, [20], float("inf")])
+def test_a_role_whose_ttl_is_not_a_positive_number_says_none(ttl: object) -> None:
+    """As a lease's: nothing any s3q writes; read as not told (judged by the reader's own
+    TTL), not as ``true`` = 1 s (every reader would take a live scanner's role at once) nor
+    ``"20"`` = 20 s."""
+    body = {"v": 1, "worker": "w", "claim": "c", "gen": 3, "seq": 0, "written_at": 0.0,
+            "ttl": ttl}
+    record = RoleRecord.from_bytes(json.dumps(body).encode())
+    assert record is not None and record.ttl == 0.0
+
+
 def test_a_live_scanner_of_a_longer_role_ttl_gives_way_to_a_worker_of_a_shorter_one() -> None:
     """The role held by a worker of lease_ttl 120 s, which scans every 60 s: a dead worker's
     lease of 30 s waited for its scan (60 s after the claim, where the fleet of 30 s scans
