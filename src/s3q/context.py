@@ -143,24 +143,26 @@ class Context:
     def is_expired(self, info: ObjectInfo, now: float, ttl: float = 0.0) -> bool:
         return now > self.expires(info, ttl)
 
-    def is_overdue(self, info: ObjectInfo, now: float, ttl: float = 0.0) -> bool:
+    def is_overdue(self, info: ObjectInfo, now: float, ttl: float = 0.0,
+                   every: float = 0.0) -> bool:
         """Is an expired lease still there longer than a takeover takes (the fleet's
         scanner runs every ``scan_interval``)? Then no worker is scanning this queue. A lease
         telling a longer lease_ttl than ours was written in a fleet that scans every half of
-        it: that one counts (a shell without the fleet's settings raises no false alarm)."""
-        _, interval = self.overdue_bound(ttl)
+        it: that one counts (a shell without the fleet's settings raises no false alarm), as
+        does ``every``, the live scanner's own interval (its role record says it)."""
+        _, interval = self.overdue_bound(ttl, every)
         return self.is_expired(info, now - 2 * interval, ttl)
 
-    def overdue_bound(self, ttl: float = 0.0) -> tuple[float, float]:
+    def overdue_bound(self, ttl: float = 0.0, every: float = 0.0) -> tuple[float, float]:
         """(the lease_ttl, the scan interval) that :meth:`is_overdue` judges a lease telling
         ``ttl`` by: overdue once not renewed for lease_ttl + CLOCK_MARGIN + 2 intervals."""
         ttl = ttl or self.config.lease_ttl
-        return ttl, max(self.config.effective_scan_interval, ttl / 2)
+        return ttl, max(self.config.effective_scan_interval, ttl / 2, every)
 
-    def overdue_bounds(self, ttls: list[float | None]) -> str:
+    def overdue_bounds(self, ttls: list[float | None], every: float = 0.0) -> str:
         """What overdue leases whose writers told ``ttls`` (None or 0: none) were judged by,
         for each lease_ttl among them: "their lease_ttl (T) + 2s + two scan intervals of I"."""
-        bounds = sorted({self.overdue_bound(t or 0.0) for t in ttls})
+        bounds = sorted({self.overdue_bound(t or 0.0, every) for t in ttls})
         return " or ".join(f"their lease_ttl ({t:g}s) + {CLOCK_MARGIN:g}s + two scan "
                            f"intervals of {i:g}s" for t, i in bounds)
 

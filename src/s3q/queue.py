@@ -32,7 +32,7 @@ from s3q.layout import State
 from s3q.records import CLOCK_MARGIN, ErrorRecord, Intent, Lease
 from s3q.recovery import RecoveryCandidate, recover, recovery_candidates
 from s3q.scan import Scanner
-from s3q.scanrole import ScannerRole
+from s3q.scanrole import RoleSeen, ScannerRole, seen_role
 from s3q.store import InvalidKey, LeftOut, NotFound, ObjectInfo, Store, list_all, validate_key
 from s3q.takeover import Recovered, RecoveryMode
 from s3q.workerids import RECOVER_ALL, check_worker_id
@@ -210,8 +210,14 @@ class Queue:
     def is_expired(self, info: ObjectInfo, now: float, ttl: float = 0.0) -> bool:
         return self.ctx.is_expired(info, now, ttl)
 
-    def is_overdue(self, info: ObjectInfo, now: float, ttl: float = 0.0) -> bool:
-        return self.ctx.is_overdue(info, now, ttl)
+    def is_overdue(self, info: ObjectInfo, now: float, ttl: float = 0.0,
+                   every: float = 0.0) -> bool:
+        return self.ctx.is_overdue(info, now, ttl, every)
+
+    def scanner(self) -> RoleSeen | None:
+        """Which worker scans for the fleet, since when, how often (None: nobody holds the
+        role). Pass its :attr:`~RoleSeen.scans_every` to :meth:`is_overdue`."""
+        return seen_role(self.ctx)
 
     def backoff(self, attempt: int) -> float:
         return self.ctx.backoff(attempt)

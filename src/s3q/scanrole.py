@@ -32,9 +32,9 @@ from dataclasses import dataclass, replace
 
 from s3q.context import Context
 from s3q.records import CLOCK_MARGIN, new_claim_id
-from s3q.store import NotFound, ObjectInfo, PreconditionFailed, StoreError
+from s3q.store import NotFound, ObjectInfo, PreconditionFailed, Store, StoreError
 
-__all__ = ["ROLE_KEY", "RoleRecord", "ScannerRole"]
+__all__ = ["ROLE_KEY", "RoleRecord", "RoleSeen", "ScannerRole", "read_role", "seen_role"]
 
 log = logging.getLogger("s3q")
 
@@ -54,10 +54,13 @@ class RoleRecord:
     written_at: float
     #: The writer's role TTL (0: a record of an earlier s3q, judged by the reader's own).
     ttl: float = 0.0
+    #: The writer's scan interval (0: not told): how often it scans, for ``s3q status``.
+    every: float = 0.0
 
     def to_bytes(self) -> bytes:
         return json.dumps({"v": 1, "worker": self.worker, "claim": self.claim, "gen": self.gen,
-                           "seq": self.seq, "written_at": self.written_at, "ttl": self.ttl},
+                           "seq": self.seq, "written_at": self.written_at, "ttl": self.ttl,
+                           "every": self.every},
                           sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -67,13 +70,61 @@ class RoleRecord:
             data = json.loads(body)
             if data.get("v") != 1:
                 return None
-            ttl = data.get("ttl", 0.0)  # (as a lease's: not a positive number: not told)
-            told = not isinstance(ttl, bool) and isinstance(ttl, int | float) and 0 < ttl < math.inf
             return cls(str(data["worker"]), str(data["claim"]), int(data["gen"]),
                        int(data["seq"]), float(data["written_at"]),
-                       float(ttl) if told else 0.0)
+                       _told(data.get("ttl")), _told(data.get("every")))
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
+
+
+def _told(value: object) -> float:
+    """A duration a record tells; not a positive number (nothing any s3q writes; absent
+    from an earlier s3q's records): 0, not told, as a lease's ``ttl``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return float(value) if 0 < value < math.inf else 0.0
+
+
+def read_role(store: Store) -> tuple[RoleRecord, ObjectInfo] | None:
+    """The role's record as it is now (None: vacant, or not a record)."""
+    try:
+        body, info = store.get(ROLE_KEY)
+    except NotFound:
+        return None
+    record = RoleRecord.from_bytes(body)
+    return None if record is None else (record, info)
+
+
+@dataclass(frozen=True, slots=True)
+class RoleSeen:
+    """The scanner role as an operator sees it (``s3q status``, the dashboard)."""
+
+    worker: str
+    since: float  # seconds since its holder last wrote it: since its last scan began
+    every: float  # its holder's scan interval (0: not told, an earlier s3q)
+    live: bool  # not expired by the TTL it tells: its holder is scanning
+
+    @property
+    def scans_every(self) -> float:
+        """The live scanner's interval (0: none live, or not told)."""
+        return self.every if self.live else 0.0
+
+
+def seen_role(ctx: Context) -> RoleSeen | None:
+    """Who holds the scanner role, and since when (None: vacant). One GET."""
+    found = read_role(ctx.store)
+    if found is None:
+        return None
+    record, info = found
+    since = ctx.store.now() - info.last_modified
+    return RoleSeen(record.worker, max(0.0, since), record.every,
+                    since <= (record.ttl or role_ttl(ctx)) + CLOCK_MARGIN)
+
+
+def role_ttl(ctx: Context) -> float:
+    """This process's role TTL (by its settings)."""
+    config = ctx.config
+    return max(config.lease_ttl - config.renew_interval, config.effective_scan_interval)
 
 
 class ScannerRole:
@@ -87,8 +138,7 @@ class ScannerRole:
 
     @property
     def ttl(self) -> float:
-        config = self.ctx.config
-        return max(config.lease_ttl - config.renew_interval, config.effective_scan_interval)
+        return role_ttl(self.ctx)
 
     @property
     def holder(self) -> str | None:
@@ -119,7 +169,8 @@ class ScannerRole:
 
     # ------------------------------------------------------------------ s1, s2
     def _renew(self, record: RoleRecord, etag: str) -> bool:
-        new = replace(record, seq=record.seq + 1, written_at=time.time(), ttl=self.ttl)
+        new = replace(record, seq=record.seq + 1, written_at=time.time(), ttl=self.ttl,
+                      every=self.ctx.config.effective_scan_interval)
         try:  # s2
             self._mine = (new, self.ctx.store.put(ROLE_KEY, new.to_bytes(), if_match=etag).etag)
             return True
@@ -140,7 +191,7 @@ class ScannerRole:
             # lost): carry on with it
             return self._renew(current, info.etag)
         new = RoleRecord(worker_id, new_claim_id(), (current.gen if current else 0) + 1, 0,
-                         time.time(), self.ttl)
+                         time.time(), self.ttl, self.ctx.config.effective_scan_interval)
         try:  # s1: PUT! when vacant, PUT=e when expired
             if info is None:
                 got = store.put(ROLE_KEY, new.to_bytes(), if_none_match=True)
@@ -172,12 +223,7 @@ class ScannerRole:
         return False
 
     def _read(self) -> tuple[RoleRecord, ObjectInfo] | None:
-        try:
-            body, info = self.ctx.store.get(ROLE_KEY)
-        except NotFound:
-            return None
-        record = RoleRecord.from_bytes(body)
-        return None if record is None else (record, info)
+        return read_role(self.ctx.store)
 
     def _expired(self, info: ObjectInfo, record: RoleRecord | None) -> bool:
         """Judged by the shorter of the TTL the record says (its writer's) and this

@@ -104,6 +104,7 @@ def test_overview_counts_change_while_a_worker_runs(
     row = page.locator("table.workers tbody tr", has_text=w1)
     expect(row).to_contain_text("live")
     expect(row.locator(".slot")).to_have_count(2)
+    expect(page.locator("#scanner")).to_contain_text(f"{w1}, last scan")  # the only worker
     shot(page, "03-workers")
     page.goto(dashboard + "/")
     expect(count(page, "finish")).to_have_attribute("data-count", "8")

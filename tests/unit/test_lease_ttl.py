@@ -14,6 +14,7 @@ import pytest
 from s3q import Queue, QueueConfig, layout, leases
 from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
+from s3q.cli.status import queue_status, render_status
 from s3q.job import Job
 from s3q.records import CLOCK_MARGIN, Intent, Lease
 from s3q.registry import PREFIX, Registry, WorkerRecord, longer_leases
@@ -469,3 +470,53 @@ def test_a_due_retry_whose_view_the_scan_may_not_look_at_does_not_stop_it() -> N
     assert mem.head(layout.key(layout.WAIT, names[1])).size == 2
     with pytest.raises(NotFound):
         mem.head(layout.key(layout.WAIT, names[0]))  # left: it could not be looked at
+
+
+def test_an_expired_lease_is_not_overdue_while_the_live_scanner_has_not_had_two_scans() -> None:
+    """Every worker of lease_ttl 30 s died, one of 120 s (scanning every 60 s) holds the
+    scanner role. A 30 s lease of a dead worker is taken over at the scanner's next scan
+    after it looks expired to it, up to ~60 s after its expiry; an operator's `s3q status`
+    with 30 s settings (scan interval 15 s) called it OVERDUE ('no worker is scanning this
+    queue') 30 s after its expiry, while the scanner scanned all along. The role record
+    now says its holder's scan interval, and status shows who scans and when it last did."""
+    clock = FakeClock()
+    store = MemoryStore("ttl", clock=clock)
+    scanner = Queue(store, LONG)
+    assert scanner.scan("long-ttl") is not None  # the fleet's scanner, scanning every 60 s
+    clock.advance(10.0)
+    short = Queue(store, SHORT)
+    short.submit(NAME, b"{}")
+    job = short.claim("short-ttl")  # (the role is live by its 20 s: it stays the scanner's)
+    assert job is not None
+    for _ in range(2):
+        clock.advance(20.0)
+        job.renew()  # the last renewal 50 s after the scan: the scanner reads it at 120 s
+    # and its worker dies
+    operator = Queue(store, QueueConfig(lease_ttl=30.0))
+    seen_overdue = []
+    while True:
+        clock.advance(1.0)
+        done = scanner.scan("long-ttl")
+        if done is not None and done.actions.get(NAME) == "released":
+            break
+        status = queue_status(operator, history=False)
+        if NAME in status["expired"]:
+            assert status["scanner"]["worker"] == "long-ttl"
+            assert status["scanner"]["every"] == LONG.effective_scan_interval
+            assert status["scanner"]["live"] is True
+        seen_overdue += status["overdue"]
+    assert seen_overdue == [], "called OVERDUE while the scanner scanned"
+    line = next(t for t in render_status(status).splitlines() if t.startswith("scanner"))
+    assert line.startswith("scanner   long-ttl, last scan ") and "(every 1m00s)" in line
+    # the scanner dies too: its role expires, and then the lease of the next worker to die
+    # is judged by the operator's own scan interval again
+    short.submit("b_" + NAME, b"{}")
+    assert short.claim("short-ttl") is not None
+    clock.advance(SHORT.lease_ttl + CLOCK_MARGIN + 2 * 15.0 + 1.0)  # (overdue by our own)
+    status = queue_status(operator, history=False)
+    assert status["scanner"]["live"] is True and status["overdue"] == []
+    clock.advance(LONG.lease_ttl * 2 / 3 + CLOCK_MARGIN - 2 * 15.0)  # its role expired
+    status = queue_status(operator, history=False)
+    assert status["scanner"]["live"] is False
+    assert status["overdue"] == ["b_" + NAME]
+    assert "EXPIRED" in render_status(status)

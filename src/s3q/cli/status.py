@@ -104,7 +104,9 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
     day."""
     counts, oldest, recent, too_long, unusable, left_out = _scan_states(queue, history=history)
     now = queue.store.now()
-    in_flight, retrying = _scan_leases(queue, now)
+    role = queue.scanner()  # (a live scanner of a longer scan interval: not overdue sooner)
+    every = role.scans_every if role is not None else 0.0
+    in_flight, retrying = _scan_leases(queue, now, every)
     oldest_age = None if oldest is None else max(0.0, now - oldest)
     overdue = [r for r in in_flight if r["overdue"]]
     breakers = _breakers(queue, now)
@@ -113,7 +115,7 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
     fleet = fleet_status(queue.store, workers)
     # paused, no worker takes anything over (deliberately): overdue leases are no problem
     problems = _problems(queue, counts, oldest_age, [] if fleet["paused"] else overdue,
-                         max_age=max_age, max_failed=max_failed)
+                         max_age=max_age, max_failed=max_failed, every=every)
     if unusable:
         problems.append(
             f"{len(unusable)} name(s) in wait/ match the filter but are not usable keys (an "
@@ -148,6 +150,9 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
         "overdue": [r["name"] for r in overdue],
         "retrying": retrying,
         "breakers": [{k: v for k, v in b.items() if k != "since"} for b in breakers],
+        "scanner": None if role is None else {
+            "worker": role.worker, "since_last_scan": role.since, "every": role.every or None,
+            "live": role.live},
         "throughput": None if recent is None else {
             "window_seconds": THROUGHPUT_WINDOW, "finished": recent,
             "per_second": recent / THROUGHPUT_WINDOW},
@@ -189,7 +194,8 @@ def _scan_states(queue: Queue, *, history: bool) -> tuple[
     return counts, oldest, recent if history else None, too_long, unusable, left_out
 
 
-def _scan_leases(queue: Queue, now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _scan_leases(queue: Queue, now: float,
+                 every: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(in flight: every lease but ``retry`` ones, by worker; waiting for a retry)."""
     in_flight: list[dict[str, Any]] = []
     retrying: list[dict[str, Any]] = []
@@ -206,7 +212,7 @@ def _scan_leases(queue: Queue, now: float) -> tuple[list[dict[str, Any]], list[d
                               "gen": lease.gen, "lease_age": lease_age,
                               "lease_ttl": lease.ttl or None,
                               "expired": queue.is_expired(info, now, lease.ttl),
-                              "overdue": queue.is_overdue(info, now, lease.ttl)})
+                              "overdue": queue.is_overdue(info, now, lease.ttl, every)})
     in_flight.sort(key=lambda r: (r["worker"], r["name"]))
     return in_flight, retrying
 
@@ -223,7 +229,7 @@ def _breakers(queue: Queue, now: float) -> list[dict[str, Any]]:
 
 def _problems(queue: Queue, counts: dict[str, int | None], oldest_age: float | None,
               overdue: list[dict[str, Any]], *, max_age: float | None,
-              max_failed: int | None) -> list[str]:
+              max_failed: int | None, every: float = 0.0) -> list[str]:
     """Expired leases are normal for a moment (a server died; a live worker takes its work
     over within two scan intervals); overdue ones mean no worker is taking anything over."""
     problems: list[str] = []
@@ -233,7 +239,8 @@ def _problems(queue: Queue, counts: dict[str, int | None], oldest_age: float | N
         more = f" and {len(overdue) - 5} more" if len(overdue) > 5 else ""
         problems.append(
             f"{len(overdue)} expired lease(s) not taken over in time: not renewed for more "
-            f"than {queue.ctx.overdue_bounds([r['lease_ttl'] for r in overdue])}: no worker is "
+            f"than {queue.ctx.overdue_bounds([r['lease_ttl'] for r in overdue], every)}: no "
+            f"worker is "
             f"scanning this queue "
             f"(each running worker scans every scan interval, however busy; is any running?): "
             f"{listed}{more}")
@@ -247,10 +254,17 @@ def _problems(queue: Queue, counts: dict[str, int | None], oldest_age: float | N
 
 
 def fleet_lines(data: dict[str, Any]) -> list[str]:
-    """The workers line (live and stale, from the registry) and PAUSED when paused."""
+    """The workers line (live and stale, from the registry), the scanner line (who holds
+    the role, its last scan) and PAUSED when paused."""
     live, stale = data["workers"]["live"], data["workers"]["stale"]
     lines = [f"workers   {len(live)} live   {len(stale)} stale"
              + (f" ({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''})" if stale else "")]
+    role = data["scanner"]
+    lines.append("scanner   none: no worker holds the role (none is running, or none "
+                 "scanned yet)" if role is None else
+                 f"scanner   {role['worker']}, last scan {age(role['since_last_scan'])} ago"
+                 + (f" (every {age(role['every'])})" if role["every"] else "")
+                 + ("" if role["live"] else ": EXPIRED, it stopped scanning"))
     if data["paused"] is not None:
         p = data["paused"]
         lines.append(f"PAUSED    since {iso(p['since'])} by {p['by'] or '?'}"

@@ -317,10 +317,11 @@ def _describe(queue: Queue, name: str) -> dict[str, Any]:
     if lease is not None:
         record_, info = lease
         lease_age = max(0.0, now - info.last_modified)
+        every = role.scans_every if (role := queue.scanner()) is not None else 0.0
         lease_view = {"record": record_, "age": lease_age,
                       "expires_in": queue.expires(info, record_.ttl) - now,
                       "expired": queue.is_expired(info, now, record_.ttl),
-                      "overdue": queue.is_overdue(info, now, record_.ttl),
+                      "overdue": queue.is_overdue(info, now, record_.ttl, every),
                       "last_error": (getattr(record_, "error", None) or {}).get("message")}
     try:
         error = queue.error_record(name)

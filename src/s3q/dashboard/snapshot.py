@@ -33,6 +33,7 @@ from s3q.pause import PauseState, pause_state
 from s3q.queue import Queue
 from s3q.records import Intent, Lease
 from s3q.registry import Entry, Registry
+from s3q.scanrole import RoleSeen
 from s3q.store import ObjectInfo, resume_after
 
 __all__ = ["InFlight", "Snapshot", "Snapshots", "StateCount", "take_snapshot"]
@@ -84,6 +85,7 @@ class Snapshot:
     problems: list[str]
     #: completions per minute, oldest first, CHART_MINUTES of them, ending now
     throughput: list[int] = field(default_factory=list)
+    scanner: RoleSeen | None = None  # who scans for the fleet (None: nobody holds the role)
     seconds: float = 0.0  # how long it took to gather
 
     @property
@@ -150,6 +152,8 @@ def take_snapshot(queue: Queue, registry: Registry | None = None, *,
             oldest = first
     now = queue.store.now()
     found, leases_complete = read_leases(queue, lease_limit)
+    scanner = queue.scanner()  # (a live scanner of a longer scan interval: not overdue sooner)
+    every = scanner.scans_every if scanner is not None else 0.0
     in_flight, retrying = [], 0
     for lease, info in found:
         if lease.intent is Intent.RETRY:
@@ -159,7 +163,7 @@ def take_snapshot(queue: Queue, registry: Registry | None = None, *,
         in_flight.append(InFlight(lease.name, lease.worker, lease.attempt, lease.gen,
                                   lease.intent.value, age, queue.expires(info, lease.ttl) - now,
                                   queue.is_expired(info, now, lease.ttl),
-                                  queue.is_overdue(info, now, lease.ttl), lease.ttl))
+                                  queue.is_overdue(info, now, lease.ttl, every), lease.ttl))
     in_flight.sort(key=lambda r: (r.worker, r.name))
     workers = registry.records()
     snap = Snapshot(
@@ -167,7 +171,7 @@ def take_snapshot(queue: Queue, registry: Registry | None = None, *,
         oldest_waiting_age=None if oldest is None else max(0.0, now - oldest),
         oldest_exact=counts["wait"].complete, in_flight=in_flight, retrying=retrying,
         leases_complete=leases_complete, workers=workers, paused=pause_state(queue.store),
-        problems=[], throughput=throughput(workers, history))
+        problems=[], throughput=throughput(workers, history), scanner=scanner)
     snap.problems = problems(queue, snap)
     snap.seconds = time.perf_counter() - t0
     return snap
@@ -191,13 +195,15 @@ def problems(queue: Queue, snap: Snapshot) -> list[str]:
     """What ``s3q status --check`` reports (overdue leases: no worker takes anything over),
     plus stale workers and the pause, which it does not fail on."""
     found: list[str] = []
+    every = snap.scanner.scans_every if snap.scanner is not None else 0.0
     overdue = [r for r in snap.in_flight if r.overdue]
     if overdue:
         listed = ", ".join(f"{r.name} ({r.worker or 'nobody'})" for r in overdue[:5])
         more = f" and {len(overdue) - 5} more" if len(overdue) > 5 else ""
         found.append(
             f"{len(overdue)} expired lease(s) not taken over in time: not renewed for more "
-            f"than {queue.ctx.overdue_bounds([r.lease_ttl for r in overdue])} (dead workers, and "
+            f"than {queue.ctx.overdue_bounds([r.lease_ttl for r in overdue], every)} (dead "
+            f"workers, and "
             f"no worker running?): {listed}{more}")
     stale = [w.id for w in snap.workers if w.stale]
     if stale:
