@@ -11,13 +11,12 @@ from __future__ import annotations
 import fnmatch
 import logging
 import random
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from s3q import layout
+from s3q import clock, layout
 from s3q.batching import RIDE, DeleteBatcher
 from s3q.errors import ConfigError, LeaseLost
 from s3q.records import CLOCK_MARGIN, backoff_delay
@@ -92,7 +91,7 @@ class Deadline:
     :meth:`check` is the ``guard`` of every other write the holder makes."""
 
     at: float
-    monotonic: Callable[[], float] = time.monotonic
+    monotonic: Callable[[], float] = clock.monotonic
     name: str = ""
 
     def left(self) -> float:
@@ -110,8 +109,9 @@ class Context:
     store: Store
     config: QueueConfig
     rng: random.Random = field(default_factory=random.Random)
-    #: The process's monotonic clock (tests: a fake one), for lease deadlines.
-    monotonic: Callable[[], float] = time.monotonic
+    #: The process's monotonic clock (tests: a fake one), for lease deadlines: one that
+    #: counts the time the machine was suspended (:mod:`s3q.clock`).
+    monotonic: Callable[[], float] = clock.monotonic
     listeners: list[Listener] = field(default_factory=list)
     #: Conditional deletes that may share a request (the completions' commits, d5, and the
     #: claims' c2).

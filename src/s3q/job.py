@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from s3q import leases, settle
+from s3q import clock, leases, settle
 from s3q.body import open_body, processing_view
 from s3q.context import Context, Deadline, error_info
 from s3q.errors import JobStateError, LeaseLost
@@ -304,8 +304,8 @@ class LeaseKeeper:
     def register(self, job: Job) -> None:
         with self._cond:
             self._jobs.add(id(job))
-            self._push(time.monotonic() + self.interval, "renew", job)
-            if job.view_due is not None:  # (job.ctx.monotonic is time.monotonic here)
+            self._push(clock.monotonic() + self.interval, "renew", job)
+            if job.view_due is not None:  # (job.ctx.monotonic is clock.monotonic here)
                 self._push(job.view_due, "view", job)
             self._cond.notify()
 
@@ -326,8 +326,8 @@ class LeaseKeeper:
         while True:
             with self._cond:
                 while not self._stopped and (not self._due
-                                             or self._due[0][0] > time.monotonic()):
-                    timeout = self._due[0][0] - time.monotonic() if self._due else None
+                                             or self._due[0][0] > clock.monotonic()):
+                    timeout = self._due[0][0] - clock.monotonic() if self._due else None
                     self._cond.wait(timeout)
                 if self._stopped:
                     return
@@ -369,5 +369,5 @@ class LeaseKeeper:
             log.exception("unexpected error renewing %s", job.name)
         with self._cond:
             if id(job) in self._jobs and not job.finished:
-                self._push(time.monotonic() + retry_in, "renew", job)
+                self._push(clock.monotonic() + retry_in, "renew", job)
                 self._cond.notify()  # (from a task's thread: the keeper may wait for ever)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import fnmatch
 import random
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from os import PathLike
 from pathlib import Path
 from typing import BinaryIO
 
-from s3q import layout, leases
+from s3q import clock, layout, leases
 from s3q import requeue as requeue_op
 from s3q.backends import S3Options, open_store
 from s3q.bulk import Undone, each, incomplete
@@ -86,7 +85,7 @@ class Queue:
         *,
         s3: S3Options | None = None,
         rng: random.Random | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = clock.monotonic,
     ) -> None:
         self.store: Store = open_store(store, s3) if isinstance(store, str) else store
         self.config = config or QueueConfig()

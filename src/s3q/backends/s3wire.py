@@ -27,6 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, Inc
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.loaders import Loader
 
+from s3q import clock
 from s3q.backends import S3Options
 from s3q.store import Guard, NotFound, PreconditionFailed, StoreError, StoreUnavailable
 
@@ -225,7 +226,7 @@ class StoreClock:
     def read(self) -> float | None:
         with self._lock:
             offset = self._offset
-        return None if offset is None else offset + time.monotonic()
+        return None if offset is None else offset + clock.monotonic()
 
 
 class Meter:
@@ -280,7 +281,7 @@ class Meter:
         exception: Exception | None = None,
         **_: Any,
     ) -> None:
-        received = time.monotonic()
+        received = clock.monotonic()
         error: str | None = None
         if response_dict is not None:
             date = response_dict["headers"].get("Date")
