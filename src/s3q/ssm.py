@@ -62,8 +62,13 @@ def _get_parameter(client: SSMClient, name: str, parameter: str) -> str:
     except Exception as e:  # e.g. an unparsable answer: its text might hold the secret
         raise ConfigError(f"{name}: cannot read SSM parameter {parameter!r}: "
                           f"{type(e).__name__}") from None
+    # as an S3Q_* variable's: 'put-parameter --value file://key' keeps the file's newline,
+    # which failed every request signed with it ('Invalid header value', SignatureDoesNotMatch)
+    value = value.strip()
     if not value:
         raise ConfigError(f"{name}: SSM parameter {parameter!r} is empty")
+    if not value.isprintable():
+        raise ConfigError(f"{name}: SSM parameter {parameter!r} must be a single line")
     return value
 
 

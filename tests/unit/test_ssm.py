@@ -76,3 +76,24 @@ def test_access_denied_says_which_permission_is_missing(denying_ssm: str) -> Non
     assert "AccessDeniedException" in message and "kms:Decrypt" in message
     assert "eu-west-1" in message and "\n" not in message
     assert info.value.__cause__ is None
+
+
+def test_a_value_written_from_a_file_loses_its_newline_and_is_checked_as_a_literal(
+        ssm: S3Endpoint) -> None:
+    """'aws ssm put-parameter --value file://key.txt' keeps the file's final newline. A key
+    read with it failed every S3 request ('Invalid header value', taken for an unavailable
+    store; a secret key: SignatureDoesNotMatch), naming neither the setting nor the
+    parameter. Surrounding whitespace goes, as from an S3Q_* variable; a value of more than
+    one line is refused like a literal one, without showing it."""
+    name = f"/s3q-test/{uuid4().hex}"
+    client = boto3.client("ssm", endpoint_url=ssm.endpoint_url, region_name=ssm.region)
+    client.put_parameter(Name=f"{name}/id", Value="AKID-FROM-FILE\n", Type="SecureString")
+    client.put_parameter(Name=f"{name}/two", Value="never-shown\nline-2\n", Type="SecureString")
+    values = read_parameters({"access_key_id": f"{name}/id"}, region=ssm.region,
+                             endpoint_url=ssm.endpoint_url, retry_mode="standard")
+    assert values == {"access_key_id": "AKID-FROM-FILE"}
+    with pytest.raises(ConfigError) as info:
+        read_parameters({"secret_access_key": f"{name}/two"}, region=ssm.region,
+                        endpoint_url=ssm.endpoint_url, retry_mode="standard")
+    assert str(info.value) == (f"secret_access_key: SSM parameter '{name}/two' must be a "
+                               "single line")
