@@ -215,8 +215,14 @@ def load_config(
             raise ConfigError(f"{e} ({sources['events_queue']})") from None
     try:
         cfg.queue_config()
-    except ConfigError as e:  # cross-field rules live in QueueConfig; add the source
-        raise ConfigError(f"{e} ({sources.get(str(e).split(':')[0], 'default')})") from None
+    except ConfigError as e:  # cross-field rules live in QueueConfig; add the sources
+        name = str(e).split(":")[0]
+        where = sources.get(name, "default")
+        base = "retry_base_delay"
+        if name == "retry_max_delay" and sources[base] != where:
+            shown = display(BY_NAME[base], cfg.retry_base_delay)
+            where += f"; {base} {shown} from {sources[base]}"
+        raise ConfigError(f"{e} ({where})") from None
     log.debug("config: file %s, profile %s (%s)", path, profile, why)
     return cfg, sources
 

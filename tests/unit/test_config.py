@@ -369,6 +369,19 @@ def test_bad_values_name_the_setting_and_source(tmp_path: Path, toml: str, env: 
     assert error(flags, env=env) == expected.format(path=path)
 
 
+def test_a_cross_field_error_names_where_each_of_its_settings_came_from(tmp_path: Path) -> None:
+    """retry_base_delay raised above the default retry_max_delay (in the environment, or a
+    profile): the error said only '(default)', the source of the setting left alone, and not
+    where the one that was set came from."""
+    assert error(env={"S3Q_RETRY_BASE_DELAY": "10m"}) == (
+        "retry_max_delay: must be >= retry_base_delay >= 0 (got 300.0) (default; "
+        "retry_base_delay 600 from env S3Q_RETRY_BASE_DELAY)")
+    path = write(tmp_path / "s3q.toml", "retry_max_delay = 60\n[profiles.p]\n"
+                 "when_hostname = '*'\nretry_base_delay = 120\n")
+    assert error() == (f"retry_max_delay: must be >= retry_base_delay >= 0 (got 60.0) (file "
+                       f"{path}; retry_base_delay 120 from profile p ({path}))")
+
+
 def test_profile_named_without_a_config_file() -> None:
     assert error({"profile": "prod"}) == (
         "profile: 'prod' (flag --profile) is not defined in a config file (profiles: none)")
