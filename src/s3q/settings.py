@@ -128,8 +128,9 @@ SETTINGS: tuple[Setting, ...] = (
        "serves the queue gauges on HOST:PORT (default port 9464)."),
     _S("drain_on_interruption", bool, False, "Drain (stop gracefully, giving work back) at an "
        "EC2 Spot interruption or Auto Scaling termination notice (polls the IMDS)."),
-    _S("endpoint_url", str, None, "S3 endpoint (MinIO, moto, ...); unset = AWS_ENDPOINT_URL, "
-       "else AWS.", default_env=("AWS_ENDPOINT_URL",)),
+    _S("endpoint_url", str, None, "S3 endpoint (MinIO, moto, ...); unset = "
+       "AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS.",
+       default_env=("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")),
     _S("region", str, None, "AWS region; unset = the standard AWS configuration."),
     _S("retry_mode", str, "standard", "botocore retry mode.", choices=("standard", "adaptive")),
     _S("batch_deletes", bool, True, "Completions that commit together (while another "

@@ -275,6 +275,20 @@ def test_endpoint_defaults_come_from_the_standard_aws_variables(tmp_path: Path) 
     assert (cfg.endpoint_url, src["endpoint_url"]) == ("http://file:9000", f"file {path}")
 
 
+def test_the_s3_endpoint_variable_wins_over_the_generic_one_as_in_boto3() -> None:
+    """AWS_ENDPOINT_URL_S3 (boto3's variable of the S3 endpoint alone) next to
+    AWS_ENDPOINT_URL: boto3 sends S3 requests to the former, s3q passed the latter to it
+    explicitly, so the queue was looked for on another server than every other AWS tool of
+    the host uses (and `config show` named the wrong one); with AWS_ENDPOINT_URL_S3 alone
+    it said '(none)'."""
+    env = {"AWS_ENDPOINT_URL": "http://localstack:4566", "AWS_ENDPOINT_URL_S3": "http://s3:1"}
+    cfg, src = load(env=env)
+    assert (cfg.endpoint_url, src["endpoint_url"]) == ("http://s3:1", "env AWS_ENDPOINT_URL_S3")
+    assert cfg.ssm_endpoint_url == cfg.sqs_endpoint_url == "http://localstack:4566"
+    cfg, src = load(env={"AWS_ENDPOINT_URL_S3": "http://s3:1"})
+    assert (cfg.endpoint_url, src["endpoint_url"]) == ("http://s3:1", "env AWS_ENDPOINT_URL_S3")
+
+
 def test_env_and_flag_values_are_parsed() -> None:
     env = {"S3Q_LOG_JSON": "yes", "S3Q_METRICS_PORT": " 9100 ", "S3Q_ON_FINISH": "delete",
            "S3Q_CONCURRENCY": "", "S3Q_JOB_TIMEOUT": "1.5"}
