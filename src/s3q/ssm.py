@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -27,6 +28,8 @@ def read_parameters(refs: Mapping[str, str], *, region: str | None, endpoint_url
     import boto3
     from botocore.config import Config as BotoConfig
 
+    # the region of the S3 and SQS clients (s3wire, sqs): botocore does not read AWS_REGION
+    region = region or os.environ.get("AWS_REGION") or None
     try:
         client: SSMClient = boto3.session.Session().client(
             "ssm", region_name=region, endpoint_url=endpoint_url,

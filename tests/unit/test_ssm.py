@@ -97,3 +97,26 @@ def test_a_value_written_from_a_file_loses_its_newline_and_is_checked_as_a_liter
                         endpoint_url=ssm.endpoint_url, retry_mode="standard")
     assert str(info.value) == (f"secret_access_key: SSM parameter '{name}/two' must be a "
                                "single line")
+
+
+def test_the_parameter_is_asked_in_the_region_every_other_client_uses(
+        ssm: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AWS_REGION (what ECS, Lambda and most SDKs set) is the region of s3q's S3 and SQS
+    clients and of the parameter ARNs 's3q iam-policy' allows; SSM alone was asked in
+    botocore's own (AWS_DEFAULT_REGION, the profile's, else none): 'no such parameter in
+    region us-east-1' for the parameter next to the bucket, or no region at all."""
+    name = f"/s3q-test/{uuid4().hex}/key"
+    boto3.client("ssm", endpoint_url=ssm.endpoint_url, region_name="eu-west-3").put_parameter(
+        Name=name, Value="AKID-EU", Type="SecureString")
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    for default in ("us-east-1", None):
+        if default is None:
+            monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+        else:
+            monkeypatch.setenv("AWS_DEFAULT_REGION", default)
+        assert read_parameters({"access_key_id": name}, region=None,
+                               endpoint_url=ssm.endpoint_url, retry_mode="standard") == {
+            "access_key_id": "AKID-EU"}
+    with pytest.raises(ConfigError, match="no such parameter in region us-west-2"):
+        read_parameters({"access_key_id": name}, region="us-west-2",  # the region setting wins
+                        endpoint_url=ssm.endpoint_url, retry_mode="standard")
