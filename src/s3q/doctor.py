@@ -85,8 +85,11 @@ class Report:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Report:
         """Raises KeyError, TypeError or ValueError on anything but :meth:`to_json`'s."""
-        if data.get("schema") != SCHEMA:
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise ValueError(f"not a {SCHEMA} document")
+        if not all(isinstance(c, dict) for c in data["checks"]) or not isinstance(
+                data["capabilities"], dict):
+            raise TypeError("checks and capabilities must be objects")
         names = {f.name for f in fields(Check)}
         checks = tuple(Check(**{k: v for k, v in c.items() if k in names})
                        for c in data["checks"])

@@ -289,6 +289,20 @@ def test_an_unreadable_cache_is_probed_again() -> None:
     assert check_store(store, max_age=3600).cached
 
 
+@pytest.mark.parametrize("text", [b"[]", b"null", b'{"schema": "%s", "checks": [1]}' % (
+    SCHEMA.encode())])
+def test_a_cache_of_another_shape_is_probed_again(text: bytes) -> None:
+    """Valid JSON that is not a cached report (written by something else, or by a version
+    of s3q with another layout under the same schema): AttributeError escaped the check,
+    so every worker of the queue crashed at every start with a traceback until somebody
+    deleted .s3q/probe/result."""
+    store = Unprobed()
+    store.put(RESULT, text)
+    found = check_store(store, max_age=3600)
+    assert not found.cached and found.report is not None and found.report.ok
+    assert check_store(store, max_age=3600).cached
+
+
 def test_a_store_missing_guarantees_is_refused_in_one_line_and_never_cached() -> None:
     class Both(IgnoresDeleteIfMatch, IgnoresPutIfMatch):
         pass
