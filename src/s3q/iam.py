@@ -54,6 +54,9 @@ def iam_policy(queue_url: str, *, ssm_parameters: Iterable[str], region: str | N
     parameter ARNs and the KMS condition (``*`` when unknown); ``events_queue`` is the SQS
     queue of the event source, if any. Raises ValueError for a queue that is not on S3 (or
     an ``events_queue`` that names no SQS queue)."""
+    from s3q.backends import check_queue_url
+
+    check_queue_url(queue_url)
     parts = urlsplit(queue_url)
     if parts.scheme.lower() != "s3":
         raise ValueError(f"queue {queue_url!r} is not on S3: an IAM policy applies only to "

@@ -396,6 +396,26 @@ def test_a_cross_field_error_names_where_each_of_its_settings_came_from(tmp_path
                        f"{path}; retry_base_delay 120 from profile p ({path}))")
 
 
+@pytest.mark.parametrize("url", ["s3://acme/requests # prod", "s3://acme/requests?x=1",
+                                 "s3://acme/requests/#", "file:///srv/queue#prod"])
+def test_a_queue_url_with_a_fragment_or_query_is_refused(url: str) -> None:
+    """systemd's EnvironmentFile keeps a comment after a value: S3Q_QUEUE=s3://acme/requests
+    # prod became the queue s3://acme/requests<space> (the URL's fragment dropped), whose
+    empty wait/ the workers polled while the requests waited in requests/wait/; a query
+    was dropped alike. Such a URL is refused, naming it."""
+    from s3q.backends import S3Options, open_store
+
+    with pytest.raises(ValueError, match="'#' or '\\?'") as info:
+        open_store(url, S3Options(region="eu-west-1", access_key_id="a",
+                                  secret_access_key="b"), create=False)
+    assert repr(url) in str(info.value)
+    if url.startswith("s3:"):  # nor is an IAM policy made for the prefix left
+        from s3q.iam import iam_policy
+
+        with pytest.raises(ValueError, match="'#' or '\\?'"):
+            iam_policy(url, ssm_parameters=[], region=None)
+
+
 def test_profile_named_without_a_config_file() -> None:
     assert error({"profile": "prod"}) == (
         "profile: 'prod' (flag --profile) is not defined in a config file (profiles: none)")

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from s3q.store import Store
 
-__all__ = ["S3Options", "open_store"]
+__all__ = ["S3Options", "check_queue_url", "open_store"]
 
 #: A URL that lost its colon (``s3//bucket/app``): never a path anyone means.
 _NO_COLON = re.compile(r"(?i)(?:s3[an]?|file|memory|https?)//")
@@ -42,12 +42,22 @@ class S3Options:
     session_token: str | None = None
 
 
+def check_queue_url(url: str) -> None:
+    """Raise ValueError for an ``s3://`` or ``file://`` URL with a ``#`` or ``?``: urlsplit
+    would drop what follows (``S3Q_QUEUE=s3://b/app # prod``, a comment systemd keeps) and
+    leave another prefix, whose empty wait/ the workers would poll."""
+    if urlsplit(url).scheme.lower() in ("s3", "file") and ("#" in url or "?" in url):
+        raise ValueError(f"queue URL {url!r}: '#' or '?' would end it there, the rest "
+                         "ignored (a comment after the value in an env file?)")
+
+
 def open_store(url: str, s3: S3Options | None = None, *, create: bool = True) -> Store:
     """Open the store a queue URL names. Raises ``ValueError`` on an unusable URL. With
     ``create=False`` a local directory that holds no queue is not created: ``NotFound``
     (S3 buckets and memory stores are never created by opening them)."""
     if not url:
         raise ValueError("queue URL is empty")
+    check_queue_url(url)
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "s3":

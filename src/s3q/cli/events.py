@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from s3q.backends import check_queue_url
 from s3q.cli.errors import EXIT_STORE, EXIT_UNHEALTHY, Failure
 from s3q.cli.options import App, S3qCommand, json_option, setting_options
 from s3q.cli.output import echo_json, table
@@ -52,6 +53,10 @@ def events_setup(source_account: str | None, no_source_account: bool, dry_run: b
     if cfg.events_queue is None:
         raise Failure("events_queue is not set: name the SQS queue (e.g. s3q-events, or its "
                       "URL or ARN) in s3q.toml, S3Q_EVENTS_QUEUE or --events-queue")
+    try:
+        check_queue_url(cfg.queue)
+    except ValueError as e:
+        raise Failure(f"queue: {e} ({app.queue_source})") from None
     parts = urlsplit(cfg.queue)
     if parts.scheme.lower() != "s3" or not parts.netloc:
         raise Failure(f"queue {cfg.queue}: S3 event notifications need a queue on S3 "
