@@ -10,6 +10,7 @@ is :mod:`s3q.config`'s business.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,6 +174,9 @@ def coerce(s: Setting, raw: object, source: str, *, text: bool) -> object:
         return ConfigError(f"{s.name}: {why}, got {'***' if s.secret else repr(raw)} ({source})")
 
     value = raw.strip() if text and isinstance(raw, str) else raw
+    if source.startswith("env ") and not s.secret and re.search(r"\s#", str(value)):
+        raise bad("a comment after the value (systemd and docker keep it in an env file: put "
+                  "it on a line of its own)")
     if s.type is bool and s.default is None and value == "auto":
         return None
     if s.duration and isinstance(value, str):  # numbers go on to the range checks below

@@ -416,6 +416,19 @@ def test_a_queue_url_with_a_fragment_or_query_is_refused(url: str) -> None:
             iam_policy(url, ssm_parameters=[], region=None)
 
 
+def test_a_comment_after_a_value_in_the_environment_is_refused() -> None:
+    """systemd's EnvironmentFile (and docker's --env-file) keep a comment after a value:
+    S3Q_FILTER=*request.json # the seed's became a filter no request matches, so every
+    request waited forever while status counted none waiting. A non-secret S3Q_* value with
+    ' #' is refused, naming it; a secret may hold one."""
+    assert error(env={"S3Q_FILTER": "*request.json # the seed's"}) == (
+        "filter: a comment after the value (systemd and docker keep it in an env file: put it "
+        "on a line of its own), got \"*request.json # the seed's\" (env S3Q_FILTER)")
+    assert "(env S3Q_WORKER_ID)" in error(env={"S3Q_WORKER_ID": "w1  # spare"})
+    cfg, _ = load(env={"S3Q_DASHBOARD_TOKEN": "a #b", "S3Q_WORKER_ID": "w#1"})
+    assert cfg.dashboard_token == Secret("a #b") and cfg.worker_id == "w#1"
+
+
 def test_profile_named_without_a_config_file() -> None:
     assert error({"profile": "prod"}) == (
         "profile: 'prod' (flag --profile) is not defined in a config file (profiles: none)")
