@@ -13,6 +13,7 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from s3q.durations import DURATION_HELP, parse_duration
 from s3q.errors import ConfigError
@@ -162,6 +163,8 @@ SETTINGS: tuple[Setting, ...] = (
 BY_NAME = {s.name: s for s in SETTINGS}
 
 
+#: What botocore accepts as a region name (AWS's, or an S3-compatible server's own).
+_REGION = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
 _KIND = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True,
           "0": False, "false": False, "no": False, "off": False}
@@ -205,6 +208,11 @@ def coerce(s: Setting, raw: object, source: str, *, text: bool) -> object:
             raise bad(f"must be at most {s.maximum:g}")
     if isinstance(value, str) and not (value and value.isprintable()):
         raise bad("must be a non-empty single line")
+    if s.name.endswith("endpoint_url") and isinstance(value, str) and not (
+            (url := urlsplit(value)).scheme.lower() in ("http", "https") and url.hostname):
+        raise bad("expected an http:// or https:// URL")  # (botocore's, at the first client)
+    if s.name == "region" and not _REGION.fullmatch(str(value)):
+        raise bad("expected a region name such as eu-west-1")
     return Secret(value) if s.secret and isinstance(value, str) else value
 
 

@@ -429,6 +429,25 @@ def test_a_comment_after_a_value_in_the_environment_is_refused() -> None:
     assert cfg.dashboard_token == Secret("a #b") and cfg.worker_id == "w#1"
 
 
+def test_endpoints_and_region_are_checked_where_they_are_set(tmp_path: Path) -> None:
+    """An endpoint without its scheme or a region with a space was taken at load and
+    refused by botocore when the first client was made: as a store error (exit 3) blaming
+    where the queue came from ('cannot set up the S3 client for s3://b/x: Invalid endpoint:
+    minio:9000 (queue from flag --queue)'), or for SSM naming the secrets."""
+    assert error(env={"AWS_ENDPOINT_URL": "minio:9000"}) == (
+        "endpoint_url: expected an http:// or https:// URL, got 'minio:9000' "
+        "(env AWS_ENDPOINT_URL)")
+    path = write(tmp_path / "s3q.toml", 'ssm_endpoint_url = "localhost:4566"\n')
+    assert error() == ("ssm_endpoint_url: expected an http:// or https:// URL, got "
+                       f"'localhost:4566' (file {path})")
+    (tmp_path / "s3q.toml").unlink()
+    assert error({"sqs_endpoint_url": "https://"}).startswith("sqs_endpoint_url: expected")
+    assert error({"region": "eu west 1"}) == (
+        "region: expected a region name such as eu-west-1, got 'eu west 1' (flag --region)")
+    cfg, _ = load({"region": "garage", "endpoint_url": "http://[::1]:9000"})  # S3-compatible
+    assert (cfg.region, cfg.endpoint_url) == ("garage", "http://[::1]:9000")
+
+
 def test_profile_named_without_a_config_file() -> None:
     assert error({"profile": "prod"}) == (
         "profile: 'prod' (flag --profile) is not defined in a config file (profiles: none)")
