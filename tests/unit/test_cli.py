@@ -584,6 +584,21 @@ def test_usage_errors_are_one_line(qdir: Path) -> None:
         one_error_line(out)
 
 
+def test_a_queue_named_after_a_folder_of_the_layout_is_warned_about(tmp_path: Path) -> None:
+    """S3Q_QUEUE=s3://acme/requests/wait (the folder the console shows the files in): the
+    workers polled requests/wait/wait/ while the requests waited in requests/wait/, nothing
+    said. Every command's queue line is now a warning naming the queue probably meant."""
+    out = run(tmp_path / "q" / "wait", "submit", str(requests_dir(tmp_path, 1)), "--log-json")
+    assert out.exit_code == 0, out.output
+    logs = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
+    [queue_line] = [r for r in logs if r.get("event") == "queue"]
+    assert queue_line["level"] == "warning"
+    assert f"if requests arrive in file://{tmp_path / 'q' / 'wait'}/, the queue is " \
+        f"file://{tmp_path / 'q'}" in queue_line["message"]
+    out = run(tmp_path / "q", "status", "--log-json")  # the queue itself: no warning
+    assert '"level": "warning"' not in out.stderr, out.stderr
+
+
 # ------------------------------------------------------------------------ logs and metrics
 
 def _record(msg: str, *args: object, **extra: object) -> logging.LogRecord:

@@ -237,7 +237,12 @@ class App:
         queue = Queue(wrap(store) if wrap is not None else store, cfg.queue_config())
         self.ctx.call_on_close(queue.close)
         default = self.sources.get("queue", "default") == "default"
-        log.log(logging.WARNING if default else logging.INFO, "queue %s (%s)", store.url,
-                origin, extra={"event": "queue", "queue": store.url, "source": origin,
-                               "profile": cfg.profile})
+        parent, _, last = store.url.rstrip("/").rpartition("/")
+        folder = last in [s.value for s in State] and not parent.endswith("/")
+        log.log(logging.WARNING if default or folder else logging.INFO, "queue %s (%s)%s",
+                store.url, origin, f": it ends in {last!r}, a folder of a queue: its requests "
+                f"are read from {store.url}/{last}/; if requests arrive in {store.url}/, the "
+                f"queue is {parent}" if folder else "", extra={
+                    "event": "queue", "queue": store.url, "source": origin,
+                    "profile": cfg.profile})
         return queue
