@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from s3q.errors import ConfigError
 from s3q.running import SETTLING
-from s3q.settings import BY_NAME, SETTINGS, Secret, Setting, coerce, display, ssm_ref
+from s3q.settings import BY_NAME, OTHER_ENV, SETTINGS, Secret, Setting, coerce, display, ssm_ref
 from s3q.workerids import check_worker_id, default_worker_id
 
 if TYPE_CHECKING:
@@ -289,10 +289,10 @@ _WARNED: set[str] = set()
 
 
 def _warn_misspelled(env: Mapping[str, str]) -> None:
-    """An ``S3Q_*`` variable that is no setting's but close to one's name (a typo in
-    /etc/s3q/s3q.env) is ignored: say so, once per process. Other ``S3Q_*`` names (the
-    handler's, the tests') are left alone."""
-    known = [s.env_var for s in SETTINGS]
+    """An ``S3Q_*`` variable that is no setting's but close to one's name or to one of
+    OTHER_ENV (a typo in /etc/s3q/s3q.env) is ignored: say so, once per process. Other
+    ``S3Q_*`` names (the handler's, the tests') are left alone."""
+    known = [s.env_var for s in SETTINGS] + list(OTHER_ENV)
     for name in env:
         if not name.startswith("S3Q_") or name in known or name in _WARNED:
             continue

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 from s3q.durations import DURATION_HELP, parse_duration
 from s3q.errors import ConfigError
 
-__all__ = ["BY_NAME", "SETTINGS", "Secret", "Setting", "coerce", "display", "settings_table",
-           "ssm_ref"]
+__all__ = ["BY_NAME", "OTHER_ENV", "SETTINGS", "Secret", "Setting", "coerce", "display",
+           "settings_table", "ssm_ref"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +161,10 @@ SETTINGS: tuple[Setting, ...] = (
        "'default'."),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
+#: The S3Q_* variables that are no settings (docs/CONFIG.md): a name close to one of them is
+#: a typo too.
+OTHER_ENV = ("S3Q_CONFIG", "S3Q_LOCK_DIR", "S3Q_IMDS", "S3Q_IMDS_ENDPOINT", "S3Q_START_BACKOFF",
+             "S3Q_UNIT_STOP_TIMEOUT", "S3Q_HEARTBEAT_INTERVAL")
 
 
 #: What botocore accepts as a region name (AWS's, or an S3-compatible server's own).

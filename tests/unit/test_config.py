@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import logging
+import re
 import textwrap
 import threading
 import time
@@ -33,6 +34,7 @@ from s3q.durations import parse_duration
 from s3q.errors import ConfigError
 from s3q.imds import instance_id
 from s3q.queue import QueueConfig
+from s3q.settings import OTHER_ENV
 from tests.quietserver import QuietServer
 from tests.s3server import S3Endpoint
 
@@ -111,6 +113,25 @@ def test_a_misspelled_s3q_variable_is_named_with_the_setting_it_resembles(
     assert sorted(r.getMessage() for r in caplog.records) == [
         "S3Q_CONCURENCY is not an s3q setting and is ignored: did you mean S3Q_CONCURRENCY?",
         "S3Q_MAX_ATTEMPT is not an s3q setting and is ignored: did you mean S3Q_MAX_ATTEMPTS?"]
+
+
+def test_a_misspelled_variable_of_the_documented_others_is_named_too(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3Q_CONFG=/etc/s3q/prod.toml (a typo of S3Q_CONFIG, documented next to the settings)
+    was ignored in silence: the command read ./s3q.toml or /etc/s3q/s3q.toml instead, or
+    ran on the built-in local queue; S3Q_LOCKDIR left the host lock where a second worker
+    of the id would not find it."""
+    monkeypatch.setattr(config_module, "_WARNED", set())
+    env = {"S3Q_CONFG": "/etc/s3q/prod.toml", "S3Q_LOCKDIR": "/run/s3q",
+           "S3Q_IMDS": "off", "S3Q_UNIT_STOP_TIMEOUT": "90"}
+    with caplog.at_level(logging.WARNING, logger="s3q.config"):
+        load(env=env)
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        "S3Q_CONFG is not an s3q setting and is ignored: did you mean S3Q_CONFIG?",
+        "S3Q_LOCKDIR is not an s3q setting and is ignored: did you mean S3Q_LOCK_DIR?"]
+    doc = (Path(__file__).parents[2] / "docs" / "CONFIG.md").read_text(encoding="utf-8")
+    others = doc.split("## Environment variables that are not settings")[1]
+    assert set(re.findall(r"^\| `(S3Q_\w+)`", others, re.M)) == set(OTHER_ENV)
 
 
 def test_defaults() -> None:
