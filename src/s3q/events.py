@@ -11,7 +11,8 @@ message too early costs latency, never a request.
 A message's life, in one worker:
 
 * it is received only while the worker has a free slot (at most one message per free
-  slot), invisible to other workers for :data:`VISIBILITY` seconds;
+  slot; none while the queue is paused), invisible to other workers for
+  :data:`VISIBILITY` seconds;
 * an ``s3:TestEvent``, a record about another bucket, prefix or event, a name the queue's
   filter refuses: deleted. A **malformed** message (not an S3 notification, or a record
   without its fields) is logged and deleted: it can never become readable, re-delivering it

@@ -349,8 +349,10 @@ class Worker:
 
     def _free_slots(self) -> int:
         """Slots neither running a job, nor claiming, nor about to claim for a wake; none
-        once stopping (a message taken then would wait, hidden, until the drain ends)."""
-        if self._stopping.is_set():
+        once stopping (a message taken then would wait, hidden, until the drain ends), nor
+        while the queue is paused (its messages stay in SQS; once a slot saw the pause, the
+        flag is asked again here, at most every 5 s: the resume is seen without a poll)."""
+        if self._stopping.is_set() or (self.presence.gate.last and self.presence.paused()):
             return 0
         wakes = self._pacer.wakes
         with self._lock:

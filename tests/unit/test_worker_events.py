@@ -19,6 +19,7 @@ from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
 from s3q.events import EventSource
 from s3q.job import Job
+from s3q.pause import PauseGate, pause, resume
 from s3q.worker import Worker, WorkerOptions
 from tests.acceptance.conftest import wait_for
 
@@ -47,9 +48,11 @@ class Feed:
         self.names: set[str] = set()
         self.wake: Callable[[int], None] = lambda n: None
         self.capacity: Callable[[], int] = lambda: 0
+        self.started = False
 
     def start(self, *, capacity: Callable[[], int], wake: Callable[[int], None]) -> None:
         self.capacity, self.wake = capacity, wake
+        self.started = True
 
     def stop(self) -> None:
         pass
@@ -165,5 +168,39 @@ def test_a_stopping_worker_takes_no_more_notifications() -> None:
         assert feed.capacity() == 0
     finally:
         release.set()
+        worker.stop()
+        thread.join(10)
+
+
+def test_a_paused_worker_takes_no_notifications_until_it_is_resumed() -> None:
+    """While the queue is paused (s3q pause) a worker claims nothing, so every message it
+    received would be offered to no slot: checked three times (a HEAD and a GET each) over
+    ~35 s, given back, received again at once by the same idle worker, and after
+    MAX_RECEIVES such turns (~30 min) deleted and left to the listing, which after the
+    resume came only every events_list_interval. A paused worker must leave them in SQS,
+    and take them again once it sees the resume."""
+    queue = Queue(MemoryStore("events"), QueueConfig(lease_ttl=30.0))
+    feed = Feed(queue)
+    done: list[str] = []
+    worker = Worker(queue, lambda job: done.append(job.name),
+                    WorkerOptions("w", concurrency=2, events_list_interval=3600),
+                    events=cast(EventSource, feed))
+    worker.presence.gate = PauseGate(queue.store, max_age=0.0)  # (no answer kept)
+    pause(queue.store, by="op", reason="test")
+    queue.submit("a_request.json", b"{}")
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: feed.started and worker.presence.gate.last, 10,
+                 "the worker to start and see the pause")
+        feed.announce("a_request.json")  # (its slot finds the pause too)
+        wait_for(lambda: feed.capacity() == 0, 10, "no notification taken while paused")
+        assert done == [] and queue.counts()["wait"] == 1
+        resume(queue.store)
+        wait_for(lambda: feed.capacity() == 2, 15, "notifications taken again once resumed")
+        feed.announce("a_request.json")
+        wait_for(lambda: done == ["a_request.json"], 10, "the request to run")
+    finally:
+        worker.stop()
         worker.stop()
         thread.join(10)
