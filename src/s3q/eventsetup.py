@@ -11,7 +11,9 @@ queue's ``wait/`` prefix to the SQS queue ``events_queue``, idempotently.
    *merged* into the bucket's notification configuration: every other rule (queue, topic,
    Lambda, EventBridge) is kept. A rule already sending those events for that prefix to this
    queue leaves everything unchanged; a rule for overlapping events and keys that points
-   elsewhere (S3 allows one destination per event and key) is a :class:`SetupConflict`.
+   elsewhere (S3 allows one destination per event and key) is a :class:`SetupConflict`, and
+   so is a rule sending objects created under other keys to this queue (another s3q
+   queue's: its workers and ours would delete each other's notifications).
 
 The merge functions are pure (:func:`merge_policy`, :func:`merge_notification`); S3 has no
 conditional write for a notification configuration, so a change made by somebody else
@@ -114,10 +116,20 @@ def merge_notification(config: dict[str, Any], rule: dict[str, Any]) -> dict[str
     elsewhere."""
     merged = {k: copy.deepcopy(v) for k, v in config.items() if k != "ResponseMetadata"}
     prefix = _filter(rule, "prefix")
+    for existing in merged.get("QueueConfigurations", []):  # another s3q queue's rule?
+        theirs = _filter(existing, "prefix")
+        if (existing.get("QueueArn") == rule["QueueArn"] and _creates(existing)
+                and not (theirs.startswith(prefix) or prefix.startswith(theirs))):
+            raise SetupConflict(
+                f"the bucket's notification rule {existing.get('Id', '(no id)')!r} already "
+                f"sends objects created under {theirs!r} to {rule['QueueArn']}: one SQS "
+                "queue per s3q queue (a worker deletes every notification that is not about "
+                "its own queue's wait/, so each queue's workers would delete the other's). "
+                "Give this queue an events_queue of its own, or remove that rule")
     for kind in _KINDS:
         for existing in merged.get(kind, []):
             events = set(existing.get("Events", []))
-            if not any(e.startswith(CREATED) or e == "s3:*" for e in events):
+            if not _creates(existing):
                 continue
             theirs, suffix = _filter(existing, "prefix"), _filter(existing, "suffix")
             if not (theirs.startswith(prefix) or prefix.startswith(theirs)):
@@ -136,6 +148,11 @@ def merge_notification(config: dict[str, Any], rule: dict[str, Any]) -> dict[str
                 "rule (aws s3api get-bucket-notification-configuration shows them all)")
     merged.setdefault("QueueConfigurations", []).append(rule)
     return merged
+
+
+def _creates(rule: dict[str, Any]) -> bool:
+    """Does the rule send (some) object creations?"""
+    return any(e.startswith(CREATED) or e == "s3:*" for e in rule.get("Events", []))
 
 
 def _filter(rule: dict[str, Any], name: str) -> str:

@@ -138,3 +138,24 @@ def test_an_overlapping_rule_pointing_elsewhere_is_refused(
     with pytest.raises(SetupConflict, match="S3 allows one destination per event and key"):
         merge_notification({"QueueConfigurations": [overlapping]},
                            notification_rule(QUEUE_ARN, WAIT))
+
+
+def test_a_queue_the_bucket_already_notifies_for_other_keys_is_refused() -> None:
+    """One SQS queue per s3q queue: a worker deletes every message that is not about its own
+    queue's wait/. Two queues of one bucket given the same events_queue (a profile's
+    default in s3q.toml) were both wired to it, and each one's workers deleted the other's
+    notifications: its requests waited for the listing, and 's3q events setup', which
+    events_missed tells to run, found everything in place."""
+    prod = notification_rule(QUEUE_ARN, "prod/wait/")
+    with pytest.raises(SetupConflict, match=r"prod/wait/.*one SQS queue per s3q queue"):
+        merge_notification({"QueueConfigurations": [prod]},
+                           notification_rule(QUEUE_ARN, "staging/wait/"))
+    # run again for the queue already wired, alongside a rule of another queue
+    staging = rule(QUEUE_ARN, "staging/wait/", ["s3:ObjectCreated:*"])
+    with pytest.raises(SetupConflict, match=r"staging/wait/.*one SQS queue per s3q queue"):
+        merge_notification({"QueueConfigurations": [prod, staging]},
+                           notification_rule(QUEUE_ARN, "prod/wait/"))
+    # other events for other keys to the same queue take nothing from it
+    removed = rule(QUEUE_ARN, "staging/wait/", ["s3:ObjectRemoved:*"])
+    assert merge_notification({"QueueConfigurations": [prod, removed]},
+                              notification_rule(QUEUE_ARN, "prod/wait/")) is None
