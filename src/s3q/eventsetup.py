@@ -137,15 +137,20 @@ def merge_notification(config: dict[str, Any], rule: dict[str, Any]) -> dict[str
             target = existing.get(_TARGET[kind], "?")
             covers = ((f"{CREATED}*" in events or "s3:*" in events or events >= _ALL_CREATED)
                       and prefix.startswith(theirs) and not suffix)
-            if kind == "QueueConfigurations" and target == rule["QueueArn"] and covers:
+            ours = kind == "QueueConfigurations" and target == rule["QueueArn"]
+            if ours and covers:
                 return None
+            todo = (f"That rule sends only part of it to this queue: widen it to "
+                    f"s3:ObjectCreated:* for every key starting with {prefix!r}, or remove it "
+                    "and run 's3q events setup' again" if ours else
+                    "Point events_queue at that queue, fan out through SNS, or remove or "
+                    "narrow that rule")
             raise SetupConflict(
                 f"the bucket's notification rule {existing.get('Id', '(no id)')!r} already "
                 f"sends {', '.join(sorted(events))} for keys starting with {theirs!r}"
                 f"{f' and ending with {suffix!r}' if suffix else ''} to {target}, which "
-                f"overlaps {prefix!r}: S3 allows one destination per event and key. Point "
-                "events_queue at that queue, fan out through SNS, or remove or narrow that "
-                "rule (aws s3api get-bucket-notification-configuration shows them all)")
+                f"overlaps {prefix!r}: S3 allows one destination per event and key. {todo} "
+                "(aws s3api get-bucket-notification-configuration shows them all)")
     merged.setdefault("QueueConfigurations", []).append(rule)
     return merged
 

@@ -159,3 +159,23 @@ def test_a_queue_the_bucket_already_notifies_for_other_keys_is_refused() -> None
     removed = rule(QUEUE_ARN, "staging/wait/", ["s3:ObjectRemoved:*"])
     assert merge_notification({"QueueConfigurations": [prod, removed]},
                               notification_rule(QUEUE_ARN, "prod/wait/")) is None
+
+
+@pytest.mark.parametrize("narrow", [
+    rule(QUEUE_ARN, WAIT, ["s3:ObjectCreated:Put"]),  # no multipart upload, no copy
+    rule(QUEUE_ARN, WAIT, ["s3:ObjectCreated:*"], suffix="request.json"),
+    rule(QUEUE_ARN, "requests/wait/2026/", ["s3:ObjectCreated:*"]),
+])
+def test_a_narrower_rule_to_the_queue_itself_is_refused_with_what_to_do(
+        narrow: dict[str, Any]) -> None:
+    """A rule of the bucket already sends some of wait/'s creations to events_queue itself
+    (written by hand, or by another tool): the refusal told the operator to 'point
+    events_queue at that queue', which it already is. It must say what to do instead:
+    widen that rule to every creation under wait/, or remove it and run the setup again."""
+    with pytest.raises(SetupConflict) as refused:
+        merge_notification({"QueueConfigurations": [narrow]},
+                           notification_rule(QUEUE_ARN, WAIT))
+    message = str(refused.value)
+    assert "Point events_queue at that queue" not in message
+    assert f"s3:ObjectCreated:* for every key starting with {WAIT!r}" in message
+    assert "or remove it and run 's3q events setup' again" in message
