@@ -11,12 +11,21 @@ read-back tells them apart by the claim id, which only this claim's writes carry
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from s3q import layout
 from s3q.context import Context
 from s3q.records import Lease, RecordError
-from s3q.store import NotFound, ObjectInfo, PreconditionFailed
+from s3q.store import (
+    NotFound,
+    ObjectInfo,
+    PreconditionFailed,
+    StoreError,
+    StoreUnavailable,
+    list_all,
+)
 
 __all__ = ["LeaseTaken", "commit", "create", "delete", "read", "write"]
 
@@ -41,6 +50,69 @@ def read(ctx: Context, name: str) -> tuple[Lease, ObjectInfo] | None:
     except NotFound:
         return None
     return _decode(name, body), info
+
+
+#: Leases read at once by a look at every lease (:func:`read_all`).
+READERS = 8
+
+Found = tuple[Lease, ObjectInfo]
+
+
+def read_all(ctx: Context, seen: dict[str, Found], limit: int | None = None,
+             unreadable: list[tuple[str, str]] | None = None) -> Iterator[Found]:
+    """Every lease (or the first ``limit`` listed): LIST, then a GET each, :data:`READERS`
+    at once (no more are asked for until those are answered: a stop or an exit waits for
+    those at most). Those whose ETag is the one in ``seen`` (an earlier look) are taken
+    as read then: a burst that waits looks again every fraction of a second. A GET that
+    fails with a store error of its own (denied) raises it, or with ``unreadable``, leaves
+    the lease out and records it there: (name, error)."""
+    with ThreadPoolExecutor(READERS, "s3q-read") as pool:
+        listed: list[tuple[str, ObjectInfo]] = []
+        todo: list[str] = []  # (of listed: not in seen as it is now)
+        for i, info in enumerate(list_all(ctx.store, layout.LEASES)):
+            if i == limit:
+                break
+            name = layout.name_of(layout.LEASES, info.key)
+            listed.append((name, info))
+            if name not in seen or seen[name][1].etag != info.etag:
+                todo.append(name)
+            if len(todo) == READERS:
+                yield from _read_some(ctx, pool, listed, todo, seen, unreadable=unreadable)
+                listed, todo = [], []
+        yield from _read_some(ctx, pool, listed, todo, seen, unreadable=unreadable)
+
+
+def _read_some(ctx: Context, pool: ThreadPoolExecutor, listed: list[tuple[str, ObjectInfo]],
+               todo: list[str], seen: dict[str, Found], *,
+               unreadable: list[tuple[str, str]] | None) -> Iterator[Found]:
+    """The ``listed`` leases in order: those in ``todo`` read now (at once), the others
+    as read in ``seen``."""
+    def read_one(name: str) -> Found | StoreError | None:
+        try:
+            return read(ctx, name)
+        except StoreUnavailable:
+            raise
+        except StoreError as e:  # its own (denied)
+            if unreadable is None:
+                raise
+            return e
+
+    got = dict(zip(todo, pool.map(read_one, todo), strict=True))
+    for name, _ in listed:
+        found = got[name] if name in got else seen[name]
+        if isinstance(found, StoreError):
+            assert unreadable is not None
+            unreadable.append((name, str(found)))
+        elif found is not None:
+            yield found
+
+
+def unreadable_problem(unreadable: list[tuple[str, str]]) -> str:
+    """What ``s3q status`` and the dashboard say of leases :func:`read_all` could not read."""
+    return (f"{len(unreadable)} lease(s) in .s3q/lease/ cannot be read: their requests are "
+            "not shown, and no worker can take them over if their worker dies (grant "
+            "s3:GetObject on them, see 's3q iam-policy'; a KMS key not granted?): "
+            + "; ".join(f"{n}: {' '.join(e.split())[:200]}" for n, e in unreadable[:3]))
 
 
 def create(ctx: Context, lease: Lease) -> tuple[Lease, str]:

@@ -14,7 +14,6 @@ import fnmatch
 import random
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -40,10 +39,6 @@ __all__ = ["Outlook", "Queue", "QueueConfig", "Recovered", "RecoveryCandidate",
            "RecoveryMode", "error_info"]
 
 Data = bytes | str | PathLike[str] | BinaryIO
-
-#: Leases read at once by a look at every lease (:meth:`Queue.leases`, the outlook).
-READERS = 8
-
 
 #: A burst waits this long at most for a file another program writes into wait/ to settle
 #: (one still written to after that, a log file the filter matches, is left).
@@ -186,9 +181,12 @@ class Queue:
         """The current lease of a request, if any (for status and inspection)."""
         return leases.read(self.ctx, name)
 
-    def leases(self, limit: int | None = None) -> Iterator[tuple[Lease, ObjectInfo]]:
-        """Every lease (or the first ``limit`` listed), read :data:`READERS` at a time."""
-        return self._leases_since({}, limit)
+    def leases(self, limit: int | None = None, unreadable: list[tuple[str, str]] | None = None
+               ) -> Iterator[tuple[Lease, ObjectInfo]]:
+        """Every lease (or the first ``limit`` listed), read 8 at a time. A
+        lease whose GET fails with a store error of its own (denied) raises it, or with
+        ``unreadable``, is left out and recorded there: (name, error)."""
+        return leases.read_all(self.ctx, {}, limit, unreadable)
 
     def error_record(self, name: str) -> ErrorRecord | None:
         try:
@@ -237,7 +235,8 @@ class Queue:
         looked: dict[str, tuple[Lease, ObjectInfo]] = {}
         seen = previous.leases if previous is not None else {}
         own: set[str] = set()
-        for lease, info in self._leases_since(seen):
+        unreadable: list[tuple[str, str]] = []
+        for lease, info in leases.read_all(self.ctx, seen, unreadable=unreadable):
             looked[lease.name] = lease, info
             # (its holder renews every third of its own lease_ttl, which the lease tells)
             renewal = (lease.ttl or self.config.lease_ttl) / 3 + 2 * CLOCK_MARGIN
@@ -253,6 +252,7 @@ class Queue:
                 due[lease.name] = max(0.0, self.ctx.expires(info, lease.ttl) - now)
             else:  # renewed by now if its worker lives: look again then
                 due[lease.name] = info.last_modified + renewal - now
+        left += [(name, f"its lease cannot be read ({error})") for name, error in unreadable]
         held = own | {name for name, _ in left}
         settling: dict[str, float] = {}  # (another program still writes them: a cp)
         for info in self.ls(State.WAIT, settling=settling):
@@ -268,39 +268,6 @@ class Queue:
             else:
                 left.append((name, f"still being written after {SETTLING_WAIT:g} s"))
         return Outlook(min(due.values()) if due else None, sorted(due), left, looked, since)
-
-    def _leases_since(self, seen: dict[str, tuple[Lease, ObjectInfo]],
-                      limit: int | None = None) -> Iterator[tuple[Lease, ObjectInfo]]:
-        """Every lease (or the first ``limit`` listed): LIST, then a GET each, :data:`READERS`
-        at once (no more are asked for until those are answered: a stop or an exit waits for
-        those at most). Those whose ETag is the one in ``seen`` (an earlier look) are taken
-        as read then: a burst that waits looks again every fraction of a second."""
-        with ThreadPoolExecutor(READERS, "s3q-read") as pool:
-            listed: list[tuple[str, ObjectInfo]] = []
-            todo: list[str] = []  # (of listed: not in seen as it is now)
-            for i, info in enumerate(list_all(self.store, layout.LEASES)):
-                if i == limit:
-                    break
-                name = layout.name_of(layout.LEASES, info.key)
-                listed.append((name, info))
-                if name not in seen or seen[name][1].etag != info.etag:
-                    todo.append(name)
-                if len(todo) == READERS:
-                    yield from self._read_leases(pool, listed, todo, seen)
-                    listed, todo = [], []
-            yield from self._read_leases(pool, listed, todo, seen)
-
-    def _read_leases(self, pool: ThreadPoolExecutor, listed: list[tuple[str, ObjectInfo]],
-                     todo: list[str], seen: dict[str, tuple[Lease, ObjectInfo]]
-                     ) -> Iterator[tuple[Lease, ObjectInfo]]:
-        """The ``listed`` leases in order: those in ``todo`` read now (at once), the others
-        as read in ``seen``."""
-        read = dict(zip(todo, pool.map(lambda name: leases.read(self.ctx, name), todo),
-                        strict=True))
-        for name, _ in listed:
-            found = read[name] if name in read else seen[name]
-            if found is not None:
-                yield found
 
     # ------------------------------------------------------------------ claim / scan
     def claim(self, worker_id: str, *, view_after: float = 0.0) -> Job | None:

@@ -15,8 +15,8 @@ from s3q import Queue, layout
 from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
 from s3q.job import Job
+from s3q.leases import READERS
 from s3q.pacing import RACE_PAUSE, RACE_RETRIES, Pacer
-from s3q.queue import READERS
 from s3q.records import CLOCK_MARGIN
 from s3q.worker import Worker, WorkerOptions
 

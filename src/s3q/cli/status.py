@@ -19,6 +19,7 @@ from s3q.cli.options import App, Duration, S3qCommand, json_option, setting_opti
 from s3q.cli.output import echo_json, iso, one_line, table
 from s3q.durations import age
 from s3q.layout import State
+from s3q.leases import unreadable_problem
 from s3q.queue import Queue
 from s3q.records import Intent
 from s3q.registry import Registry, fleet_status, longer_leases, longer_leases_problem
@@ -106,7 +107,8 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
     now = queue.store.now()
     role = queue.scanner()  # (a live scanner of a longer scan interval: not overdue sooner)
     every = role.scans_every if role is not None else 0.0
-    in_flight, retrying = _scan_leases(queue, now, every)
+    unreadable: list[tuple[str, str]] = []  # (leases whose GET is denied)
+    in_flight, retrying = _scan_leases(queue, now, every, unreadable)
     oldest_age = None if oldest is None else max(0.0, now - oldest)
     overdue = [r for r in in_flight if r["overdue"]]
     breakers = _breakers(queue, now)
@@ -126,6 +128,8 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
             f"{len(left_out)} file(s) or folder(s) in wait/ the store cannot list (unreadable, "
             f"or a name no key can hold): never claimed; fix or rename them: "
             f"{'; '.join(one_line(str(e), 300) for e in left_out[:3])}")
+    if unreadable:
+        problems.append(unreadable_problem(unreadable))
     if too_long:
         problems.append(
             f"{len(too_long)} request name(s) in wait/ too long for this store (a key derived "
@@ -194,12 +198,12 @@ def _scan_states(queue: Queue, *, history: bool) -> tuple[
     return counts, oldest, recent if history else None, too_long, unusable, left_out
 
 
-def _scan_leases(queue: Queue, now: float,
-                 every: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _scan_leases(queue: Queue, now: float, every: float, unreadable: list[tuple[str, str]]
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(in flight: every lease but ``retry`` ones, by worker; waiting for a retry)."""
     in_flight: list[dict[str, Any]] = []
     retrying: list[dict[str, Any]] = []
-    for lease, info in queue.leases():
+    for lease, info in queue.leases(unreadable=unreadable):
         if lease.intent is Intent.RETRY:
             retrying.append({"name": lease.name, "attempts": lease.attempts,
                              "not_before": iso(lease.not_before),

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from s3q import layout
 from s3q.layout import State
+from s3q.leases import unreadable_problem
 from s3q.pause import PauseState, pause_state
 from s3q.queue import Queue
 from s3q.records import Intent, Lease
@@ -86,6 +87,7 @@ class Snapshot:
     #: completions per minute, oldest first, CHART_MINUTES of them, ending now
     throughput: list[int] = field(default_factory=list)
     scanner: RoleSeen | None = None  # who scans for the fleet (None: nobody holds the role)
+    unreadable_leases: list[tuple[str, str]] = field(default_factory=list)  # (name, error)
     seconds: float = 0.0  # how long it took to gather
 
     @property
@@ -128,11 +130,12 @@ def count_state(queue: Queue, state: State, limit: int) -> tuple[StateCount, flo
         start = resume_after(page.items[-1].key)
 
 
-def read_leases(queue: Queue, limit: int) -> tuple[list[tuple[Lease, ObjectInfo]], bool]:
+def read_leases(queue: Queue, limit: int, unreadable: list[tuple[str, str]]
+                ) -> tuple[list[tuple[Lease, ObjectInfo]], bool]:
     """Up to ``limit`` leases (read in parallel: :meth:`Queue.leases`); and whether that was
-    all of them."""
-    found = list(queue.leases(limit + 1))  # (one more: are there more?)
-    return found[:limit], len(found) <= limit
+    all of them. Those whose GET is denied go to ``unreadable``."""
+    found = list(queue.leases(limit + 1, unreadable))  # (one more: are there more?)
+    return found[:limit], len(found) + len(unreadable) <= limit
 
 
 def take_snapshot(queue: Queue, registry: Registry | None = None, *,
@@ -151,7 +154,8 @@ def take_snapshot(queue: Queue, registry: Registry | None = None, *,
         if state is State.WAIT:
             oldest = first
     now = queue.store.now()
-    found, leases_complete = read_leases(queue, lease_limit)
+    unreadable: list[tuple[str, str]] = []
+    found, leases_complete = read_leases(queue, lease_limit, unreadable)
     scanner = queue.scanner()  # (a live scanner of a longer scan interval: not overdue sooner)
     every = scanner.scans_every if scanner is not None else 0.0
     in_flight, retrying = [], 0
@@ -171,7 +175,8 @@ def take_snapshot(queue: Queue, registry: Registry | None = None, *,
         oldest_waiting_age=None if oldest is None else max(0.0, now - oldest),
         oldest_exact=counts["wait"].complete, in_flight=in_flight, retrying=retrying,
         leases_complete=leases_complete, workers=workers, paused=pause_state(queue.store),
-        problems=[], throughput=throughput(workers, history), scanner=scanner)
+        problems=[], throughput=throughput(workers, history), scanner=scanner,
+        unreadable_leases=unreadable)
     snap.problems = problems(queue, snap)
     snap.seconds = time.perf_counter() - t0
     return snap
@@ -205,6 +210,8 @@ def problems(queue: Queue, snap: Snapshot) -> list[str]:
             f"than {queue.ctx.overdue_bounds([r.lease_ttl for r in overdue], every)} (dead "
             f"workers, and "
             f"no worker running?): {listed}{more}")
+    if snap.unreadable_leases:
+        found.append(unreadable_problem(snap.unreadable_leases))
     stale = [w.id for w in snap.workers if w.stale]
     if stale:
         found.append(f"{len(stale)} stale worker record(s) (killed, or the server is gone): "
