@@ -115,7 +115,7 @@ class Breaker:
         def run(job: Job) -> bytes | str | None:
             try:
                 result = handler(job)
-            except Exception as exc:
+            except BaseException as exc:  # (SystemExit too: the worker fails it)
                 if job.interrupted or not self.blames_worker(job, exc):
                     raise
                 failed = self._give_back(job, exc)

@@ -76,8 +76,11 @@ class Runner:
             settle = functools.partial(job.complete, data)
         except JobStateError:
             outcome = "released"  # given back by a stop while the handler ran
-        except Exception as exc:
-            # given back or lost while the handler ran: not its fault. (A LeaseLost of the
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt too: in a slot thread
+            # only the handler raises them (a signal only records a stop), so they fail
+            # the attempt as any exception does; given back uncharged, a handler that
+            # exits on some request ran it again at once, for ever.
+            # Given back or lost while the handler ran: not its fault. (A LeaseLost of the
             # handler's own, its deadline passed (job.check_deadline) while the job is still
             # held, fails the attempt as any exception does: its work was not done, and
             # the job must not be completed.)
@@ -92,8 +95,6 @@ class Runner:
                 log.warning("handler failed on %s (attempt %d): %s", job.name, job.attempt,
                             one_line(exc), extra={"event": "handler_failed",
                                                   "request": job.name, "attempt": job.attempt})
-        except BaseException:  # KeyboardInterrupt, SystemExit: not the request's fault
-            outcome, settle = "released", job.release
         elapsed = time.monotonic() - start
         handler_returned(job)
         settler = self._settler

@@ -177,3 +177,22 @@ def test_metrics_show_the_breaker(queue: Queue) -> None:
     assert "s3q_breaker_open 1.0" in text
     assert 's3q_breaker_events_total{event="opened"} 1.0' in text
     assert 's3q_breaker_events_total{event="held_back"} 1.0' in text
+
+
+def test_a_handler_that_exits_on_every_request_trips_it(queue: Queue) -> None:
+    """SystemExit from the handler (a broken deploy whose code calls sys.exit) is a failure
+    the breaker counts, as any exception: it went past it unseen (and, now that a worker
+    charges it as a failure, would have dead-lettered the queue)."""
+    breaker = Breaker(queue, "w", threshold=2, pause=60, clock=Clock())
+
+    def exits(job: Job) -> None:
+        raise SystemExit(1)
+
+    def run_exiting(name: str) -> str:
+        try:
+            return run(queue, breaker, exits, name)
+        except SystemExit:
+            return "raised"
+
+    assert [run_exiting("r0"), run_exiting("r1")] == ["raised", "held_back"]
+    assert breaker.is_open

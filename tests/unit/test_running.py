@@ -9,6 +9,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import pytest
+
 from s3q import Queue, QueueConfig
 from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
@@ -124,3 +126,32 @@ def test_a_failing_handler_is_retried_and_a_lost_job_is_not_settled() -> None:
     assert outcomes.seen == [(failing.name, "failed"), (lost.name, "lost")]
     intents = {lease.name: lease.intent.value for lease, _ in q.leases()}
     assert intents == {failing.name: "retry", lost.name: "held"}
+
+
+@pytest.mark.parametrize("exit_with", [SystemExit(2), KeyboardInterrupt()])
+def test_a_handler_that_exits_fails_its_attempt_and_is_dead_lettered_in_the_end(
+        exit_with: BaseException) -> None:
+    """A handler raising SystemExit (``sys.exit``, argparse on a bad request) or
+    KeyboardInterrupt in a slot thread fails its attempt as any exception does: no signal
+    raises them there (the worker's handlers only record a stop). Given back uncharged,
+    at once, the request ran again and again at attempt 1, never dead-lettered, for ever."""
+    q = Queue(MemoryStore(f"running-{id(exit_with)}"),
+              QueueConfig(lease_ttl=6.0, max_attempts=2, retry_base_delay=0.0,
+                          retry_max_delay=0.0))
+    q.submit("a", b"x")
+    outcomes = Outcomes()
+
+    def handler(job: Job) -> None:
+        raise exit_with
+
+    runner = Runner(handler, 1, outcomes, background=False)
+    for attempt in (1, 2):
+        job = q.claim("w")
+        assert job is not None and job.attempt == attempt
+        runner.run(job, lambda j: None)
+    assert outcomes.seen == [("a", "failed")] * 2
+    assert q.claim("w") is None
+    assert q.counts() == {"wait": 0, "processing": 0, "finish": 0, "failed": 1}
+    record = q.error_record("a")
+    assert record is not None and record.attempts == 2
+    assert record.error["type"] == type(exit_with).__name__
