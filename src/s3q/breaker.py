@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from s3q.errors import JobStateError, LeaseLost
-from s3q.handlers import Handler, HandlerUnavailable
+from s3q.handlers import Handler, HandlerUnavailable, result_bytes
 from s3q.job import Job
 from s3q.queue import Queue
 from s3q.store import InvalidKey, NotFound, StoreError, list_all, validate_key
@@ -114,7 +114,7 @@ class Breaker:
         :class:`GiveBackFailed` if the release failed)."""
         def run(job: Job) -> bytes | str | None:
             try:
-                result = handler(job)
+                result = result_bytes(handler(job))  # (a dict returned is a failure too)
             except BaseException as exc:  # (SystemExit too: the worker fails it)
                 if job.interrupted or not self.blames_worker(job, exc):
                     raise

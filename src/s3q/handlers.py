@@ -1,9 +1,10 @@
 """What a worker runs for each request: a Python callable, or any program.
 
 A handler is ``Callable[[Request], bytes | str | None]``; what it returns (if anything) is
-kept as the request's result. Raising fails the attempt (retried with backoff until
-``max_attempts``). A :class:`s3q.job.Job` is a Request; so is :class:`LocalRequest`, which
-is what a handler gets when it runs in a child process.
+kept as the request's result (another type of value fails the attempt). Raising fails the
+attempt (retried with backoff until ``max_attempts``). A :class:`s3q.job.Job` is a
+Request; so is :class:`LocalRequest`, which is what a handler gets when it runs in a child
+process.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "Request",
     "load_callable",
     "process_handler",
+    "result_bytes",
 ]
 
 log = logging.getLogger("s3q.handlers")
@@ -86,6 +88,20 @@ class LocalRequest:
 
     def read(self) -> bytes:
         return self.path.read_bytes()
+
+
+def result_bytes(result: object) -> bytes | None:
+    """What a handler returned, as the request's result: bytes (or bytes-like), str (as
+    UTF-8) or None. Any other value is the handler's mistake: TypeError, which fails the
+    attempt (it must not fail the completion, which would leave the lease to expire)."""
+    if result is None or isinstance(result, bytes):
+        return result
+    if isinstance(result, str):
+        return result.encode()
+    if isinstance(result, (bytearray, memoryview)):
+        return bytes(result)
+    raise TypeError(f"the handler returned a {type(result).__name__}: a handler returns "
+                    "bytes, str or None (the request's result)")
 
 
 def load_callable(spec: str) -> Callable[..., bytes | str | None]:

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from s3q.handlers import LocalRequest, load_callable
+from s3q.handlers import LocalRequest, load_callable, result_bytes
 
 
 def main(argv: list[str]) -> int:
@@ -16,10 +16,10 @@ def main(argv: list[str]) -> int:
         return 2
     spec, path, name = argv
     func = load_callable(spec)
-    result = func(LocalRequest(name, Path(path), int(os.environ.get("S3Q_ATTEMPT", "1"))))
+    result = result_bytes(func(LocalRequest(name, Path(path),
+                                            int(os.environ.get("S3Q_ATTEMPT", "1")))))
     if result is not None:
-        data = result.encode() if isinstance(result, str) else bytes(result)
-        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.write(result)
     return 0
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from s3q.errors import JobStateError, LeaseLost
-from s3q.handlers import Handler
+from s3q.handlers import Handler, result_bytes
 from s3q.job import Job
 from s3q.store import StoreError
 
@@ -72,8 +72,7 @@ class Runner:
             result = self.handler(job)
             if job.interrupted:
                 raise LeaseLost(f"{job.name}: interrupted")
-            data = result.encode() if isinstance(result, str) else result
-            settle = functools.partial(job.complete, data)
+            settle = functools.partial(job.complete, result_bytes(result))
         except JobStateError:
             outcome = "released"  # given back by a stop while the handler ran
         except BaseException as exc:  # SystemExit, KeyboardInterrupt too: in a slot thread

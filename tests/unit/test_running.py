@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -155,3 +156,51 @@ def test_a_handler_that_exits_fails_its_attempt_and_is_dead_lettered_in_the_end(
     record = q.error_record("a")
     assert record is not None and record.attempts == 2
     assert record.error["type"] == type(exit_with).__name__
+
+
+@pytest.mark.parametrize("returned", [{"id": 1}, 5, [b"x"]])
+def test_a_handler_returning_no_result_type_fails_its_attempt_with_a_type_error(
+        returned: object) -> None:
+    """A handler returns bytes, str or None. Another value (a dict of JSON, an int) fails
+    the attempt with a TypeError saying so. It used to raise out of the completion
+    (``unexpected error settling``), leaving the lease held and no longer renewed: the
+    request ran again after each takeover and was dead-lettered in the end as 'worker w
+    stopped renewing its lease', the handler's mistake nowhere in the record."""
+    q = Queue(MemoryStore(f"running-{id(returned)}"), QueueConfig(lease_ttl=6.0))
+    (job,) = _claimed(q, 1)
+    outcomes = Outcomes()
+    runner = Runner(lambda job: returned, 1, outcomes,  # type: ignore[arg-type,return-value]
+                    background=False)
+    runner.run(job, lambda j: None)
+    assert outcomes.seen == [(job.name, "failed")]
+    [(lease, _)] = q.leases()
+    assert lease.intent.value == "retry" and lease.attempts == 1
+    assert lease.error is not None and lease.error["type"] == "TypeError"
+    assert type(returned).__name__ in lease.error["message"]
+
+
+def test_bytes_like_and_str_results_are_kept() -> None:
+    q = Queue(MemoryStore("running-results"), QueueConfig(lease_ttl=6.0))
+    jobs = _claimed(q, 3)
+    results = {jobs[0].name: bytearray(b"ab"), jobs[1].name: memoryview(b"cd"),
+               jobs[2].name: "é"}
+    runner = Runner(lambda job: results[job.name], 1, Outcomes(),  # type: ignore[arg-type,return-value]
+                    background=False)
+    for job in jobs:
+        runner.run(job, lambda j: None)
+    assert [q.result(j.name) for j in jobs] == [b"ab", b"cd", "é".encode()]
+
+
+def test_a_process_pool_handler_returning_an_int_fails_in_its_child(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    """In the child (``--pool process``) an int was kept as that many NUL bytes, exit 0."""
+    from s3q.runner import main
+
+    (tmp_path / "intresult.py").write_text("def handle(req):\n    return 5\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    request = tmp_path / "req"
+    request.write_bytes(b"{}")
+    with pytest.raises(TypeError, match="int"):
+        main(["intresult:handle", str(request), "req"])
+    assert capsysbinary.readouterr().out == b""
