@@ -127,9 +127,10 @@ class ExecHandler:
     """Run a program for each request: the request is streamed to a temporary file,
     ``{path}`` and ``{name}`` in the command are replaced (after splitting, so no shell is
     involved), and S3Q_REQUEST_NAME / S3Q_REQUEST_PATH / S3Q_ATTEMPT / S3Q_WORKER_ID are set.
-    Exit code 0 = done (stdout, if small, is the result); anything else fails the attempt
-    with the tail of stderr. The program runs in its own process group, killed as a whole
-    on timeout, when the lease is lost, or when the worker gives the job back."""
+    Exit code 0 = done (stdout, up to MAX_RESULT, is the result; a larger one is dropped,
+    with a warning); anything else fails the attempt with the tail of stderr. The program
+    runs in its own process group, killed as a whole on timeout, when the lease is lost, or
+    when the worker gives the job back."""
 
     def __init__(self, command: str | list[str], timeout: float | None = None) -> None:
         self.argv = shlex.split(command) if isinstance(command, str) else list(command)
@@ -213,7 +214,13 @@ class ExecHandler:
         if code != 0:
             how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
             raise HandlerError(f"{argv[0]} failed ({how}); stderr: {_tail(err)}")
-        return b"".join(out) if 0 < out_size[0] <= MAX_RESULT else None
+        if out_size[0] > MAX_RESULT:  # (its output, not a result: kept in no memory)
+            log.warning("%s: %s wrote %d bytes to stdout, more than a result may have (%d): "
+                        "completed without a result", job.name, argv[0], out_size[0],
+                        MAX_RESULT, extra={"event": "result_dropped", "request": job.name,
+                                           "size": out_size[0]})
+            return None
+        return b"".join(out) if out_size[0] else None
 
 
 def process_handler(spec: str, timeout: float | None = None) -> ExecHandler:

@@ -51,3 +51,23 @@ def test_a_child_that_exited_unreaped_is_no_leftover(
     assert q.result("a_request.json") == b"done"
     leftovers = [r for r in caplog.records if getattr(r, "event", "") == "handler_leftovers"]
     assert leftovers == [], "a zombie reported as a process left running"
+
+
+def test_a_stdout_too_large_to_be_the_result_is_said_so(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A program that exits 0 after writing more than MAX_RESULT to stdout completes its
+    request without a result, and the worker says so (``result_dropped``, with the size):
+    it dropped the output silently, and ``s3q result`` then said the handler 'returned
+    nothing'."""
+    from s3q.handlers import MAX_RESULT
+
+    q = Queue(MemoryStore("exec-review-stdout"), QueueConfig(lease_ttl=6.0))
+    q.submit("a_request.json", b"{}")
+    script = f"import sys; sys.stdout.write('x' * {MAX_RESULT + 1})"
+    with caplog.at_level(logging.WARNING, logger="s3q.handlers"):
+        stats = Worker(q, ExecHandler([sys.executable, "-c", script]),
+                       WorkerOptions("w", burst=True)).run()
+    assert stats.completed == 1 and q.result("a_request.json") is None
+    [dropped] = [r for r in caplog.records if getattr(r, "event", "") == "result_dropped"]
+    assert dropped.getMessage().count(str(MAX_RESULT + 1)) == 1
+    assert getattr(dropped, "request", None) == "a_request.json"
