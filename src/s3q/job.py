@@ -48,6 +48,8 @@ class Job:
         #: Until when the lease is certainly ours; its check guards every other write.
         self.deadline = deadline
         self.finished = False
+        #: How the job was settled, once it was: completed, failed or released.
+        self.settled_as: str | None = None
         #: When (monotonic) the job writes its processing/ view if it still runs (c3
         #: deferred by the claim: most jobs end sooner and never need one); None: written.
         self.view_due: float | None = None
@@ -222,7 +224,7 @@ class Job:
     # ------------------------------------------------------------------ outcomes
     def complete(self, result: bytes | None = None) -> None:
         """Done: to finish/ (or deleted, per on_finish), with an optional small result."""
-        self._finish(lambda: settle.complete(self, result))
+        self._finish(lambda: settle.complete(self, result), "completed")
 
     def fail(self, error: BaseException | str, *, retry: bool = True) -> None:
         """Failed: back to wait/ after a backoff, or to failed/ after the last attempt (or at
@@ -232,9 +234,9 @@ class Job:
         if retry and self.attempt < self.ctx.config.max_attempts:
             self._finish(lambda: settle.back_to_wait(
                 self, attempts=self.attempt, not_before=now + self.ctx.backoff(self.attempt),
-                error=info))
+                error=info), "failed")
         else:
-            self._finish(lambda: settle.dead_letter(self, info))
+            self._finish(lambda: settle.dead_letter(self, info), "failed")
 
     def release(self, *, counted: bool = False, error: dict[str, object] | None = None
                 ) -> None:
@@ -242,7 +244,7 @@ class Job:
         count unless ``counted`` (a takeover of a dead worker's attempt)."""
         attempts = self.attempt if counted else self.attempt - 1
         self._finish(lambda: settle.back_to_wait(self, attempts=max(0, attempts),
-                                                 not_before=0.0, error=error))
+                                                 not_before=0.0, error=error), "released")
 
     def _check_open(self) -> None:
         if self.finished:
@@ -250,7 +252,7 @@ class Job:
         if self.lost:
             raise LeaseLost(f"{self.name}: lease was taken over")
 
-    def _finish(self, outcome: Callable[[], None]) -> None:
+    def _finish(self, outcome: Callable[[], None], settled_as: str) -> None:
         with self._finish_lock:  # complete() by the handler vs release() by a stopping worker
             self._check_open()
             self.finished = True
@@ -260,6 +262,7 @@ class Job:
             if self._view_unsure:  # else the view may outlive the lease (an orphan)
                 self._write_view()
             outcome()
+        self.settled_as = settled_as
 
     # ------------------------------------------------------------------ context manager
     def __enter__(self) -> Job:

@@ -72,7 +72,10 @@ class Runner:
             result = self.handler(job)
             if job.interrupted:
                 raise LeaseLost(f"{job.name}: interrupted")
-            settle = functools.partial(job.complete, result_bytes(result))
+            if job.settled_as is not None:  # by the handler itself: as it did
+                outcome = job.settled_as
+            else:
+                settle = functools.partial(job.complete, result_bytes(result))
         except JobStateError:
             outcome = "released"  # given back by a stop while the handler ran
         except BaseException as exc:  # SystemExit, KeyboardInterrupt too: in a slot thread

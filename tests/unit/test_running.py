@@ -204,3 +204,28 @@ def test_a_process_pool_handler_returning_an_int_fails_in_its_child(
     with pytest.raises(TypeError, match="int"):
         main(["intresult:handle", str(request), "req"])
     assert capsysbinary.readouterr().out == b""
+
+
+def test_a_job_the_handler_settled_itself_is_reported_as_it_settled_it() -> None:
+    """A handler given the Job may settle it itself (``job.fail(why, retry=False)`` to
+    dead-letter a bad request at once, ``job.complete(result)``): the outcome reported
+    (the worker's counts, the metrics) is what it did. Every one was reported
+    ``released``, from the JobStateError of the runner's own second settlement."""
+    q = Queue(MemoryStore("running-self-settled"), QueueConfig(lease_ttl=6.0))
+    done, dead, back = _claimed(q, 3)
+    outcomes = Outcomes()
+
+    def handler(job: Job) -> None:
+        if job is done:
+            job.complete(b"r")
+        elif job is dead:
+            job.fail("not a request", retry=False)
+        else:
+            job.release()
+
+    runner = Runner(handler, 1, outcomes, background=False)
+    for job in (done, dead, back):
+        runner.run(job, lambda j: None)
+    assert outcomes.seen == [(done.name, "completed"), (dead.name, "failed"),
+                             (back.name, "released")]
+    assert q.result(done.name) == b"r" and q.counts()["failed"] == 1
