@@ -338,11 +338,13 @@ def _group_lives(pgid: int) -> bool:
 def _drain(stream: IO[bytes] | None, into: deque[bytes], keep: int, total: list[int],
            ) -> threading.Thread:
     """Read a pipe to its end in a thread (so the program never blocks on a full pipe),
-    keeping about its last ``keep`` bytes in ``into`` and its total size in ``total[0]``."""
+    keeping about its last ``keep`` bytes in ``into`` and its total size in ``total[0]``.
+    Each read takes what is there (not 64 KiB or the end): a process the program left in
+    a session of its own may hold the pipe open long after the program's exit."""
     def run() -> None:
         assert stream is not None
-        size = 0
-        for chunk in iter(lambda: stream.read(65536), b""):
+        size, fd = 0, stream.fileno()
+        for chunk in iter(lambda: os.read(fd, 65536), b""):
             into.append(chunk)
             size += len(chunk)
             total[0] += len(chunk)

@@ -71,3 +71,39 @@ def test_a_stdout_too_large_to_be_the_result_is_said_so(
     [dropped] = [r for r in caplog.records if getattr(r, "event", "") == "result_dropped"]
     assert dropped.getMessage().count(str(MAX_RESULT + 1)) == 1
     assert getattr(dropped, "request", None) == "a_request.json"
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_a_process_left_holding_the_programs_pipes_keeps_neither_result_nor_stderr(
+        tmp_path: Path, code: int) -> None:
+    """A program that starts a process of its own session (setsid, as docs/OPERATIONS.md
+    tells one meant to outlive its job to do) which inherits its stdout and stderr: its
+    pipes see no end while that process runs. What the program wrote is still its result
+    (exit 0) or its error's stderr tail (else). Each pipe was read 64 KiB at a time, so a
+    smaller output waited for an end that came only after the worker stopped waiting: the
+    result was dropped and the error said 'stderr: (empty)'."""
+    pidfile = tmp_path / "daemon.pid"
+    program = tmp_path / "program.py"
+    program.write_text(
+        "import subprocess, sys\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],\n"
+        "                     start_new_session=True)\n"
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+        "print('the result', end='', flush=True)\n"
+        "print('the reason', file=sys.stderr, flush=True)\n"
+        f"sys.exit({code})\n")
+    q = Queue(MemoryStore(f"exec-review-pipes-{code}"), QueueConfig(lease_ttl=6.0,
+                                                                    max_attempts=1))
+    q.submit("a_request.json", b"{}")
+    try:
+        Worker(q, ExecHandler([sys.executable, str(program)]),
+               WorkerOptions("w", burst=True)).run()
+    finally:
+        if pidfile.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pidfile.read_text()), 9)
+    if code == 0:
+        assert q.result("a_request.json") == b"the result"
+    else:
+        record = q.error_record("a_request.json")
+        assert record is not None and "the reason" in record.error["message"]
