@@ -16,9 +16,11 @@ probably the worker's, not the requests'. The breaker then *trips*:
 
 A handler the worker cannot even start (:class:`~s3q.handlers.HandlerUnavailable`) is
 always the worker's fault: such a request is given back uncharged, and counts towards the
-threshold. The first ``threshold - 1`` failures of other kinds are charged as usual: they
-may well be the requests' own (a poison request fails alone, and is retried, then
-dead-lettered, while the others succeed and keep the breaker closed).
+threshold each time, the same request's again too (given back, it is claimed again at
+once: one waiting request would go round for ever). The first ``threshold - 1`` failures
+of other kinds are charged as usual: they may well be the requests' own (a poison request
+fails alone, and is retried, then dead-lettered, while the others succeed and keep the
+breaker closed).
 
 Hooks into the worker: :meth:`Breaker.wrap` wraps the handler (seeing every outcome), and
 :meth:`Breaker.wait_until_closed` is the worker's ``claim_gate``.
@@ -71,6 +73,7 @@ class Breaker:
         self._lock = threading.Lock()
         self._record_lock = threading.Lock()
         self._streak: dict[str, str] = {}  # request -> its error, in the current streak
+        self._unstartable = 0  # failures to start the program in the streak (any request)
         self._open_until = 0.0  # clock time
         self._trips = 0  # in a row, without a success since
         self._probing = False  # tripped before, no success since: the next failure trips
@@ -131,6 +134,7 @@ class Breaker:
         with self._lock:
             was_tripped = self._trips > 0
             self._streak.clear()
+            self._unstartable = 0
             self._trips, self._probing, self._open_until = 0, False, 0.0
         if was_tripped:
             log.warning("circuit breaker closed: a request succeeded; claiming as usual",
@@ -148,9 +152,11 @@ class Breaker:
             if self.is_open:
                 return True
             self._streak[job.name] = message
+            self._unstartable += isinstance(exc, HandlerUnavailable)  # (each time counts)
             # the first run after a pause failed too, or the streak is long enough
             tripped = self._trip(job.name, message) if (
-                self._probing or len(self._streak) >= self.threshold) else None
+                self._probing or self.threshold <= max(len(self._streak), self._unstartable)
+            ) else None
         if tripped is not None:
             self._write_record(*tripped)
             self._tell("opened")
@@ -165,9 +171,12 @@ class Breaker:
         self._open_until = self._clock() + pause
         self._probing = True
         failed = list(self._streak) or [name]
+        unstartable, self._unstartable = self._unstartable, 0
         self._streak.clear()
-        what = (f"{len(failed)} different requests failed in a row" if self._trips == 1
-                else f"still failing after a pause (trip {self._trips} in a row)")
+        what = (f"still failing after a pause (trip {self._trips} in a row)" if self._trips > 1
+                else f"{len(failed)} different requests failed in a row"
+                if len(failed) >= self.threshold
+                else f"its handler could not be started {unstartable} times in a row")
         log.error("circuit breaker open: %s; not claiming for %gs, and failing requests go "
                   "back to wait/ without being charged an attempt. Check the handler (its "
                   "program, imports, the services and credentials it needs). Last error, "

@@ -196,3 +196,20 @@ def test_a_handler_that_exits_on_every_request_trips_it(queue: Queue) -> None:
 
     assert [run_exiting("r0"), run_exiting("r1")] == ["raised", "held_back"]
     assert breaker.is_open
+
+
+def test_a_program_that_cannot_start_trips_it_on_one_request_alone(queue: Queue) -> None:
+    """Each start that fails counts, the same request's again too (it is never the
+    request's fault): with fewer than ``threshold`` requests waiting, a worker whose
+    program is gone (or that cannot fork) gave the same request back and claimed it
+    again at once, in a hot loop of store requests, for ever, its breaker never open (no
+    record: ``s3q status --check`` passed)."""
+    breaker = Breaker(queue, "w", threshold=3, pause=60, clock=Clock())
+
+    def missing(job: Job) -> None:
+        raise HandlerUnavailable("cannot start '/opt/app/process': No such file or directory")
+
+    assert [run(queue, breaker, missing, "r0") for _ in range(3)] == ["held_back"] * 3
+    assert breaker.is_open and attempts(queue, "r0") == 0
+    [record] = breaker_records(queue)
+    assert record["failed"] == ["r0"] and "cannot start" in record["last_error"]
