@@ -1,5 +1,7 @@
 """``python -m s3q.runner module:function PATH NAME``: run a Python handler on a downloaded
-request in this (child) process; its result goes to stdout. Used by ``--pool process``."""
+request in this (child) process; its result goes to stdout. Used by ``--pool process``.
+While the handler runs, what it writes to stdout (print(), a program it runs) goes to
+stderr: stdout carries the result alone."""
 
 from __future__ import annotations
 
@@ -15,9 +17,17 @@ def main(argv: list[str]) -> int:
         print("usage: python -m s3q.runner module:function PATH NAME", file=sys.stderr)
         return 2
     spec, path, name = argv
-    func = load_callable(spec)
-    result = result_bytes(func(LocalRequest(name, Path(path),
-                                            int(os.environ.get("S3Q_ATTEMPT", "1")))))
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)  # (file descriptor 1: programs the handler runs write there too)
+    try:
+        func = load_callable(spec)
+        result = result_bytes(func(LocalRequest(name, Path(path),
+                                                int(os.environ.get("S3Q_ATTEMPT", "1")))))
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
     if result is not None:
         sys.stdout.buffer.write(result)
     return 0

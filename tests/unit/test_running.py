@@ -5,6 +5,7 @@ on settlements under way."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -229,3 +230,28 @@ def test_a_job_the_handler_settled_itself_is_reported_as_it_settled_it() -> None
     assert outcomes.seen == [(done.name, "completed"), (dead.name, "failed"),
                              (back.name, "released")]
     assert q.result(done.name) == b"r" and q.counts()["failed"] == 1
+
+
+def test_what_a_process_pool_handler_prints_is_not_its_result(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--pool process``: the child sends the handler's return value on its stdout, so
+    what the handler itself printed there (a print() left in, a program it ran) went into
+    the request's result, before the value; the same handler in a thread printed to the
+    worker's log. It goes to the child's stderr now (the tail of a failure's error)."""
+    from s3q.handlers import process_handler
+    from s3q.worker import Worker, WorkerOptions
+
+    (tmp_path / "chatty.py").write_text(
+        "import subprocess\n"
+        "def handle(req):\n"
+        "    print('processing', req.name, flush=True)\n"
+        "    subprocess.run(['echo', 'from a program'], check=True)\n"
+        "    return b'the result'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(  # (this s3q in the child too)
+        [str(tmp_path), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]))
+    q = Queue(MemoryStore("running-chatty"), QueueConfig(lease_ttl=6.0))
+    q.submit("a", b"{}")
+    stats = Worker(q, process_handler("chatty:handle"), WorkerOptions("w", burst=True)).run()
+    assert stats.completed == 1
+    assert q.result("a") == b"the result"
