@@ -15,7 +15,8 @@
     burst:   exit once nothing is left that could become claimable: it waits for retries'
              backoffs, for leases nobody renews (a dead worker's, or its own that a
              failed settlement left) to expire, and for requests another program is still
-             writing into a local queue's wait/ (a cp) to settle.
+             writing into a local queue's wait/ (a cp) to settle; not for its claim gate
+             (a circuit breaker open): that ends it, as an error.
 """
 
 from __future__ import annotations
@@ -262,6 +263,11 @@ class Worker:
         again: Turn | None = None  # claim again at once: the last claim lost races
         while not self._stopping.is_set():
             if self._claim_gate is not None and not self._claim_gate(self._stopping):
+                if self.options.burst:  # (its breaker is open) a batch must not wait for ever
+                    self._burst.held_back()
+                    self._stopping.set()  # (graceful, as when its store keeps failing)
+                    self._woken.set()
+                    return
                 continue
             turn, again = again or self._pacer.turn(), None
             if turn is None:

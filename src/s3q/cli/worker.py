@@ -51,7 +51,7 @@ log = logging.getLogger("s3q.cli")  # not __name__: the logger name is part of t
               "in a child process per request.")
 @click.option("--burst", is_flag=True, help="Process what is there (and what will be: due "
               "retries, expired leases, files still being copied in), then exit (exit 3 if "
-              "the store answered nothing but errors for 2 minutes: requests may wait).")
+              "the store failed for 2 min or the breaker opened: requests may wait).")
 @click.option("--max-jobs", type=click.IntRange(min=1), metavar="N",
               help="Exit after claiming N requests.")
 @click.option("--check-handler", is_flag=True, help="Only check that the settings load and "
