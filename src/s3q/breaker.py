@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from s3q.context import message_of
 from s3q.errors import JobStateError, LeaseLost
 from s3q.handlers import Handler, HandlerUnavailable, result_bytes
 from s3q.job import Job
@@ -251,5 +252,5 @@ def breaker_records(queue: Queue) -> Iterator[dict[str, Any]]:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
+    text = f"{type(exc).__name__}: {message_of(exc)}"
     return " ".join(text.split())[:500]

@@ -22,7 +22,7 @@ from s3q.errors import ConfigError, LeaseLost
 from s3q.records import CLOCK_MARGIN, backoff_delay
 from s3q.store import InvalidKey, ObjectInfo, Store, validate_key
 
-__all__ = ["Context", "Deadline", "Listener", "QueueConfig", "error_info"]
+__all__ = ["Context", "Deadline", "Listener", "QueueConfig", "error_info", "message_of"]
 
 log = logging.getLogger("s3q")
 
@@ -203,12 +203,22 @@ def error_info(
     error: BaseException | str, *, worker: str, attempt: int, at: float
 ) -> dict[str, Any]:
     """The error part of retry and error records (long messages keep head and tail)."""
-    info: dict[str, Any] = {"type": "Error", "message": _clip(str(error), 4000),
+    info: dict[str, Any] = {"type": "Error", "message": _clip(message_of(error), 4000),
                             "worker": worker, "attempt": attempt, "at": at}
     if isinstance(error, BaseException):
         info["type"] = type(error).__name__
         info["traceback"] = _clip("".join(traceback.format_exception(error)), 8000)
     return info
+
+
+def message_of(error: BaseException | str) -> str:
+    """``str(error)``, or a stand-in when it raises (an exception class whose ``__str__``
+    needs an attribute it was not given): describing a handler's error must not keep its
+    attempt from being failed."""
+    try:
+        return str(error)
+    except Exception as exc:
+        return f"<str() of the {type(error).__name__} failed: {type(exc).__name__}>"
 
 
 def _clip(text: str, limit: int) -> str:

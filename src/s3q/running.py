@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from s3q.context import message_of
 from s3q.errors import JobStateError, LeaseLost
 from s3q.handlers import Handler, result_bytes
 from s3q.job import Job
@@ -156,5 +157,5 @@ class Runner:
 
 def one_line(exc: BaseException) -> str:
     """``Type: message``, its first line, at most 300 characters (for a log line)."""
-    text = f"{type(exc).__name__}: {exc}"
+    text = f"{type(exc).__name__}: {message_of(exc)}"
     return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -255,3 +255,31 @@ def test_what_a_process_pool_handler_prints_is_not_its_result(
     stats = Worker(q, process_handler("chatty:handle"), WorkerOptions("w", burst=True)).run()
     assert stats.completed == 1
     assert q.result("a") == b"the result"
+
+
+class Unprintable(Exception):
+    """An exception whose str() raises (a library's, whose __str__ needs an attribute it
+    was not given)."""
+
+    def __str__(self) -> str:
+        raise AttributeError("'Unprintable' object has no attribute 'message'")
+
+
+def test_a_handler_error_that_cannot_be_printed_fails_the_attempt_all_the_same() -> None:
+    """Its message could not be made (the log line, the error record) and that error
+    escaped the runner: the slot thread died, and the job, still registered with the lease
+    keeper, was renewed for as long as the worker lived, never settled."""
+    q = Queue(MemoryStore("running-unprintable"), QueueConfig(lease_ttl=6.0))
+    (job,) = _claimed(q, 1)
+    outcomes = Outcomes()
+
+    def handler(job: Job) -> None:
+        raise Unprintable()
+
+    runner = Runner(handler, 1, outcomes, background=False)
+    runner.run(job, lambda j: None)
+    assert outcomes.seen == [(job.name, "failed")]
+    [(lease, _)] = q.leases()
+    assert lease.intent.value == "retry" and lease.attempts == 1
+    assert lease.error is not None and lease.error["type"] == "Unprintable"
+    assert "Unprintable" in lease.error["traceback"]
