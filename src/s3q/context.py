@@ -222,6 +222,10 @@ def message_of(error: BaseException | str) -> str:
 
 
 def _clip(text: str, limit: int) -> str:
+    """``text`` at most ``limit`` long, and writable as UTF-8 (the records are): a lone
+    surrogate (text decoded with surrogateescape: ``os.fsdecode``, a body that is not
+    UTF-8) is written as its escape, ``\\udcff``; else the record's write would raise."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     if len(text) <= limit:
         return text
     half = limit // 2 - 3

@@ -283,3 +283,27 @@ def test_a_handler_error_that_cannot_be_printed_fails_the_attempt_all_the_same()
     assert lease.intent.value == "retry" and lease.attempts == 1
     assert lease.error is not None and lease.error["type"] == "Unprintable"
     assert "Unprintable" in lease.error["traceback"]
+
+
+def test_a_handler_error_naming_undecodable_bytes_fails_the_attempt() -> None:
+    """An error message holding a lone surrogate (text decoded with surrogateescape, as
+    ``os.fsdecode`` or a handler reading a body that is not UTF-8 does) could not be
+    written into the lease as UTF-8: its retry (w2) raised out of the settlement, the
+    lease was left held and unrenewed, and (MD5 ETags) the takeover's c2 deleted the view
+    w1 had made, so the attempt was never counted: the request ran again after each
+    lease_ttl, for ever, and was never dead-lettered."""
+    q = Queue(MemoryStore("running-surrogates"), QueueConfig(lease_ttl=6.0, max_attempts=1))
+    q.submit("a", b"\xff\xfe")
+    job = q.claim("w")
+    assert job is not None
+    outcomes = Outcomes()
+
+    def handler(job: Job) -> None:
+        text = job.read().decode("utf-8", "surrogateescape")
+        raise ValueError(f"cannot parse {text}")
+
+    Runner(handler, 1, outcomes, background=False).run(job, lambda j: None)
+    assert outcomes.seen == [("a", "failed")]
+    record = q.error_record("a")
+    assert record is not None and "cannot parse" in record.error["message"]
+    assert q.counts() == {"wait": 0, "processing": 0, "finish": 0, "failed": 1}
