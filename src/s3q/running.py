@@ -77,8 +77,8 @@ class Runner:
                 outcome = job.settled_as
             else:
                 settle = functools.partial(job.complete, result_bytes(result))
-        except JobStateError:
-            outcome = "released"  # given back by a stop while the handler ran
+        except JobStateError:  # given back by a stop while the handler ran (or settled
+            outcome = job.settled_as or "released"  # by the handler, then again)
         except BaseException as exc:  # SystemExit, KeyboardInterrupt too: in a slot thread
             # only the handler raises them (a signal only records a stop), so they fail
             # the attempt as any exception does; given back uncharged, a handler that
@@ -93,6 +93,8 @@ class Runner:
                 # settled by the handler's own side (the breaker's give-back), which failed:
                 # nothing written, it returns once its lease expires
                 outcome = "store_error"
+            elif job.settled_as is not None:  # by the handler itself, before it raised
+                outcome = job.settled_as
             else:
                 outcome, settle = "failed", functools.partial(job.fail, exc)
                 log.warning("handler failed on %s (attempt %d): %s", job.name, job.attempt,

@@ -307,3 +307,23 @@ def test_a_handler_error_naming_undecodable_bytes_fails_the_attempt() -> None:
     record = q.error_record("a")
     assert record is not None and "cannot parse" in record.error["message"]
     assert q.counts() == {"wait": 0, "processing": 0, "finish": 0, "failed": 1}
+
+
+def test_a_job_the_handler_settled_before_it_raised_is_reported_as_settled() -> None:
+    """The handler completed its job, then raised (or settled it twice: JobStateError):
+    the job was completed, and is reported so, not ``released``."""
+    q = Queue(MemoryStore("running-settled-then-raised"), QueueConfig(lease_ttl=6.0))
+    raised, twice = _claimed(q, 2)
+    outcomes = Outcomes()
+
+    def handler(job: Job) -> None:
+        job.complete(b"r")
+        if job is raised:
+            raise ValueError("after the completion")
+        job.complete(b"again")
+
+    runner = Runner(handler, 1, outcomes, background=False)
+    for job in (raised, twice):
+        runner.run(job, lambda j: None)
+    assert outcomes.seen == [(raised.name, "completed"), (twice.name, "completed")]
+    assert q.counts()["finish"] == 2
