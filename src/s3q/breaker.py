@@ -50,6 +50,9 @@ log = logging.getLogger("s3q.breaker")
 BREAKERS = ".s3q/breaker/"
 #: The pause grows at most to this multiple of ``pause``.
 MAX_FACTOR = 8
+#: A ``--burst`` worker gives up once its breaker tripped this many times in a row (the
+#: probe after its longest pause failed too: 15 pauses waited, 15 min by default).
+HOPELESS_TRIPS = 5
 
 
 class HeldBack(LeaseLost):
@@ -92,6 +95,10 @@ class Breaker:
             return True
         stopping.wait(min(remaining, 0.5))
         return False
+
+    def hopeless(self) -> bool:
+        """Tripped :data:`HOPELESS_TRIPS` times in a row: a burst stops waiting for it."""
+        return self._trips >= HOPELESS_TRIPS
 
     def clear_record(self) -> None:
         """Delete this worker id's record (a restarted worker starts closed)."""

@@ -5,7 +5,7 @@ worker's, or the worker's own that a failed settlement left) that will expire â€
 again after 0.2 s, doubling up to 5 s (or when the first is due, if sooner). A store that
 fails is tried again, as the worker polls; one that has answered nothing but errors for
 ``patience`` seconds ends the burst early (:attr:`Burst.gave_up` says why; the command
-exits non-zero: requests may still wait), and so does its circuit breaker's opening."""
+exits non-zero: requests may still wait), and so does a circuit breaker that keeps tripping."""
 
 from __future__ import annotations
 
@@ -58,14 +58,14 @@ class Burst:
         return False
 
     def held_back(self) -> None:
-        """The worker's claims are held back (its circuit breaker is open: the handler
-        keeps failing): the burst ends, as an error, rather than wait out pause after
-        pause for ever."""
+        """The worker's claims are held back for good (its circuit breaker tripped again
+        and again: the handler keeps failing): the burst ends, as an error, rather than
+        wait out pause after pause for ever."""
         with self._lock:
             if self.gave_up is not None:
                 return
-            self.gave_up = ("its claims are held back: the circuit breaker is open (the "
-                            "handler keeps failing)")
+            self.gave_up = ("its claims are held back: the circuit breaker tripped "
+                            "again and again (the handler keeps failing)")
         log.error("burst: %s; ending it (requests may still wait)", self.gave_up,
                   extra={"event": "burst_gave_up"})
 

@@ -15,8 +15,9 @@
     burst:   exit once nothing is left that could become claimable: it waits for retries'
              backoffs, for leases nobody renews (a dead worker's, or its own that a
              failed settlement left) to expire, and for requests another program is still
-             writing into a local queue's wait/ (a cp) to settle; not for its claim gate
-             (a circuit breaker open): that ends it, as an error.
+             writing into a local queue's wait/ (a cp) to settle, and for its circuit
+             breaker's pauses, until it tripped HOPELESS_TRIPS times in a row: that ends it,
+             as an error.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Worker:
     def __init__(self, queue: Queue, handler: Handler, options: WorkerOptions,
                  *, on_job_done: Callable[[Job, str, float], None] | None = None,
                  claim_gate: Callable[[threading.Event], bool] | None = None,
+                 gate_hopeless: Callable[[], bool] | None = None,
                  stop_requests: list[str] | None = None,
                  events: EventSource | None = None) -> None:
         if options.concurrency < 1:
@@ -64,7 +66,8 @@ class Worker:
         self.stats = WorkerStats()
         self._on_job_done = on_job_done
         #: Asked before each claim (e.g. s3q.breaker); False: wait (it blocks briefly).
-        self._claim_gate = claim_gate
+        #: Closed and hopeless (a burst): the burst ends.
+        self._claim_gate, self._gate_hopeless = claim_gate, gate_hopeless
         self._stopping = threading.Event()  # no more claims
         self._woken = threading.Event()  # the main thread's wake-up: a stop, the slots ended
         self._abort = threading.Event()  # give running jobs back now
@@ -263,7 +266,8 @@ class Worker:
         again: Turn | None = None  # claim again at once: the last claim lost races
         while not self._stopping.is_set():
             if self._claim_gate is not None and not self._claim_gate(self._stopping):
-                if self.options.burst:  # (its breaker is open) a batch must not wait for ever
+                if self.options.burst and self._gate_hopeless is not None \
+                        and self._gate_hopeless():  # a batch must not wait for ever
                     self._burst.held_back()
                     self._stopping.set()  # (graceful, as when its store keeps failing)
                     self._woken.set()

@@ -217,12 +217,13 @@ def test_a_program_that_cannot_start_trips_it_on_one_request_alone(queue: Queue)
 
 def test_a_burst_ends_when_its_breaker_opens(queue: Queue) -> None:
     """A ``--burst`` run (a batch job, cron) whose handler fails every request: once the
-    breaker opens it ends, saying why (WorkerStats.error: the command exits 3, requests
-    may still wait), as when its store keeps failing. It waited out each pause and tried
-    again, for ever (the pause grows to 8 times breaker_pause, no more)."""
-    breaker = Breaker(queue, "w", threshold=3, pause=0.2)
+    breaker tripped HOPELESS_TRIPS times in a row (its longest pause waited out, and the
+    probe after it failed) it ends, saying why (WorkerStats.error: the command exits 3,
+    requests may still wait), as when its store keeps failing. It waited out each pause and
+    tried again, for ever (the pause grows to 8 times breaker_pause, no more)."""
+    breaker = Breaker(queue, "w", threshold=3, pause=0.05)
     worker = Worker(queue, breaker.wrap(fail), WorkerOptions("w", concurrency=2, burst=True),
-                    claim_gate=breaker.wait_until_closed)
+                    claim_gate=breaker.wait_until_closed, gate_hopeless=breaker.hopeless)
     thread = threading.Thread(target=worker.run)
     thread.start()
     try:
@@ -233,4 +234,5 @@ def test_a_burst_ends_when_its_breaker_opens(queue: Queue) -> None:
         worker.stop()
         thread.join(30)
     assert worker.stats.error is not None and "circuit breaker" in worker.stats.error
+    assert breaker.hopeless()  # (not at its first trip: a fix deployed meanwhile drains it)
     assert queue.counts()["failed"] == 0 and queue.counts()["wait"] == 10

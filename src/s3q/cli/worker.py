@@ -51,7 +51,7 @@ log = logging.getLogger("s3q.cli")  # not __name__: the logger name is part of t
               "in a child process per request.")
 @click.option("--burst", is_flag=True, help="Process what is there (and what will be: due "
               "retries, expired leases, files still being copied in), then exit (exit 3 if "
-              "the store failed for 2 min or the breaker opened: requests may wait).")
+              "the store failed for 2 min or the breaker kept tripping: requests may wait).")
 @click.option("--max-jobs", type=click.IntRange(min=1), metavar="N",
               help="Exit after claiming N requests.")
 @click.option("--check-handler", is_flag=True, help="Only check that the settings load and "
@@ -124,6 +124,7 @@ def run_worker(requests: list[str], *, exec_cmd: str | None, handler_spec: str |
     runner = Worker(queue, handler, options, stop_requests=requests,
                     on_job_done=metrics.on_job_done if metrics else None,
                     claim_gate=breaker.wait_until_closed if cfg.breaker_threshold else None,
+                    gate_hopeless=breaker.hopeless,
                     events=events)
     if metrics is not None:
         metrics.watch_breaker(breaker)
