@@ -32,7 +32,14 @@ from dataclasses import dataclass, replace
 
 from s3q.context import Context
 from s3q.records import CLOCK_MARGIN, new_claim_id
-from s3q.store import NotFound, ObjectInfo, PreconditionFailed, Store, StoreError
+from s3q.store import (
+    NotFound,
+    ObjectInfo,
+    PreconditionFailed,
+    Store,
+    StoreError,
+    StoreUnavailable,
+)
 
 __all__ = ["ROLE_KEY", "RoleRecord", "RoleSeen", "ScannerRole", "read_role", "seen_role"]
 
@@ -103,6 +110,9 @@ class RoleSeen:
     since: float  # seconds since its holder last wrote it: since its last scan began
     every: float  # its holder's scan interval (0: not told, an earlier s3q)
     live: bool  # not expired by the TTL it tells: its holder is scanning
+    #: Its GET failed with a store error of its own (denied): who scans is not known
+    #: (``worker`` empty, not ``live``).
+    error: str | None = None
 
     @property
     def scans_every(self) -> float:
@@ -111,8 +121,16 @@ class RoleSeen:
 
 
 def seen_role(ctx: Context) -> RoleSeen | None:
-    """Who holds the scanner role, and since when (None: vacant). One GET."""
-    found = read_role(ctx.store)
+    """Who holds the scanner role, and since when (None: vacant). One GET. One that fails
+    with a store error of its own (denied: another account's object, a KMS key not
+    granted) says so (``error``), as an unreadable lease is named: status and the
+    dashboard go on, judging OVERDUE by their own scan interval."""
+    try:
+        found = read_role(ctx.store)
+    except StoreUnavailable:
+        raise
+    except StoreError as e:
+        return RoleSeen("", 0.0, 0.0, False, " ".join(str(e).split())[:300])
     if found is None:
         return None
     record, info = found

@@ -11,9 +11,10 @@ from typing import Any, TypeVar
 from s3q import Queue, QueueConfig
 from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
-from s3q.cli.status import queue_status
+from s3q.cli.status import queue_status, render_status
 from s3q.dashboard.snapshot import take_snapshot
 from s3q.store import StoreError
+from tests.unit.test_dashboard import client
 
 T = TypeVar("T")
 DENIED = ".s3q/lease/b_request.json"
@@ -56,3 +57,42 @@ def test_a_burst_leaves_a_request_whose_lease_it_cannot_read() -> None:
     outlook = held().outlook()
     assert ("b_request.json", f"its lease cannot be read (AccessDenied: GetObject {DENIED})"
             ) in outlook.left
+
+
+class DeniedRole(DelegatingStore):
+    """The scanner role's GET denied too (written by the same worker as b's lease)."""
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        if op == "get" and args.get("key") in (DENIED, ".s3q/scanner"):
+            raise StoreError(f"AccessDenied: GetObject {args.get('key')}")
+        return fn()
+
+
+def role_denied() -> Queue:
+    """As :func:`held`, and the scanner role (taken by the first claim) unreadable too."""
+    denied = held().store
+    assert isinstance(denied, DeniedRead)
+    return Queue(DeniedRole(denied.inner), QueueConfig())
+
+
+def test_status_and_the_dashboard_go_on_when_the_scanner_role_cannot_be_read() -> None:
+    """The worker that wrote b's lease holds the scanner role, whose GET is denied as
+    well: `s3q status` (since it says who scans) and every dashboard page read the role
+    unguarded, so they failed altogether with it, the unreadable lease never named. They
+    say the role cannot be read and judge OVERDUE by their own scan interval."""
+    queue = role_denied()
+    status = queue_status(queue)
+    assert [r["name"] for r in status["in_flight"]] == ["a_request.json", "c_request.json"]
+    assert any("b_request.json: AccessDenied" in p for p in status["problems"])
+    assert status["scanner"]["live"] is False and status["scanner"]["worker"] is None
+    assert "AccessDenied: GetObject .s3q/scanner" in status["scanner"]["error"]
+    line = next(t for t in render_status(status).splitlines() if t.startswith("scanner"))
+    assert "cannot be read" in line and "AccessDenied" in line
+    snap = take_snapshot(queue)
+    assert [r.name for r in snap.in_flight] == ["a_request.json", "c_request.json"]
+    assert snap.scanner is not None and snap.scanner.error is not None
+    c = client(queue)
+    for page in ("/", "/inflight", "/workers", "/request/a_request.json"):
+        got = c.get(page)
+        assert got.status_code == 200, page
+    assert "cannot be read (AccessDenied" in c.get("/workers").get_data(as_text=True)

@@ -155,8 +155,9 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
         "retrying": retrying,
         "breakers": [{k: v for k, v in b.items() if k != "since"} for b in breakers],
         "scanner": None if role is None else {
-            "worker": role.worker, "since_last_scan": role.since, "every": role.every or None,
-            "live": role.live},
+            "worker": role.worker or None,
+            "since_last_scan": None if role.error else role.since,
+            "every": role.every or None, "live": role.live, "error": role.error},
         "throughput": None if recent is None else {
             "window_seconds": THROUGHPUT_WINDOW, "finished": recent,
             "per_second": recent / THROUGHPUT_WINDOW},
@@ -266,6 +267,8 @@ def fleet_lines(data: dict[str, Any]) -> list[str]:
     role = data["scanner"]
     lines.append("scanner   none: no worker holds the role (none is running, or none "
                  "scanned yet)" if role is None else
+                 f"scanner   cannot be read ({role['error']}): who scans is not known"
+                 if role.get("error") else
                  f"scanner   {role['worker']}, last scan {age(role['since_last_scan'])} ago"
                  + (f" (every {age(role['every'])})" if role["every"] else "")
                  + ("" if role["live"] else ": EXPIRED, it stopped scanning"))
