@@ -192,6 +192,33 @@ def test_recover_stale_says_what_it_could_not_take_over(
     assert names(qdir, "processing") == [NAMES[1]]
 
 
+def test_recover_stale_does_not_count_a_request_its_worker_renewed_meanwhile(
+        qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """r1's worker was only slow: it renews its lease between the scan's read and the
+    fence (t1), which loses ('raced'). Nothing of r1 was recovered; the command counted it
+    ('recovered 3 request(s)'), as it counted every action but 'gone', 'alive' and
+    'waiting for retry' (len(Recovered), abcb944, counts the recovered ones only)."""
+    q = queue(qdir)
+    for name in NAMES:
+        q.submit(name, b"{}")
+        assert q.claim("w-slow") is not None
+    old = time.time() - 120  # the local store's clock is the file's mtime
+    for lease in (qdir / ".s3q" / "lease").iterdir():
+        os.utime(lease, (old, old))
+    key = ".s3q/lease/r1_request.json"
+
+    def renewed(store: Store) -> None:  # (its worker's renewal: new bytes, a new ETag)
+        body, _ = store.get(key)
+        store.put(key, body.replace(b"}", b' }', 1))
+
+    failing(monkeypatch, "put", key, None, before=renewed)
+    out = run(qdir, "recover", "--stale")
+    assert out.exit_code == 0, out.output
+    assert "r1_request.json  raced" in out.stdout
+    assert "recovered 2 request(s)" in out.stdout
+    assert names(qdir, "processing") == [NAMES[1]]
+
+
 # ------------------------------------------------------------------------ requeue --all
 
 def dead_letters(qdir: Path) -> None:

@@ -194,7 +194,7 @@ def recover(mode: RecoveryMode | None, include: str | None, dry_run: bool, yes: 
                   or (mode == "all" and a == RACED))
     # taken over, but this process outlasted the lease: stopped there, not done
     interrupted = [] if dry_run else sorted(n for n, a in actions.items() if a == INTERRUPTED)
-    recovered = len(actions) - len(left) - len(interrupted)
+    recovered = len(actions) if dry_run else len(done)  # (not 'raced', 'not mine', ...)
     if as_json:
         echo_json("recover", {"dry_run": dry_run, "requests": [
             {"name": n, "action": a} for n, a in actions.items()], **({} if dry_run else {
