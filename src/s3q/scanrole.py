@@ -80,16 +80,20 @@ class RoleRecord:
             return cls(str(data["worker"]), str(data["claim"]), int(data["gen"]),
                        int(data["seq"]), float(data["written_at"]),
                        _told(data.get("ttl")), _told(data.get("every")))
-        except (ValueError, TypeError, KeyError, AttributeError):
-            return None
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            return None  # (OverflowError: int() of Infinity, float() of a 400-digit integer)
 
 
 def _told(value: object) -> float:
-    """A duration a record tells; not a positive number (nothing any s3q writes; absent
-    from an earlier s3q's records): 0, not told, as a lease's ``ttl``."""
+    """A duration a record tells; not a positive number a float holds (nothing any s3q
+    writes; absent from an earlier s3q's records): 0, not told, as a lease's ``ttl``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return 0.0
-    return float(value) if 0 < value < math.inf else 0.0
+    try:
+        told = float(value)
+    except OverflowError:  # (an integer of 309 digits or more)
+        return 0.0
+    return told if 0 < told < math.inf else 0.0
 
 
 def read_role(store: Store) -> tuple[RoleRecord, ObjectInfo] | None:

@@ -293,6 +293,53 @@ def test_a_role_whose_ttl_is_not_a_positive_number_says_none(ttl: object) -> Non
     assert record is not None and record.ttl == 0.0
 
 
+#: A JSON integer no float holds (JSON's have no bound): float() of it raises OverflowError.
+HUGE = 10 ** 400
+
+
+@pytest.mark.parametrize("field", ["ttl", "every"])
+def test_a_role_telling_a_number_too_large_for_a_float_says_none(field: str) -> None:
+    """``"every": 1000…0`` (400 digits; written by hand or by another tool): it passed
+    the positive-number check and float() raised OverflowError out of the record's read,
+    which no caller expects (from_bytes says None for what is not a record)."""
+    body = {"v": 1, "worker": "w", "claim": "c", "gen": 3, "seq": 0, "written_at": 0.0,
+            field: HUGE}
+    record = RoleRecord.from_bytes(json.dumps(body).encode())
+    assert record is not None and getattr(record, field) == 0.0
+
+
+@pytest.mark.parametrize("field,value", [("written_at", HUGE), ("gen", float("inf")),
+                                         ("seq", float("inf"))],
+                         ids=["written_at-huge", "gen-inf", "seq-inf"])
+def test_a_role_record_whose_numbers_overflow_is_no_record_and_is_taken_over(
+        field: str, value: object) -> None:
+    """Such a record raised OverflowError (not a StoreError) from every reader: each
+    worker's turn at the role failed before it judged the record's expiry, so no worker of
+    the fleet ever scanned again (dead workers' requests never taken over), and `s3q
+    status` and every dashboard page failed. Now it is a corrupt record, held by nobody
+    once it is not rewritten for a role TTL, as any other."""
+    from s3q.cli.status import queue_status
+
+    clock = FakeClock()
+    mem = MemoryStore("overflow", clock=clock)
+    body = {"v": 1, "worker": "w", "claim": "c", "gen": 3, "seq": 0, "written_at": 0.0,
+            field: value}
+    mem.put(ROLE_KEY, json.dumps(body).encode())
+    assert RoleRecord.from_bytes(mem.get(ROLE_KEY)[0]) is None
+    q = Queue(mem, QueueConfig(lease_ttl=30.0))
+    assert queue_status(q, history=False)["scanner"] is None
+    assert q.scan("w1") is None  # (not expired yet: held by nobody known)
+    clock.advance(30.0)
+    assert q.scan("w1") is not None  # expired: taken over, and the scan runs
+    assert role_of(mem).worker == "w1"
+
+
+def role_of(mem: MemoryStore) -> RoleRecord:
+    record = RoleRecord.from_bytes(mem.get(ROLE_KEY)[0])
+    assert record is not None
+    return record
+
+
 def test_a_live_scanner_of_a_longer_role_ttl_gives_way_to_a_worker_of_a_shorter_one() -> None:
     """The role held by a worker of lease_ttl 120 s, which scans every 60 s: a dead worker's
     lease of 30 s waited for its scan (60 s after the claim, where the fleet of 30 s scans
