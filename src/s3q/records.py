@@ -124,7 +124,8 @@ class Lease:
         known = {f.name for f in fields(cls)}
         data = {k: v for k, v in data.items() if k in known}
         ttl = data.get("ttl", 0.0)
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not (
+                ttl > 0 and _finite(ttl)):
             data["ttl"] = 0.0  # (nothing any s3q writes: judged as not told, by the reader's)
         try:
             data["intent"] = Intent(data["intent"])
@@ -137,6 +138,8 @@ class Lease:
             value = getattr(lease, name)
             if isinstance(value, bool) or not isinstance(value, kinds):
                 raise RecordError(f"corrupt lease record: {name} = {value!r}")
+        if not _finite(lease.not_before):  # (a retry never due, or one no sum takes): due
+            lease = replace(lease, not_before=0.0)  # at once, its body of record kept
         return lease
 
     def next(self, **changes: Any) -> Self:
@@ -164,6 +167,15 @@ class Lease:
 
 
 _STR, _OPT_STR, _INT, _NUM = (str,), (str, type(None)), (int,), (int, float)
+
+
+def _finite(value: float) -> bool:
+    """Is ``value`` a finite number a float holds (not NaN, not ±Infinity, not a JSON
+    integer of 309 digits or more, on which float arithmetic raises OverflowError)?"""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 #: The type of each field of a lease record as read (Lease.from_bytes checks them).
 _LEASE_TYPES: dict[str, tuple[type, ...]] = {
     "name": _STR, "worker": _STR, "claim": _STR, "gen": _INT, "seq": _INT, "attempt": _INT,

@@ -81,7 +81,8 @@ def test_an_unchanged_live_lease_is_read_once_not_at_every_scan() -> None:
     assert scan(short, clock) == {NAME: "released"}
 
 
-@pytest.mark.parametrize("ttl", [None, "120", float("nan"), -5, 0, True, [120]])
+@pytest.mark.parametrize("ttl", [None, "120", float("nan"), -5, 0, True, [120],
+                                 pytest.param(10 ** 400, id="no-float-holds-it")])
 def test_a_lease_of_an_earlier_s3q_is_judged_by_the_readers_own_lease_ttl(
         ttl: object) -> None:
     """(And one whose ttl is not a positive number: edited by hand, corrupt.)"""
@@ -99,6 +100,33 @@ def test_a_lease_of_an_earlier_s3q_is_judged_by_the_readers_own_lease_ttl(
     [candidate] = short.recovery_candidates("stale")
     assert candidate.expired and not candidate.live
     assert scan(short, clock) == {NAME: "released"}
+
+
+@pytest.mark.parametrize("value", [pytest.param(10 ** 400, id="no-float-holds-it"),
+                                   float("inf"), float("nan")])
+def test_a_retry_whose_due_time_is_no_finite_number_is_due_at_once(value: float) -> None:
+    """A retry lease's not_before of 400 digits (edited by hand, written by another tool)
+    passed as a number: the scan's sum with it (from its second look on) raised
+    OverflowError, not a store error, so every scan ended there (the takeovers after it
+    in the listing, the orphans and the due retries never seen to), and s3q status failed
+    on it; Infinity made a retry that never came due (and status failed), NaN one status
+    could not show. It is read as due at once, its body of record kept."""
+    store, clock, job = held_by_a_long_lease_worker()
+    job.fail("broken", retry=True)
+    key = layout.key(layout.LEASES, NAME)
+    body, info = store.get(key)
+    record = json.loads(body)
+    assert record["intent"] == "retry"
+    record["not_before"] = value
+    store.inner.put(key, json.dumps(record).encode(), if_match=info.etag)
+    assert Lease.from_bytes(store.get(key)[0]).not_before == 0.0
+    short = Queue(store, SHORT)
+    assert queue_status(short, history=False)["retrying"][0]["due_in"] == 0.0
+    clock.advance(SHORT.lease_ttl)
+    for _ in range(3):  # (read at the first, looked at as a due retry from the second on)
+        assert scan(short, clock) == {}
+    again = short.claim("short-ttl")
+    assert again is not None and again.name == NAME and again.read() == b"{}"
 
 
 def test_operators_are_told_only_of_longer_lease_workers_holding_leases_that_tell_none(
