@@ -170,7 +170,8 @@ class ScannerRole:
 
     def held(self, worker_id: str) -> bool:
         """Is (or becomes) ``worker_id`` the scanner? Renews the role when it is ours, takes
-        it when it is vacant or expired. Store errors propagate (the scan is skipped)."""
+        it when it is vacant or expired. A role it may not read (denied): True, it scans
+        without it. Other store errors propagate (the scan is skipped)."""
         with self._lock:
             mine = self._mine
             if mine is not None and mine[0].worker == worker_id:
@@ -205,6 +206,13 @@ class ScannerRole:
             body, info = store.get(ROLE_KEY)
         except NotFound:
             body, info = b"", None
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:  # its own (denied): whose it is, and whether it expired,
+            log.warning("scanner role cannot be read (%s): %s scans without it", exc,
+                        worker_id, extra={"event": "scanner_role_unreadable",
+                                          "worker": worker_id})
+            return True  # is not known: scan (an economy, not a lock: two scanners are safe)
         current = RoleRecord.from_bytes(body) if info is not None else None
         if info is not None and not self._expired(info, current):
             if current is None or current.worker != worker_id:

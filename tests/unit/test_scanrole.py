@@ -365,3 +365,34 @@ def test_a_dead_scanner_of_a_longer_role_ttl_is_replaced_within_a_shorter_worker
     scanned, and the request with it, not its lease_ttl + 2 s + its scan interval (47 s)."""
     clock, mem, _, short, claimed = _held_by_a_short_worker_under_a_long_scanner()
     _released_within(clock, mem, claimed, [("short-2", short)])  # (the long one is dead)
+
+
+def test_a_worker_that_may_not_read_the_role_scans_all_the_same() -> None:
+    """The role was written by a worker whose objects this one may not read (another
+    account's, a KMS key not granted): its GET raised out of every turn at the role, so
+    this worker never scanned, and once that holder died no worker of the fleet could
+    judge the role expired: nothing was taken over again, ever (a claim failed with it at
+    every scan interval too). The role is an economy, not a lock: it scans without it."""
+    from typing import Any
+
+    from s3q.backends.delegating import DelegatingStore
+    from s3q.store import StoreError
+
+    class RoleDenied(DelegatingStore):
+        def _call(self, op: str, args: dict[str, Any], fn: Any) -> Any:
+            if op == "get" and args.get("key") == ROLE_KEY:
+                raise StoreError(f"AccessDenied: GetObject {ROLE_KEY}")
+            return fn()
+
+    clock = FakeClock()
+    mem = MemoryStore("denied", clock=clock)
+    q0 = Queue(mem, QueueConfig(lease_ttl=30.0))
+    q0.submit("a_request.json", b"{}")
+    assert q0.claim("w0") is not None  # w0 scans for the fleet, holds a_ ... and dies
+    assert role_of(mem).worker == "w0"
+    q1 = Queue(RoleDenied(mem), QueueConfig(lease_ttl=30.0))
+    q1.submit("b_request.json", b"{}")
+    assert q1.claim("w1") is not None  # (its claims ran the scan, which raised)
+    clock.advance(30.0 + CLOCK_MARGIN + 1.0)
+    done = q1.scan("w1")
+    assert done is not None and done.actions["a_request.json"] == "released"
