@@ -71,10 +71,10 @@ class Runner:
         settle: Callable[[], None] | None = None
         try:
             result = self.handler(job)
-            if job.interrupted:
+            if job.settled_as is not None:  # by the handler itself (or given back): as it
+                outcome = job.settled_as  # was, whatever interrupted it after that
+            elif job.interrupted:
                 raise LeaseLost(f"{job.name}: interrupted")
-            if job.settled_as is not None:  # by the handler itself: as it did
-                outcome = job.settled_as
             else:
                 settle = functools.partial(job.complete, result_bytes(result))
         except JobStateError:  # given back by a stop while the handler ran (or settled
@@ -87,14 +87,19 @@ class Runner:
             # handler's own, its deadline passed (job.check_deadline) while the job is still
             # held, fails the attempt as any exception does: its work was not done, and
             # the job must not be completed.)
-            if job.interrupted or job.lost or (isinstance(exc, LeaseLost) and job.finished):
-                outcome = "lost" if job.lost else "released"
+            # Settled by the handler itself before it raised (or given back: the breaker's
+            # HeldBack, a stop's give-back) is reported as it was settled, whatever came
+            # after (the breaker's give-back or a stop's then found it settled).
+            if job.lost:
+                outcome = "lost"
+            elif job.settled_as is not None:
+                outcome = job.settled_as
+            elif job.interrupted or (isinstance(exc, LeaseLost) and job.finished):
+                outcome = "released"
             elif job.finished and isinstance(exc, StoreError):
                 # settled by the handler's own side (the breaker's give-back), which failed:
                 # nothing written, it returns once its lease expires
                 outcome = "store_error"
-            elif job.settled_as is not None:  # by the handler itself, before it raised
-                outcome = job.settled_as
             else:
                 outcome, settle = "failed", functools.partial(job.fail, exc)
                 log.warning("handler failed on %s (attempt %d): %s", job.name, job.attempt,

@@ -327,3 +327,34 @@ def test_a_job_the_handler_settled_before_it_raised_is_reported_as_settled() -> 
         runner.run(job, lambda j: None)
     assert outcomes.seen == [(raised.name, "completed"), (twice.name, "completed")]
     assert q.counts()["finish"] == 2
+
+
+def test_a_self_settled_job_the_breaker_or_a_stop_then_gives_back_keeps_its_outcome(
+        ) -> None:
+    """A handler that settled its job itself and then raised (the failure that trips the
+    breaker, or one while it is open), or returned after a stop's give-back found the job
+    settled and interrupted it: the breaker's HeldBack, the stop's interruption, were
+    taken for a give-back, and the job reported ``released`` (the worker's counts, the
+    metrics), a request the handler dead-lettered or completed among them."""
+    from s3q.breaker import Breaker
+    from s3q.errors import JobStateError
+
+    q = Queue(MemoryStore("running-settled-given-back"), QueueConfig(lease_ttl=6.0))
+    dead, done = _claimed(q, 2)
+    outcomes = Outcomes()
+
+    def handler(job: Job) -> None:
+        if job is dead:  # trips the breaker (threshold 1) after dead-lettering it
+            job.fail("not a request", retry=False)
+            raise ValueError("not a request")
+        job.complete(b"r")
+        with pytest.raises(JobStateError):  # the stop's give-back (Worker._give_back)
+            job.release()
+        job.interrupt()
+
+    breaker = Breaker(q, "w", threshold=1, pause=60.0)
+    runner = Runner(breaker.wrap(handler), 1, outcomes, background=False)
+    for job in (dead, done):
+        runner.run(job, lambda j: None)
+    assert outcomes.seen == [(dead.name, "failed"), (done.name, "completed")]
+    assert q.counts() == {"wait": 0, "processing": 0, "finish": 1, "failed": 1}
