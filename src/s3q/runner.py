@@ -1,7 +1,8 @@
 """``python -m s3q.runner module:function PATH NAME``: run a Python handler on a downloaded
 request in this (child) process; its result goes to stdout. Used by ``--pool process``.
 While the handler runs, what it writes to stdout (print(), a program it runs) goes to
-stderr: stdout carries the result alone."""
+stderr: stdout carries the result alone. A handler raising SystemExit (``sys.exit()``)
+fails its attempt, as in a thread: its code 0 would have been taken for done."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ def main(argv: list[str]) -> int:
         func = load_callable(spec)
         result = result_bytes(func(LocalRequest(name, Path(path),
                                                 int(os.environ.get("S3Q_ATTEMPT", "1")))))
+    except SystemExit as exc:  # sys.exit(0) would be exit 0, done: it fails, as in a thread
+        raise RuntimeError(f"the handler raised SystemExit({exc.code!r})") from exc
     finally:
         sys.stdout.flush()
         os.dup2(saved, 1)

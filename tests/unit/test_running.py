@@ -6,6 +6,7 @@ on settlements under way."""
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -358,3 +359,30 @@ def test_a_self_settled_job_the_breaker_or_a_stop_then_gives_back_keeps_its_outc
         runner.run(job, lambda j: None)
     assert outcomes.seen == [(dead.name, "failed"), (done.name, "completed")]
     assert q.counts() == {"wait": 0, "processing": 0, "finish": 1, "failed": 1}
+
+
+@pytest.mark.parametrize("body", ["    sys.exit()\n", "    sys.exit(0)\n",
+                                  "    raise SystemExit\n"],
+                         ids=["sys.exit()", "sys.exit(0)", "raise SystemExit"])
+def test_a_process_pool_handler_that_exits_fails_its_attempt_as_in_a_thread(
+        body: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--pool process``: a handler raising SystemExit with no code or 0 (``sys.exit()``
+    on some request, argparse's ``--help`` among a request's arguments) ended its child
+    with exit 0, taken for done: the request was completed (to finish/, without a
+    result), where the same handler in a thread fails its attempt."""
+    from s3q.handlers import process_handler
+    from s3q.worker import Worker, WorkerOptions
+
+    (tmp_path / "exits.py").write_text("import sys\ndef handle(req):\n" + body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(  # (this s3q in the child too)
+        [str(tmp_path), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]))
+    monkeypatch.delitem(sys.modules, "exits", raising=False)
+    q = Queue(MemoryStore(f"running-exits-{id(body)}"),
+              QueueConfig(lease_ttl=6.0, max_attempts=1))
+    q.submit("a", b"{}")
+    stats = Worker(q, process_handler("exits:handle"), WorkerOptions("w", burst=True)).run()
+    assert (stats.completed, stats.failed) == (0, 1)
+    assert q.counts() == {"wait": 0, "processing": 0, "finish": 0, "failed": 1}
+    record = q.error_record("a")
+    assert record is not None and "SystemExit" in record.error["message"]
