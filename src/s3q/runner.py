@@ -2,7 +2,8 @@
 request in this (child) process; its result goes to stdout. Used by ``--pool process``.
 While the handler runs, what it writes to stdout (print(), a program it runs) goes to
 stderr: stdout carries the result alone. A handler raising SystemExit (``sys.exit()``)
-fails its attempt, as in a thread: its code 0 would have been taken for done."""
+fails its attempt, as in a thread: its code 0 would have been taken for done. A process
+the handler forks does not inherit the result's pipe (kept on another descriptor)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ def main(argv: list[str]) -> int:
     spec, path, name = argv
     sys.stdout.flush()
     saved = os.dup(1)
+    held = [saved]  # a process the handler forks does not keep the result's pipe open
+    os.register_at_fork(after_in_child=lambda: _close(held))  # (a daemon would, unseen)
     os.dup2(2, 1)  # (file descriptor 1: programs the handler runs write there too)
     try:
         func = load_callable(spec)
@@ -30,10 +33,15 @@ def main(argv: list[str]) -> int:
     finally:
         sys.stdout.flush()
         os.dup2(saved, 1)
-        os.close(saved)
+        _close(held)
     if result is not None:
         sys.stdout.buffer.write(result)
     return 0
+
+
+def _close(fds: list[int]) -> None:
+    while fds:
+        os.close(fds.pop())
 
 
 if __name__ == "__main__":

@@ -386,3 +386,44 @@ def test_a_process_pool_handler_that_exits_fails_its_attempt_as_in_a_thread(
     assert q.counts() == {"wait": 0, "processing": 0, "finish": 0, "failed": 1}
     record = q.error_record("a")
     assert record is not None and "SystemExit" in record.error["message"]
+
+
+def test_a_process_pool_handler_s_forked_daemon_does_not_hold_the_result_pipe(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--pool process``: while the handler runs, the child keeps its stdout (the pipe
+    its result goes to) on a file descriptor of its own. A process the handler forks
+    inherited it, and one made a daemon the usual way (a session of its own, stdin, stdout
+    and stderr to /dev/null, as docs/OPERATIONS.md advises) still held the result pipe
+    open, out of its reach: the job waited 5 s for the pipe's end and the worker kept a
+    reader thread and the pipe for as long as the daemon lived, each such job one more."""
+    from s3q.handlers import process_handler
+    from s3q.worker import Worker, WorkerOptions
+
+    report = tmp_path / "pipes.txt"
+    (tmp_path / "forks.py").write_text(
+        "import os\n"
+        "def handle(req):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        try:\n"
+        "            os.setsid()\n"
+        "            null = os.open(os.devnull, os.O_RDWR)\n"
+        "            for fd in (0, 1, 2):\n"
+        "                os.dup2(null, fd)\n"
+        "            held = [os.readlink(f'/proc/self/fd/{fd}')\n"
+        "                    for fd in map(int, os.listdir('/proc/self/fd'))\n"
+        "                    if os.path.exists(f'/proc/self/fd/{fd}')]\n"
+        f"            with open({str(report)!r}, 'w') as f:\n"
+        "                f.write(' '.join(t for t in held if t.startswith('pipe:')))\n"
+        "        finally:\n"
+        "            os._exit(0)\n"
+        "    os.waitpid(pid, 0)\n"
+        "    return b'done'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(  # (this s3q in the child too)
+        [str(tmp_path), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]))
+    q = Queue(MemoryStore("running-forks"), QueueConfig(lease_ttl=6.0))
+    q.submit("a", b"{}")
+    stats = Worker(q, process_handler("forks:handle"), WorkerOptions("w", burst=True)).run()
+    assert stats.completed == 1 and q.result("a") == b"done"
+    assert report.read_text() == ""  # no pipe of the worker's: the daemon holds none
