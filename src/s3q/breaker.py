@@ -125,7 +125,9 @@ class Breaker:
         :class:`GiveBackFailed` if the release failed)."""
         def run(job: Job) -> bytes | str | None:
             try:
-                result = result_bytes(handler(job))  # (a dict returned is a failure too)
+                result = handler(job)
+                if job.settled_as is None:  # (settled by the handler: it returns no result)
+                    result = result_bytes(result)  # (a dict returned is a failure too)
             except BaseException as exc:  # (SystemExit too: the worker fails it)
                 if job.interrupted or not self.blames_worker(job, exc):
                     raise

@@ -236,3 +236,22 @@ def test_a_burst_ends_when_its_breaker_opens(queue: Queue) -> None:
     assert worker.stats.error is not None and "circuit breaker" in worker.stats.error
     assert breaker.hopeless()  # (not at its first trip: a fix deployed meanwhile drains it)
     assert queue.counts()["failed"] == 0 and queue.counts()["wait"] == 10
+
+
+def test_a_handler_that_settled_its_job_and_returned_something_else_is_no_failure(
+        queue: Queue) -> None:
+    """A handler may settle its job itself (``job.complete(result)``): what it returns
+    then is no result, and the runner ignores it (the job is reported completed). The
+    breaker wrap took a value other than bytes, str or None for a failure all the same
+    (TypeError), so a healthy handler completing its jobs and returning, say, a dict
+    tripped the breaker after ``threshold`` of them: claims paused, pause after pause
+    (one job each), the record made ``s3q status --check`` fail, a burst ended."""
+    breaker = Breaker(queue, "w", threshold=2, pause=60, clock=Clock())
+
+    def settles(job: Job) -> dict[str, bool]:
+        job.complete(b"done")
+        return {"ok": True}
+
+    assert [run(queue, breaker, settles, f"r{i}") for i in range(3)] == ["completed"] * 3
+    assert not breaker.is_open and list(breaker_records(queue)) == []
+    assert queue.result("r0") == b"done" and queue.counts()["finish"] == 3
