@@ -222,9 +222,14 @@ class Job:
                       gen=self.lease.gen)
 
     # ------------------------------------------------------------------ outcomes
-    def complete(self, result: bytes | None = None) -> None:
-        """Done: to finish/ (or deleted, per on_finish), with an optional small result."""
-        self._finish(lambda: settle.complete(self, result), "completed")
+    def complete(self, result: bytes | str | None = None) -> None:
+        """Done: to finish/ (or deleted, per on_finish), with an optional small result
+        (bytes, or what a handler may return: a str is kept as UTF-8; another value is a
+        TypeError, raised before the job is settled)."""
+        from s3q.handlers import result_bytes  # (handlers imports this module)
+
+        data = result_bytes(result)  # (once settled, an error would leave the lease held)
+        self._finish(lambda: settle.complete(self, data), "completed")
 
     def fail(self, error: BaseException | str, *, retry: bool = True) -> None:
         """Failed: back to wait/ after a backoff, or to failed/ after the last attempt (or at

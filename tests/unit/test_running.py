@@ -427,3 +427,28 @@ def test_a_process_pool_handler_s_forked_daemon_does_not_hold_the_result_pipe(
     stats = Worker(q, process_handler("forks:handle"), WorkerOptions("w", burst=True)).run()
     assert stats.completed == 1 and q.result("a") == b"done"
     assert report.read_text() == ""  # no pipe of the worker's: the daemon holds none
+
+
+def test_a_handler_completing_its_job_with_a_str_or_another_value() -> None:
+    """``job.complete(result)`` by the handler itself, with a str (which a handler may
+    return as its result) or another value (a dict): the completion raised a TypeError
+    (base64) after the job was marked settled and its lease no longer renewed, so the
+    lease stayed held, unrenewed: the job was reported ``released``, the request taken
+    over once the lease expired and run again, each time, until it was dead-lettered as
+    'stopped renewing its lease'. A str is kept as UTF-8, as when it is returned; another
+    value fails the attempt with a TypeError saying so, the job unsettled."""
+    q = Queue(MemoryStore("running-complete-types"), QueueConfig(lease_ttl=6.0))
+    text, other = _claimed(q, 2)
+    outcomes = Outcomes()
+
+    def handler(job: Job) -> None:
+        job.complete("é" if job is text else {"ok": True})  # type: ignore[arg-type]
+
+    runner = Runner(handler, 1, outcomes, background=False)
+    for job in (text, other):
+        runner.run(job, lambda j: None)
+    assert outcomes.seen == [(text.name, "completed"), (other.name, "failed")]
+    assert q.result(text.name) == "é".encode()
+    [(lease, _)] = q.leases()
+    assert lease.name == other.name and lease.intent.value == "retry"
+    assert lease.error is not None and lease.error["type"] == "TypeError"
