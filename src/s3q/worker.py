@@ -71,6 +71,7 @@ class Worker:
         self._stopping = threading.Event()  # no more claims
         self._woken = threading.Event()  # the main thread's wake-up: a stop, the slots ended
         self._abort = threading.Event()  # give running jobs back now
+        self._stop_asked = False  # stop() was called: a second call aborts
         #: appended to by signal handlers (even before run() starts), read by run()
         self._signals: list[str] = stop_requests if stop_requests is not None else []
         self._noticed = 0  # signals acted upon
@@ -98,8 +99,10 @@ class Worker:
     def stop(self) -> None:
         """Graceful stop (first SIGTERM/SIGINT); a second call gives jobs back at once.
         Thread-safe; from a signal handler use :meth:`request_stop`."""
-        if self._stopping.is_set():
-            self._abort.set()
+        with self._lock:  # (a burst that ended itself stops too: that is no first stop)
+            if self._stop_asked:
+                self._abort.set()
+            self._stop_asked = True
         self._stopping.set()
         self._woken.set()
 

@@ -255,3 +255,42 @@ def test_a_handler_that_settled_its_job_and_returned_something_else_is_no_failur
     assert [run(queue, breaker, settles, f"r{i}") for i in range(3)] == ["completed"] * 3
     assert not breaker.is_open and list(breaker_records(queue)) == []
     assert queue.result("r0") == b"done" and queue.counts()["finish"] == 3
+
+
+def test_a_first_stop_after_a_burst_ended_itself_still_lets_running_jobs_finish(
+        queue: Queue) -> None:
+    """A ``--burst`` run ends by itself when its breaker opens (or its store keeps
+    failing): no more claims, running jobs get ``grace`` to finish. A first SIGTERM then
+    (cron's ``timeout``, an operator) was taken for a second one, because the worker was
+    already stopping: every running job was given back at once, its work thrown away,
+    although the log said it got ``grace`` seconds to finish."""
+    breaker = Breaker(queue, "w", threshold=1, pause=60)
+    running, interrupted = threading.Event(), threading.Event()
+
+    def handler(job: Job) -> bytes:
+        if job.name != "r0":
+            assert running.wait(20)  # (r0 runs first)
+            raise RuntimeError("downstream credentials expired")
+        job.on_interrupt(lambda _job: interrupted.set())
+        running.set()
+        interrupted.wait(5)  # (given back: at once; else it finishes after 5 s)
+        return b"ok"
+
+    worker = Worker(queue, breaker.wrap(handler),
+                    WorkerOptions("w", concurrency=2, burst=True, grace=30),
+                    claim_gate=breaker.wait_until_closed)
+    queue.offer(["r0"])  # (claimed first; the other slot's job trips the breaker)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        assert running.wait(20)
+        assert worker._stopping.wait(20)  # the breaker opened: the burst ends by itself
+        worker.request_stop("SIGTERM")  # a first signal
+        thread.join(30)
+        assert not thread.is_alive()
+    finally:
+        worker.stop()
+        worker.stop()
+        thread.join(30)
+    assert not interrupted.is_set()
+    assert worker.stats.completed == 1 and queue.result("r0") == b"ok"
