@@ -65,8 +65,7 @@ class Worker:
         self.queue, self.handler, self.options = queue, handler, options
         self.stats = WorkerStats()
         self._on_job_done = on_job_done
-        #: Asked before each claim (e.g. s3q.breaker); False: wait (it blocks briefly).
-        #: Closed and hopeless (a burst): the burst ends.
+        #: Asked before each claim (s3q.breaker): False: wait (briefly); hopeless: a burst ends
         self._claim_gate, self._gate_hopeless = claim_gate, gate_hopeless
         self._stopping = threading.Event()  # no more claims
         self._woken = threading.Event()  # the main thread's wake-up: a stop, the slots ended

@@ -259,12 +259,12 @@ def test_a_handler_that_settled_its_job_and_returned_something_else_is_no_failur
 
 def test_a_first_stop_after_a_burst_ended_itself_still_lets_running_jobs_finish(
         queue: Queue) -> None:
-    """A ``--burst`` run ends by itself when its breaker opens (or its store keeps
+    """A ``--burst`` run ends by itself when its breaker keeps tripping (or its store keeps
     failing): no more claims, running jobs get ``grace`` to finish. A first SIGTERM then
     (cron's ``timeout``, an operator) was taken for a second one, because the worker was
     already stopping: every running job was given back at once, its work thrown away,
     although the log said it got ``grace`` seconds to finish."""
-    breaker = Breaker(queue, "w", threshold=1, pause=60)
+    breaker = Breaker(queue, "w", threshold=1, pause=0.01)  # (hopeless at its 5th trip)
     running, interrupted = threading.Event(), threading.Event()
 
     def handler(job: Job) -> bytes:
@@ -278,13 +278,13 @@ def test_a_first_stop_after_a_burst_ended_itself_still_lets_running_jobs_finish(
 
     worker = Worker(queue, breaker.wrap(handler),
                     WorkerOptions("w", concurrency=2, burst=True, grace=30),
-                    claim_gate=breaker.wait_until_closed)
-    queue.offer(["r0"])  # (claimed first; the other slot's job trips the breaker)
+                    claim_gate=breaker.wait_until_closed, gate_hopeless=breaker.hopeless)
+    queue.offer(["r0"])  # (claimed first; the other slot's jobs trip the breaker)
     thread = threading.Thread(target=worker.run)
     thread.start()
     try:
         assert running.wait(20)
-        assert worker._stopping.wait(20)  # the breaker opened: the burst ends by itself
+        assert worker._stopping.wait(20)  # the breaker kept tripping: the burst ends itself
         worker.request_stop("SIGTERM")  # a first signal
         thread.join(30)
         assert not thread.is_alive()
