@@ -10,10 +10,13 @@ read-back tells them apart by the claim id, which only this claim's writes carry
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import Any
 
 from s3q import layout
 from s3q.context import Context
@@ -51,6 +54,9 @@ def read(ctx: Context, name: str) -> tuple[Lease, ObjectInfo] | None:
         return None
     return _decode(name, body), info
 
+
+#: The claim id of the stand-in for a lease record that cannot be decoded (held by nobody).
+CORRUPT = "corrupt"
 
 #: Leases read at once by a look at every lease (:func:`read_all`).
 READERS = 8
@@ -209,4 +215,21 @@ def _decode(name: str, body: bytes) -> Lease:
     except RecordError:
         log.error("corrupt lease record for %s; treating it as held by nobody", name,
                   extra={"event": "corrupt_lease", "request": name})
-        return Lease(name=name, worker="", claim="corrupt", gen=0, seq=0, attempt=1)
+        return Lease(name=name, worker="", claim=CORRUPT, gen=0, seq=0, attempt=1,
+                     **_salvaged(body))
+
+
+def _salvaged(body: bytes) -> dict[str, Any]:
+    """The body of record a corrupt lease still holds, if it can be read (a field of the
+    wrong type elsewhere, edited by hand): the stand-in keeps it, so a takeover releases
+    the request instead of finding it gone (the lease held its only copy)."""
+    try:
+        data = json.loads(body)
+        inline, key = data.get("body_b64"), data.get("body_key")
+        if isinstance(inline, str):
+            return {"body_b64": Lease.encode(base64.b64decode(inline, validate=True))}
+        if isinstance(key, str) and key.startswith(layout.BODIES):
+            return {"body_key": key}
+    except (ValueError, AttributeError):  # (not JSON, not an object, not base64)
+        pass
+    return {}

@@ -24,6 +24,7 @@ from s3q.store import (
     NotFound,
     ObjectInfo,
     PreconditionFailed,
+    StoreError,
     StoreUnavailable,
 )
 from s3q.workerids import RECOVER_ALL
@@ -84,6 +85,8 @@ def take_over(ctx: Context, name: str, worker_id: str, mode: RecoveryMode, *,
         return "waiting for retry"
     if mode == "mine" and old.worker != worker_id:
         return "not mine"
+    if old.claim == leases.CORRUPT and old.body_b64 is None and old.body_key is None:
+        _keep_corrupt(ctx, name)  # (its t1 would overwrite the only copy of the request)
     if mode == "stale" and old.worker and not ctx.is_expired(info, ctx.store.now(), old.ttl):
         return "alive"  # (judged by its writer's lease_ttl: a longer one than ours)
     sent = ctx.monotonic()
@@ -99,6 +102,22 @@ def take_over(ctx: Context, name: str, worker_id: str, mode: RecoveryMode, *,
         return _settle(job, old, mode)
     except LeaseLost:  # this process stalled past the lease: the next taker carries on
         return INTERRUPTED
+
+
+def _keep_corrupt(ctx: Context, name: str) -> None:
+    """A lease that cannot be decoded, and from which no body could be read: unless the
+    request is in processing/ or wait/ too, its bytes may be in it alone. Raise (a store
+    error of this request's own: reported, the others go on) instead of taking it over."""
+    for prefix in (layout.PROCESSING, layout.WAIT):
+        try:
+            ctx.store.head(layout.key(prefix, name))
+            return
+        except NotFound:
+            continue
+    raise StoreError(f"{name}: its lease record is corrupt, holds no body s3q can read, and "
+                     "the request is neither in processing/ nor in wait/: left as it is "
+                     f"(its bytes may be in it alone): copy {layout.key(layout.LEASES, name)} "
+                     "aside, restore the request by hand, then delete it")
 
 
 def _settle(job: Job, old: Lease, mode: RecoveryMode) -> str:

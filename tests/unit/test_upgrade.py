@@ -4,6 +4,7 @@ this version without losing or re-running anything: each kind of lease 0.1 wrote
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -125,3 +126,54 @@ def test_a_lease_with_a_field_of_the_wrong_type_is_corrupt_and_stops_no_scan() -
     assert {i.key for i in store.list_page("wait/").items} == {
         "wait/a_request.json", "wait/b_request.json"}
 
+
+
+def _dead_short_job(body: bytes) -> tuple[Any, Any, Any, str]:
+    """A request claimed by a worker that died before its processing/ view was due (most
+    jobs never get one): its lease holds the only copy of its bytes."""
+    from s3q import Queue, QueueConfig
+    from s3q.backends.memory import MemoryStore
+    from tests.unit.harness import FakeClock
+
+    clock = FakeClock()
+    store = MemoryStore("corrupt", clock=clock)
+    config = QueueConfig(lease_ttl=30.0, scan_interval=5.0)
+    q = Queue(store, config)
+    q.submit("a_request.json", body)
+    assert q.claim("dead", view_after=10.0) is not None
+    keys = [i.key for i in store.list_page("").items]
+    assert ".s3q/lease/a_request.json" in keys
+    assert not [k for k in keys if k.startswith(("wait/", "processing/", ".s3q/body/"))]
+    return store, clock, config, layout.key(layout.LEASES, "a_request.json")
+
+
+def test_a_corrupt_lease_holding_the_only_copy_of_its_request_gives_it_back() -> None:
+    """A field of the wrong type (edited by hand): the lease was taken over as held by
+    nobody, with no body, and 'dropped (its request is gone)': the request, whose only
+    copy the lease held, was lost. The stand-in now keeps the body it can still read."""
+    from s3q import Queue
+
+    store, clock, config, key = _dead_short_job(b'{"n": 1}')
+    data = json.loads(store.get(key)[0])
+    data["gen"] = "1"
+    store.put(key, json.dumps(data).encode())
+    clock.advance(config.lease_ttl + 10)
+    done = Queue(store, config).scan("survivor")
+    assert done is not None and done.actions == {"a_request.json": "released"}
+    assert store.get("wait/a_request.json")[0] == b'{"n": 1}'
+
+
+def test_a_lease_that_cannot_be_decoded_and_may_hold_the_only_copy_is_left_alone() -> None:
+    """Not JSON at all: no body can be read from it, and the request is nowhere else. Its
+    takeover overwrote it (t1) and dropped it: whatever bytes were in it, lost. It is now
+    left as it is, reported (scan_failed) at every scan, for an operator."""
+    from s3q import Queue
+
+    store, clock, config, key = _dead_short_job(b'{"n": 1}')
+    garbage = b'{"v":2,"body_b64":"eyJuIjogMX0=", truncated'
+    store.put(key, garbage)
+    clock.advance(config.lease_ttl + 10)
+    done = Queue(store, config).scan("survivor")
+    assert done is not None and done.actions == {}
+    assert "lease record is corrupt" in done.failed["a_request.json"]
+    assert store.get(key)[0] == garbage
