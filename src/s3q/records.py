@@ -176,6 +176,8 @@ def _finite(value: float) -> bool:
         return math.isfinite(value)
     except OverflowError:
         return False
+
+
 #: The type of each field of a lease record as read (Lease.from_bytes checks them).
 _LEASE_TYPES: dict[str, tuple[type, ...]] = {
     "name": _STR, "worker": _STR, "claim": _STR, "gen": _INT, "seq": _INT, "attempt": _INT,
