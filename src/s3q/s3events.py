@@ -58,6 +58,11 @@ def parse_message(body: str, *, bucket: str, wait_prefix: str) -> Notice:
         return parse_message(data["Message"], bucket=bucket, wait_prefix=wait_prefix)
     if not isinstance(data, dict):
         return Notice("malformed", problems=["not a JSON object"])
+    if data.get("Type") == "SubscriptionConfirmation":  # (S3 → SNS → SQS fan-out)
+        return Notice("malformed", problems=[
+            "an SNS subscription confirmation, not an S3 notification: to receive the "
+            f"topic's messages, confirm it (visit {data.get('SubscribeURL')!s:.1000}, or "
+            "'aws sns confirm-subscription' with its Token)"])
     if data.get("Event") == "s3:TestEvent":
         return Notice("test")
     records = data.get("Records")

@@ -111,3 +111,18 @@ def test_a_queue_at_the_bucket_root() -> None:
     notice = parse_message(body(record("wait/a_request.json"), record("x/wait/b")),
                            bucket=BUCKET, wait_prefix="wait/")
     assert (notice.names, notice.foreign) == (["a_request.json"], 1)
+
+
+def test_an_sns_subscription_confirmation_says_how_to_confirm_it() -> None:
+    """S3 → SNS → SQS across accounts: the first message is SNS's confirmation. It was
+    'malformed (no Records and not an s3:TestEvent)', its body cut at 300 characters in the
+    log, so the confirmation URL was lost with it and no notification ever came."""
+    url = ("https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=arn:aws:"
+           "sns:eu-west-1:123456789012:s3q&Token=" + "2336412f37fb687f5d51e6e2425" * 12)
+    body = json.dumps({"Type": "SubscriptionConfirmation", "MessageId": "m",
+                       "Token": "2336412f37fb687f5d51e6e2425" * 12, "SubscribeURL": url,
+                       "Message": "You have chosen to subscribe to the topic ..."})
+    notice = parse_message(body, bucket="acme", wait_prefix="requests/wait/")
+    assert notice.kind == "malformed" and notice.names == []
+    [problem] = notice.problems
+    assert "SNS subscription confirmation" in problem and url in problem
