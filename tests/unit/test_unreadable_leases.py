@@ -96,3 +96,13 @@ def test_status_and_the_dashboard_go_on_when_the_scanner_role_cannot_be_read() -
         got = c.get(page)
         assert got.status_code == 200, page
     assert "cannot be read (AccessDenied" in c.get("/workers").get_data(as_text=True)
+
+
+def test_the_dashboards_request_page_says_its_lease_cannot_be_read() -> None:
+    """It answered 500 (Internal Server Error), the rest of the page lost with it."""
+    from tests.unit.test_dashboard import client
+
+    page = client(held()).get("/request/b_request.json")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "cannot be read" in text and "AccessDenied" in text

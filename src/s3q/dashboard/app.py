@@ -49,7 +49,7 @@ from s3q.layout import State
 from s3q.pause import pause, resume
 from s3q.queue import Queue
 from s3q.records import CLOCK_MARGIN, RecordError
-from s3q.store import NotFound, validate_key
+from s3q.store import NotFound, StoreError, StoreUnavailable, validate_key
 
 __all__ = ["SYNC_LIMIT", "Action", "create_app"]
 
@@ -312,7 +312,13 @@ def _describe(queue: Queue, name: str) -> dict[str, Any]:
         except NotFound:
             continue
     now = queue.store.now()
-    lease = queue.lease(name)
+    lease_error = None
+    try:
+        lease = queue.lease(name)
+    except StoreUnavailable:
+        raise
+    except StoreError as e:  # its own (denied): the page shows the rest
+        lease, lease_error = None, " ".join(str(e).split())[:300]
     lease_view = None
     if lease is not None:
         record_, info = lease
@@ -343,5 +349,6 @@ def _describe(queue: Queue, name: str) -> dict[str, Any]:
         except NotFound:
             body = None
     return {"name": name, "states": states, "lease": lease_view, "error": error,
-            "unreadable": unreadable, "result": result, "body": body,
+            "unreadable": unreadable, "lease_error": lease_error, "result": result,
+            "body": body,
             "attempts": error.attempts if error else lease[0].attempt if lease else None}
