@@ -196,8 +196,8 @@ class Worker:
             raise
         except RecoveryIncomplete as e:
             for name, error in e.done.failed.items():
-                log.error("own recovery of %s failed: %s; the takeover scan tries it again "
-                          "once its lease expires", name, error,
+                log.error("own recovery: %s not taken back (%s; a lease it cannot read may "
+                          "be another's); the takeover scan tries again", name, error,
                           extra={"event": "recover_failed", "request": name, "worker": wid})
             return len(e.done)
 
