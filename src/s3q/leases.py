@@ -226,10 +226,11 @@ def _salvaged(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
         inline, key = data.get("body_b64"), data.get("body_key")
-        if isinstance(inline, str):
-            return {"body_b64": Lease.encode(base64.b64decode(inline, validate=True))}
+        if isinstance(inline, str):  # (with its size: is_ours compares sizes first)
+            body = base64.b64decode(inline, validate=True)
+            return {"body_b64": Lease.encode(body), "size": len(body)}
         if isinstance(key, str) and key.startswith(layout.BODIES):
-            return {"body_key": key}
+            return {"body_key": key}  # (its size: from its HEAD, by the takeover)
     except (ValueError, AttributeError):  # (not JSON, not an object, not base64)
         pass
     return {}

@@ -203,7 +203,9 @@ def _ensure_body(job: Job) -> bool:
     if lease.body_key is None:
         return _adopt_body(job)
     try:
-        ctx.store.head(lease.body_key)
+        size = ctx.store.head(lease.body_key).size
+        if size != lease.size and size >= 0:  # (the stand-in of a corrupt lease: unknown)
+            job.lease = replace(lease, size=size)
         return True
     except NotFound:
         if lease.intent not in (Intent.HELD, Intent.REQUEUE):

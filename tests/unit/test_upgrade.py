@@ -177,3 +177,44 @@ def test_a_lease_that_cannot_be_decoded_and_may_hold_the_only_copy_is_left_alone
     assert done is not None and done.actions == {}
     assert "lease record is corrupt" in done.failed["a_request.json"]
     assert store.get(key)[0] == garbage
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["inline", "private-copy"])
+def test_a_corrupt_lease_s_takeover_knows_its_request_s_views_and_runs_it_once(
+        large: bool) -> None:
+    """The stand-in kept the body it could read but not its size (0): every view of the
+    request was taken for another request's (is_ours compares sizes first). The dead
+    worker's processing/ view was neither adopted nor deleted by the takeover (w3), so it
+    outlived the request as an orphan and ran it once more; and the claim's job said its
+    size was 0."""
+    from s3q import Queue, QueueConfig
+    from s3q.backends.memory import MemoryStore
+    from tests.unit.harness import FakeClock
+
+    clock = FakeClock()
+    store = MemoryStore("corrupt", clock=clock)
+    config = QueueConfig(lease_ttl=30.0, scan_interval=5.0)
+    q = Queue(store, config)
+    body = b'{"n": 1}' + (b" " * (64 * 1024) if large else b"")
+    q.submit("a_request.json", body)
+    assert q.claim("dead") is not None  # (its processing/ view written at once)
+    key = layout.key(layout.LEASES, "a_request.json")
+    data = json.loads(store.get(key)[0])
+    data["gen"] = "1"
+    store.put(key, json.dumps(data).encode())
+    clock.advance(config.lease_ttl + 10)
+    done = Queue(store, config).scan("survivor")
+    assert done is not None and done.actions == {"a_request.json": "released"}
+    assert not store.list_page("processing/").items
+    runs = 0
+    for _ in range(3):
+        job = q.claim("w")
+        if job is not None:
+            runs += 1
+            assert job.size == len(body)
+            job.complete(b"")
+        clock.advance(config.lease_ttl + 10)
+        q.scan("w")
+    assert runs == 1
+    assert not [i.key for i in store.list_page("").items
+                if i.key.startswith(("wait/", "processing/", ".s3q/lease/"))]
