@@ -106,3 +106,32 @@ def test_the_dashboards_request_page_says_its_lease_cannot_be_read() -> None:
     assert page.status_code == 200
     text = page.get_data(as_text=True)
     assert "cannot be read" in text and "AccessDenied" in text
+
+
+def test_the_request_page_shows_the_rest_when_the_request_s_own_objects_cannot_be_read_either(
+        ) -> None:
+    """The worker whose lease this process may not read (another account's object, a KMS
+    key not granted) wrote the request's processing/ view and its error record the same
+    way: the page's GET of the view (the body preview) raised, and the page answered 500
+    all the same, though the lease was shown as 'cannot be read'."""
+    from s3q import layout
+
+    mem = MemoryStore("unreadable")
+    workers = Queue(mem, QueueConfig())
+    workers.submit("b_request.json", b"{}")
+    job = workers.claim("w")
+    assert job is not None
+    mem.put(layout.key(layout.ERRORS, "b_request.json"), b"{}")  # (an earlier dead letter's)
+    denied = {DENIED, "processing/b_request.json", ".s3q/error/b_request.json"}
+
+    class Denied(DelegatingStore):
+        def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+            if op in ("get", "open") and args.get("key") in denied:
+                raise StoreError(f"AccessDenied: GetObject {args['key']}")
+            return fn()
+
+    page = client(Queue(Denied(mem), QueueConfig())).get("/request/b_request.json")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "AccessDenied: GetObject processing/b_request.json" in text
+    assert "AccessDenied: GetObject .s3q/error/b_request.json" in text

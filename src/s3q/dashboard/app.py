@@ -332,13 +332,15 @@ def _describe(queue: Queue, name: str) -> dict[str, Any]:
     try:
         error = queue.error_record(name)
         unreadable = None
-    except RecordError as e:
-        error, unreadable = None, str(e)
+    except StoreUnavailable:
+        raise
+    except (RecordError, StoreError) as e:  # (a store error of its own: denied, as its lease)
+        error, unreadable = None, " ".join(str(e).split())[:300]
     try:
         result = queue.store.head(layout.key(layout.RESULTS, name))
     except NotFound:
         result = None
-    body = None
+    body = body_error = None
     if states:
         where, info = states[0]
         try:
@@ -348,7 +350,11 @@ def _describe(queue: Queue, name: str) -> dict[str, Any]:
             body = render.preview(head, info.size)
         except NotFound:
             body = None
+        except StoreUnavailable:
+            raise
+        except StoreError as e:  # its own (denied: written by the worker whose lease is)
+            body_error = " ".join(str(e).split())[:300]
     return {"name": name, "states": states, "lease": lease_view, "error": error,
             "unreadable": unreadable, "lease_error": lease_error, "result": result,
-            "body": body,
+            "body": body, "body_error": body_error,
             "attempts": error.attempts if error else lease[0].attempt if lease else None}
