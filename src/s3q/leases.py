@@ -231,6 +231,7 @@ def _salvaged(body: bytes) -> dict[str, Any]:
             return {"body_b64": Lease.encode(body), "size": len(body)}
         if isinstance(key, str) and key.startswith(layout.BODIES):
             return {"body_key": key}  # (its size: from its HEAD, by the takeover)
-    except (ValueError, AttributeError):  # (not JSON, not an object, not base64)
+    except (ValueError, AttributeError, RecursionError):  # (not JSON, not an object,
+        # not base64, nested too deep)
         pass
     return {}

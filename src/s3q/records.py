@@ -64,7 +64,7 @@ def _encode(data: dict[str, Any]) -> bytes:
 def _decode(cls: type[Any], body: bytes, versions: tuple[int, ...] = (1,)) -> dict[str, Any]:
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # (too deep)
         raise RecordError(f"corrupt {cls.__name__} record: {exc}") from exc
     if not isinstance(data, dict) or data.get("v") not in versions:
         raise RecordError(f"unknown {cls.__name__} record version: {str(data)[:80]}")

@@ -218,3 +218,30 @@ def test_a_corrupt_lease_s_takeover_knows_its_request_s_views_and_runs_it_once(
     assert runs == 1
     assert not [i.key for i in store.list_page("").items
                 if i.key.startswith(("wait/", "processing/", ".s3q/lease/"))]
+
+
+def test_a_lease_of_json_nested_too_deep_for_the_decoder_is_corrupt_and_stops_no_scan(
+        ) -> None:
+    """A lease overwritten with JSON nested deeper than the decoder goes ('[' * 100000, by
+    another tool, garbage): json.loads raised RecursionError, no ValueError, out of
+    Lease.from_bytes and out of the whole scan, at every scan: every other dead worker's
+    request stayed in flight for ever. It is a record that cannot be decoded, as any other."""
+    from s3q import Queue, QueueConfig
+    from s3q.backends.memory import MemoryStore
+    from tests.unit.harness import FakeClock
+
+    clock = FakeClock()
+    store = MemoryStore("corrupt", clock=clock)
+    config = QueueConfig(lease_ttl=30.0, scan_interval=5.0)
+    q = Queue(store, config)
+    for name in ("a_request.json", "b_request.json"):
+        q.submit(name, b"{}")
+        assert q.claim("dead") is not None
+    garbage = b"[" * 100_000
+    store.put(layout.key(layout.LEASES, "a_request.json"), garbage)
+    clock.advance(config.lease_ttl + 10)
+    done = Queue(store, config).scan("survivor")
+    assert done is not None and not done.failed
+    assert done.actions == {"a_request.json": "released", "b_request.json": "released"}
+    for name in ("a_request.json", "b_request.json"):  # (a's from its processing/ view)
+        assert store.get(f"wait/{name}")[0] == b"{}"
