@@ -32,7 +32,7 @@ from s3q.recovery import RecoveryCandidate, recover, recovery_candidates
 from s3q.scan import Scanner
 from s3q.scanrole import RoleSeen, ScannerRole, seen_role
 from s3q.store import InvalidKey, LeftOut, NotFound, ObjectInfo, Store, list_all, validate_key
-from s3q.takeover import Recovered, RecoveryMode
+from s3q.takeover import Recovered, RecoveryMode, kept_corrupt
 from s3q.workerids import RECOVER_ALL, check_worker_id
 
 __all__ = ["Outlook", "Queue", "QueueConfig", "Recovered", "RecoveryCandidate",
@@ -247,6 +247,8 @@ class Queue:
             elif (lease.name in seen and seen[lease.name][1].etag != info.etag
                   and lease.worker and now - info.last_modified <= renewal):
                 left.append((lease.name, f"in flight on {lease.worker}"))
+            elif (kept := kept_corrupt(self.ctx, lease)) is not None:
+                left.append((lease.name, kept))  # (for an operator: no takeover clears it)
             elif not lease.worker or now - info.last_modified > renewal:
                 # nobody renews it: expired (the scan takes it over) or about to be
                 due[lease.name] = max(0.0, self.ctx.expires(info, lease.ttl) - now)

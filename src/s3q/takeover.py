@@ -30,7 +30,8 @@ from s3q.store import (
 from s3q.workerids import RECOVER_ALL
 
 __all__ = ["CHANGED", "INTERRUPTED", "RACED", "RECOVER_ALL", "UNTOUCHED", "MakeJob", "Recovered",
-           "RecoveryMode", "adopt_orphan", "restore_view", "take_over", "went_away"]
+           "RecoveryMode", "adopt_orphan", "kept_corrupt", "restore_view", "take_over",
+           "went_away"]
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def take_over(ctx: Context, name: str, worker_id: str, mode: RecoveryMode, *,
         return "waiting for retry"
     if mode == "mine" and old.worker != worker_id:
         return "not mine"
-    if old.claim == leases.CORRUPT and old.body_b64 is None and old.body_key is None:
+    if _bodiless_corrupt(old):
         _keep_corrupt(ctx, name)  # (its t1 would overwrite the only copy of the request)
     if mode == "stale" and old.worker and not ctx.is_expired(info, ctx.store.now(), old.ttl):
         return "alive"  # (judged by its writer's lease_ttl: a longer one than ours)
@@ -102,6 +103,24 @@ def take_over(ctx: Context, name: str, worker_id: str, mode: RecoveryMode, *,
         return _settle(job, old, mode)
     except LeaseLost:  # this process stalled past the lease: the next taker carries on
         return INTERRUPTED
+
+
+def _bodiless_corrupt(lease: Lease) -> bool:
+    return lease.claim == leases.CORRUPT and lease.body_b64 is None and lease.body_key is None
+
+
+def kept_corrupt(ctx: Context, lease: Lease) -> str | None:
+    """Why a takeover leaves ``lease`` as it is (corrupt, no body, the request nowhere
+    else: :func:`_keep_corrupt`), or None: a burst does not wait for it (it stays)."""
+    if not _bodiless_corrupt(lease):
+        return None
+    try:
+        _keep_corrupt(ctx, lease.name)
+    except StoreUnavailable:
+        raise
+    except StoreError as e:
+        return str(e)
+    return None
 
 
 def _keep_corrupt(ctx: Context, name: str) -> None:
