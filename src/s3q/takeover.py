@@ -30,8 +30,8 @@ from s3q.store import (
 from s3q.workerids import RECOVER_ALL
 
 __all__ = ["CHANGED", "INTERRUPTED", "RACED", "RECOVER_ALL", "UNTOUCHED", "MakeJob", "Recovered",
-           "RecoveryMode", "adopt_orphan", "kept_corrupt", "restore_view", "take_over",
-           "went_away"]
+           "RecoveryMode", "adopt_orphan", "kept_corrupt", "kept_problem", "restore_view",
+           "take_over", "went_away"]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,13 @@ def kept_corrupt(ctx: Context, lease: Lease) -> str | None:
     except StoreError as e:
         return str(e)
     return None
+
+
+def kept_problem(kept: list[tuple[str, str]]) -> str:
+    """What ``s3q status`` and the dashboard say of the leases :func:`kept_corrupt` names
+    (not overdue: the fleet scans, and leaves them by design)."""
+    return (f"{len(kept)} corrupt lease(s) left for an operator (the takeover scan leaves "
+            "them as they are): " + "; ".join(" ".join(w.split())[:400] for _, w in kept[:3]))
 
 
 def _keep_corrupt(ctx: Context, name: str) -> None:

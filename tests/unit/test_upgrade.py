@@ -264,3 +264,27 @@ def test_a_burst_leaves_a_corrupt_lease_the_takeover_leaves_for_an_operator() ->
     assert outlook.next_due is None
     [(name, why)] = outlook.left
     assert name == "a_request.json" and "lease record is corrupt" in why
+
+
+def test_status_and_the_dashboard_name_a_corrupt_lease_left_for_an_operator() -> None:
+    """A corrupt lease the takeover leaves as it is (49d950e) became OVERDUE, and s3q
+    status (and the dashboard) said 'no worker is scanning this queue (... is any
+    running?)': the fleet was scanning, and failing on it by design; the operator was sent
+    to look for dead workers instead of at the lease."""
+    from s3q import Queue
+    from s3q.cli.status import queue_status
+    from s3q.dashboard.snapshot import take_snapshot
+
+    store, clock, config, key = _dead_short_job(b'{"n": 1}')
+    store.put(key, b'{"v":2,"body_b64":"eyJuIjogMX0=", truncated')
+    q = Queue(store, config)
+    for _ in range(5):
+        clock.advance(20)
+        q.scan("survivor")
+    status, snap = queue_status(q), take_snapshot(q)
+    for problems in (status["problems"], snap.problems):
+        assert not [p for p in problems if "not taken over in time" in p]
+        [problem] = problems
+        assert problem.startswith("1 corrupt lease(s) left for an operator")
+        assert "a_request.json: its lease record is corrupt" in problem
+    assert status["healthy"] is False and status["overdue"] == []

@@ -24,6 +24,7 @@ from s3q.queue import Queue
 from s3q.records import Intent
 from s3q.registry import Registry, fleet_status, longer_leases, longer_leases_problem
 from s3q.store import LeftOut
+from s3q.takeover import kept_corrupt, kept_problem
 
 #: The window of ``status``'s recent throughput, seconds.
 THROUGHPUT_WINDOW = 300.0
@@ -108,7 +109,8 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
     role = queue.scanner()  # (a live scanner of a longer scan interval: not overdue sooner)
     every = role.scans_every if role is not None else 0.0
     unreadable: list[tuple[str, str]] = []  # (leases whose GET is denied)
-    in_flight, retrying = _scan_leases(queue, now, every, unreadable)
+    kept: list[tuple[str, str]] = []  # (corrupt leases the takeover leaves: not overdue)
+    in_flight, retrying = _scan_leases(queue, now, every, unreadable, kept)
     oldest_age = None if oldest is None else max(0.0, now - oldest)
     overdue = [r for r in in_flight if r["overdue"]]
     breakers = _breakers(queue, now)
@@ -130,6 +132,8 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
             f"{'; '.join(one_line(str(e), 300) for e in left_out[:3])}")
     if unreadable:
         problems.append(unreadable_problem(unreadable))
+    if kept:
+        problems.append(kept_problem(kept))
     if too_long:
         problems.append(
             f"{len(too_long)} request name(s) in wait/ too long for this store (a key derived "
@@ -199,7 +203,8 @@ def _scan_states(queue: Queue, *, history: bool) -> tuple[
     return counts, oldest, recent if history else None, too_long, unusable, left_out
 
 
-def _scan_leases(queue: Queue, now: float, every: float, unreadable: list[tuple[str, str]]
+def _scan_leases(queue: Queue, now: float, every: float, unreadable: list[tuple[str, str]],
+                 kept: list[tuple[str, str]]
                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(in flight: every lease but ``retry`` ones, by worker; waiting for a retry)."""
     in_flight: list[dict[str, Any]] = []
@@ -212,12 +217,15 @@ def _scan_leases(queue: Queue, now: float, every: float, unreadable: list[tuple[
                              "error": (lease.error or {}).get("message")})
         else:
             lease_age = now - info.last_modified
+            if (why := kept_corrupt(queue.ctx, lease)) is not None:
+                kept.append((lease.name, why))
             in_flight.append({"name": lease.name, "worker": lease.worker,
                               "intent": lease.intent.value, "attempt": lease.attempt,
                               "gen": lease.gen, "lease_age": lease_age,
                               "lease_ttl": lease.ttl or None,
                               "expired": queue.is_expired(info, now, lease.ttl),
-                              "overdue": queue.is_overdue(info, now, lease.ttl, every)})
+                              "overdue": why is None and queue.is_overdue(
+                                  info, now, lease.ttl, every)})
     in_flight.sort(key=lambda r: (r["worker"], r["name"]))
     return in_flight, retrying
 

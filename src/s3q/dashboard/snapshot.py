@@ -36,6 +36,7 @@ from s3q.records import Intent, Lease
 from s3q.registry import Entry, Registry
 from s3q.scanrole import RoleSeen
 from s3q.store import ObjectInfo, resume_after
+from s3q.takeover import kept_corrupt, kept_problem
 
 __all__ = ["InFlight", "Snapshot", "Snapshots", "StateCount", "take_snapshot"]
 
@@ -88,6 +89,7 @@ class Snapshot:
     throughput: list[int] = field(default_factory=list)
     scanner: RoleSeen | None = None  # who scans for the fleet (None: nobody holds the role)
     unreadable_leases: list[tuple[str, str]] = field(default_factory=list)  # (name, error)
+    kept_leases: list[tuple[str, str]] = field(default_factory=list)  # (name, why: corrupt)
     seconds: float = 0.0  # how long it took to gather
 
     @property
@@ -158,16 +160,19 @@ def take_snapshot(queue: Queue, registry: Registry | None = None, *,
     found, leases_complete = read_leases(queue, lease_limit, unreadable)
     scanner = queue.scanner()  # (a live scanner of a longer scan interval: not overdue sooner)
     every = scanner.scans_every if scanner is not None else 0.0
-    in_flight, retrying = [], 0
+    in_flight, retrying, kept = [], 0, []
     for lease, info in found:
         if lease.intent is Intent.RETRY:
             retrying += 1
             continue
         age = max(0.0, now - info.last_modified)
+        if (why := kept_corrupt(queue.ctx, lease)) is not None:  # (left: not overdue)
+            kept.append((lease.name, why))
         in_flight.append(InFlight(lease.name, lease.worker, lease.attempt, lease.gen,
                                   lease.intent.value, age, queue.expires(info, lease.ttl) - now,
                                   queue.is_expired(info, now, lease.ttl),
-                                  queue.is_overdue(info, now, lease.ttl, every), lease.ttl))
+                                  why is None and queue.is_overdue(info, now, lease.ttl, every),
+                                  lease.ttl))
     in_flight.sort(key=lambda r: (r.worker, r.name))
     workers = registry.records()
     snap = Snapshot(
@@ -176,7 +181,7 @@ def take_snapshot(queue: Queue, registry: Registry | None = None, *,
         oldest_exact=counts["wait"].complete, in_flight=in_flight, retrying=retrying,
         leases_complete=leases_complete, workers=workers, paused=pause_state(queue.store),
         problems=[], throughput=throughput(workers, history), scanner=scanner,
-        unreadable_leases=unreadable)
+        unreadable_leases=unreadable, kept_leases=kept)
     snap.problems = problems(queue, snap)
     snap.seconds = time.perf_counter() - t0
     return snap
@@ -212,6 +217,8 @@ def problems(queue: Queue, snap: Snapshot) -> list[str]:
             f"no worker running?): {listed}{more}")
     if snap.unreadable_leases:
         found.append(unreadable_problem(snap.unreadable_leases))
+    if snap.kept_leases:
+        found.append(kept_problem(snap.kept_leases))
     stale = [w.id for w in snap.workers if w.stale]
     if stale:
         found.append(f"{len(stale)} stale worker record(s) (killed, or the server is gone): "
