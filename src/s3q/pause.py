@@ -74,7 +74,7 @@ def pause_state(store: Store) -> PauseState | None:
         data = json.loads(body)
         return PauseState(str(data.get("by", "")), float(data.get("at", 0.0)),
                           str(data.get("reason", "")), info.last_modified)
-    except (ValueError, AttributeError, TypeError):  # written by hand: still a pause
+    except (ValueError, AttributeError, TypeError, RecursionError):  # by hand: a pause
         return PauseState("", 0.0, "(unreadable pause record)", info.last_modified)
 
 

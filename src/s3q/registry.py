@@ -96,7 +96,10 @@ class WorkerRecord:
     @classmethod
     def from_bytes(cls, body: bytes) -> WorkerRecord:
         """Raises ValueError for anything that is not a record of this version."""
-        data = json.loads(body)
+        try:
+            data = json.loads(body)
+        except RecursionError as e:  # (nested deeper than the decoder goes)
+            raise ValueError(f"not a worker record: {e}") from None
         if not isinstance(data, dict) or data.get("v") != 1:
             raise ValueError("not a worker record")
         try:

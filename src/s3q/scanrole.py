@@ -80,7 +80,8 @@ class RoleRecord:
             return cls(str(data["worker"]), str(data["claim"]), int(data["gen"]),
                        int(data["seq"]), float(data["written_at"]),
                        _told(data.get("ttl")), _told(data.get("every")))
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError,
+                RecursionError):  # (RecursionError: JSON nested deeper than json.loads goes)
             return None  # (OverflowError: int() of Infinity, float() of a 400-digit integer)
 
 

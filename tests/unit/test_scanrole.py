@@ -396,3 +396,9 @@ def test_a_worker_that_may_not_read_the_role_scans_all_the_same() -> None:
     clock.advance(30.0 + CLOCK_MARGIN + 1.0)
     done = q1.scan("w1")
     assert done is not None and done.actions["a_request.json"] == "released"
+
+
+def test_a_role_record_nested_deeper_than_the_json_decoder_goes_is_no_record() -> None:
+    """'[' * 100000 in .s3q/scanner: json.loads raised RecursionError, which no reader
+    caught: every worker's turn at the role raised, and no worker ever scanned again."""
+    assert RoleRecord.from_bytes(b"[" * 100000) is None

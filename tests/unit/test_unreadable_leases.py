@@ -135,3 +135,17 @@ def test_the_request_page_shows_the_rest_when_the_request_s_own_objects_cannot_b
     text = page.get_data(as_text=True)
     assert "AccessDenied: GetObject processing/b_request.json" in text
     assert "AccessDenied: GetObject .s3q/error/b_request.json" in text
+
+
+def test_a_pause_or_worker_record_nested_too_deep_is_read_as_unreadable() -> None:
+    """As the role's and a lease's: a record nested deeper than json.loads goes raised
+    RecursionError out of every worker's pause check and out of s3q status."""
+    from s3q.pause import PAUSE_KEY, pause_state
+    from s3q.registry import PREFIX, Registry
+
+    mem = MemoryStore("deep")
+    mem.put(PAUSE_KEY, b"[" * 100000)
+    mem.put(PREFIX + "w", b"[" * 100000)
+    state = pause_state(mem)
+    assert state is not None and "unreadable" in state.reason
+    assert [e.record for e in Registry(mem).records()] == [None]
