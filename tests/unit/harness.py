@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
-from s3q.store import StoreError, StoreUnavailable
+from s3q.store import Store, StoreError, StoreUnavailable
 
 T = TypeVar("T")
 
@@ -41,6 +41,27 @@ COMMITTING = threading.local()
 
 def committing() -> str | None:
     return getattr(COMMITTING, "name", None)
+
+
+#: The S3 request of each store operation, in the messages of :class:`Denies`.
+_S3_NAMES = {"get": "GetObject", "open": "GetObject", "head": "HeadObject",
+             "delete": "DeleteObject", "put": "PutObject"}
+
+
+class Denies(DelegatingStore):
+    """Every request of ``ops`` on one of ``keys`` is refused, every time, with a store
+    error of its own (``AccessDenied: GetObject KEY``): an object this process may not
+    read (another account's, a KMS key not granted). ``keys`` may change as a test goes."""
+
+    def __init__(self, inner: Store, keys: Iterable[str], ops: Iterable[str] = ("get",)
+                 ) -> None:
+        super().__init__(inner)
+        self.keys, self.ops = set(keys), set(ops)
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        if op in self.ops and args.get("key") in self.keys:
+            raise StoreError(f"AccessDenied: {_S3_NAMES.get(op, op)} {args['key']}")
+        return fn()
 
 
 class Crash(BaseException):

@@ -6,20 +6,17 @@ their own. A lease of an earlier s3q tells none and is judged by the reader's ow
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
 from s3q import Queue, QueueConfig, layout, leases
-from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
 from s3q.cli.status import queue_status, render_status
 from s3q.job import Job
 from s3q.records import CLOCK_MARGIN, Intent, Lease
 from s3q.registry import PREFIX, Registry, WorkerRecord, longer_leases
-from s3q.store import NotFound, StoreError
-from tests.unit.harness import FakeClock
+from s3q.store import NotFound
+from tests.unit.harness import Denies, FakeClock
 from tests.unit.test_pacing import Listing
 
 LONG = QueueConfig(lease_ttl=120.0)
@@ -366,23 +363,6 @@ def test_live_leases_are_read_at_most_once_while_renewed(
     assert store.lease_reads == reads + (len(jobs) if read else 0)
 
 
-@dataclass
-class DeniesReading(DelegatingStore):
-    """Every GET of one key is denied (an object the scanner may not read: another account's
-    upload, a KMS key it has no use of, an archived object): a store error of its own."""
-
-    inner: MemoryStore
-    key: str
-
-    def __post_init__(self) -> None:
-        DelegatingStore.__init__(self, self.inner)
-
-    def _call(self, op: str, args: dict[str, Any], fn: Any) -> Any:
-        if op == "get" and args["key"] == self.key:
-            raise StoreError(f"AccessDenied: GetObject {self.key}")
-        return fn()
-
-
 def test_a_lease_the_scan_may_not_read_does_not_stop_it() -> None:
     """A GET of a lease that fails with an error of its own (denied) ended every scan
     there, and a dead worker's lease listed after it was never taken over (nor orphans
@@ -392,7 +372,7 @@ def test_a_lease_the_scan_may_not_read_does_not_stop_it() -> None:
     clock = FakeClock()
     mem = MemoryStore("ttl", clock=clock)
     unreadable = layout.key(layout.LEASES, "a_" + NAME)
-    scanner = Queue(DeniesReading(mem, unreadable), SHORT)
+    scanner = Queue(Denies(mem, [unreadable]), SHORT)
     assert scanner.scan("scanner") is not None
     workers = Queue(mem, SHORT)
     for name in ("a_" + NAME, "b_" + NAME):
@@ -445,22 +425,6 @@ def test_the_scan_does_not_read_the_leases_of_short_jobs() -> None:
     assert store.lease_reads == reads
 
 
-@dataclass
-class DeniesLooking(DelegatingStore):
-    """Once ``key`` is set, every HEAD and GET of it is denied (a store error of its own)."""
-
-    inner: MemoryStore
-    key: str = ""
-
-    def __post_init__(self) -> None:
-        DelegatingStore.__init__(self, self.inner)
-
-    def _call(self, op: str, args: dict[str, Any], fn: Any) -> Any:
-        if op in ("get", "head") and args["key"] == self.key:
-            raise StoreError(f"AccessDenied: {op} {self.key}")
-        return fn()
-
-
 def test_a_due_retry_whose_view_the_scan_may_not_look_at_does_not_stop_it() -> None:
     """Restoring the view of a due retry (PROTOCOL §4 takeover, step 0) was outside the
     scan's per-request error handling: one denied HEAD of wait/NAME ended every scan there,
@@ -468,7 +432,7 @@ def test_a_due_retry_whose_view_the_scan_may_not_look_at_does_not_stop_it() -> N
     released offered to the claimer). It is reported (scan_failed) and the scan goes on."""
     clock = FakeClock()
     mem = MemoryStore("ttl", clock=clock)
-    store = DeniesLooking(mem)
+    store = Denies(mem, [], ops=("get", "head"))
     scanner = Queue(store, SHORT)
     assert scanner.scan("scanner") is not None  # the fleet's scanner
     workers = Queue(mem, SHORT)
@@ -480,7 +444,7 @@ def test_a_due_retry_whose_view_the_scan_may_not_look_at_does_not_stop_it() -> N
         job.fail("boom")
     for name in names:
         mem.delete(layout.key(layout.WAIT, name))  # their views: gone (aws s3 rm)
-    store.key = layout.key(layout.WAIT, names[0])
+    store.keys.add(layout.key(layout.WAIT, names[0]))
     found = leases.read(workers.ctx, names[1])
     assert found is not None and found[0].intent is Intent.RETRY
     interval = SHORT.effective_scan_interval

@@ -5,26 +5,14 @@ dashboard page and a burst worker fail altogether. They now name it and go on.""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
-
 from s3q import Queue, QueueConfig
-from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
 from s3q.cli.status import queue_status, render_status
 from s3q.dashboard.snapshot import take_snapshot
-from s3q.store import StoreError
+from tests.unit.harness import Denies
 from tests.unit.test_dashboard import client
 
-T = TypeVar("T")
 DENIED = ".s3q/lease/b_request.json"
-
-
-class DeniedRead(DelegatingStore):
-    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
-        if op == "get" and args.get("key") == DENIED:
-            raise StoreError(f"AccessDenied: GetObject {DENIED}")
-        return fn()
 
 
 def held() -> Queue:
@@ -34,7 +22,7 @@ def held() -> Queue:
     for name in ("a_request.json", "b_request.json", "c_request.json"):
         workers.submit(name, b"{}")
         assert workers.claim("w") is not None
-    return Queue(DeniedRead(mem), QueueConfig())
+    return Queue(Denies(mem, [DENIED]), QueueConfig())
 
 
 def test_status_names_a_lease_it_cannot_read_and_shows_the_others() -> None:
@@ -59,20 +47,12 @@ def test_a_burst_leaves_a_request_whose_lease_it_cannot_read() -> None:
             ) in outlook.left
 
 
-class DeniedRole(DelegatingStore):
-    """The scanner role's GET denied too (written by the same worker as b's lease)."""
-
-    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
-        if op == "get" and args.get("key") in (DENIED, ".s3q/scanner"):
-            raise StoreError(f"AccessDenied: GetObject {args.get('key')}")
-        return fn()
-
-
 def role_denied() -> Queue:
     """As :func:`held`, and the scanner role (taken by the first claim) unreadable too."""
     denied = held().store
-    assert isinstance(denied, DeniedRead)
-    return Queue(DeniedRole(denied.inner), QueueConfig())
+    assert isinstance(denied, Denies)
+    denied.keys.add(".s3q/scanner")  # (written by the same worker as b's lease)
+    return Queue(denied, QueueConfig())
 
 
 def test_status_and_the_dashboard_go_on_when_the_scanner_role_cannot_be_read() -> None:
@@ -100,8 +80,6 @@ def test_status_and_the_dashboard_go_on_when_the_scanner_role_cannot_be_read() -
 
 def test_the_dashboards_request_page_says_its_lease_cannot_be_read() -> None:
     """It answered 500 (Internal Server Error), the rest of the page lost with it."""
-    from tests.unit.test_dashboard import client
-
     page = client(held()).get("/request/b_request.json")
     assert page.status_code == 200
     text = page.get_data(as_text=True)
@@ -122,15 +100,9 @@ def test_the_request_page_shows_the_rest_when_the_request_s_own_objects_cannot_b
     job = workers.claim("w")
     assert job is not None
     mem.put(layout.key(layout.ERRORS, "b_request.json"), b"{}")  # (an earlier dead letter's)
-    denied = {DENIED, "processing/b_request.json", ".s3q/error/b_request.json"}
-
-    class Denied(DelegatingStore):
-        def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
-            if op in ("get", "open") and args.get("key") in denied:
-                raise StoreError(f"AccessDenied: GetObject {args['key']}")
-            return fn()
-
-    page = client(Queue(Denied(mem), QueueConfig())).get("/request/b_request.json")
+    denied = Denies(mem, [DENIED, "processing/b_request.json", ".s3q/error/b_request.json"],
+                    ops=("get", "open"))
+    page = client(Queue(denied, QueueConfig())).get("/request/b_request.json")
     assert page.status_code == 200
     text = page.get_data(as_text=True)
     assert "AccessDenied: GetObject processing/b_request.json" in text

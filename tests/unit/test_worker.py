@@ -27,6 +27,7 @@ from s3q.job import Job
 from s3q.records import Intent
 from s3q.store import Body, Guard, ObjectInfo, StoreError, StoreUnavailable
 from s3q.worker import Worker, WorkerOptions
+from tests.unit.harness import Denies
 
 T = TypeVar("T")
 
@@ -646,26 +647,13 @@ def test_a_request_its_own_recovery_cannot_release_does_not_keep_the_worker_from
     assert found is not None  # the request is still held (its lease holds the body)
 
 
-class DeniedRead(DelegatingStore):
-    """GETs of one key are refused (permission denied), every time."""
-
-    def __init__(self, inner: MemoryStore, key: str) -> None:
-        super().__init__(inner)
-        self.key = key
-
-    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
-        if op == "get" and args.get("key") == self.key:
-            raise StoreError(f"AccessDenied: GetObject {self.key}")
-        return fn()
-
-
 def test_a_lease_its_own_recovery_may_not_read_does_not_keep_the_worker_from_starting(
         ) -> None:
     """Own recovery at start reads every lease to find this worker's: one it may not read
     (another account's object, a KMS key not granted) raised out of it, and no worker of
     the fleet started, at every restart. Now it is logged and the worker starts."""
     mem = MemoryStore("denied-read")
-    q = Queue(DeniedRead(mem, ".s3q/lease/batch/a_request.json"), QueueConfig(lease_ttl=6.0))
+    q = Queue(Denies(mem, [".s3q/lease/batch/a_request.json"]), QueueConfig(lease_ttl=6.0))
     Queue(mem, QueueConfig(lease_ttl=6.0)).submit("batch/a_request.json", b"{}")
     assert Queue(mem, QueueConfig(lease_ttl=6.0)).claim("other") is not None
     names = fill(q, 3)
