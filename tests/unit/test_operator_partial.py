@@ -109,6 +109,18 @@ def stopped_at_r1(out: Result) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------ recover --all
 
+def held_by_a_dead_worker(qdir: Path, worker: str) -> None:
+    """Every request claimed by ``worker``, whose leases were last written 2 minutes ago
+    (the local store's clock is the file's mtime): expired, as a dead worker's."""
+    q = queue(qdir)
+    for name in NAMES:
+        q.submit(name, b"{}")
+        assert q.claim(worker) is not None
+    old = time.time() - 120
+    for lease in (qdir / ".s3q" / "lease").iterdir():
+        os.utime(lease, (old, old))
+
+
 def held_by_a_live_worker(qdir: Path) -> None:
     q = queue(qdir)
     for name in NAMES:
@@ -176,13 +188,7 @@ def test_recover_stale_says_what_it_could_not_take_over(
         qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`recover --stale` is one takeover scan, which logs a request's own store error and
     goes on: the command said 'recovered 2 request(s)' and exited 0, r1 still stuck."""
-    q = queue(qdir)
-    for name in NAMES:
-        q.submit(name, b"{}")
-        assert q.claim("w-dead") is not None
-    old = time.time() - 120  # the local store's clock is the file's mtime
-    for lease in (qdir / ".s3q" / "lease").iterdir():
-        os.utime(lease, (old, old))
+    held_by_a_dead_worker(qdir, "w-dead")
     failing(monkeypatch, "put", ".s3q/lease/r1_request.json", DENIED)
     out = run(qdir, "recover", "--stale")
     assert out.exit_code == 3, out.output
@@ -198,13 +204,7 @@ def test_recover_stale_does_not_count_a_request_its_worker_renewed_meanwhile(
     fence (t1), which loses ('raced'). Nothing of r1 was recovered; the command counted it
     ('recovered 3 request(s)'), as it counted every action but 'gone', 'alive' and
     'waiting for retry' (len(Recovered), abcb944, counts the recovered ones only)."""
-    q = queue(qdir)
-    for name in NAMES:
-        q.submit(name, b"{}")
-        assert q.claim("w-slow") is not None
-    old = time.time() - 120  # the local store's clock is the file's mtime
-    for lease in (qdir / ".s3q" / "lease").iterdir():
-        os.utime(lease, (old, old))
+    held_by_a_dead_worker(qdir, "w-slow")
     key = ".s3q/lease/r1_request.json"
 
     def renewed(store: Store) -> None:  # (its worker's renewal: new bytes, a new ETag)
@@ -360,13 +360,7 @@ def test_recover_does_not_count_a_takeover_its_lease_outlasted_as_recovered(
     slow store; on S3, a copy in parts of a large request): the takeover stops there
     ('interrupted (lease expired)', left to the next taker). The command counted it as
     recovered and exited 0; it is not done: named on stderr, not counted, exit 1."""
-    q = queue(qdir)
-    for name in NAMES:
-        q.submit(name, b"{}")
-        assert q.claim("w-dead") is not None
-    old = time.time() - 120
-    for lease in (qdir / ".s3q" / "lease").iterdir():
-        os.utime(lease, (old, old))
+    held_by_a_dead_worker(qdir, "w-dead")
     failing(monkeypatch, "put", "wait/r1_request.json", None,
             before=lambda _: time.sleep(5.0))  # lease_ttl 5: its deadline is 4 s
     out = run(qdir, "recover", "--stale", "--lease-ttl", "5")
@@ -426,13 +420,7 @@ def test_recover_stale_names_the_request_whose_takeover_the_store_went_away_unde
     """`recover --stale` is one scan; the store goes away at r1's takeover (t1, its lease
     written: taken effect or not). r1 was reported "not attempted", as r2 is: its outcome
     is unknown, and it is said so."""
-    q = queue(qdir)
-    for name in NAMES:
-        q.submit(name, b"{}")
-        assert q.claim("w-dead") is not None
-    old = time.time() - 120
-    for lease in (qdir / ".s3q" / "lease").iterdir():
-        os.utime(lease, (old, old))
+    held_by_a_dead_worker(qdir, "w-dead")
     failing(monkeypatch, "put", ".s3q/lease/r1_request.json", DOWN)
     out = run(qdir, "recover", "--stale")
     assert out.exit_code == 3, out.output
