@@ -4,12 +4,13 @@ this version without losing or re-running anything: each kind of lease 0.1 wrote
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
-from s3q import layout
+from s3q import Queue, QueueConfig, layout
+from s3q.backends.memory import MemoryStore
 from s3q.records import Intent
+from tests.unit.harness import FakeClock
 from tests.unit.world import World
 
 NAME = "old/a_request.json"
@@ -100,19 +101,10 @@ def test_a_lease_with_a_field_of_the_wrong_type_is_corrupt_and_stops_no_scan() -
     """A lease edited by hand ("gen": "1") is a corrupt record, taken over as held by
     nobody, where the takeover scan raised on it at every scan, and so took over nothing
     else: every other dead worker's request stayed in flight."""
-    from s3q import Queue, QueueConfig
-    from s3q.backends.memory import MemoryStore
     from s3q.records import _LEASE_TYPES, Lease, RecordError
-    from tests.unit.harness import FakeClock
 
     assert set(_LEASE_TYPES) == {f for f in Lease.__dataclass_fields__} - {"intent", "version"}
-    clock = FakeClock()
-    store = MemoryStore("corrupt", clock=clock)
-    config = QueueConfig(lease_ttl=30.0, scan_interval=5.0)
-    q = Queue(store, config)
-    for name in ("a_request.json", "b_request.json"):
-        q.submit(name, b"{}")
-        assert q.claim("dead") is not None
+    _, store, clock, config = _claimed_by_a_dead_worker("a_request.json", "b_request.json")
     key = layout.key(layout.LEASES, "a_request.json")  # listed first
     data = json.loads(store.get(key)[0])
     data["gen"] = "1"
@@ -128,19 +120,25 @@ def test_a_lease_with_a_field_of_the_wrong_type_is_corrupt_and_stops_no_scan() -
 
 
 
-def _dead_short_job(body: bytes) -> tuple[Any, Any, Any, str]:
-    """A request claimed by a worker that died before its processing/ view was due (most
-    jobs never get one): its lease holds the only copy of its bytes."""
-    from s3q import Queue, QueueConfig
-    from s3q.backends.memory import MemoryStore
-    from tests.unit.harness import FakeClock
-
+def _claimed_by_a_dead_worker(*names: str, body: bytes = b"{}", view_after: float = 0.0
+                              ) -> tuple[Queue, MemoryStore, FakeClock, QueueConfig]:
+    """Each of ``names`` submitted and claimed by worker "dead" (which then dies), on a
+    store with a fake clock: the dead worker's queue, the store, its clock, the settings."""
     clock = FakeClock()
     store = MemoryStore("corrupt", clock=clock)
     config = QueueConfig(lease_ttl=30.0, scan_interval=5.0)
     q = Queue(store, config)
-    q.submit("a_request.json", body)
-    assert q.claim("dead", view_after=10.0) is not None
+    for name in names:
+        q.submit(name, body)
+        assert q.claim("dead", view_after=view_after) is not None
+    return q, store, clock, config
+
+
+def _dead_short_job(body: bytes) -> tuple[MemoryStore, FakeClock, QueueConfig, str]:
+    """A request claimed by a worker that died before its processing/ view was due (most
+    jobs never get one): its lease holds the only copy of its bytes."""
+    _, store, clock, config = _claimed_by_a_dead_worker("a_request.json", body=body,
+                                                        view_after=10.0)
     keys = [i.key for i in store.list_page("").items]
     assert ".s3q/lease/a_request.json" in keys
     assert not [k for k in keys if k.startswith(("wait/", "processing/", ".s3q/body/"))]
@@ -151,8 +149,6 @@ def test_a_corrupt_lease_holding_the_only_copy_of_its_request_gives_it_back() ->
     """A field of the wrong type (edited by hand): the lease was taken over as held by
     nobody, with no body, and 'dropped (its request is gone)': the request, whose only
     copy the lease held, was lost. The stand-in now keeps the body it can still read."""
-    from s3q import Queue
-
     store, clock, config, key = _dead_short_job(b'{"n": 1}')
     data = json.loads(store.get(key)[0])
     data["gen"] = "1"
@@ -167,8 +163,6 @@ def test_a_lease_that_cannot_be_decoded_and_may_hold_the_only_copy_is_left_alone
     """Not JSON at all: no body can be read from it, and the request is nowhere else. Its
     takeover overwrote it (t1) and dropped it: whatever bytes were in it, lost. It is now
     left as it is, reported (scan_failed) at every scan, for an operator."""
-    from s3q import Queue
-
     store, clock, config, key = _dead_short_job(b'{"n": 1}')
     garbage = b'{"v":2,"body_b64":"eyJuIjogMX0=", truncated'
     store.put(key, garbage)
@@ -187,17 +181,9 @@ def test_a_corrupt_lease_s_takeover_knows_its_request_s_views_and_runs_it_once(
     worker's processing/ view was neither adopted nor deleted by the takeover (w3), so it
     outlived the request as an orphan and ran it once more; and the claim's job said its
     size was 0."""
-    from s3q import Queue, QueueConfig
-    from s3q.backends.memory import MemoryStore
-    from tests.unit.harness import FakeClock
-
-    clock = FakeClock()
-    store = MemoryStore("corrupt", clock=clock)
-    config = QueueConfig(lease_ttl=30.0, scan_interval=5.0)
-    q = Queue(store, config)
     body = b'{"n": 1}' + (b" " * (64 * 1024) if large else b"")
-    q.submit("a_request.json", body)
-    assert q.claim("dead") is not None  # (its processing/ view written at once)
+    q, store, clock, config = _claimed_by_a_dead_worker(
+        "a_request.json", body=body)  # (its processing/ view written at once)
     key = layout.key(layout.LEASES, "a_request.json")
     data = json.loads(store.get(key)[0])
     data["gen"] = "1"
@@ -226,17 +212,7 @@ def test_a_lease_of_json_nested_too_deep_for_the_decoder_is_corrupt_and_stops_no
     another tool, garbage): json.loads raised RecursionError, no ValueError, out of
     Lease.from_bytes and out of the whole scan, at every scan: every other dead worker's
     request stayed in flight for ever. It is a record that cannot be decoded, as any other."""
-    from s3q import Queue, QueueConfig
-    from s3q.backends.memory import MemoryStore
-    from tests.unit.harness import FakeClock
-
-    clock = FakeClock()
-    store = MemoryStore("corrupt", clock=clock)
-    config = QueueConfig(lease_ttl=30.0, scan_interval=5.0)
-    q = Queue(store, config)
-    for name in ("a_request.json", "b_request.json"):
-        q.submit(name, b"{}")
-        assert q.claim("dead") is not None
+    _, store, clock, config = _claimed_by_a_dead_worker("a_request.json", "b_request.json")
     garbage = b"[" * 100_000
     store.put(layout.key(layout.LEASES, "a_request.json"), garbage)
     clock.advance(config.lease_ttl + 10)
@@ -252,8 +228,6 @@ def test_a_burst_leaves_a_corrupt_lease_the_takeover_leaves_for_an_operator() ->
     (49d950e), but a burst's outlook took it for a lease nobody renews, due at once: the
     last slot looked again and again, the scan failed on it each time, and the burst never
     ended. It is left now, with why, as a lease that cannot be read is."""
-    from s3q import Queue
-
     store, clock, config, key = _dead_short_job(b'{"n": 1}')
     store.put(key, b'{"v":2,"body_b64":"eyJuIjogMX0=", truncated')
     clock.advance(config.lease_ttl + 10)
@@ -271,7 +245,6 @@ def test_status_and_the_dashboard_name_a_corrupt_lease_left_for_an_operator() ->
     status (and the dashboard) said 'no worker is scanning this queue (... is any
     running?)': the fleet was scanning, and failing on it by design; the operator was sent
     to look for dead workers instead of at the lease."""
-    from s3q import Queue
     from s3q.cli.status import queue_status
     from s3q.dashboard.snapshot import take_snapshot
 
