@@ -17,9 +17,11 @@ import pytest
 from s3q import Queue, QueueConfig
 from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
+from s3q.handlers import process_handler
 from s3q.job import Job
 from s3q.running import SETTLING, Runner
 from s3q.store import StoreUnavailable
+from s3q.worker import Worker, WorkerOptions, WorkerStats
 
 T = TypeVar("T")
 
@@ -208,6 +210,21 @@ def test_a_process_pool_handler_returning_an_int_fails_in_its_child(
     assert capsysbinary.readouterr().out == b""
 
 
+def run_in_a_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str,
+                   source: str, **config: Any) -> tuple[Queue, WorkerStats]:
+    """A worker whose handler is ``module:handle`` (``source``, written to ``tmp_path``),
+    run in a child process per request (``--pool process``), on one request "a", in a
+    burst: the queue and the worker's counts."""
+    (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(  # (this s3q in the child too)
+        [str(tmp_path), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]))
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    q = Queue(MemoryStore(f"running-{module}-{id(source)}"), QueueConfig(lease_ttl=6.0, **config))
+    q.submit("a", b"{}")
+    return q, Worker(q, process_handler(f"{module}:handle"), WorkerOptions("w", burst=True)).run()
+
+
 def test_a_job_the_handler_settled_itself_is_reported_as_it_settled_it() -> None:
     """A handler given the Job may settle it itself (``job.fail(why, retry=False)`` to
     dead-letter a bad request at once, ``job.complete(result)``): the outcome reported
@@ -239,21 +256,12 @@ def test_what_a_process_pool_handler_prints_is_not_its_result(
     what the handler itself printed there (a print() left in, a program it ran) went into
     the request's result, before the value; the same handler in a thread printed to the
     worker's log. It goes to the child's stderr now (the tail of a failure's error)."""
-    from s3q.handlers import process_handler
-    from s3q.worker import Worker, WorkerOptions
-
-    (tmp_path / "chatty.py").write_text(
+    q, stats = run_in_a_child(tmp_path, monkeypatch, "chatty", (
         "import subprocess\n"
         "def handle(req):\n"
         "    print('processing', req.name, flush=True)\n"
         "    subprocess.run(['echo', 'from a program'], check=True)\n"
-        "    return b'the result'\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(  # (this s3q in the child too)
-        [str(tmp_path), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]))
-    q = Queue(MemoryStore("running-chatty"), QueueConfig(lease_ttl=6.0))
-    q.submit("a", b"{}")
-    stats = Worker(q, process_handler("chatty:handle"), WorkerOptions("w", burst=True)).run()
+        "    return b'the result'\n"))
     assert stats.completed == 1
     assert q.result("a") == b"the result"
 
@@ -370,18 +378,8 @@ def test_a_process_pool_handler_that_exits_fails_its_attempt_as_in_a_thread(
     on some request, argparse's ``--help`` among a request's arguments) ended its child
     with exit 0, taken for done: the request was completed (to finish/, without a
     result), where the same handler in a thread fails its attempt."""
-    from s3q.handlers import process_handler
-    from s3q.worker import Worker, WorkerOptions
-
-    (tmp_path / "exits.py").write_text("import sys\ndef handle(req):\n" + body)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(  # (this s3q in the child too)
-        [str(tmp_path), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]))
-    monkeypatch.delitem(sys.modules, "exits", raising=False)
-    q = Queue(MemoryStore(f"running-exits-{id(body)}"),
-              QueueConfig(lease_ttl=6.0, max_attempts=1))
-    q.submit("a", b"{}")
-    stats = Worker(q, process_handler("exits:handle"), WorkerOptions("w", burst=True)).run()
+    q, stats = run_in_a_child(tmp_path, monkeypatch, "exits",
+                              "import sys\ndef handle(req):\n" + body, max_attempts=1)
     assert (stats.completed, stats.failed) == (0, 1)
     assert q.counts() == {"wait": 0, "processing": 0, "finish": 0, "failed": 1}
     record = q.error_record("a")
@@ -396,11 +394,8 @@ def test_a_process_pool_handler_s_forked_daemon_does_not_hold_the_result_pipe(
     and stderr to /dev/null, as docs/OPERATIONS.md advises) still held the result pipe
     open, out of its reach: the job waited 5 s for the pipe's end and the worker kept a
     reader thread and the pipe for as long as the daemon lived, each such job one more."""
-    from s3q.handlers import process_handler
-    from s3q.worker import Worker, WorkerOptions
-
     report = tmp_path / "pipes.txt"
-    (tmp_path / "forks.py").write_text(
+    q, stats = run_in_a_child(tmp_path, monkeypatch, "forks", (
         "import os\n"
         "def handle(req):\n"
         "    pid = os.fork()\n"
@@ -418,13 +413,7 @@ def test_a_process_pool_handler_s_forked_daemon_does_not_hold_the_result_pipe(
         "        finally:\n"
         "            os._exit(0)\n"
         "    os.waitpid(pid, 0)\n"
-        "    return b'done'\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(  # (this s3q in the child too)
-        [str(tmp_path), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]))
-    q = Queue(MemoryStore("running-forks"), QueueConfig(lease_ttl=6.0))
-    q.submit("a", b"{}")
-    stats = Worker(q, process_handler("forks:handle"), WorkerOptions("w", burst=True)).run()
+        "    return b'done'\n"))
     assert stats.completed == 1 and q.result("a") == b"done"
     assert report.read_text() == ""  # no pipe of the worker's: the daemon holds none
 
