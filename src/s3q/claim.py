@@ -5,7 +5,10 @@ its walk of wait/ (:mod:`s3q.waitwalk`) hands out, one by one. Requests waiting 
 retry whose view in wait/ is missing are handed to it by name (:meth:`Claimer.offer`). A
 claim that found candidates and lost every one to other workers says so
 (:meth:`Claimer.lost_race`): the queue is busy, not idle, and the slot claims again soon
-instead of backing off as if wait/ were empty.
+instead of backing off as if wait/ were empty. A request it may not read (its GET or
+COPY refused with an error of its own: an archived storage class, SSE-C, another account's
+object; or its lease's GET) is not claimed, and the claim goes on with the next: the walk
+skips it for a while and says so (:meth:`s3q.waitwalk.WaitWalk.unreadable`).
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ from s3q.body import is_ours, processing_view
 from s3q.context import Context, Deadline
 from s3q.errors import LeaseLost
 from s3q.job import Job
-from s3q.leases import LeaseTaken
+from s3q.leases import LeaseTaken, LeaseUnreadable
 from s3q.records import INLINE_MAX, Intent, Lease, new_claim_id
 from s3q.renewing import Held, renewed_while
-from s3q.store import NotFound, ObjectInfo, PreconditionFailed
+from s3q.store import NotFound, ObjectInfo, PreconditionFailed, StoreError, StoreUnavailable
 from s3q.waitwalk import WaitWalk
 
 __all__ = ["Claimer", "finish_claim"]
@@ -112,6 +115,19 @@ class ClaimOvertaken(Exception):
     have been created). This claim gives its lease up instead of running them again."""
 
 
+class Unreadable(Exception):
+    """wait/NAME (listed as ``etag``; "" if not listed) cannot be claimed by this process
+    now: ``why``. Raised before the claim's lock was ours, or once it was given up."""
+
+    def __init__(self, name: str, etag: str, why: str) -> None:
+        super().__init__(why)
+        self.name, self.etag, self.why = name, etag, why
+
+
+def _lease_unreadable(name: str, etag: str, exc: LeaseUnreadable) -> Unreadable:
+    return Unreadable(name, etag, f"its lease cannot be read ({exc.error})")
+
+
 class ClaimStalled(LeaseLost):
     """The claim's deadline passed before c2: wait/NAME is untouched, so the lease can be
     given up (the request, or whoever took it meanwhile, is not disturbed)."""
@@ -172,16 +188,28 @@ class Claimer:
                 name = self._named.popleft() if self._named else None
             if name is None:
                 break
-            job = self._claim_named(worker_id, name, view_after)
+            try:
+                job = self._claim_named(worker_id, name, view_after)
+            except Unreadable as exc:
+                self._walk.unreadable(exc.name, exc.etag, exc.why)
+                continue
             if job is not None:
                 return job
         self._raced.lost = False
         for info in self._walk.candidates(began):
-            job = self._claim_waiting(worker_id, info, view_after)
+            try:
+                job = self._claim_waiting(worker_id, info, view_after)
+            except Unreadable as exc:
+                self._walk.unreadable(exc.name, exc.etag, exc.why)
+                job = None
             if job is not None:
                 return job
             self._raced.lost = True
         return None
+
+    def unreadable(self) -> dict[str, tuple[str, str]]:
+        """Requests in wait/ this process found it may not read: name -> (ETag, why)."""
+        return self._walk.unreadable_now()
 
     def lost_race(self) -> bool:
         """Did this thread's last :meth:`claim` find candidates in wait/ and claim none
@@ -192,7 +220,10 @@ class Claimer:
 
     def _claim_named(self, worker_id: str, name: str, view_after: float) -> Job | None:
         """A named request: its retry lease if it has one, else wait/NAME as if listed."""
-        found = leases.read(self.ctx, name)
+        try:
+            found = leases.read(self.ctx, name)
+        except LeaseUnreadable as exc:
+            raise _lease_unreadable(name, "", exc) from exc
         if found is not None:
             return self._claim_retry(worker_id, name, found, None, view_after)
         if not self.ctx.is_request(name):
@@ -219,6 +250,10 @@ class Claimer:
             except NotFound:  # claimed (or purged) since the listing
                 self._walk.contended()
                 return None
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:  # its own: archived, SSE-C, another account's
+                raise Unreadable(name, info.etag, str(exc)) from exc
             src = got.etag
             if len(body) > INLINE_MAX:  # replaced by a larger one since the listing
                 body = None
@@ -234,9 +269,11 @@ class Claimer:
             if taken.current is None:
                 return None
             return self._claim_retry(worker_id, name, taken.current, info, view_after)
+        except LeaseUnreadable as exc:  # (another's lease: the PUT was refused, 412)
+            raise _lease_unreadable(name, info.etag, exc) from exc
         guard = ctx.deadline(sent, name)
         held = Held(lease, etag)
-        gone = False
+        gone, refused = False, ""
         try:
             # a large request's copies (c1b, then c3) may outlast the lease: renewed meanwhile
             with (renewed_while(ctx, held, guard) if lease.body_key is not None
@@ -249,6 +286,10 @@ class Claimer:
                         gone = True
                     except LeaseLost as exc:  # c2 not sent: wait/NAME untouched
                         raise ClaimStalled(str(exc)) from exc
+                    except StoreUnavailable:
+                        raise
+                    except StoreError as exc:  # its own: given up as if gone, and said
+                        gone, refused = True, str(exc)
                 if not gone:
                     claimed, _ = finish_claim(ctx, lease, guard, fresh=True,
                                               view=not view_after)
@@ -263,6 +304,8 @@ class Claimer:
             return None
         if gone:
             leases.delete(ctx, name, held.etag, claim=held.lease.claim)
+            if refused:
+                raise Unreadable(name, info.etag, refused)
             self._walk.contended()
             return None
         # (the lease as last written, by c1 or a renewal, with what c2/c3 found)
@@ -296,6 +339,8 @@ class Claimer:
             lease, etag = leases.write(ctx, lease, linfo.etag)
         except LeaseTaken:
             return None
+        except LeaseUnreadable as exc:  # (its read after a refused write)
+            raise _lease_unreadable(name, listed.etag if listed else "", exc) from exc
         guard = ctx.deadline(sent, name)
         held = Held(lease, etag)
         try:
@@ -314,6 +359,7 @@ class Claimer:
     def _started(self, lease: Lease, etag: str, guard: Deadline,
                  view_after: float) -> Job | None:
         job = self._make_job(lease, etag, guard)
+        self._walk.claimed(lease.name)
         if view_after:
             job.view_due = self.ctx.monotonic() + view_after
         self.ctx.emit("claimed", lease.name, worker=lease.worker, attempt=lease.attempt,

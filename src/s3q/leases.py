@@ -30,7 +30,7 @@ from s3q.store import (
     list_all,
 )
 
-__all__ = ["LeaseTaken", "commit", "create", "delete", "read", "write"]
+__all__ = ["LeaseTaken", "LeaseUnreadable", "commit", "create", "delete", "read", "write"]
 
 log = logging.getLogger("s3q")
 
@@ -47,11 +47,26 @@ class LeaseTaken(PreconditionFailed):
         self.current = current
 
 
+class LeaseUnreadable(StoreError):
+    """The lease's GET was refused with a store error of its own (denied: another account's
+    object, a KMS key not granted); ``error`` is that error."""
+
+    def __init__(self, name: str, error: StoreError) -> None:
+        super().__init__(str(error))
+        self.name, self.error, self.retried = name, error, error.retried
+
+
 def read(ctx: Context, name: str) -> tuple[Lease, ObjectInfo] | None:
+    """The lease of NAME and its ObjectInfo, or None. Raises :class:`LeaseUnreadable` for
+    a store error of the lease's own (an unavailable store raises as it is)."""
     try:
         body, info = ctx.store.get(layout.key(layout.LEASES, name))
     except NotFound:
         return None
+    except StoreUnavailable:
+        raise
+    except StoreError as exc:
+        raise LeaseUnreadable(name, exc) from exc
     return _decode(name, body), info
 
 

@@ -228,7 +228,8 @@ class Queue:
         written recently may be a live worker's or one that just died: wait until its
         next renewal is due, and look again. A lease unchanged since ``previous`` is not
         read again. Leases of worker ``mine`` (the caller: its jobs still running or being
-        settled) are neither waited for nor left."""
+        settled) are neither waited for nor left, and requests in wait/ this process found
+        it may not read (an archived storage class, another account's object) are left."""
         now = self.store.now()
         due: dict[str, float] = {}
         left: list[tuple[str, str]] = []
@@ -257,9 +258,12 @@ class Queue:
         left += [(name, f"its lease cannot be read ({error})") for name, error in unreadable]
         held = own | {name for name, _ in left}
         settling: dict[str, float] = {}  # (another program still writes them: a cp)
+        unreadable_now = self._claimer.unreadable()  # (this process may not read them)
         for info in self.ls(State.WAIT, settling=settling):
             if not self.ctx.fits(info.key):
                 left.append((info.key, "name too long for this store: never claimed"))
+            elif (found := unreadable_now.get(info.key)) and found[0] in (info.etag, ""):
+                left.append((info.key, f"cannot be claimed: {found[1]}"))
             elif info.key not in held:
                 due.setdefault(info.key, 0.0)
         since = previous.settling if previous is not None else {}

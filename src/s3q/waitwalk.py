@@ -4,7 +4,8 @@ a time from a cursor that advances through the keyspace, starts each page at a r
 to every claiming thread of the process. Pages with no request on them do not count as a
 turn: a claim walks past up to :data:`WALK_PAGES` of them. It has a lock of its own, which
 it holds while it lists: the names offered to the claimer (by events, by the scan) do not
-wait for a walk.
+wait for a walk. It also keeps the requests this process found it may not read
+(:meth:`WaitWalk.unreadable`): skipped for a while, and named to a burst's outlook.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from s3q import layout
 from s3q.context import Context
 from s3q.store import ObjectInfo, resume_after
 
-__all__ = ["WALK_PAGES", "WaitWalk"]
+__all__ = ["UNREADABLE_RETRY", "UNREADABLE_RETRY_MAX", "WALK_PAGES", "WaitWalk"]
 
 log = logging.getLogger("s3q")
 
@@ -27,6 +28,12 @@ log = logging.getLogger("s3q")
 #: for this poll: a request behind thousands of them is found in one poll, not one page
 #: per poll. (Listing costs what it costs: an idle worker lists such pages at every poll.)
 WALK_PAGES = 100
+
+#: Seconds a request this process may not read (an archived storage class, SSE-C, another
+#: account's object, a lease it may not read) is skipped before it is tried again; doubled
+#: at each failure of the same bytes, up to UNREADABLE_RETRY_MAX (one GET an hour each).
+UNREADABLE_RETRY = 60.0
+UNREADABLE_RETRY_MAX = 3600.0
 
 
 class WaitWalk:
@@ -42,6 +49,7 @@ class WaitWalk:
         self._emptied = 0  # the number of the last that found wait/ empty
         self._skip: dict[str, tuple[str, float]] = {}  # name -> (etag, until store time)
         self._refused: set[str] = set()  # names never claimed (too long, unusable): reported once
+        self._unreadable: dict[str, tuple[str, str, float]] = {}  # name -> (etag, why, wait)
 
     def began(self) -> int:
         """The number of LISTs sent so far: a claim reads it when it begins."""
@@ -64,6 +72,32 @@ class WaitWalk:
             self._refused.add(name)
             log.error("wait/%r: %s; it is never claimed: rename it", name, why,
                       extra={"event": event, "request": name})
+
+    def unreadable(self, name: str, etag: str, why: str) -> None:
+        """wait/NAME as listed (``etag``) could not be claimed: the store refused to read
+        it, or its lease (``why``: that error), with an error of its own, not an outage. It
+        stays where it is, skipped for :data:`UNREADABLE_RETRY` seconds, twice as long at
+        each failure of the same bytes; said once (an ERROR) until its bytes or the error
+        change, then at DEBUG. A burst leaves it (:meth:`unreadable_now`)."""
+        last = self._unreadable.get(name)
+        again = last is not None and last[0] == etag
+        wait = min(2 * last[2], UNREADABLE_RETRY_MAX) if again and last else UNREADABLE_RETRY
+        self._unreadable[name] = (etag, why, wait)
+        self.skip(name, etag, self.ctx.store.now() + wait)
+        level = logging.DEBUG if again and last and last[1] == why else logging.ERROR
+        log.log(level, "wait/%r cannot be claimed: %s; it stays in wait/, tried again in "
+                "%.0fs (an archived storage class: restore it; SSE-C or another account's "
+                "object: upload it again readable by this worker)", name, why, wait,
+                extra={"event": "request_unreadable", "request": name, "reason": why,
+                       "seconds": wait})
+
+    def claimed(self, name: str) -> None:
+        """NAME was claimed (or is gone): it is readable after all."""
+        self._unreadable.pop(name, None)
+
+    def unreadable_now(self) -> dict[str, tuple[str, str]]:
+        """Requests found unreadable: name -> (the ETag listed then, why)."""
+        return {name: (etag, why) for name, (etag, why, _) in list(self._unreadable.items())}
 
     def candidates(self, began: int) -> Iterator[ObjectInfo]:
         """Candidates from wait/, a page at a time; each page is shared by the threads of

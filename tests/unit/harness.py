@@ -45,13 +45,14 @@ def committing() -> str | None:
 
 #: The S3 request of each store operation, in the messages of :class:`Denies`.
 _S3_NAMES = {"get": "GetObject", "open": "GetObject", "head": "HeadObject",
-             "delete": "DeleteObject", "put": "PutObject"}
+             "delete": "DeleteObject", "put": "PutObject", "copy": "CopyObject"}
 
 
 class Denies(DelegatingStore):
-    """Every request of ``ops`` on one of ``keys`` is refused, every time, with a store
-    error of its own (``AccessDenied: GetObject KEY``): an object this process may not
-    read (another account's, a KMS key not granted). ``keys`` may change as a test goes."""
+    """Every request of ``ops`` on one of ``keys`` (a copy: from one) is refused, every
+    time, with a store error of its own (``AccessDenied: GetObject KEY``): an object this
+    process may not read (another account's, a KMS key not granted). ``keys`` may change
+    as a test goes."""
 
     def __init__(self, inner: Store, keys: Iterable[str], ops: Iterable[str] = ("get",)
                  ) -> None:
@@ -59,8 +60,9 @@ class Denies(DelegatingStore):
         self.keys, self.ops = set(keys), set(ops)
 
     def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
-        if op in self.ops and args.get("key") in self.keys:
-            raise StoreError(f"AccessDenied: {_S3_NAMES.get(op, op)} {args['key']}")
+        key = args.get("key", args.get("src"))  # (a copy: its source)
+        if op in self.ops and key in self.keys:
+            raise StoreError(f"AccessDenied: {_S3_NAMES.get(op, op)} {key}")
         return fn()
 
 

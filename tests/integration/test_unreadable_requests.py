@@ -1,0 +1,66 @@
+"""A request another client uploaded in an archived storage class (GLACIER, DEEP_ARCHIVE:
+S3 refuses its GET with InvalidObjectState, its COPY with ObjectNotInActiveTierError, both
+403s of the object's own), on moto's S3 server: a `--burst` worker claimed again and again
+("claim failed" each time, as if S3 were down) and never ended while it sat in wait/. Now
+it processes the others, says once why it left that one (`request_unreadable`, ERROR),
+leaves nothing of it behind, and ends (`burst_left`); once restored, it is processed. The
+steps one by one, with a fake clock: tests/unit/test_unreadable_requests.py."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+from uuid import uuid4
+
+import pytest
+
+from s3q import Queue, QueueConfig, State
+from s3q.records import INLINE_MAX
+from s3q.store import list_all
+from s3q.worker import Worker, WorkerOptions
+from tests.s3server import MakeS3Store, S3Endpoint
+
+
+@pytest.mark.parametrize("storage_class", ["GLACIER", "DEEP_ARCHIVE"])
+@pytest.mark.parametrize("size", [2, INLINE_MAX + 1], ids=["inline", "large"])
+def test_a_burst_leaves_an_archived_request_and_processes_the_rest(
+        s3_endpoint: S3Endpoint, make_s3_store: MakeS3Store, caplog: pytest.LogCaptureFixture,
+        storage_class: Literal["GLACIER", "DEEP_ARCHIVE"], size: int) -> None:
+    prefix = f"t/{uuid4().hex}"
+    client = s3_endpoint.client()
+    body = b"x" * size
+    client.put_object(Bucket=s3_endpoint.bucket, Key=f"{prefix}/wait/cold_request.json",
+                      Body=body, StorageClass=storage_class)  # (another client's upload)
+    q = Queue(make_s3_store(prefix=prefix), QueueConfig())
+    for i in range(3):
+        q.submit(f"r{i}_request.json", b"{}")
+    done: list[str] = []
+
+    with caplog.at_level(logging.INFO, logger="s3q"):
+        stats = Worker(q, lambda job: done.append(job.name),
+                       WorkerOptions("w-archived", concurrency=2, burst=True)).run()
+
+    assert sorted(done) == [f"r{i}_request.json" for i in range(3)]
+    assert stats.error is None
+    assert [i.key for i in q.ls(State.WAIT)] == ["cold_request.json"]  # untouched
+    assert not list(list_all(q.store, ".s3q/lease/"))
+    assert not list(list_all(q.store, ".s3q/body/"))
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert "claim_failed" not in events
+    [report] = [r for r in caplog.records if getattr(r, "event", None) == "request_unreadable"]
+    assert report.levelno == logging.ERROR
+    assert ("InvalidObjectState" if size <= INLINE_MAX else "ObjectNotInActiveTier"
+            ) in report.getMessage()
+    [left] = [r for r in caplog.records if getattr(r, "event", None) == "burst_left"]
+    assert left.request == "cold_request.json"  # type: ignore[attr-defined]
+
+    if not s3_endpoint.is_moto:
+        return  # (a real restore takes hours)
+    client.restore_object(Bucket=s3_endpoint.bucket, Key=f"{prefix}/wait/cold_request.json",
+                          RestoreRequest={"Days": 1})
+    again: list[bytes] = []
+    stats = Worker(Queue(make_s3_store(prefix=prefix), QueueConfig()),
+                   lambda job: again.append(job.read()),
+                   WorkerOptions("w-restored", concurrency=1, burst=True)).run()
+    assert again == [body]
+    assert [i.key for i in q.ls(State.WAIT)] == []

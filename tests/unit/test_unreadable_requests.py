@@ -1,0 +1,142 @@
+"""A request in wait/ this worker may not read: its GET (or a large one's COPY) refused with
+an error of its own, not an outage (on S3: an archived storage class, InvalidObjectState;
+SSE-C; another account's object), or its lease's GET. The claim raised on it, every time:
+each claim that met it failed as if the store were down ("claim failed"), and a `--burst`
+worker never ended while it sat in wait/. It is now skipped (60 s, doubling up to an hour),
+said once as an ERROR (`request_unreadable`), the claim goes on with the next request, and
+a burst leaves it (`burst_left`). The same on moto's S3 with a GLACIER object:
+tests/integration/test_bad_input.py."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from s3q import Queue, QueueConfig
+from s3q.backends.memory import MemoryStore
+from s3q.records import INLINE_MAX, Lease
+from s3q.store import list_all
+from s3q.waitwalk import UNREADABLE_RETRY, UNREADABLE_RETRY_MAX
+from s3q.worker import Worker, WorkerOptions
+from tests.unit.harness import Denies, FakeClock
+
+COLD = "wait/a_request.json"
+
+
+def queue(ops: tuple[str, ...] = ("get",), body: bytes = b"{}"
+          ) -> tuple[Queue, Denies, FakeClock]:
+    """a (unreadable) and b waiting; page size 1: a is always met first."""
+    clock = FakeClock()
+    mem = MemoryStore("unreadable", clock=clock)
+    q = Queue(mem, QueueConfig())
+    q.submit("a_request.json", body)
+    q.submit("b_request.json", b"{}")
+    denied = Denies(mem, [COLD], ops)
+    return Queue(denied, QueueConfig(page_size=1)), denied, clock
+
+
+def reports(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "event", None) == "request_unreadable"]
+
+
+def test_a_claim_goes_past_a_request_it_may_not_read_and_says_so_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    q, _, _ = queue()
+    with caplog.at_level(logging.DEBUG, logger="s3q"):
+        job = q.claim("w")
+        assert job is not None and job.name == "b_request.json"
+        job.complete()
+        assert q.claim("w") is None  # a is skipped, not tried again at once
+    [report] = reports(caplog)
+    assert report.levelno == logging.ERROR
+    assert report.request == "a_request.json"  # type: ignore[attr-defined]
+    assert "AccessDenied: GetObject wait/a_request.json" in report.getMessage()
+    assert "stays in wait/" in report.getMessage()
+    assert [i.key for i in q.ls("wait")] == ["a_request.json"]
+    assert not list(list_all(q.store, ".s3q/lease/"))
+
+
+def test_it_is_tried_again_later_and_less_often_and_claimed_once_readable(
+        caplog: pytest.LogCaptureFixture) -> None:
+    q, denied, clock = queue()
+    with caplog.at_level(logging.DEBUG, logger="s3q"):
+        job = q.claim("w")
+        assert job is not None
+        job.complete()
+        waits = []
+        for _ in range(8):
+            clock.advance(UNREADABLE_RETRY_MAX + 1)  # (every skip has run out)
+            assert q.claim("w") is None
+            waits.append(reports(caplog)[-1].seconds)  # type: ignore[attr-defined]
+        assert waits == [min(UNREADABLE_RETRY * 2 ** i, UNREADABLE_RETRY_MAX)
+                         for i in range(1, 9)]
+        assert [r.levelno for r in reports(caplog)] == [logging.ERROR] + [logging.DEBUG] * 8
+        clock.advance(UNREADABLE_RETRY_MAX + 1)
+        denied.keys.clear()  # restored (or access granted)
+        job = q.claim("w")
+        assert job is not None and job.name == "a_request.json"
+        job.complete()
+    assert q.outlook().left == []
+
+
+def test_new_bytes_under_the_name_are_tried_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    q, denied, _ = queue()
+    with caplog.at_level(logging.ERROR, logger="s3q"):
+        job = q.claim("w")
+        assert job is not None
+        job.complete()
+        q.submit("a_request.json", b'{"again": 1}')  # uploaded again, readable
+        denied.keys.clear()
+        job = q.claim("w")
+    assert job is not None and job.read() == b'{"again": 1}'
+
+
+def test_a_large_request_whose_copy_is_refused_gives_its_lease_up(
+        caplog: pytest.LogCaptureFixture) -> None:
+    q, _, _ = queue(ops=("copy",), body=b"x" * (INLINE_MAX + 1))
+    with caplog.at_level(logging.ERROR, logger="s3q"):
+        job = q.claim("w")
+        assert job is not None and job.name == "b_request.json"
+        job.complete()
+    [report] = reports(caplog)
+    assert "AccessDenied: CopyObject wait/a_request.json" in report.getMessage()
+    assert [i.key for i in q.ls("wait")] == ["a_request.json"]
+    assert not list(list_all(q.store, ".s3q/lease/"))  # its lease given up
+    assert not list(list_all(q.store, ".s3q/body/"))  # and its private copy
+
+
+def test_a_request_whose_lease_it_may_not_read_is_passed_over(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Another worker holds a's lease, which this process may not read (written with a KMS
+    key it is not granted): c1 is refused (412), and the read of the lease found is too."""
+    clock = FakeClock()
+    mem = MemoryStore("unreadable", clock=clock)
+    q = Queue(mem, QueueConfig())
+    q.submit("a_request.json", b"{}")
+    q.submit("b_request.json", b"{}")
+    leases_of_a = ".s3q/lease/a_request.json"
+    # the lease exists, wait/a too: another worker between its c1 and its c2
+    mem.put(leases_of_a, Lease(name="a_request.json", worker="other", claim="c", gen=1,
+                               seq=0, attempt=1, src=None, body_b64=Lease.encode(b"{}"),
+                               body_key=None, size=2, written_at=clock()).to_bytes())
+    mine = Queue(Denies(mem, [leases_of_a]), QueueConfig(page_size=1))
+    with caplog.at_level(logging.ERROR, logger="s3q"):
+        job = mine.claim("w")
+    assert job is not None and job.name == "b_request.json"
+    [report] = reports(caplog)
+    assert "its lease cannot be read (AccessDenied: GetObject .s3q/lease/a_request.json)" \
+        in report.getMessage()
+
+
+def test_a_burst_leaves_a_request_it_may_not_read(caplog: pytest.LogCaptureFixture) -> None:
+    q, _, _ = queue()
+    with caplog.at_level(logging.INFO, logger="s3q"):
+        stats = Worker(q, lambda job: None,
+                       WorkerOptions("w-burst", concurrency=2, burst=True)).run()
+    assert stats.completed == 1
+    assert [i.key for i in q.ls("wait")] == ["a_request.json"]
+    [left] = [r for r in caplog.records if getattr(r, "event", None) == "burst_left"]
+    assert left.request == "a_request.json"  # type: ignore[attr-defined]
+    assert left.reason.startswith(  # type: ignore[attr-defined]
+        "cannot be claimed: AccessDenied: GetObject wait/a_request.json")
