@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from s3q.dashboard.snapshot import Snapshot
+from s3q.dashboard.snapshot import Snapshot, Snapshots
+from s3q.store import StoreError
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
@@ -52,6 +53,18 @@ class BacklogPublisher:
             client = boto3.session.Session().client("cloudwatch", region_name=region)
         self.client: CloudWatchClient = client
         self.published = 0
+
+    def publish_latest(self, snapshots: Snapshots) -> None:
+        """:meth:`publish` the latest snapshot. One the store failed to give puts nothing
+        (no datapoint: target tracking takes it for missing data, never for an empty
+        queue) and is logged; the next refresh tries again, as a scrape does."""
+        try:
+            snap = snapshots.get()
+        except StoreError as e:
+            log.warning("cannot read the queue to publish to CloudWatch: %s", e,
+                        extra={"event": "cloudwatch_failed"})
+            return
+        self.publish(snap)
 
     def publish(self, snap: Snapshot) -> None:
         """One PutMetricData; errors are logged (the next refresh tries again)."""

@@ -64,7 +64,7 @@ def exporter(refresh: float, count_limit: int, cloudwatch_namespace: str | None)
     try:
         while not forever.is_set():
             if publisher is not None:
-                publisher.publish(snapshots.get())
+                publisher.publish_latest(snapshots)
             forever.wait(refresh if publisher is not None else None)
     except KeyboardInterrupt:
         pass

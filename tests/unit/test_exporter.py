@@ -1,0 +1,79 @@
+"""``s3q exporter --cloudwatch-namespace``: the publishing loop under store and CloudWatch
+failures (CloudWatch: moto's, on the S3 endpoint)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+import pytest
+from click.testing import CliRunner
+
+from s3q.backends.local import LocalStore
+from s3q.cli import cli
+from s3q.dashboard import metered
+from s3q.store import StoreUnavailable
+from tests.s3server import S3Endpoint, free_port
+
+T = TypeVar("T")
+
+pytestmark = pytest.mark.usefixtures("isolated_cli")
+
+
+@pytest.fixture
+def cloudwatch(s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """moto's CloudWatch, where the exporter's client (the standard chain) finds it."""
+    if not s3_endpoint.is_moto:
+        pytest.skip("CloudWatch is moto's only")
+    assert s3_endpoint.endpoint_url is not None
+    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH", s3_endpoint.endpoint_url)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", s3_endpoint.region)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_endpoint.access_key_id or "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_endpoint.secret_access_key or "testing")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    return boto3.client("cloudwatch", region_name=s3_endpoint.region,
+                        endpoint_url=s3_endpoint.endpoint_url)
+
+
+def backlog_points(client: Any, namespace: str, queue: str) -> list[float]:
+    stats = client.get_metric_statistics(
+        Namespace=namespace, MetricName="Backlog",
+        Dimensions=[{"Name": "Queue", "Value": queue}],
+        StartTime="2000-01-01T00:00:00Z", EndTime="2100-01-01T00:00:00Z", Period=60,
+        Statistics=["SampleCount"])
+    return [p["SampleCount"] for p in stats["Datapoints"]]
+
+
+def listings_of_wait(monkeypatch: pytest.MonkeyPatch,
+                     plan: dict[int, BaseException]) -> None:
+    """The exporter's store (its request meter) raises ``plan[n]`` at its ``n``-th listing
+    of wait/ (1: the check at start; then one per snapshot)."""
+    seen = [0]
+
+    class Faulty(metered.MeteredStore):
+        def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+            if op == "list" and args["prefix"] == "wait/":
+                seen[0] += 1
+                if seen[0] in plan:
+                    raise plan[seen[0]]
+            return super()._call(op, args, fn)
+
+    monkeypatch.setattr(metered, "MeteredStore", Faulty)
+
+
+def test_the_cloudwatch_publisher_outlives_a_store_error(
+        tmp_path: Path, cloudwatch: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    qdir = tmp_path / "q"
+    LocalStore(qdir).put("wait/0_request.json", b"{}")
+    # snapshots 1 and 3 are read, 2 is not (the store unavailable), then the exporter stops
+    listings_of_wait(monkeypatch, {3: StoreUnavailable("SlowDown: wait/ (retries exhausted)"),
+                                   5: KeyboardInterrupt()})
+    result = CliRunner().invoke(cli, [
+        "exporter", "--queue", str(qdir), "--refresh", "1", "--cloudwatch-namespace",
+        "s3q-outlives", "--metrics-addr", f"127.0.0.1:{free_port()}"])
+    assert result.exit_code == 0, result.output
+    assert "SlowDown" in result.output  # (said, in the log)
+    # the refresh the store failed put nothing (no datapoint: not an empty queue)
+    assert sum(backlog_points(cloudwatch, "s3q-outlives", LocalStore(qdir).url)) == 2
