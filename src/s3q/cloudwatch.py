@@ -15,9 +15,11 @@ and per 1,000 requests). The exporter's role needs ``cloudwatch:PutMetricData``.
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from s3q.dashboard.snapshot import Snapshot, Snapshots
+from s3q.errors import ConfigError
 from s3q.store import StoreError
 
 if TYPE_CHECKING:
@@ -50,7 +52,14 @@ class BacklogPublisher:
         if client is None:
             import boto3
 
-            client = boto3.session.Session().client("cloudwatch", region_name=region)
+            # (botocore reads AWS_DEFAULT_REGION and the profile's, not AWS_REGION: the S3
+            # and SQS clients take it too)
+            region = region or os.environ.get("AWS_REGION")
+            try:
+                client = boto3.session.Session().client("cloudwatch", region_name=region)
+            except Exception as e:  # no region, a bad endpoint URL, a profile not found
+                raise ConfigError(f"--cloudwatch-namespace: cannot make a CloudWatch client: "
+                                  f"{e} (set region, or AWS_REGION)") from e
         self.client: CloudWatchClient = client
         self.published = 0
 

@@ -133,8 +133,8 @@ SETTINGS: tuple[Setting, ...] = (
     _S("endpoint_url", str, None, "S3 endpoint (MinIO, moto, ...); unset = "
        "AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS.",
        default_env=("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")),
-    _S("region", str, None, "AWS region (S3, SSM, SQS); unset = AWS_REGION, else the "
-       "standard AWS configuration (AWS_DEFAULT_REGION, the profile's)."),
+    _S("region", str, None, "AWS region (S3, SSM, SQS, the exporter's CloudWatch); unset = "
+       "AWS_REGION, else the standard AWS configuration (AWS_DEFAULT_REGION, the profile's)."),
     _S("retry_mode", str, "standard", "botocore retry mode.", choices=("standard", "adaptive")),
     _S("batch_deletes", bool, True, "Completions that commit together (while another "
        "commit is in flight, or up to 0.1 s apart), and with the claims of the same worker "

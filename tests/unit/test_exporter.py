@@ -3,6 +3,7 @@ failures (CloudWatch: moto's, on the S3 endpoint)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 
 from s3q.backends.local import LocalStore
 from s3q.cli import cli
+from s3q.cloudwatch import BacklogPublisher
 from s3q.dashboard import metered
 from s3q.store import StoreUnavailable
 from tests.s3server import S3Endpoint, free_port
@@ -77,3 +79,20 @@ def test_the_cloudwatch_publisher_outlives_a_store_error(
     assert "SlowDown" in result.output  # (said, in the log)
     # the refresh the store failed put nothing (no datapoint: not an empty queue)
     assert sum(backlog_points(cloudwatch, "s3q-outlives", LocalStore(qdir).url)) == 2
+
+
+def test_the_cloudwatch_client_takes_the_region_as_the_s3_one_or_says_it_has_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")  # (as S3's and SQS's clients take it)
+    assert BacklogPublisher("s3q").client.meta.region_name == "eu-west-3"
+    monkeypatch.delenv("AWS_REGION")
+    qdir = tmp_path / "q"
+    LocalStore(qdir).put("wait/0_request.json", b"{}")
+    result = CliRunner().invoke(cli, [
+        "exporter", "--queue", str(qdir), "--cloudwatch-namespace", "s3q",
+        "--metrics-addr", f"127.0.0.1:{free_port()}"])
+    assert result.exit_code == 2, result.exception  # (a traceback before)
+    assert "s3q: error: --cloudwatch-namespace: cannot make a CloudWatch client" in \
+        result.output and "region" in result.output
