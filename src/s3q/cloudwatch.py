@@ -62,6 +62,7 @@ class BacklogPublisher:
                                   f"{e} (set region, or AWS_REGION)") from e
         self.client: CloudWatchClient = client
         self.published = 0
+        self.failing = 0  # refreshes in a row that put nothing (said at the first only)
 
     def publish_latest(self, snapshots: Snapshots) -> None:
         """:meth:`publish` the latest snapshot. One the store failed to give puts nothing
@@ -70,13 +71,13 @@ class BacklogPublisher:
         try:
             snap = snapshots.get()
         except StoreError as e:
-            log.warning("cannot read the queue to publish to CloudWatch: %s", e,
-                        extra={"event": "cloudwatch_failed"})
+            self._failed(f"cannot read the queue to publish to CloudWatch: {e}")
             return
         self.publish(snap)
 
     def publish(self, snap: Snapshot) -> None:
-        """One PutMetricData; errors are logged (the next refresh tries again)."""
+        """One PutMetricData; errors are logged (the next refresh tries again): the first
+        of a run of failed refreshes at WARNING, the others at DEBUG, and its end."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         dims: list[DimensionTypeDef] = [{"Name": "Queue", "Value": snap.queue_url[:1024]}]
@@ -87,5 +88,18 @@ class BacklogPublisher:
             self.client.put_metric_data(Namespace=self.namespace, MetricData=data)
             self.published += 1
         except (BotoCoreError, ClientError) as e:
-            log.warning("cannot publish to CloudWatch: %s", e,
-                        extra={"event": "cloudwatch_failed"})
+            self._failed(f"cannot publish to CloudWatch: {e}")
+            return
+        if self.failing:
+            log.info("publishing to CloudWatch again, after %d refreshes that could not",
+                     self.failing, extra={"event": "cloudwatch_published",
+                                          "failed": self.failing})
+            self.failing = 0
+
+    def _failed(self, message: str) -> None:
+        """Said once per run of failed refreshes (every refresh, every 15 s, would say it
+        5,760 times a day): the first at WARNING, the next ones at DEBUG."""
+        self.failing += 1
+        log.log(logging.WARNING if self.failing == 1 else logging.DEBUG, "%s%s", message,
+                "" if self.failing == 1 else f" ({self.failing} refreshes in a row)",
+                extra={"event": "cloudwatch_failed", "failed": self.failing})

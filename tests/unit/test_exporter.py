@@ -3,6 +3,7 @@ failures (CloudWatch: moto's, on the S3 endpoint)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -10,12 +11,16 @@ from typing import Any, TypeVar
 
 import boto3
 import pytest
+from botocore.config import Config
 from click.testing import CliRunner
 
+from s3q import Queue
 from s3q.backends.local import LocalStore
+from s3q.backends.memory import MemoryStore
 from s3q.cli import cli
 from s3q.cloudwatch import BacklogPublisher
 from s3q.dashboard import metered
+from s3q.dashboard.snapshot import take_snapshot
 from s3q.store import StoreUnavailable
 from tests.s3server import S3Endpoint, free_port
 
@@ -96,3 +101,25 @@ def test_the_cloudwatch_client_takes_the_region_as_the_s3_one_or_says_it_has_non
     assert result.exit_code == 2, result.exception  # (a traceback before)
     assert "s3q: error: --cloudwatch-namespace: cannot make a CloudWatch client" in \
         result.output and "region" in result.output
+
+
+def test_cloudwatch_failing_refresh_after_refresh_is_said_once_and_its_end_too(
+        cloudwatch: Any, s3_endpoint: S3Endpoint, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="s3q.cloudwatch")
+    snap = take_snapshot(Queue(MemoryStore("cw")))
+    unreachable = boto3.client("cloudwatch", region_name=s3_endpoint.region,
+                               endpoint_url=f"http://127.0.0.1:{free_port()}",
+                               config=Config(retries={"total_max_attempts": 1}))
+    publisher = BacklogPublisher("s3q-said-once", client=unreachable)
+    for _ in range(40):  # ten minutes of refreshes (15 s)
+        publisher.publish(snap)
+    said = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 1 and "cannot publish to CloudWatch" in said[0].getMessage()
+    publisher.client = cloudwatch  # (it answers again)
+    publisher.publish(snap)
+    assert publisher.published == 1
+    assert [r.getMessage() for r in caplog.records][-1] == (
+        "publishing to CloudWatch again, after 40 refreshes that could not")
+    publisher.client = unreachable  # a new outage is said again
+    publisher.publish(snap)
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 2
