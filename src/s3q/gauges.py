@@ -61,6 +61,10 @@ def gauges(snap: Snapshot) -> list[Metric]:
     overdue = gauge("s3q_queue_overdue_leases", "Expired leases nobody took over in time: "
                     "no worker is running (s3q status --check fails).")
     overdue.add_metric([], sum(r.overdue for r in snap.in_flight))
+    read = gauge("s3q_queue_leases_complete", "1 if every lease was read, 0 if only the "
+                 "first ones (in key order, up to the limit): in flight, retry waiting, "
+                 "expired and overdue then count those only.")
+    read.add_metric([], 1 if snap.leases_complete else 0)
     paused = gauge("s3q_queue_paused", "1 while the queue is paused (s3q pause).")
     paused.add_metric([], 1 if snap.paused else 0)
     workers = gauge("s3q_workers", "Workers in the registry, live or stale.", ["state"])
@@ -85,7 +89,7 @@ def gauges(snap: Snapshot) -> list[Metric]:
     took = gauge("s3q_exporter_snapshot_seconds", "How long gathering the latest snapshot "
                  "took.")
     took.add_metric([], snap.seconds)
-    return [requests, complete, oldest, retrying, in_flight, expired, overdue, paused,
+    return [requests, complete, oldest, retrying, in_flight, expired, overdue, read, paused,
             workers, slots, busy, rate, backlog, took]
 
 

@@ -16,6 +16,7 @@ from s3q.gauges import gauges, queue_registry
 from s3q.metrics import Metrics
 from s3q.pause import pause
 from s3q.registry import PREFIX, Registry, WorkerRecord
+from tests.unit.harness import FakeClock
 from tests.unit.test_pacing import Listing
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "METRICS.md").read_text()
@@ -84,3 +85,21 @@ def test_a_snapshot_reads_no_more_leases_than_its_limit_and_one() -> None:
     snap = take_snapshot(q, lease_limit=2)
     assert len(snap.in_flight) == 2 and not snap.leases_complete
     assert store.lease_reads == 3
+
+
+def test_the_gauges_say_when_the_leases_past_the_limit_were_not_read() -> None:
+    """The lease gauges (in flight, expired, overdue: the alert on no worker running) count
+    the leases read: up to the limit, in key order. One past it, overdue, is not seen: the
+    gauges must say so rather than let 0 read as none."""
+    clock = FakeClock()
+    store = MemoryStore("overdue-past-the-limit", clock=clock)
+    q = Queue(store, QueueConfig(lease_ttl=30))
+    for name in ("a_request.json", "b_request.json", "c_request.json"):
+        q.submit(name, b"{}")
+        assert q.claim("w-a") is not None
+    clock.advance(600)  # (its worker died; no worker scans)
+    overdue = 's3q_queue_overdue_leases 3.0'
+    text = generate_latest(queue_registry(Snapshots(q, lease_limit=3), store)).decode()
+    assert overdue in text and "s3q_queue_leases_complete 1.0" in text
+    text = generate_latest(queue_registry(Snapshots(q, lease_limit=2), store)).decode()
+    assert "s3q_queue_overdue_leases 2.0" in text and "s3q_queue_leases_complete 0.0" in text
