@@ -61,6 +61,14 @@ def gauges(snap: Snapshot) -> list[Metric]:
     overdue = gauge("s3q_queue_overdue_leases", "Expired leases nobody took over in time: "
                     "no worker is running (s3q status --check fails).")
     overdue.add_metric([], sum(r.overdue for r in snap.in_flight))
+    unreadable = gauge("s3q_queue_unreadable_leases", "Leases this process may not read "
+                       "(GET denied): in no other gauge; if their worker dies, no worker "
+                       "can take them over (s3q status --check fails).")
+    unreadable.add_metric([], len(snap.unreadable_leases))
+    corrupt = gauge("s3q_queue_corrupt_leases", "Corrupt leases the takeover leaves for an "
+                    "operator (no body s3q can read, the request nowhere else): never "
+                    "overdue, never cleared by a worker (s3q status --check fails).")
+    corrupt.add_metric([], len(snap.kept_leases))
     read = gauge("s3q_queue_leases_complete", "1 if every lease was read, 0 if only the "
                  "first ones (in key order, up to the limit): in flight, retry waiting, "
                  "expired and overdue then count those only.")
@@ -89,8 +97,8 @@ def gauges(snap: Snapshot) -> list[Metric]:
     took = gauge("s3q_exporter_snapshot_seconds", "How long gathering the latest snapshot "
                  "took.")
     took.add_metric([], snap.seconds)
-    return [requests, complete, oldest, retrying, in_flight, expired, overdue, read, paused,
-            workers, slots, busy, rate, backlog, took]
+    return [requests, complete, oldest, retrying, in_flight, expired, overdue, unreadable,
+            corrupt, read, paused, workers, slots, busy, rate, backlog, took]
 
 
 def queue_registry(snapshots: Snapshots, store: Store) -> CollectorRegistry:
