@@ -9,18 +9,29 @@ in :mod:`s3q.dashboard.snapshot`. Every name, type and label: docs/METRICS.md.
 
 from __future__ import annotations
 
+import logging
+import socket
+import threading
 from collections import Counter
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from s3q.dashboard.snapshot import Snapshot, Snapshots
 from s3q.metrics import StoreCollector
-from s3q.store import Store
+from s3q.store import Store, StoreError
 
-__all__ = ["QueueCollector", "queue_registry"]
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["QueueCollector", "queue_registry", "serve_gauges"]
+
+log = logging.getLogger("s3q.gauges")
 
 
 class QueueCollector(Collector):
@@ -107,3 +118,55 @@ def queue_registry(snapshots: Snapshots, store: Store) -> CollectorRegistry:
     registry.register(QueueCollector(snapshots))
     registry.register(StoreCollector(store))
     return registry
+
+
+def answering_store_errors(app: WSGIApplication) -> WSGIApplication:
+    """``app`` (prometheus_client's), a scrape the store fails answered 503 with why in one
+    line (a failed scrape: Prometheus' ``up`` is 0, never gauges of an empty queue) instead
+    of a traceback on stderr each time; the first of a run of such scrapes is logged at
+    WARNING, the next ones at DEBUG, and its end at INFO."""
+    lock, failing = threading.Lock(), [0]
+
+    def answer(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            body = app(environ, start_response)
+        except StoreError as e:
+            with lock:
+                failing[0] += 1
+                n = failing[0]
+            log.log(logging.WARNING if n == 1 else logging.DEBUG, "cannot read the queue for "
+                    "a scrape: %s%s", e, "" if n == 1 else f" ({n} scrapes in a row)",
+                    extra={"event": "scrape_failed", "failed": n})
+            start_response("503 Service Unavailable",
+                           [("Content-Type", "text/plain; charset=utf-8")])
+            return [f"s3q exporter: cannot read the queue: {' '.join(str(e).split())}\n"
+                    .encode()]
+        with lock:
+            n, failing[0] = failing[0], 0
+        if n:
+            log.info("scrapes answered again, after %d that could not", n,
+                     extra={"event": "scrape_answered", "failed": n})
+        return body
+
+    return answer
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # no line per request
+        pass
+
+
+def serve_gauges(registry: CollectorRegistry, host: str, port: int) -> WSGIServer:
+    """Serve ``registry`` on ``host:port`` (``/metrics``, any path), in a daemon thread,
+    as prometheus_client's ``start_http_server`` does, answering store errors
+    (:func:`answering_store_errors`). Raises OSError (the port in use, ...)."""
+    family, _, _, _, where = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                flags=socket.AI_PASSIVE)[0]
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+    server = make_server(str(where[0]), port, answering_store_errors(make_wsgi_app(registry)),
+                         Server, handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, name="s3q-gauges", daemon=True).start()
+    return server

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+import signal
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,17 +57,26 @@ def backlog_points(client: Any, namespace: str, queue: str) -> list[float]:
     return [p["SampleCount"] for p in stats["Datapoints"]]
 
 
-def listings_of_wait(monkeypatch: pytest.MonkeyPatch,
-                     plan: dict[int, BaseException]) -> None:
+@pytest.fixture(autouse=True)
+def _sigterm_restored() -> Iterator[None]:
+    """The exporter run in this process sets its SIGTERM handler (exit 0): put back
+    pytest's after the test."""
+    previous = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def listings_of_wait(monkeypatch: pytest.MonkeyPatch, plan: dict[int, BaseException],
+                     healed: threading.Event | None = None) -> None:
     """The exporter's store (its request meter) raises ``plan[n]`` at its ``n``-th listing
-    of wait/ (1: the check at start; then one per snapshot)."""
+    of wait/ (1: the check at start; then one per snapshot), until ``healed`` is set."""
     seen = [0]
 
     class Faulty(metered.MeteredStore):
         def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
             if op == "list" and args["prefix"] == "wait/":
                 seen[0] += 1
-                if seen[0] in plan:
+                if seen[0] in plan and not (healed and healed.is_set()):
                     raise plan[seen[0]]
             return super()._call(op, args, fn)
 
@@ -123,3 +136,53 @@ def test_cloudwatch_failing_refresh_after_refresh_is_said_once_and_its_end_too(
     publisher.client = unreachable  # a new outage is said again
     publisher.publish(snap)
     assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 2
+
+
+def test_a_scrape_the_store_fails_is_answered_in_one_line_and_said_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store fails (unavailable) from the exporter's first reading on: each scrape
+    fails, as it must (Prometheus: up 0, never gauges of an empty queue), and says why in
+    a line; the log says it once, not a traceback per scrape, and when it ends."""
+    qdir = tmp_path / "q"
+    LocalStore(qdir).put("wait/0_request.json", b"{}")
+    healed = threading.Event()
+    failing: dict[int, BaseException] = {
+        n: StoreUnavailable("SlowDown: wait/ (retries exhausted)")
+        for n in range(2, 100)}  # (1: the check at start)
+    listings_of_wait(monkeypatch, failing, healed)
+    port = free_port()
+    answers: list[tuple[int, str]] = []
+
+    def scrape() -> tuple[int, str]:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def prometheus() -> None:
+        try:
+            for _ in range(600):  # (until it serves)
+                try:
+                    answers.append(scrape())
+                    break
+                except urllib.error.URLError:
+                    threading.Event().wait(0.05)
+            answers.extend(scrape() for _ in range(2))
+            healed.set()
+            answers.append(scrape())
+        finally:
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    threading.Thread(target=prometheus, daemon=True).start()
+    result = CliRunner().invoke(cli, ["exporter", "--queue", str(qdir),
+                                      "--metrics-addr", f"127.0.0.1:{port}"])
+    assert result.exit_code == 0, result.output
+    assert [code for code, _ in answers] == [503, 503, 503, 200]
+    assert answers[0][1] == ("s3q exporter: cannot read the queue: SlowDown: wait/ (retries "
+                             "exhausted)\n")
+    assert 's3q_queue_requests{state="wait"} 1.0' in answers[-1][1]
+    assert "Traceback" not in result.output
+    assert result.output.count("cannot read the queue for a scrape") == 1
+    assert "scrapes answered again, after 3 that could not" in result.output

@@ -36,10 +36,8 @@ def exporter(refresh: float, count_limit: int, cloudwatch_namespace: str | None)
 
     Run ONE per queue (or use the dashboard's /metrics): workers do not export these.
     Names, types and labels: docs/METRICS.md."""
-    from prometheus_client import start_http_server
-
     from s3q.dashboard.snapshot import Snapshots
-    from s3q.gauges import queue_registry
+    from s3q.gauges import queue_registry, serve_gauges
 
     app = App(quiet=False)
     host, port = app.config.metrics_endpoint(DEFAULT_PORT)
@@ -52,7 +50,7 @@ def exporter(refresh: float, count_limit: int, cloudwatch_namespace: str | None)
 
         publisher = BacklogPublisher(cloudwatch_namespace, region=app.config.region)
     try:
-        server, _thread = start_http_server(port, addr=host, registry=registry)
+        server = serve_gauges(registry, host, port)
     except OSError as e:
         raise Failure(f"metrics_addr: cannot serve on {host}:{port}: {e.strerror or e}"
                       ) from None
