@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from s3q import layout, leases
 from s3q.body import is_ours, processing_view
@@ -354,10 +355,10 @@ class Claimer:
             _stalled(ctx, held.lease, held.etag, exc)
             return None
         lease, etag = replace(held.lease, proc=claimed.proc, view=claimed.view), held.etag
-        return self._started(lease, etag, guard, 0.0)
+        return self._started(lease, etag, guard, 0.0, last_error=old.error)
 
-    def _started(self, lease: Lease, etag: str, guard: Deadline,
-                 view_after: float) -> Job | None:
+    def _started(self, lease: Lease, etag: str, guard: Deadline, view_after: float, *,
+                 last_error: dict[str, Any] | None = None) -> Job | None:
         job = self._make_job(lease, etag, guard)
         self._walk.claimed(lease.name)
         if view_after:
@@ -366,6 +367,9 @@ class Claimer:
                       gen=lease.gen)
         if job.attempt <= self.ctx.config.max_attempts:
             return job
+        # (max_attempts lowered since its last attempt failed: that failure is the news)
+        last = (f"; its last attempt failed: {last_error.get('type')}: "
+                f"{last_error.get('message')}" if isinstance(last_error, dict) else "")
         job.fail(f"attempt {job.attempt} exceeds max_attempts="
-                 f"{self.ctx.config.max_attempts}", retry=False)
+                 f"{self.ctx.config.max_attempts}{last}", retry=False)
         return None
