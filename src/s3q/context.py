@@ -185,8 +185,9 @@ class Context:
     def unusable(self, name: str) -> str | None:
         """Why ``name`` matches the filter but can never be a request (a key such as
         ``a//b_request.json`` another S3 client wrote), or None: it is one, or it does not
-        match, or it is a "folder" marker."""
-        if name.endswith("/") or not fnmatch.fnmatchcase(name, self.config.filter):
+        match, or it is a "folder" marker (``incoming/``; or ``""``: ``wait/`` itself, the
+        marker a console's "Create folder" named ``wait`` leaves)."""
+        if not name or name.endswith("/") or not fnmatch.fnmatchcase(name, self.config.filter):
             return None
         try:
             validate_key(name)
