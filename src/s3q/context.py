@@ -12,7 +12,7 @@ import fnmatch
 import logging
 import random
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,7 +20,7 @@ from s3q import clock, layout
 from s3q.batching import RIDE, DeleteBatcher
 from s3q.errors import ConfigError, LeaseLost
 from s3q.records import CLOCK_MARGIN, backoff_delay
-from s3q.store import InvalidKey, ObjectInfo, Store, validate_key
+from s3q.store import InvalidKey, LeftOut, ObjectInfo, Store, validate_key
 
 __all__ = ["Context", "Deadline", "Listener", "QueueConfig", "error_info", "message_of"]
 
@@ -198,6 +198,35 @@ class Context:
     def fits(self, name: str) -> bool:
         """Do all keys derived from ``name`` fit the store's key limit?"""
         return len(layout.longest_key(name).encode()) <= self.store.max_key_bytes
+
+
+def never_claimed(max_key_bytes: int, too_long: Sequence[str], unusable: Sequence[str],
+                  left_out: Sequence[LeftOut]) -> list[str]:
+    """The problems of what waits in wait/ and is never claimed, as ``s3q status`` and the
+    dashboard name them: names too long for the store (``max_key_bytes``), names matching
+    the filter that are no usable keys, what the store could not list there at all."""
+    problems: list[str] = []
+    if unusable:
+        problems.append(
+            f"{len(unusable)} name(s) in wait/ match the filter but are not usable keys (an "
+            f"empty, '.' or '..' segment, a control character, …): never claimed; rename "
+            f"them: {', '.join(repr(n[:60]) for n in unusable[:3])}")
+    if left_out:
+        shown = "; ".join(_one_line(str(e), 300) for e in left_out[:3])
+        problems.append(
+            f"{len(left_out)} file(s) or folder(s) in wait/ the store cannot list (unreadable, "
+            f"or a name no key can hold): never claimed; fix or rename them: {shown}")
+    if too_long:
+        problems.append(
+            f"{len(too_long)} request name(s) in wait/ too long for this store (a key derived "
+            f"from each would exceed {max_key_bytes} bytes): never claimed; "
+            f"rename them: {', '.join(n[:60] + '…' for n in too_long[:3])}")
+    return problems
+
+
+def _one_line(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def error_info(

@@ -5,12 +5,17 @@ and a burst treat each."""
 from __future__ import annotations
 
 import logging
+from html import unescape
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
 
 from s3q import Queue, State
 from s3q.cli.status import queue_status
+from s3q.dashboard.app import create_app
+from s3q.dashboard.security import Credentials
+from s3q.dashboard.snapshot import take_snapshot
 from s3q.worker import Worker, WorkerOptions
 from tests.s3server import MakeS3Store, S3Endpoint
 
@@ -43,3 +48,33 @@ def test_the_consoles_folder_marker_of_wait_itself_is_no_request_and_no_problem(
     for folder in ("wait/", "wait/incoming/"):  # left alone
         head = client.head_object(Bucket=s3_endpoint.bucket, Key=f"{prefix}/{folder}")
         assert head["ContentLength"] == 0
+
+
+def test_the_dashboard_says_which_names_in_wait_are_never_claimed(
+        s3_endpoint: S3Endpoint, make_s3_store: MakeS3Store, tmp_path: Path) -> None:
+    """A name another S3 client put into wait/ that no claim ever takes (one too long for
+    the keys s3q derives from it; one that is no usable key, ``a//b_request.json``), or a
+    local file no key can hold: ``s3q status`` names each as a problem; the dashboard's
+    overview shows "the problems status --check reports", so it names them too, rather than
+    showing a request waiting for ever (the too long one is counted in wait/) and nothing
+    wrong."""
+    prefix = f"t/{uuid4().hex}"
+    client = s3_endpoint.client()
+    q = Queue(make_s3_store(prefix=prefix))
+    room = q.store.max_key_bytes - len(b"wait/")
+    too_long = "d/" * 200 + "x" * (room - 400 - len("_request.json")) + "_request.json"
+    assert not q.ctx.fits(too_long)
+    for name in (too_long, "a//b_request.json"):
+        client.put_object(Bucket=s3_endpoint.bucket, Key=f"{prefix}/wait/{name}", Body=b"{}")
+    local = Queue(str(tmp_path / "root"))
+    dropped = tmp_path / "root" / "wait" / "new\nline_request.json"
+    dropped.parent.mkdir(parents=True)
+    dropped.write_bytes(b"{}")
+
+    for queue, expected in ((q, 2), (local, 1)):
+        said = [p for p in queue_status(queue)["problems"] if "never claimed" in p]
+        assert len(said) == expected, said
+        snap = take_snapshot(queue)
+        assert [p for p in snap.problems if "never claimed" in p] == said
+        page = create_app(queue, Credentials(), refresh=1).test_client().get("/")
+        assert all(p in unescape(page.get_data(as_text=True)) for p in said)

@@ -17,6 +17,7 @@ from s3q.breaker import breaker_records
 from s3q.cli.errors import EXIT_UNHEALTHY
 from s3q.cli.options import App, Duration, S3qCommand, json_option, setting_options
 from s3q.cli.output import echo_json, iso, one_line, table
+from s3q.context import never_claimed
 from s3q.durations import age
 from s3q.layout import State
 from s3q.leases import unreadable_problem
@@ -120,25 +121,11 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
     # paused, no worker takes anything over (deliberately): overdue leases are no problem
     problems = _problems(queue, counts, oldest_age, [] if fleet["paused"] else overdue,
                          max_age=max_age, max_failed=max_failed, every=every)
-    if unusable:
-        problems.append(
-            f"{len(unusable)} name(s) in wait/ match the filter but are not usable keys (an "
-            f"empty, '.' or '..' segment, a control character, …): never claimed; rename "
-            f"them: {', '.join(repr(n[:60]) for n in unusable[:3])}")
-    if left_out:
-        problems.append(
-            f"{len(left_out)} file(s) or folder(s) in wait/ the store cannot list (unreadable, "
-            f"or a name no key can hold): never claimed; fix or rename them: "
-            f"{'; '.join(one_line(str(e), 300) for e in left_out[:3])}")
+    problems += never_claimed(queue.store.max_key_bytes, too_long, unusable, left_out)
     if unreadable:
         problems.append(unreadable_problem(unreadable))
     if kept:
         problems.append(kept_problem(kept))
-    if too_long:
-        problems.append(
-            f"{len(too_long)} request name(s) in wait/ too long for this store (a key derived "
-            f"from each would exceed {queue.store.max_key_bytes} bytes): never claimed; "
-            f"rename them: {', '.join(n[:60] + '…' for n in too_long[:3])}")
     longer = longer_leases(workers, queue.config.lease_ttl,
                            {r["worker"] for r in in_flight if r["lease_ttl"] is None})
     if longer:  # leases not telling their lease_ttl are judged by a shorter one than theirs

@@ -21,6 +21,7 @@ Prometheus scrapes cost one snapshot per ``ttl``.
 
 from __future__ import annotations
 
+import fnmatch
 import threading
 import time
 from collections import Counter
@@ -28,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from s3q import layout
+from s3q.context import never_claimed
 from s3q.layout import State
 from s3q.leases import unreadable_problem
 from s3q.pause import PauseState, pause_state
@@ -35,7 +37,7 @@ from s3q.queue import Queue
 from s3q.records import Intent, Lease
 from s3q.registry import Entry, Registry
 from s3q.scanrole import RoleSeen
-from s3q.store import ObjectInfo, resume_after
+from s3q.store import LeftOut, ObjectInfo, resume_after
 from s3q.takeover import kept_corrupt, kept_problem
 
 __all__ = ["InFlight", "Snapshot", "Snapshots", "StateCount", "take_snapshot"]
@@ -113,18 +115,35 @@ class Snapshot:
         return sum(self.throughput)
 
 
-def count_state(queue: Queue, state: State, limit: int) -> tuple[StateCount, float | None]:
+def count_state(queue: Queue, state: State, limit: int, never: list[str] | None = None
+                ) -> tuple[StateCount, float | None]:
     """(count up to ``limit``, the oldest Last-Modified among those counted), listing page by
-    page and never past the limit (the store's "truncated" flag tells whether more follow)."""
+    page and never past the limit (the store's "truncated" flag tells whether more follow).
+    With ``never``, the problems of what that listing met and no claim will ever take (as
+    ``s3q status`` says them: :func:`s3q.context.never_claimed`) are added to it."""
     n, oldest, start = 0, None, None
+    too_long: list[str] = []
+    unusable: list[str] = []
+    left_out: list[LeftOut] = []
+    ctx = queue.ctx
     while True:
         page = queue.store.list_page(state.prefix, start_after=start,
                                      limit=max(1, min(1000, limit - n)))
         for info in page.items:
-            if queue.is_request(layout.name_of(state.prefix, info.key)):
+            name = layout.name_of(state.prefix, info.key)
+            if queue.is_request(name):
                 n += 1
                 if oldest is None or info.last_modified < oldest:
                     oldest = info.last_modified
+                if never is not None and not ctx.fits(name):
+                    too_long.append(name)
+            elif never is not None and ctx.unusable(name) is not None:
+                unusable.append(name)
+        if never is not None:
+            left_out += [e for e in page.left_out if e.key.endswith("/") or fnmatch.fnmatchcase(
+                e.key[len(state.prefix):], queue.config.filter)]
+            if not page.truncated or not page.items or n >= limit:
+                never += never_claimed(queue.store.max_key_bytes, too_long, unusable, left_out)
         if not page.truncated or not page.items:
             return StateCount(n, True), oldest
         if n >= limit:
@@ -150,9 +169,11 @@ def take_snapshot(queue: Queue, registry: Registry | None = None, *,
     registry = registry or Registry(queue.store)
     counts: dict[str, StateCount] = {}
     oldest = None
+    never: list[str] = []  # (what waits in wait/ and is never claimed)
     for state in State:
         limit = finish_limit if state is State.FINISH else count_limit
-        counts[state.value], first = count_state(queue, state, limit)
+        counts[state.value], first = count_state(queue, state, limit,
+                                                 never if state is State.WAIT else None)
         if state is State.WAIT:
             oldest = first
     now = queue.store.now()
@@ -182,7 +203,7 @@ def take_snapshot(queue: Queue, registry: Registry | None = None, *,
         leases_complete=leases_complete, workers=workers, paused=pause_state(queue.store),
         problems=[], throughput=throughput(workers, history), scanner=scanner,
         unreadable_leases=unreadable, kept_leases=kept)
-    snap.problems = problems(queue, snap)
+    snap.problems = never + problems(queue, snap)
     snap.seconds = time.perf_counter() - t0
     return snap
 
