@@ -269,8 +269,13 @@ def _die_with_worker(worker_pid: int) -> Callable[[], None] | None:
 
 
 def _safe_basename(name: str) -> str:
+    """The request file's name: the last segment of ``name``, its tail (the extension kept)
+    of at most 100 UTF-8 bytes (a file name holds 255; a key's segment may hold 1,024)."""
     base = name.rsplit("/", 1)[-1]
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in base)[-100:] or "request"
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in base)
+    while len(safe.encode()) > 100:
+        safe = safe[1:]
+    return safe or "request"
 
 
 #: Seconds between SIGTERM and SIGKILL when a handler's process group is stopped.

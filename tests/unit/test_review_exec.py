@@ -107,3 +107,25 @@ def test_a_process_left_holding_the_programs_pipes_keeps_neither_result_nor_stde
     else:
         record = q.error_record("a_request.json")
         assert record is not None and "the reason" in record.error["message"]
+
+
+def test_a_long_unicode_name_still_gets_its_file(tmp_path: Path) -> None:
+    """The request file the program gets is named after the request's last segment, its
+    last 100 characters: those of a name another S3 client gave it (90 kanji and ".json",
+    275 UTF-8 bytes: S3 takes keys of 1,024) were more than a file name holds (255 bytes on
+    Linux), so the file could not be created, every attempt failed with OSError (File name
+    too long) without running the program, and the request ended in failed/. The file's
+    name is cut to what a file name holds; the program runs and gets the bytes."""
+    name = "2026/" + "報" * 90 + ".json"
+    q = Queue(MemoryStore("exec-review-long-name"), QueueConfig(lease_ttl=6.0,
+                                                                max_attempts=1))
+    q.submit(name, "本文".encode())
+    script = ("import os, sys; p = sys.argv[1]; "
+              "sys.stdout.buffer.write(open(p, 'rb').read() + os.path.basename(p).encode())")
+    stats = Worker(q, ExecHandler([sys.executable, "-c", script, "{path}"]),
+                   WorkerOptions("w", burst=True)).run()
+    assert stats.completed == 1, q.error_record(name)
+    result = q.result(name)
+    assert result is not None and result.startswith("本文".encode())
+    basename = result[len("本文".encode()):]
+    assert basename.endswith(b".json") and len(basename) <= 255
