@@ -5,6 +5,7 @@ and a burst treat each."""
 from __future__ import annotations
 
 import logging
+import os
 from html import unescape
 from pathlib import Path
 from uuid import uuid4
@@ -78,3 +79,47 @@ def test_the_dashboard_says_which_names_in_wait_are_never_claimed(
         assert [p for p in snap.problems if "never claimed" in p] == said
         page = create_app(queue, Credentials(), refresh=1).test_client().get("/")
         assert all(p in unescape(page.get_data(as_text=True)) for p in said)
+
+
+def test_local_links_and_special_files_in_wait_are_reported_not_hidden(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """What a producer may leave in a local queue's wait/ that the store never lists (so
+    that no claim reads through it): a symlink to a request file outside the store's root
+    (``ln -s /data/in/x.json wait/``), one whose target is gone, a symlink to a directory
+    (never followed: nothing below it is claimed), and a named pipe. Each was left out of
+    every listing without a word, so ``s3q status`` said the queue was healthy with nothing
+    waiting while the request sat there for ever; each is now reported as what the store
+    cannot list (once per worker process), as an unreadable file is."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (outside / "dir").mkdir(parents=True)
+    (outside / "x.json").write_bytes(b"{}")
+    (outside / "dir" / "y_request.json").write_bytes(b"{}")
+    wait = root / "wait"
+    wait.mkdir(parents=True)
+    (wait / "linked_request.json").symlink_to(outside / "x.json")
+    (wait / "gone_request.json").symlink_to(outside / "missing.json")
+    (wait / "linked_dir").symlink_to(outside / "dir", target_is_directory=True)
+    os.mkfifo(wait / "pipe_request.json")
+    (wait / "2026" / "12").mkdir(parents=True)  # a link into wait/ itself hides nothing:
+    (wait / "2026" / "12" / "d_request.json").write_bytes(b"{}")  # (listed where it is)
+    os.utime(wait / "2026" / "12" / "d_request.json", (1, 1))
+    (wait / "today").symlink_to(wait / "2026" / "12", target_is_directory=True)
+    q = Queue(str(root))
+    q.submit("good_request.json", b"good")
+
+    with caplog.at_level(logging.WARNING, logger="s3q"):
+        status = queue_status(q)
+    left = {"gone_request.json", "linked_dir/", "linked_request.json", "pipe_request.json"}
+    warned = {r.getMessage().split(": ", 1)[0] for r in caplog.records
+              if getattr(r, "event", "") == "unreadable"}
+    stats = Worker(q, lambda job: None,
+                   WorkerOptions("w-links", concurrency=1, burst=True)).run()
+    assert stats.completed == 2  # (and nothing read through a link: see test_bad_input)
+    assert warned == {str(wait / k).rstrip("/") + ("/" if k.endswith("/") else "")
+                      for k in left}, warned
+    [problem] = [p for p in status["problems"] if "cannot list" in p]
+    assert problem.startswith("4 file(s) or folder(s) in wait/ the store cannot list")
+    assert not status["healthy"]
+    for name in ("linked_request.json", "gone_request.json", "linked_dir"):
+        assert (wait / name).is_symlink()  # left where they were
+    assert (outside / "x.json").read_bytes() == b"{}"

@@ -87,7 +87,11 @@ def _entry_name(tree: _Tree, entry: os.DirEntry[str], base: str) -> str | None:
     """The name :func:`_entries` lists for ``entry``, or None. An entry that cannot be
     examined (a symlink into a directory this user may not read, a symlink loop, a
     symlink through a file) is reported and left out: it must not end the listing of the
-    directory, whose other entries would never be listed (nor claimed) again."""
+    directory, whose other entries would never be listed (nor claimed) again. So is one
+    that is never listed, lest a request a producer left there wait unseen for ever: a
+    symlink leading out of the root or to nothing, one to a directory (never followed)
+    other than its own state's (``wait/today`` -> ``wait/2026/12/04``: listed there), and
+    what is neither a file nor a directory (a named pipe, a socket, a device)."""
     try:
         if entry.is_dir(follow_symlinks=False):
             return entry.name + "/" if base or entry.name != RESERVED else None
@@ -95,9 +99,29 @@ def _entry_name(tree: _Tree, entry: os.DirEntry[str], base: str) -> str | None:
             entry.is_symlink() and entry.is_file() and tree.inside(entry.path)
         ):
             return entry.name
+        if entry.is_symlink() and entry.is_dir():
+            state = os.path.join(tree.root, base.partition("/")[0])
+            if not (base and _within(entry.path, state)):
+                tree.unreadable(base + entry.name + "/", OSError(
+                    errno.ENOTSUP, "a symbolic link to a directory, never followed"))
+        elif entry.is_symlink():
+            tree.unreadable(base + entry.name, OSError(errno.EXDEV, (
+                "a symbolic link to nothing" if not os.path.exists(entry.path) else
+                "a symbolic link leading out of the store's root"
+                if not tree.inside(entry.path) else "a symbolic link to no regular file")))
+        else:
+            tree.unreadable(base + entry.name, OSError(
+                errno.ENOTSUP, "not a regular file (a named pipe, a socket, a device)"))
     except OSError as e:
         tree.unreadable(base + entry.name, e)
     return None
+
+
+def _within(path: str, top: str) -> bool:
+    """Does ``path`` resolve below the directory ``top``, a state's (its walk lists what is
+    there: a link into it hides nothing)?"""
+    top, real = os.path.realpath(top), os.path.realpath(path)
+    return real == top or real.startswith(top + os.sep)
 
 
 def left_out(e: OSError) -> tuple[str, str, str, str]:
