@@ -11,8 +11,10 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from click.testing import CliRunner
 
-from s3q import Queue, State
+from s3q import Queue, State, layout
+from s3q.cli import cli
 from s3q.cli.status import queue_status
 from s3q.dashboard.app import create_app
 from s3q.dashboard.security import Credentials
@@ -123,3 +125,45 @@ def test_local_links_and_special_files_in_wait_are_reported_not_hidden(
     for name in ("linked_request.json", "gone_request.json", "linked_dir"):
         assert (wait / name).is_symlink()  # left where they were
     assert (outside / "x.json").read_bytes() == b"{}"
+
+
+def test_submit_refuses_names_too_long_for_the_store_before_submitting_any(
+        s3_endpoint: S3Endpoint, make_s3_store: MakeS3Store, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``s3q submit DIR`` checks every name against the filter before it submits any, but
+    a name too long for the store's keys was refused only when its turn came: the files
+    uploaded before it stayed in wait/ (submitted again, and perhaps run again, when the
+    command is repeated once the name is fixed), and the message did not say what length
+    would do. Now nothing is submitted, and the message says how long a name may be."""
+    for name in [n for n in os.environ if n.startswith(("S3Q_", "AWS_"))]:
+        monkeypatch.delenv(name)
+    prefix = f"t/{uuid4().hex}"
+    monkeypatch.setenv("S3Q_QUEUE", f"s3://{s3_endpoint.bucket}/{prefix}")
+    monkeypatch.setenv("S3Q_IMDS", "off")
+    monkeypatch.setenv("S3Q_LOCK_DIR", str(tmp_path))
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", s3_endpoint.region)
+    if s3_endpoint.endpoint_url:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint.endpoint_url)
+    if s3_endpoint.access_key_id and s3_endpoint.secret_access_key:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_endpoint.access_key_id)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_endpoint.secret_access_key)
+    monkeypatch.chdir(tmp_path)
+    src = Path("in")
+    deep = src / "/".join(["d" * 200] * 4) / ("x" * 150 + "_request.json")  # 967 bytes
+    deep.parent.mkdir(parents=True)
+    deep.write_bytes(b"{}")
+    for i in range(20):
+        (src / f"{i:02d}_request.json").write_bytes(b"{}")
+    q = Queue(make_s3_store(prefix=prefix))
+    most = q.store.max_key_bytes - len(layout.longest_key("").encode())
+
+    out = CliRunner().invoke(cli, ["submit", str(src)], catch_exceptions=False)
+
+    assert out.exit_code == 2, out.output
+    assert "nothing was submitted" in out.output and f"at most {most} bytes" in out.output
+    assert list(q.ls(State.WAIT)) == []
+    q.store.put(f"wait/{deep.relative_to(src)}", b"{}")  # (put there by another client)
+    [said] = [p for p in queue_status(q)["problems"] if "too long" in p]
+    assert f"rename them (to at most {most} bytes)" in said

@@ -42,12 +42,13 @@ def submit(files: tuple[str, ...], name: str | None, as_json: bool) -> None:
 
     FILES are files (named by their base name), directories (recursively, named by their
     path inside the directory), glob patterns (named by their path below the pattern's
-    fixed part) and - for standard input (needs --name). Every name must match the filter;
-    otherwise nothing is submitted."""
+    fixed part) and - for standard input (needs --name). Every name must match the filter,
+    and fit the store's keys; otherwise nothing is submitted."""
     app = App()
     sources = collect_sources(files, name)
     check_names(sources, app.config.filter)
     queue = app.open_queue(create=True)
+    check_lengths(queue, sources)
     infos = upload(queue, sources, app.config.concurrency)
     if as_json:
         echo_json("submit", {"queue": queue.store.url, "requests": [
@@ -126,6 +127,19 @@ def check_names(sources: Sequence[Source], pattern: str) -> None:
         raise Failure(f"{len(bad)} name(s) do not match the filter {pattern!r} (e.g. "
                       f"{bad[0]!r}), so no worker would pick them up; nothing was submitted "
                       "(submit only matching files, e.g. with a glob, or change --filter)")
+
+
+def check_lengths(queue: Queue, sources: Sequence[Source]) -> None:
+    """Every name fits the store's keys (``Queue.submit`` refuses one that does not): else
+    nothing is submitted, rather than the files uploaded before it."""
+    bad = [s.name for s in sources if not queue.ctx.fits(s.name)]
+    if bad:
+        most = queue.store.max_key_bytes - len(layout.longest_key("").encode())
+        raise Failure(f"{len(bad)} name(s) too long for this store (e.g. {bad[0][:60]!r}…, "
+                      f"{len(bad[0].encode())} bytes): s3q keeps a request under keys up to "
+                      f"{layout.longest_key('')}NAME, so names of at most {most} bytes "
+                      "(UTF-8) fit; nothing was submitted (shorten them, or use a queue "
+                      "with a shorter prefix)")
 
 
 def upload(queue: Queue, sources: Sequence[Source], threads: int) -> list[ObjectInfo]:
