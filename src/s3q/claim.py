@@ -244,7 +244,7 @@ class Claimer:
                          f"exceed {ctx.store.max_key_bytes} bytes)", "name_too_long")
             return None
         body: bytes | None = None
-        src = info.etag
+        src, size = info.etag, info.size  # (as listed, unless c0 reads other bytes)
         if info.size <= INLINE_MAX:
             try:  # c0
                 body, got = ctx.store.get(info.key)
@@ -255,13 +255,13 @@ class Claimer:
                 raise
             except StoreError as exc:  # its own: archived, SSE-C, another account's
                 raise Unreadable(name, info.etag, str(exc)) from exc
-            src = got.etag
+            src, size = got.etag, got.size
             if len(body) > INLINE_MAX:  # replaced by a larger one since the listing
                 body = None
         lease = Lease(name=name, worker=worker_id, claim=new_claim_id(), gen=1, seq=0,
                       attempt=1, src=src, body_b64=Lease.encode(body),
                       body_key=None if body is not None else layout.new_body_key(),
-                      size=len(body) if body is not None else info.size,
+                      size=len(body) if body is not None else size,
                       written_at=time.time())
         sent = ctx.monotonic()
         try:  # c1: the lock
