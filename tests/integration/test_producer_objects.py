@@ -167,3 +167,30 @@ def test_submit_refuses_names_too_long_for_the_store_before_submitting_any(
     q.store.put(f"wait/{deep.relative_to(src)}", b"{}")  # (put there by another client)
     [said] = [p for p in queue_status(q)["problems"] if "too long" in p]
     assert f"rename them (to at most {most} bytes)" in said
+
+
+def test_a_local_queue_whose_wait_links_out_of_its_root_refuses_to_open(
+        tmp_path: Path) -> None:
+    """``ln -s /mnt/incoming QUEUE/wait``: the store never reads through a link leading
+    out of its root, so the queue looked empty (status healthy, nothing waiting, a burst
+    worker ending at once) while the requests sat there for ever. Every command now stops
+    at once and says why; a link inside the root still works."""
+    root, incoming = tmp_path / "q", tmp_path / "incoming"
+    root.mkdir()
+    incoming.mkdir()
+    (incoming / "a_request.json").write_bytes(b"{}")
+    os.utime(incoming / "a_request.json", (0, 0))  # (settled: not being written)
+    (root / "wait").symlink_to(incoming, target_is_directory=True)
+    for args in (["status"], ["worker", "--burst", "--handler", "json:loads"]):
+        result = CliRunner().invoke(cli, [*args, "--queue", str(root)])
+        assert result.exit_code != 0, result.output
+        assert (f"{root / 'wait'} -> {incoming}: a symbolic link leading out of the store's "
+                "root") in result.output
+        assert "nothing under it would ever be listed or claimed" in result.output
+    assert (incoming / "a_request.json").exists()
+    (root / "wait").unlink()
+    inside = root / "incoming"
+    inside.mkdir()
+    (incoming / "a_request.json").rename(inside / "a_request.json")
+    (root / "wait").symlink_to("incoming", target_is_directory=True)
+    assert [i.key for i in Queue(str(root)).ls(State.WAIT)] == ["a_request.json"]

@@ -113,6 +113,12 @@ class LocalStore(Store):
             self._real_root = os.path.realpath(self._root)
         except OSError as e:
             raise fs.translate(e, "open the store at", self._root, writing=True) from e
+        if out := fs.linked_out(self._root, self._real_root):
+            raise StoreError(
+                f"{'; '.join(out)}: a symbolic link leading out of the store's root, which "
+                "it never reads through (no key may lead out of it): nothing under it would "
+                "ever be listed or claimed. Move that directory into the root, or choose a "
+                "root that holds its target (the link may then stay)")
         self._locks = StripeLocks(os.path.join(internal, "locks"))
         #: Keys live as paths under the root: the OS's path limit bounds them (each segment
         #: is further bounded by the file system's NAME_MAX, checked when written).

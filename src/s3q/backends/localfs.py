@@ -290,10 +290,27 @@ def path_max(root: str) -> int:
         return 4096
 
 
+#: The directories a queue keeps directly under the store's root.
+QUEUE_DIRS = ("wait", "processing", "finish", "failed", ".s3q")
+
+
 def holds_a_queue(root: str) -> bool:
     """Is ``root`` a directory that a queue has used (or that requests were put into)?"""
-    return any(os.path.isdir(os.path.join(root, d)) for d in
-               ("wait", "processing", "finish", "failed", ".s3q", RESERVED))
+    return any(os.path.isdir(os.path.join(root, d)) for d in (*QUEUE_DIRS, RESERVED))
+
+
+def linked_out(root: str, real_root: str) -> list[str]:
+    """The queue's directories under ``root`` that are symbolic links leading out of it
+    (``wait -> /mnt/incoming``), as "PATH -> TARGET": no key may lead out of the root, so
+    nothing under them could ever be listed or read (the queue would look empty)."""
+    found = []
+    for d in QUEUE_DIRS:
+        path = os.path.join(root, d)
+        if os.path.islink(path):
+            real = os.path.realpath(path)
+            if real != real_root and not real.startswith(real_root + os.sep):
+                found.append(f"{path} -> {real}")
+    return found
 
 
 def md5() -> hashlib._Hash:
