@@ -241,7 +241,9 @@ class Claimer:
         ctx, name = self.ctx, layout.name_of(layout.WAIT, info.key)
         if not ctx.fits(name):
             self._walk.refuse(name, "name too long for this store (its keys under .s3q/ would "
-                         f"exceed {ctx.store.max_key_bytes} bytes)", "name_too_long")
+                              f"exceed {ctx.store.max_key_bytes} bytes; names of at most "
+                              f"{layout.longest_name(ctx.store.max_key_bytes)} bytes fit)",
+                              "name_too_long")
             return None
         body: bytes | None = None
         src, size = info.etag, info.size  # (as listed, unless c0 reads other bytes)

@@ -220,7 +220,7 @@ def never_claimed(max_key_bytes: int, too_long: Sequence[str], unusable: Sequenc
         problems.append(
             f"{len(too_long)} request name(s) in wait/ too long for this store (a key derived "
             f"from each would exceed {max_key_bytes} bytes): never claimed; rename them (to "
-            f"at most {max_key_bytes - len(layout.longest_key('').encode())} bytes): "
+            f"at most {layout.longest_name(max_key_bytes)} bytes): "
             f"{', '.join(n[:60] + '…' for n in too_long[:3])}")
     return problems
 

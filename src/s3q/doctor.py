@@ -255,7 +255,7 @@ class _Probe(CopyProber):
 
     def key_headroom(self) -> Check:
         limit = self.store.max_key_bytes
-        room = limit - len(layout.longest_key("").encode())
+        room = layout.longest_name(limit)
         seen = f"names up to {room} bytes ({limit} below the prefix, less " \
                f"{len(layout.longest_key('').encode())} for the longest derived key)"
         return row("key_headroom", OK if room > 0 else MISSING, seen,

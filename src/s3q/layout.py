@@ -78,3 +78,8 @@ def stamp(at: float, tag: str) -> str:
 def longest_key(name: str) -> str:
     """The longest key the protocol may derive from request ``name`` (its key limit)."""
     return _LONGEST + name
+
+
+def longest_name(max_key_bytes: int) -> int:
+    """The longest request name, in UTF-8 bytes, whose keys fit ``max_key_bytes``."""
+    return max_key_bytes - len(_LONGEST.encode())

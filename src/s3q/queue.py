@@ -134,7 +134,8 @@ class Queue:
             raise InvalidKey(
                 f"request name {name[:40]!r}… is too long for this store: its longest "
                 f"derived key ({layout.longest_key('')}NAME) would exceed "
-                f"{self.store.max_key_bytes} bytes")
+                f"{self.store.max_key_bytes} bytes (names of at most "
+                f"{layout.longest_name(self.store.max_key_bytes)} bytes, UTF-8, fit)")
         key = layout.key(layout.WAIT, name)
         if isinstance(data, str):
             info = self.store.put(key, data.encode("utf-8"))

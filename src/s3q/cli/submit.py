@@ -134,7 +134,7 @@ def check_lengths(queue: Queue, sources: Sequence[Source]) -> None:
     nothing is submitted, rather than the files uploaded before it."""
     bad = [s.name for s in sources if not queue.ctx.fits(s.name)]
     if bad:
-        most = queue.store.max_key_bytes - len(layout.longest_key("").encode())
+        most = layout.longest_name(queue.store.max_key_bytes)
         raise Failure(f"{len(bad)} name(s) too long for this store (e.g. {bad[0][:60]!r}…, "
                       f"{len(bad[0].encode())} bytes): s3q keeps a request under keys up to "
                       f"{layout.longest_key('')}NAME, so names of at most {most} bytes "
