@@ -233,6 +233,10 @@ class Claimer:
             info = self.ctx.store.head(layout.key(layout.WAIT, name))
         except NotFound:
             return None  # claimed or gone meanwhile
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:  # its own (SSE-C: a HEAD without the key is refused too)
+            raise Unreadable(name, "", str(exc)) from exc
         return self._claim_waiting(worker_id, info, view_after)
 
     # ------------------------------------------------------------------ c0 … c3

@@ -140,3 +140,17 @@ def test_a_burst_leaves_a_request_it_may_not_read(caplog: pytest.LogCaptureFixtu
     assert left.request == "a_request.json"  # type: ignore[attr-defined]
     assert left.reason.startswith(  # type: ignore[attr-defined]
         "cannot be claimed: AccessDenied: GetObject wait/a_request.json")
+
+
+def test_a_named_request_it_may_not_even_look_at_is_passed_over(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An S3 event names a request whose HEAD is refused too (SSE-C: S3 answers a HEAD
+    without the customer's key 400): the claim goes on with what wait/ lists."""
+    q, _, _ = queue(ops=("get", "head"))
+    q.offer(["a_request.json"])
+    with caplog.at_level(logging.ERROR, logger="s3q"):
+        job = q.claim("w")
+    assert job is not None and job.name == "b_request.json"
+    # (said for the HEAD the name led to, then for the GET of the listing that found it)
+    assert ["AccessDenied: HeadObject wait/a_request.json" in r.getMessage()
+            for r in reports(caplog)] == [True, False]
