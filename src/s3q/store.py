@@ -81,8 +81,8 @@ class PreconditionFailed(StoreError):
 
 class StoreUnavailable(StoreError):
     """The store could not be reached or kept failing after the backend's own retries
-    (throttling, 5xx, connection errors). The outcome of a write that raised this is
-    unknown: it may or may not have taken effect."""
+    (throttling, 5xx, connection errors; the local store's full device or quota). The
+    outcome of a write that raised this is unknown: it may or may not have taken effect."""
 
 
 class InvalidKey(StoreError, ValueError):

@@ -10,13 +10,14 @@ tests/integration/test_bad_input.py."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
 from s3q import Queue, QueueConfig
 from s3q.backends.memory import MemoryStore
 from s3q.records import INLINE_MAX, Lease
-from s3q.store import list_all
+from s3q.store import StoreError, list_all
 from s3q.waitwalk import UNREADABLE_RETRY, UNREADABLE_RETRY_MAX
 from s3q.worker import Worker, WorkerOptions
 from tests.unit.harness import Denies, FakeClock
@@ -154,3 +155,32 @@ def test_a_named_request_it_may_not_even_look_at_is_passed_over(
     # (said for the HEAD the name led to, then for the GET of the listing that found it)
     assert ["AccessDenied: HeadObject wait/a_request.json" in r.getMessage()
             for r in reports(caplog)] == [True, False]
+def test_a_full_local_disk_is_no_request_of_its_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The local store's disk has room for a lease (c1) but not for a large request's
+    private copy (c1b): ENOSPC is the store's, not the request's. It was taken for a request
+    this worker may not read: an ERROR telling to restore an archived object, the request
+    skipped for 60 s doubling up to an hour, and a burst left it and ended (exit 0)."""
+    import errno
+    import os
+
+    from s3q.backends.local import LocalStore
+
+    q = Queue(LocalStore(str(tmp_path)), QueueConfig())
+    q.submit("a_request.json", b"x" * (INLINE_MAX + 1))
+    free, write = [4096], os.write
+
+    def nearly_full(fd: int, data: bytes) -> int:  # (4 KiB free: a lease fits, a copy not)
+        if len(data) > free[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        free[0] -= len(data)
+        return write(fd, data)
+
+    monkeypatch.setattr(os, "write", nearly_full)
+    with caplog.at_level(logging.DEBUG, logger="s3q"), pytest.raises(StoreError,
+                                                                      match="no space left"):
+        q.claim("w")  # (a claim that failed, as the store failing: claim_failed)
+    monkeypatch.undo()
+    assert reports(caplog) == []
+    assert q.outlook().left == []  # (its lease is waited for: its takeover claims it)

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from s3q.backends import localdirs as dirs
 from s3q.backends.localdirs import FILLING
-from s3q.store import Body, InvalidKey, NotFound, ObjectInfo, StoreError
+from s3q.store import Body, InvalidKey, NotFound, ObjectInfo, StoreError, StoreUnavailable
 
 #: The store's own directory under the root (temp and lock files); never a key.
 RESERVED = ".s3qlocal"
@@ -351,14 +351,17 @@ def errors(doing: str, path: str, *, writing: bool = False) -> Iterator[None]:
 
 def translate(e: OSError, doing: str, path: str, *, writing: bool = False) -> StoreError:
     """One ``OSError`` as a store error naming the path. Missing files (or a directory where
-    a file was expected) on reads are :class:`NotFound`."""
+    a file was expected) on reads are :class:`NotFound`; a full device (or quota) is
+    :class:`StoreUnavailable`: the store's failure, not the key's (a claim must not take it
+    for a request of its own that it may not read)."""
     code = e.errno
     if not writing and code in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
         return NotFound(f"file://{path} not found")
     if code == errno.ENAMETOOLONG:
         return InvalidKey(f"cannot {doing} {path}: file name too long for this file system")
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        return StoreError(f"cannot {doing} {path}: no space left on the device (or quota)")
+    if code in (errno.ENOSPC, errno.EDQUOT):  # the store's, not this key's: as S3's 507
+        return StoreUnavailable(f"cannot {doing} {path}: no space left on the device (or "
+                                "quota)")
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return StoreError(f"cannot {doing} {path}: permission denied ({e.strerror})")
     return StoreError(f"cannot {doing} {path}: {e.strerror or e} (errno {code})")
