@@ -217,6 +217,8 @@ def coerce(s: Setting, raw: object, source: str, *, text: bool) -> object:
         raise bad("expected an http:// or https:// URL")  # (botocore's, at the first client)
     if s.name == "region" and not _REGION.fullmatch(str(value)):
         raise bad("expected a region name such as eu-west-1")
+    if s.name == "dashboard_user" and ":" in str(value):  # basic auth sends user:password
+        raise bad("cannot hold ':' (HTTP basic authentication ends the user name there)")
     return Secret(value) if s.secret and isinstance(value, str) else value
 
 

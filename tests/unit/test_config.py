@@ -734,3 +734,15 @@ def test_a_reserved_worker_id_is_refused_at_load_naming_the_setting_and_the_ids(
 def test_setting_is_a_plain_record() -> None:
     s = Setting("x", int, 1, "help")
     assert (s.secret, s.flag, s.env_var) == (False, "--x", "S3Q_X")
+
+
+def test_a_dashboard_user_name_with_a_colon_is_refused() -> None:
+    """HTTP basic authentication sends ``user:password`` and the dashboard splits it at the
+    first colon (RFC 7617: a user-id holds none): a dashboard_user of 'ops:admin' could
+    never sign in, every request refused with 401 and nothing said anywhere why."""
+    message = error(env={"S3Q_DASHBOARD_USER": "ops:admin", "S3Q_DASHBOARD_PASSWORD": SECRET})
+    assert message.startswith("dashboard_user: ")
+    assert "':'" in message and "env S3Q_DASHBOARD_USER" in message
+    assert SECRET not in message
+    cfg, _ = load(env={"S3Q_DASHBOARD_USER": "ops", "S3Q_DASHBOARD_PASSWORD": "a:b"})
+    assert cfg.dashboard_user == "ops"  # (a colon in the password is fine)
