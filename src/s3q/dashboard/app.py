@@ -43,7 +43,13 @@ from s3q.dashboard.actions import (
 )
 from s3q.dashboard.failed import FailedIndex, FailedItem
 from s3q.dashboard.metered import MeteredStore
-from s3q.dashboard.security import Credentials, csrf_ok, csrf_token, host_is_loopback
+from s3q.dashboard.security import (
+    SESSION_LIFETIME,
+    Credentials,
+    csrf_ok,
+    csrf_token,
+    host_is_loopback,
+)
 from s3q.dashboard.snapshot import Snapshots
 from s3q.layout import State
 from s3q.pause import pause, resume
@@ -65,7 +71,7 @@ def create_app(queue: Queue, credentials: Credentials, *, refresh: float = 5.0,
     app = Flask(__name__)
     app.config.update(SECRET_KEY=secrets.token_bytes(32), SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Strict",
-                      PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+                      PERMANENT_SESSION_LIFETIME=timedelta(seconds=SESSION_LIFETIME),
                       MAX_CONTENT_LENGTH=16 * 1024 * 1024)
     snapshots = snapshots or Snapshots(queue, ttl=refresh, count_limit=count_limit)
     failed = FailedIndex(queue, limit=count_limit)

@@ -8,9 +8,10 @@
   file or SSM, never from a flag.
 * **Authentication**: ``Authorization: Bearer <token>`` (scripts, Prometheus), HTTP basic
   authentication, or for a browser with a token a sign-in form that keeps the proof in the
-  signed session cookie. Credentials are compared in constant time and never logged.
-  Signing out ends that session for good: its cookie, replayed (a copy kept elsewhere), is
-  refused by this process from then on.
+  signed session cookie, for SESSION_LIFETIME from the sign-in (however busy the session).
+  Credentials are compared in constant time and never logged. Signing out ends that
+  session for good: its cookie, replayed (a copy kept elsewhere), is refused by this
+  process from then on.
 * **CSRF**: every action is a POST carrying the session's random token in a hidden field
   (compared in constant time); the session cookie is ``HttpOnly`` and ``SameSite=Strict``,
   and a POST whose ``Origin`` names another site is refused.
@@ -23,6 +24,7 @@ import binascii
 import hmac
 import ipaddress
 import secrets
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -31,7 +33,11 @@ from flask import Request, session
 from s3q.config import Config
 from s3q.settings import Secret
 
-__all__ = ["Credentials", "host_is_loopback", "is_loopback"]
+__all__ = ["SESSION_LIFETIME", "Credentials", "host_is_loopback", "is_loopback"]
+
+#: How long a sign-in lasts, counted from the sign-in: Flask re-signs a permanent session's
+#: cookie at every answer, so the cookie's own age never reaches it while pages are asked.
+SESSION_LIFETIME = 12 * 3600.0
 
 
 def is_loopback(host: str) -> bool:
@@ -97,9 +103,10 @@ class Credentials:
                 return None
             if _eq(user, self.user or "") and _eq(password, self.password.reveal()):
                 return f"{user} ({request.remote_addr})"
-        signed_in = session.get("signed_in")
-        if isinstance(signed_in, str) and self.token is not None and _eq(
-                signed_in, _proof(self.token)) and session.get("sid") not in self.ended:
+        signed_in, since = session.get("signed_in"), session.get("since")
+        if (isinstance(signed_in, str) and self.token is not None
+                and _eq(signed_in, _proof(self.token)) and session.get("sid") not in self.ended
+                and isinstance(since, int | float) and time.time() - since <= SESSION_LIFETIME):
             return f"token ({request.remote_addr})"
         return None
 
@@ -109,6 +116,7 @@ class Credentials:
             return False
         session["signed_in"] = _proof(self.token)
         session["sid"] = secrets.token_urlsafe(16)
+        session["since"] = time.time()
         return True
 
     def sign_out(self) -> None:

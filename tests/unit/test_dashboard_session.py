@@ -1,0 +1,56 @@
+"""How long a dashboard sign-in lasts (docs/OPERATIONS.md, "Safety": "a session of 12
+hours at most"), on a fake clock: Flask's and the dashboard's."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import pytest
+from itsdangerous.timed import TimestampSigner
+
+from s3q import Queue, QueueConfig
+from s3q.backends.local import LocalStore
+from s3q.dashboard.app import create_app
+from s3q.dashboard.metered import MeteredStore
+from s3q.dashboard.security import Credentials
+from s3q.settings import Secret
+from tests.unit.test_dashboard import csrf_of
+
+HOUR = 3600.0
+
+
+def test_a_session_ends_12_hours_after_its_sign_in_however_busy_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flask re-signs a permanent session's cookie at every answer (its timestamp now,
+    SESSION_REFRESH_EACH_REQUEST), and the overview's htmx asks every few seconds: an open
+    tab (or a stolen cookie kept warm by its thief) stayed signed in for ever, not 12
+    hours. The 12 hours now count from the sign-in."""
+    now = [1_800_000_000.0]
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: int(now[0]))
+    monkeypatch.setattr("s3q.dashboard.security.time",
+                        types.SimpleNamespace(time=lambda: now[0]), raising=False)
+    queue = Queue(MeteredStore(LocalStore(tmp_path / "q")), QueueConfig(max_attempts=1))
+    app = create_app(queue, Credentials(token=Secret("s3cret-token")), refresh=1)
+    app.testing = True
+    c = app.test_client()
+    csrf = csrf_of(c.get("/login").get_data(as_text=True))
+    c.post("/login", data={"csrf": csrf, "token": "s3cret-token"})
+    first = c.get_cookie("session")
+    assert first is not None and c.get("/").status_code == 200
+
+    for _ in range(13):  # a tab left open: a page every hour, 13 hours long
+        now[0] += HOUR
+        page = c.get("/")
+        if page.status_code != 200:
+            break
+    assert now[0] - 1_800_000_000.0 > 12 * HOUR - 1 and page.status_code == 302
+    assert page.headers["Location"].startswith("/login")
+
+    # (the clock is Flask's too: the cookie of the sign-in alone, 13 h old, is refused)
+    c.set_cookie("session", first.value)
+    assert c.get("/").status_code == 302
+    # a new sign-in begins a new session
+    csrf = csrf_of(c.get("/login").get_data(as_text=True))
+    c.post("/login", data={"csrf": csrf, "token": "s3cret-token"})
+    assert c.get("/").status_code == 200
