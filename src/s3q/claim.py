@@ -30,7 +30,7 @@ from s3q.job import Job
 from s3q.leases import LeaseTaken, LeaseUnreadable
 from s3q.records import INLINE_MAX, Intent, Lease, new_claim_id
 from s3q.renewing import Held, renewed_while
-from s3q.store import NotFound, ObjectInfo, PreconditionFailed, StoreError, StoreUnavailable
+from s3q.store import NotFound, ObjectInfo, PreconditionFailed, StoreError, of_its_own
 from s3q.waitwalk import WaitWalk
 
 __all__ = ["Claimer", "finish_claim"]
@@ -233,9 +233,9 @@ class Claimer:
             info = self.ctx.store.head(layout.key(layout.WAIT, name))
         except NotFound:
             return None  # claimed or gone meanwhile
-        except StoreUnavailable:
-            raise
         except StoreError as exc:  # its own (SSE-C: a HEAD without the key is refused too)
+            if not of_its_own(exc):
+                raise
             raise Unreadable(name, "", str(exc)) from exc
         return self._claim_waiting(worker_id, info, view_after)
 
@@ -257,9 +257,9 @@ class Claimer:
             except NotFound:  # claimed (or purged) since the listing
                 self._walk.contended()
                 return None
-            except StoreUnavailable:
-                raise
             except StoreError as exc:  # its own: archived, SSE-C, another account's
+                if not of_its_own(exc):
+                    raise
                 raise Unreadable(name, info.etag, str(exc)) from exc
             src, size = got.etag, got.size
             if len(body) > INLINE_MAX:  # replaced by a larger one since the listing
@@ -293,9 +293,9 @@ class Claimer:
                         gone = True
                     except LeaseLost as exc:  # c2 not sent: wait/NAME untouched
                         raise ClaimStalled(str(exc)) from exc
-                    except StoreUnavailable:
-                        raise
                     except StoreError as exc:  # its own: given up as if gone, and said
+                        if not of_its_own(exc):
+                            raise
                         gone, refused = True, str(exc)
                 if not gone:
                     claimed, _ = finish_claim(ctx, lease, guard, fresh=True,

@@ -26,8 +26,8 @@ from s3q.store import (
     ObjectInfo,
     PreconditionFailed,
     StoreError,
-    StoreUnavailable,
     list_all,
+    of_its_own,
 )
 
 __all__ = ["LeaseTaken", "LeaseUnreadable", "commit", "create", "delete", "read", "write"]
@@ -58,14 +58,15 @@ class LeaseUnreadable(StoreError):
 
 def read(ctx: Context, name: str) -> tuple[Lease, ObjectInfo] | None:
     """The lease of NAME and its ObjectInfo, or None. Raises :class:`LeaseUnreadable` for
-    a store error of the lease's own (an unavailable store raises as it is)."""
+    a store error of the lease's own (:func:`~s3q.store.of_its_own`; others raise as
+    they are)."""
     try:
         body, info = ctx.store.get(layout.key(layout.LEASES, name))
     except NotFound:
         return None
-    except StoreUnavailable:
-        raise
     except StoreError as exc:
+        if not of_its_own(exc):
+            raise
         raise LeaseUnreadable(name, exc) from exc
     return _decode(name, body), info
 
@@ -111,12 +112,10 @@ def _read_some(ctx: Context, pool: ThreadPoolExecutor, listed: list[tuple[str, O
     def read_one(name: str) -> Found | StoreError | None:
         try:
             return read(ctx, name)
-        except StoreUnavailable:
-            raise
-        except StoreError as e:  # its own (denied)
+        except LeaseUnreadable as e:  # its own (denied)
             if unreadable is None:
                 raise
-            return e
+            return e.error
 
     got = dict(zip(todo, pool.map(read_one, todo), strict=True))
     for name, _ in listed:

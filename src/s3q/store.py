@@ -44,8 +44,10 @@ __all__ = [
     "PreconditionFailed",
     "Store",
     "StoreError",
+    "StoreRefused",
     "StoreUnavailable",
     "delete_each",
+    "of_its_own",
     "validate_key",
 ]
 
@@ -83,6 +85,18 @@ class StoreUnavailable(StoreError):
     """The store could not be reached or kept failing after the backend's own retries
     (throttling, 5xx, connection errors; the local store's full device or quota). The
     outcome of a write that raised this is unknown: it may or may not have taken effect."""
+
+
+class StoreRefused(StoreError):
+    """The store refuses this process every request, whatever its key: its credentials
+    were rejected (expired, revoked), its bucket does not exist. Nothing was done."""
+
+
+def of_its_own(exc: StoreError) -> bool:
+    """Is ``exc`` the store's answer about the key it was asked of (denied for that object,
+    archived, ...), not the store failing (:class:`StoreUnavailable`) or refusing every
+    request (:class:`StoreRefused`)?"""
+    return not isinstance(exc, StoreUnavailable | StoreRefused)
 
 
 class InvalidKey(StoreError, ValueError):

@@ -64,3 +64,19 @@ def test_a_burst_leaves_an_archived_request_and_processes_the_rest(
                    WorkerOptions("w-restored", concurrency=1, burst=True)).run()
     assert again == [body]
     assert [i.key for i in q.ls(State.WAIT)] == []
+
+
+def test_a_bucket_that_does_not_exist_is_the_store_refusing_not_a_request(
+        s3_endpoint: S3Endpoint) -> None:
+    """S3's answers that hold for every key (NoSuchBucket here; a rejected credential the
+    same) are StoreRefused: a claim never takes them for a request of its own."""
+    from s3q.backends.s3 import S3Store
+    from s3q.store import StoreRefused, of_its_own
+
+    store = S3Store(f"s3q-gone-{uuid4().hex[:12]}", "q", s3_endpoint.options())
+    try:
+        with pytest.raises(StoreRefused, match="does not exist") as refused:
+            store.get("wait/a_request.json")
+        assert not of_its_own(refused.value)
+    finally:
+        store.close()

@@ -10,19 +10,23 @@ tests/integration/test_bad_input.py."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
 from s3q import Queue, QueueConfig
+from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
 from s3q.records import INLINE_MAX, Lease
-from s3q.store import StoreError, list_all
+from s3q.store import StoreError, StoreRefused, list_all
 from s3q.waitwalk import UNREADABLE_RETRY, UNREADABLE_RETRY_MAX
 from s3q.worker import Worker, WorkerOptions
 from tests.unit.harness import Denies, FakeClock
 
 COLD = "wait/a_request.json"
+T = TypeVar("T")
 
 
 def queue(ops: tuple[str, ...] = ("get",), body: bytes = b"{}"
@@ -184,3 +188,30 @@ def test_a_full_local_disk_is_no_request_of_its_own(
     monkeypatch.undo()
     assert reports(caplog) == []
     assert q.outlook().left == []  # (its lease is waited for: its takeover claims it)
+
+
+class RefusesEverything(DelegatingStore):
+    """From now on the store refuses every GET and HEAD whatever the key (the worker's
+    credentials expired, or were revoked: S3's ExpiredToken, InvalidAccessKeyId)."""
+
+    def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
+        if op in ("get", "head"):
+            raise StoreRefused(f"S3 rejected the credentials (ExpiredToken) for {op}")
+        return fn()
+
+
+def test_a_store_refusing_every_request_is_no_request_of_its_own(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Credentials rejected between the LIST and the GETs are the store's refusal, not each
+    request's: the claim fails as it did before 8730c82 (claim_failed), and no request is
+    said unreadable nor skipped (an ERROR for each of up to two pages of them, each skipped
+    60 s doubling, and a burst leaving them all with exit 0)."""
+    mem = MemoryStore("refused")
+    Queue(mem, QueueConfig()).submit("a_request.json", b"{}")
+    q = Queue(RefusesEverything(mem), QueueConfig())
+    q.offer(["a_request.json"])  # (the HEAD of a named request too)
+    with caplog.at_level(logging.DEBUG, logger="s3q"), pytest.raises(
+            StoreRefused, match="rejected the credentials"):
+        q.claim("w")
+    assert reports(caplog) == []
+    assert q.outlook().left == []

@@ -29,7 +29,14 @@ from botocore.loaders import Loader
 
 from s3q import clock
 from s3q.backends import S3Options
-from s3q.store import Guard, NotFound, PreconditionFailed, StoreError, StoreUnavailable
+from s3q.store import (
+    Guard,
+    NotFound,
+    PreconditionFailed,
+    StoreError,
+    StoreRefused,
+    StoreUnavailable,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -165,7 +172,7 @@ def translate(e: ClientError, operation: str, where: str, *, bucket: str,
     status = meta.get("HTTPStatusCode", 0)
     message = e.response.get("Error", {}).get("Message", "")
     if code == "NoSuchBucket":
-        return StoreError(f"S3 bucket {bucket!r} does not exist (at {endpoint})")
+        return StoreRefused(f"S3 bucket {bucket!r} does not exist (at {endpoint})")
     if code in _NOT_FOUND:
         return NotFound(f"{where} not found")
     if code in _CONFLICT or status == 412:
@@ -182,7 +189,7 @@ def translate(e: ClientError, operation: str, where: str, *, bucket: str,
             " s3:ListBucket is not granted)"
         )
     if code in _BAD_CREDENTIALS:
-        return StoreError(f"S3 rejected the credentials ({code}) for {operation} {where}")
+        return StoreRefused(f"S3 rejected the credentials ({code}) for {operation} {where}")
     return StoreError(f"S3 {operation} {where} failed: {code} (HTTP {status}): {message}")
 
 
