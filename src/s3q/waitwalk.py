@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from s3q import layout
 from s3q.context import Context
-from s3q.store import ObjectInfo, resume_after
+from s3q.store import ObjectInfo, Page, resume_after
 
 __all__ = ["UNREADABLE_RETRY", "UNREADABLE_RETRY_MAX", "WALK_PAGES", "WaitWalk"]
 
@@ -153,8 +153,10 @@ class WaitWalk:
         number = self._lists
         page = ctx.store.list_page(layout.WAIT, start_after=self._cursor,
                                    limit=ctx.config.page_size)
+        self._forget_gone(self._cursor, page)
         if not page.items and self._cursor is not None:  # wrapped around
             page = ctx.store.list_page(layout.WAIT, limit=ctx.config.page_size)
+            self._forget_gone(None, page)
         if not page.items:
             self._emptied = number
         self._cursor = (resume_after(page.items[-1].key) if page.truncated and page.items
@@ -173,3 +175,26 @@ class WaitWalk:
                 fresh.append(info)
         start = ctx.rng.randrange(len(fresh)) if fresh else 0  # see candidates
         self._candidates.extend(fresh[start:] + fresh[:start])
+
+    def _forget_gone(self, after: str | None, page: Page) -> None:
+        """(Under self._lock.) Forget the names refused or found unreadable that ``page``,
+        listed from ``after``, shows gone from wait/ (claimed by a worker that may read it,
+        deleted, renamed): a page lists every key of its range, from ``after`` (exclusive)
+        to its last key (to the end of wait/ when it is the last page). Else a process that
+        runs for months keeps every such name it ever met, and a name refused once is not
+        said again when a new object of that name comes."""
+        last = page.items[-1].key if page.truncated and page.items else None
+        if page.truncated and last is None:
+            return
+        there = ({i.key for i in page.items} | {k for k, _ in page.settling}
+                 | {o.key for o in page.left_out})
+
+        def gone(name: str) -> bool:
+            key = layout.key(layout.WAIT, name)
+            return ((after is None or key > after) and (last is None or key <= last)
+                    and key not in there)
+
+        # (copies first: a claim may add to them meanwhile, outside this lock)
+        for name in [n for n in list(self._unreadable) if gone(n)]:
+            self._unreadable.pop(name, None)
+        self._refused.difference_update([n for n in list(self._refused) if gone(n)])
