@@ -165,6 +165,7 @@ class Claimer:
         self._make_job = make_job
         self._lock = threading.Lock()  # (of _named: the walk of wait/ has its own)
         self._named: deque[str] = deque()  # due retry leases without a view (the scan)
+        self._offered: set[str] = set()  # the names in _named (the scan offers thousands)
         self._walk = WaitWalk(ctx)
         self._raced = threading.local()  # per claiming thread: its last claim lost races
 
@@ -172,7 +173,10 @@ class Claimer:
         """Names to try first, without a listing: due ``retry`` leases whose view is missing
         (the scan), or requests an event said were submitted."""
         with self._lock:
-            self._named.extend(n for n in names if n not in self._named)
+            for name in names:
+                if name not in self._offered:
+                    self._offered.add(name)
+                    self._named.append(name)
 
     def claim(self, worker_id: str, view_after: float = 0.0) -> Job | None:
         """One request for ``worker_id``, or None when there is nothing to do now. Its
@@ -187,6 +191,8 @@ class Claimer:
         while True:
             with self._lock:
                 name = self._named.popleft() if self._named else None
+                if name is not None:
+                    self._offered.discard(name)
             if name is None:
                 break
             try:
