@@ -182,12 +182,14 @@ class Context:
             return False
         return True
 
-    def unusable(self, name: str) -> str | None:
-        """Why ``name`` matches the filter but can never be a request (a key such as
-        ``a//b_request.json`` another S3 client wrote), or None: it is one, or it does not
-        match, or it is a "folder" marker (``incoming/``; or ``""``: ``wait/`` itself, the
-        marker a console's "Create folder" named ``wait`` leaves)."""
-        if not name or name.endswith("/") or not fnmatch.fnmatchcase(name, self.config.filter):
+    def unusable(self, name: str, size: int = 0) -> str | None:
+        """Why ``name`` (an object of ``size`` bytes) matches the filter but can never be a
+        request (a key such as ``a//b_request.json`` another S3 client wrote), or None: it
+        is one, or it does not match, or it is an empty "folder" marker (``incoming/``; or
+        ``""``: ``wait/`` itself, the marker a console's "Create folder" named ``wait``
+        leaves). A key ending in ``/`` that holds bytes is no marker: a producer's bug."""
+        if not name or (name.endswith("/") and not size) or not fnmatch.fnmatchcase(
+                name, self.config.filter):
             return None
         try:
             validate_key(name)

@@ -165,7 +165,7 @@ class Queue:
             name = layout.name_of(prefix, info.key)
             if self.is_request(name):
                 yield ObjectInfo(name, info.etag, info.size, info.last_modified)
-            elif unusable is not None and self.ctx.unusable(name) is not None:
+            elif unusable is not None and self.ctx.unusable(name, info.size) is not None:
                 unusable.append(name)
         if left_out is not None and met:
             left_out += [e for e in met if e.key.endswith("/") or fnmatch.fnmatchcase(

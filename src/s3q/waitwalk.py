@@ -167,7 +167,8 @@ class WaitWalk:
         for info in page.items:
             name = layout.name_of(layout.WAIT, info.key)
             if not ctx.is_request(name):
-                if name not in self._refused and (why := ctx.unusable(name)) is not None:
+                if name not in self._refused and (
+                        why := ctx.unusable(name, info.size)) is not None:
                     self.refuse(name, f"matches the filter but {why}", "name_unusable")
                 continue
             skip = self._skip.get(name)

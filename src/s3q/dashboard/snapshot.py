@@ -137,7 +137,7 @@ def count_state(queue: Queue, state: State, limit: int, never: list[str] | None 
                     oldest = info.last_modified
                 if never is not None and not ctx.fits(name):
                     too_long.append(name)
-            elif never is not None and ctx.unusable(name) is not None:
+            elif never is not None and ctx.unusable(name, info.size) is not None:
                 unusable.append(name)
         if never is not None:
             left_out += [e for e in page.left_out if e.key.endswith("/") or fnmatch.fnmatchcase(
