@@ -8,6 +8,8 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
 from uuid import uuid4
 
 import boto3
@@ -120,3 +122,53 @@ def test_the_parameter_is_asked_in_the_region_every_other_client_uses(
     with pytest.raises(ConfigError, match="no such parameter in region us-west-2"):
         read_parameters({"access_key_id": name}, region="us-west-2",  # the region setting wins
                         endpoint_url=ssm.endpoint_url, retry_mode="standard")
+
+
+class _Counting(http.server.BaseHTTPRequestHandler):
+    """SSM answering every GetParameter with one value, counting the requests."""
+
+    asked: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        type(self).asked.append(body["Name"])
+        answer = json.dumps({"Parameter": {"Name": body["Name"], "Type": "SecureString",
+                                           "Value": "the-token", "Version": 1}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-amz-json-1.1")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_command_reads_each_ssm_secret_once(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """CONFIG.md: "ssm: secrets are read once, when a command or worker starts". A worker
+    with events_queue read them again for its SQS client (twice the GetParameter calls at
+    every fleet start, and S3 and SQS could get different keys across a rotation)."""
+    import click
+
+    from s3q.cli.options import App
+    from s3q.config import resolve_secrets
+
+    server = QuietServer(("127.0.0.1", 0), _Counting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Counting.asked = []
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "S3Q_QUEUE": str(tmp_path / "q"), "S3Q_REGION": "eu-west-1",
+                        "S3Q_SSM_ENDPOINT_URL":
+                            f"http://127.0.0.1:{server.server_address[1]}",
+                        "S3Q_DASHBOARD_TOKEN": "ssm:/app/dashboard-token"}.items():
+        monkeypatch.setenv(name, value)
+    try:
+        with click.Context(click.Command("worker")):
+            app = App()
+            app.open_queue(create=True)
+            resolve_secrets(app.config)  # (what the worker's event source does next)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _Counting.asked == ["/app/dashboard-token"]

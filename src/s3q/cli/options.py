@@ -223,8 +223,10 @@ class App:
         """The queue (secrets resolved), closed when the command ends. Only commands that
         put requests in (submit, worker) ``create`` a local queue directory; the others fail
         on one that does not exist. The first log line says where the queue came from.
-        ``wrap``: a store around the store (the dashboard's request meter)."""
-        cfg = resolve_secrets(self.config)
+        ``wrap``: a store around the store (the dashboard's request meter). The config keeps
+        its secrets resolved: what else the command builds (the worker's SQS client) reads
+        none from SSM again."""
+        cfg = self.config = resolve_secrets(self.config)
         origin = self.queue_source
         try:
             store = open_store(cfg.queue, cfg.s3_options(), create=create)
