@@ -12,13 +12,16 @@ The record::
 
     {"v": 1, "id": "ip-10-0-1-17/i-0abc", "host": "ip-10-0-1-17", "pid": 4242,
      "version": "0.1.0", "slots": 4, "busy": 2, "paused": false, "interval": 60,
-     "started": 1764390000.0, "heartbeat": 1764390600.0,          # the worker's clock
+     "started": 1764390000.0, "heartbeat": 1764390600.0,          # the store's clock
      "counters": {"claimed": 9, "completed": 8, "failed": 1, "released": 0, "lost": 0},
      "history": [[1764390540.0, 3], [1764390600.0, 5]]}           # completions per minute
 
 ``history`` holds, for each minute of the last hour, the number of requests the worker
 completed (as counted at its heartbeats): summed over the registry it is the fleet's
-throughput.
+throughput. Its minutes, like ``started`` and ``heartbeat``, are the store's clock's
+(``Store.now``), never the worker's own: the readers sum them by the store's clock, and a
+worker whose clock is wrong (broken NTP) would count its completions in minutes the chart
+never shows.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -214,7 +216,7 @@ class Presence:
         self.writes = 0  # records written (for tests and the bench)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._started = time.time()
+        self._started: float | None = None  # (the store's clock at the first record)
         self._minutes: dict[int, int] = {}  # minute (epoch // 60) -> completions
         self._last_completed = 0
 
@@ -224,7 +226,9 @@ class Presence:
 
     def record(self) -> WorkerRecord:
         w = self.worker
-        now = time.time()
+        now = self.store.now()  # (the store's clock: the one every reader sums by)
+        if self._started is None:
+            self._started = now
         completed = w.stats.completed
         minute = int(now // 60)  # per minute, whatever the interval: at most 60 entries
         self._minutes[minute] = self._minutes.get(minute, 0) + completed - self._last_completed
@@ -250,7 +254,7 @@ class Presence:
 
     def __enter__(self) -> Presence:
         if self.enabled:
-            self._started = time.time()
+            self._started = None
             self.beat()
             self._thread = threading.Thread(target=self._run, name="s3q-registry",
                                             daemon=True)

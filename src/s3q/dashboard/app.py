@@ -132,7 +132,8 @@ def create_app(queue: Queue, credentials: Credentials, *, refresh: float = 5.0,
     @app.get("/")
     def overview() -> str:
         snap = snapshots.get()
-        return render_template("overview.html", snap=snap, chart=render.chart(snap.throughput),
+        return render_template("overview.html", snap=snap,
+                               chart=render.chart(snap.throughput, now=snap.taken_at),
                                actions=list(actions)[:10])
 
     @app.get("/inflight")

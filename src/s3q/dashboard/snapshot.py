@@ -201,7 +201,7 @@ def take_snapshot(queue: Queue, registry: Registry | None = None, *,
         oldest_waiting_age=None if oldest is None else max(0.0, now - oldest),
         oldest_exact=counts["wait"].complete, in_flight=in_flight, retrying=retrying,
         leases_complete=leases_complete, workers=workers, paused=pause_state(queue.store),
-        problems=[], throughput=throughput(workers, history), scanner=scanner,
+        problems=[], throughput=throughput(workers, history, now), scanner=scanner,
         unreadable_leases=unreadable, kept_leases=kept)
     snap.problems = never + problems(queue, snap)
     snap.seconds = time.perf_counter() - t0
@@ -210,8 +210,9 @@ def take_snapshot(queue: Queue, registry: Registry | None = None, *,
 
 def throughput(workers: list[Entry], history: Counter[int] | None = None,
                now: float | None = None) -> list[int]:
-    """Completions per minute over the last CHART_MINUTES minutes (from the registry
-    records' per-heartbeat counts; ``history`` fills in workers that are gone)."""
+    """Completions per minute over the last CHART_MINUTES minutes to ``now`` (the store's
+    clock, which the records' minutes are: the registry's per-heartbeat counts; ``history``
+    fills in workers that are gone)."""
     now = time.time() if now is None else now
     last = int(now // 60)
     per_minute: Counter[int] = Counter(history or {})
@@ -270,14 +271,14 @@ class Snapshots:
                 self._latest = take_snapshot(self.queue, self.registry, history=self._gone,
                                              **self.limits)
                 self._at = time.monotonic()
-                self._remember(self._latest.workers)
+                self._remember(self._latest.workers, self._latest.taken_at)
             return self._latest
 
     def invalidate(self) -> None:
         with self._lock:
             self._latest = None
 
-    def _remember(self, workers: list[Entry]) -> None:
+    def _remember(self, workers: list[Entry], now: float) -> None:
         """Keep the last hour's completions of workers whose records went away (a clean
         stop removes the record) so that the chart does not drop them."""
         ids = {w.id for w in workers}
@@ -285,7 +286,7 @@ class Snapshots:
             for minute, n in _minutes(gone):
                 self._gone[minute] += n
         self._seen = {w.id: w for w in workers if w.record is not None}
-        oldest = int(time.time() // 60) - CHART_MINUTES
+        oldest = int(now // 60) - CHART_MINUTES  # (the store's clock, as the minutes)
         for minute in [m for m in self._gone if m < oldest]:
             del self._gone[minute]
 
