@@ -84,10 +84,13 @@ class Scanner:
 
     def run_if_due(self, worker_id: str) -> Recovered | None:
         now = self.ctx.store.now()
+        interval = self.ctx.config.effective_scan_interval
         with self._lock:
-            if now < self._next:
+            # (due sooner than an interval from now: else the store's clock was set back
+            # since the last scan, which would not be due again until it caught up)
+            if now < self._next <= now + interval:
                 return None
-            self._next = now + self.ctx.config.effective_scan_interval
+            self._next = now + interval
         if self.role is not None and not self.role.held(worker_id):
             return None  # another worker scans for the fleet
         return self.scan(worker_id)

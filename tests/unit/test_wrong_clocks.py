@@ -51,3 +51,23 @@ def test_a_worker_whose_clock_is_wrong_is_counted_in_the_throughput(
     clock.advance(120)  # (two minutes on: that minute is a whole one of the last five)
     text = generate_latest(queue_registry(Snapshots(q), q.store)).decode()
     assert "s3q_queue_completed_per_minute 0.8" in text
+
+
+def test_a_store_clock_set_back_does_not_stop_the_takeover_scan() -> None:
+    """The store's clock is stepped back an hour (a local store's host whose NTP corrects
+    a clock an hour fast; an S3-compatible server's, whose Date the store clock follows
+    down): a worker that scanned just before must scan again a scan interval later, not
+    an hour and a scan interval later, or the leases of workers that die meanwhile wait
+    an hour to be taken over (OVERDUE, with a worker running)."""
+    clock = FakeClock()
+    store = MemoryStore("set-back", clock=clock)
+    config = QueueConfig(lease_ttl=30)
+    scanner, dying = Queue(store, config), Queue(store, config)
+    assert scanner.scan("w-scan") is not None  # (its first scan: the next one is due in 15 s)
+    clock.advance(-3600)
+    dying.submit("a_request.json", b"{}")
+    assert dying.claim("w-dead") is not None  # (and its worker dies)
+    clock.advance(30 + 2 + 1)  # (expired by the store's clock)
+    done = scanner.scan("w-scan")
+    assert done is not None and "a_request.json" in done.actions
+    assert [i.key for i in store.list_page("wait/").items] == ["wait/a_request.json"]
