@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from itsdangerous.timed import TimestampSigner
 
+import s3q.clock
 from s3q import Queue, QueueConfig
 from s3q.backends.local import LocalStore
 from s3q.dashboard.app import create_app
@@ -27,6 +28,8 @@ def test_a_session_ends_12_hours_after_its_sign_in_however_busy_it_was(
     tab (or a stolen cookie kept warm by its thief) stayed signed in for ever, not 12
     hours. The 12 hours now count from the sign-in."""
     now = [1_800_000_000.0]
+    # (the machine's clock, s3q.clock's, moves as its wall clock does)
+    monkeypatch.setattr(s3q.clock, "monotonic", lambda: now[0] - 1_700_000_000.0)
     monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: int(now[0]))
     monkeypatch.setattr("s3q.dashboard.security.time",
                         types.SimpleNamespace(time=lambda: now[0]), raising=False)
@@ -54,3 +57,30 @@ def test_a_session_ends_12_hours_after_its_sign_in_however_busy_it_was(
     csrf = csrf_of(c.get("/login").get_data(as_text=True))
     c.post("/login", data={"csrf": csrf, "token": "s3cret-token"})
     assert c.get("/").status_code == 200
+
+
+def test_a_session_ends_12_hours_after_its_sign_in_though_the_clock_was_set_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dashboard host's wall clock is stepped back an hour six hours into a session
+    (NTP correcting a clock an hour fast): the session still ends 12 hours after its
+    sign-in, as time passed on the machine (CLOCK_BOOTTIME), not 13 hours after it."""
+    wall = [1_800_000_000.0]
+    boot = [100_000.0]  # (the machine's clock: s3q.clock's, CLOCK_BOOTTIME on Linux)
+    monkeypatch.setattr(s3q.clock, "monotonic", lambda: boot[0])
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: int(wall[0]))
+    monkeypatch.setattr("s3q.dashboard.security.time",
+                        types.SimpleNamespace(time=lambda: wall[0]), raising=False)
+    queue = Queue(MeteredStore(LocalStore(tmp_path / "q")), QueueConfig(max_attempts=1))
+    app = create_app(queue, Credentials(token=Secret("s3cret-token")), refresh=1)
+    app.testing = True
+    c = app.test_client()
+    csrf = csrf_of(c.get("/login").get_data(as_text=True))
+    c.post("/login", data={"csrf": csrf, "token": "s3cret-token"})
+    ended = None
+    for hour in range(1, 15):  # a page every hour (and a second)
+        wall[0] += HOUR + 1 - (HOUR if hour == 6 else 0.0)  # (set back an hour at the 6th)
+        boot[0] += HOUR + 1
+        if c.get("/").status_code != 200:
+            ended = hour
+            break
+    assert ended == 12  # (the first page more than 12 hours after the sign-in)

@@ -24,12 +24,12 @@ import binascii
 import hmac
 import ipaddress
 import secrets
-import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from flask import Request, session
 
+from s3q import clock
 from s3q.config import Config
 from s3q.settings import Secret
 
@@ -37,6 +37,8 @@ __all__ = ["SESSION_LIFETIME", "Credentials", "host_is_loopback", "is_loopback"]
 
 #: How long a sign-in lasts, counted from the sign-in: Flask re-signs a permanent session's
 #: cookie at every answer, so the cookie's own age never reaches it while pages are asked.
+#: Counted on this machine's clock of lease deadlines (s3q.clock: a wall clock set back
+#: would lengthen it; a restart ends every session anyway: a new signing key).
 SESSION_LIFETIME = 12 * 3600.0
 
 
@@ -106,7 +108,8 @@ class Credentials:
         signed_in, since = session.get("signed_in"), session.get("since")
         if (isinstance(signed_in, str) and self.token is not None
                 and _eq(signed_in, _proof(self.token)) and session.get("sid") not in self.ended
-                and isinstance(since, int | float) and time.time() - since <= SESSION_LIFETIME):
+                and isinstance(since, int | float)
+                and 0 <= clock.monotonic() - since <= SESSION_LIFETIME):
             return f"token ({request.remote_addr})"
         return None
 
@@ -116,7 +119,7 @@ class Credentials:
             return False
         session["signed_in"] = _proof(self.token)
         session["sid"] = secrets.token_urlsafe(16)
-        session["since"] = time.time()
+        session["since"] = clock.monotonic()
         return True
 
     def sign_out(self) -> None:
