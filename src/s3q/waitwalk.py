@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 from s3q import layout
 from s3q.context import Context
+from s3q.records import CLOCK_MARGIN
 from s3q.store import ObjectInfo, Page, resume_after
 
 __all__ = ["UNREADABLE_RETRY", "UNREADABLE_RETRY_MAX", "WALK_PAGES", "WaitWalk"]
@@ -47,7 +48,8 @@ class WaitWalk:
         self._cursor: str | None = None
         self._lists = 0  # LISTs of wait/ sent (each one's number)
         self._emptied = 0  # the number of the last that found wait/ empty
-        self._skip: dict[str, tuple[str, float]] = {}  # name -> (etag, until store time)
+        #: name -> (etag, until, since): store times
+        self._skip: dict[str, tuple[str, float, float]] = {}
         self._refused: set[str] = set()  # names never claimed (too long, unusable): reported once
         self._unreadable: dict[str, tuple[str, str, float]] = {}  # name -> (etag, why, wait)
 
@@ -62,8 +64,9 @@ class WaitWalk:
 
     def skip(self, name: str, etag: str, until: float) -> None:
         """Leave wait/NAME as listed (``etag``) out of the listings until store time
-        ``until`` (held by another worker, or a retry not due yet)."""
-        self._skip[name] = (etag, until)
+        ``until`` (held by another worker, or a retry not due yet), or until the store's
+        clock reads earlier than now (set back: the skip would last as much longer)."""
+        self._skip[name] = (etag, until, self.ctx.store.now())
 
     def refuse(self, name: str, why: str, event: str) -> None:
         """A name in wait/ that matches the filter but is never claimed: reported once (the
@@ -162,7 +165,7 @@ class WaitWalk:
         self._cursor = (resume_after(page.items[-1].key) if page.truncated and page.items
                         else None)
         now = ctx.store.now()
-        self._skip = {k: v for k, v in self._skip.items() if v[1] > now}
+        self._skip = {k: v for k, v in self._skip.items() if v[1] > now >= v[2] - CLOCK_MARGIN}
         fresh = []
         for info in page.items:
             name = layout.name_of(layout.WAIT, info.key)

@@ -22,7 +22,7 @@ from s3q.dashboard.snapshot import Snapshots, take_snapshot
 from s3q.gauges import queue_registry
 from s3q.job import Job
 from s3q.worker import Worker, WorkerOptions
-from tests.unit.harness import FakeClock
+from tests.unit.harness import Denies, FakeClock
 
 
 def ok(job: Job) -> None:
@@ -71,3 +71,19 @@ def test_a_store_clock_set_back_does_not_stop_the_takeover_scan() -> None:
     done = scanner.scan("w-scan")
     assert done is not None and "a_request.json" in done.actions
     assert [i.key for i in store.list_page("wait/").items] == ["wait/a_request.json"]
+
+
+def test_a_store_clock_set_back_does_not_stretch_a_claims_skip() -> None:
+    """A request the store refused to read is skipped for a minute (by the store's clock);
+    the clock is then set back an hour: once readable again, it is claimed a minute
+    later, not an hour and a minute later (a worker alone on its queue, a local store)."""
+    clock = FakeClock()
+    denies = Denies(MemoryStore("skip-set-back", clock=clock), ["wait/a_request.json"])
+    q = Queue(denies, QueueConfig(lease_ttl=30))
+    q.submit("a_request.json", b"{}")
+    assert q.claim("w") is None  # (refused: skipped for UNREADABLE_RETRY, 60 s)
+    denies.keys.clear()  # (restored, readable now)
+    clock.advance(-3600)
+    clock.advance(61)
+    job = q.claim("w")
+    assert job is not None and job.name == "a_request.json"
