@@ -20,7 +20,7 @@ from s3q import Queue, QueueConfig
 from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
 from s3q.records import INLINE_MAX, Lease
-from s3q.store import StoreError, StoreRefused, list_all
+from s3q.store import StoreError, StoreRefused, list_all, of_its_own
 from s3q.waitwalk import UNREADABLE_RETRY, UNREADABLE_RETRY_MAX
 from s3q.worker import Worker, WorkerOptions
 from tests.unit.harness import Denies, FakeClock
@@ -215,3 +215,27 @@ def test_a_store_refusing_every_request_is_no_request_of_its_own(
         q.claim("w")
     assert reports(caplog) == []
     assert q.outlook().left == []
+
+
+@pytest.mark.parametrize(("code", "status", "refused"), [
+    ("ExpiredToken", 400, True), ("InvalidAccessKeyId", 403, True),
+    ("RequestTimeTooSkewed", 403, True), ("NoSuchBucket", 404, True),
+    ("AccessDenied", 403, False), ("InvalidObjectState", 403, False),
+    ("ObjectNotInActiveTierError", 403, False), ("InvalidRequest", 400, False),
+])
+def test_s3_answers_that_hold_for_every_key_are_the_store_refusing(
+        code: str, status: int, refused: bool) -> None:
+    """S3's error answers as the S3 store translates them: those about every key (rejected
+    credentials, this host's clock too far off S3's, no such bucket) are StoreRefused, never
+    taken by a claim for a request of its own; those about one object (denied, archived,
+    SSE-C's InvalidRequest) are."""
+    from botocore.exceptions import ClientError
+
+    from s3q.backends.s3wire import translate
+
+    answer = ClientError({"Error": {"Code": code, "Message": "..."}, "ResponseMetadata": {
+        "HTTPStatusCode": status, "HTTPHeaders": {}, "HostId": "", "RequestId": "",
+        "RetryAttempts": 0}}, "GetObject")
+    error = translate(answer, "GetObject", "s3://b/q/wait/a", bucket="b", endpoint="e")
+    assert isinstance(error, StoreRefused) is refused
+    assert of_its_own(error) is not refused

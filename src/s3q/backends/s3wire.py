@@ -61,6 +61,8 @@ _UNAVAILABLE = {
 }
 _DENIED = {"AccessDenied", "403", "AllAccessDisabled"}
 _BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+#: This host's clock is over 15 min off S3's: every request is refused (StoreRefused).
+_SKEWED = "RequestTimeTooSkewed"
 #: botocore's transport failures: the request may or may not have reached S3.
 TRANSPORT = (HTTPClientError, BotoConnectionError, IncompleteReadError)
 
@@ -182,6 +184,9 @@ def translate(e: ClientError, operation: str, where: str, *, bucket: str,
         return StoreUnavailable(
             f"S3 {operation} {where}: {code} (HTTP {status}) after {attempts} attempt(s)"
         )
+    if code == _SKEWED:
+        return StoreRefused(f"S3 {operation} {where}: RequestTimeTooSkewed: this host's clock "
+                            "is too far from S3's (over 15 minutes): fix its time (NTP)")
     if code in _DENIED:
         return StoreError(
             f"S3 access denied: {operation} {where} (check the credentials and the bucket"
