@@ -187,8 +187,9 @@ class Context:
         request (a key such as ``a//b_request.json`` another S3 client wrote), or None: it
         is one, or it does not match, or it is an empty "folder" marker (``incoming/``; or
         ``""``: ``wait/`` itself, the marker a console's "Create folder" named ``wait``
-        leaves). A key ending in ``/`` that holds bytes is no marker: a producer's bug."""
-        if not name or (name.endswith("/") and not size) or not fnmatch.fnmatchcase(
+        leaves). A key ending in ``/`` that holds bytes is no marker: a producer's bug (the
+        file name lost: ``orders/``, or all of it: ``wait/`` itself, ``""``)."""
+        if ((not name or name.endswith("/")) and not size) or not fnmatch.fnmatchcase(
                 name, self.config.filter):
             return None
         try:

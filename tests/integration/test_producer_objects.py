@@ -217,3 +217,25 @@ def test_a_key_ending_in_a_slash_that_holds_bytes_is_reported_not_taken_for_a_fo
     assert len(said) == 1 and "'orders/'" in said[0] and "rename it" in said[0], said
     [problem] = [p for p in status["problems"] if "not usable keys" in p]
     assert "'orders/'" in problem and "'empty/'" not in problem
+
+
+def test_wait_itself_holding_bytes_is_reported_not_taken_for_a_folder(
+        s3_endpoint: S3Endpoint, make_s3_store: MakeS3Store,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The same producer's bug with the whole file name lost: ``put_object(Key=PREFIX +
+    "/wait/" + name, Body=...)`` with an empty ``name`` leaves ``PREFIX/wait/`` holding a
+    request's bytes. Only the empty such key is the marker of a folder named ``wait``; this
+    one is said once ("rename it") and named by ``s3q status``."""
+    prefix = f"t/{uuid4().hex}"
+    client = s3_endpoint.client()
+    client.put_object(Bucket=s3_endpoint.bucket, Key=f"{prefix}/wait/", Body=b'{"a": 1}')
+    q = Queue(make_s3_store(prefix=prefix))
+    with caplog.at_level(logging.WARNING, logger="s3q"):
+        assert q.claim("w") is None
+        assert q.claim("w") is None  # (said once)
+        status = queue_status(q)
+    said = [r.getMessage() for r in caplog.records
+            if getattr(r, "event", "") == "name_unusable"]
+    assert len(said) == 1 and "wait/''" in said[0] and "rename it" in said[0], said
+    assert [p for p in status["problems"] if "not usable keys" in p], status["problems"]
+    assert not status["healthy"]
