@@ -80,3 +80,44 @@ def test_a_bucket_that_does_not_exist_is_the_store_refusing_not_a_request(
         assert not of_its_own(refused.value)
     finally:
         store.close()
+
+
+def test_credentials_gone_between_the_list_and_the_gets_are_no_request_of_its_own(
+        s3_endpoint: S3Endpoint, make_s3_store: MakeS3Store,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """botocore finding no credentials to sign with (NoCredentialsError; its credential
+    providers failing to refresh them, CredentialRetrievalError, the same) refuses every
+    request whatever its key, as S3's ExpiredToken does: the claim that meets it at the
+    GETs after its LIST fails (claim_failed), and says no request unreadable nor leaves
+    one."""
+    from typing import Any
+
+    from s3q.backends.delegating import DelegatingStore
+    from s3q.store import Store, StoreRefused
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                 "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # (no instance profile either)
+    prefix = f"t/{uuid4().hex}"
+    store = make_s3_store(prefix=prefix)
+    without = make_s3_store(prefix=prefix, access_key_id=None, secret_access_key=None)
+
+    class CredentialsGoneAfterTheList(DelegatingStore):
+        def __init__(self, inner: Store, other: Store) -> None:
+            super().__init__(inner)
+            self.other = other
+
+        def _call(self, op: str, args: dict[str, Any], fn: Any) -> Any:
+            if op in ("get", "open", "head"):  # (the claim's reads of wait/ and .s3q/)
+                return getattr(self.other, op)(args["key"])
+            return fn()
+
+    Queue(store, QueueConfig()).submit("a_request.json", b"{}")
+    q = Queue(CredentialsGoneAfterTheList(store, without), QueueConfig())
+    with caplog.at_level(logging.DEBUG, logger="s3q"), pytest.raises(StoreRefused):
+        q.claim("w")
+    assert [r for r in caplog.records if getattr(r, "event", None) == "request_unreadable"] == []
+    assert q.outlook().left == []
+    assert [i.key for i in q.ls(State.WAIT)] == ["a_request.json"]

@@ -39,8 +39,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from s3q.backends import S3Options, s3multipart
 from s3q.backends.s3bodies import buffered, rewindable
 from s3q.backends.s3wire import (
-    TRANSPORT,
     Meter,
+    core_error,
     make_client,
     quoted,
     resend_conflicts,
@@ -381,10 +381,8 @@ class S3Store:
                               endpoint=self._client.meta.endpoint_url)
             error.retried = e.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) > 0
             raise error from e
-        except TRANSPORT as e:
-            raise StoreUnavailable(f"S3 {operation} {self._where(key)}: {e}") from e
-        except BotoCoreError as e:
-            raise StoreError(f"S3 {operation} {self._where(key)}: {e}") from e
+        except BotoCoreError as e:  # (a transport failure: StoreUnavailable)
+            raise core_error(e, f"S3 {operation} {self._where(key)}") from e
 
 def _info(key: str, etag: str, size: int, last_modified: datetime) -> ObjectInfo:
     return ObjectInfo(key, quoted(etag), size, last_modified.timestamp())

@@ -23,7 +23,17 @@ import boto3
 import botocore.session
 import botocore.utils
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoAuthTokenError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    TokenRetrievalError,
+)
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.loaders import Loader
 
@@ -41,8 +51,8 @@ from s3q.store import (
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["CLOCK_STEP_BACK", "TRANSPORT", "Meter", "StoreClock", "error_code", "make_client",
-           "parse_timestamp", "quoted", "resend_conflicts", "translate"]
+__all__ = ["CLOCK_STEP_BACK", "TRANSPORT", "Meter", "StoreClock", "core_error", "error_code",
+           "make_client", "parse_timestamp", "quoted", "resend_conflicts", "translate"]
 
 #: A ``Date`` this far below the current clock estimate means the server clock was stepped
 #: back (NTP), not that the response was slow: the estimate follows it down.
@@ -65,6 +75,10 @@ _BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken
 _SKEWED = "RequestTimeTooSkewed"
 #: botocore's transport failures: the request may or may not have reached S3.
 TRANSPORT = (HTTPClientError, BotoConnectionError, IncompleteReadError)
+#: botocore finding no credentials to sign with (none, or its providers failing to get or
+#: refresh them: expired ones not renewed): every request is refused, whatever its key.
+_NO_CREDENTIALS = (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError,
+                   TokenRetrievalError, NoAuthTokenError)
 
 
 def make_client(options: S3Options, url: str) -> S3Client:
@@ -164,6 +178,17 @@ def parse_timestamp(value: Any) -> datetime:
         if parsed is not None:
             return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
     return botocore.utils.parse_timestamp(value)
+
+
+def core_error(e: BotoCoreError, what: str) -> StoreError:
+    """botocore's own failure of ``what`` (an S3 request) as a store error: a transport one
+    is :class:`StoreUnavailable`; no credentials to sign with, :class:`StoreRefused` (no
+    request was sent)."""
+    if isinstance(e, TRANSPORT):
+        return StoreUnavailable(f"{what}: {e}")
+    if isinstance(e, _NO_CREDENTIALS):
+        return StoreRefused(f"{what}: {e} (no credentials to sign with)")
+    return StoreError(f"{what}: {e}")
 
 
 def translate(e: ClientError, operation: str, where: str, *, bucket: str,
