@@ -165,7 +165,9 @@ class WaitWalk:
         self._cursor = (resume_after(page.items[-1].key) if page.truncated and page.items
                         else None)
         now = ctx.store.now()
-        self._skip = {k: v for k, v in self._skip.items() if v[1] > now >= v[2] - CLOCK_MARGIN}
+        for name, v in list(self._skip.items()):  # (a copy: claims skip outside this lock)
+            if not v[1] > now >= v[2] - CLOCK_MARGIN and self._skip.get(name) is v:
+                self._skip.pop(name, None)
         fresh = []
         for info in page.items:
             name = layout.name_of(layout.WAIT, info.key)

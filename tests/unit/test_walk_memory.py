@@ -8,6 +8,8 @@ the names its page shows gone (a page lists every key of its range)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import ClassVar
 
 import pytest
 
@@ -59,3 +61,36 @@ def test_refused_names_are_forgotten_once_gone_and_said_again_when_back(
         assert q.claim("w") is None
     said = [r for r in caplog.records if getattr(r, "event", None) == "name_too_long"]
     assert len(said) == ROUNDS + 1
+
+
+class Moment(float):
+    """A store time that, compared as ``until > now`` with the ``until`` of ``hook`` (the
+    walk pruning its skips), lets another claiming thread make a skip at that instant."""
+
+    hook: ClassVar[list[tuple[float, Callable[[], None]]]] = []
+
+    def __lt__(self, other: object) -> bool:  # (``until > now`` asks this first)
+        if Moment.hook and other == Moment.hook[0][0]:
+            Moment.hook.pop()[1]()
+        return float.__lt__(self, other)  # type: ignore[operator]
+
+
+def test_a_skip_made_while_a_listing_prunes_the_skips_breaks_no_claim() -> None:
+    """The claiming threads of a process make skips (a request held by another worker, a
+    retry not due, one it may not read) outside the walk's lock, while one of them prunes
+    them after its LIST: the prune iterated the dict itself, so a skip made meanwhile failed
+    that claim ('dictionary changed size during iteration': claim_failed, a traceback, the
+    page listed left untried). The prune now goes over a copy, and keeps the new skip."""
+    clock = FakeClock()
+    mem = MemoryStore("skips", clock=lambda: Moment(clock()))
+    q = Queue(mem, QueueConfig())
+    q.submit("a_request.json", b"{}")
+    walk = q._claimer._walk
+    until = clock() + 60
+    walk.skip("old_request.json", '"e0"', until)  # (a skip to prune: 1 s left)
+    clock.advance(59)
+    Moment.hook.append((until, lambda: walk.skip("b_request.json", '"e1"', clock() + 60)))
+    job = q.claim("w")
+    assert not Moment.hook  # (the other thread's skip was made during the prune)
+    assert job is not None and job.name == "a_request.json"
+    assert "b_request.json" in walk._skip
