@@ -8,6 +8,7 @@ import logging
 import os
 from html import unescape
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -196,6 +197,24 @@ def test_a_local_queue_whose_wait_links_out_of_its_root_refuses_to_open(
     assert [i.key for i in Queue(str(root)).ls(State.WAIT)] == ["a_request.json"]
 
 
+def _claimed_twice(s3_endpoint: S3Endpoint, make_s3_store: MakeS3Store,
+                   caplog: pytest.LogCaptureFixture, objects: dict[str, bytes]
+                   ) -> tuple[list[str], dict[str, Any]]:
+    """``objects`` (keys below a fresh prefix) put by another client, then two claims and
+    s3q status: (what the worker said of names it never claims, the status)."""
+    prefix = f"t/{uuid4().hex}"
+    client = s3_endpoint.client()
+    for key, body in objects.items():
+        client.put_object(Bucket=s3_endpoint.bucket, Key=f"{prefix}/{key}", Body=body)
+    q = Queue(make_s3_store(prefix=prefix))
+    with caplog.at_level(logging.WARNING, logger="s3q"):
+        assert q.claim("w") is None
+        assert q.claim("w") is None  # (said once)
+        status = queue_status(q)
+    return [r.getMessage() for r in caplog.records
+            if getattr(r, "event", "") == "name_unusable"], status
+
+
 def test_a_key_ending_in_a_slash_that_holds_bytes_is_reported_not_taken_for_a_folder(
         s3_endpoint: S3Endpoint, make_s3_store: MakeS3Store,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -203,17 +222,8 @@ def test_a_key_ending_in_a_slash_that_holds_bytes_is_reported_not_taken_for_a_fo
     from the key). Only an empty such key is a folder marker; this one holds a request's
     bytes. It was left out without a word, as a marker; it is now said once ("rename it")
     and named by ``s3q status``, the empty marker beside it still no problem."""
-    prefix = f"t/{uuid4().hex}"
-    client = s3_endpoint.client()
-    client.put_object(Bucket=s3_endpoint.bucket, Key=f"{prefix}/wait/orders/", Body=b'{"a": 1}')
-    client.put_object(Bucket=s3_endpoint.bucket, Key=f"{prefix}/wait/empty/", Body=b"")
-    q = Queue(make_s3_store(prefix=prefix))
-    with caplog.at_level(logging.WARNING, logger="s3q"):
-        assert q.claim("w") is None
-        assert q.claim("w") is None  # (said once)
-        status = queue_status(q)
-    said = [r.getMessage() for r in caplog.records
-            if getattr(r, "event", "") == "name_unusable"]
+    said, status = _claimed_twice(s3_endpoint, make_s3_store, caplog,
+                                  {"wait/orders/": b'{"a": 1}', "wait/empty/": b""})
     assert len(said) == 1 and "'orders/'" in said[0] and "rename it" in said[0], said
     [problem] = [p for p in status["problems"] if "not usable keys" in p]
     assert "'orders/'" in problem and "'empty/'" not in problem
@@ -226,16 +236,8 @@ def test_wait_itself_holding_bytes_is_reported_not_taken_for_a_folder(
     "/wait/" + name, Body=...)`` with an empty ``name`` leaves ``PREFIX/wait/`` holding a
     request's bytes. Only the empty such key is the marker of a folder named ``wait``; this
     one is said once ("rename it") and named by ``s3q status``."""
-    prefix = f"t/{uuid4().hex}"
-    client = s3_endpoint.client()
-    client.put_object(Bucket=s3_endpoint.bucket, Key=f"{prefix}/wait/", Body=b'{"a": 1}')
-    q = Queue(make_s3_store(prefix=prefix))
-    with caplog.at_level(logging.WARNING, logger="s3q"):
-        assert q.claim("w") is None
-        assert q.claim("w") is None  # (said once)
-        status = queue_status(q)
-    said = [r.getMessage() for r in caplog.records
-            if getattr(r, "event", "") == "name_unusable"]
+    said, status = _claimed_twice(s3_endpoint, make_s3_store, caplog,
+                                  {"wait/": b'{"a": 1}'})
     assert len(said) == 1 and "wait/''" in said[0] and "rename it" in said[0], said
     assert [p for p in status["problems"] if "not usable keys" in p], status["problems"]
     assert not status["healthy"]

@@ -3,10 +3,11 @@ hours at most"), on a fake clock: Flask's and the dashboard's."""
 
 from __future__ import annotations
 
-import types
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from flask.testing import FlaskClient
 from itsdangerous.timed import TimestampSigner
 
 import s3q.clock
@@ -21,6 +22,21 @@ from tests.unit.test_dashboard import csrf_of
 HOUR = 3600.0
 
 
+def signed_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wall: Callable[[], float],
+              machine: Callable[[], float]) -> FlaskClient:
+    """A dashboard's client just signed in with its token, on fake clocks: ``wall`` (Flask's
+    cookie signer) and ``machine`` (s3q.clock's, the session's lifetime)."""
+    monkeypatch.setattr(s3q.clock, "monotonic", machine)
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: int(wall()))
+    queue = Queue(MeteredStore(LocalStore(tmp_path / "q")), QueueConfig(max_attempts=1))
+    app = create_app(queue, Credentials(token=Secret("s3cret-token")), refresh=1)
+    app.testing = True
+    c = app.test_client()
+    csrf = csrf_of(c.get("/login").get_data(as_text=True))
+    c.post("/login", data={"csrf": csrf, "token": "s3cret-token"})
+    return c
+
+
 def test_a_session_ends_12_hours_after_its_sign_in_however_busy_it_was(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Flask re-signs a permanent session's cookie at every answer (its timestamp now,
@@ -29,16 +45,7 @@ def test_a_session_ends_12_hours_after_its_sign_in_however_busy_it_was(
     hours. The 12 hours now count from the sign-in."""
     now = [1_800_000_000.0]
     # (the machine's clock, s3q.clock's, moves as its wall clock does)
-    monkeypatch.setattr(s3q.clock, "monotonic", lambda: now[0] - 1_700_000_000.0)
-    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: int(now[0]))
-    monkeypatch.setattr("s3q.dashboard.security.time",
-                        types.SimpleNamespace(time=lambda: now[0]), raising=False)
-    queue = Queue(MeteredStore(LocalStore(tmp_path / "q")), QueueConfig(max_attempts=1))
-    app = create_app(queue, Credentials(token=Secret("s3cret-token")), refresh=1)
-    app.testing = True
-    c = app.test_client()
-    csrf = csrf_of(c.get("/login").get_data(as_text=True))
-    c.post("/login", data={"csrf": csrf, "token": "s3cret-token"})
+    c = signed_in(tmp_path, monkeypatch, lambda: now[0], lambda: now[0] - 1_700_000_000.0)
     first = c.get_cookie("session")
     assert first is not None and c.get("/").status_code == 200
 
@@ -66,16 +73,7 @@ def test_a_session_ends_12_hours_after_its_sign_in_though_the_clock_was_set_back
     sign-in, as time passed on the machine (CLOCK_BOOTTIME), not 13 hours after it."""
     wall = [1_800_000_000.0]
     boot = [100_000.0]  # (the machine's clock: s3q.clock's, CLOCK_BOOTTIME on Linux)
-    monkeypatch.setattr(s3q.clock, "monotonic", lambda: boot[0])
-    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: int(wall[0]))
-    monkeypatch.setattr("s3q.dashboard.security.time",
-                        types.SimpleNamespace(time=lambda: wall[0]), raising=False)
-    queue = Queue(MeteredStore(LocalStore(tmp_path / "q")), QueueConfig(max_attempts=1))
-    app = create_app(queue, Credentials(token=Secret("s3cret-token")), refresh=1)
-    app.testing = True
-    c = app.test_client()
-    csrf = csrf_of(c.get("/login").get_data(as_text=True))
-    c.post("/login", data={"csrf": csrf, "token": "s3cret-token"})
+    c = signed_in(tmp_path, monkeypatch, lambda: wall[0], lambda: boot[0])
     ended = None
     for hour in range(1, 15):  # a page every hour (and a second)
         wall[0] += HOUR + 1 - (HOUR if hour == 6 else 0.0)  # (set back an hour at the 6th)

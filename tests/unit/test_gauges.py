@@ -19,7 +19,7 @@ from s3q.registry import PREFIX, Registry, WorkerRecord
 from tests.unit.harness import FakeClock
 from tests.unit.test_pacing import Listing
 from tests.unit.test_unreadable_leases import held
-from tests.unit.test_upgrade import _dead_short_job
+from tests.unit.test_upgrade import corrupt_lease_left_for_an_operator
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "METRICS.md").read_text()
 
@@ -113,13 +113,8 @@ def test_the_gauges_count_the_leases_no_takeover_will_clear() -> None:
     overdue until 21da248 made it no longer overdue, by design: since, in no gauge) and one
     whose GET is denied (never counted). The gauges must show them, or the alerts built on
     them never fire while the request stays stuck."""
-    store, clock, config, key = _dead_short_job(b'{"n": 1}')
-    store.put(key, b'{"v":2,"body_b64":"eyJuIjogMX0=", truncated')
-    q = Queue(store, config)
-    for _ in range(5):
-        clock.advance(20)
-        q.scan("survivor")
-    text = generate_latest(queue_registry(Snapshots(q), store)).decode()
+    q = corrupt_lease_left_for_an_operator()
+    text = generate_latest(queue_registry(Snapshots(q), q.store)).decode()
     assert "s3q_queue_overdue_leases 0.0" in text  # (the fleet scans: left by design)
     assert "s3q_queue_corrupt_leases 1.0" in text and "s3q_queue_unreadable_leases 0.0" in text
     denied = held()  # (b's lease: its GET denied)

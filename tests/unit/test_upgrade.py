@@ -240,6 +240,18 @@ def test_a_burst_leaves_a_corrupt_lease_the_takeover_leaves_for_an_operator() ->
     assert name == "a_request.json" and "lease record is corrupt" in why
 
 
+def corrupt_lease_left_for_an_operator() -> Queue:
+    """a_request.json's worker died; its lease, corrupt, holds the only copy of the request
+    (no body s3q can read): the fleet's scans leave it for an operator."""
+    store, clock, config, key = _dead_short_job(b'{"n": 1}')
+    store.put(key, b'{"v":2,"body_b64":"eyJuIjogMX0=", truncated')
+    q = Queue(store, config)
+    for _ in range(5):
+        clock.advance(20)
+        q.scan("survivor")
+    return q
+
+
 def test_status_and_the_dashboard_name_a_corrupt_lease_left_for_an_operator() -> None:
     """A corrupt lease the takeover leaves as it is (49d950e) became OVERDUE, and s3q
     status (and the dashboard) said 'no worker is scanning this queue (... is any
@@ -248,12 +260,7 @@ def test_status_and_the_dashboard_name_a_corrupt_lease_left_for_an_operator() ->
     from s3q.cli.status import queue_status
     from s3q.dashboard.snapshot import take_snapshot
 
-    store, clock, config, key = _dead_short_job(b'{"n": 1}')
-    store.put(key, b'{"v":2,"body_b64":"eyJuIjogMX0=", truncated')
-    q = Queue(store, config)
-    for _ in range(5):
-        clock.advance(20)
-        q.scan("survivor")
+    q = corrupt_lease_left_for_an_operator()
     status, snap = queue_status(q), take_snapshot(q)
     for problems in (status["problems"], snap.problems):
         assert not [p for p in problems if "not taken over in time" in p]
