@@ -22,7 +22,7 @@ from s3q.errors import ConfigError, LeaseLost
 from s3q.records import CLOCK_MARGIN, backoff_delay
 from s3q.store import InvalidKey, LeftOut, ObjectInfo, Store, validate_key
 
-__all__ = ["Context", "Deadline", "Listener", "QueueConfig", "error_info", "message_of"]
+__all__ = ["Context", "Deadline", "Listener", "QueueConfig", "error_info", "message_of", "one_line"]
 
 log = logging.getLogger("s3q")
 
@@ -215,7 +215,7 @@ def never_claimed(max_key_bytes: int, too_long: Sequence[str], unusable: Sequenc
             f"empty, '.' or '..' segment, a control character, …): never claimed; rename "
             f"them: {', '.join(repr(n[:60]) for n in unusable[:3])}")
     if left_out:
-        shown = "; ".join(_one_line(str(e), 300) for e in left_out[:3])
+        shown = "; ".join(one_line(e, 300) for e in left_out[:3])
         problems.append(
             f"{len(left_out)} file(s) or folder(s) in wait/ the store cannot list (unreadable, "
             f"or a name no key can hold): never claimed; fix or rename them: {shown}")
@@ -228,8 +228,9 @@ def never_claimed(max_key_bytes: int, too_long: Sequence[str], unusable: Sequenc
     return problems
 
 
-def _one_line(text: str, limit: int) -> str:
-    flat = " ".join(text.split())
+def one_line(text: object, limit: int = 80) -> str:
+    """``text`` on one line (its whitespace runs one space), at most ``limit`` long."""
+    flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 

@@ -66,11 +66,6 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def one_line(text: object, limit: int = 80) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
 def object_fields(info: ObjectInfo) -> dict[str, object]:
     """An object's size, Last-Modified and ETag, as ``--json`` shows them."""
     return {"size": info.size, "last_modified": iso(info.last_modified), "etag": info.etag}

@@ -14,7 +14,8 @@ import click
 from s3q import layout
 from s3q.cli.errors import EXIT_UNHEALTHY, Failure
 from s3q.cli.options import STATES, App, S3qCommand, json_option, setting_options
-from s3q.cli.output import echo_json, iso, object_fields, one_line, table
+from s3q.cli.output import echo_json, iso, object_fields, table
+from s3q.context import one_line
 from s3q.durations import age
 from s3q.layout import State
 from s3q.queue import Queue

@@ -16,8 +16,8 @@ from rich.text import Text
 from s3q.breaker import breaker_records
 from s3q.cli.errors import EXIT_UNHEALTHY
 from s3q.cli.options import App, Duration, S3qCommand, json_option, setting_options
-from s3q.cli.output import echo_json, iso, one_line, table
-from s3q.context import never_claimed
+from s3q.cli.output import echo_json, iso, table
+from s3q.context import never_claimed, one_line
 from s3q.durations import age
 from s3q.layout import State
 from s3q.leases import unreadable_problem
