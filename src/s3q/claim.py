@@ -261,7 +261,7 @@ class Claimer:
             try:  # c0
                 body, got = ctx.store.get(info.key)
             except NotFound:  # claimed (or purged) since the listing
-                self._walk.contended()
+                self._walk.contended(name)
                 return None
             except StoreError as exc:  # its own: archived, SSE-C, another account's
                 if not of_its_own(exc):
@@ -311,7 +311,7 @@ class Claimer:
             return None
         except ClaimOvertaken:
             _give_up(ctx, held.lease, held.etag)
-            self._walk.contended()
+            self._walk.contended(name)
             ctx.emit("claim_overtaken", name, level=logging.DEBUG,
                      reason="claimed and finished by another worker between c0 and c1")
             return None
@@ -319,7 +319,7 @@ class Claimer:
             leases.delete(ctx, name, held.etag, claim=held.lease.claim)
             if refused:
                 raise Unreadable(name, info.etag, refused)
-            self._walk.contended()
+            self._walk.contended(name)
             return None
         # (the lease as last written, by c1 or a renewal, with what c2/c3 found)
         lease, etag = replace(held.lease, proc=claimed.proc, view=claimed.view), held.etag
@@ -338,7 +338,7 @@ class Claimer:
         if old.intent is not Intent.RETRY or old.version == 1:  # (0.1's: the scan migrates it)
             if listed is not None:
                 self._walk.skip(name, listed.etag, now + ctx.config.renew_interval)
-            self._walk.contended()
+            self._walk.contended(name)
             return None
         if old.not_before > now + 1.0:  # 1 s: the resolution of Date
             if listed is not None:

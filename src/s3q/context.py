@@ -20,6 +20,7 @@ from s3q import clock, layout
 from s3q.batching import RIDE, DeleteBatcher
 from s3q.errors import ConfigError, LeaseLost
 from s3q.records import CLOCK_MARGIN, backoff_delay
+from s3q.shares import Shares
 from s3q.store import InvalidKey, LeftOut, ObjectInfo, Store, validate_key
 
 __all__ = ["Context", "Deadline", "Listener", "QueueConfig", "error_info", "message_of", "one_line"]
@@ -116,6 +117,8 @@ class Context:
     #: Conditional deletes that may share a request (the completions' commits, d5, and the
     #: claims' c2).
     deletes: DeleteBatcher = field(init=False)
+    #: This process's view of the fleet: which requests its walk of wait/ tries first.
+    shares: Shares = field(default_factory=Shares)
 
     def __post_init__(self) -> None:
         # (a commit waiting for a claim delays its lease's renewals: a small part of a TTL)

@@ -32,12 +32,14 @@ import logging
 import os
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from s3q.pause import PauseGate
+from s3q.shares import SOON
 from s3q.store import NotFound, ObjectInfo, Store, StoreError, list_all
 
 if TYPE_CHECKING:
@@ -212,6 +214,7 @@ class Presence:
         self.interval = interval or _interval_from_env()
         self.enabled = enabled
         self.gate = PauseGate(self.store)
+        self.shares = worker.queue.ctx.shares
         self.key = PREFIX + worker.options.worker_id
         self.writes = 0  # records written (for tests and the bench)
         self._stop = threading.Event()
@@ -266,6 +269,7 @@ class Presence:
         if self._thread is None:
             return
         self._stop.set()
+        self.shares.wake.set()
         self._thread.join(timeout=10)
         self._thread = None
         try:
@@ -274,9 +278,34 @@ class Presence:
             log.warning("cannot remove the worker record %s: %s (it shows as stale)",
                         self.key, e, extra={"event": "registry_remove_failed"})
 
+    def look(self) -> None:
+        """Read the fleet (one LIST of the registry) into the queue's shares of wait/
+        (:mod:`s3q.shares`). On an error the last view stays: shares are an order of
+        preference, and the claims' LISTs say what is wrong with the store."""
+        try:
+            live = [e.id for e in Registry(self.store).entries() if not e.stale]
+        except StoreError as exc:
+            log.debug("cannot read the registry for the shares of wait/: %s", exc)
+            return
+        self.shares.update(self.worker.options.worker_id, live)
+
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.beat()
+        """Beat every ``interval`` and look at the fleet then (and at the start, and when
+        a lost race asks for it: :meth:`s3q.shares.Shares.missed`, at most once a SOON)."""
+        beat_at = time.monotonic() + self.interval
+        self.look()
+        while not self._stop.is_set():
+            self.shares.wake.wait(max(0.0, beat_at - time.monotonic()))
+            if self._stop.is_set():
+                return
+            asked = self.shares.wake.is_set()
+            self.shares.wake.clear()
+            if time.monotonic() >= beat_at:
+                self.beat()
+                beat_at = time.monotonic() + self.interval
+            self.look()
+            if asked:
+                self._stop.wait(SOON)  # (lost races ask at most once a SOON)
 
 
 def published_lease_ttl(store: Store, worker_id: str) -> float:

@@ -1,7 +1,8 @@
 """The walk of wait/ for one process's claims (:mod:`s3q.claim`): it lists wait/ a page at
-a time from a cursor that advances through the keyspace, starts each page at a random key
-(so racing workers rarely want the same key) and hands the requests on it out one by one,
-to every claiming thread of the process. Pages with no request on them do not count as a
+a time from a cursor that advances through the keyspace, and hands the requests on it out
+one by one, to every claiming thread of the process: those of its share of wait/ (:mod:`s3q.
+shares`: the others' only from a page with none of its own), from a random one (so racing
+workers rarely want the same key). Pages with no request on them do not count as a
 turn: a claim walks past up to :data:`WALK_PAGES` of them. It has a lock of its own, which
 it holds while it lists: the names offered to the claimer (by events, by the scan) do not
 wait for a walk. It also keeps the requests this process found it may not read
@@ -57,10 +58,12 @@ class WaitWalk:
         """The number of LISTs sent so far: a claim reads it when it begins."""
         return self._lists
 
-    def contended(self) -> None:
-        """A candidate was found taken (claimed, changed or gone): the rest of the page is
-        stale; the next candidates come from a fresh LIST."""
+    def contended(self, name: str) -> None:
+        """A candidate, NAME, was found taken (claimed, changed or gone): the rest of the
+        page is stale; the next candidates come from a fresh LIST (and when NAME was in this
+        worker's share, it looks at the fleet again: :meth:`s3q.shares.Shares.missed`)."""
         self._contended = True
+        self.ctx.shares.missed(name)
 
     def skip(self, name: str, etag: str, until: float) -> None:
         """Leave wait/NAME as listed (``etag``) out of the listings until store time
@@ -168,7 +171,8 @@ class WaitWalk:
         for name, v in list(self._skip.items()):  # (a copy: claims skip outside this lock)
             if not v[1] > now >= v[2] - CLOCK_MARGIN and self._skip.get(name) is v:
                 self._skip.pop(name, None)
-        fresh = []
+        mine: list[ObjectInfo] = []
+        others: list[ObjectInfo] = []
         for info in page.items:
             name = layout.name_of(layout.WAIT, info.key)
             if not ctx.is_request(name):
@@ -178,7 +182,8 @@ class WaitWalk:
                 continue
             skip = self._skip.get(name)
             if not (skip and skip[0] == info.etag) and name not in self._refused:
-                fresh.append(info)
+                (mine if ctx.shares.mine(name) else others).append(info)
+        fresh = mine or others  # (the others' shares: a page with nothing of its own)
         start = ctx.rng.randrange(len(fresh)) if fresh else 0  # see candidates
         self._candidates.extend(fresh[start:] + fresh[:start])
 
