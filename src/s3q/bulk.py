@@ -5,9 +5,11 @@ when store errors keep them from doing all of it.
 One request's own store error (access denied on its key) is recorded and the operation goes
 on with the others; an unavailable store (:class:`~s3q.store.StoreUnavailable`:
 unreachable, or failing after the backend's retries) stops it, as every other request would
-fail the same way. Either way what it did is kept, and :class:`Undone` tells what it did
-not: the requests that failed (and of those, the ones whose outcome is unknown: the store
-went away under them), and those it did not attempt.
+fail the same way, and so does the store refusing every request whatever its key
+(:class:`~s3q.store.StoreRefused`: credentials rejected, no such bucket).
+Either way what it did is kept, and :class:`Undone` tells what it did not: the requests
+that failed (and of those, the ones whose outcome is unknown: the store went away under
+them), and those it did not attempt.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from s3q.store import StoreError, StoreUnavailable
+from s3q.store import StoreError, StoreRefused, StoreUnavailable, of_its_own
 
 __all__ = ["BulkIncomplete", "BulkStopped", "Undone", "each", "incomplete"]
 
@@ -31,7 +33,7 @@ class Undone:
 
     failed: dict[str, str] = field(default_factory=dict)  # name -> its store error
     not_attempted: list[str] = field(default_factory=list)
-    stopped: StoreError | None = None  # the unavailable store that ended the run
+    stopped: StoreError | None = None  # the unavailable (or refusing) store that ended the run
     #: of ``failed``: those the store went away under (every one in flight then): each may
     #: or may not have taken effect
     unknown: set[str] = field(default_factory=set)
@@ -50,7 +52,9 @@ class Undone:
         stopped = self.stopped
         why = ("store errors of some requests (it went on with the others)" if stopped is None
                else f"stopped, store unavailable ({stopped})"
-               if isinstance(stopped, StoreUnavailable) else f"stopped, store error ({stopped})")
+               if isinstance(stopped, StoreUnavailable)
+               else f"stopped, the store refused ({stopped})" if isinstance(stopped, StoreRefused)
+               else f"stopped, store error ({stopped})")
         return f"{why}: {counts}"
 
     def lines(self, verb: str) -> list[str]:
@@ -74,11 +78,12 @@ def each(items: Iterable[T], key: Callable[[T], str], action: Callable[[T], bool
     """``action(item)`` for every item, ``threads`` at a time (``round_size`` items listed
     ahead at most: memory stays bounded while ``items`` streams), yielding (item, its
     result) in order. A store error of an item's own goes into ``undone.failed`` and the
-    run goes on; an unavailable store ends it: what was not started yet is cancelled and
-    goes into ``undone.not_attempted``, with the rest of ``items`` if it is a list (else
-    ``undone.unlisted``), and every item the store went away under (those in flight then)
-    into ``undone.unknown``. An error of the listing itself ends it too. ``advance(1)``
-    after each item done or failed (a progress bar)."""
+    run goes on; an unavailable store ends it, as does one refusing every request (that
+    item failed; its outcome known: the refused request did nothing): what was not
+    started yet is cancelled and goes into ``undone.not_attempted``, with the rest of
+    ``items`` if it is a list (else ``undone.unlisted``), and every item the store went
+    away under (those in flight then) into ``undone.unknown``. An error of the listing
+    itself ends it too. ``advance(1)`` after each item done or failed (a progress bar)."""
     it = iter(items)
     advance = advance or (lambda _: None)
     stop = threading.Event()
@@ -88,8 +93,9 @@ def each(items: Iterable[T], key: Callable[[T], str], action: Callable[[T], bool
             raise _NotAttempted
         try:
             return action(item)
-        except StoreUnavailable:
-            stop.set()  # at once: no other request is started
+        except StoreError as e:
+            if not of_its_own(e):  # unavailable, or refusing every request
+                stop.set()  # at once: no other request is started
             raise
 
     with ThreadPoolExecutor(max_workers=max(1, min(threads, 32))) as pool:
@@ -115,9 +121,10 @@ def each(items: Iterable[T], key: Callable[[T], str], action: Callable[[T], bool
                     raise error  # a bug: let it show
                 undone.failed[key(item)] = " ".join(str(error).split())
                 advance(1)
-                if not isinstance(error, StoreUnavailable):
+                if of_its_own(error):
                     continue
-                undone.unknown.add(key(item))  # (and each other one it went away under)
+                if isinstance(error, StoreUnavailable):  # (not a refusal: nothing done)
+                    undone.unknown.add(key(item))  # (and each other one it went away under)
                 if undone.stopped is None:
                     undone.stopped = error
                     for f in futures:

@@ -4,7 +4,8 @@ store errors keep them from doing all of it.
 One request's own store error (access denied on its key) is recorded and the command goes
 on with the others; an unavailable store (:class:`~s3q.store.StoreUnavailable`:
 unreachable, or failing after the backend's retries) stops it, as every other request
-would fail the same way. Either way the command first prints its normal summary of what
+would fail the same way, and so does a store refusing every request whatever its key
+(:class:`~s3q.store.StoreRefused`). Either way the command first prints its normal summary of what
 it did, then, on stderr, each request not done with its error and each not attempted, and
 ends with one ``s3q: error:`` line that counts them and says how safe a re-run is: exit 3.
 

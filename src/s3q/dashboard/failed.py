@@ -129,8 +129,8 @@ class FailedIndex:
 
     def requeue(self, items: list[FailedItem], progress: Progress | None = None) -> Outcome:
         """failed/ -> wait/ (Queue.requeue, only the dead letter listed: its ETag), 8 at a
-        time. A request's own store error is passed over, an unavailable store stops it
-        (:func:`s3q.bulk.each`)."""
+        time. A request's own store error is passed over, an unavailable (or refusing)
+        store stops it (:func:`s3q.bulk.each`)."""
         return self._each(items, lambda i: self.queue.requeue(i.name, "s3q-dashboard",
                                                               etag=i.etag), progress)
 
