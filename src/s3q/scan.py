@@ -18,7 +18,7 @@ from s3q.claim import Claimer
 from s3q.context import Context
 from s3q.records import CLOCK_MARGIN, Intent, Lease
 from s3q.registry import published_lease_ttl
-from s3q.store import ObjectInfo, StoreError, StoreUnavailable, list_all
+from s3q.store import ObjectInfo, StoreError, StoreRefused, StoreUnavailable, list_all, of_its_own
 from s3q.takeover import MakeJob, Recovered, adopt_orphan, restore_view, take_over, went_away
 
 if TYPE_CHECKING:
@@ -122,9 +122,9 @@ class Scanner:
                 continue
             try:  # (t1's GET; a live lease's too, first read or changed)
                 found = self._read(name)
-            except StoreUnavailable:
-                raise
             except StoreError as exc:  # this lease's own (denied): the others go on
+                if not of_its_own(exc):  # (unavailable, or refusing every key: it ends)
+                    raise
                 _not_taken_over(done, name, exc)
                 continue
             if found is not None:
@@ -147,6 +147,9 @@ class Scanner:
             except StoreUnavailable as exc:
                 went_away(done, name, exc)
                 raise
+            except StoreRefused as exc:  # so is every other key: it ends (outcome known)
+                done.failed[name] = str(exc)
+                raise
             except StoreError as exc:  # this request's own (permission denied): the others'
                 _not_taken_over(done, name, exc)  # takeovers go on; the next scan: again
         self._retries = {n: v for n, v in self._retries.items() if n in leased}
@@ -162,6 +165,9 @@ class Scanner:
                                                    make_job=self.make_job)
             except StoreUnavailable as exc:
                 went_away(done, name, exc)
+                raise
+            except StoreRefused as exc:
+                done.failed[name] = str(exc)
                 raise
             except StoreError as exc:
                 _not_taken_over(done, name, exc)
@@ -183,6 +189,9 @@ class Scanner:
                     done.actions[name] = "view restored"
             except StoreUnavailable as exc:
                 went_away(done, name, exc)
+                raise
+            except StoreRefused as exc:
+                done.failed[name] = str(exc)
                 raise
             except StoreError as exc:
                 _not_taken_over(done, name, exc, "restoring the view of the due retry")

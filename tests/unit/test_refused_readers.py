@@ -7,6 +7,7 @@ done by the refused request) instead of going through every one of them."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,8 +17,10 @@ import pytest
 from s3q import Queue, QueueConfig
 from s3q.backends import open_store
 from s3q.backends.delegating import DelegatingStore
+from s3q.backends.memory import MemoryStore
 from s3q.bulk import BulkIncomplete
 from s3q.store import Store, StoreRefused, StoreUnavailable
+from tests.unit.harness import FakeClock
 
 T = TypeVar("T")
 NAMES = [f"r{i}_request.json" for i in range(3)]
@@ -26,17 +29,22 @@ EXPIRED = "S3 rejected the credentials (ExpiredToken)"
 
 class Refuses(DelegatingStore):
     """Once ``on``, every request but a LIST (made before the credentials expired) is
-    refused whatever its key."""
+    refused whatever its key (only ``ops``, if given); or once ``after`` is listed (the
+    credentials expire just after that LIST)."""
 
     def __init__(self, inner: Store, ops: tuple[str, ...] = ()) -> None:
         super().__init__(inner)
         self.on, self.ops, self.refused = False, ops, 0
+        self.after: str | None = None
 
     def _call(self, op: str, args: dict[str, Any], fn: Callable[[], T]) -> T:
         if self.on and op != "list" and (not self.ops or op in self.ops):
             self.refused += 1
             raise StoreRefused(f"{EXPIRED} for {op} {args.get('key', args.get('dst'))}")
-        return fn()
+        result = fn()
+        if op == "list" and self.after is not None and args["prefix"].endswith(self.after):
+            self.on = True
+        return result
 
 
 def dead_letters(qdir: Path) -> None:
@@ -64,3 +72,34 @@ def test_a_bulk_requeue_stops_at_the_store_refusing_every_request(tmp_path: Path
     assert e.done == [] and list(e.undone.failed) == [NAMES[0]]
     assert e.undone.unknown == set() and e.undone.not_attempted == NAMES[1:]
     assert "stopped, the store refused" in str(e) and EXPIRED in str(e)
+
+
+def held_by(worker: str, *, expired: bool) -> tuple[Queue, Refuses]:
+    """Every name claimed by ``worker`` (on a fake clock: ``expired``, 2 minutes later)."""
+    clock = FakeClock()
+    store = Refuses(MemoryStore("refused", clock=clock))
+    q = Queue(store, QueueConfig())
+    for name in NAMES:
+        q.submit(name, b"{}")
+        assert q.claim(worker) is not None
+    if expired:
+        clock.advance(120)
+    return q, store
+
+
+def said(caplog: pytest.LogCaptureFixture, event: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if getattr(r, "event", None) == event]
+
+
+def test_the_takeover_scan_stops_at_the_store_refusing_every_request(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The worker's takeover scan whose credentials expire after its LIST of the leases:
+    one refusal ends it (the worker says 'takeover scan failed' once), not a scan_failed
+    warning for each expired lease, each recorded as a takeover that failed."""
+    q, store = held_by("dead", expired=True)
+    store.after = ".s3q/lease/"
+    with caplog.at_level(logging.DEBUG, logger="s3q"), pytest.raises(
+            StoreRefused, match="rejected the credentials"):
+        q.scan("w2")
+    assert said(caplog, "scan_failed") == []
+    assert store.refused == 1
