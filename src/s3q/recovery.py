@@ -13,7 +13,7 @@ from s3q import layout, leases
 from s3q.context import Context
 from s3q.records import Intent, Lease
 from s3q.scan import Scanner
-from s3q.store import ObjectInfo, StoreError, StoreUnavailable, list_all
+from s3q.store import ObjectInfo, StoreError, StoreRefused, StoreUnavailable, list_all, of_its_own
 from s3q.takeover import (
     MakeJob,
     Recovered,
@@ -23,8 +23,8 @@ from s3q.takeover import (
     went_away,
 )
 
-__all__ = ["RecoveryCandidate", "RecoveryIncomplete", "RecoveryStopped", "recover",
-           "recovery_candidates"]
+__all__ = ["RecoveryCandidate", "RecoveryIncomplete", "RecoveryRefused", "RecoveryStopped",
+           "recover", "recovery_candidates"]
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +33,18 @@ class RecoveryIncomplete(StoreError):
     """A recovery that store errors kept from doing all it set out to: ``done`` holds what
     it did (``done.actions``) and the requests whose takeover failed with a store error of
     their own (``done.failed``: it went on with the others); ``stopped``, the error of an
-    unavailable store that ended it (None: it went through), after which ``not_attempted``
+    unavailable store (or of one refusing every request) that ended it (None: it went
+    through), after which ``not_attempted``
     were not touched (None: not known, the scan stopped in its listing), and ``at`` the
     request it stopped at, if any (its outcome unknown: done or not; every request whose
     outcome is unknown is in ``done.unknown``)."""
 
-    def __init__(self, done: Recovered, stopped: StoreUnavailable | None = None,
+    def __init__(self, done: Recovered, stopped: StoreError | None = None,
                  not_attempted: Sequence[str] | None = (), at: str | None = None) -> None:
         self.done, self.stopped, self.at = done, stopped, at
         self.not_attempted = None if not_attempted is None else list(not_attempted)
-        what = (f"stopped, the store unavailable: {stopped}" if stopped is not None
+        what = (f"stopped, the store refused: {stopped}" if isinstance(stopped, StoreRefused)
+                else f"stopped, the store unavailable: {stopped}" if stopped is not None
                 else f"{len(done.failed)} request(s) not recovered: store errors")
         super().__init__(f"recovery {what}")
 
@@ -50,6 +52,13 @@ class RecoveryIncomplete(StoreError):
 class RecoveryStopped(RecoveryIncomplete, StoreUnavailable):
     """A :class:`RecoveryIncomplete` that an unavailable store ended (``stopped``): caught
     as the :class:`~s3q.store.StoreUnavailable` it was too."""
+
+
+class RecoveryRefused(RecoveryIncomplete, StoreRefused):
+    """A :class:`RecoveryIncomplete` that a store refusing every request ended
+    (``stopped``: credentials rejected, no such bucket): caught as the
+    :class:`~s3q.store.StoreRefused` it was too. The request it was at, if any, failed with
+    its outcome known (the refused request did nothing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +89,8 @@ def recover(ctx: Context, mode: RecoveryMode, worker_id: str, *, make_job: MakeJ
 
     A store error of one request's own (denied) is logged and the recovery goes on with
     the others, as the takeover scan does; an unavailable store stops it. Either way it
-    then raises :class:`RecoveryIncomplete` (:class:`RecoveryStopped` when it stopped),
+    then raises :class:`RecoveryIncomplete` (:class:`RecoveryStopped` when it stopped;
+    :class:`RecoveryRefused` when the store refused every request, which stops it too),
     which tells what was done and what was not."""
     done = Recovered()
     if mode == "stale":  # (every lease read: judged by the lease_ttl it tells, not ours)
@@ -88,12 +98,16 @@ def recover(ctx: Context, mode: RecoveryMode, worker_id: str, *, make_job: MakeJ
             scanner.scan(worker_id, exact=True, done=done)
         except StoreUnavailable as e:
             raise RecoveryStopped(done, e, not_attempted=None) from e
+        except StoreRefused as e:
+            raise RecoveryRefused(done, e, not_attempted=None) from e
     else:
         try:
             names = _selection(ctx, mode, include, worker_id, dry_run=False, only=only,
                                done=done)
         except StoreUnavailable as e:  # before any takeover (orphans may have a lease)
             raise RecoveryStopped(done, e, not_attempted=None) from e
+        except StoreRefused as e:
+            raise RecoveryRefused(done, e, not_attempted=None) from e
         for i, name in enumerate(names):
             claim = None if only is None else only[name]
             try:
@@ -102,6 +116,9 @@ def recover(ctx: Context, mode: RecoveryMode, worker_id: str, *, make_job: MakeJ
             except StoreUnavailable as e:  # its outcome is unknown; the others would fail
                 went_away(done, name, e)
                 raise RecoveryStopped(done, e, names[i + 1:], at=name) from e
+            except StoreRefused as e:  # so is every other request's: its outcome known
+                done.failed[name] = str(e)
+                raise RecoveryRefused(done, e, names[i + 1:], at=name) from e
             except StoreError as e:  # this request's own (denied): the others go on
                 _failed(done, name, e)
     if done.failed:
@@ -153,10 +170,8 @@ def _selection(ctx: Context, mode: RecoveryMode, include: str, worker_id: str, *
             continue  # not listed, or listed without a lease: one was created since
         try:
             found = leases.read(ctx, name)
-        except StoreUnavailable:
-            raise
         except StoreError as e:  # its own (denied): whose it is is not known; the others go on
-            if done is None:
+            if done is None or not of_its_own(e):  # (unavailable, refusing every key)
                 raise
             _failed(done, name, e)
             continue
@@ -190,7 +205,7 @@ def _adopted(ctx: Context, info: ObjectInfo, name: str, done: Recovered | None) 
             went_away(done, name, e)
         raise
     except StoreError as e:
-        if done is None:
+        if done is None or not of_its_own(e):  # (refusing every key: it ends)
             raise
         _failed(done, name, e)
         return False

@@ -36,7 +36,7 @@ from s3q.hostlock import one_per_host
 from s3q.job import Job
 from s3q.pacing import Pacer, Turn
 from s3q.queue import Queue
-from s3q.recovery import RecoveryIncomplete, RecoveryStopped
+from s3q.recovery import RecoveryIncomplete, RecoveryRefused, RecoveryStopped
 from s3q.registry import Presence
 from s3q.running import Runner, one_line
 from s3q.slots import Slots, join_slots
@@ -189,10 +189,10 @@ class Worker:
         as the takeover scan leaves such a request: its lease expires and the scan tries it
         again. Raising would end the run, and each restart would take the same lease over
         again (renewing it, so that no other worker's scan ever takes it over) and fail
-        again: the worker would never start. An unavailable store still ends the run."""
+        again: the worker would never start. An unavailable (or refusing) store ends it."""
         try:
             return len(self.queue.recover_own(wid))
-        except RecoveryStopped:
+        except (RecoveryStopped, RecoveryRefused):
             raise
         except RecoveryIncomplete as e:
             for name, error in e.done.failed.items():

@@ -19,6 +19,7 @@ from s3q.backends import open_store
 from s3q.backends.delegating import DelegatingStore
 from s3q.backends.memory import MemoryStore
 from s3q.bulk import BulkIncomplete
+from s3q.recovery import RecoveryIncomplete
 from s3q.store import Store, StoreRefused, StoreUnavailable
 from tests.unit.harness import FakeClock
 
@@ -89,6 +90,42 @@ def held_by(worker: str, *, expired: bool) -> tuple[Queue, Refuses]:
 
 def said(caplog: pytest.LogCaptureFixture, event: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if getattr(r, "event", None) == event]
+
+
+def test_own_recovery_stops_at_the_store_refusing_every_request(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A worker's own recovery at its start whose credentials expire after its LIST of the
+    leases: the refusal ends it (the start fails, as an unavailable store ends it), not an
+    ERROR for each request ('not taken back ... a lease it cannot read may be another's')
+    and a worker started with all of them left behind."""
+    q, store = held_by("w", expired=False)
+    store.on = True
+    with caplog.at_level(logging.DEBUG, logger="s3q"), pytest.raises(
+            RecoveryIncomplete) as stopped:
+        q.recover_own("w")
+    e = stopped.value
+    assert isinstance(e, StoreRefused) and isinstance(e.stopped, StoreRefused)
+    assert EXPIRED in str(e) and "the store refused" in str(e)
+    assert e.done.failed == {} and e.done.unknown == set()
+    assert said(caplog, "recover_failed") == []
+    assert store.refused == 1  # stopped at the first refusal
+
+
+def test_recover_all_stops_at_the_store_refusing_every_request(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """recover --all refused at its first takeover (t1's PUT): that request failed, its
+    outcome known; the others not attempted."""
+    q, store = held_by("w", expired=True)
+    store.ops = ("put",)
+    store.on = True
+    with caplog.at_level(logging.DEBUG, logger="s3q"), pytest.raises(
+            RecoveryIncomplete) as stopped:
+        q.recover_all()
+    e = stopped.value
+    assert isinstance(e, StoreRefused)
+    assert list(e.done.failed) == [NAMES[0]] and e.done.unknown == set()
+    assert e.not_attempted == NAMES[1:]
+    assert said(caplog, "recover_failed") == []
 
 
 def test_the_takeover_scan_stops_at_the_store_refusing_every_request(
