@@ -38,7 +38,7 @@ from s3q.store import (
     PreconditionFailed,
     Store,
     StoreError,
-    StoreUnavailable,
+    of_its_own,
 )
 
 __all__ = ["ROLE_KEY", "RoleRecord", "RoleSeen", "ScannerRole", "read_role", "seen_role"]
@@ -132,9 +132,9 @@ def seen_role(ctx: Context) -> RoleSeen | None:
     dashboard go on, judging OVERDUE by their own scan interval."""
     try:
         found = read_role(ctx.store)
-    except StoreUnavailable:
-        raise
     except StoreError as e:
+        if not of_its_own(e):  # (unavailable, or refusing every key: not the role's own)
+            raise
         return RoleSeen("", 0.0, 0.0, False, " ".join(str(e).split())[:300])
     if found is None:
         return None
@@ -207,9 +207,9 @@ class ScannerRole:
             body, info = store.get(ROLE_KEY)
         except NotFound:
             body, info = b"", None
-        except StoreUnavailable:
-            raise
         except StoreError as exc:  # its own (denied): whose it is, and whether it expired,
+            if not of_its_own(exc):  # (unavailable, or refusing every key: no scan either)
+                raise
             log.warning("scanner role cannot be read (%s): %s scans without it", exc,
                         worker_id, extra={"event": "scanner_role_unreadable",
                                           "worker": worker_id})

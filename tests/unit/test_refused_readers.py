@@ -140,3 +140,19 @@ def test_the_takeover_scan_stops_at_the_store_refusing_every_request(
         q.scan("w2")
     assert said(caplog, "scan_failed") == []
     assert store.refused == 1
+
+
+def test_the_scanner_role_refused_is_not_a_role_that_cannot_be_read(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The scanner role's GET (a worker's scan, every scan interval; status and the
+    dashboard) refused as every key is: the refusal is raised, not 'scanner role cannot be
+    read (...): w2 scans without it' (a WARNING at every scan, then a scan the same
+    refusal ends) nor status' 'scanner cannot be read' of the role object."""
+    q, store = held_by("dead", expired=True)
+    store.on = True
+    with caplog.at_level(logging.DEBUG, logger="s3q"), pytest.raises(
+            StoreRefused, match=r"for get \.s3q/scanner"):
+        q.scan("w2")
+    assert said(caplog, "scanner_role_unreadable") == []
+    with pytest.raises(StoreRefused, match=r"for get \.s3q/scanner"):
+        q.scanner()
