@@ -26,6 +26,7 @@ from s3q.store import (
     PreconditionFailed,
     StoreError,
     StoreUnavailable,
+    of_its_own,
 )
 from s3q.workerids import RECOVER_ALL
 
@@ -116,9 +117,9 @@ def kept_corrupt(ctx: Context, lease: Lease) -> str | None:
         return None
     try:
         _keep_corrupt(ctx, lease.name)
-    except StoreUnavailable:
-        raise
     except StoreError as e:
+        if not of_its_own(e):  # (unavailable, or refusing every key: not this lease's)
+            raise
         return str(e)
     return None
 

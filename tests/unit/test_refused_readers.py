@@ -156,3 +156,25 @@ def test_the_scanner_role_refused_is_not_a_role_that_cannot_be_read(
     assert said(caplog, "scanner_role_unreadable") == []
     with pytest.raises(StoreRefused, match=r"for get \.s3q/scanner"):
         q.scanner()
+
+
+def test_a_corrupt_lease_is_not_said_left_for_an_operator_by_a_refusal() -> None:
+    """A corrupt lease holding no body whose request is still in processing/ (so the
+    takeover can take it over): the HEAD that looks for it there refused as every key is
+    made status, the dashboard and the gauges count it as 'corrupt lease left for an
+    operator' with the refusal as its reason (s3q_queue_corrupt_leases, status --check
+    failing), and a burst leave it."""
+    from s3q import leases
+    from s3q.takeover import kept_corrupt
+
+    mem = MemoryStore("refused")
+    mem.put("processing/a_request.json", b"{}")
+    mem.put(".s3q/lease/a_request.json", b'{"v":2, truncated')
+    store = Refuses(mem, ops=("head",))
+    q = Queue(store, QueueConfig())
+    found = leases.read(q.ctx, "a_request.json")
+    assert found is not None and found[0].claim == leases.CORRUPT
+    assert kept_corrupt(q.ctx, found[0]) is None  # (its request is in processing/)
+    store.on = True
+    with pytest.raises(StoreRefused):
+        kept_corrupt(q.ctx, found[0])
