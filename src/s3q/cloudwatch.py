@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from s3q.dashboard.snapshot import Snapshot, Snapshots
 from s3q.errors import ConfigError
+from s3q.logs import FailureRun
 from s3q.store import StoreError
 
 if TYPE_CHECKING:
@@ -62,7 +63,9 @@ class BacklogPublisher:
                                   f"{e} (set region, or AWS_REGION)") from e
         self.client: CloudWatchClient = client
         self.published = 0
-        self.failing = 0  # refreshes in a row that put nothing (said at the first only)
+        #: refreshes in a row that put nothing (said at the first only, and their end)
+        self.failures = FailureRun(log, "refreshes", failed_event="cloudwatch_failed",
+                                   ended_event="cloudwatch_published")
 
     def publish_latest(self, snapshots: Snapshots) -> None:
         """:meth:`publish` the latest snapshot. One the store failed to give puts nothing
@@ -71,7 +74,7 @@ class BacklogPublisher:
         try:
             snap = snapshots.get()
         except StoreError as e:
-            self._failed(f"cannot read the queue to publish to CloudWatch: {e}")
+            self.failures.failed(f"cannot read the queue to publish to CloudWatch: {e}")
             return
         self.publish(snap)
 
@@ -88,18 +91,7 @@ class BacklogPublisher:
             self.client.put_metric_data(Namespace=self.namespace, MetricData=data)
             self.published += 1
         except (BotoCoreError, ClientError) as e:
-            self._failed(f"cannot publish to CloudWatch: {e}")
+            self.failures.failed(f"cannot publish to CloudWatch: {e}")
             return
-        if self.failing:
-            log.info("publishing to CloudWatch again, after %d refreshes that could not",
-                     self.failing, extra={"event": "cloudwatch_published",
-                                          "failed": self.failing})
-            self.failing = 0
-
-    def _failed(self, message: str) -> None:
-        """Said once per run of failed refreshes (every refresh, every 15 s, would say it
-        5,760 times a day): the first at WARNING, the next ones at DEBUG."""
-        self.failing += 1
-        log.log(logging.WARNING if self.failing == 1 else logging.DEBUG, "%s%s", message,
-                "" if self.failing == 1 else f" ({self.failing} refreshes in a row)",
-                extra={"event": "cloudwatch_failed", "failed": self.failing})
+        self.failures.ended("publishing to CloudWatch again, after %d refreshes that could "
+                            "not")

@@ -23,6 +23,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from s3q.dashboard.snapshot import Snapshot, Snapshots
+from s3q.logs import FailureRun
 from s3q.metrics import StoreCollector
 from s3q.store import Store, StoreError
 
@@ -125,27 +126,19 @@ def answering_store_errors(app: WSGIApplication) -> WSGIApplication:
     line (a failed scrape: Prometheus' ``up`` is 0, never gauges of an empty queue) instead
     of a traceback on stderr each time; the first of a run of such scrapes is logged at
     WARNING, the next ones at DEBUG, and its end at INFO."""
-    lock, failing = threading.Lock(), [0]
+    failures = FailureRun(log, "scrapes", failed_event="scrape_failed",
+                          ended_event="scrape_answered")
 
     def answer(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         try:
             body = app(environ, start_response)
         except StoreError as e:
-            with lock:
-                failing[0] += 1
-                n = failing[0]
-            log.log(logging.WARNING if n == 1 else logging.DEBUG, "cannot read the queue for "
-                    "a scrape: %s%s", e, "" if n == 1 else f" ({n} scrapes in a row)",
-                    extra={"event": "scrape_failed", "failed": n})
+            failures.failed(f"cannot read the queue for a scrape: {e}")
             start_response("503 Service Unavailable",
                            [("Content-Type", "text/plain; charset=utf-8")])
             return [f"s3q exporter: cannot read the queue: {' '.join(str(e).split())}\n"
                     .encode()]
-        with lock:
-            n, failing[0] = failing[0], 0
-        if n:
-            log.info("scrapes answered again, after %d that could not", n,
-                     extra={"event": "scrape_answered", "failed": n})
+        failures.ended("scrapes answered again, after %d that could not")
         return body
 
     return answer

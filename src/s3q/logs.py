@@ -20,12 +20,13 @@ import json as jsonlib
 import logging
 import os
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["HumanFormatter", "JournalPriority", "JsonFormatter", "setup_logging",
-           "stream_is_journal", "teardown_logging"]
+__all__ = ["FailureRun", "HumanFormatter", "JournalPriority", "JsonFormatter",
+           "setup_logging", "stream_is_journal", "teardown_logging"]
 
 #: Third-party loggers kept at WARNING whatever the level (chatty; botocore logs bodies).
 NOISY = ("botocore", "boto3", "s3transfer", "urllib3")
@@ -171,3 +172,35 @@ def teardown_logging() -> None:
         root.removeHandler(handler)
         root.setLevel(handler.previous_level)
         handler.close()
+
+
+class FailureRun:
+    """A run of failures in a row said once, and its end (a failure every 15 s would be
+    said 5,760 times a day): the first at WARNING, the next ones at DEBUG with their count
+    ("(3 scrapes in a row)"), and the first success after them at INFO. ``what``: the
+    plural of what fails ("scrapes"); each line's ``event`` is ``failed_event`` or
+    ``ended_event``, its ``failed`` how many failed. Thread-safe (the exporter answers
+    scrapes on several threads)."""
+
+    def __init__(self, logger: logging.Logger, what: str, *, failed_event: str,
+                 ended_event: str) -> None:
+        self.log, self.what = logger, what
+        self.failed_event, self.ended_event = failed_event, ended_event
+        self._lock = threading.Lock()
+        self.count = 0  # failures in a row
+
+    def failed(self, message: str) -> None:
+        with self._lock:
+            self.count += 1
+            n = self.count
+        self.log.log(logging.WARNING if n == 1 else logging.DEBUG, "%s%s", message,
+                     "" if n == 1 else f" ({n} {self.what} in a row)",
+                     extra={"event": self.failed_event, "failed": n})
+
+    def ended(self, message: str) -> None:
+        """A success: the end of a run of failures, if any, is said (``message`` holds one
+        ``%d``, how many failed)."""
+        with self._lock:
+            n, self.count = self.count, 0
+        if n:
+            self.log.info(message, n, extra={"event": self.ended_event, "failed": n})
