@@ -837,3 +837,30 @@ def test_recover_stale_does_not_report_a_live_longer_lease_as_recovered(
     assert out.exit_code == 0
     assert out.stdout.strip() == "recovered 0 request(s)", out.stdout
     job.renew()  # still its holder's
+
+
+def test_a_worker_command_line_checks_its_own_queue_as_status_check_does(
+        tmp_path: Path, qdir: Path) -> None:
+    """`s3q worker ... --check-queue` (the ValidateService hook's queue check) is `s3q status
+    --check` with the worker's own flags: its --queue and --lease-ttl, not the environment's;
+    it claims nothing and creates no queue."""
+    run(qdir, "submit", "-", "--name", "x_request.json", input=b"{}")
+    run(qdir, "submit", "-", "--name", "y_request.json", input=b"{}")
+    assert queue(qdir, lease_ttl=5).claim("dead") is not None  # never renewed
+    lease = next((qdir / ".s3q" / "lease").iterdir())
+    then = time.time() - (5 + 2 + 2 * 2.5 + 1)  # overdue by a lease_ttl of 5 s
+    os.utime(lease, (then, then))
+    elsewhere = tmp_path / "elsewhere"
+    Queue(str(elsewhere)).submit("z_request.json", b"{}")  # healthy
+
+    def check(*flags: str) -> Result:
+        return CliRunner(env={"S3Q_QUEUE": str(elsewhere)}).invoke(
+            cli, ["worker", "--exec", "true", *flags, "--check-queue"], catch_exceptions=False)
+
+    out = check("--queue", str(qdir), "--lease-ttl", "5")
+    assert out.exit_code == 1, out.output
+    assert "not taken over in time" in out.stderr and "OVERDUE" in out.stdout
+    assert check().exit_code == 0  # the environment's queue
+    assert Queue(str(qdir)).counts()["wait"] == 1  # nothing claimed
+    missing = tmp_path / "missing"
+    assert check("--queue", str(missing)).exit_code == 3 and not missing.exists()

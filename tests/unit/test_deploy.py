@@ -578,7 +578,7 @@ def test_hooks_run_in_order_twice_each_on_a_fresh_instance(scratch: Scratch) -> 
         calls, out = scratch.hook("ValidateService")
         in_app = "  (cwd $TMP/root/opt/s3q-app, S3Q_PROFILE=prod)"  # s3q.env was read
         pid = f"systemctl show --property MainPID --value {UNIT_CALL}"
-        check = ["s3q status --check", in_app]
+        check = [f"s3q {WORKER_ARGS} --check-queue", in_app]  # status --check, its flags
         # the worker's own arguments, as the service user: its handler must load
         handler = [f"setpriv --reuid=s3q --regid=s3q --init-groups -- {VENV}/bin/s3q "
                    f"{WORKER_ARGS} --check-handler", f"s3q {WORKER_ARGS} --check-handler",
@@ -734,6 +734,30 @@ def test_validate_checks_the_handler_the_worker_really_runs(scratch: Scratch) ->
     calls, out = scratch.hook("ValidateService", STANDIN_CHECK_ERROR="not to be called")
     assert not any("--check-handler" in c for c in calls)
     assert "no 's3q ... worker' command line: its handler is not checked" in out
+
+
+def test_validate_checks_the_queue_with_the_settings_of_the_workers_command_line(
+        scratch: Scratch) -> None:
+    """Settings are flags of every command, so a drop-in's ExecStart may give the worker
+    its queue or profile (`s3q --profile prod worker --queue s3://... --exec ...`). The
+    hook checked the handler with that command line, but the queue with `s3q status
+    --check` and the environment alone: another queue (s3q.toml's) than the one the worker
+    runs on, found healthy, or no profile at all for the host name, a good deployment
+    failed. The queue is now checked by the worker's own command line (--check-queue)."""
+    scratch.deploy(through="ApplicationStart")
+    worker = ["--profile", "prod", "worker", "--queue", "s3://acme-requests-prod/requests",
+              "--exec", "python process.py {path}"]
+    (scratch.root / "proc" / "4242" / "cmdline").write_bytes(b"".join(
+        a.encode() + b"\0" for a in ["/opt/s3q-app/.venv/bin/python3",
+                                     "/opt/s3q-app/.venv/bin/s3q", *worker]))
+    calls, _ = scratch.hook("ValidateService")
+    assert f"s3q {' '.join(worker)} --check-handler" in calls
+    assert calls.count(f"s3q {' '.join(worker)} --check-queue") == 2
+    assert "s3q status --check" not in calls
+    # a worker process that is no `s3q ... worker` (a wrapper): the queue as status sees it
+    (scratch.root / "proc" / "4242" / "cmdline").write_bytes(b"/opt/run-worker.sh\0")
+    calls, _ = scratch.hook("ValidateService")
+    assert calls.count("s3q status --check") == 2
 
 
 def test_validate_fails_when_the_main_process_is_gone(scratch: Scratch) -> None:

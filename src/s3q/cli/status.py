@@ -61,7 +61,16 @@ def status(as_json: bool, watch: float | None, check: bool, max_age: float | Non
         raise click.UsageError("--watch and --check cannot be combined")
     if watch is not None and watch < 0.5:
         raise click.UsageError("--watch: redraw at most twice a second (0.5s or more)")
-    app = App()
+    report(App(), as_json=as_json, watch=watch, check=check, max_age=max_age,
+           max_failed=max_failed)
+
+
+def report(app: App, *, as_json: bool = False, watch: float | None = None,
+           check: bool = False, max_age: float | None = None,
+           max_failed: int | None = None) -> None:
+    """What ``status`` prints (and, with ``check``, its exit 1 when unhealthy), with
+    ``app``'s settings: the command's, or a worker command line's (``s3q worker ...
+    --check-queue``, which the ValidateService hook runs)."""
     queue = app.open_queue()
     origin = {"queue_source": app.queue_source, "profile": app.config.profile}
     if watch is not None:

@@ -57,11 +57,14 @@ log = logging.getLogger("s3q.cli")  # not __name__: the logger name is part of t
 @click.option("--check-handler", is_flag=True, help="Only check that the settings load and "
               "the handler can run, say so and exit (2 if not); no queue is opened. "
               "The ValidateService hook runs it.")
+@click.option("--check-queue", is_flag=True, help="Only check the queue as 's3q status "
+              "--check' does, with this command line's settings, and exit (1 if unhealthy). "
+              "The ValidateService hook runs it.")
 @setting_options("concurrency", "lease_ttl", "max_attempts", "grace", "worker_id",
                  "job_timeout", "breaker_threshold", "breaker_pause", "metrics_port",
                  "metrics_addr")
 def worker(*, exec_cmd: str | None, handler_spec: str | None, pool: str, burst: bool,
-           max_jobs: int | None, check_handler: bool) -> None:
+           max_jobs: int | None, check_handler: bool, check_queue: bool) -> None:
     """Claim requests and run a handler on each, CONCURRENCY at a time.
 
     Refuses to start (exit 2) if the handler cannot run (a program not found, its script
@@ -76,6 +79,10 @@ def worker(*, exec_cmd: str | None, handler_spec: str | None, pool: str, burst: 
         what = (f"--exec {exec_cmd!r} (in {os.getcwd()})" if exec_cmd is not None
                 else f"--handler {handler_spec} (--pool {pool})")
         click.echo(f"the handler can run: {what}")
+        return
+    if check_queue:  # (the queue this worker runs on: its flags count, as its environment)
+        from s3q.cli.status import report
+        report(App(), check=True)
         return
     requests: list[str] = []  # SIGTERM/SIGINT from now on are stop requests, never lost
     with stop_on_signals(requests):

@@ -6,7 +6,9 @@
 # rollback is enabled). The check runs with the environment of the worker process itself
 # (/proc/PID/environ): /etc/s3q/s3q.env as systemd read it (not as a shell would: no $
 # expansion, spaces inside a value kept; quotes around a whole value removed, others kept),
-# the unit's Environment= lines and its drop-ins.
+# the unit's Environment= lines and its drop-ins; and, once its handler is checked, as the
+# worker's own command line with --check-queue (`s3q status --check` with its flags too: a
+# --queue or --profile given there, a drop-in's ExecStart's, is the queue checked).
 # The handler first: as soon as the unit has a worker process (also one still starting, or
 # waiting to retry a start that failed), its own command line is run with --check-handler,
 # as the service user with the worker's environment: the program, the script or module it
@@ -70,6 +72,7 @@ deadline=$((SECONDS + timeout))
 healthy_pid=""
 checked_pid=""
 args=()
+queue_check=(status --check)  # a worker command line's own: "${args[@]}" --check-queue
 while :; do
   pid=$("$SYSTEMCTL" show --property MainPID --value "$SERVICE") || pid=""
   if [ -z "$pid" ] || [ "$pid" = 0 ] || [ ! -r "$PROC/$pid/environ" ]; then
@@ -78,6 +81,7 @@ while :; do
     :
   elif ! worker_args "$pid"; then  # a wrapper, or gone: nothing of s3q's to check
     checked_pid=$pid
+    queue_check=(status --check)
     log "pid $pid runs no 's3q ... worker' command line: its handler is not checked"
   else
     rc=0
@@ -88,6 +92,7 @@ while :; do
       fail "the worker cannot run its handler: $(printf '%s\n' "$out" | tail -n 5)"
     elif [ "$rc" = 0 ]; then
       checked_pid=$pid
+      queue_check=("${args[@]}" --check-queue)  # its queue, profile, ... flags too
       log "$(printf '%s\n' "$out" | tail -n 1)"
     else  # the process went away meanwhile, or the check could not run: next round
       log "could not check the handler (exit $rc): $(printf '%s\n' "$out" | tail -n 2)"
@@ -101,7 +106,7 @@ while :; do
   elif [ "$pid" != "$checked_pid" ]; then
     why="the handler of pid $pid is not checked yet"
     pid=""
-  elif ! out=$(with_worker_env "$pid" "$S3Q" status --check 2>&1); then
+  elif ! out=$(with_worker_env "$pid" "$S3Q" "${queue_check[@]}" 2>&1); then
     why="s3q status --check failed: $(printf '%s\n' "$out" | tail -n 5)"
     pid=""
   elif [ "$pid" = "$healthy_pid" ]; then
