@@ -135,6 +135,7 @@ class EventSource:
         self._healthy = False
         self._failures = 0
         self._missed, self._missed_at = 0, -math.inf  # (monotonic) of the last warning
+        self._outside, self._outside_at = 0, -math.inf  # (the same, of :meth:`outside`)
         self._thread: threading.Thread | None = None
         self._capacity: Callable[[], int] = lambda: 1
         self._wake: Callable[[int], None] = lambda n: None
@@ -172,6 +173,26 @@ class EventSource:
                     "bucket's notifications do not reach the queue: run 's3q events setup', "
                     "check the queue's access policy and region", name, self.sqs.ref.name,
                     count, extra={"event": "events_missed", "request": name, "count": count})
+
+    def outside(self, about: list[str]) -> None:
+        """A message named requests ``about`` of another queue (in a wait/ outside this
+        queue's root, or in another bucket), which it deletes: notifications that queue's
+        workers miss (they share events_queue: a server whose queue setting differs from
+        its fleet's, say). Warn (once per :data:`MISSED_EVERY` seconds, with the count
+        meanwhile)."""
+        now = self._monotonic()
+        with self._lock:
+            self._outside += len(about)
+            if now - self._outside_at < MISSED_EVERY:
+                return
+            count, self._outside, self._outside_at = self._outside, 0, now
+        log.warning("events: %s notifies requests of another queue than this one "
+                    "(s3://%s/%s), such as %s (%d since the last such warning), and this "
+                    "worker deletes those notifications: that queue's workers, which share "
+                    "events_queue, never receive them (is this server's queue setting the "
+                    "fleet's?); give each queue its own events_queue",
+                    self.sqs.ref.name, self.bucket, self.wait_prefix, about[0], count,
+                    extra={"event": "events_outside", "about": about[0], "count": count})
 
     def start(self, *, capacity: Callable[[], int], wake: Callable[[int], None]) -> None:
         """Run in a thread of its own: ``capacity()`` is the number of messages the worker
@@ -253,6 +274,8 @@ class EventSource:
                         extra={"event": "events_malformed"})
         if notice.kind == "test":
             log.debug("events: s3:TestEvent", extra={"event": "events_test"})
+        if notice.outside:
+            self.outside(notice.outside)
         if not names or message.receives > MAX_RECEIVES:
             if names:
                 log.info("events: message about %s delivered %d times; left to the listing",

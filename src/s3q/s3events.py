@@ -16,9 +16,12 @@ Nothing here talks to SQS or S3: :func:`parse_message` turns a message body into
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import unquote_plus
+
+from s3q.layout import WAIT
 
 __all__ = ["Notice", "decode_key", "parse_message"]
 
@@ -35,6 +38,9 @@ class Notice:
     names: list[str] = field(default_factory=list)
     #: Records about something else: another bucket, another prefix, another event.
     foreign: int = 0
+    #: Of those, requests of another queue (``s3://bucket/key``: created in a ``wait/``
+    #: outside this queue's root, or in another bucket): notifications its workers miss.
+    outside: list[str] = field(default_factory=list)
     #: Why the message (or one of its records) could not be read.
     problems: list[str] = field(default_factory=list)
 
@@ -68,27 +74,38 @@ def parse_message(body: str, *, bucket: str, wait_prefix: str) -> Notice:
     records = data.get("Records")
     if not isinstance(records, list) or not records:
         return Notice("malformed", problems=["no Records and not an s3:TestEvent"])
+    root = wait_prefix.removesuffix(WAIT)  # (the queue's own objects: finish/, .s3q/, ...)
     names: list[str] = []
     foreign = 0
+    outside: list[str] = []
     problems: list[str] = []
     for i, record in enumerate(records):
         try:
-            key = _created_key(record, bucket)
+            created = _created(record)
         except ValueError as exc:
             problems.append(f"record {i}: {exc}")
             continue
-        if key is None or not key.startswith(wait_prefix) or key == wait_prefix:
+        where, key = created or (bucket, None)
+        if where != bucket or key is None or not key.startswith(wait_prefix) or (
+                key == wait_prefix):
             foreign += 1
+            if key is not None and (where != bucket or not key.startswith(root)) and (
+                    _A_WAIT.search(key)):  # (not the queue's own objects, nor other files)
+                outside.append(f"s3://{where}/{key}")
         elif (name := key[len(wait_prefix):]) not in names:
             names.append(name)
     if problems and not names and not foreign:
         return Notice("malformed", problems=problems)
-    return Notice("records", names, foreign, problems)
+    return Notice("records", names, foreign, outside, problems)
 
 
-def _created_key(record: Any, bucket: str) -> str | None:
-    """The decoded key of an ObjectCreated record in ``bucket``; None for other events and
-    other buckets. Raises ValueError when the record is not an S3 event record."""
+#: A key in the wait/ of some queue (``x/wait/NAME``, ``wait/NAME``).
+_A_WAIT = re.compile(f"(?:^|/){WAIT}.")
+
+
+def _created(record: Any) -> tuple[str, str] | None:
+    """The bucket and decoded key of an ObjectCreated record; None for other events.
+    Raises ValueError when the record is not an S3 event record."""
     if not isinstance(record, dict):
         raise ValueError("not an object")
     s3 = record.get("s3")
@@ -100,9 +117,9 @@ def _created_key(record: Any, bucket: str) -> str | None:
     if not (isinstance(source, dict) and isinstance(obj, dict)
             and isinstance(source.get("name"), str) and isinstance(obj.get("key"), str)):
         raise ValueError("no s3.bucket.name or s3.object.key")
-    if source["name"] != bucket or not event.startswith(("ObjectCreated:", "s3:ObjectCreated:")):
+    if not event.startswith(("ObjectCreated:", "s3:ObjectCreated:")):
         return None
     try:
-        return decode_key(obj["key"])
+        return source["name"], decode_key(obj["key"])
     except UnicodeDecodeError as exc:
         raise ValueError(f"key {obj['key'][:100]!r} is not UTF-8 once decoded") from exc

@@ -5,6 +5,7 @@ envelopes, malformed messages."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -126,3 +127,75 @@ def test_an_sns_subscription_confirmation_says_how_to_confirm_it() -> None:
     assert notice.kind == "malformed" and notice.names == []
     [problem] = notice.problems
     assert "SNS subscription confirmation" in problem and url in problem
+
+
+# ------------------------------------------------------------------ another queue's
+def test_notifications_about_another_queue_are_said_so_once_in_a_while(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """One server of a fleet runs with another queue (a prefix typed wrong, a profile's
+    queue changed on one host) and the fleet's events_queue: it receives the fleet's
+    notifications, finds them about objects outside its queue and deletes them, so the
+    fleet's workers never get them and their requests wait for the safety-net listing
+    (minutes), which warns that the bucket's notifications do not arrive. That server said
+    nothing at all. It now warns (once every 10 minutes, with the count), naming one;
+    records about the queue's own objects outside wait/ (a rule notifying the whole
+    prefix), objects in no wait/ (an SNS fan-out of the whole bucket), other events, and
+    the console's wait/ folder are no other queue's requests."""
+    from s3q import Queue
+    from s3q.backends.delegating import DelegatingStore
+    from s3q.backends.memory import MemoryStore
+    from s3q.events import MISSED_EVERY, EventSource
+    from s3q.sqs import Message, QueueRef
+
+    class OnS3(DelegatingStore):
+        bucket, prefix = BUCKET, "requets"  # (this server's typo; the fleet's: requests)
+
+    now = [0.0]
+
+    class Sqs:
+        ref = QueueRef("s3q-requests")
+
+        def __init__(self) -> None:
+            self.batches: list[list[Message]] = []
+            self.deleted: list[str] = []
+
+        def receive(self, most: int, *, wait: int, visibility: int) -> list[Message]:
+            return self.batches.pop(0) if self.batches else []
+
+        def delete(self, receipts: list[str]) -> None:
+            self.deleted += receipts
+
+        def hide(self, receipts: list[tuple[str, int]]) -> None:
+            pass
+
+    sqs = Sqs()
+    source = EventSource(Queue(OnS3(MemoryStore("events"))), sqs,  # type: ignore[arg-type]
+                         "w", monotonic=lambda: now[0])
+    source._capacity = lambda: 10
+
+    def deliver(*keys: str, bucket: str = BUCKET, event: str = "ObjectCreated:Put") -> None:
+        sqs.batches.append([Message(k, body(record(k, bucket=bucket, event=event)), 1)
+                            for k in keys])
+        source._round()
+
+    def warned() -> list[tuple[str, int]]:
+        return [(r.about, r.count) for r in caplog.records  # type: ignore[attr-defined]
+                if getattr(r, "event", None) == "events_outside"]
+
+    with caplog.at_level(logging.INFO, logger="s3q"):
+        deliver("requets/finish/a_request.json", "requets/.s3q/lease/a_request.json",
+                "requets/wait/", "images/wait.png", "images/a/wait/")
+        deliver("photos/cat.png", bucket="another-bucket")  # (a fan-out of the whole bucket)
+        deliver("requests/wait/a_request.json", event="ObjectRemoved:Delete")
+        assert warned() == []
+        deliver("requests/wait/a_request.json")
+        assert "requests/wait/a_request.json" in sqs.deleted  # (lost to the fleet)
+        assert warned() == [(f"s3://{BUCKET}/requests/wait/a_request.json", 1)]
+        deliver("requests/wait/b_request.json", "requests/wait/c_request.json")
+        assert len(warned()) == 1  # (counted until the next warning)
+        now[0] += MISSED_EVERY
+        deliver("requests/wait/d_request.json", bucket="another-bucket")
+        assert warned()[1:] == [("s3://another-bucket/requests/wait/d_request.json", 3)]
+    [warning] = [r for r in caplog.records if getattr(r, "event", None) == "events_outside"][:1]
+    assert warning.levelno == logging.WARNING
+    assert "is this server's queue setting the fleet's?" in warning.getMessage()
