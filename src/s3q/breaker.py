@@ -33,16 +33,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
-from s3q.context import message_of
+from s3q.context import message_of, one_line
+from s3q.durations import age
 from s3q.errors import JobStateError, LeaseLost
 from s3q.handlers import Handler, HandlerUnavailable, result_bytes
 from s3q.job import Job
 from s3q.queue import Queue
 from s3q.store import InvalidKey, NotFound, StoreError, list_all, validate_key
 
-__all__ = ["BREAKERS", "Breaker", "GiveBackFailed", "HeldBack", "breaker_records"]
+__all__ = ["BREAKERS", "Breaker", "GiveBackFailed", "HeldBack", "breaker_records",
+           "open_problems"]
 
 log = logging.getLogger("s3q.breaker")
 
@@ -258,6 +261,17 @@ def breaker_records(queue: Queue) -> Iterator[dict[str, Any]]:
             continue
         if isinstance(data, dict) and {"worker", "opened_at", "until"} <= set(data):
             yield data
+
+
+def open_problems(records: list[dict[str, Any]], now: float) -> list[str]:
+    """What ``s3q status --check`` (and the dashboard's overview) say of the workers whose
+    circuit breaker is open, from their :func:`breaker_records`, by the store's ``now``."""
+    return [f"worker {r['worker']}: circuit breaker open since "
+            f"{age(now - float(r['opened_at']))} ({len(r.get('failed', []))} request(s) "
+            f"failed in a row, trip {r.get('trips', 1)}; last error: "
+            f"{one_line(r.get('last_error', ''), 200)}); it claims again at "
+            f"{datetime.fromtimestamp(float(r['until']), UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+            for r in records if now < float(r["until"])]
 
 
 def _one_line(exc: BaseException) -> str:

@@ -515,3 +515,37 @@ def test_an_expired_lease_is_not_overdue_while_the_live_scanner_has_not_had_two_
     assert status["scanner"]["live"] is False
     assert status["overdue"] == [again.name]
     assert "EXPIRED" in render_status(status)
+
+
+def test_the_dashboard_lists_the_problems_status_check_reports_of_a_mixed_fleet() -> None:
+    """The overview shows "the problems `status --check` reports" (README), but it left out
+    two that a rolling deploy meets: a worker whose circuit breaker is open (a new revision
+    whose handler fails: status --check fails, ValidateService with it) and live workers
+    of a longer lease_ttl holding leases of an earlier s3q, which tell none and which the
+    dashboard, run with a shorter one, marks EXPIRED while they are renewed. It said
+    "None: every expired lease is being taken over"."""
+    from s3q.breaker import BREAKERS
+    from s3q.dashboard.snapshot import take_snapshot
+
+    store, clock, job = held_by_a_long_lease_worker()
+    key = layout.key(layout.LEASES, NAME)
+    record = json.loads(store.get(key)[0])
+    del record["ttl"]  # as an s3q before protocol 2.2 wrote it
+    store.inner.put(key, json.dumps(record).encode(), if_match=job.lease_etag)
+    worker = WorkerRecord(id="long-ttl", host="h", pid=1, version="x", slots=1, busy=1,
+                          paused=False, interval=60.0, started=clock(), heartbeat=clock(),
+                          lease_ttl=120.0)
+    store.put(PREFIX + "long-ttl", worker.to_bytes())
+    now = store.now()
+    store.put(BREAKERS + "new-rev", json.dumps(
+        {"v": 1, "worker": "new-rev", "opened_at": now, "until": now + 60.0, "pause": 60.0,
+         "trips": 1, "failed": ["x_request.json"] * 5,
+         "last_error": "HandlerError: python failed (exit code 1)"}).encode())
+    short = Queue(store, SHORT)
+    clock.advance(SHORT.lease_ttl + CLOCK_MARGIN + 1.0)  # (its holder renews it: 120 s)
+    status = queue_status(short, history=False)["problems"]
+    assert any("circuit breaker open" in p and "new-rev" in p for p in status)
+    assert any("run with lease_ttl 120s, longer than this command's 30s" in p for p in status)
+    problems = take_snapshot(short).problems
+    assert [p for p in problems if "circuit breaker" in p or "lease_ttl 120s" in p] == [
+        p for p in status if "circuit breaker" in p or "lease_ttl 120s" in p]

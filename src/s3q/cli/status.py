@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from s3q.breaker import breaker_records
+from s3q.breaker import breaker_records, open_problems
 from s3q.cli.errors import EXIT_UNHEALTHY
 from s3q.cli.options import App, Duration, S3qCommand, json_option, setting_options
 from s3q.cli.output import echo_json, iso, table
@@ -123,7 +123,8 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
     in_flight, retrying = _scan_leases(queue, now, every, unreadable, kept)
     oldest_age = None if oldest is None else max(0.0, now - oldest)
     overdue = [r for r in in_flight if r["overdue"]]
-    breakers = _breakers(queue, now)
+    breaker_seen = list(breaker_records(queue))
+    breakers = _breakers(breaker_seen, now)
     # one reading of the registry: each worker judged stale by its own heartbeat interval
     workers = (registry or Registry(queue.store)).records()
     fleet = fleet_status(queue.store, workers)
@@ -139,10 +140,7 @@ def queue_status(queue: Queue, max_age: float | None = None, max_failed: int | N
                            {r["worker"] for r in in_flight if r["lease_ttl"] is None})
     if longer:  # leases not telling their lease_ttl are judged by a shorter one than theirs
         problems.append(longer_leases_problem(longer, queue.config.lease_ttl))
-    problems += [f"worker {b['worker']}: circuit breaker open since {age(now - b['since'])} "
-                 f"({len(b['failed'])} request(s) failed in a row, trip {b['trips']}; last "
-                 f"error: {one_line(b['last_error'], 200)}); it claims again at {b['until']}"
-                 for b in breakers if b["open"]]
+    problems += open_problems(breaker_seen, now)
     return {
         "queue": queue.store.url,
         "time": iso(now),
@@ -226,14 +224,14 @@ def _scan_leases(queue: Queue, now: float, every: float, unreadable: list[tuple[
     return in_flight, retrying
 
 
-def _breakers(queue: Queue, now: float) -> list[dict[str, Any]]:
-    """Workers whose circuit breaker tripped (s3q.breaker): open until ``until``; after it
-    they claim again, and the record goes at their first success."""
+def _breakers(records: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    """Workers whose circuit breaker tripped (s3q.breaker: their ``records``): open until
+    ``until``; after it they claim again, and the record goes at their first success."""
     return [{"worker": str(r["worker"]), "open": now < float(r["until"]),
              "since": float(r["opened_at"]), "opened_at": iso(float(r["opened_at"])),
              "until": iso(float(r["until"])), "trips": r.get("trips", 1),
              "failed": list(r.get("failed", [])), "last_error": str(r.get("last_error", ""))}
-            for r in breaker_records(queue)]
+            for r in records]
 
 
 def _problems(queue: Queue, counts: dict[str, int | None], oldest_age: float | None,

@@ -13,7 +13,8 @@ One :class:`Snapshot` is built from, at most:
   each read (GET, 8 in parallel);
 * the registry: one LIST, plus a GET of each record that changed since the last snapshot
   (records change once a minute);
-* the pause flag: one GET.
+* the pause flag: one GET;
+* the circuit breaker records: one LIST, plus a GET of each (a worker's breaker tripped).
 
 :class:`Snapshots` keeps the latest one for ``ttl`` seconds, so any number of browsers and
 Prometheus scrapes cost one snapshot per ``ttl``.
@@ -29,13 +30,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from s3q import layout
+from s3q.breaker import breaker_records, open_problems
 from s3q.context import never_claimed
 from s3q.layout import State
 from s3q.leases import unreadable_problem
 from s3q.pause import PauseState, pause_state
 from s3q.queue import Queue
 from s3q.records import Intent, Lease
-from s3q.registry import Entry, Registry
+from s3q.registry import Entry, Registry, longer_leases, longer_leases_problem
 from s3q.scanrole import RoleSeen
 from s3q.store import LeftOut, ObjectInfo, resume_after
 from s3q.takeover import kept_corrupt, kept_problem
@@ -204,6 +206,13 @@ def take_snapshot(queue: Queue, registry: Registry | None = None, *,
         problems=[], throughput=throughput(workers, history, now), scanner=scanner,
         unreadable_leases=unreadable, kept_leases=kept)
     snap.problems = never + problems(queue, snap)
+    # (as status --check: the fleet's open breakers, and live workers of a longer lease_ttl
+    # holding leases that tell none, which this dashboard's would judge expired)
+    longer = longer_leases(workers, queue.config.lease_ttl,
+                           {r.worker for r in in_flight if not r.lease_ttl})
+    if longer:
+        snap.problems.append(longer_leases_problem(longer, queue.config.lease_ttl))
+    snap.problems += open_problems(list(breaker_records(queue)), now)
     snap.seconds = time.perf_counter() - t0
     return snap
 
