@@ -39,7 +39,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from s3q.pause import PauseGate
-from s3q.shares import SOON
+from s3q.shares import AGAIN, SOON
 from s3q.store import NotFound, ObjectInfo, Store, StoreError, list_all
 
 if TYPE_CHECKING:
@@ -281,7 +281,10 @@ class Presence:
     def look(self) -> None:
         """Read the fleet (one LIST of the registry) into the queue's shares of wait/
         (:mod:`s3q.shares`). On an error the last view stays: shares are an order of
-        preference, and the claims' LISTs say what is wrong with the store."""
+        preference, and the claims' LISTs say what is wrong with the store. Not while the
+        queue is paused (as last seen): a paused worker claims nothing, and lists nothing."""
+        if self.gate.last:
+            return
         try:
             live = [e.id for e in Registry(self.store).entries() if not e.stale]
         except StoreError as exc:
@@ -290,10 +293,13 @@ class Presence:
         self.shares.update(self.worker.options.worker_id, live)
 
     def _run(self) -> None:
-        """Beat every ``interval`` and look at the fleet then (and at the start, and when
-        a lost race asks for it: :meth:`s3q.shares.Shares.missed`, at most once a SOON)."""
+        """Beat every ``interval`` and look at the fleet then (and at the start and AGAIN
+        later, and when a lost race asks for it: :meth:`s3q.shares.Shares.missed`, at most
+        once a SOON)."""
         beat_at = time.monotonic() + self.interval
         self.look()
+        if not self._stop.wait(AGAIN):  # (a fleet that starts together: each other)
+            self.look()
         while not self._stop.is_set():
             self.shares.wake.wait(max(0.0, beat_at - time.monotonic()))
             if self._stop.is_set():

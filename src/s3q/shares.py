@@ -12,10 +12,10 @@ Workers whose views of the fleet differ (one started, one died, a registry read 
 only race more, until they look again.
 
 The fleet is looked at by the worker's registry thread (:class:`s3q.registry.Presence`):
-at its start, at every heartbeat, and soon after a claim lost a race for a request of its
-own share (:meth:`Shares.missed`: a peer sees another fleet), at most once a
-:data:`SOON`. A process without a registry record (``Queue.claim`` called directly) has no
-view: every request is its own, as in a fleet of one.
+at its start and :data:`AGAIN` later, at every heartbeat, and after a claim lost a race
+for a request of its own share (:meth:`Shares.missed`: a peer may see another fleet), at
+most once a :data:`SOON`. A process without a registry record (``Queue.claim`` called
+directly) has no view: every request is its own, as in a fleet of one.
 """
 
 from __future__ import annotations
@@ -24,10 +24,14 @@ import hashlib
 import threading
 from collections.abc import Iterable
 
-__all__ = ["SOON", "Shares", "owner"]
+__all__ = ["AGAIN", "SOON", "Shares", "owner"]
 
-#: Seconds between two looks at the fleet that a lost race asks for.
-SOON = 1.0
+#: Seconds after its first look at the fleet that a worker looks again (a fleet started
+#: together: the records of those that started a moment later).
+AGAIN = 1.0
+#: Seconds between two looks at the fleet that lost races ask for (the tail of a backlog,
+#: taken over by workers whose own share is done, loses a few races: not a fleet changed).
+SOON = 10.0
 
 
 def owner(name: str, n: int) -> int:
