@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, BinaryIO, Protocol
 
+from s3q.context import message_of
 from s3q.handlercheck import check_script
 from s3q.job import Job
 
@@ -113,6 +114,10 @@ def load_callable(spec: str) -> Callable[..., bytes | str | None]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ValueError(f"handler {spec!r}: cannot import {module_name!r}: {exc}") from exc
+    except (Exception, SystemExit) as exc:  # its import raised: a SyntaxError, a KeyError
+        # of a variable it needs, its own sys.exit(): a handler that cannot load as well
+        raise ValueError(f"handler {spec!r}: cannot import {module_name!r}: "
+                         f"{type(exc).__name__}: {message_of(exc)}") from exc
     target: object = module
     for part in attr.split("."):
         if not hasattr(target, part):

@@ -110,3 +110,27 @@ def test_the_worker_refuses_to_start_and_check_handler_says_why(_in_app_dir: Pat
         assert out.exit_code == 0, out.output
         assert out.stdout.startswith("the handler can run: "), out.stdout
     assert not fresh.exists() and not (_in_app_dir / "ran").exists()
+
+
+@pytest.mark.parametrize(("source", "why"), [
+    ("def handle(req:\n    pass\n", "SyntaxError"),
+    ("import os\nKEY = os.environ['S3Q_TEST_NO_SUCH_VARIABLE']\n", "KeyError"),
+    ("import sys\nsys.exit('API_KEY is not set')\n", "SystemExit: API_KEY is not set"),
+])
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_a_handler_module_that_fails_to_import_is_refused_in_one_line(
+        _in_app_dir: Path, monkeypatch: pytest.MonkeyPatch, source: str, why: str,
+        pool: str) -> None:
+    """Not only ImportError: a module with a syntax error, or one whose import raises
+    (a variable it needs unset, its sys.exit()), is a handler that cannot load, exit 2 with
+    one line (the ValidateService hook fails a deployment at once on exit 2 only; a
+    traceback and exit 1 made it wait for its timeout, and the unit crash-loop)."""
+    (_in_app_dir / "badmod.py").write_text(source)
+    monkeypatch.syspath_prepend(str(_in_app_dir))
+    monkeypatch.delitem(sys.modules, "badmod", raising=False)
+    out = CliRunner().invoke(cli, ["worker", "--handler", "badmod:handle", "--pool", pool,
+                                   "--check-handler", "--queue", str(_in_app_dir / "q")])
+    assert out.exit_code == 2, (out.exception, out.output)
+    [line] = [ln for ln in out.stderr.splitlines() if ln.startswith("s3q: ")]
+    assert line.startswith("s3q: error: handler 'badmod:handle': cannot import 'badmod': "
+                           f"{why}"), line
