@@ -49,6 +49,10 @@ log = logging.getLogger("s3q.handlers")
 #: The most of a program's stdout kept as its result, and of its stderr kept in errors.
 MAX_RESULT = 256 * 1024
 STDERR_TAIL = 4000
+#: What ``python -m s3q.runner --say-returned`` (``--pool process``) writes to stdout after
+#: the result once its handler returned: a child that exits 0 without it never finished
+#: (``os._exit(0)``, a C library's ``exit(0)``) and fails its attempt.
+RETURNED = b"\0s3q: the handler returned\n"
 
 
 class Request(Protocol):
@@ -137,11 +141,14 @@ class ExecHandler:
     runs in its own process group, killed as a whole on timeout, when the lease is lost, or
     when the worker gives the job back."""
 
-    def __init__(self, command: str | list[str], timeout: float | None = None) -> None:
+    def __init__(self, command: str | list[str], timeout: float | None = None, *,
+                 returned: bytes = b"") -> None:
         self.argv = shlex.split(command) if isinstance(command, str) else list(command)
         if not self.argv:
             raise ValueError("exec handler: empty command")
         self.timeout = timeout or None
+        #: What the program's stdout ends with when it is done (not part of the result)
+        self.returned = returned
 
     def check(self) -> str:
         """Can the program run at all? Its path (resolved on PATH, as exec would), else
@@ -198,7 +205,7 @@ class ExecHandler:
         out: deque[bytes] = deque()
         err: deque[bytes] = deque()
         out_size = [0]
-        readers = [_drain(proc.stdout, out, MAX_RESULT, out_size),
+        readers = [_drain(proc.stdout, out, MAX_RESULT + len(self.returned), out_size),
                    _drain(proc.stderr, err, STDERR_TAIL, [0])]
         try:
             code = proc.wait(self.timeout)
@@ -219,20 +226,25 @@ class ExecHandler:
         if code != 0:
             how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
             raise HandlerError(f"{argv[0]} failed ({how}); stderr: {_tail(err)}")
-        if out_size[0] > MAX_RESULT:  # (its output, not a result: kept in no memory)
+        size = out_size[0] - len(self.returned)
+        if self.returned and not b"".join(out).endswith(self.returned):
+            raise HandlerError(f"{argv[0]} exited 0 without its handler returning (os._exit"
+                               f"(0), or a library's exit(0)?); stderr: {_tail(err)}")
+        if size > MAX_RESULT:  # (its output, not a result: kept in no memory)
             log.warning("%s: %s wrote %d bytes to stdout, more than a result may have (%d): "
-                        "completed without a result", job.name, argv[0], out_size[0],
+                        "completed without a result", job.name, argv[0], size,
                         MAX_RESULT, extra={"event": "result_dropped", "request": job.name,
-                                           "size": out_size[0]})
+                                           "size": size})
             return None
-        return b"".join(out) if out_size[0] else None
+        return b"".join(out)[:size] if size else None
 
 
 def process_handler(spec: str, timeout: float | None = None) -> ExecHandler:
     """A Python callable run in a child process per request (for CPU-bound handlers):
     it receives a :class:`LocalRequest`."""
     load_callable(spec)  # fail at start, not per request
-    return ExecHandler([sys.executable, "-m", "s3q.runner", spec, "{path}", "{name}"], timeout)
+    return ExecHandler([sys.executable, "-m", "s3q.runner", "--say-returned", spec, "{path}",
+                        "{name}"], timeout, returned=RETURNED)
 
 
 def _shebang(path: str) -> str | None:

@@ -3,7 +3,9 @@ request in this (child) process; its result goes to stdout. Used by ``--pool pro
 While the handler runs, what it writes to stdout (print(), a program it runs) goes to
 stderr: stdout carries the result alone. A handler raising SystemExit (``sys.exit()``)
 fails its attempt, as in a thread: its code 0 would have been taken for done. A process
-the handler forks does not inherit the result's pipe (kept on another descriptor)."""
+the handler forks does not inherit the result's pipe (kept on another descriptor). With
+``--say-returned`` first, :data:`s3q.handlers.RETURNED` follows the result once the handler
+returned: a child ended without returning (``os._exit(0)``) also exits 0, and must fail."""
 
 from __future__ import annotations
 
@@ -11,12 +13,16 @@ import os
 import sys
 from pathlib import Path
 
-from s3q.handlers import LocalRequest, load_callable, result_bytes
+from s3q.handlers import RETURNED, LocalRequest, load_callable, result_bytes
 
 
 def main(argv: list[str]) -> int:
+    say_returned = argv[:1] == ["--say-returned"]
+    if say_returned:
+        argv = argv[1:]
     if len(argv) != 3:
-        print("usage: python -m s3q.runner module:function PATH NAME", file=sys.stderr)
+        print("usage: python -m s3q.runner [--say-returned] module:function PATH NAME",
+              file=sys.stderr)
         return 2
     spec, path, name = argv
     sys.stdout.flush()
@@ -36,6 +42,8 @@ def main(argv: list[str]) -> int:
         _close(held)
     if result is not None:
         sys.stdout.buffer.write(result)
+    if say_returned:
+        sys.stdout.buffer.write(RETURNED)
     return 0
 
 

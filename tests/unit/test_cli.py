@@ -170,7 +170,8 @@ def test_worker_python_handler_in_a_thread_and_in_a_process(
     (tmp_path / "myjobs.py").write_text(
         "def handle(req):\n    return req.read()[::-1] + str(req.attempt).encode()\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(  # (this s3q in the child too)
+        [str(tmp_path), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]))
     for pool in ("thread", "process"):
         run(qdir, "submit", "-", "--name", f"{pool}_request.json", input=b"abc")
         out = run(qdir, "worker", "--handler", "myjobs:handle", "--pool", pool, "--burst")

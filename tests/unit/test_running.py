@@ -386,6 +386,24 @@ def test_a_process_pool_handler_that_exits_fails_its_attempt_as_in_a_thread(
     assert record is not None and "SystemExit" in record.error["message"]
 
 
+@pytest.mark.parametrize("body", ["    os._exit(0)\n",
+                                  "    sys.stdout.write('x')\n    os._exit(0)\n"],
+                         ids=["os._exit(0)", "after printing"])
+def test_a_process_pool_handler_that_ends_its_process_without_returning_fails(
+        body: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--pool process``: a handler that ends its child without returning, with status 0
+    (``os._exit(0)``, a C library's ``exit(0)``: no SystemExit to catch), was taken for
+    done, as any program exiting 0 is: the request was completed (to finish/, without a
+    result) although its handler never finished. The child now says that its handler
+    returned, after its result; a child that exits 0 without saying so fails the attempt."""
+    q, stats = run_in_a_child(tmp_path, monkeypatch, "osexits",
+                              "import os, sys\ndef handle(req):\n" + body, max_attempts=1)
+    assert (stats.completed, stats.failed) == (0, 1)
+    assert q.counts() == {"wait": 0, "processing": 0, "finish": 0, "failed": 1}
+    record = q.error_record("a")
+    assert record is not None and "without its handler returning" in record.error["message"]
+
+
 def test_a_process_pool_handler_s_forked_daemon_does_not_hold_the_result_pipe(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``--pool process``: while the handler runs, the child keeps its stdout (the pipe

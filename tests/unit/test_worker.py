@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -291,7 +292,8 @@ def test_process_pool_handler_runs_python_in_a_child(tmp_path: Path,
         "def handle(req):\n"
         "    return f'{req.name}:{req.attempt}:{len(req.read())}:{os.getpid()}'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(  # (this s3q in the child too)
+        [str(tmp_path), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]))
     q = make_queue()
     fill(q, 1)
     Worker(q, process_handler("myhandlers:handle"), WorkerOptions("w", burst=True)).run()
