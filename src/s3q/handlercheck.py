@@ -32,7 +32,10 @@ _OTHER = re.compile(r"node(js)?|perl[0-9.]*|ruby[0-9.]*|php[0-9.]*")
 #: Per kind: options whose value is the next argument; options after which no script file
 #: follows (inline code, a module, standard input), alone or ending a cluster of flags
 #: (``python -uc``, ``sh -ec``). An option not known here is taken for a flag: at worst a
-#: script goes unchecked, never is a good one refused.
+#: script goes unchecked, never is a good one refused. So for the "other" kinds, whose
+#: options are not all known, an argument after such an option (without ``=``) that is no
+#: file may be its value (``php -d memory_limit=1G``, ``perl -I lib``, ``node --loader X``):
+#: the script is the next argument.
 _OPTIONS = {
     "python": ({"-W", "-X", "--check-hash-based-pycs"},
                re.compile(r"-[bBdEhiIOqsSuvVxPR]*[cm]|-")),
@@ -70,6 +73,7 @@ def check_script(argv: list[str], program: str) -> None:
         return
     with_value, inline = _OPTIONS[kind]
     args = iter(argv[1:])
+    after_option = False  # (of an "other" kind: the argument may be the option's value)
     for arg in args:
         if inline.fullmatch(arg):
             if kind == "python" and arg.endswith("m"):
@@ -77,9 +81,17 @@ def check_script(argv: list[str], program: str) -> None:
             return
         if arg in with_value:
             next(args, None)
-        elif not arg.startswith(("-", "+")):
+        elif arg.startswith(("-", "+")):
+            after_option = kind == "other" and "=" not in arg
+        elif after_option and not os.path.isfile(arg) and not _per_request(arg):
+            after_option = False  # perhaps the option's value: the script comes next
+        else:
             _check_file(argv, program, kind, arg)
             return
+
+
+def _per_request(arg: str) -> bool:
+    return "{path}" in arg or "{name}" in arg
 
 
 def _kind(name: str) -> str | None:
@@ -91,7 +103,7 @@ def _kind(name: str) -> str | None:
 
 
 def _check_file(argv: list[str], program: str, kind: str, script: str) -> None:
-    if "{path}" in script or "{name}" in script:
+    if _per_request(script):
         return  # known only per request
     where = f"--exec: {argv[0]} cannot load its script {script!r}"
     if not os.path.exists(script):

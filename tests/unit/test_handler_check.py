@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from s3q import Queue
 from s3q.cli import cli
+from s3q.handlercheck import check_script
 from s3q.handlers import ExecHandler
 
 PY = shlex.quote(sys.executable)
@@ -134,3 +135,28 @@ def test_a_handler_module_that_fails_to_import_is_refused_in_one_line(
     [line] = [ln for ln in out.stderr.splitlines() if ln.startswith("s3q: ")]
     assert line.startswith("s3q: error: handler 'badmod:handle': cannot import 'badmod': "
                            f"{why}"), line
+
+
+@pytest.mark.parametrize("command", [
+    "php -d memory_limit=512M ok.php {path}",
+    "php -c conf ok.php {path}",
+    "perl -I lib ok.pl {path}",
+    "ruby -I lib -C . ok.rb {path}",
+    "node --loader ts-node/esm ok.js {path}",
+    "node --import tsx ok.js {path}",
+])
+def test_an_option_of_node_perl_ruby_or_php_with_its_value_apart_is_no_script(
+        _in_app_dir: Path, command: str) -> None:
+    """The options of these interpreters are not all known here: one whose value is the
+    next argument (``php -d memory_limit=512M``, ``perl -I lib``, ``node --loader X``) had
+    that value taken for the script, and a good handler refused (no such file, not a
+    file): the worker never started, ValidateService failed the deployment. An argument
+    after such an option that is no file may be its value; the script is the next one."""
+    for script in ("ok.php", "ok.pl", "ok.rb", "ok.js"):
+        (_in_app_dir / script).write_text("")
+    (_in_app_dir / "lib").mkdir()
+    (_in_app_dir / "conf").mkdir()
+    argv = command.split()
+    check_script(argv, argv[0])
+    with pytest.raises(ValueError, match=r"cannot load its script 'missing\.x': no such"):
+        check_script([*argv[:-2], "missing.x", "{path}"], argv[0])
