@@ -5,7 +5,8 @@ started, said it was ready, and failed every request.
 
 For an interpreter (Python, a POSIX shell, node, perl, ruby, php) given a script, the
 script must be a readable file (relative paths from the working directory, where the
-program runs); Python compiles it and a shell parses it (``sh -n``), with the handler's
+program runs); Python compiles it (a zipapp must hold a ``__main__.py``; a directory is
+its ``__main__.py``) and a shell parses it (``sh -n``), with the handler's
 own interpreter, without running it; ``python -m MODULE`` must find the module. Commands
 that are not an interpreter, inline code (``python -c``, ``sh -c``) and a script named by
 ``{path}`` or ``{name}`` (known per request) are not looked into.
@@ -17,6 +18,7 @@ import logging
 import os
 import re
 import subprocess
+import zipfile
 
 __all__ = ["check_script"]
 
@@ -109,11 +111,23 @@ def _check_file(argv: list[str], program: str, kind: str, script: str) -> None:
     if not os.path.exists(script):
         raise ValueError(f"{where}: no such file (relative paths are from the working "
                          f"directory, {os.getcwd()})")
+    main = os.path.join(script, "__main__.py")
+    if kind == "python" and os.path.isdir(script) and os.path.isfile(main):
+        script = main  # python runs a directory (a zipapp's source) as its __main__.py
     if not os.path.isfile(script):
-        raise ValueError(f"{where}: not a file")
+        raise ValueError(f"{where}: not a file" + (", nor a directory with a __main__.py"
+                                                  if kind == "python" else ""))
     if not os.access(script, os.R_OK):
         raise ValueError(f"{where}: not readable by this user (uid {os.getuid()})")
-    if kind == "python":
+    if kind == "python" and zipfile.is_zipfile(script):  # a zipapp (shiv, pex): run as such
+        try:
+            with zipfile.ZipFile(script) as z:
+                names = set(z.namelist())
+        except (OSError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{where}: a broken zip archive: {e}") from None
+        if not {"__main__.py", "__main__.pyc"} & names:
+            raise ValueError(f"{where}: a zip archive without a __main__.py")
+    elif kind == "python":
         _run_check(where, [program, "-c", _COMPILE, script], "does not compile")
     elif kind == "shell":
         _run_check(where, [program, "-n", script], "does not parse")

@@ -160,3 +160,32 @@ def test_an_option_of_node_perl_ruby_or_php_with_its_value_apart_is_no_script(
     check_script(argv, argv[0])
     with pytest.raises(ValueError, match=r"cannot load its script 'missing\.x': no such"):
         check_script([*argv[:-2], "missing.x", "{path}"], argv[0])
+
+
+def test_a_python_zipapp_or_directory_with_a_main_is_a_script_python_runs(
+        _in_app_dir: Path) -> None:
+    """``python app.pyz {path}`` (a zipapp: shiv, pex, ``python -m zipapp``) and ``python
+    app/ {path}`` (a directory with a ``__main__.py``) are what Python runs, as their
+    ``__main__.py``: the check compiled the archive's bytes ("source code string cannot
+    contain null bytes") and refused the directory ("not a file"), so a worker with a good
+    handler never started. Each still needs its ``__main__.py``, which must compile."""
+    import zipfile
+
+    app = _in_app_dir / "app"
+    app.mkdir()
+    (app / "__main__.py").write_text("import sys\nprint(open(sys.argv[1]).read())\n")
+    with zipfile.ZipFile(_in_app_dir / "app.pyz", "w") as z:
+        z.write(app / "__main__.py", "__main__.py")
+    for script in ("app.pyz", "app", "app/"):
+        check(f"{PY} {script} {{path}}")
+    assert not (_in_app_dir / "ran").exists()
+
+    with zipfile.ZipFile(_in_app_dir / "nomain.pyz", "w") as z:
+        z.writestr("other.py", "")
+    (_in_app_dir / "bad").mkdir()
+    (_in_app_dir / "bad" / "__main__.py").write_text("def handle(:\n")
+    for script, message in (("nomain.pyz", "a zip archive without a __main__.py"),
+                            ("bad", "does not compile: SyntaxError"),
+                            ("pkg", "not a file, nor a directory with a __main__.py")):
+        with pytest.raises(ValueError, match=f"cannot load its script '{script}': {message}"):
+            check(f"{PY} {script} {{path}}")
