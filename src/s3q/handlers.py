@@ -31,18 +31,9 @@ from s3q.context import message_of
 from s3q.handlercheck import check_script
 from s3q.job import Job
 
-__all__ = [
-    "ExecHandler",
-    "Handler",
-    "HandlerError",
-    "HandlerTimeout",
-    "HandlerUnavailable",
-    "LocalRequest",
-    "Request",
-    "load_callable",
-    "process_handler",
-    "result_bytes",
-]
+__all__ = ["RETURNED", "ExecHandler", "Handler", "HandlerError", "HandlerTimeout",
+           "HandlerUnavailable", "LocalRequest", "Request", "load_callable", "process_handler",
+           "result_bytes"]
 
 log = logging.getLogger("s3q.handlers")
 
@@ -208,7 +199,7 @@ class ExecHandler:
         readers = [_drain(proc.stdout, out, MAX_RESULT + len(self.returned), out_size),
                    _drain(proc.stderr, err, STDERR_TAIL, [0])]
         try:
-            code = proc.wait(self.timeout)
+            code = self._wait(proc, out, readers[0], job.name)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             proc.wait()
@@ -237,6 +228,28 @@ class ExecHandler:
                                            "size": size})
             return None
         return b"".join(out)[:size] if size else None
+
+
+    def _wait(self, proc: subprocess.Popen[bytes], out: deque[bytes],
+              reader: threading.Thread, name: str) -> int:
+        """The exit code. With ``returned``, once stdout ended with it (the handler returned)
+        a child that does not exit within KILL_GRACE (Python waits for threads a handler
+        left running) is stopped, and counts as exited 0."""
+        if not self.returned:
+            return proc.wait(self.timeout)
+        reader.join(self.timeout)  # (s3q.runner ends its stdout once it wrote RETURNED)
+        done = b"".join(out).endswith(self.returned)
+        try:
+            return proc.wait(KILL_GRACE if done else 0 if reader.is_alive() else self.timeout)
+        except subprocess.TimeoutExpired:
+            if not done:
+                raise
+        log.warning("%s: the handler returned, but its process did not exit within %gs "
+                    "(threads it left running?); stopped", name, KILL_GRACE,
+                    extra={"event": "handler_leftovers", "request": name})
+        _kill_group(proc)
+        proc.wait()
+        return 0
 
 
 def process_handler(spec: str, timeout: float | None = None) -> ExecHandler:

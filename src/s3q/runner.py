@@ -42,8 +42,12 @@ def main(argv: list[str]) -> int:
         _close(held)
     if result is not None:
         sys.stdout.buffer.write(result)
-    if say_returned:
+    if say_returned:  # ... and the end of stdout: its reader need not wait for the exit
         sys.stdout.buffer.write(RETURNED)
+        sys.stdout.flush()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
     return 0
 
 

@@ -5,6 +5,7 @@ on settlements under way."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -402,6 +403,37 @@ def test_a_process_pool_handler_that_ends_its_process_without_returning_fails(
     assert q.counts() == {"wait": 0, "processing": 0, "finish": 0, "failed": 1}
     record = q.error_record("a")
     assert record is not None and "without its handler returning" in record.error["message"]
+
+
+def test_a_process_pool_handler_that_leaves_a_thread_running_still_completes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """``--pool process``: a handler that returns but leaves a thread running that is not
+    a daemon (a ``threading.Timer``, a client's flusher: in a slot thread they are daemons,
+    as the slot is, and hold nothing back) kept its child from exiting, since Python waits
+    for such threads: the job ran, its lease renewed, for as long as the thread lived
+    (for ever: the request stuck in processing/, no word of why). Once its handler
+    returned, a child that does not exit within KILL_GRACE is stopped, and the job
+    completes with its result and a warning."""
+    (tmp_path / "leaks.py").write_text(
+        "import threading\n"
+        "def handle(req):\n"
+        "    threading.Thread(target=threading.Event().wait, name='flusher').start()\n"
+        "    return b'done'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(tmp_path), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]))
+    q = Queue(MemoryStore("running-leaks"), QueueConfig(lease_ttl=6.0))
+    q.submit("a", b"{}")
+    worker = Worker(q, process_handler("leaks:handle"), WorkerOptions("w", burst=True))
+    with caplog.at_level(logging.WARNING, logger="s3q.handlers"):
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        thread.join(60)
+    assert not thread.is_alive(), "the job waited for the thread its handler left"
+    assert worker.stats.completed == 1 and q.result("a") == b"done"
+    [warning] = [r for r in caplog.records if getattr(r, "event", "") == "handler_leftovers"]
+    assert "returned" in warning.getMessage()
 
 
 def test_a_process_pool_handler_s_forked_daemon_does_not_hold_the_result_pipe(
