@@ -1,14 +1,17 @@
 """``python -m s3q.runner module:function PATH NAME``: run a Python handler on a downloaded
 request in this (child) process; its result goes to stdout. Used by ``--pool process``.
 While the handler runs, what it writes to stdout (print(), a program it runs) goes to
-stderr: stdout carries the result alone. A handler raising SystemExit (``sys.exit()``)
-fails its attempt, as in a thread: its code 0 would have been taken for done. A process
+stderr: stdout carries the result alone (written to its descriptor: a handler that
+replaced ``sys.stdout`` to silence its prints loses no result). A handler raising
+SystemExit (``sys.exit()``) fails its attempt, as in a thread: its code 0 would have been
+taken for done. A process
 the handler forks does not inherit the result's pipe (kept on another descriptor). With
 ``--say-returned`` first, :data:`s3q.handlers.RETURNED` follows the result once the handler
 returned: a child ended without returning (``os._exit(0)``) also exits 0, and must fail."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -37,14 +40,16 @@ def main(argv: list[str]) -> int:
     except SystemExit as exc:  # sys.exit(0) would be exit 0, done: it fails, as in a thread
         raise RuntimeError(f"the handler raised SystemExit({exc.code!r})") from exc
     finally:
-        sys.stdout.flush()
+        for stream in {sys.stdout, sys.__stdout__}:  # (what it printed: to stderr)
+            with contextlib.suppress(Exception):  # (one the handler put there, closed)
+                stream.flush()  # type: ignore[union-attr]
         os.dup2(saved, 1)
         _close(held)
-    if result is not None:
-        sys.stdout.buffer.write(result)
+    # To the descriptor, not sys.stdout: the handler may have replaced it (os.devnull)
+    view = memoryview((result or b"") + (RETURNED if say_returned else b""))
+    while view:
+        view = view[os.write(1, view):]
     if say_returned:  # ... and the end of stdout: its reader need not wait for the exit
-        sys.stdout.buffer.write(RETURNED)
-        sys.stdout.flush()
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, 1)
         os.close(null)

@@ -436,6 +436,23 @@ def test_a_process_pool_handler_that_leaves_a_thread_running_still_completes(
     assert "returned" in warning.getMessage()
 
 
+def test_a_process_pool_handler_that_replaced_sys_stdout_keeps_its_result(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--pool process``: a handler that silences its prints by replacing ``sys.stdout``
+    (``sys.stdout = open(os.devnull, "w")``, never put back) had its result written to
+    that replacement, i.e. nowhere: the request completed without its result (and, once
+    the child said that its handler returned the same way, failed as if it never had).
+    The result goes to the child's stdout itself, whatever ``sys.stdout`` is."""
+    q, stats = run_in_a_child(tmp_path, monkeypatch, "silenced", (
+        "import os, sys\n"
+        "def handle(req):\n"
+        "    sys.stdout = open(os.devnull, 'w')\n"
+        "    print('noise')\n"
+        "    return b'the result'\n"))
+    assert stats.completed == 1, q.error_record("a")
+    assert q.result("a") == b"the result"
+
+
 def test_a_process_pool_handler_s_forked_daemon_does_not_hold_the_result_pipe(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``--pool process``: while the handler runs, the child keeps its stdout (the pipe
