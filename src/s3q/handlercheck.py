@@ -20,7 +20,7 @@ import re
 import subprocess
 import zipfile
 
-__all__ = ["check_script"]
+__all__ = ["check_script", "check_shebang"]
 
 log = logging.getLogger("s3q.handlers")
 
@@ -65,6 +65,23 @@ except Exception as e:
 if not found:
     sys.exit("No module named %r" % sys.argv[1])
 """
+
+
+def check_shebang(program: str, path: str) -> None:
+    """Raise ValueError if the script at ``path`` (run as ``program``) has a ``#!`` line
+    ending in a carriage return (saved with Windows line endings): the kernel takes it for
+    part of the interpreter's name (``/bin/sh\\r``: 'no such file', of a file that is
+    there) or of its argument (``env python3\\r``: exit 127), and every run fails."""
+    try:
+        with open(path, "rb") as f:
+            line = f.readline(256).rstrip(b"\n")
+    except OSError:
+        return
+    if line.startswith(b"#!") and line.endswith(b"\r"):
+        raise ValueError(f"--exec: cannot run {program!r}: its #! line ends in a carriage "
+                         f"return (Windows line endings), which the kernel takes for part "
+                         f"of {line[2:-1].decode('utf-8', 'replace').strip()!r}: convert the "
+                         f"file (dos2unix {path})")
 
 
 def check_script(argv: list[str], program: str) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, BinaryIO, Protocol
 
 from s3q.context import message_of
-from s3q.handlercheck import check_script
+from s3q.handlercheck import check_script, check_shebang
 from s3q.job import Job
 
 __all__ = ["RETURNED", "ExecHandler", "Handler", "HandlerError", "HandlerTimeout",
@@ -161,6 +161,7 @@ class ExecHandler:
                 raise ValueError(f"--exec: cannot run {program!r}: not found on PATH "
                                  f"({os.environ.get('PATH', '')})")
             found = which
+        check_shebang(program, found)
         interpreter = _shebang(found)
         if interpreter is not None and not (os.path.isfile(interpreter)
                                             and os.access(interpreter, os.X_OK)):

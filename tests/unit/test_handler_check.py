@@ -189,3 +189,19 @@ def test_a_python_zipapp_or_directory_with_a_main_is_a_script_python_runs(
                             ("pkg", "not a file, nor a directory with a __main__.py")):
         with pytest.raises(ValueError, match=f"cannot load its script '{script}': {message}"):
             check(f"{PY} {script} {{path}}")
+
+
+@pytest.mark.parametrize("first_line", [b"#!/bin/sh\r\n", b"#!/usr/bin/env sh\r\n"])
+def test_a_script_whose_first_line_ends_in_a_carriage_return_is_refused(
+        _in_app_dir: Path, first_line: bytes) -> None:
+    """A script saved with Windows line endings: the kernel takes the ``\\r`` for part of
+    its ``#!`` line (it looks for ``/bin/sh\\r``, or env for ``sh\\r``), so every run
+    fails: 'No such file or directory' for a file that is there, or exit 127. The check
+    split the line on whitespace, found ``/bin/sh`` and let the worker start, say it was
+    ready and fail every request (uncharged: the breaker then tripped; charged: exit 127)."""
+    script = _in_app_dir / "process.sh"
+    script.write_bytes(first_line + b"cat \"$1\"\r\n")
+    script.chmod(0o755)
+    with pytest.raises(ValueError, match=r"'./process.sh': its #! line ends in a carriage "
+                                         r"return \(Windows line endings\)"):
+        check("./process.sh {path}")
