@@ -20,7 +20,7 @@ import re
 import subprocess
 import zipfile
 
-__all__ = ["check_script", "check_shebang"]
+__all__ = ["check_script", "check_shebang", "check_words"]
 
 log = logging.getLogger("s3q.handlers")
 
@@ -67,6 +67,21 @@ if not found:
 """
 
 
+#: Words that only a shell gives a meaning to: in an --exec command (no shell runs it) they
+#: are the program's arguments, and what follows them is not run.
+_SHELL_WORDS = {"&&", "||", "|", ";", "&", ">", ">>", "<", "2>", "2>>", "2>&1", ">&2", "&>"}
+
+
+def check_words(argv: list[str]) -> None:
+    """Raise ValueError if a word of the command is a shell's operator (``&&``, ``>``, …)."""
+    word = next((w for w in argv[1:] if w in _SHELL_WORDS), None)
+    if word is not None:
+        raise ValueError(f"--exec: {word!r} is an argument of {argv[0]!r} here: no shell runs "
+                         f"the command, so what it joins or redirects does not happen; run "
+                         f"a shell for it: --exec \"sh -c 'CMD \\\"$1\\\" {word} ...' sh "
+                         f"{{path}}\"")
+
+
 def check_shebang(program: str, path: str) -> None:
     """Raise ValueError if the script at ``path`` (run as ``program``) has a ``#!`` line
     ending in a carriage return (saved with Windows line endings): the kernel takes it for
@@ -86,7 +101,9 @@ def check_shebang(program: str, path: str) -> None:
 
 def check_script(argv: list[str], program: str) -> None:
     """``argv`` runs ``program`` (its resolved path): raise ValueError saying why the script
-    or module an interpreter is given cannot be loaded; return quietly for anything else."""
+    or module an interpreter is given cannot be loaded, or why a shell's word is in it
+    (:func:`check_words`); return quietly for anything else."""
+    check_words(argv)
     kind = _kind(os.path.basename(argv[0]))
     if kind is None:
         return

@@ -6,6 +6,7 @@ every request. The check loads the script (compiles or parses it) and runs none 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -205,3 +206,22 @@ def test_a_script_whose_first_line_ends_in_a_carriage_return_is_refused(
     with pytest.raises(ValueError, match=r"'./process.sh': its #! line ends in a carriage "
                                          r"return \(Windows line endings\)"):
         check("./process.sh {path}")
+
+
+@pytest.mark.parametrize(("command", "word"), [
+    (f"{PY} ok.py {{path}} && {PY} ok.py {{path}}", "&&"),
+    (f"{PY} ok.py {{path}} > out.txt 2>&1", ">"),
+    (f"{PY} ok.py {{path}} | gzip", "|"),
+    (f"{PY} ok.py {{path}} ; echo done", ";"),
+])
+def test_a_command_written_for_a_shell_is_refused(_in_app_dir: Path, command: str,
+                                                  word: str) -> None:
+    """No shell runs an --exec command: ``python a.py {path} && python b.py {path}`` ran
+    a.py with '&&', 'python', 'b.py' and the path as its arguments, and b.py never: each
+    request completed with half its work done (``cd /srv && ...``, where /usr/bin/cd
+    exists, as on Fedora and Amazon Linux, completed every request having run nothing).
+    A shell's operator as a word of its own is refused, saying how to run a shell."""
+    with pytest.raises(ValueError, match=rf"--exec: {re.escape(repr(word))} .*no shell runs "
+                                         r"the command.*sh -c"):
+        check(command)
+    check(f"sh -c '{PY} ok.py \"$1\" > out.txt && echo done' sh {{path}}")
