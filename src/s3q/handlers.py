@@ -230,27 +230,28 @@ class ExecHandler:
             return None
         return b"".join(out)[:size] if size else None
 
-
     def _wait(self, proc: subprocess.Popen[bytes], out: deque[bytes],
               reader: threading.Thread, name: str) -> int:
-        """The exit code. With ``returned``, once stdout ended with it (the handler returned)
-        a child that does not exit within KILL_GRACE (Python waits for threads a handler
-        left running) is stopped, and counts as exited 0."""
+        """The exit code. With ``returned``, once stdout ended with it (the handler returned,
+        its result whole) the job is done: a child that then does not exit within KILL_GRACE
+        (threads its handler left) is stopped, one that crashes at its exit counts as 0."""
         if not self.returned:
             return proc.wait(self.timeout)
         reader.join(self.timeout)  # (s3q.runner ends its stdout once it wrote RETURNED)
         done = b"".join(out).endswith(self.returned)
         try:
-            return proc.wait(KILL_GRACE if done else 0 if reader.is_alive() else self.timeout)
+            code = proc.wait(KILL_GRACE if done else 0 if reader.is_alive() else self.timeout)
+            how = f"then ended with exit code {code}"
         except subprocess.TimeoutExpired:
             if not done:
                 raise
-        log.warning("%s: the handler returned, but its process did not exit within %gs "
-                    "(threads it left running?); stopped", name, KILL_GRACE,
-                    extra={"event": "handler_leftovers", "request": name})
-        _kill_group(proc)
-        proc.wait()
-        return 0
+            _kill_group(proc)
+            code = proc.wait()
+            how = f"did not exit within {KILL_GRACE:g}s (threads it left running?): stopped"
+        if done and code:
+            log.warning("%s: the handler returned, but its process %s", name, how,
+                        extra={"event": "handler_leftovers", "request": name})
+        return 0 if done else code
 
 
 def process_handler(spec: str, timeout: float | None = None) -> ExecHandler:

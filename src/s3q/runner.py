@@ -4,10 +4,11 @@ While the handler runs, what it writes to stdout (print(), a program it runs) go
 stderr: stdout carries the result alone (written to its descriptor: a handler that
 replaced ``sys.stdout`` to silence its prints loses no result). A handler raising
 SystemExit (``sys.exit()``) fails its attempt, as in a thread: its code 0 would have been
-taken for done. A process
-the handler forks does not inherit the result's pipe (kept on another descriptor). With
-``--say-returned`` first, :data:`s3q.handlers.RETURNED` follows the result once the handler
-returned: a child ended without returning (``os._exit(0)``) also exits 0, and must fail."""
+taken for done. A process the handler forks does not inherit the result's pipe (kept on
+another descriptor). With ``--say-returned`` first, :data:`s3q.handlers.RETURNED` follows
+the result once the handler returned, and stdout ends there: a child ended without
+returning (``os._exit(0)``) also exits 0, and must fail; one that returned is done, however
+its process ends."""
 
 from __future__ import annotations
 

@@ -453,6 +453,26 @@ def test_a_process_pool_handler_that_replaced_sys_stdout_keeps_its_result(
     assert q.result("a") == b"the result"
 
 
+def test_a_process_pool_handler_whose_process_crashes_after_it_returned_completes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """``--pool process``: a child that crashes at its exit, after its handler returned
+    and its result was written whole (a C extension's teardown: SIGSEGV, abort(), an
+    atexit hook's os._exit(3)), failed the attempt, so a request whose work was done ran
+    again and, on its last attempt, went to failed/. The child says when its handler
+    returned: its job completes, with its result and a warning."""
+    with caplog.at_level(logging.WARNING, logger="s3q.handlers"):
+        q, stats = run_in_a_child(tmp_path, monkeypatch, "crashes", (
+            "import atexit, os, signal\n"
+            "def handle(req):\n"
+            "    atexit.register(os.kill, os.getpid(), signal.SIGSEGV)\n"
+            "    return b'done'\n"), max_attempts=1)
+    assert stats.completed == 1, q.error_record("a")
+    assert q.result("a") == b"done"
+    [warning] = [r for r in caplog.records if getattr(r, "event", "") == "handler_leftovers"]
+    assert "then ended" in warning.getMessage()
+
+
 def test_a_process_pool_handler_s_forked_daemon_does_not_hold_the_result_pipe(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``--pool process``: while the handler runs, the child keeps its stdout (the pipe
