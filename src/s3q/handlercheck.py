@@ -14,13 +14,14 @@ that are not an interpreter, inline code (``python -c``, ``sh -c``) and a script
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
 import subprocess
 import zipfile
 
-__all__ = ["check_script", "check_shebang", "check_words"]
+__all__ = ["check_callable", "check_script", "check_shebang", "check_words"]
 
 log = logging.getLogger("s3q.handlers")
 
@@ -65,6 +66,18 @@ except Exception as e:
 if not found:
     sys.exit("No module named %r" % sys.argv[1])
 """
+
+
+def check_callable(spec: str, attr: str, target: object) -> None:
+    """Raise ValueError if ``target`` (``spec``'s ``attr``) cannot be a handler: not callable,
+    or an ``async def`` (called, it returns a coroutine that nothing runs: every request
+    would fail)."""
+    if not callable(target):
+        raise ValueError(f"handler {spec!r}: {attr!r} is not callable")
+    if inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target):
+        raise ValueError(f"handler {spec!r}: {attr!r} is a coroutine function (async def), "
+                         f"which s3q does not await: give it a plain function, e.g. def "
+                         f"handle(req): return asyncio.run({attr}(req))")
 
 
 #: Words that only a shell gives a meaning to: in an --exec command (no shell runs it) they

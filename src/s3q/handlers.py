@@ -25,10 +25,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, BinaryIO, Protocol
+from typing import IO, BinaryIO, Protocol, cast
 
 from s3q.context import message_of
-from s3q.handlercheck import check_script, check_shebang
+from s3q.handlercheck import check_callable, check_script, check_shebang
 from s3q.job import Job
 
 __all__ = ["RETURNED", "ExecHandler", "Handler", "HandlerError", "HandlerTimeout",
@@ -118,9 +118,8 @@ def load_callable(spec: str) -> Callable[..., bytes | str | None]:
         if not hasattr(target, part):
             raise ValueError(f"handler {spec!r}: {module_name!r} has no {attr!r}")
         target = getattr(target, part)
-    if not callable(target):
-        raise ValueError(f"handler {spec!r}: {attr!r} is not callable")
-    return target
+    check_callable(spec, attr, target)
+    return cast("Callable[..., bytes | str | None]", target)
 
 
 class ExecHandler:

@@ -225,3 +225,21 @@ def test_a_command_written_for_a_shell_is_refused(_in_app_dir: Path, command: st
                                          r"the command.*sh -c"):
         check(command)
     check(f"sh -c '{PY} ok.py \"$1\" > out.txt && echo done' sh {{path}}")
+
+
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_an_async_handler_is_refused_at_start(_in_app_dir: Path,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              pool: str) -> None:
+    """``async def handle(req)``: s3q calls a handler and gets back a coroutine, never
+    run: every request failed ('the handler returned a coroutine'), charged an attempt
+    each until the breaker tripped (with max_attempts = 1, dead-lettered), from a worker
+    that had started, said it was ready and passed ValidateService. Refused at start."""
+    (_in_app_dir / "asyncmod.py").write_text("async def handle(req):\n    return b'x'\n")
+    monkeypatch.syspath_prepend(str(_in_app_dir))
+    monkeypatch.delitem(sys.modules, "asyncmod", raising=False)
+    out = CliRunner().invoke(cli, ["worker", "--handler", "asyncmod:handle", "--pool", pool,
+                                   "--check-handler", "--queue", str(_in_app_dir / "q")])
+    assert out.exit_code == 2, (out.exception, out.output)
+    [line] = [ln for ln in out.stderr.splitlines() if ln.startswith("s3q: ")]
+    assert "handler 'asyncmod:handle': 'handle' is a coroutine function (async def)" in line
