@@ -96,15 +96,21 @@ def check_words(argv: list[str]) -> None:
 
 
 def check_shebang(program: str, path: str) -> None:
-    """Raise ValueError if the script at ``path`` (run as ``program``) has a ``#!`` line
-    ending in a carriage return (saved with Windows line endings): the kernel takes it for
-    part of the interpreter's name (``/bin/sh\\r``: 'no such file', of a file that is
-    there) or of its argument (``env python3\\r``: exit 127), and every run fails."""
+    """Raise ValueError if the file at ``path`` (run as ``program``) is a script that exec
+    cannot run: one without a ``#!`` line (text, no ELF binary: Exec format error at every
+    run), or one whose ``#!`` line ends in a carriage return (saved with Windows line
+    endings): the kernel takes it for part of the interpreter's name (``/bin/sh\\r``: 'no
+    such file', of a file that is there) or of its argument (``env python3\\r``: exit 127)."""
     try:
         with open(path, "rb") as f:
-            line = f.readline(256).rstrip(b"\n")
+            head = f.read(256)
     except OSError:
         return
+    line = head.split(b"\n", 1)[0]
+    if not head.startswith((b"#!", b"\x7fELF")) and b"\0" not in head:
+        raise ValueError(f"--exec: cannot run {program!r}: a script without a #! line, for "
+                         f"which the kernel runs no interpreter (Exec format error): begin "
+                         f"it with one (#!/bin/sh), or name its interpreter in the command")
     if line.startswith(b"#!") and line.endswith(b"\r"):
         raise ValueError(f"--exec: cannot run {program!r}: its #! line ends in a carriage "
                          f"return (Windows line endings), which the kernel takes for part "

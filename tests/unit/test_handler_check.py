@@ -243,3 +243,21 @@ def test_an_async_handler_is_refused_at_start(_in_app_dir: Path,
     assert out.exit_code == 2, (out.exception, out.output)
     [line] = [ln for ln in out.stderr.splitlines() if ln.startswith("s3q: ")]
     assert "handler 'asyncmod:handle': 'handle' is a coroutine function (async def)" in line
+
+
+def test_an_executable_script_without_a_first_line_naming_its_interpreter_is_refused(
+        _in_app_dir: Path) -> None:
+    """A script made executable without a ``#!`` line (``echo ...`` first, or an empty
+    file): a shell would run it with itself, but the worker execs it, and the kernel
+    refuses (Exec format error) at every run: the check let the worker start and say it
+    was ready, and every request failed to start (the breaker then tripped on them). An
+    executable binary (ELF) is no script; one with a ``#!`` line passes as before."""
+    script = _in_app_dir / "process.sh"
+    for content in (b'cat "$1"\n', b""):
+        script.write_bytes(content)
+        script.chmod(0o755)
+        with pytest.raises(ValueError, match=r"'./process.sh': a script without a #! line"):
+            check("./process.sh {path}")
+    script.write_bytes(b'#!/bin/sh\ncat "$1"\n')
+    check("./process.sh {path}")
+    check("true {path}")  # (an ELF binary)
