@@ -57,6 +57,12 @@ except SyntaxError as e:
 except Exception as e:
     sys.exit("%s: %s" % (type(e).__name__, e))
 """
+_MAGIC = """\
+import importlib.util, sys
+with open(sys.argv[1], "rb") as f:
+    if f.read(4) != importlib.util.MAGIC_NUMBER:
+        sys.exit("a bad magic number: compile it with this interpreter")
+"""
 _FIND_MODULE = """\
 import importlib.util, sys
 try:
@@ -180,6 +186,8 @@ def _check_file(argv: list[str], program: str, kind: str, script: str) -> None:
             raise ValueError(f"{where}: a broken zip archive: {e}") from None
         if not {"__main__.py", "__main__.pyc"} & names:
             raise ValueError(f"{where}: a zip archive without a __main__.py")
+    elif kind == "python" and script.endswith(".pyc"):  # run as compiled, by its magic
+        _run_check(where, [program, "-c", _MAGIC, script], "compiled by another Python")
     elif kind == "python":
         _run_check(where, [program, "-c", _COMPILE, script], "does not compile")
     elif kind == "shell":

@@ -261,3 +261,20 @@ def test_an_executable_script_without_a_first_line_naming_its_interpreter_is_ref
     script.write_bytes(b'#!/bin/sh\ncat "$1"\n')
     check("./process.sh {path}")
     check("true {path}")  # (an ELF binary)
+
+
+def test_a_compiled_python_file_is_a_script_python_runs(_in_app_dir: Path) -> None:
+    """``python app.pyc {path}``: Python runs a compiled file (by its magic number); the
+    check compiled its bytes as source ('source code string cannot contain null bytes')
+    and refused a good handler. One compiled by another Python (a bad magic number, which
+    Python refuses at every run) is still refused."""
+    import py_compile
+
+    (_in_app_dir / "app.py").write_text("import sys\nprint(open(sys.argv[1]).read())\n")
+    py_compile.compile(str(_in_app_dir / "app.py"), cfile=str(_in_app_dir / "app.pyc"))
+    check(f"{PY} app.pyc {{path}}")
+    compiled = (_in_app_dir / "app.pyc").read_bytes()
+    (_in_app_dir / "old.pyc").write_bytes(b"\x03\xf3\r\n" + compiled[4:])  # (Python 2.7's)
+    with pytest.raises(ValueError, match=r"cannot load its script 'old\.pyc': compiled by "
+                                         r"another Python: a bad magic number"):
+        check(f"{PY} old.pyc {{path}}")
