@@ -163,6 +163,11 @@ class Runner:
 
 
 def one_line(exc: BaseException) -> str:
-    """``Type: message``, its first line, at most 300 characters (for a log line)."""
-    text = f"{type(exc).__name__}: {message_of(exc)}"
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    """``Type: message``, its first line, at most 300 characters (for a log line); of a
+    message of several lines, the last one too (a program's stderr tail: a traceback's
+    says what went wrong)."""
+    lines = [ln.strip() for ln in f"{type(exc).__name__}: {message_of(exc)}".splitlines()]
+    lines = [ln for ln in lines if ln]
+    if len(lines) > 1:
+        return f"{lines[0][:140]} … {lines[-1][:160]}"
+    return lines[0][:300] if lines else type(exc).__name__

@@ -473,6 +473,30 @@ def test_a_process_pool_handler_whose_process_crashes_after_it_returned_complete
     assert "then ended" in warning.getMessage()
 
 
+def test_the_log_line_of_a_failed_attempt_ends_with_the_last_line_of_its_error(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A program's error holds the tail of its stderr, many lines (a Python traceback, whose
+    last line says what went wrong): the worker's line for each failed attempt
+    (``handler_failed``, the one a journal shows) kept the first line only, 'stderr:
+    Traceback (most recent call last):', and never the error. It keeps the first line and
+    the last."""
+    from s3q.handlers import ExecHandler
+
+    program = ("import json, sys\n"
+               "def load(path):\n"
+               "    return json.loads(open(path).read())['no_such_field']\n"
+               "load(sys.argv[1])\n")
+    q = Queue(MemoryStore("running-failed-line"), QueueConfig(lease_ttl=6.0, max_attempts=1))
+    q.submit("a", b"{}")
+    with caplog.at_level(logging.WARNING, logger="s3q.worker"):
+        Worker(q, ExecHandler([sys.executable, "-c", program, "{path}"]),
+               WorkerOptions("w", burst=True)).run()
+    [line] = [r.getMessage() for r in caplog.records
+              if getattr(r, "event", "") == "handler_failed"]
+    assert "failed (exit code 1)" in line and "\n" not in line
+    assert line.endswith("KeyError: 'no_such_field'"), line
+
+
 def test_a_process_pool_handler_s_forked_daemon_does_not_hold_the_result_pipe(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``--pool process``: while the handler runs, the child keeps its stdout (the pipe
