@@ -93,7 +93,8 @@ _SHELL_WORDS = {"&&", "||", "|", ";", "&", ">", ">>", "<", "2>", "2>>", "2>&1", 
 
 def check_words(argv: list[str]) -> None:
     """Raise ValueError if a word of the command is a shell's operator (``&&``, ``>``, …)."""
-    word = next((w for w in argv[1:] if w in _SHELL_WORDS), None)
+    find = {"-exec", "-execdir", "-ok", "-okdir"} & set(argv)  # (find's own ';' ends those)
+    word = next((w for w in argv[1:] if w in _SHELL_WORDS and not (find and w == ";")), None)
     if word is not None:
         raise ValueError(f"--exec: {word!r} is an argument of {argv[0]!r} here: no shell runs "
                          f"the command, so what it joins or redirects does not happen; run "

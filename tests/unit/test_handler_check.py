@@ -225,6 +225,7 @@ def test_a_command_written_for_a_shell_is_refused(_in_app_dir: Path, command: st
                                          r"the command.*sh -c"):
         check(command)
     check(f"sh -c '{PY} ok.py \"$1\" > out.txt && echo done' sh {{path}}")
+    check("find {path} -exec cat {} ;")  # (find's own ';': \; in a shell)
 
 
 @pytest.mark.parametrize("pool", ["thread", "process"])
