@@ -54,12 +54,10 @@ log = logging.getLogger("s3q.cli")  # not __name__: the logger name is part of t
               "the store failed for 2 min or the breaker kept tripping: requests may wait).")
 @click.option("--max-jobs", type=click.IntRange(min=1), metavar="N",
               help="Exit after claiming N requests.")
-@click.option("--check-handler", is_flag=True, help="Only check that the settings load and "
-              "the handler can run, say so and exit (2 if not); no queue is opened. "
-              "The ValidateService hook runs it.")
-@click.option("--check-queue", is_flag=True, help="Only check the queue as 's3q status "
-              "--check' does, with this command line's settings, and exit (1 if unhealthy). "
-              "The ValidateService hook runs it.")
+@click.option("--check-handler", is_flag=True, help="Only check that the handler can run "
+              "(exit 2 if not).")
+@click.option("--check-queue", is_flag=True, help="Only check the queue, as 'status --check' "
+              "(exit 1).")
 @setting_options("concurrency", "lease_ttl", "max_attempts", "grace", "worker_id",
                  "job_timeout", "breaker_threshold", "breaker_pause", "metrics_port",
                  "metrics_addr")
