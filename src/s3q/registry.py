@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -293,25 +294,32 @@ class Presence:
         self.shares.update(self.worker.options.worker_id, live)
 
     def _run(self) -> None:
-        """Beat every ``interval`` and look at the fleet then (and at the start and AGAIN
-        later, and when a lost race asks for it: :meth:`s3q.shares.Shares.missed`, at most
-        once a SOON)."""
-        beat_at = time.monotonic() + self.interval
-        self.look()
-        if not self._stop.wait(AGAIN):  # (a fleet that starts together: each other)
-            self.look()
-        while not self._stop.is_set():
-            self.shares.wake.wait(max(0.0, beat_at - time.monotonic()))
+        """Beat every ``interval``; look at the fleet then, at the start and AGAIN later (a
+        fleet started together), and when a lost race asks for it
+        (:meth:`s3q.shares.Shares.missed`: a look at most once a SOON, never delaying a
+        beat)."""
+        now = time.monotonic()
+        beat_at, look_at, again, asked_from = now + self.interval, now, now + AGAIN, now
+        while True:
+            if time.monotonic() >= look_at:
+                self.shares.wake.clear()  # (this look answers the races lost so far)
+                self.look()
+                look_at, again = again, math.inf
+            if self._stop.is_set():  # (after any clear of wake: __exit__ sets _stop first)
+                return
+            # (a look due: the wakes of lost races wait for it; none: they bring one)
+            (self._stop if look_at < math.inf else self.shares.wake).wait(
+                max(0.0, min(beat_at, look_at) - time.monotonic()))
             if self._stop.is_set():
                 return
-            asked = self.shares.wake.is_set()
-            self.shares.wake.clear()
-            if time.monotonic() >= beat_at:
+            now = time.monotonic()
+            if look_at == math.inf and self.shares.wake.is_set():
+                self.shares.wake.clear()
+                look_at = max(now, asked_from)
+                asked_from = look_at + SOON
+            if now >= beat_at:
                 self.beat()
-                beat_at = time.monotonic() + self.interval
-            self.look()
-            if asked:
-                self._stop.wait(SOON)  # (lost races ask at most once a SOON)
+                beat_at, look_at = now + self.interval, min(look_at, now)
 
 
 def published_lease_ttl(store: Store, worker_id: str) -> float:

@@ -1,8 +1,8 @@
 """The walk of wait/ for one process's claims (:mod:`s3q.claim`): it lists wait/ a page at
 a time from a cursor that advances through the keyspace, and hands the requests on it out
-one by one, to every claiming thread of the process: those of its share of wait/ (:mod:`s3q.
-shares`: the others' only from a page with none of its own), from a random one (so racing
-workers rarely want the same key). Pages with no request on them do not count as a
+one by one, to every claiming thread of the process: the worker's share of them
+(:mod:`s3q.shares`; the others' only from a page with none of its own), from a random one
+(so racing workers rarely want the same key). Pages with no request on them do not count as a
 turn: a claim walks past up to :data:`WALK_PAGES` of them. It has a lock of its own, which
 it holds while it lists: the names offered to the claimer (by events, by the scan) do not
 wait for a walk. It also keeps the requests this process found it may not read

@@ -153,3 +153,40 @@ def test_the_registry_thread_reads_the_fleet_at_start_and_when_a_race_asks() -> 
         worker.stop()
         thread.join(10)
     assert not thread.is_alive()
+
+
+def test_lost_races_neither_delay_a_heartbeat_nor_list_the_registry_each_time() -> None:
+    """Lost races ask for looks at any rate (every claim of a contended tail): the
+    registry thread looks at most once a SOON for them, and beats on time meanwhile."""
+    store = Counting(MemoryStore("beats"))
+    q = Queue(store, QueueConfig(lease_ttl=6.0))
+    worker = Worker(q, lambda job: None, WorkerOptions(f"me-{uuid4().hex[:8]}",
+                                                       concurrency=1, poll_interval=0.2))
+    worker.presence.interval = 0.3
+    own = next(n for n in NAMES if q.ctx.shares.mine(n))
+    stop = threading.Event()
+
+    def lose_races() -> None:
+        while not stop.wait(0.005):
+            q.ctx.shares.missed(own)
+
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        wait_for(lambda: worker.presence.writes >= 2, 10, "the worker's first beats")
+        looks, writes = store.lists[PREFIX], worker.presence.writes
+        racer = threading.Thread(target=lose_races)
+        racer.start()
+        try:
+            wait_for(lambda: worker.presence.writes >= writes + 6, 15,
+                     "six more beats while lost races ask for looks")
+            beats = worker.presence.writes - writes
+            # a look with each beat, and at most one asked for by the races (SOON is 10 s)
+            assert store.lists[PREFIX] - looks <= beats + 2
+        finally:
+            stop.set()
+            racer.join(10)
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert not thread.is_alive()
