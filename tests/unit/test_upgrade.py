@@ -17,7 +17,7 @@ NAME = "old/a_request.json"
 
 
 def v1_lease(world: World, *, intent: str, where: str, attempt: int = 1, attempts: int = 0,
-             worker: str = "old-worker") -> bytes:
+             worker: str = "old-worker", on_finish: str = "move") -> bytes:
     """Put the request (as 0.1 left it) at ``where`` and a version-1 lease beside it."""
     world.submit(NAME)
     body = world.mem.get(layout.key(layout.WAIT, NAME))
@@ -27,7 +27,7 @@ def v1_lease(world: World, *, intent: str, where: str, attempt: int = 1, attempt
     world.mem.put(layout.key(layout.LEASES, NAME), json.dumps({
         "v": 1, "name": NAME, "worker": worker, "claim": "0" * 32, "gen": 1, "seq": 3,
         "attempt": attempt, "etag": body[1].etag, "intent": intent, "written_at": 0.0,
-        "on_finish": "move", "result_b64": None, "attempts": attempts, "not_before": 0.0,
+        "on_finish": on_finish, "result_b64": None, "attempts": attempts, "not_before": 0.0,
         "error": None}).encode())
     return body[0]
 
@@ -63,6 +63,19 @@ def test_a_version_1_done_lease_is_rolled_forward_not_run_again() -> None:
     world.drain()
     world.check_settled()
     assert world.runs(NAME) == 0
+
+
+def test_a_done_lease_with_an_on_finish_this_version_does_not_know_keeps_the_request() -> None:
+    """A later s3q may add a way to finish ("archive"): this one, rolling such a lease
+    forward, keeps the request in finish/ (as "move") rather than delete what it does not
+    know it may."""
+    world = World()
+    body = v1_lease(world, intent="done", where=layout.PROCESSING, on_finish="archive")
+    world.expire()
+    world.drain()
+    assert world.runs(NAME) == 0
+    assert world.mem.get(layout.key(layout.FINISH, NAME))[0] == body
+    assert not world.keys(layout.LEASES) and not world.keys(layout.PROCESSING)
 
 
 def test_a_version_1_lease_whose_request_is_gone_is_dropped() -> None:
