@@ -68,10 +68,12 @@ MOTO_CREDENTIALS = ("testing", "testing")
 #: PutObject and its write, as a store that looks the key up and then writes it in another
 #: step does (SeaweedFS's filer, seaweedfs issue 8800): concurrent conditional writes then
 #: do overlap.
-#: moto's DeleteObjects ignores each object's ETag; AWS refuses a stale one (PreconditionFailed)
-#: and, as its DeleteObject does, a missing key under a condition (NoSuchKey is assumed
-#: here: AWS documents no other answer). The server does so unless S3Q_MOTO_BATCH_ETAGS=0
-#: (a store that ignores them: s3q's probe then finds that, and deletes one key a request).
+#: moto's DeleteObjects ignored each object's ETag before 5.2.6; AWS refuses a stale one
+#: (PreconditionFailed) and, as its DeleteObject does, a missing key under a condition
+#: (NoSuchKey is assumed here: AWS documents no other answer). The server does so, whatever
+#: moto's version, unless S3Q_MOTO_BATCH_ETAGS=0: then it drops each object's ETag before
+#: moto reads the request, as a store that ignores them does (MinIO; s3q's probe then finds
+#: that, and deletes one key a request).
 _MOTO_MAIN = """
 import logging, os, sys, threading, time
 logging.getLogger('werkzeug').setLevel(logging.WARNING)
@@ -139,6 +141,17 @@ if os.environ.get('S3Q_MOTO_BATCH_ETAGS', '1') != '0':
         self.serialized = with_refused
         return delete_keys(self, bucket_name, *args, **kwargs)
     S3Response._bucket_response_delete_keys = conditional_delete_keys
+else:
+    import xmltodict
+    delete_keys = S3Response._bucket_response_delete_keys
+    def etags_ignored(self, bucket_name, *args, **kwargs):
+        body = xmltodict.parse(self.body, strip_whitespace=False)
+        objects = body['Delete'].get('Object', [])
+        for obj in objects if isinstance(objects, list) else [objects]:
+            obj.pop('ETag', None)
+        self.body = xmltodict.unparse(body).encode()
+        return delete_keys(self, bucket_name, *args, **kwargs)
+    S3Response._bucket_response_delete_keys = etags_ignored
 from moto.server import main
 main(sys.argv[1:])
 """
